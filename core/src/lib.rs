@@ -1,0 +1,26 @@
+//! rbdx-core: everything rbdx knows about Ceph, and nothing about OpenNebula or
+//! Proxmox.
+//!
+//! - [`rados`]: the cluster connection ([`Cluster`]), pool I/O contexts
+//!   ([`IoCtx`]), mon commands. Timeouts are set before connecting.
+//! - [`rbd`]: librbd's safe API ([`Image`], [`ImageOptions`], pool-level calls).
+//! - [`ops`]: the RBD domain operations the drivers are built from (create with a
+//!   data pool, clone with the right format, safe copy, safe removal, trash, usage,
+//!   pool capacity).
+//! - [`error`]: [`CephError`] keeps the errno, the C call and the object;
+//!   [`Error`] adds what the domain operations refuse.
+//!
+//! `unsafe` code lives only in `ffi`, [`rados`] and [`rbd`]; each block states the
+//! invariant it relies on.
+
+#![deny(missing_docs)]
+
+pub mod error;
+mod ffi;
+pub mod ops;
+pub mod rados;
+pub mod rbd;
+
+pub use error::{CephError, Error, ErrorKind, Result};
+pub use rados::{Cluster, ConnectConfig, IoCtx, Timeouts};
+pub use rbd::{Image, ImageOptions};

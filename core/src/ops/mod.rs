@@ -1,0 +1,554 @@
+//! The RBD domain operations the drivers are built from. Each takes a connected
+//! [`Cluster`] and [`ImageSpec`]s, and is safe to re-run: a step that an earlier,
+//! interrupted run already did is detected and not repeated.
+//!
+//! Rules that come from Ceph's behaviour (see `docs/ceph-behaviour.md`):
+//! - a clone never inherits its parent's data pool, so every create, clone and copy
+//!   takes the data pool explicitly;
+//! - `rbd_copy3` from a snapshot of a clone loses parent data, so [`copy`] never
+//!   uses it there;
+//! - clone format 1 needs a protected parent snapshot; [`clone`] picks the format
+//!   the cluster allows and protects only when needed.
+
+mod pool;
+mod spec;
+
+pub use pool::{PoolKind, PoolUsage, pool_usage};
+pub use spec::{ImageSpec, MAX_NAME_LEN, validate_name};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::rados::{Cluster, IoCtx};
+use crate::rbd::{
+    Image, ImageOptions, LinkedImage, SnapNamespace, Snapshot, TrashEntry, TrashSource,
+};
+
+/// Opens an I/O context on the spec's pool and namespace.
+///
+/// # Errors
+/// `NotFound` for a missing pool.
+pub fn ioctx<'c>(cluster: &'c Cluster, spec: &ImageSpec) -> Result<IoCtx<'c>> {
+    let mut io = cluster.ioctx(&spec.pool)?;
+    if !spec.namespace.is_empty() {
+        io.set_namespace(&spec.namespace)?;
+    }
+    Ok(io)
+}
+
+/// How to create an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// The data pool (EC pool), if any.
+    pub data_pool: Option<String>,
+    /// Exact features; `None` uses the cluster's `rbd_default_features`.
+    pub features: Option<u64>,
+    /// Object size as log2; `None` uses the default (22, 4 MiB).
+    pub order: Option<u32>,
+}
+
+impl CreateOptions {
+    /// Options with just a data pool.
+    pub fn with_data_pool(data_pool: Option<&str>) -> Self {
+        Self {
+            data_pool: data_pool.map(str::to_string),
+            ..Self::default()
+        }
+    }
+
+    fn image_options(&self) -> Result<ImageOptions> {
+        let mut o = ImageOptions::new()
+            .format(2)?
+            .maybe_data_pool(self.data_pool.as_deref())?;
+        if let Some(f) = self.features {
+            o = o.features(f)?;
+        }
+        if let Some(order) = self.order {
+            o = o.order(order.into())?;
+        }
+        Ok(o)
+    }
+}
+
+/// Creates a format-2 image of `size` bytes.
+///
+/// # Errors
+/// `Exists` if the name is taken; `NotFound` for a missing pool or data pool.
+pub fn create(cluster: &Cluster, spec: &ImageSpec, size: u64, opts: &CreateOptions) -> Result<()> {
+    let io = ioctx(cluster, spec)?;
+    io.create_image(&spec.name, size, &opts.image_options()?)
+}
+
+/// A clone's parent, as [`stat`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentLink {
+    /// The parent image.
+    pub image: LinkedImage,
+    /// The parent snapshot's name.
+    pub snap: String,
+    /// The parent snapshot's namespace (`Trash` once removed while in use).
+    pub snap_namespace: SnapNamespace,
+    /// Bytes still read from the parent.
+    pub overlap: u64,
+}
+
+/// What [`stat`] reports about an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageStatus {
+    /// Image id.
+    pub id: String,
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// Feature bits.
+    pub features: u64,
+    /// Flags (object map / fast diff invalid).
+    pub flags: u64,
+    /// Object size in bytes.
+    pub object_size: u64,
+    /// The data pool's name, if the image has one.
+    pub data_pool: Option<String>,
+    /// The parent, for a clone.
+    pub parent: Option<ParentLink>,
+    /// Every snapshot (all namespaces).
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// Opens `spec` read-only and reports size, features, data pool, parent and snapshots.
+///
+/// # Errors
+/// `NotFound` if the image does not exist.
+pub fn stat(cluster: &Cluster, spec: &ImageSpec) -> Result<ImageStatus> {
+    let io = ioctx(cluster, spec)?;
+    let img = io.open_read_only(&spec.name, spec.snap.as_deref())?;
+    status_of(cluster, &io, &img)
+}
+
+/// [`stat`] for an image that is already open.
+///
+/// # Errors
+/// A Ceph error from the calls it makes.
+pub fn status_of(cluster: &Cluster, io: &IoCtx<'_>, img: &Image<'_>) -> Result<ImageStatus> {
+    let info = img.info()?;
+    let data_pool = if info.data_pool_id != io.pool_id() {
+        Some(cluster.pool_name(info.data_pool_id)?)
+    } else {
+        None
+    };
+    let parent = match img.parent()? {
+        Some(p) => Some(ParentLink {
+            image: p.image,
+            snap: p.snap_name,
+            snap_namespace: p.snap_namespace,
+            overlap: img.overlap()?,
+        }),
+        None => None,
+    };
+    Ok(ImageStatus {
+        id: info.id,
+        size: info.size,
+        features: info.features,
+        flags: info.flags,
+        object_size: info.object_size,
+        data_pool,
+        parent,
+        snapshots: img.snapshots()?,
+    })
+}
+
+/// Which clone format to use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CloneFormat {
+    /// Format 2 when the cluster's `require_min_compat_client` is mimic or later,
+    /// else format 1.
+    #[default]
+    Auto,
+    /// Format 1: the parent snapshot is protected first.
+    V1,
+    /// Format 2: no protection; needs mimic clients.
+    V2,
+}
+
+/// Releases in order; format-2 clones need `mimic` or later.
+const RELEASES: [&str; 14] = [
+    "argonaut",
+    "bobtail",
+    "cuttlefish",
+    "dumpling",
+    "emperor",
+    "firefly",
+    "giant",
+    "hammer",
+    "infernalis",
+    "jewel",
+    "kraken",
+    "luminous",
+    "mimic",
+    "nautilus",
+];
+
+/// The clone format a cluster with this `require_min_compat_client` accepts: 2 from
+/// mimic on (including releases newer than this table), else 1.
+pub fn clone_format_for(require_min_compat_client: &str) -> u64 {
+    let mimic = RELEASES
+        .iter()
+        .position(|r| *r == "mimic")
+        .unwrap_or(usize::MAX);
+    match RELEASES
+        .iter()
+        .position(|r| *r == require_min_compat_client)
+    {
+        Some(i) if i < mimic => 1,
+        Some(_) => 2,
+        // Unknown: a newer release name, or empty (no requirement set, treat as
+        // the oldest).
+        None if require_min_compat_client.is_empty() => 1,
+        None => 2,
+    }
+}
+
+/// The clone format the cluster accepts, from `osd dump`'s `require_min_compat_client`.
+///
+/// # Errors
+/// A Ceph error from the mon command, or [`Error::BadReply`].
+pub fn cluster_clone_format(cluster: &Cluster) -> Result<u64> {
+    let dump = cluster.mon_command(&serde_json::json!({"prefix": "osd dump"}))?;
+    let rmcc = dump
+        .get("require_min_compat_client")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| Error::BadReply {
+            command: "osd dump".into(),
+            detail: "no require_min_compat_client".into(),
+        })?;
+    Ok(clone_format_for(rmcc))
+}
+
+/// How to clone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloneOptions {
+    /// The child's data pool. Never inherited from the parent: pass it.
+    pub data_pool: Option<String>,
+    /// Clone format.
+    pub format: CloneFormat,
+    /// Exact features for the child; `None` uses the defaults.
+    pub features: Option<u64>,
+}
+
+/// Clones `parent` (which must name a snapshot) into `child`. With format 1 the
+/// parent snapshot is protected first (if it is not already). Returns the format
+/// used.
+///
+/// # Errors
+/// [`Error::Invalid`] if `parent` names no snapshot; `Exists` if `child` exists;
+/// `NotFound` for a missing parent or snapshot.
+pub fn clone(
+    cluster: &Cluster,
+    parent: &ImageSpec,
+    child: &ImageSpec,
+    opts: &CloneOptions,
+) -> Result<u64> {
+    let snap = parent.require_snap()?;
+    let format = match opts.format {
+        CloneFormat::Auto => cluster_clone_format(cluster)?,
+        CloneFormat::V1 => 1,
+        CloneFormat::V2 => 2,
+    };
+    let pio = ioctx(cluster, parent)?;
+    let cio = ioctx(cluster, child)?;
+    if format == 1 {
+        let img = pio.open(&parent.name)?;
+        if !img.snap_is_protected(snap)? {
+            match img.snap_protect(snap) {
+                // Another clone protected it between our check and our call.
+                Err(e) if e.kind() == Some(ErrorKind::Busy) => {}
+                other => other?,
+            }
+        }
+    }
+    let mut o = ImageOptions::new()
+        .clone_format(format)?
+        .maybe_data_pool(opts.data_pool.as_deref())?;
+    if let Some(f) = opts.features {
+        o = o.features(f)?;
+    }
+    pio.clone_image(&parent.name, snap, &cio, &child.name, &o)?;
+    Ok(format)
+}
+
+/// Copies the data of `src` (its head, or the snapshot it names) into a new image
+/// `dst` with no parent and no snapshots, in `data_pool`.
+///
+/// A snapshot of a clone is copied as clone-then-flatten, because `rbd_copy3` loses
+/// the parent's data on that path (librbd 16, object-map); everything else goes
+/// through `rbd_copy3`.
+///
+/// # Errors
+/// `Exists` if `dst` exists; `NotFound` for a missing source.
+pub fn copy(
+    cluster: &Cluster,
+    src: &ImageSpec,
+    dst: &ImageSpec,
+    data_pool: Option<&str>,
+) -> Result<()> {
+    let sio = ioctx(cluster, src)?;
+    let dio = ioctx(cluster, dst)?;
+    let img = sio.open_read_only(&src.name, src.snap.as_deref())?;
+    if src.snap.is_some() && img.parent()?.is_some() {
+        drop(img);
+        let opts = CloneOptions {
+            data_pool: data_pool.map(str::to_string),
+            ..CloneOptions::default()
+        };
+        clone(cluster, src, dst, &opts)?;
+        let child = dio.open(&dst.name)?;
+        child.flatten()?;
+        return Ok(());
+    }
+    let opts = ImageOptions::new().format(2)?.maybe_data_pool(data_pool)?;
+    img.copy_to(&dio, &dst.name, &opts)
+}
+
+/// Deep-copies `src` (with its snapshots up to the one it names) into `dst` in
+/// `data_pool`; `flatten` drops the parent link.
+///
+/// # Errors
+/// `Exists` if `dst` exists; `NotFound` for a missing source.
+pub fn deep_copy(
+    cluster: &Cluster,
+    src: &ImageSpec,
+    dst: &ImageSpec,
+    data_pool: Option<&str>,
+    flatten: bool,
+) -> Result<()> {
+    let sio = ioctx(cluster, src)?;
+    let dio = ioctx(cluster, dst)?;
+    let img = sio.open_read_only(&src.name, src.snap.as_deref())?;
+    let opts = ImageOptions::new()
+        .format(2)?
+        .maybe_data_pool(data_pool)?
+        .flatten(flatten)?;
+    img.deep_copy_to(&dio, &dst.name, &opts)
+}
+
+/// Resizes `spec` to `size` bytes. A shrink is refused unless `allow_shrink`,
+/// before anything is changed.
+///
+/// # Errors
+/// [`Error::Invalid`] for a shrink not asked for; `NotFound`.
+pub fn resize(cluster: &Cluster, spec: &ImageSpec, size: u64, allow_shrink: bool) -> Result<()> {
+    let io = ioctx(cluster, spec)?;
+    let img = io.open(&spec.name)?;
+    let current = img.info()?.size;
+    if size < current && !allow_shrink {
+        return Err(Error::Invalid(format!(
+            "refusing to shrink {spec} from {current} to {size} bytes (shrinking loses data)"
+        )));
+    }
+    if size != current {
+        img.resize(size, allow_shrink)?;
+    }
+    Ok(())
+}
+
+/// Renames `spec` to `new_name` in the same pool and namespace.
+///
+/// # Errors
+/// `NotFound`, `Exists`, [`Error::Invalid`] for a bad name.
+pub fn rename(cluster: &Cluster, spec: &ImageSpec, new_name: &str) -> Result<()> {
+    validate_name("image", new_name)?;
+    ioctx(cluster, spec)?.rename_image(&spec.name, new_name)
+}
+
+/// Flattens `spec` if it still has a parent.
+///
+/// # Errors
+/// `NotFound`.
+pub fn flatten(cluster: &Cluster, spec: &ImageSpec) -> Result<()> {
+    let io = ioctx(cluster, spec)?;
+    let img = io.open(&spec.name)?;
+    if img.parent()?.is_some() {
+        img.flatten()?;
+    }
+    Ok(())
+}
+
+/// How to remove.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoveOptions {
+    /// Move to the RBD trash instead, for at least this many seconds.
+    pub trash_delay: Option<u64>,
+}
+
+/// What [`remove`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Removed for good.
+    Removed,
+    /// Moved to the trash under this id.
+    Trashed {
+        /// The trash id.
+        id: String,
+    },
+    /// There was nothing to remove.
+    AlreadyGone,
+}
+
+/// Removes `spec` with its snapshots, or moves it to the trash.
+///
+/// Refuses, before changing anything, while another client has the image open
+/// ([`Error::InUse`], naming the watchers) and while a snapshot has CoW children
+/// ([`Error::HasChildren`]) — unless moving to the trash with format-2 children,
+/// where the snapshots go to the trash namespace and the image stays in the trash
+/// until its last child is gone.
+///
+/// # Errors
+/// [`Error::InUse`], [`Error::HasChildren`], and Ceph errors.
+pub fn remove(cluster: &Cluster, spec: &ImageSpec, opts: RemoveOptions) -> Result<Removal> {
+    let io = ioctx(cluster, spec)?;
+    // A read-only open registers no watch of its own, so every watcher listed is
+    // another client.
+    let probe = match io.open_read_only(&spec.name, None) {
+        Err(e) if e.is_not_found() => return Ok(Removal::AlreadyGone),
+        other => other?,
+    };
+    let watchers = probe.watchers()?;
+    drop(probe);
+    if !watchers.is_empty() {
+        return Err(Error::InUse {
+            image: spec.to_string(),
+            watchers: watchers.into_iter().map(|w| w.addr).collect(),
+        });
+    }
+    let img = match io.open(&spec.name) {
+        Err(e) if e.is_not_found() => return Ok(Removal::AlreadyGone),
+        other => other?,
+    };
+    let snaps = img.snapshots()?;
+    let mut with_children = Vec::new();
+    for s in &snaps {
+        let children = children_of(&io, &spec.name, &s.name)?;
+        if !children.is_empty() {
+            with_children.push((s, children));
+        }
+    }
+    if !with_children.is_empty() {
+        let v1 = with_children
+            .iter()
+            .any(|(s, _)| img.snap_is_protected(&s.name).unwrap_or(false));
+        if opts.trash_delay.is_none() || v1 {
+            let (s, children) = &with_children[0];
+            return Err(Error::HasChildren {
+                image: format!("{spec}@{}", s.name),
+                children: children.iter().map(LinkedImage::spec).collect(),
+            });
+        }
+    }
+    for s in &snaps {
+        if img.snap_namespace(s.id)? != SnapNamespace::User {
+            continue;
+        }
+        match img.snap_remove(&s.name) {
+            Err(e) if e.is_not_found() => {}
+            other => other?,
+        }
+    }
+    let id = img.info()?.id;
+    drop(img);
+    match opts.trash_delay {
+        Some(delay) => {
+            match io.trash_move(&spec.name, delay) {
+                Err(e) if e.is_not_found() => return Ok(Removal::AlreadyGone),
+                other => other?,
+            }
+            Ok(Removal::Trashed { id })
+        }
+        None => match io.remove_image(&spec.name) {
+            Err(e) if e.is_not_found() => Ok(Removal::AlreadyGone),
+            Err(e) => Err(e),
+            Ok(()) => Ok(Removal::Removed),
+        },
+    }
+}
+
+/// The children of `image@snap` (read-only open; no watch registered for writes).
+fn children_of(io: &IoCtx<'_>, image: &str, snap: &str) -> Result<Vec<LinkedImage>> {
+    io.open_read_only(image, Some(snap))?.children()
+}
+
+/// What [`trash_purge`] did with each expired entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purge {
+    /// Removed for good.
+    pub removed: Vec<TrashEntry>,
+    /// Kept because clones still depend on them.
+    pub kept: Vec<TrashEntry>,
+}
+
+/// Removes every trash entry of the spec's pool and namespace whose deferment
+/// ended at or before `now` (seconds since the epoch). Entries that clones still
+/// depend on are kept, not failed on. Only entries moved there by users
+/// (`User`, `UserParent`) are touched.
+///
+/// # Errors
+/// Ceph errors other than "still has children".
+pub fn trash_purge(cluster: &Cluster, pool: &ImageSpec, now: i64) -> Result<Purge> {
+    let io = ioctx(cluster, pool)?;
+    let mut purge = Purge::default();
+    for e in io.trash_list()? {
+        let ours = matches!(e.source, TrashSource::User | TrashSource::UserParent);
+        if !ours || e.deferment_end_time > now {
+            continue;
+        }
+        match io.trash_remove(&e.id, true) {
+            Ok(()) => purge.removed.push(e),
+            Err(err) if matches!(err.kind(), Some(ErrorKind::Busy | ErrorKind::NotEmpty)) => {
+                purge.kept.push(e);
+            }
+            Err(err) if err.is_not_found() => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(purge)
+}
+
+/// Bytes allocated to `img` itself (not its parent), at object granularity, from
+/// the object map when fast-diff is on (no data is read). With `since`, only what
+/// changed after that snapshot.
+///
+/// # Errors
+/// A Ceph error from `rbd_diff_iterate2`.
+pub fn used_bytes(img: &Image<'_>, since: Option<&str>) -> Result<u64> {
+    let mut used = 0u64;
+    img.diff_iterate(since, false, true, |_, len, exists| {
+        if exists {
+            used += len;
+        }
+        Ok(())
+    })?;
+    Ok(used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_format_follows_require_min_compat_client() {
+        assert_eq!(clone_format_for("jewel"), 1);
+        assert_eq!(clone_format_for("luminous"), 1);
+        assert_eq!(clone_format_for("mimic"), 2);
+        assert_eq!(clone_format_for("nautilus"), 2);
+        assert_eq!(
+            clone_format_for("reef"),
+            2,
+            "releases newer than the table allow v2"
+        );
+        assert_eq!(clone_format_for(""), 1, "no requirement set is the oldest");
+    }
+
+    #[test]
+    fn create_options_refuse_bad_data_pool_names_before_ceph() {
+        let o = CreateOptions {
+            data_pool: Some("ec\0".into()),
+            ..CreateOptions::default()
+        };
+        assert!(o.image_options().is_err());
+    }
+}

@@ -1,0 +1,428 @@
+//! The cluster connection and pool I/O contexts: [`Cluster`] owns a `rados_t`,
+//! [`IoCtx`] a `rados_ioctx_t` that borrows it. Also mon commands as JSON.
+//!
+//! Every option, timeouts included, is set before `rados_connect`, so no call made
+//! through a [`Cluster`] waits longer than its [`Timeouts`].
+
+use std::ffi::{CStr, CString};
+use std::path::PathBuf;
+use std::ptr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::{CephError, Error, Result, check};
+use crate::ffi::rados as sys;
+
+/// How long the cluster may take before a call fails with [`crate::ErrorKind::TimedOut`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting and authenticating (`client_mount_timeout`).
+    pub connect: Duration,
+    /// One monitor command (`rados_mon_op_timeout`).
+    pub mon_op: Duration,
+    /// One OSD operation (`rados_osd_op_timeout`).
+    pub osd_op: Duration,
+}
+
+impl Timeouts {
+    /// The same limit for every kind of call.
+    pub fn uniform(limit: Duration) -> Self {
+        Self {
+            connect: limit,
+            mon_op: limit,
+            osd_op: limit,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    /// 30 s to connect, 30 s per mon command, 60 s per OSD operation.
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(30),
+            mon_op: Duration::from_secs(30),
+            osd_op: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where the cluster is and who we are. Secrets are only ever given as file paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectConfig {
+    /// A ceph.conf to read; `None` reads Ceph's default search path unless
+    /// `mon_host` is given.
+    pub conf_file: Option<PathBuf>,
+    /// The cephx client id, without `client.` (`admin`, `libvirt`, `oneadmin`…);
+    /// `None` means `admin`.
+    pub client_id: Option<String>,
+    /// A keyring file.
+    pub keyring: Option<PathBuf>,
+    /// A file holding just the base64 key.
+    pub key_file: Option<PathBuf>,
+    /// Monitor addresses, overriding the conf file.
+    pub mon_host: Option<String>,
+    /// Call time limits.
+    pub timeouts: Timeouts,
+}
+
+impl ConnectConfig {
+    /// The full cephx entity name, `client.<id>`.
+    pub fn entity(&self) -> String {
+        format!("client.{}", self.client_id.as_deref().unwrap_or("admin"))
+    }
+}
+
+/// A connected cluster handle. Closed (`rados_shutdown`) on drop.
+#[derive(Debug)]
+pub struct Cluster {
+    raw: sys::rados_t,
+    entity: String,
+}
+
+// SAFETY: librados cluster handles are thread-safe: every public librados call on a
+// connected `rados_t` takes its own locks. `Cluster` never hands out `&mut` access
+// to the handle.
+unsafe impl Send for Cluster {}
+// SAFETY: as for `Send`: concurrent calls on one connected `rados_t` are supported
+// by librados.
+unsafe impl Sync for Cluster {}
+
+pub(crate) fn cstring(what: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Invalid(format!("{what} contains a NUL byte: {s:?}")))
+}
+
+fn secs(d: Duration) -> String {
+    // librados reads these options as whole seconds; never let a limit round to 0
+    // (which means "no limit").
+    d.as_secs().max(1).to_string()
+}
+
+impl Cluster {
+    /// Creates the handle, applies `config` (timeouts included) and connects.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for unusable settings; a [`CephError`] from
+    /// `rados_conf_read_file` or `rados_connect` (`TimedOut` when no monitor
+    /// answered within `timeouts.connect`).
+    pub fn connect(config: &ConnectConfig) -> Result<Self> {
+        let entity = config.entity();
+        let name = cstring("client id", &entity)?;
+        let mut raw: sys::rados_t = ptr::null_mut();
+        // SAFETY: `raw` is a valid out-pointer, the cluster name is a static C
+        // string and `name` outlives the call.
+        let r = unsafe { sys::rados_create2(&mut raw, c"ceph".as_ptr(), name.as_ptr(), 0) };
+        check(r.into(), "rados_create2", || entity.clone())?;
+        // From here on `Drop` shuts the handle down on every error path.
+        let cluster = Self { raw, entity };
+
+        match (&config.conf_file, &config.mon_host) {
+            (Some(path), _) => {
+                let p = cstring("conf file path", &path.to_string_lossy())?;
+                // SAFETY: `cluster.raw` came from `rados_create2` and is not yet
+                // connected; `p` is a valid C string for the call.
+                let r = unsafe { sys::rados_conf_read_file(cluster.raw, p.as_ptr()) };
+                check(r.into(), "rados_conf_read_file", || {
+                    path.display().to_string()
+                })?;
+            }
+            (None, None) => {
+                // SAFETY: as above; NULL asks librados for its default search path.
+                let r = unsafe { sys::rados_conf_read_file(cluster.raw, ptr::null()) };
+                check(r.into(), "rados_conf_read_file", || {
+                    "default ceph.conf".into()
+                })
+                .map_err(|_| {
+                    Error::Config("no ceph.conf found and no monitor address given".to_string())
+                })?;
+            }
+            (None, Some(_)) => {}
+        }
+        if let Some(mon) = &config.mon_host {
+            cluster.set_option("mon_host", mon)?;
+        }
+        if let Some(k) = &config.keyring {
+            cluster.set_option("keyring", &k.to_string_lossy())?;
+        }
+        if let Some(k) = &config.key_file {
+            cluster.set_option("keyfile", &k.to_string_lossy())?;
+        }
+        // Our errors are one line each; librados must not add its own to stderr.
+        cluster.set_option("log_to_stderr", "false")?;
+        cluster.set_option("err_to_stderr", "false")?;
+        cluster.set_option("client_mount_timeout", &secs(config.timeouts.connect))?;
+        cluster.set_option("rados_mon_op_timeout", &secs(config.timeouts.mon_op))?;
+        cluster.set_option("rados_osd_op_timeout", &secs(config.timeouts.osd_op))?;
+
+        // SAFETY: `cluster.raw` is a configured, unconnected handle from
+        // `rados_create2`.
+        let r = unsafe { sys::rados_connect(cluster.raw) };
+        check(r.into(), "rados_connect", || cluster.entity.clone())?;
+        Ok(cluster)
+    }
+
+    fn set_option(&self, option: &str, value: &str) -> Result<()> {
+        let o = cstring("option", option)?;
+        let v = cstring(option, value)?;
+        // SAFETY: `self.raw` came from `rados_create2` and is closed only in `Drop`;
+        // both strings outlive the call, which copies them.
+        let r = unsafe { sys::rados_conf_set(self.raw, o.as_ptr(), v.as_ptr()) };
+        check(r.into(), "rados_conf_set", || option.to_string())?;
+        Ok(())
+    }
+
+    /// The cephx entity this handle authenticated as.
+    pub fn entity(&self) -> &str {
+        &self.entity
+    }
+
+    /// The cluster's fsid.
+    ///
+    /// # Errors
+    /// A [`CephError`] from `rados_cluster_fsid`.
+    pub fn fsid(&self) -> Result<String> {
+        let mut buf = [0 as libc::c_char; 64];
+        // SAFETY: `self.raw` is connected; `buf` is writable for its full length.
+        let r = unsafe { sys::rados_cluster_fsid(self.raw, buf.as_mut_ptr(), buf.len()) };
+        check(r.into(), "rados_cluster_fsid", String::new)?;
+        // SAFETY: librados NUL-terminates the fsid inside `buf` on success.
+        Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned())
+    }
+
+    /// The numeric id of `pool`.
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such pool.
+    pub fn pool_id(&self, pool: &str) -> Result<i64> {
+        let p = cstring("pool name", pool)?;
+        // SAFETY: `self.raw` is connected; `p` outlives the call.
+        let r = unsafe { sys::rados_pool_lookup(self.raw, p.as_ptr()) };
+        check(r, "rados_pool_lookup", || pool.to_string())?;
+        Ok(r)
+    }
+
+    /// The name of the pool with id `id`.
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such pool.
+    pub fn pool_name(&self, id: i64) -> Result<String> {
+        let mut buf = vec![0 as libc::c_char; 256];
+        loop {
+            // SAFETY: `self.raw` is connected; `buf` is writable for `buf.len()`.
+            let r = unsafe {
+                sys::rados_pool_reverse_lookup(self.raw, id, buf.as_mut_ptr(), buf.len())
+            };
+            if r == -libc::ERANGE && buf.len() < 1 << 16 {
+                buf.resize(buf.len() * 4, 0);
+                continue;
+            }
+            check(r.into(), "rados_pool_reverse_lookup", || {
+                format!("pool id {id}")
+            })?;
+            // SAFETY: on success librados wrote a NUL-terminated name into `buf`.
+            return Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
+                .to_string_lossy()
+                .into_owned());
+        }
+    }
+
+    /// Opens an I/O context on `pool`, in the default rados namespace.
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such pool.
+    pub fn ioctx(&self, pool: &str) -> Result<IoCtx<'_>> {
+        let p = cstring("pool name", pool)?;
+        let mut raw: sys::rados_ioctx_t = ptr::null_mut();
+        // SAFETY: `self.raw` is connected; `raw` is a valid out-pointer; `p`
+        // outlives the call.
+        let r = unsafe { sys::rados_ioctx_create(self.raw, p.as_ptr(), &mut raw) };
+        check(r.into(), "rados_ioctx_create", || pool.to_string())?;
+        Ok(IoCtx {
+            raw,
+            cluster: self,
+            pool: pool.to_string(),
+            namespace: String::new(),
+        })
+    }
+
+    /// Sends a mon command (a JSON object with a `prefix`) and parses the JSON reply.
+    /// `format: json` is added when missing.
+    ///
+    /// # Errors
+    /// A [`CephError`] for a refused command, [`Error::BadReply`] for a reply that
+    /// is not JSON.
+    pub fn mon_command(&self, command: &Value) -> Result<Value> {
+        let mut command = command.clone();
+        if let Value::Object(map) = &mut command {
+            map.entry("format")
+                .or_insert_with(|| Value::String("json".into()));
+        }
+        let prefix = command
+            .get("prefix")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        let out = self.mon_command_raw(&command.to_string(), &prefix)?;
+        if out.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&out).map_err(|e| Error::BadReply {
+            command: prefix,
+            detail: e.to_string(),
+        })
+    }
+
+    fn mon_command_raw(&self, json: &str, prefix: &str) -> Result<Vec<u8>> {
+        let cmd = cstring("mon command", json)?;
+        let mut cmds = [cmd.as_ptr()];
+        let mut outbuf: *mut libc::c_char = ptr::null_mut();
+        let mut outbuf_len: libc::size_t = 0;
+        let mut outs: *mut libc::c_char = ptr::null_mut();
+        let mut outs_len: libc::size_t = 0;
+        // SAFETY: `self.raw` is connected; `cmds` holds one valid C string for the
+        // duration of the call; every out-pointer is valid. librados allocates
+        // `outbuf` and `outs`, freed below with `rados_buffer_free`.
+        let r = unsafe {
+            sys::rados_mon_command(
+                self.raw,
+                cmds.as_mut_ptr(),
+                1,
+                ptr::null(),
+                0,
+                &mut outbuf,
+                &mut outbuf_len,
+                &mut outs,
+                &mut outs_len,
+            )
+        };
+        let take = |p: *mut libc::c_char, len: usize| -> Vec<u8> {
+            if p.is_null() {
+                return Vec::new();
+            }
+            // SAFETY: librados returned `p` with `len` readable bytes; it is freed
+            // right after the copy and never used again.
+            let v = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.to_vec();
+            // SAFETY: `p` was allocated by librados for this call.
+            unsafe { sys::rados_buffer_free(p) };
+            v
+        };
+        let out = take(outbuf, outbuf_len);
+        let status = take(outs, outs_len);
+        if r < 0 {
+            let detail = String::from_utf8_lossy(&status).trim().to_string();
+            let object = if detail.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("'{prefix}' ({detail})")
+            };
+            return Err(CephError::new("rados_mon_command", r.into(), object).into());
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // SAFETY: `self.raw` came from `rados_create2`; every `IoCtx` borrowing this
+        // cluster has been dropped (the borrow checker guarantees it), and this is
+        // the only place it is shut down.
+        unsafe { sys::rados_shutdown(self.raw) };
+    }
+}
+
+/// An I/O context on one pool (and rados namespace). Destroyed on drop.
+#[derive(Debug)]
+pub struct IoCtx<'c> {
+    raw: sys::rados_ioctx_t,
+    cluster: &'c Cluster,
+    pool: String,
+    namespace: String,
+}
+
+// SAFETY: a librados I/O context may be used from another thread; the only state
+// not safe to share (the namespace) is changed through `&mut self`.
+unsafe impl Send for IoCtx<'_> {}
+
+impl<'c> IoCtx<'c> {
+    /// Switches to rados namespace `ns` (`""` is the default namespace).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a name with a NUL byte.
+    pub fn set_namespace(&mut self, ns: &str) -> Result<()> {
+        let n = cstring("namespace", ns)?;
+        // SAFETY: `self.raw` came from `rados_ioctx_create` and is destroyed only in
+        // `Drop`; `&mut self` means no other call is using it; the string is copied.
+        unsafe { sys::rados_ioctx_set_namespace(self.raw, n.as_ptr()) };
+        self.namespace = ns.to_string();
+        Ok(())
+    }
+
+    /// The pool's name.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    /// The rados namespace (`""` for the default).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// `pool` or `pool/namespace`, as used in image specs.
+    pub fn spec(&self) -> String {
+        if self.namespace.is_empty() {
+            self.pool.clone()
+        } else {
+            format!("{}/{}", self.pool, self.namespace)
+        }
+    }
+
+    /// The cluster this context belongs to.
+    pub fn cluster(&self) -> &'c Cluster {
+        self.cluster
+    }
+
+    /// The pool's id.
+    pub fn pool_id(&self) -> i64 {
+        // SAFETY: `self.raw` is a live I/O context (see `set_namespace`).
+        unsafe { sys::rados_ioctx_get_id(self.raw) }
+    }
+
+    /// Object-level statistics of the pool (all namespaces).
+    ///
+    /// # Errors
+    /// A [`CephError`] from `rados_ioctx_pool_stat`.
+    pub fn pool_stat(&self) -> Result<PoolObjectStats> {
+        let mut st = sys::Struct_rados_pool_stat_t::default();
+        // SAFETY: `self.raw` is a live I/O context; `st` is a valid out-pointer of
+        // the struct type librados fills.
+        let r = unsafe { sys::rados_ioctx_pool_stat(self.raw, &mut st) };
+        check(r.into(), "rados_ioctx_pool_stat", || self.pool.clone())?;
+        Ok(PoolObjectStats {
+            bytes: st.num_bytes,
+            objects: st.num_objects,
+        })
+    }
+
+    pub(crate) fn raw(&self) -> sys::rados_ioctx_t {
+        self.raw
+    }
+}
+
+impl Drop for IoCtx<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `self.raw` came from `rados_ioctx_create`; images opened through
+        // it borrow `self` and are closed first; destroyed only here.
+        unsafe { sys::rados_ioctx_destroy(self.raw) };
+    }
+}
+
+/// What `rados_ioctx_pool_stat` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolObjectStats {
+    /// Logical bytes stored.
+    pub bytes: u64,
+    /// Number of objects.
+    pub objects: u64,
+}

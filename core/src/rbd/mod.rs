@@ -1,0 +1,270 @@
+//! librbd's safe API: pool-level calls on an [`IoCtx`] (create, clone, remove,
+//! rename, list, trash) and [`Image`] for everything done on an open image.
+
+mod image;
+mod list;
+mod options;
+
+pub use image::{Image, ImageInfo, LinkedImage, Parent, SnapNamespace, Snapshot, Watcher};
+pub use options::{ImageOptions, features};
+
+use crate::error::{Result, check};
+use crate::ffi::rbd as sys;
+use crate::rados::{IoCtx, cstring};
+
+use image::spec;
+use list::{CList, grow_list};
+
+/// An image as a pool listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageEntry {
+    /// Image id.
+    pub id: String,
+    /// Image name.
+    pub name: String,
+}
+
+/// Why an image is in the trash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrashSource {
+    /// Moved there by a user or driver.
+    User,
+    /// By rbd-mirror.
+    Mirroring,
+    /// By a live migration.
+    Migration,
+    /// A removal in progress.
+    Removing,
+    /// Moved there by librbd because it still had clone-v2 children.
+    UserParent,
+    /// Unknown to this librbd.
+    Other(i32),
+}
+
+/// One trash entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrashEntry {
+    /// Image id (what restore and remove take).
+    pub id: String,
+    /// The name it had.
+    pub name: String,
+    /// Why it is there.
+    pub source: TrashSource,
+    /// When it was moved there (seconds since the epoch).
+    pub deletion_time: i64,
+    /// Before this time, removal needs `force`.
+    pub deferment_end_time: i64,
+}
+
+fn owned(p: *const libc::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: librbd list entries hold NUL-terminated strings that stay valid until
+    // their cleanup call, which runs after this copy.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The librbd version as (major, minor, extra), e.g. (1, 16, 0) for Pacific.
+pub fn version() -> (i32, i32, i32) {
+    let (mut a, mut b, mut c) = (0, 0, 0);
+    // SAFETY: three valid out-pointers.
+    unsafe { sys::rbd_version(&mut a, &mut b, &mut c) };
+    (a, b, c)
+}
+
+impl<'c> IoCtx<'c> {
+    /// Opens image `name` at its head, read-write.
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such image.
+    pub fn open<'io>(&'io self, name: &str) -> Result<Image<'io>> {
+        Image::open(self, name, None, false)
+    }
+
+    /// Opens image `name` read-only, at snapshot `snap` or the head.
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such image or snapshot.
+    pub fn open_read_only<'io>(&'io self, name: &str, snap: Option<&str>) -> Result<Image<'io>> {
+        Image::open(self, name, snap, true)
+    }
+
+    /// Creates image `name` of `size` bytes.
+    ///
+    /// # Errors
+    /// `Exists` if the name is taken; `NotFound` for a missing data pool.
+    pub fn create_image(&self, name: &str, size: u64, opts: &ImageOptions) -> Result<()> {
+        let n = cstring("image name", name)?;
+        // SAFETY: `self.raw()` is a live I/O context; `n` and `opts` outlive the call.
+        let r = unsafe { sys::rbd_create4(self.raw(), n.as_ptr(), size, opts.raw()) };
+        check(r.into(), "rbd_create4", || spec(self, name, None))?;
+        Ok(())
+    }
+
+    /// Clones `parent@snap` (in this pool) into `child` in `child_io`.
+    ///
+    /// # Errors
+    /// `Exists` if `child` exists; `InvalidArgument` for an unprotected snapshot
+    /// with clone format 1.
+    pub fn clone_image(
+        &self,
+        parent: &str,
+        snap: &str,
+        child_io: &IoCtx<'_>,
+        child: &str,
+        opts: &ImageOptions,
+    ) -> Result<()> {
+        let (p, s, c) = (
+            cstring("image name", parent)?,
+            cstring("snapshot name", snap)?,
+            cstring("image name", child)?,
+        );
+        // SAFETY: both I/O contexts are live; every string and `opts` outlive the call.
+        let r = unsafe {
+            sys::rbd_clone3(
+                self.raw(),
+                p.as_ptr(),
+                s.as_ptr(),
+                child_io.raw(),
+                c.as_ptr(),
+                opts.raw(),
+            )
+        };
+        check(r.into(), "rbd_clone3", || {
+            format!(
+                "{} -> {}",
+                spec(self, parent, Some(snap)),
+                spec(child_io, child, None)
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Removes image `name` (librbd refuses with `Busy` while it has watchers and
+    /// `NotEmpty` while it has snapshots).
+    ///
+    /// # Errors
+    /// `NotFound`, `Busy`, `NotEmpty`.
+    pub fn remove_image(&self, name: &str) -> Result<()> {
+        let n = cstring("image name", name)?;
+        // SAFETY: `self.raw()` is live; `n` outlives the call.
+        let r = unsafe { sys::rbd_remove(self.raw(), n.as_ptr()) };
+        check(r.into(), "rbd_remove", || spec(self, name, None))?;
+        Ok(())
+    }
+
+    /// Renames image `from` to `to` within this pool.
+    ///
+    /// # Errors
+    /// `NotFound`, `Exists`.
+    pub fn rename_image(&self, from: &str, to: &str) -> Result<()> {
+        let (f, t) = (cstring("image name", from)?, cstring("image name", to)?);
+        // SAFETY: `self.raw()` is live; both strings outlive the call.
+        let r = unsafe { sys::rbd_rename(self.raw(), f.as_ptr(), t.as_ptr()) };
+        check(r.into(), "rbd_rename", || {
+            format!("{} -> {to}", spec(self, from, None))
+        })?;
+        Ok(())
+    }
+
+    /// Every image in the pool (namespace), in librbd's order.
+    ///
+    /// # Errors
+    /// A [`crate::CephError`] from `rbd_list2`.
+    pub fn list_images(&self) -> Result<Vec<ImageEntry>> {
+        // SAFETY: `rbd_list2` fills at most `*n` entries and sets `*n` to the count.
+        let raw = unsafe {
+            grow_list("rbd_list2", &|| self.spec(), |buf, n| {
+                // SAFETY: `self.raw()` is live; `buf` has room for `*n` entries.
+                i64::from(sys::rbd_list2(self.raw(), buf, n))
+            })
+        }?;
+        // SAFETY: the entries were filled by `rbd_list2`.
+        let list = unsafe { CList::new(raw, sys::rbd_image_spec_list_cleanup) };
+        Ok(list
+            .iter()
+            .map(|e| ImageEntry {
+                id: owned(e.id),
+                name: owned(e.name),
+            })
+            .collect())
+    }
+
+    /// Moves image `name` to the trash; it cannot be removed from there before
+    /// `delay_secs` have passed (without `force`).
+    ///
+    /// # Errors
+    /// `NotFound`; `Busy` while it has watchers.
+    pub fn trash_move(&self, name: &str, delay_secs: u64) -> Result<()> {
+        let n = cstring("image name", name)?;
+        // SAFETY: `self.raw()` is live; `n` outlives the call.
+        let r = unsafe { sys::rbd_trash_move(self.raw(), n.as_ptr(), delay_secs) };
+        check(r.into(), "rbd_trash_move", || spec(self, name, None))?;
+        Ok(())
+    }
+
+    /// Every trash entry of the pool (namespace).
+    ///
+    /// # Errors
+    /// A [`crate::CephError`] from `rbd_trash_list`.
+    pub fn trash_list(&self) -> Result<Vec<TrashEntry>> {
+        // SAFETY: `rbd_trash_list` fills at most `*n` entries and sets `*n`.
+        let raw = unsafe {
+            grow_list("rbd_trash_list", &|| self.spec(), |buf, n| {
+                // SAFETY: `self.raw()` is live; `buf` has room for `*n` entries.
+                i64::from(sys::rbd_trash_list(self.raw(), buf, n))
+            })
+        }?;
+        // SAFETY: the entries were filled by `rbd_trash_list`.
+        let list = unsafe { CList::new(raw, sys::rbd_trash_list_cleanup) };
+        Ok(list
+            .iter()
+            .map(|e| TrashEntry {
+                id: owned(e.id),
+                name: owned(e.name),
+                source: match e.source {
+                    sys::RBD_TRASH_IMAGE_SOURCE_USER => TrashSource::User,
+                    sys::RBD_TRASH_IMAGE_SOURCE_MIRRORING => TrashSource::Mirroring,
+                    sys::RBD_TRASH_IMAGE_SOURCE_MIGRATION => TrashSource::Migration,
+                    sys::RBD_TRASH_IMAGE_SOURCE_REMOVING => TrashSource::Removing,
+                    sys::RBD_TRASH_IMAGE_SOURCE_USER_PARENT => TrashSource::UserParent,
+                    other => TrashSource::Other(other),
+                },
+                deletion_time: e.deletion_time,
+                deferment_end_time: e.deferment_end_time,
+            })
+            .collect())
+    }
+
+    /// Removes trash entry `id` for good; `force` ignores the deferment time.
+    ///
+    /// # Errors
+    /// `NotFound`; `PermissionDenied` before the deferment end without `force`;
+    /// `NotEmpty`/`Busy` while it has snapshots with children.
+    pub fn trash_remove(&self, id: &str, force: bool) -> Result<()> {
+        let i = cstring("image id", id)?;
+        // SAFETY: `self.raw()` is live; `i` outlives the call.
+        let r = unsafe { sys::rbd_trash_remove(self.raw(), i.as_ptr(), force) };
+        check(r.into(), "rbd_trash_remove", || {
+            format!("{} trash id {id}", self.spec())
+        })?;
+        Ok(())
+    }
+
+    /// Restores trash entry `id` under `name`.
+    ///
+    /// # Errors
+    /// `NotFound`; `Exists` if `name` is taken.
+    pub fn trash_restore(&self, id: &str, name: &str) -> Result<()> {
+        let (i, n) = (cstring("image id", id)?, cstring("image name", name)?);
+        // SAFETY: `self.raw()` is live; both strings outlive the call.
+        let r = unsafe { sys::rbd_trash_restore(self.raw(), i.as_ptr(), n.as_ptr()) };
+        check(r.into(), "rbd_trash_restore", || {
+            format!("{} trash id {id} -> {name}", self.spec())
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! Harness for the cluster tests: the test cluster's settings from the environment
+//! (written by `tests/cluster/rbdx-test-cluster`), a connection as the restricted
+//! `profile rbd` client, unique names, and cleanup that asserts it left nothing.
+//!
+//! A test that needs the cluster fails (never skips) when the environment is missing.
+
+#![deny(missing_docs)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use rbdx_core::ops::{self, ImageSpec, RemoveOptions};
+use rbdx_core::{Cluster, ConnectConfig, Image, Timeouts};
+
+/// The test cluster, as `rbdx-test-cluster env` describes it.
+#[derive(Debug, Clone)]
+pub struct TestCluster {
+    /// The cluster directory (daemons' data, logs, pid files).
+    pub dir: PathBuf,
+    /// ceph.conf.
+    pub conf: PathBuf,
+    /// The restricted client's id (without `client.`).
+    pub id: String,
+    /// The restricted client's keyring.
+    pub keyring: PathBuf,
+    /// The replicated pool.
+    pub pool: String,
+    /// The erasure-coded data pool.
+    pub ec_pool: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: these tests need the local test cluster. Run them with \
+             `tests/run`, or start one with `tests/cluster/rbdx-test-cluster start DIR` and \
+             `source DIR/env`."
+        )
+    })
+}
+
+/// The test cluster from the environment. Panics (fails the test) when it is missing.
+pub fn cluster() -> TestCluster {
+    TestCluster {
+        dir: var("RBDX_TEST_CLUSTER_DIR").into(),
+        conf: var("RBDX_TEST_CONF").into(),
+        id: var("RBDX_TEST_ID"),
+        keyring: var("RBDX_TEST_KEYRING").into(),
+        pool: var("RBDX_TEST_POOL"),
+        ec_pool: var("RBDX_TEST_EC_POOL"),
+    }
+}
+
+impl TestCluster {
+    /// Connection settings for the restricted client, 20 s timeouts.
+    pub fn config(&self) -> ConnectConfig {
+        ConnectConfig {
+            conf_file: Some(self.conf.clone()),
+            client_id: Some(self.id.clone()),
+            keyring: Some(self.keyring.clone()),
+            key_file: None,
+            mon_host: None,
+            timeouts: Timeouts::uniform(Duration::from_secs(20)),
+        }
+    }
+
+    /// Connects as the restricted client.
+    pub fn connect(&self) -> Cluster {
+        Cluster::connect(&self.config()).expect("connect to the test cluster")
+    }
+
+    /// The data pool for a pool under test: the EC pool when `ec`, else none.
+    pub fn data_pool(&self, ec: bool) -> Option<&str> {
+        ec.then_some(self.ec_pool.as_str())
+    }
+}
+
+/// A name no other test (or earlier run) uses: `t<pid>-<n>-<label>`.
+pub fn unique(label: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t{}-{}-{label}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Images a test creates, all under one unique prefix in the replicated pool.
+/// [`Scratch::finish`] removes them (children first) and asserts that no image,
+/// trash entry or snapshot of theirs is left; dropping without `finish` (a failed
+/// test) cleans up as far as it can.
+#[derive(Debug)]
+pub struct Scratch {
+    /// The cluster settings.
+    pub env: TestCluster,
+    prefix: String,
+}
+
+impl Scratch {
+    /// A fresh scratch area labelled `label`.
+    pub fn new(label: &str) -> Self {
+        Self {
+            env: cluster(),
+            prefix: unique(label),
+        }
+    }
+
+    /// The spec of image `name` of this test in the replicated pool.
+    pub fn spec(&self, name: &str) -> ImageSpec {
+        ImageSpec::new(&self.env.pool, &format!("{}-{name}", self.prefix)).expect("valid test name")
+    }
+
+    /// The unique prefix of this test's image names.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// This test's images that exist now, and its trash entries.
+    pub fn leftovers(&self, cluster: &Cluster) -> (Vec<String>, Vec<String>) {
+        let io = cluster.ioctx(&self.env.pool).expect("ioctx");
+        let images = io
+            .list_images()
+            .expect("list")
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| n.starts_with(&self.prefix))
+            .collect();
+        let trash = io
+            .trash_list()
+            .expect("trash list")
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| n.starts_with(&self.prefix))
+            .collect();
+        (images, trash)
+    }
+
+    fn clean(&self, cluster: &Cluster) {
+        let io = cluster.ioctx(&self.env.pool).expect("ioctx");
+        // Children before parents: flatten anything with a parent, then remove;
+        // repeat while it makes progress.
+        for _ in 0..8 {
+            let (images, trash) = self.leftovers(cluster);
+            if images.is_empty() && trash.is_empty() {
+                return;
+            }
+            for name in &images {
+                if let Ok(img) = io.open(name) {
+                    if img.parent().ok().flatten().is_some() {
+                        let _ = img.flatten();
+                    }
+                }
+            }
+            for name in &images {
+                let spec = ImageSpec::new(&self.env.pool, name).expect("name");
+                let _ = ops::remove(cluster, &spec, RemoveOptions::default());
+            }
+            for e in io.trash_list().unwrap_or_default() {
+                if e.name.starts_with(&self.prefix) {
+                    let _ = io.trash_remove(&e.id, true);
+                }
+            }
+        }
+    }
+
+    /// Removes everything this test made and asserts nothing is left.
+    pub fn finish(self, cluster: &Cluster) {
+        self.clean(cluster);
+        let (images, trash) = self.leftovers(cluster);
+        assert!(images.is_empty(), "images left behind: {images:?}");
+        assert!(trash.is_empty(), "trash entries left behind: {trash:?}");
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(c) = Cluster::connect(&self.env.config()) {
+            self.clean(&c);
+        }
+    }
+}
+
+/// Writes `len` bytes of a pattern derived from `seed` at `offset`, 1 MiB at a time.
+pub fn fill(img: &Image<'_>, offset: u64, len: u64, seed: u8) {
+    const CHUNK: u64 = 1 << 20;
+    let mut done = 0;
+    while done < len {
+        let n = CHUNK.min(len - done);
+        let pos = offset + done;
+        let buf: Vec<u8> = (0..n)
+            .map(|i| ((pos + i) as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        img.write_at(pos, &buf).expect("write");
+        done += n;
+    }
+    img.flush().expect("flush");
+}
+
+/// A 64-bit FNV-1a digest of the whole image (as opened: head or snapshot).
+pub fn checksum(img: &Image<'_>) -> u64 {
+    let size = img.info().expect("info").size;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut pos = 0;
+    while pos < size {
+        let n = (size - pos).min(buf.len() as u64) as usize;
+        let got = img.read_at(pos, &mut buf[..n]).expect("read");
+        assert_eq!(got, n, "short read at {pos}");
+        for b in &buf[..n] {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        pos += n as u64;
+    }
+    h
+}
+
+/// 1 MiB.
+pub const MIB: u64 = 1 << 20;
