@@ -730,7 +730,7 @@ impl<'io> Image<'io> {
 
     /// `rbd_copy3`: a full copy of the open image (or snapshot) into `dest`.
     /// Beware: from a snapshot of a clone with object-map, librbd 16 loses the
-    /// parent's data — use [`crate::ops::copy_image`], which avoids that path.
+    /// parent's data — use [`crate::ops::copy`], which avoids that path.
     ///
     /// # Errors
     /// `Exists` if `dest` exists.

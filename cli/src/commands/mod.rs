@@ -1,0 +1,21 @@
+//! Operator subcommands, one file per group; each is a thin layer over `rbdx_core::ops`.
+
+pub mod image;
+pub mod pool;
+pub mod snap;
+pub mod trash;
+
+use rbdx_core::ops::ImageSpec;
+
+/// Prints `value` as pretty JSON.
+pub fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Parses an image spec argument for clap.
+pub fn spec_arg(s: &str) -> Result<ImageSpec, String> {
+    s.parse().map_err(|e: rbdx_core::Error| e.to_string())
+}

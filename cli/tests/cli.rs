@@ -1,0 +1,142 @@
+//! Black-box tests of the `rbdx` binary: help and usage errors without a cluster,
+//! then operator commands against the real test cluster as the restricted client.
+
+use assert_cmd::Command;
+use rbdx_tests::{Scratch, TestCluster};
+
+fn rbdx() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rbdx"))
+}
+
+/// `rbdx` connected to the test cluster as the restricted client (through the
+/// environment, as an operator would set it; the key stays in its keyring file).
+fn rbdx_on(env: &TestCluster) -> Command {
+    let mut c = rbdx();
+    c.env("RBDX_CONF", &env.conf)
+        .env("RBDX_ID", &env.id)
+        .env("RBDX_KEYRING", &env.keyring);
+    c
+}
+
+fn stdout(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        c,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn help_and_version() {
+    let out = stdout(rbdx().arg("--help"));
+    for group in ["image", "snap", "trash", "pool"] {
+        assert!(out.contains(group), "{out}");
+    }
+    assert_eq!(
+        stdout(rbdx().arg("--version")).trim(),
+        format!("rbdx {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_before_touching_ceph() {
+    // No cluster settings at all: these must fail in argument parsing.
+    for args in [
+        &["image", "create", "no-pool-part", "--size", "1G"][..],
+        &["image", "create", "p/img", "--size", "-1G"],
+        &["image", "create", "p/img", "--size", "12Q"],
+        &["image", "clone", "p/a@s", "p/b/c/d"],
+        &["bogus"],
+    ] {
+        let out = rbdx().args(args).env_remove("RBDX_CONF").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
+
+#[test]
+fn clone_with_the_data_pool_through_the_cli() {
+    let s = Scratch::new("cli");
+    let env = s.env.clone();
+    let c = env.connect();
+    let (base, child) = (s.spec("base"), s.spec("child"));
+    stdout(rbdx_on(&env).args([
+        "image",
+        "create",
+        &base.to_string(),
+        "--size",
+        "64M",
+        "--data-pool",
+        &env.ec_pool,
+    ]));
+    stdout(rbdx_on(&env).args(["snap", "create", &format!("{base}@base")]));
+    let out = stdout(rbdx_on(&env).args([
+        "image",
+        "clone",
+        &format!("{base}@base"),
+        &child.to_string(),
+        "--data-pool",
+        &env.ec_pool,
+    ]));
+    assert!(out.contains("clone format 2"), "{out}");
+
+    let info: serde_json::Value = serde_json::from_str(&stdout(rbdx_on(&env).args([
+        "image",
+        "info",
+        "--json",
+        &child.to_string(),
+    ])))
+    .unwrap();
+    assert_eq!(info["data_pool"], env.ec_pool.as_str());
+    assert_eq!(info["parent"], format!("{base}@base").as_str());
+    assert_eq!(info["size"], 64 << 20);
+
+    // A refused removal: exit 1, one line naming the child, nothing changed.
+    let before = s.leftovers(&c);
+    let out = rbdx_on(&env)
+        .args(["image", "rm", &base.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&child.name), "{err}");
+    assert_eq!(s.leftovers(&c), before);
+
+    stdout(rbdx_on(&env).args(["image", "rm", &child.to_string()]));
+    stdout(rbdx_on(&env).args(["image", "rm", &base.to_string()]));
+    let out = stdout(rbdx_on(&env).args(["image", "rm", &base.to_string()]));
+    assert!(out.contains("nothing to remove"), "{out}");
+    s.finish(&c);
+}
+
+#[test]
+fn pool_df_reports_both_pools_as_json() {
+    let env = rbdx_tests::cluster();
+    let out = stdout(rbdx_on(&env).args(["pool", "df", "--json", &env.pool, &env.ec_pool]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["kind"], "replicated");
+    assert_eq!(v[1]["kind"], "erasure");
+    assert!(v[1]["available"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_missing_image_is_one_clear_line() {
+    let env = rbdx_tests::cluster();
+    let out = rbdx_on(&env)
+        .args(["image", "info", &format!("{}/no-such-image", env.pool)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        err.trim(),
+        format!(
+            "rbdx: rbd_open_read_only {}/no-such-image: no such file or directory",
+            env.pool
+        )
+    );
+}
