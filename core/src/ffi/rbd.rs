@@ -180,6 +180,12 @@ unsafe extern "C" {
         image: *mut rbd_image_t,
         snap_name: *const c_char,
     ) -> c_int;
+    pub fn rbd_open_by_id_read_only(
+        io: rados_ioctx_t,
+        id: *const c_char,
+        image: *mut rbd_image_t,
+        snap_name: *const c_char,
+    ) -> c_int;
     pub fn rbd_close(image: rbd_image_t) -> c_int;
 
     pub fn rbd_stat(image: rbd_image_t, info: *mut rbd_image_info_t, infosize: size_t) -> c_int;

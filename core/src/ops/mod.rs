@@ -10,6 +10,7 @@
 //! - clone format 1 needs a protected parent snapshot; [`clone`] picks the format
 //!   the cluster allows and protects only when needed.
 
+pub mod disk;
 mod pool;
 mod spec;
 

@@ -176,12 +176,18 @@ impl<'io> Image<'io> {
         name: &str,
         snap: Option<&str>,
         read_only: bool,
+        by_id: bool,
     ) -> Result<Self> {
         let n = cstring("image name", name)?;
         let s = snap.map(|s| cstring("snapshot name", s)).transpose()?;
         let sp = s.as_ref().map_or(ptr::null(), |s| s.as_ptr());
         let mut raw: sys::rbd_image_t = ptr::null_mut();
-        let (op, r) = if read_only {
+        let (op, r) = if by_id {
+            // SAFETY: as below; `name` is an image id here.
+            ("rbd_open_by_id_read_only", unsafe {
+                sys::rbd_open_by_id_read_only(io.raw(), n.as_ptr(), &mut raw, sp)
+            })
+        } else if read_only {
             // SAFETY: `io.raw()` is a live I/O context borrowed for `'io`; the
             // strings outlive the call; `raw` is a valid out-pointer.
             ("rbd_open_read_only", unsafe {

@@ -81,7 +81,7 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound` if there is no such image.
     pub fn open<'io>(&'io self, name: &str) -> Result<Image<'io>> {
-        Image::open(self, name, None, false)
+        Image::open(self, name, None, false, false)
     }
 
     /// Opens image `name` read-only, at snapshot `snap` or the head.
@@ -89,7 +89,16 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound` if there is no such image or snapshot.
     pub fn open_read_only<'io>(&'io self, name: &str, snap: Option<&str>) -> Result<Image<'io>> {
-        Image::open(self, name, snap, true)
+        Image::open(self, name, snap, true, false)
+    }
+
+    /// Opens the image with id `id` read-only at its head; this works for images
+    /// in the trash too.
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such image.
+    pub fn open_by_id_read_only<'io>(&'io self, id: &str) -> Result<Image<'io>> {
+        Image::open(self, id, None, true, true)
     }
 
     /// Creates image `name` of `size` bytes.

@@ -1,0 +1,837 @@
+//! The disk snapshot scheme shared by every driver: snapshots you can revert to in
+//! time independent of the image size, and delete in any order afterwards.
+//!
+//! A *disk* is the image a hypervisor uses (the *head*, whose name the cloud
+//! platform fixes) plus the *carriers*: former heads that still hold snapshots.
+//!
+//! - **Create** takes an RBD snapshot of the head.
+//! - **Revert to S** clones the image holding `S` into a new head (O(1): no data is
+//!   copied), then turns the old head into a carrier if it holds snapshots, or
+//!   removes it if not, and renames the clone into place. When the new head's
+//!   clone chain would exceed [`DiskConfig::max_depth`], it is flattened.
+//! - **Delete S** removes the RBD snapshot wherever it lives. If clones still read
+//!   from it (a later head, a save-as image), clone format 2 moves it to the
+//!   trash namespace and librbd frees it with its last child; with format 1 the
+//!   disk's own children are flattened first. A carrier left with no snapshot and
+//!   no child is removed.
+//! - **Remove** deletes the head and every carrier; an image that clones outside
+//!   the disk still read from is moved to the RBD trash, marked for reclaim, and
+//!   freed by [`reclaim`] once its last child is gone.
+//!
+//! Bookkeeping lives in RBD image metadata, never in names:
+//! - every image of the disk has [`KEY_DISK`] = the head's name;
+//! - the head has `rbdx.snap.<name>` = the image holding snapshot `<name>`, and
+//!   `rbdx.carrier.<image>` for every carrier still alive.
+//!
+//! Disks made by the stock OpenNebula drivers (protected numeric snapshots,
+//! carriers named `<head>-<id>[:<id>…]`, no metadata) are adopted on first use:
+//! their carriers are found by following parent and child links (checking each
+//! name against the exact carrier form), and the metadata is written.
+//!
+//! Every operation can be interrupted anywhere and re-run with the same arguments;
+//! it converges to the state an uninterrupted run leaves.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::rados::{Cluster, IoCtx};
+use crate::rbd::SnapNamespace;
+
+use super::{CloneFormat, ImageSpec, cluster_clone_format, ioctx};
+
+/// Metadata key naming the disk (head) an image belongs to.
+pub const KEY_DISK: &str = "rbdx.disk";
+/// Prefix of the head's keys mapping a snapshot to the image that holds it.
+pub const KEY_SNAP_PREFIX: &str = "rbdx.snap.";
+/// Prefix of the head's keys listing live carriers.
+pub const KEY_CARRIER_PREFIX: &str = "rbdx.carrier.";
+/// On an image moved to the trash because clones still read from it: free it
+/// once they are gone.
+pub const KEY_RECLAIM: &str = "rbdx.reclaim";
+/// On the clone a revert is building: the snapshot it reverts to.
+const KEY_REVERT_TO: &str = "rbdx.revert.to";
+/// On the clone a revert is building: what the old head becomes (`""`: removed).
+const KEY_REVERT_CARRIER: &str = "rbdx.revert.carrier";
+
+/// Default bound on a clone chain (head → carriers → base image). ceph-csi uses 8
+/// as its hard limit.
+pub const DEFAULT_MAX_DEPTH: u32 = 8;
+
+/// How the scheme creates images and reclaims space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Data pool for every image the scheme creates (new heads on revert).
+    pub data_pool: Option<String>,
+    /// Clone format for reverts.
+    pub clone_format: CloneFormat,
+    /// Longest clone chain allowed above a head before it is flattened.
+    pub max_depth: u32,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        Self {
+            data_pool: None,
+            clone_format: CloneFormat::Auto,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// The name of the clone a revert builds before renaming it into place.
+pub fn revert_temp_name(head: &str) -> String {
+    format!("{head}.rbdx-new")
+}
+
+/// The name a head holding `snaps` gets when a revert turns it into a carrier:
+/// `<head>-<id>:<id>…` as the stock OpenNebula drivers name them when every
+/// snapshot name is numeric, else `<head>.rbdx-c<rbd id of the newest snapshot>`
+/// (RBD snapshot ids are unique within a pool).
+pub fn carrier_name(head: &str, snaps: &[(u64, String)]) -> String {
+    let numeric: Vec<&str> = snaps
+        .iter()
+        .map(|(_, n)| n.as_str())
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    if !numeric.is_empty() && numeric.len() == snaps.len() {
+        format!("{head}-{}", numeric.join(":"))
+    } else {
+        let newest = snaps.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        format!("{head}.rbdx-c{newest}")
+    }
+}
+
+/// True if `name` has the form of a stock carrier of `head`:
+/// `<head>-<digits>[:<digits>…]`.
+pub fn is_stock_carrier(head: &str, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(head).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .split(':')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// True if `name` could be an image of disk `head` other than the head: a stock
+/// carrier, or a name rbdx derives from the head.
+fn may_belong(head: &str, name: &str) -> bool {
+    is_stock_carrier(head, name)
+        || name
+            .strip_prefix(head)
+            .is_some_and(|r| r.starts_with(".rbdx-"))
+}
+
+/// One snapshot of a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSnapshot {
+    /// Snapshot name.
+    pub name: String,
+    /// The image holding it (the head or a carrier).
+    pub holder: String,
+}
+
+/// A disk: a head image and its carriers, in one pool and namespace.
+#[derive(Debug)]
+pub struct Disk<'c> {
+    cluster: &'c Cluster,
+    head: ImageSpec,
+}
+
+/// The snapshot map and carriers as recorded on the head.
+#[derive(Debug, Default)]
+struct Book {
+    snaps: BTreeMap<String, String>,
+    carriers: BTreeSet<String>,
+}
+
+impl Book {
+    fn read(img: &crate::Image<'_>) -> Result<Self> {
+        let mut b = Self::default();
+        for (k, v) in img.metadata_list("rbdx.")? {
+            if let Some(s) = k.strip_prefix(KEY_SNAP_PREFIX) {
+                b.snaps.insert(s.to_string(), v);
+            } else if let Some(c) = k.strip_prefix(KEY_CARRIER_PREFIX) {
+                b.carriers.insert(c.to_string());
+            }
+        }
+        Ok(b)
+    }
+}
+
+impl<'c> Disk<'c> {
+    /// The disk whose head is `head` (which need not exist yet).
+    pub fn new(cluster: &'c Cluster, head: ImageSpec) -> Self {
+        Self {
+            cluster,
+            head: head.head(),
+        }
+    }
+
+    /// The head's spec.
+    pub fn head(&self) -> &ImageSpec {
+        &self.head
+    }
+
+    fn io(&self) -> Result<IoCtx<'c>> {
+        ioctx(self.cluster, &self.head)
+    }
+
+    fn exists(io: &IoCtx<'_>, name: &str) -> Result<bool> {
+        match io.open_read_only(name, None) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Finishes a revert that was interrupted after the old head was moved away.
+    fn recover(&self, io: &IoCtx<'_>) -> Result<()> {
+        if Self::exists(io, &self.head.name)? {
+            return Ok(());
+        }
+        let temp = revert_temp_name(&self.head.name);
+        if Self::exists(io, &temp)? {
+            finish_revert(io, &temp, &self.head.name)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the bookkeeping, adopting a disk made by other drivers (no metadata)
+    /// by walking its parent and child links.
+    fn book(&self, io: &IoCtx<'_>) -> Result<Book> {
+        self.recover(io)?;
+        let head = io.open(&self.head.name)?;
+        if head.metadata_get(KEY_DISK)?.is_some() {
+            return Book::read(&head);
+        }
+        // Adopt: the carriers are the head's ancestors and their descendants whose
+        // names have the stock carrier form.
+        let name = &self.head.name;
+        let mut root = name.clone();
+        loop {
+            let img = io.open_read_only(&root, None)?;
+            match img.parent()? {
+                Some(p) if p.image.pool == io.pool() && is_stock_carrier(name, &p.image.name) => {
+                    root = p.image.name;
+                }
+                _ => break,
+            }
+        }
+        let mut carriers = BTreeSet::new();
+        let mut todo = vec![root];
+        while let Some(n) = todo.pop() {
+            if n != *name && !carriers.insert(n.clone()) {
+                continue;
+            }
+            let img = io.open_read_only(&n, None)?;
+            for s in img.snapshots()? {
+                let at = io.open_read_only(&n, Some(&s.name))?;
+                for child in at.children()? {
+                    if child.pool == io.pool()
+                        && !child.trash
+                        && is_stock_carrier(name, &child.name)
+                    {
+                        todo.push(child.name);
+                    }
+                }
+            }
+        }
+        let mut book = Book::default();
+        for holder in carriers.iter().chain(std::iter::once(name)) {
+            let img = io.open(holder)?;
+            for s in img.snapshots()? {
+                if img.snap_namespace(s.id)? == SnapNamespace::User {
+                    book.snaps.insert(s.name, holder.clone());
+                }
+            }
+            img.metadata_set(KEY_DISK, name)?;
+        }
+        for c in &carriers {
+            head.metadata_set(&format!("{KEY_CARRIER_PREFIX}{c}"), "")?;
+        }
+        for (s, holder) in &book.snaps {
+            head.metadata_set(&format!("{KEY_SNAP_PREFIX}{s}"), holder)?;
+        }
+        book.carriers = carriers;
+        head.metadata_set(KEY_DISK, name)?;
+        Ok(book)
+    }
+
+    /// Every snapshot of the disk with the image holding it, by name.
+    ///
+    /// # Errors
+    /// `NotFound` if the disk does not exist.
+    pub fn snapshots(&self) -> Result<Vec<DiskSnapshot>> {
+        let io = self.io()?;
+        let book = self.book(&io)?;
+        Ok(book
+            .snaps
+            .into_iter()
+            .map(|(name, holder)| DiskSnapshot { name, holder })
+            .collect())
+    }
+
+    /// The image holding snapshot `snap`, or `None`.
+    ///
+    /// # Errors
+    /// `NotFound` if the disk does not exist.
+    pub fn locate(&self, snap: &str) -> Result<Option<String>> {
+        let io = self.io()?;
+        let book = self.book(&io)?;
+        Ok(book.snaps.get(snap).cloned())
+    }
+
+    /// Takes snapshot `snap` of the head. Taking one that exists on the head is a
+    /// no-op (a re-run); a name held by a carrier is refused.
+    ///
+    /// # Errors
+    /// `Exists` if a carrier already holds `snap`; `NotFound` for a missing disk.
+    pub fn snapshot_create(&self, snap: &str) -> Result<()> {
+        super::validate_name("snapshot", snap)?;
+        let io = self.io()?;
+        let book = self.book(&io)?;
+        if let Some(holder) = book.snaps.get(snap) {
+            if *holder != self.head.name {
+                return Err(Error::Invalid(format!(
+                    "snapshot {snap} of {} already exists (held by {holder})",
+                    self.head
+                )));
+            }
+        }
+        let head = io.open(&self.head.name)?;
+        match head.snap_create(snap) {
+            Err(e) if e.is_exists() => {}
+            other => other?,
+        }
+        head.metadata_set(&format!("{KEY_SNAP_PREFIX}{snap}"), &self.head.name)
+    }
+
+    /// Deletes snapshot `snap` wherever it lives. Deleting one that is gone is a
+    /// no-op.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing disk; Ceph errors.
+    pub fn snapshot_delete(&self, snap: &str) -> Result<()> {
+        let io = self.io()?;
+        let book = self.book(&io)?;
+        let head = io.open(&self.head.name)?;
+        let key = format!("{KEY_SNAP_PREFIX}{snap}");
+        let Some(holder) = book.snaps.get(snap) else {
+            return head.metadata_remove(&key);
+        };
+        remove_snapshot(self.cluster, &io, holder, snap)?;
+        head.metadata_remove(&key)?;
+        drop(head);
+        self.collect_carriers(&io)
+    }
+
+    /// Removes carriers that hold no snapshot and feed no clone.
+    fn collect_carriers(&self, io: &IoCtx<'_>) -> Result<()> {
+        let book = self.book(io)?;
+        let head = io.open(&self.head.name)?;
+        for c in &book.carriers {
+            let gone = match io.open_read_only(c, None) {
+                Err(e) if e.is_not_found() => true,
+                Err(e) => return Err(e),
+                Ok(img) => {
+                    if img.snapshots()?.is_empty() {
+                        drop(img);
+                        match io.remove_image(c) {
+                            Ok(()) => true,
+                            Err(e) if e.is_not_found() => true,
+                            // Still in use or still has a trashed snapshot: later.
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    Some(ErrorKind::Busy | ErrorKind::NotEmpty)
+                                ) =>
+                            {
+                                false
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    } else {
+                        false
+                    }
+                }
+            };
+            if gone {
+                head.metadata_remove(&format!("{KEY_CARRIER_PREFIX}{c}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reverts the head to snapshot `snap` in time independent of the image size.
+    /// What the head held that no snapshot keeps is discarded, as a revert means.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unknown snapshot; [`Error::InUse`] while a client
+    /// has the head open.
+    pub fn revert(&self, snap: &str, cfg: &DiskConfig) -> Result<()> {
+        let io = self.io()?;
+        let book = self.book(&io)?;
+        let holder = book
+            .snaps
+            .get(snap)
+            .ok_or_else(|| Error::Invalid(format!("{} has no snapshot {snap}", self.head)))?
+            .clone();
+        let name = self.head.name.clone();
+        let watchers = io.open_read_only(&name, None)?.watchers()?;
+        if !watchers.is_empty() {
+            return Err(Error::InUse {
+                image: self.head.to_string(),
+                watchers: watchers.into_iter().map(|w| w.addr).collect(),
+            });
+        }
+        let temp = revert_temp_name(&name);
+
+        // A clone left by an interrupted run is reused only if it is the one this
+        // run would build.
+        if let Ok(t) = io.open_read_only(&temp, None) {
+            let same = t.metadata_get(KEY_REVERT_TO)?.as_deref() == Some(snap)
+                && t.parent()?
+                    .is_some_and(|p| p.image.name == holder && p.snap_name == snap);
+            drop(t);
+            if !same {
+                super::remove(
+                    self.cluster,
+                    &self.head.sibling(&temp)?,
+                    super::RemoveOptions::default(),
+                )?;
+            }
+        }
+
+        // What the old head becomes: a carrier if it holds snapshots.
+        let head_snaps: Vec<(u64, String)> = {
+            let h = io.open_read_only(&name, None)?;
+            let mut v = Vec::new();
+            for s in h.snapshots()? {
+                if h.snap_namespace(s.id)? == SnapNamespace::User {
+                    v.push((s.id, s.name));
+                }
+            }
+            v
+        };
+        let carrier = (!head_snaps.is_empty()).then(|| carrier_name(&name, &head_snaps));
+
+        if !Self::exists(&io, &temp)? {
+            let format = match cfg.clone_format {
+                CloneFormat::Auto => cluster_clone_format(self.cluster)?,
+                CloneFormat::V1 => 1,
+                CloneFormat::V2 => 2,
+            };
+            let opts = super::CloneOptions {
+                data_pool: cfg.data_pool.clone(),
+                format: if format == 1 {
+                    CloneFormat::V1
+                } else {
+                    CloneFormat::V2
+                },
+                features: None,
+            };
+            super::clone(
+                self.cluster,
+                &self.head.sibling(&holder)?.at(snap)?,
+                &self.head.sibling(&temp)?,
+                &opts,
+            )?;
+        }
+        let t = io.open(&temp)?;
+        // The new head's book: the old one, with the old head's snapshots moved to
+        // the carrier.
+        t.metadata_set(KEY_DISK, &name)?;
+        for (s, h) in &book.snaps {
+            let h = if *h == name {
+                carrier.as_deref().unwrap_or(h)
+            } else {
+                h
+            };
+            t.metadata_set(&format!("{KEY_SNAP_PREFIX}{s}"), h)?;
+        }
+        for c in book.carriers.iter().chain(carrier.iter()) {
+            t.metadata_set(&format!("{KEY_CARRIER_PREFIX}{c}"), "")?;
+        }
+        t.metadata_set(KEY_REVERT_CARRIER, carrier.as_deref().unwrap_or(""))?;
+        t.metadata_set(KEY_REVERT_TO, snap)?;
+        if depth(&io, &temp)? > cfg.max_depth {
+            t.flatten()?;
+        }
+        drop(t);
+
+        // Move the old head away; from here a re-run (or any later call) finishes
+        // the revert through `recover`.
+        match &carrier {
+            Some(c) => io.rename_image(&name, c)?,
+            None => io.remove_image(&name)?,
+        }
+        finish_revert(&io, &temp, &name)?;
+        self.collect_carriers(&io)
+    }
+
+    /// Removes the head and every carrier with their snapshots. Images that clones
+    /// outside the disk still read from go to the RBD trash, marked for
+    /// [`reclaim`]. Removing a disk that does not exist is a no-op, and cleans up
+    /// what an interrupted removal left.
+    ///
+    /// `trash_delay`: move the disk's images to the trash with this deferment
+    /// instead of removing them (the operator's CEPH_TRASH).
+    ///
+    /// # Errors
+    /// [`Error::InUse`] while a client has the head open; Ceph errors.
+    pub fn remove(&self, trash_delay: Option<u64>) -> Result<()> {
+        let io = self.io()?;
+        self.recover(&io)?;
+        let name = self.head.name.clone();
+        let mut images: Vec<String> = Vec::new();
+        if Self::exists(&io, &name)? {
+            let watchers = io.open_read_only(&name, None)?.watchers()?;
+            if !watchers.is_empty() {
+                return Err(Error::InUse {
+                    image: self.head.to_string(),
+                    watchers: watchers.into_iter().map(|w| w.addr).collect(),
+                });
+            }
+            let book = self.book(&io)?;
+            images.push(name.clone());
+            images.extend(book.carriers);
+        }
+        // What an interrupted removal left: images of this disk without the head.
+        for e in io.list_images()? {
+            if !images.contains(&e.name) && may_belong(&name, &e.name) {
+                let owner = io.open_read_only(&e.name, None)?.metadata_get(KEY_DISK)?;
+                if owner.as_deref() == Some(name.as_str()) || is_stock_carrier(&name, &e.name) {
+                    images.push(e.name);
+                }
+            }
+        }
+        // Children before parents.
+        let order = children_first(&io, &images)?;
+        for img in &order {
+            dispose(&io, img, trash_delay)?;
+        }
+        Ok(())
+    }
+
+    /// Clones snapshot `snap` of the disk into `target` (another image, possibly in
+    /// another pool), with `data_pool`, flattening when the chain would exceed
+    /// `max_depth`. Re-running when `target` is already that clone is a no-op.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unknown snapshot; `Exists` if `target` is another image.
+    pub fn clone_snapshot(&self, snap: &str, target: &ImageSpec, cfg: &DiskConfig) -> Result<()> {
+        let io = self.io()?;
+        let book = self.book(&io)?;
+        let holder = book
+            .snaps
+            .get(snap)
+            .ok_or_else(|| Error::Invalid(format!("{} has no snapshot {snap}", self.head)))?;
+        let tio = ioctx(self.cluster, target)?;
+        if let Ok(t) = tio.open_read_only(&target.name, None) {
+            let ours = t
+                .parent()?
+                .is_some_and(|p| p.image.name == *holder && p.snap_name == snap)
+                || t.metadata_get("rbdx.cloned-from")?.as_deref()
+                    == Some(&format!("{holder}@{snap}"));
+            if ours {
+                return Ok(());
+            }
+            return Err(Error::Invalid(format!("{target} already exists")));
+        }
+        let opts = super::CloneOptions {
+            data_pool: cfg.data_pool.clone(),
+            format: cfg.clone_format,
+            features: None,
+        };
+        super::clone(
+            self.cluster,
+            &self.head.sibling(holder)?.at(snap)?,
+            target,
+            &opts,
+        )?;
+        let t = tio.open(&target.name)?;
+        t.metadata_set("rbdx.cloned-from", &format!("{holder}@{snap}"))?;
+        if depth(&tio, &target.name)? > cfg.max_depth {
+            t.flatten()?;
+        }
+        Ok(())
+    }
+}
+
+/// Renames the finished revert clone into place and clears its revert markers.
+fn finish_revert(io: &IoCtx<'_>, temp: &str, head: &str) -> Result<()> {
+    let carrier = io
+        .open_read_only(temp, None)?
+        .metadata_get(KEY_REVERT_CARRIER)?;
+    if let Some(c) = carrier.filter(|c| !c.is_empty()) {
+        match strip_book(io, &c) {
+            Err(e) if e.is_not_found() => {}
+            other => other?,
+        }
+    }
+    io.rename_image(temp, head)?;
+    let img = io.open(head)?;
+    img.metadata_remove(KEY_REVERT_TO)?;
+    img.metadata_remove(KEY_REVERT_CARRIER)
+}
+
+/// Removes the head-only bookkeeping from an image that became a carrier.
+fn strip_book(io: &IoCtx<'_>, image: &str) -> Result<()> {
+    let img = io.open(image)?;
+    for (k, _) in img.metadata_list("rbdx.")? {
+        if k.starts_with(KEY_SNAP_PREFIX) || k.starts_with(KEY_CARRIER_PREFIX) {
+            img.metadata_remove(&k)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes snapshot `snap` of `image`; with format-1 children (protected), flattens
+/// them first.
+fn remove_snapshot(cluster: &Cluster, io: &IoCtx<'_>, image: &str, snap: &str) -> Result<()> {
+    let img = io.open(image)?;
+    match img.snap_remove(snap) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) if e.kind() == Some(ErrorKind::Busy) => {
+            // Protected with format-1 children: make them independent first.
+            let children = io.open_read_only(image, Some(snap))?.children()?;
+            for c in children {
+                let spec = ImageSpec::new(&c.pool, &c.name)?.in_namespace(&c.namespace)?;
+                super::flatten(cluster, &spec)?;
+            }
+            img.snap_remove(snap)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How many parent links lie above `image`.
+///
+/// # Errors
+/// Ceph errors.
+pub fn depth(io: &IoCtx<'_>, image: &str) -> Result<u32> {
+    let cluster = io.cluster();
+    let mut d = 0;
+    let mut cur = io.open_read_only(image, None)?.parent()?;
+    while let Some(p) = cur {
+        d += 1;
+        let spec =
+            ImageSpec::new(&p.image.pool, &p.image.name)?.in_namespace(&p.image.namespace)?;
+        let pio = ioctx(cluster, &spec)?;
+        let img = if p.image.trash {
+            pio.open_by_id_read_only(&p.image.id)?
+        } else {
+            pio.open_read_only(&p.image.name, None)?
+        };
+        cur = img.parent()?;
+        if d > 64 {
+            break;
+        }
+    }
+    Ok(d)
+}
+
+/// Orders `images` so that each comes before its parent.
+fn children_first(io: &IoCtx<'_>, images: &[String]) -> Result<Vec<String>> {
+    let mut parent: BTreeMap<&str, Option<String>> = BTreeMap::new();
+    for i in images {
+        let p = io.open_read_only(i, None)?.parent()?.map(|p| p.image.name);
+        parent.insert(i, p);
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut left: Vec<&String> = images.iter().collect();
+    while !left.is_empty() {
+        let before = left.len();
+        left.retain(|i| {
+            // `i` can go once no remaining image has it as parent.
+            let is_parent = parent.iter().any(|(c, p)| {
+                p.as_deref() == Some(i.as_str()) && !out.iter().any(|o| o == c) && c != &i.as_str()
+            });
+            if is_parent {
+                true
+            } else {
+                out.push((*i).clone());
+                false
+            }
+        });
+        if left.len() == before {
+            // A cycle cannot happen in RBD; keep the rest in any order.
+            out.extend(left.drain(..).cloned());
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `image` with its snapshots; if clones still read from it, moves it to
+/// the trash marked for reclaim. With `trash_delay`, everything goes to the trash.
+fn dispose(io: &IoCtx<'_>, image: &str, trash_delay: Option<u64>) -> Result<()> {
+    let img = match io.open(image) {
+        Err(e) if e.is_not_found() => return Ok(()),
+        other => other?,
+    };
+    let mut still_used = false;
+    for s in img.snapshots()? {
+        if img.snap_namespace(s.id)? != SnapNamespace::User {
+            still_used = true; // a trashed snapshot some clone still reads
+            continue;
+        }
+        match img.snap_remove(&s.name) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.kind() == Some(ErrorKind::Busy) => still_used = true,
+            Err(e) => return Err(e),
+        }
+    }
+    // Format 2 moves a snapshot with children to the trash namespace.
+    for s in img.snapshots()? {
+        if img.snap_namespace(s.id)? != SnapNamespace::User || img.snap_is_protected(&s.name)? {
+            still_used = true;
+        }
+    }
+    if still_used {
+        img.metadata_set(KEY_RECLAIM, "1")?;
+    }
+    drop(img);
+    let r = match (still_used, trash_delay) {
+        (true, _) => io.trash_move(image, trash_delay.unwrap_or(0)),
+        (false, Some(delay)) => io.trash_move(image, delay),
+        (false, None) => io.remove_image(image),
+    };
+    match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+/// Frees images moved to the trash for reclaim whose last clone is gone. Returns
+/// how many were freed and how many still wait. Safe to call any time (the
+/// drivers call it from their periodic monitor action).
+///
+/// # Errors
+/// Ceph errors other than "still in use".
+pub fn reclaim(cluster: &Cluster, pool: &ImageSpec) -> Result<(usize, usize)> {
+    let io = ioctx(cluster, pool)?;
+    let mut total = 0;
+    // Freeing a child can free its parent's trashed snapshot: repeat while a pass
+    // frees something.
+    loop {
+        let (freed, waiting) = reclaim_pass(&io)?;
+        total += freed;
+        if freed == 0 {
+            return Ok((total, waiting));
+        }
+    }
+}
+
+fn reclaim_pass(io: &IoCtx<'_>) -> Result<(usize, usize)> {
+    let (mut freed, mut waiting) = (0, 0);
+    for e in io.trash_list()? {
+        let marked = match io.open_by_id_read_only(&e.id) {
+            Ok(img) => img.metadata_get(KEY_RECLAIM)?.is_some(),
+            Err(err) if err.is_not_found() => false,
+            Err(err) => return Err(err),
+        };
+        if !marked {
+            continue;
+        }
+        match io.trash_remove(&e.id, true) {
+            Ok(()) => freed += 1,
+            Err(err) if err.is_not_found() => {}
+            Err(err) if matches!(err.kind(), Some(ErrorKind::Busy | ErrorKind::NotEmpty)) => {
+                waiting += 1
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok((freed, waiting))
+}
+
+/// Makes sure `image@snap` exists, taking it if needed. Safe against concurrent
+/// callers: exactly one snapshot results. Returns true if this call took it.
+///
+/// # Errors
+/// `NotFound` for a missing image.
+pub fn ensure_snapshot(io: &IoCtx<'_>, image: &str, snap: &str) -> Result<bool> {
+    let img = io.open(image)?;
+    if img.snapshots()?.iter().any(|s| s.name == snap) {
+        return Ok(false);
+    }
+    match img.snap_create(snap) {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_exists() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `image@snap` if no clone reads from it; returns whether it was removed.
+///
+/// # Errors
+/// Ceph errors.
+pub fn drop_unused_snapshot(io: &IoCtx<'_>, image: &str, snap: &str) -> Result<bool> {
+    let at = match io.open_read_only(image, Some(snap)) {
+        Err(e) if e.is_not_found() => return Ok(false),
+        other => other?,
+    };
+    if !at.children()?.is_empty() {
+        return Ok(false);
+    }
+    drop(at);
+    match io.open(image)?.snap_remove(snap) {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_not_found() || e.kind() == Some(ErrorKind::Busy) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carriers_are_named_like_the_stock_drivers_when_snapshots_are_numeric() {
+        let s = |v: &[(u64, &str)]| {
+            v.iter()
+                .map(|(i, n)| (*i, n.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            carrier_name("one-3-13-0", &s(&[(4, "1"), (9, "2")])),
+            "one-3-13-0-1:2"
+        );
+        assert_eq!(
+            carrier_name("vm-100-disk-0", &s(&[(4, "pre"), (9, "post")])),
+            "vm-100-disk-0.rbdx-c9"
+        );
+        assert_eq!(
+            carrier_name("one-3", &s(&[(4, "1"), (7, "rbdx.saveas")])),
+            "one-3.rbdx-c7"
+        );
+    }
+
+    #[test]
+    fn stock_carrier_form_is_exact() {
+        assert!(is_stock_carrier("one-3-13-0", "one-3-13-0-1"));
+        assert!(is_stock_carrier("one-3-13-0", "one-3-13-0-1:2:3"));
+        assert!(
+            !is_stock_carrier("one-5", "one-50-1"),
+            "a prefix is not enough"
+        );
+        assert!(
+            !is_stock_carrier("one-5", "one-5-12-0"),
+            "a VM clone of image 5 is not a carrier"
+        );
+        assert!(!is_stock_carrier("one-5", "one-5-"));
+        assert!(!is_stock_carrier("one-5", "one-5-1::2"));
+        assert!(!is_stock_carrier("one-5", "one-5"));
+    }
+
+    #[test]
+    fn rbdx_derived_names_belong_to_their_disk() {
+        assert!(may_belong("one-5", "one-5.rbdx-new"));
+        assert!(may_belong("one-5", "one-5.rbdx-c12"));
+        assert!(!may_belong("one-5", "one-50.rbdx-new"));
+        assert_eq!(revert_temp_name("one-5-1-0"), "one-5-1-0.rbdx-new");
+    }
+}

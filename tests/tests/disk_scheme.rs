@@ -1,0 +1,387 @@
+//! The disk snapshot scheme against the real cluster: O(1) revert, every snapshot
+//! deletable in any order, bounded chains, save-as clones independent of their
+//! source, adoption of disks made by the stock drivers, interrupted reverts.
+
+use rbdx_core::Cluster;
+use rbdx_core::ops::disk::{self, Disk, DiskConfig, KEY_DISK};
+use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec};
+use rbdx_tests::{MIB, Scratch, checksum, fill};
+
+fn ec_config(s: &Scratch) -> DiskConfig {
+    DiskConfig {
+        data_pool: Some(s.env.ec_pool.clone()),
+        ..DiskConfig::default()
+    }
+}
+
+fn sum(c: &Cluster, spec: &ImageSpec) -> u64 {
+    let io = ops::ioctx(c, spec).unwrap();
+    checksum(&io.open_read_only(&spec.name, spec.snap.as_deref()).unwrap())
+}
+
+fn write(c: &Cluster, spec: &ImageSpec, off: u64, seed: u8) {
+    let io = ops::ioctx(c, spec).unwrap();
+    fill(&io.open(&spec.name).unwrap(), off, 2 * MIB, seed);
+}
+
+/// Every image of the test, with its data pool; asserts all are in the EC pool.
+fn assert_all_ec(s: &Scratch, c: &Cluster) {
+    for name in s.leftovers(c).0 {
+        let st = ops::stat(c, &ImageSpec::new(&s.env.pool, &name).unwrap()).unwrap();
+        assert_eq!(
+            st.data_pool.as_deref(),
+            Some(s.env.ec_pool.as_str()),
+            "{name}"
+        );
+    }
+}
+
+/// A non-persistent disk as a VM uses it: a CoW clone of an image's base snapshot.
+fn vm_disk(s: &Scratch, c: &Cluster) -> ImageSpec {
+    let base = s.spec("img");
+    ops::create(
+        c,
+        &base,
+        32 * MIB,
+        &CreateOptions::with_data_pool(Some(&s.env.ec_pool)),
+    )
+    .unwrap();
+    write(c, &base, 0, 1);
+    let io = ops::ioctx(c, &base).unwrap();
+    disk::ensure_snapshot(&io, &base.name, "snap").unwrap();
+    let head = s.spec("img-7-0");
+    let o = CloneOptions {
+        data_pool: Some(s.env.ec_pool.clone()),
+        ..CloneOptions::default()
+    };
+    ops::clone(c, &base.at("snap").unwrap(), &head, &o).unwrap();
+    head
+}
+
+#[test]
+fn revert_restores_any_snapshot_and_every_snapshot_stays_deletable() {
+    let s = Scratch::new("scheme");
+    let c = s.env.connect();
+    let head = vm_disk(&s, &c);
+    let d = Disk::new(&c, head.clone());
+    let cfg = ec_config(&s);
+
+    let mut want = Vec::new();
+    for id in 0..3u8 {
+        write(&c, &head, u64::from(id) * 4 * MIB, 10 + id);
+        d.snapshot_create(&id.to_string()).unwrap();
+        want.push(sum(&c, &head));
+    }
+    write(&c, &head, 20 * MIB, 99); // not in any snapshot: a revert discards it
+
+    d.revert("1", &cfg).unwrap();
+    assert_eq!(sum(&c, &head), want[1]);
+    assert_eq!(
+        d.locate("0").unwrap().as_deref(),
+        Some(format!("{}-0:1:2", head.name).as_str())
+    );
+    d.snapshot_create("3").unwrap();
+    write(&c, &head, 8 * MIB, 50);
+    d.revert("0", &cfg).unwrap();
+    assert_eq!(sum(&c, &head), want[0]);
+    d.revert("2", &cfg).unwrap();
+    assert_eq!(sum(&c, &head), want[2]);
+    d.revert("3", &cfg).unwrap(); // a snapshot taken after a revert
+    assert_eq!(sum(&c, &head), want[1]);
+    assert_all_ec(&s, &c);
+
+    // Delete in an order that crosses the carrier tree; each one goes.
+    for snap in ["1", "3", "0", "2"] {
+        d.snapshot_delete(snap).unwrap();
+        assert_eq!(d.locate(snap).unwrap(), None);
+        assert_eq!(
+            sum(&c, &head),
+            want[1],
+            "deleting {snap} must not change the head"
+        );
+    }
+    d.snapshot_delete("1").unwrap(); // again: a no-op
+    assert!(d.snapshots().unwrap().is_empty());
+
+    d.remove(None).unwrap();
+    d.remove(None).unwrap(); // again: a no-op
+    let (left, trash) = s.leftovers(&c);
+    assert_eq!(left, [s.spec("img").name], "only the image remains");
+    assert!(trash.is_empty(), "{trash:?}");
+    s.finish(&c);
+}
+
+#[test]
+fn the_head_keeps_its_name_and_metadata_through_reverts() {
+    let s = Scratch::new("names");
+    let c = s.env.connect();
+    let head = vm_disk(&s, &c);
+    let d = Disk::new(&c, head.clone());
+    d.snapshot_create("0").unwrap();
+    d.revert("0", &ec_config(&s)).unwrap();
+    let io = ops::ioctx(&c, &head).unwrap();
+    let img = io.open_read_only(&head.name, None).unwrap();
+    assert_eq!(
+        img.metadata_get(KEY_DISK).unwrap().as_deref(),
+        Some(head.name.as_str())
+    );
+    assert_eq!(
+        img.metadata_get("rbdx.revert.to").unwrap(),
+        None,
+        "no revert left half-done"
+    );
+    let p = img.parent().unwrap().unwrap();
+    assert_eq!(
+        (p.image.name.as_str(), p.snap_name.as_str()),
+        (format!("{}-0", head.name).as_str(), "0")
+    );
+    drop(img);
+    d.remove(None).unwrap();
+    s.finish(&c);
+}
+
+#[test]
+fn clone_chains_stay_within_the_configured_depth() {
+    let s = Scratch::new("depth");
+    let c = s.env.connect();
+    let head = vm_disk(&s, &c);
+    let d = Disk::new(&c, head.clone());
+    let cfg = DiskConfig {
+        max_depth: 2,
+        ..ec_config(&s)
+    };
+    let io = ops::ioctx(&c, &head).unwrap();
+    for i in 0..4 {
+        let snap = i.to_string();
+        write(&c, &head, i * 2 * MIB, i as u8);
+        d.snapshot_create(&snap).unwrap();
+        let want = sum(&c, &head);
+        d.revert(&snap, &cfg).unwrap();
+        assert_eq!(sum(&c, &head), want);
+        let depth = disk::depth(&io, &head.name).unwrap();
+        assert!(depth <= 2, "depth {depth} after revert {i}");
+    }
+    for i in 0..4 {
+        d.snapshot_delete(&i.to_string()).unwrap();
+    }
+    d.remove(None).unwrap();
+    assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
+    s.finish(&c);
+}
+
+#[test]
+fn a_save_as_clone_outlives_its_source_disk() {
+    let s = Scratch::new("saveas");
+    let c = s.env.connect();
+    let head = vm_disk(&s, &c);
+    let d = Disk::new(&c, head.clone());
+    write(&c, &head, 4 * MIB, 3);
+    d.snapshot_create("rbdx.saveas.x").unwrap();
+    let target = s.spec("saved");
+    d.clone_snapshot("rbdx.saveas.x", &target, &ec_config(&s))
+        .unwrap();
+    d.clone_snapshot("rbdx.saveas.x", &target, &ec_config(&s))
+        .unwrap(); // re-run
+    let want = sum(&c, &head);
+    assert_eq!(sum(&c, &target), want);
+    assert_all_ec(&s, &c);
+
+    // Source first: its images wait in the trash for the clone.
+    d.remove(None).unwrap();
+    assert!(ops::stat(&c, &head).unwrap_err().is_not_found());
+    assert_eq!(
+        sum(&c, &target),
+        want,
+        "the clone still reads the same bytes"
+    );
+    assert_eq!(
+        disk::reclaim(&c, &head).unwrap().0,
+        0,
+        "nothing to free while the clone lives"
+    );
+    assert!(
+        !s.leftovers(&c).1.is_empty(),
+        "the source waits in the trash"
+    );
+
+    // Then the clone: reclaim frees the source.
+    ops::remove(&c, &target, ops::RemoveOptions::default()).unwrap();
+    let (freed, waiting) = disk::reclaim(&c, &head).unwrap();
+    assert!(
+        freed >= 1 && waiting == 0,
+        "freed {freed}, waiting {waiting}"
+    );
+    let (left, trash) = s.leftovers(&c);
+    assert_eq!(left, [s.spec("img").name]);
+    assert!(trash.is_empty(), "{trash:?}");
+    s.finish(&c);
+}
+
+#[test]
+fn disks_made_by_the_stock_drivers_are_adopted() {
+    // The stock layout after `snap_create 0; snap_create 1; snap_revert 0`:
+    // protected numeric snapshots on a carrier named <head>-0:1, the head a clone
+    // of <head>-0:1@0, no metadata anywhere.
+    let s = Scratch::new("stock");
+    let c = s.env.connect();
+    let head = vm_disk(&s, &c);
+    let io = ops::ioctx(&c, &head).unwrap();
+    let img = io.open(&head.name).unwrap();
+    fill(&img, 0, MIB, 20);
+    img.snap_create("0").unwrap();
+    img.snap_protect("0").unwrap();
+    let want0 = checksum(&io.open_read_only(&head.name, Some("0")).unwrap());
+    fill(&img, MIB, MIB, 21);
+    img.snap_create("1").unwrap();
+    img.snap_protect("1").unwrap();
+    let want1 = checksum(&io.open_read_only(&head.name, Some("1")).unwrap());
+    drop(img);
+    let carrier = format!("{}-0:1", head.name);
+    io.rename_image(&head.name, &carrier).unwrap();
+    let o = CloneOptions {
+        data_pool: Some(s.env.ec_pool.clone()),
+        format: CloneFormat::V1,
+        ..CloneOptions::default()
+    };
+    ops::clone(
+        &c,
+        &head.sibling(&carrier).unwrap().at("0").unwrap(),
+        &head,
+        &o,
+    )
+    .unwrap();
+
+    let d = Disk::new(&c, head.clone());
+    let snaps: Vec<(String, String)> = d
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name, s.holder))
+        .collect();
+    assert_eq!(
+        snaps,
+        [("0".into(), carrier.clone()), ("1".into(), carrier.clone())]
+    );
+    d.revert("1", &ec_config(&s)).unwrap();
+    assert_eq!(sum(&c, &head), want1);
+    d.snapshot_create("2").unwrap();
+    d.revert("0", &ec_config(&s)).unwrap();
+    assert_eq!(sum(&c, &head), want0);
+    for snap in ["0", "1", "2"] {
+        d.snapshot_delete(snap).unwrap();
+    }
+    d.remove(None).unwrap();
+    assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
+    assert!(s.leftovers(&c).1.is_empty());
+    s.finish(&c);
+}
+
+#[test]
+fn an_interrupted_revert_is_finished_by_the_next_call() {
+    let s = Scratch::new("resume");
+    let c = s.env.connect();
+    let head = vm_disk(&s, &c);
+    let d = Disk::new(&c, head.clone());
+    d.snapshot_create("0").unwrap();
+    let want = sum(&c, &head);
+    write(&c, &head, 0, 77);
+    d.revert("0", &ec_config(&s)).unwrap();
+    // Simulate a crash between "old head moved away" and "clone renamed into place".
+    let io = ops::ioctx(&c, &head).unwrap();
+    let temp = disk::revert_temp_name(&head.name);
+    io.rename_image(&head.name, &temp).unwrap();
+    io.open(&temp)
+        .unwrap()
+        .metadata_set("rbdx.revert.to", "0")
+        .unwrap();
+    assert!(ops::stat(&c, &head).unwrap_err().is_not_found());
+
+    // Any later call (here: the same revert, re-run) converges.
+    d.revert("0", &ec_config(&s)).unwrap();
+    assert_eq!(sum(&c, &head), want);
+    assert!(
+        ops::stat(&c, &head.sibling(&temp).unwrap())
+            .unwrap_err()
+            .is_not_found()
+    );
+    d.remove(None).unwrap();
+    assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
+    s.finish(&c);
+}
+
+#[test]
+fn clone_format_1_reverts_and_deletes_in_any_order() {
+    let s = Scratch::new("v1");
+    let c = s.env.connect();
+    let head = vm_disk(&s, &c);
+    let d = Disk::new(&c, head.clone());
+    let cfg = DiskConfig {
+        clone_format: CloneFormat::V1,
+        ..ec_config(&s)
+    };
+    d.snapshot_create("0").unwrap();
+    write(&c, &head, 0, 5);
+    d.snapshot_create("1").unwrap();
+    let want1 = sum(&c, &head);
+    d.revert("0", &cfg).unwrap();
+    d.revert("1", &cfg).unwrap();
+    assert_eq!(sum(&c, &head), want1);
+    d.snapshot_delete("1").unwrap(); // the head's own parent snapshot
+    assert_eq!(sum(&c, &head), want1);
+    d.snapshot_delete("0").unwrap();
+    d.remove(None).unwrap();
+    assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
+    assert!(s.leftovers(&c).1.is_empty());
+    s.finish(&c);
+}
+
+#[test]
+fn concurrent_first_deploys_make_exactly_one_base_snapshot() {
+    let s = Scratch::new("race");
+    let c = s.env.connect();
+    let base = s.spec("img");
+    ops::create(
+        &c,
+        &base,
+        8 * MIB,
+        &CreateOptions::with_data_pool(Some(&s.env.ec_pool)),
+    )
+    .unwrap();
+    let env = s.env.clone();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (env, base) = (env.clone(), base.clone());
+            std::thread::spawn(move || {
+                let c = env.connect();
+                let io = ops::ioctx(&c, &base).unwrap();
+                disk::ensure_snapshot(&io, &base.name, "snap").unwrap();
+                let child = base.sibling(&format!("{}-{i}-0", base.name)).unwrap();
+                let o = CloneOptions {
+                    data_pool: Some(env.ec_pool.clone()),
+                    ..CloneOptions::default()
+                };
+                ops::clone(&c, &base.at("snap").unwrap(), &child, &o).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let io = ops::ioctx(&c, &base).unwrap();
+    let snaps = io
+        .open_read_only(&base.name, None)
+        .unwrap()
+        .snapshots()
+        .unwrap();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(
+        io.open_read_only(&base.name, Some("snap"))
+            .unwrap()
+            .children()
+            .unwrap()
+            .len(),
+        8
+    );
+    assert_all_ec(&s, &c);
+    s.finish(&c);
+}
