@@ -31,11 +31,28 @@ enum Command {
     /// Pool capacity and usage (EC-aware).
     #[command(subcommand)]
     Pool(commands::pool::PoolCommand),
+    /// An OpenNebula TM action, with oned's arguments (what the action shims run).
+    Tm {
+        /// The action (clone, ln, mkimage, delete, snap_create, …).
+        action: String,
+        /// oned's arguments, passed through untouched.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Runs one driver job read as JSON from stdin and prints its outcome as JSON
+    /// (what the front-end runs on a host over ssh).
+    Remote,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Tm { action, args } => return exit(rbdx_tm::main(&action, &args)),
+        Command::Remote => {
+            let outcome = rbdx_one::exec::serve(std::io::stdin().lock());
+            println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+            return ExitCode::SUCCESS;
+        }
         Command::Image(c) => commands::image::run(c),
         Command::Snap(c) => commands::snap::run(c),
         Command::Trash(c) => commands::trash::run(c),
@@ -48,6 +65,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// Errors are one line: whatever a lower layer put on several lines is joined.

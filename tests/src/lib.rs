@@ -6,6 +6,8 @@
 
 #![deny(missing_docs)]
 
+pub mod one;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

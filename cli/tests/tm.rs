@@ -1,0 +1,602 @@
+//! The OpenNebula TM actions, run as oned runs them (the real binary, argv as oned
+//! writes it into the transfer file), against the oned double and the real test
+//! cluster as the restricted client.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rbdx_core::Cluster;
+use rbdx_core::ops::{self, CreateOptions, ImageSpec};
+use rbdx_tests::one::{OneEnv, assert_fails, assert_ok, vm_doc};
+use rbdx_tests::{MIB, checksum, fill};
+
+const LOCAL: &str = "EXECUTION = local\nCEPH_TIMEOUT = 20\n";
+const IMAGE_DS: u32 = 100;
+const SYSTEM_DS: u32 = 0;
+
+fn env() -> OneEnv {
+    OneEnv::new(Path::new(env!("CARGO_BIN_EXE_rbdx")), LOCAL)
+}
+
+/// Ids no other test or earlier run uses in the shared cluster.
+fn fresh_id() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    (std::process::id() % 20_000) * 100 + 1_000_000 + N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn spec(pool: &str, name: &str) -> ImageSpec {
+    ImageSpec::new(pool, name).unwrap()
+}
+
+fn disk_path(vm: u32, disk: u32) -> String {
+    format!("localhost:/var/lib/one//datastores/{SYSTEM_DS}/{vm}/disk.{disk}")
+}
+
+/// Images and trash entries whose names start with any of `prefixes`.
+fn leftovers(c: &Cluster, pool: &str, prefixes: &[String]) -> (Vec<String>, Vec<String>) {
+    let io = c.ioctx(pool).unwrap();
+    let m = |n: &String| {
+        prefixes
+            .iter()
+            .any(|p| n == p || n.starts_with(&format!("{p}-")) || n.starts_with(&format!("{p}.")))
+    };
+    let images = io
+        .list_images()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(m)
+        .collect();
+    let trash = io
+        .trash_list()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(m)
+        .collect();
+    (images, trash)
+}
+
+fn data_pool(c: &Cluster, s: &ImageSpec) -> Option<String> {
+    ops::stat(c, s).unwrap().data_pool
+}
+
+fn make_image(c: &Cluster, s: &ImageSpec, ec: Option<&str>, mb: u64, seed: u8) {
+    ops::create(c, s, mb * MIB, &CreateOptions::with_data_pool(ec)).unwrap();
+    let io = ops::ioctx(c, s).unwrap();
+    fill(&io.open(&s.name).unwrap(), 0, 8 * MIB, seed);
+}
+
+fn sum(c: &Cluster, s: &ImageSpec) -> u64 {
+    let io = ops::ioctx(c, s).unwrap();
+    checksum(&io.open_read_only(&s.name, s.snap.as_deref()).unwrap())
+}
+
+fn read_at(c: &Cluster, s: &ImageSpec, off: u64, len: usize) -> Vec<u8> {
+    let io = ops::ioctx(c, s).unwrap();
+    let mut buf = vec![0; len];
+    io.open_read_only(&s.name, None)
+        .unwrap()
+        .read_at(off, &mut buf)
+        .unwrap();
+    buf
+}
+
+/// The whole life of a VM's disks through the TM actions.
+fn lifecycle(ec: bool) {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let want_pool = ec.then(|| e.cluster.ec_pool.clone());
+    let (img, pimg, saved, vm) = (fresh_id(), fresh_id(), fresh_id(), fresh_id());
+    let (img_s, pimg_s) = (
+        spec(&pool, &format!("one-{img}")),
+        spec(&pool, &format!("one-{pimg}")),
+    );
+    make_image(&c, &img_s, want_pool.as_deref(), 64, 1);
+    make_image(&c, &pimg_s, want_pool.as_deref(), 32, 2);
+
+    e.oned
+        .set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, ec, &[]));
+    e.oned.set_datastore(SYSTEM_DS, e.system_ds(SYSTEM_DS, ec));
+    let disks = [
+        e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 64),
+        e.image_disk(1, &pimg_s.to_string(), false, IMAGE_DS, 32),
+        e.volatile_disk(2, "fs", Some("ext4"), SYSTEM_DS, 64),
+        e.volatile_disk(3, "swap", None, SYSTEM_DS, 16),
+    ];
+    e.oned.set_vm(vm, vm_doc(vm, "localhost", 3, &disks));
+    let (vms, ds, sys) = (vm.to_string(), IMAGE_DS.to_string(), SYSTEM_DS.to_string());
+
+    // Deploy: prolog lines as oned writes them.
+    assert_ok(&e.tm(
+        "clone",
+        &[&format!("frontend:{img_s}"), &disk_path(vm, 0), &vms, &ds],
+    ));
+    assert_ok(&e.tm(
+        "ln",
+        &[&format!("frontend:{pimg_s}"), &disk_path(vm, 1), &vms, &ds],
+    ));
+    assert_ok(&e.tm("mkimage", &["64", "raw", &disk_path(vm, 2), &vms, &sys]));
+    assert_ok(&e.tm("mkswap", &["16", &disk_path(vm, 3), &vms, &sys]));
+
+    let d0 = spec(&pool, &format!("one-{img}-{vm}-0"));
+    let d2 = spec(&pool, &format!("one-sys-{vm}-2"));
+    let d3 = spec(&pool, &format!("one-sys-{vm}-3"));
+    let st = ops::stat(&c, &d0).unwrap();
+    let p = st.parent.as_ref().expect("a CoW clone");
+    assert_eq!(
+        (p.image.name.as_str(), p.snap.as_str()),
+        (img_s.name.as_str(), "snap")
+    );
+    assert_eq!(sum(&c, &d0), sum(&c, &img_s.at("snap").unwrap()));
+    for s in [&d0, &d2, &d3] {
+        assert_eq!(data_pool(&c, s), want_pool, "{s}");
+    }
+    // ext4 superblock magic at 1024 + 56; swap signature at 4096 - 10.
+    assert_eq!(read_at(&c, &d2, 1024 + 56, 2), [0x53, 0xef]);
+    assert_eq!(read_at(&c, &d3, 4086, 10), b"SWAPSPACE2");
+    assert_eq!(ops::stat(&c, &d2).unwrap().size, 64 * MIB);
+
+    // Snapshots on the running disk, a revert, and deletes in any order.
+    assert_ok(&e.tm("snap_create", &[&disk_path(vm, 0), "0", &vms, &ds]));
+    let snap0 = sum(&c, &d0);
+    let io = ops::ioctx(&c, &d0).unwrap();
+    fill(&io.open(&d0.name).unwrap(), 0, 4 * MIB, 9);
+    assert_ok(&e.tm("snap_create", &[&disk_path(vm, 0), "1", &vms, &ds]));
+    let snap1 = sum(&c, &d0);
+    assert_ok(&e.tm("snap_revert", &[&disk_path(vm, 0), "0", &vms, &ds]));
+    assert_eq!(sum(&c, &d0), snap0);
+    assert_eq!(data_pool(&c, &d0), want_pool, "the reverted head");
+    assert_ok(&e.tm("snap_create", &[&disk_path(vm, 0), "2", &vms, &ds]));
+    assert_ok(&e.tm("snap_revert", &[&disk_path(vm, 0), "1", &vms, &ds]));
+    assert_eq!(sum(&c, &d0), snap1);
+    for s in ["0", "2"] {
+        assert_ok(&e.tm("snap_delete", &[&disk_path(vm, 0), s, &vms, &ds]));
+    }
+
+    // Save-as (CoW) of the current state, then of snapshot 1.
+    let saved_s = spec(&pool, &format!("one-{saved}"));
+    assert_ok(&e.tm(
+        "cpds",
+        &[&disk_path(vm, 0), &saved_s.to_string(), "-1", &vms, &ds],
+    ));
+    assert_eq!(sum(&c, &saved_s), snap1);
+    assert_eq!(data_pool(&c, &saved_s), want_pool);
+    assert!(
+        ops::stat(&c, &saved_s).unwrap().parent.is_some(),
+        "save-as is a CoW clone"
+    );
+    let saved2_s = spec(&pool, &format!("one-{saved}-b"));
+    assert_ok(&e.tm(
+        "cpds",
+        &[&disk_path(vm, 0), &saved2_s.to_string(), "1", &vms, &ds],
+    ));
+    assert_eq!(sum(&c, &saved2_s), snap1);
+    assert_ok(&e.tm("snap_delete", &[&disk_path(vm, 0), "1", &vms, &ds]));
+
+    // Grow; a running VM's resize is left to the hypervisor.
+    assert_ok(&e.tm("resize", &[&disk_path(vm, 0), "128", &vms, &ds]));
+    assert_eq!(ops::stat(&c, &d0).unwrap().size, 128 * MIB);
+    assert_ok(&e.tm(
+        "mv",
+        &[
+            &disk_path(vm, 0),
+            &disk_path(vm, 0).replace("localhost", "otherhost"),
+            &vms,
+            &ds,
+        ],
+    ));
+    assert_ok(&e.tm("mvds", &[&disk_path(vm, 1), &pimg_s.to_string(), &vms, &ds]));
+
+    // Undeployed: the VM left the host, the work goes to a bridge.
+    e.oned.set_vm(vm, vm_doc(vm, "elsewhere", 3, &disks));
+    e.oned.set_hosts(&[("localhost", 2)]);
+    for d in 0..4 {
+        assert_ok(&e.tm(
+            "delete",
+            &[&disk_path(vm, d), &vms, if d < 2 { &ds } else { &sys }],
+        ));
+    }
+    assert_ok(&e.tm(
+        "delete",
+        &[
+            &format!("localhost:/var/lib/one//datastores/0/{vm}"),
+            &vms,
+            &sys,
+        ],
+    ));
+    assert!(
+        ops::stat(&c, &pimg_s).is_ok(),
+        "a persistent image is not the VM's to delete"
+    );
+    assert!(ops::stat(&c, &d0).unwrap_err().is_not_found());
+    assert_eq!(
+        sum(&c, &saved_s),
+        snap1,
+        "the saved image outlives its source disk"
+    );
+
+    // The saved images go: the disk's trashed images are reclaimed; then the
+    // images themselves (as the datastore's rm will do). Nothing is left.
+    for s in [&saved_s, &saved2_s] {
+        ops::remove(&c, s, ops::RemoveOptions::default()).unwrap();
+    }
+    let (freed, waiting) = rbdx_core::ops::disk::reclaim(&c, &spec(&pool, "x")).unwrap();
+    assert!(
+        freed >= 2,
+        "the disk's head and carrier wait for their clones, then go ({freed} freed, {waiting} waiting)"
+    );
+    for s in [&img_s, &pimg_s] {
+        ops::remove(&c, s, ops::RemoveOptions::default()).unwrap();
+    }
+    let prefixes = [
+        format!("one-{img}"),
+        format!("one-{pimg}"),
+        format!("one-{saved}"),
+        format!("one-sys-{vm}"),
+    ];
+    let (images, trash) = leftovers(&c, &pool, &prefixes);
+    assert!(images.is_empty(), "images left: {images:?}");
+    assert!(trash.is_empty(), "trash left: {trash:?}");
+}
+
+#[test]
+fn vm_lifecycle_on_a_replicated_datastore() {
+    lifecycle(false);
+}
+
+#[test]
+fn vm_lifecycle_on_an_ec_datastore() {
+    lifecycle(true);
+}
+
+#[test]
+fn actions_converge_when_run_again() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let (img, vm) = (fresh_id(), fresh_id());
+    let img_s = spec(&pool, &format!("one-{img}"));
+    make_image(&c, &img_s, Some(&e.cluster.ec_pool), 16, 3);
+    e.oned
+        .set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, true, &[]));
+    e.oned
+        .set_datastore(SYSTEM_DS, e.system_ds(SYSTEM_DS, true));
+    let disks = [
+        e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 16),
+        e.volatile_disk(1, "fs", Some("ext4"), SYSTEM_DS, 16),
+    ];
+    e.oned.set_vm(vm, vm_doc(vm, "localhost", 3, &disks));
+    let (vms, ds, sys) = (vm.to_string(), IMAGE_DS.to_string(), SYSTEM_DS.to_string());
+    let clone = [
+        format!("frontend:{img_s}"),
+        disk_path(vm, 0),
+        vms.clone(),
+        ds.clone(),
+    ];
+    let clone: Vec<&str> = clone.iter().map(String::as_str).collect();
+    for _ in 0..2 {
+        assert_ok(&e.tm("clone", &clone));
+        assert_ok(&e.tm("mkimage", &["16", "raw", &disk_path(vm, 1), &vms, &sys]));
+        assert_ok(&e.tm("snap_create", &[&disk_path(vm, 0), "0", &vms, &ds]));
+    }
+    for _ in 0..2 {
+        assert_ok(&e.tm("snap_revert", &[&disk_path(vm, 0), "0", &vms, &ds]));
+    }
+    for _ in 0..2 {
+        assert_ok(&e.tm("snap_delete", &[&disk_path(vm, 0), "0", &vms, &ds]));
+    }
+    for _ in 0..2 {
+        assert_ok(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]));
+        assert_ok(&e.tm("delete", &[&disk_path(vm, 1), &vms, &sys]));
+    }
+    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+    let (images, trash) = leftovers(&c, &pool, &[format!("one-{img}"), format!("one-sys-{vm}")]);
+    assert!(
+        images.is_empty() && trash.is_empty(),
+        "{images:?} {trash:?}"
+    );
+}
+
+#[test]
+fn bad_input_fails_in_one_line_and_changes_nothing() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let (img, vm) = (fresh_id(), fresh_id());
+    let img_s = spec(&pool, &format!("one-{img}"));
+    make_image(&c, &img_s, None, 8, 4);
+    e.oned
+        .set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
+    e.oned
+        .set_datastore(SYSTEM_DS, e.system_ds(SYSTEM_DS, false));
+    // A DISK missing the attributes the actions need.
+    let mut bare = e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 8);
+    bare.0.retain(|(k, _)| *k != "SOURCE" && *k != "POOL_NAME");
+    e.oned.set_vm(vm, vm_doc(vm, "localhost", 3, &[bare]));
+    let ours = [format!("one-{img}"), format!("one-sys-{vm}")];
+    let before = leftovers(&c, &pool, &ours);
+    let src = format!("frontend:{img_s}");
+    let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "clone",
+            vec![src.clone(), disk_path(vm, 0), vms.clone()],
+            "wrong number of arguments",
+        ),
+        (
+            "clone",
+            vec![img_s.to_string(), disk_path(vm, 0), vms.clone(), ds.clone()],
+            "expected host:path",
+        ),
+        (
+            "clone",
+            vec![
+                src.clone(),
+                "localhost:/var/lib/one/datastores/0/5/disk.x".into(),
+                vms.clone(),
+                ds.clone(),
+            ],
+            "not a disk path",
+        ),
+        (
+            "clone",
+            vec![src.clone(), disk_path(vm, 0), "12a".into(), ds.clone()],
+            "invalid VM id",
+        ),
+        (
+            "clone",
+            vec![src.clone(), disk_path(vm, 0), "-3".into(), ds.clone()],
+            "invalid VM id",
+        ),
+        (
+            "clone",
+            vec![
+                src.clone(),
+                disk_path(vm, 0),
+                vms.clone(),
+                "99999999999".into(),
+            ],
+            "invalid datastore id",
+        ),
+        (
+            "clone",
+            vec![src.clone(), disk_path(vm, 7), vms.clone(), ds.clone()],
+            "has no disk 7",
+        ),
+        (
+            "clone",
+            vec![src.clone(), disk_path(vm, 0), "4242".into(), ds.clone()],
+            "Error getting virtual machine",
+        ),
+        (
+            "clone",
+            vec![
+                "-oProxyCommand=x:one/one-1".into(),
+                disk_path(vm, 0),
+                vms.clone(),
+                ds.clone(),
+            ],
+            "invalid host",
+        ),
+        (
+            "mkimage",
+            vec![
+                "-5".into(),
+                "raw".into(),
+                disk_path(vm, 1),
+                vms.clone(),
+                ds.clone(),
+            ],
+            "invalid size",
+        ),
+        (
+            "mkimage",
+            vec![
+                "5".into(),
+                "raw;rm".into(),
+                disk_path(vm, 1),
+                vms.clone(),
+                ds.clone(),
+            ],
+            "invalid format",
+        ),
+        (
+            "snap_create",
+            vec![disk_path(vm, 0), "x".into(), vms.clone(), ds.clone()],
+            "invalid snapshot id",
+        ),
+        (
+            "snap_revert",
+            vec![disk_path(vm, 0), "0".into(), vms.clone(), "4242".into()],
+            "Error getting datastore",
+        ),
+        (
+            "resize",
+            vec![disk_path(vm, 0), "1G".into(), vms.clone(), ds.clone()],
+            "invalid size",
+        ),
+        (
+            "cpds",
+            vec![
+                disk_path(vm, 0),
+                "one".into(),
+                "-1".into(),
+                vms.clone(),
+                ds.clone(),
+            ],
+            "invalid image spec",
+        ),
+        ("no_such_action", vec![], "unknown TM action"),
+    ];
+    for (action, args, want) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_fails(&e.tm(action, &args), want);
+    }
+    assert_eq!(
+        leftovers(&c, &pool, &ours),
+        before,
+        "nothing changed in Ceph"
+    );
+    let io = ops::ioctx(&c, &img_s).unwrap();
+    assert!(
+        io.open_read_only(&img_s.name, None)
+            .unwrap()
+            .snapshots()
+            .unwrap()
+            .is_empty(),
+        "no base snapshot taken"
+    );
+    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+}
+
+#[test]
+fn names_are_data_never_shell() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let vm = fresh_id();
+    let marker = e.dir.path().join("pwned");
+    let name =
+        format!("one-{} $(touch {}) `id` 'q\"", fresh_id(), marker.display()).replace('/', "_");
+    let img_s = spec(&pool, &name);
+    make_image(&c, &img_s, None, 8, 5);
+    e.oned
+        .set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
+    e.oned.set_vm(
+        vm,
+        vm_doc(
+            vm,
+            "localhost",
+            3,
+            &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 8)],
+        ),
+    );
+    let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
+    assert_ok(&e.tm(
+        "clone",
+        &[&format!("frontend:{img_s}"), &disk_path(vm, 0), &vms, &ds],
+    ));
+    let d0 = spec(&pool, &format!("{name}-{vm}-0"));
+    assert!(ops::stat(&c, &d0).is_ok(), "the clone has the literal name");
+    assert!(!marker.exists(), "nothing was executed");
+    assert_ok(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]));
+    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+}
+
+#[test]
+fn twenty_vms_deployed_at_once_share_one_base_snapshot() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let img = fresh_id();
+    let img_s = spec(&pool, &format!("one-{img}"));
+    make_image(&c, &img_s, Some(&e.cluster.ec_pool), 8, 6);
+    e.oned
+        .set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, true, &[]));
+    let vms: Vec<u32> = (0..20).map(|_| fresh_id()).collect();
+    for vm in &vms {
+        e.oned.set_vm(
+            *vm,
+            vm_doc(
+                *vm,
+                "localhost",
+                3,
+                &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 8)],
+            ),
+        );
+    }
+    let children: Vec<_> = vms
+        .iter()
+        .map(|vm| {
+            e.command(&["tm", "clone"])
+                .args([
+                    format!("frontend:{img_s}"),
+                    disk_path(*vm, 0),
+                    vm.to_string(),
+                    IMAGE_DS.to_string(),
+                ])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for ch in children {
+        assert_ok(&ch.wait_with_output().unwrap());
+    }
+    let io = ops::ioctx(&c, &img_s).unwrap();
+    assert_eq!(
+        io.open_read_only(&img_s.name, None)
+            .unwrap()
+            .snapshots()
+            .unwrap()
+            .len(),
+        1
+    );
+    let kids = io
+        .open_read_only(&img_s.name, Some("snap"))
+        .unwrap()
+        .children()
+        .unwrap();
+    assert_eq!(kids.len(), 20);
+    for vm in &vms {
+        let d = spec(&pool, &format!("one-{img}-{vm}-0"));
+        assert_eq!(
+            data_pool(&c, &d).as_deref(),
+            Some(e.cluster.ec_pool.as_str())
+        );
+        assert_ok(&e.tm(
+            "delete",
+            &[&disk_path(*vm, 0), &vm.to_string(), &IMAGE_DS.to_string()],
+        ));
+    }
+    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+    let (images, trash) = leftovers(&c, &pool, &[format!("one-{img}")]);
+    assert!(
+        images.is_empty() && trash.is_empty(),
+        "{images:?} {trash:?}"
+    );
+}
+
+#[test]
+fn deleting_an_open_disk_is_refused_naming_the_watcher() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let (img, vm) = (fresh_id(), fresh_id());
+    let img_s = spec(&pool, &format!("one-{img}"));
+    make_image(&c, &img_s, None, 8, 7);
+    e.oned
+        .set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
+    e.oned.set_vm(
+        vm,
+        vm_doc(
+            vm,
+            "localhost",
+            3,
+            &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 8)],
+        ),
+    );
+    let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
+    assert_ok(&e.tm(
+        "clone",
+        &[&format!("frontend:{img_s}"), &disk_path(vm, 0), &vms, &ds],
+    ));
+    let d0 = spec(&pool, &format!("one-{img}-{vm}-0"));
+    let other = e.cluster.connect();
+    let io = ops::ioctx(&other, &d0).unwrap();
+    let held = io.open(&d0.name).unwrap();
+    let line = assert_fails(
+        &e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]),
+        "in use by 1 client",
+    );
+    assert!(line.contains("127.0.0.1"), "{line}");
+    drop(held);
+    assert!(
+        ops::stat(&c, &d0).is_ok(),
+        "the refused delete changed nothing"
+    );
+    assert_ok(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]));
+    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+}

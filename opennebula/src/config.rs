@@ -1,0 +1,243 @@
+//! The driver's own settings: one `KEY = value` file (no shell involved), every
+//! key optional. Datastore attributes named `RBDX_<KEY>` override it per datastore.
+//!
+//! The file is `RBDX_ONE_CONFIG` if set, else `etc/rbdx/rbdx.conf` in the remotes
+//! tree the running binary belongs to (`<remotes>/rbdx/rbdx` → `<remotes>/etc/rbdx/rbdx.conf`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::oned::Attrs;
+
+/// Where the Ceph work of an action runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Execution {
+    /// On the host named in the arguments (or a bridge), over one ssh round trip,
+    /// as the stock drivers do.
+    Ssh,
+    /// In this process, on the front-end: no ssh at all.
+    Local,
+}
+
+/// Driver settings, with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `EXECUTION`: `ssh` (default) or `local`.
+    pub execution: Execution,
+    /// `REMOTE_DIR`: where `onehost sync` puts the remotes on the hosts
+    /// (default `/var/tmp/one`); the binary runs as `<REMOTE_DIR>/rbdx/rbdx`.
+    pub remote_dir: String,
+    /// `SSH`: the ssh command and its options, split on spaces (default `ssh`).
+    pub ssh: Vec<String>,
+    /// `ACTION_TIMEOUT`: seconds one remote action may take, ssh included (default 600).
+    pub action_timeout: Duration,
+    /// `CEPH_TIMEOUT`: seconds one Ceph call may take (default 30).
+    pub ceph_timeout: Duration,
+    /// `ONED_TIMEOUT`: seconds one oned call may take (default 30).
+    pub oned_timeout: Duration,
+    /// `MAX_CLONE_DEPTH`: longest clone chain before flattening (default 8).
+    pub max_clone_depth: u32,
+    /// `TRASH_DELAY`: seconds a disk deleted with CEPH_TRASH stays restorable (default 0).
+    pub trash_delay: u64,
+    /// `VIRSH`: the virsh command for live snapshots (default `virsh`).
+    pub virsh: String,
+    /// `LIBVIRT_URI` (default `qemu:///system`).
+    pub libvirt_uri: String,
+    /// `FREEZE_TIMEOUT`: seconds a guest freeze may take (default 60).
+    pub freeze_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            execution: Execution::Ssh,
+            remote_dir: "/var/tmp/one".into(),
+            ssh: vec!["ssh".into()],
+            action_timeout: Duration::from_secs(600),
+            ceph_timeout: Duration::from_secs(30),
+            oned_timeout: Duration::from_secs(30),
+            max_clone_depth: rbdx_core::ops::disk::DEFAULT_MAX_DEPTH,
+            trash_delay: 0,
+            virsh: "virsh".into(),
+            libvirt_uri: "qemu:///system".into(),
+            freeze_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn secs(key: &str, v: &str) -> Result<Duration, String> {
+    v.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{key}: expected seconds, got {v:?}"))
+}
+
+/// A remote directory is put into the one command line ssh runs: only plain path
+/// characters are allowed.
+fn safe_path(key: &str, v: &str) -> Result<String, String> {
+    if v.starts_with('/')
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+    {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "{key}: {v:?} must be an absolute path of letters, digits and /._-"
+        ))
+    }
+}
+
+impl Config {
+    /// Loads the config file (a missing default file means defaults).
+    ///
+    /// # Errors
+    /// A message for an unreadable file or a bad value.
+    pub fn load() -> Result<Self, String> {
+        let (path, required) = match std::env::var_os("RBDX_ONE_CONFIG") {
+            Some(p) => (PathBuf::from(p), true),
+            None => (default_path(), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// Parses `KEY = value` lines; `#` starts a comment; values may be quoted.
+    ///
+    /// # Errors
+    /// A message naming the bad line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut c = Self::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| format!("line {}: expected KEY = value", n + 1))?;
+            let v = v.trim().trim_matches('"');
+            c.set(k.trim(), v)
+                .map_err(|e| format!("line {}: {e}", n + 1))?;
+        }
+        Ok(c)
+    }
+
+    fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        match key {
+            "EXECUTION" => {
+                self.execution = match v {
+                    "ssh" => Execution::Ssh,
+                    "local" => Execution::Local,
+                    _ => return Err(format!("EXECUTION: expected ssh or local, got {v:?}")),
+                }
+            }
+            "REMOTE_DIR" => self.remote_dir = safe_path(key, v)?,
+            "SSH" => {
+                let words: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+                if words.is_empty() {
+                    return Err("SSH: empty command".into());
+                }
+                self.ssh = words;
+            }
+            "ACTION_TIMEOUT" => self.action_timeout = secs(key, v)?,
+            "CEPH_TIMEOUT" => self.ceph_timeout = secs(key, v)?,
+            "ONED_TIMEOUT" => self.oned_timeout = secs(key, v)?,
+            "MAX_CLONE_DEPTH" => {
+                self.max_clone_depth = v
+                    .parse()
+                    .ok()
+                    .filter(|d| *d >= 1)
+                    .ok_or_else(|| format!("MAX_CLONE_DEPTH: expected 1 or more, got {v:?}"))?;
+            }
+            "TRASH_DELAY" => {
+                self.trash_delay = v
+                    .parse()
+                    .map_err(|_| format!("TRASH_DELAY: expected seconds, got {v:?}"))?
+            }
+            "VIRSH" => self.virsh = v.to_string(),
+            "LIBVIRT_URI" => self.libvirt_uri = v.to_string(),
+            "FREEZE_TIMEOUT" => self.freeze_timeout = secs(key, v)?,
+            _ => return Err(format!("unknown setting {key}")),
+        }
+        Ok(())
+    }
+
+    /// This config with the datastore's `RBDX_<KEY>` attributes applied.
+    ///
+    /// # Errors
+    /// A message for a bad value.
+    pub fn for_datastore(&self, ds: Attrs<'_>) -> Result<Self, String> {
+        let mut c = self.clone();
+        for key in [
+            "EXECUTION",
+            "MAX_CLONE_DEPTH",
+            "TRASH_DELAY",
+            "CEPH_TIMEOUT",
+            "ACTION_TIMEOUT",
+        ] {
+            if let Some(v) = ds.get(&format!("RBDX_{key}")) {
+                c.set(key, v)
+                    .map_err(|e| format!("datastore attribute RBDX_{e}"))?;
+            }
+        }
+        Ok(c)
+    }
+
+    /// The rbdx binary on the hosts.
+    pub fn remote_binary(&self) -> String {
+        format!("{}/rbdx/rbdx", self.remote_dir.trim_end_matches('/'))
+    }
+}
+
+/// `<remotes>/etc/rbdx/rbdx.conf` next to the running binary.
+fn default_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let remotes = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/var/lib/one/remotes"));
+    remotes.join("etc/rbdx/rbdx.conf")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::Element;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::parse("# comment\nEXECUTION = local\nSSH = ssh -p 2222 -o BatchMode=yes\nMAX_CLONE_DEPTH=4\nREMOTE_DIR=\"/var/tmp/one\"\n").unwrap();
+        assert_eq!(c.execution, Execution::Local);
+        assert_eq!(c.ssh, ["ssh", "-p", "2222", "-o", "BatchMode=yes"]);
+        assert_eq!(c.max_clone_depth, 4);
+        assert_eq!(c.remote_binary(), "/var/tmp/one/rbdx/rbdx");
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, want) in [
+            ("EXECUTION=remote", "EXECUTION"),
+            ("REMOTE_DIR=/tmp/$(x)", "REMOTE_DIR"),
+            ("REMOTE_DIR=relative", "REMOTE_DIR"),
+            ("MAX_CLONE_DEPTH=0", "MAX_CLONE_DEPTH"),
+            ("BOGUS=1", "unknown setting BOGUS"),
+            ("no equals sign", "line 1"),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn datastore_attributes_override_the_file() {
+        let t = Element::parse("<TEMPLATE><RBDX_EXECUTION>local</RBDX_EXECUTION><RBDX_MAX_CLONE_DEPTH>3</RBDX_MAX_CLONE_DEPTH></TEMPLATE>").unwrap();
+        let c = Config::default().for_datastore(Attrs(&t)).unwrap();
+        assert_eq!((c.execution, c.max_clone_depth), (Execution::Local, 3));
+        let t =
+            Element::parse("<TEMPLATE><RBDX_EXECUTION>nope</RBDX_EXECUTION></TEMPLATE>").unwrap();
+        assert!(Config::default().for_datastore(Attrs(&t)).is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! Running a [`Job`]: in this process, or on a host through one ssh round trip
+//! that runs `<REMOTE_DIR>/rbdx/rbdx remote` there, with the job as JSON on stdin
+//! and the [`Outcome`] as JSON on stdout. The remote command line is fixed (the
+//! binary path from the config, validated); no data ever becomes shell text.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::args::validate_host;
+use crate::config::Config;
+use crate::job::{Job, Outcome, PROTOCOL};
+
+/// Where a job runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Here.
+    Local,
+    /// On this host, over ssh.
+    Ssh(String),
+}
+
+/// What goes to the remote side.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version ([`PROTOCOL`]).
+    pub protocol: u32,
+    /// The job.
+    pub job: Job,
+}
+
+/// Largest request the remote side reads.
+pub const MAX_REQUEST: u64 = 1 << 20;
+
+/// Runs `job` on `target`.
+pub fn run(job: &Job, target: &Target, cfg: &Config) -> Outcome {
+    match target {
+        Target::Local => job.run(),
+        Target::Ssh(host) => match run_ssh(job, host, cfg) {
+            Ok(o) => o,
+            Err(e) => Outcome {
+                log: Vec::new(),
+                error: Some(e),
+            },
+        },
+    }
+}
+
+fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome, String> {
+    validate_host(host).map_err(|e| e.to_string())?;
+    let request = serde_json::to_vec(&Request {
+        protocol: PROTOCOL,
+        job: job.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    let connect = cfg
+        .action_timeout
+        .min(Duration::from_secs(30))
+        .as_secs()
+        .max(1);
+    let mut child = Command::new(&cfg.ssh[0])
+        .args(&cfg.ssh[1..])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            &format!("ConnectTimeout={connect}"),
+            "--",
+            host,
+        ])
+        .arg(format!("{} remote", cfg.remote_binary()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", cfg.ssh[0]))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    let writer = std::thread::spawn(move || stdin.write_all(&request));
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = (&mut stdout).take(16 << 20).read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = (&mut stderr).take(1 << 20).read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        if start.elapsed() > cfg.action_timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{host}: the action did not finish within {}s (ACTION_TIMEOUT)",
+                cfg.action_timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = writer.join();
+    let out = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    match serde_json::from_slice::<Outcome>(&out) {
+        Ok(o) => Ok(o),
+        Err(_) => {
+            let err = String::from_utf8_lossy(&err);
+            let last = err
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty())
+                .unwrap_or("no output");
+            Err(format!(
+                "{host}: running rbdx over ssh failed ({status}): {last}"
+            ))
+        }
+    }
+}
+
+/// The remote side: reads a [`Request`] from `input`, runs it, and returns the
+/// [`Outcome`] to print.
+pub fn serve(input: impl Read) -> Outcome {
+    let mut buf = Vec::new();
+    if let Err(e) = input.take(MAX_REQUEST + 1).read_to_end(&mut buf) {
+        return failed(format!("reading the job: {e}"));
+    }
+    if buf.len() as u64 > MAX_REQUEST {
+        return failed("the job is too large".into());
+    }
+    let req: Request = match serde_json::from_slice(&buf) {
+        Ok(r) => r,
+        Err(e) => return failed(format!("malformed job: {e}")),
+    };
+    if req.protocol != PROTOCOL {
+        return failed(format!(
+            "job protocol {} but this host's rbdx speaks {PROTOCOL}: run `onehost sync` so both run the same version",
+            req.protocol
+        ));
+    }
+    req.job.run()
+}
+
+fn failed(msg: String) -> Outcome {
+    Outcome {
+        log: Vec::new(),
+        error: Some(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_remote_side_refuses_bad_requests_in_one_line() {
+        for (input, want) in [
+            (&b"not json"[..], "malformed job"),
+            (b"{\"protocol\":1,\"job\":{\"job\":\"rm_rf\"}}", "malformed job"),
+            (b"{\"protocol\":99,\"job\":{\"job\":\"snap_delete\",\"ceph\":{\"timeout_secs\":1},\"head\":\"a/b\",\"snap\":\"1\"}}", "onehost sync"),
+        ] {
+            let o = serve(input);
+            let e = o.error.unwrap();
+            assert!(e.contains(want), "{e}");
+            assert_eq!(e.lines().count(), 1);
+        }
+        let big = vec![b' '; (MAX_REQUEST + 10) as usize];
+        assert!(serve(&big[..]).error.unwrap().contains("too large"));
+    }
+
+    #[test]
+    fn ssh_refuses_hosts_that_look_like_options() {
+        let job = Job::SnapDelete {
+            ceph: Default::default(),
+            head: "a/b".into(),
+            snap: "1".into(),
+        };
+        let o = run(
+            &job,
+            &Target::Ssh("-oProxyCommand=touch /tmp/x".into()),
+            &Config::default(),
+        );
+        assert!(o.error.unwrap().contains("invalid host"));
+    }
+}

@@ -1,0 +1,82 @@
+//! Formatting a new volatile disk: the file system is made on a sparse temporary
+//! file (removed on every path) and only its non-zero blocks are written to RBD.
+
+use std::fs::File;
+use std::process::Command;
+
+use rbdx_core::Image;
+
+/// File systems (and `swap`) this driver can format.
+pub const SUPPORTED: [&str; 6] = ["ext2", "ext3", "ext4", "xfs", "vfat", "swap"];
+
+/// The mkfs command line for `fs` on `path`: arguments, never a shell string.
+fn mkfs_command(fs: &str, path: &str) -> Result<Command, String> {
+    let mut cmd = match fs {
+        "swap" => {
+            let mut c = Command::new("mkswap");
+            c.args(["-L", "swap"]);
+            c
+        }
+        "xfs" => {
+            let mut c = Command::new("mkfs.xfs");
+            c.arg("-f");
+            c
+        }
+        "ext2" | "ext3" | "ext4" => {
+            let mut c = Command::new(format!("mkfs.{fs}"));
+            c.args(["-F", "-q"]);
+            c
+        }
+        "vfat" => Command::new("mkfs.vfat"),
+        _ => {
+            return Err(format!(
+                "unsupported file system {fs:?} (supported: {})",
+                SUPPORTED.join(", ")
+            ));
+        }
+    };
+    cmd.arg(path);
+    Ok(cmd)
+}
+
+/// Makes file system `fs` in `img` (of `size` bytes).
+///
+/// # Errors
+/// A message for an unsupported file system, a failed mkfs, or a failed write.
+pub fn format_image(img: &Image<'_>, size: u64, fs: &str) -> Result<(), String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("rbdx-mkfs-")
+        .tempfile()
+        .map_err(|e| format!("temporary file: {e}"))?;
+    tmp.as_file()
+        .set_len(size)
+        .map_err(|e| format!("temporary file: {e}"))?;
+    let path = tmp.path().to_string_lossy().into_owned();
+    let out = mkfs_command(fs, &path)?
+        .output()
+        .map_err(|e| format!("running mkfs for {fs}: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "mkfs for {fs} failed: {}",
+            err.split_whitespace().collect::<Vec<_>>().join(" ")
+        ));
+    }
+    let f = File::open(tmp.path()).map_err(|e| e.to_string())?;
+    rbdx_core::ops::write_sparse(img, f).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_file_systems_and_no_shell() {
+        assert!(mkfs_command("ext4; rm -rf /", "/tmp/x").is_err());
+        let c = mkfs_command("ext4", "/tmp/a b").unwrap();
+        assert_eq!(c.get_program(), "mkfs.ext4");
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args, ["-F", "-q", "/tmp/a b"]);
+    }
+}

@@ -1,0 +1,74 @@
+//! Freezing a running guest's file systems around a live snapshot, as the stock
+//! `snap_create_live` does, but with a timeout, a thaw on every path, and the
+//! failures reported.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::job::Freeze;
+
+/// A frozen guest; [`Thaw::thaw`] must be called (it is, on every path, by the job).
+#[derive(Debug)]
+pub struct Thaw<'a>(&'a Freeze);
+
+fn virsh(f: &Freeze, verb: &str) -> Result<(), String> {
+    let mut child = Command::new(&f.virsh)
+        .args(["-c", &f.uri, verb, &f.domain])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", f.virsh))?;
+    let limit = Duration::from_secs(f.timeout_secs.max(1));
+    let start = Instant::now();
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(st) if st.success() => return Ok(()),
+            Some(_) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(err.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+            None if start.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("timed out after {}s", limit.as_secs()));
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Freezes the guest; returns the thaw to run afterwards, or `None` (with the
+/// failure logged) when the freeze failed and the snapshot will only be
+/// crash-consistent.
+pub fn freeze<'a>(f: &'a Freeze, log: &mut Vec<String>) -> Option<Thaw<'a>> {
+    match virsh(f, "domfsfreeze") {
+        Ok(()) => {
+            log.push(format!("froze the file systems of {}", f.domain));
+            Some(Thaw(f))
+        }
+        Err(e) => {
+            log.push(format!(
+                "could not freeze {} ({e}); the snapshot is crash-consistent",
+                f.domain
+            ));
+            // A freeze that timed out may still have happened: thaw to be safe.
+            let _ = virsh(f, "domfsthaw");
+            None
+        }
+    }
+}
+
+impl Thaw<'_> {
+    /// Thaws the guest, logging a failure.
+    pub fn thaw(self, log: &mut Vec<String>) {
+        match virsh(self.0, "domfsthaw") {
+            Ok(()) => log.push(format!("thawed {}", self.0.domain)),
+            Err(e) => log.push(format!("could not thaw {}: {e}", self.0.domain)),
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The Ceph work of one driver action, as data: the front-end decides everything
+//! that needs oned (names, pools, data pool, credential paths, sizes) and builds a
+//! [`Job`]; the job runs in-process or on a host through one ssh round trip
+//! ([`crate::exec`]), where it is read from stdin as JSON. It never carries a
+//! secret: only the paths of the host's ceph.conf and key file.
+
+use std::time::Duration;
+
+use rbdx_core::ops::disk::{self, Disk, DiskConfig};
+use rbdx_core::ops::{
+    self, CloneFormat, CloneOptions, CreateOptions, ImageSpec, Removal, RemoveOptions,
+};
+use rbdx_core::{Cluster, ConnectConfig, Timeouts};
+use serde::{Deserialize, Serialize};
+
+/// Version of the job protocol between the front-end and the hosts.
+pub const PROTOCOL: u32 = 1;
+
+/// How to reach Ceph on the host that runs the job (the DISK's or datastore's
+/// CEPH_CONF, CEPH_USER, CEPH_KEY).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CephAccess {
+    /// ceph.conf path on that host.
+    pub conf: Option<String>,
+    /// cephx user (without `client.`).
+    pub user: Option<String>,
+    /// Path of a key file on that host.
+    pub key_file: Option<String>,
+    /// Seconds one Ceph call may take.
+    pub timeout_secs: u64,
+}
+
+impl CephAccess {
+    fn connect(&self) -> Result<Cluster, String> {
+        let cfg = ConnectConfig {
+            conf_file: self.conf.as_ref().map(Into::into),
+            client_id: self.user.clone(),
+            keyring: None,
+            key_file: self.key_file.as_ref().map(Into::into),
+            mon_host: None,
+            timeouts: Timeouts::uniform(Duration::from_secs(self.timeout_secs.max(1))),
+        };
+        Cluster::connect(&cfg).map_err(|e| format!("cannot connect to Ceph: {e}"))
+    }
+}
+
+/// A guest to freeze around a snapshot (`snap_create_live`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freeze {
+    /// The libvirt domain (`one-<vmid>`).
+    pub domain: String,
+    /// The virsh command.
+    pub virsh: String,
+    /// The libvirt URI.
+    pub uri: String,
+    /// Seconds freeze and thaw may take.
+    pub timeout_secs: u64,
+}
+
+/// One action's Ceph work. Image names are `pool[/namespace]/image` strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// TM clone: a non-persistent VM disk as a CoW clone of `source@snap`.
+    CloneDisk {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The image (`pool/one-<id>`).
+        source: String,
+        /// The VM disk to create (`<source>-<vmid>-<diskid>`).
+        target: String,
+        /// Data pool for the disk.
+        data_pool: Option<String>,
+        /// Grow to this many MiB if larger than the image.
+        size_mb: Option<u64>,
+        /// Clone-depth bound.
+        max_depth: u32,
+    },
+    /// TM ln: a persistent image used in place; drop its stale base snapshot.
+    LinkDisk {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The image.
+        source: String,
+    },
+    /// TM mkimage / mkswap: a volatile disk.
+    MakeImage {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// `pool/one-sys-<vmid>-<diskid>`.
+        target: String,
+        /// Size in MiB.
+        size_mb: u64,
+        /// Data pool.
+        data_pool: Option<String>,
+        /// File system to format (`ext4`, `xfs`, …), `swap`, or none.
+        fs: Option<String>,
+    },
+    /// TM delete of a disk: remove it with every image and snapshot it owns.
+    DeleteDisk {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The disk (head).
+        head: String,
+        /// The image it was cloned from: its base snapshot is dropped once unused.
+        base: Option<String>,
+        /// Move to the trash with this deferment instead (CEPH_TRASH).
+        trash_delay: Option<u64>,
+    },
+    /// Remove one image if it exists (the VM's suspend checkpoint).
+    RemoveImage {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The image.
+        image: String,
+        /// Move to the trash with this deferment instead.
+        trash_delay: Option<u64>,
+    },
+    /// TM `snap_create` and `snap_create_live`.
+    SnapCreate {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The disk.
+        head: String,
+        /// Snapshot name (oned's snapshot id).
+        snap: String,
+        /// Freeze the guest around the snapshot.
+        freeze: Option<Freeze>,
+    },
+    /// TM snap_delete / DS snap_delete.
+    SnapDelete {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The disk.
+        head: String,
+        /// Snapshot name.
+        snap: String,
+    },
+    /// TM snap_revert / DS snap_revert.
+    SnapRevert {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The disk.
+        head: String,
+        /// Snapshot name.
+        snap: String,
+        /// Data pool for the new head.
+        data_pool: Option<String>,
+        /// Clone-depth bound.
+        max_depth: u32,
+    },
+    /// TM cpds: save a disk (or one of its snapshots) as a new image, CoW.
+    SaveAs {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The disk.
+        head: String,
+        /// The snapshot to save, or the disk's current state.
+        snap: Option<String>,
+        /// The new image.
+        target: String,
+        /// Its data pool.
+        data_pool: Option<String>,
+        /// Clone-depth bound.
+        max_depth: u32,
+    },
+    /// TM resize: grow a disk.
+    Resize {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The disk.
+        image: String,
+        /// New size in MiB.
+        size_mb: u64,
+    },
+}
+
+/// What a job reports: log lines for oned, and its result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// INFO lines for oned's log.
+    pub log: Vec<String>,
+    /// The failure, if it failed: one line.
+    pub error: Option<String>,
+}
+
+/// The snapshot a save-as of the current disk state takes, named after the new image.
+pub fn saveas_snapshot(target: &ImageSpec) -> String {
+    format!("rbdx.saveas.{}", target.name)
+}
+
+fn spec(s: &str) -> Result<ImageSpec, String> {
+    s.parse().map_err(|e: rbdx_core::Error| e.to_string())
+}
+
+impl Job {
+    fn ceph(&self) -> &CephAccess {
+        match self {
+            Self::CloneDisk { ceph, .. }
+            | Self::LinkDisk { ceph, .. }
+            | Self::MakeImage { ceph, .. }
+            | Self::DeleteDisk { ceph, .. }
+            | Self::RemoveImage { ceph, .. }
+            | Self::SnapCreate { ceph, .. }
+            | Self::SnapDelete { ceph, .. }
+            | Self::SnapRevert { ceph, .. }
+            | Self::SaveAs { ceph, .. }
+            | Self::Resize { ceph, .. } => ceph,
+        }
+    }
+
+    /// Runs the job here; the outcome carries the log and any error.
+    pub fn run(&self) -> Outcome {
+        let mut log = Vec::new();
+        let result = self
+            .ceph()
+            .connect()
+            .and_then(|c| self.run_on(&c, &mut log));
+        Outcome {
+            log,
+            error: result.err(),
+        }
+    }
+
+    fn run_on(&self, c: &Cluster, log: &mut Vec<String>) -> Result<(), String> {
+        let e = |what: &str| {
+            let what = what.to_string();
+            move |err: rbdx_core::Error| format!("{what}: {err}")
+        };
+        match self {
+            Self::CloneDisk {
+                source,
+                target,
+                data_pool,
+                size_mb,
+                max_depth,
+                ..
+            } => {
+                let (src, dst) = (spec(source)?, spec(target)?);
+                clone_disk(c, &src, &dst, data_pool.as_deref(), *max_depth, log)
+                    .map_err(e(&format!("cloning {src} to {dst}")))?;
+                if let Some(mb) = size_mb {
+                    grow(c, &dst, *mb).map_err(e(&format!("resizing {dst}")))?;
+                }
+            }
+            Self::LinkDisk { source, .. } => {
+                let src = spec(source)?;
+                let io = ops::ioctx(c, &src).map_err(e(&src.to_string()))?;
+                // A base snapshot from a non-persistent past must not be cloned
+                // again once the image changes in place; clones that still use it
+                // keep it (format 2 moves it to the trash namespace).
+                match io
+                    .open(&src.name)
+                    .and_then(|img| img.snap_remove(BASE_SNAP))
+                {
+                    Ok(()) => log.push(format!("removed the base snapshot {src}@{BASE_SNAP}")),
+                    Err(err) if err.is_not_found() => {}
+                    Err(err) => return Err(format!("dropping {src}@{BASE_SNAP}: {err}")),
+                }
+            }
+            Self::MakeImage {
+                target,
+                size_mb,
+                data_pool,
+                fs,
+                ..
+            } => {
+                let dst = spec(target)?;
+                make_image(c, &dst, *size_mb, data_pool.as_deref(), fs.as_deref(), log)?;
+            }
+            Self::DeleteDisk {
+                head,
+                base,
+                trash_delay,
+                ..
+            } => {
+                let h = spec(head)?;
+                Disk::new(c, h.clone())
+                    .remove(*trash_delay)
+                    .map_err(e(&format!("deleting {h}")))?;
+                if let Some(b) = base {
+                    let b = spec(b)?;
+                    let io = ops::ioctx(c, &b).map_err(e(&b.to_string()))?;
+                    match disk::drop_unused_snapshot(&io, &b.name, BASE_SNAP) {
+                        Ok(true) => {
+                            log.push(format!("removed the unused base snapshot {b}@{BASE_SNAP}"))
+                        }
+                        Ok(false) => {}
+                        Err(err) if err.is_not_found() => {}
+                        Err(err) => return Err(format!("dropping {b}@{BASE_SNAP}: {err}")),
+                    }
+                }
+                let (freed, _) = disk::reclaim(c, &h).map_err(e("reclaiming trashed images"))?;
+                if freed > 0 {
+                    log.push(format!("reclaimed {freed} image(s) whose clones are gone"));
+                }
+            }
+            Self::RemoveImage {
+                image, trash_delay, ..
+            } => {
+                let i = spec(image)?;
+                match ops::remove(
+                    c,
+                    &i,
+                    RemoveOptions {
+                        trash_delay: *trash_delay,
+                    },
+                )
+                .map_err(e(&format!("removing {i}")))?
+                {
+                    Removal::AlreadyGone => {}
+                    _ => log.push(format!("removed {i}")),
+                }
+            }
+            Self::SnapCreate {
+                head, snap, freeze, ..
+            } => {
+                let h = spec(head)?;
+                let thaw = match freeze {
+                    Some(f) => crate::freeze::freeze(f, log),
+                    None => None,
+                };
+                let r = Disk::new(c, h.clone()).snapshot_create(snap);
+                if let Some(t) = thaw {
+                    t.thaw(log);
+                }
+                r.map_err(e(&format!("creating snapshot {snap} of {h}")))?;
+            }
+            Self::SnapDelete { head, snap, .. } => {
+                let h = spec(head)?;
+                Disk::new(c, h.clone())
+                    .snapshot_delete(snap)
+                    .map_err(e(&format!("deleting snapshot {snap} of {h}")))?;
+            }
+            Self::SnapRevert {
+                head,
+                snap,
+                data_pool,
+                max_depth,
+                ..
+            } => {
+                let h = spec(head)?;
+                let cfg = DiskConfig {
+                    data_pool: data_pool.clone(),
+                    clone_format: CloneFormat::Auto,
+                    max_depth: *max_depth,
+                };
+                Disk::new(c, h.clone())
+                    .revert(snap, &cfg)
+                    .map_err(e(&format!("reverting {h} to snapshot {snap}")))?;
+            }
+            Self::SaveAs {
+                head,
+                snap,
+                target,
+                data_pool,
+                max_depth,
+                ..
+            } => {
+                let (h, t) = (spec(head)?, spec(target)?);
+                let d = Disk::new(c, h.clone());
+                let snap = match snap {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = saveas_snapshot(&t);
+                        d.snapshot_create(&s)
+                            .map_err(e(&format!("taking a snapshot of {h}")))?;
+                        s
+                    }
+                };
+                let cfg = DiskConfig {
+                    data_pool: data_pool.clone(),
+                    clone_format: CloneFormat::Auto,
+                    max_depth: *max_depth,
+                };
+                d.clone_snapshot(&snap, &t, &cfg)
+                    .map_err(e(&format!("saving {h}@{snap} as {t}")))?;
+                log.push(format!("saved {h}@{snap} as {t} (copy-on-write)"));
+            }
+            Self::Resize { image, size_mb, .. } => {
+                let i = spec(image)?;
+                grow(c, &i, *size_mb).map_err(e(&format!("resizing {i}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The base snapshot non-persistent disks are cloned from, as the stock drivers name it.
+pub const BASE_SNAP: &str = "snap";
+
+fn grow(c: &Cluster, image: &ImageSpec, size_mb: u64) -> rbdx_core::Result<()> {
+    let size = size_mb << 20;
+    if ops::stat(c, image)?.size < size {
+        ops::resize(c, image, size, false)
+    } else {
+        Ok(())
+    }
+}
+
+/// Clones `src@snap` into `dst`: re-running when `dst` exists (as that clone) is a
+/// no-op; the base snapshot is taken once however many deploy at the same time; a
+/// snapshot removed by a racing delete is taken again.
+fn clone_disk(
+    c: &Cluster,
+    src: &ImageSpec,
+    dst: &ImageSpec,
+    data_pool: Option<&str>,
+    max_depth: u32,
+    log: &mut Vec<String>,
+) -> rbdx_core::Result<()> {
+    if ops::stat(c, dst).is_ok() {
+        log.push(format!("{dst} exists already"));
+        return Ok(());
+    }
+    let io = ops::ioctx(c, src)?;
+    let opts = CloneOptions {
+        data_pool: data_pool.map(str::to_string),
+        ..CloneOptions::default()
+    };
+    for attempt in 0..3 {
+        if disk::ensure_snapshot(&io, &src.name, BASE_SNAP)? {
+            log.push(format!("took the base snapshot {src}@{BASE_SNAP}"));
+        }
+        match ops::clone(c, &src.at(BASE_SNAP)?, dst, &opts) {
+            Ok(_) => break,
+            Err(e) if e.is_not_found() && attempt < 2 => continue, // snapshot removed under us
+            Err(e) if e.is_exists() => break,                      // a concurrent run made it
+            Err(e) => return Err(e),
+        }
+    }
+    let dio = ops::ioctx(c, dst)?;
+    if disk::depth(&dio, &dst.name)? > max_depth {
+        dio.open(&dst.name)?.flatten()?;
+        log.push(format!(
+            "flattened {dst}: clone chain longer than {max_depth}"
+        ));
+    }
+    Ok(())
+}
+
+fn make_image(
+    c: &Cluster,
+    dst: &ImageSpec,
+    size_mb: u64,
+    data_pool: Option<&str>,
+    fs: Option<&str>,
+    log: &mut Vec<String>,
+) -> Result<(), String> {
+    let size = size_mb << 20;
+    // A re-run finds the image; a half-formatted one (no marker) is made again.
+    if let Ok(st) = ops::stat(c, dst) {
+        let io = ops::ioctx(c, dst).map_err(|e| e.to_string())?;
+        let done = io
+            .open_read_only(&dst.name, None)
+            .and_then(|i| i.metadata_get(MADE_KEY))
+            .map_err(|e| e.to_string())?;
+        if done.is_some() && st.size == size {
+            return Ok(());
+        }
+        ops::remove(c, dst, RemoveOptions::default())
+            .map_err(|e| format!("removing the unfinished {dst}: {e}"))?;
+    }
+    ops::create(c, dst, size, &CreateOptions::with_data_pool(data_pool))
+        .map_err(|e| format!("creating {dst}: {e}"))?;
+    let io = ops::ioctx(c, dst).map_err(|e| e.to_string())?;
+    let img = io.open(&dst.name).map_err(|e| e.to_string())?;
+    if let Some(fs) = fs {
+        crate::format::format_image(&img, size, fs)
+            .map_err(|e| format!("formatting {dst} as {fs}: {e}"))?;
+        log.push(format!("formatted {dst} as {fs}"));
+    }
+    img.metadata_set(MADE_KEY, fs.unwrap_or("raw"))
+        .map_err(|e| e.to_string())
+}
+
+/// Marks a volatile disk as completely made (formatted, if asked).
+const MADE_KEY: &str = "rbdx.made";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_are_tagged_json() {
+        let j = Job::SnapDelete {
+            ceph: CephAccess::default(),
+            head: "one/one-5-3-0".into(),
+            snap: "2".into(),
+        };
+        let s = serde_json::to_string(&j).unwrap();
+        assert!(s.starts_with("{\"job\":\"snap_delete\""), "{s}");
+        assert_eq!(serde_json::from_str::<Job>(&s).unwrap(), j);
+        assert!(serde_json::from_str::<Job>("{\"job\":\"format_everything\"}").is_err());
+    }
+
+    #[test]
+    fn saveas_snapshots_are_named_after_the_new_image() {
+        assert_eq!(
+            saveas_snapshot(&"one/one-42".parse().unwrap()),
+            "rbdx.saveas.one-42"
+        );
+    }
+}

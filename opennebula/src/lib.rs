@@ -1,0 +1,22 @@
+//! rbdx-one: what rbdx knows about OpenNebula, shared by the TM and datastore
+//! drivers.
+//!
+//! - [`args`]: argv as oned writes it (`host:path`, ids, sizes), validated first.
+//! - [`oned`]: the XML-RPC client (`one.vm.info`, `one.datastore.info`,
+//!   `one.hostpool.info`) and the documents it returns; [`xml`] parses them.
+//! - [`config`]: the driver's settings file and per-datastore overrides.
+//! - [`job`]: an action's Ceph work as data; [`exec`] runs it here or on a host
+//!   over one ssh round trip; [`mod@format`] and [`mod@freeze`] are its helpers.
+//! - [`log`]: the stderr protocol oned reads.
+
+#![deny(missing_docs)]
+
+pub mod args;
+pub mod config;
+pub mod exec;
+pub mod format;
+pub mod freeze;
+pub mod job;
+pub mod log;
+pub mod oned;
+pub mod xml;

@@ -1,0 +1,499 @@
+//! oned's XML-RPC API: just the calls the drivers need (`one.vm.info`,
+//! `one.datastore.info`, `one.hostpool.info`), over plain HTTP with timeouts, with
+//! the OpenNebula CLI's credential and endpoint conventions:
+//!
+//! - credentials: the file named by `ONE_AUTH`, else `~/.one/one_auth` (`user:password`);
+//! - endpoint: `ONE_XMLRPC`, else the first line of `~/.one/one_endpoint`, else
+//!   `http://localhost:2633/RPC2`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::xml::{Element, escape};
+
+/// The default oned endpoint.
+pub const DEFAULT_ENDPOINT: &str = "http://localhost:2633/RPC2";
+/// Largest reply accepted (a VM pool can be large; a single VM is small).
+const MAX_REPLY: usize = 64 << 20;
+
+/// A failed oned call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnedError(pub String);
+
+impl std::fmt::Display for OnedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OnedError {}
+
+fn err(msg: impl Into<String>) -> OnedError {
+    OnedError(msg.into())
+}
+
+/// A connection to oned's XML-RPC endpoint.
+#[derive(Debug, Clone)]
+pub struct Oned {
+    host: String,
+    port: u16,
+    path: String,
+    session: String,
+    timeout: Duration,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/var/lib/one"), PathBuf::from)
+}
+
+impl Oned {
+    /// Connects the way the OpenNebula CLI does (see the module docs).
+    ///
+    /// # Errors
+    /// [`OnedError`] for missing credentials or an unusable endpoint.
+    pub fn from_env(timeout: Duration) -> Result<Self, OnedError> {
+        let auth_file = std::env::var_os("ONE_AUTH")
+            .map_or_else(|| home().join(".one/one_auth"), PathBuf::from);
+        let auth = std::fs::read_to_string(&auth_file).map_err(|e| {
+            err(format!(
+                "cannot read OpenNebula credentials {}: {e}",
+                auth_file.display()
+            ))
+        })?;
+        let session = auth.lines().next().unwrap_or("").trim().to_string();
+        if !session.contains(':') {
+            return Err(err(format!(
+                "{} does not hold user:password",
+                auth_file.display()
+            )));
+        }
+        let endpoint = match std::env::var("ONE_XMLRPC") {
+            Ok(e) if !e.is_empty() => e,
+            _ => std::fs::read_to_string(home().join(".one/one_endpoint"))
+                .ok()
+                .and_then(|s| s.lines().next().map(str::trim).map(str::to_string))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
+        };
+        Self::new(&endpoint, &session, timeout)
+    }
+
+    /// A client for `endpoint` (`http://host:port/path`) with `session` (`user:password`).
+    ///
+    /// # Errors
+    /// [`OnedError`] for an endpoint that is not plain http.
+    pub fn new(endpoint: &str, session: &str, timeout: Duration) -> Result<Self, OnedError> {
+        let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
+            err(format!(
+                "unsupported oned endpoint {endpoint:?}: only http:// is supported"
+            ))
+        })?;
+        let (hostport, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse()
+                    .map_err(|_| err(format!("bad port in oned endpoint {endpoint:?}")))?,
+            ),
+            None => (hostport, 80),
+        };
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            path,
+            session: session.to_string(),
+            timeout,
+        })
+    }
+
+    fn call(&self, method: &str, args: &[Value]) -> Result<String, OnedError> {
+        let mut body = format!(
+            "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params>\
+             <param><value><string>{}</string></value></param>",
+            escape(&self.session)
+        );
+        for a in args {
+            body.push_str("<param><value>");
+            match a {
+                Value::Int(i) => body.push_str(&format!("<int>{i}</int>")),
+                Value::Bool(b) => body.push_str(&format!("<boolean>{}</boolean>", u8::from(*b))),
+            }
+            body.push_str("</value></param>");
+        }
+        body.push_str("</params></methodCall>");
+        let reply = self
+            .post(&body)
+            .map_err(|e| err(format!("oned {method}: {e}")))?;
+        parse_response(&reply).map_err(|e| err(format!("oned {method}: {e}")))
+    }
+
+    fn post(&self, body: &str) -> Result<String, String> {
+        let addr = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {}: {e}", self.host))?
+            .next()
+            .ok_or_else(|| format!("cannot resolve {}", self.host))?;
+        let mut s = TcpStream::connect_timeout(&addr, self.timeout)
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+        s.set_read_timeout(Some(self.timeout))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(self.timeout))
+            .map_err(|e| e.to_string())?;
+        let req = format!(
+            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.path,
+            self.host,
+            self.port,
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .map_err(|e| format!("sending the request: {e}"))?;
+        let mut r = BufReader::new(s);
+        let mut status = String::new();
+        r.read_line(&mut status)
+            .map_err(|e| format!("reading the reply: {e}"))?;
+        let code = status.split_whitespace().nth(1).unwrap_or("");
+        if code != "200" {
+            return Err(format!("HTTP status {:?}", status.trim()));
+        }
+        let (mut len, mut chunked) = (None, false);
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line)
+                .map_err(|e| format!("reading the reply: {e}"))?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                len = v.trim().parse::<usize>().ok();
+            } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut out = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                r.read_line(&mut size).map_err(|e| e.to_string())?;
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                    .map_err(|_| "bad chunk size".to_string())?;
+                if n == 0 {
+                    break;
+                }
+                if out.len() + n > MAX_REPLY {
+                    return Err("reply too large".into());
+                }
+                let mut chunk = vec![0; n + 2];
+                r.read_exact(&mut chunk).map_err(|e| e.to_string())?;
+                out.extend_from_slice(&chunk[..n]);
+            }
+        } else if let Some(n) = len {
+            if n > MAX_REPLY {
+                return Err("reply too large".into());
+            }
+            out.resize(n, 0);
+            r.read_exact(&mut out)
+                .map_err(|e| format!("reading the reply: {e}"))?;
+        } else {
+            r.take(MAX_REPLY as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| e.to_string())?;
+        }
+        String::from_utf8(out).map_err(|_| "reply is not UTF-8".into())
+    }
+
+    /// `one.vm.info`.
+    ///
+    /// # Errors
+    /// [`OnedError`] when oned fails or answers something unreadable.
+    pub fn vm(&self, id: u32) -> Result<Vm, OnedError> {
+        let doc = self.call("one.vm.info", &[Value::Int(id.into()), Value::Bool(false)])?;
+        Vm::parse(&doc)
+    }
+
+    /// `one.datastore.info`.
+    ///
+    /// # Errors
+    /// [`OnedError`] when oned fails or answers something unreadable.
+    pub fn datastore(&self, id: u32) -> Result<Datastore, OnedError> {
+        let doc = self.call(
+            "one.datastore.info",
+            &[Value::Int(id.into()), Value::Bool(false)],
+        )?;
+        Datastore::parse(&doc)
+    }
+
+    /// `one.hostpool.info`: every host's name and state.
+    ///
+    /// # Errors
+    /// [`OnedError`] when oned fails or answers something unreadable.
+    pub fn hosts(&self) -> Result<Vec<Host>, OnedError> {
+        let doc = self.call("one.hostpool.info", &[])?;
+        let root = Element::parse(&doc).map_err(|e| err(format!("host pool: {e}")))?;
+        Ok(root
+            .children_named("HOST")
+            .filter_map(|h| {
+                Some(Host {
+                    name: h.text_at("NAME")?.to_string(),
+                    state: h.text_at("STATE")?.parse().ok()?,
+                })
+            })
+            .collect())
+    }
+}
+
+enum Value {
+    Int(i64),
+    Bool(bool),
+}
+
+/// Reads an XML-RPC response: `[success, body_or_error, code, …]`.
+fn parse_response(reply: &str) -> Result<String, String> {
+    let root = Element::parse(reply).map_err(|e| e.to_string())?;
+    if let Some(fault) = root.at("fault") {
+        return Err(format!("XML-RPC fault: {}", fault_text(fault)));
+    }
+    let data = root
+        .at("params/param/value/array/data")
+        .ok_or("unexpected XML-RPC reply")?;
+    let values: Vec<&Element> = data.children_named("value").collect();
+    let ok = values
+        .first()
+        .and_then(|v| v.child("boolean"))
+        .map(|b| b.text.trim() == "1")
+        .ok_or("unexpected XML-RPC reply")?;
+    let text = values
+        .get(1)
+        .map(|v| {
+            v.child("string")
+                .map_or_else(|| v.text.clone(), |s| s.text.clone())
+        })
+        .unwrap_or_default();
+    if ok {
+        Ok(text)
+    } else {
+        Err(text.trim().to_string())
+    }
+}
+
+fn fault_text(f: &Element) -> String {
+    let mut out = String::new();
+    fn walk(e: &Element, out: &mut String) {
+        if e.name == "string" {
+            out.push_str(e.text.trim());
+            out.push(' ');
+        }
+        e.children.iter().for_each(|c| walk(c, out));
+    }
+    walk(f, &mut out);
+    out.trim().to_string()
+}
+
+/// A host and its state (`STATE` 0 init … 2 monitored, 3 error, 4 disabled, 8 offline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Host name.
+    pub name: String,
+    /// oned's host state.
+    pub state: u32,
+}
+
+impl Host {
+    /// Hosts in these states are skipped as bridges (error, disabled, offline), as
+    /// the stock drivers do.
+    pub fn usable(&self) -> bool {
+        !matches!(self.state, 3 | 4 | 8)
+    }
+}
+
+/// A VM document.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    /// The `<VM>` element.
+    pub doc: Element,
+}
+
+impl Vm {
+    /// Parses `<VM>…</VM>`.
+    ///
+    /// # Errors
+    /// [`OnedError`] for anything but a VM document.
+    pub fn parse(doc: &str) -> Result<Self, OnedError> {
+        let doc = Element::parse(doc).map_err(|e| err(format!("VM document: {e}")))?;
+        if doc.name != "VM" {
+            return Err(err(format!("expected a VM document, got <{}>", doc.name)));
+        }
+        Ok(Self { doc })
+    }
+
+    /// The VM id.
+    pub fn id(&self) -> Option<u32> {
+        self.doc.text_at("ID")?.parse().ok()
+    }
+
+    /// The LCM state.
+    pub fn lcm_state(&self) -> Option<u32> {
+        self.doc.text_at("LCM_STATE")?.parse().ok()
+    }
+
+    /// The hypervisor's name for the VM (`one-<id>`).
+    pub fn deploy_id(&self) -> Option<&str> {
+        self.doc.text_at("DEPLOY_ID")
+    }
+
+    /// The last history record's element `name` (`HOSTNAME`, `VM_MAD`, …).
+    pub fn last_history(&self, name: &str) -> Option<&str> {
+        self.doc
+            .at("HISTORY_RECORDS")?
+            .children_named("HISTORY")
+            .last()?
+            .text_at(name)
+    }
+
+    /// The DISK with `DISK_ID` = `id`.
+    pub fn disk(&self, id: u32) -> Option<Attrs<'_>> {
+        let id = id.to_string();
+        self.doc
+            .at("TEMPLATE")?
+            .children_named("DISK")
+            .find(|d| d.text_at("DISK_ID") == Some(id.as_str()))
+            .map(Attrs)
+    }
+
+    /// Every DISK.
+    pub fn disks(&self) -> Vec<Attrs<'_>> {
+        self.doc
+            .at("TEMPLATE")
+            .map(|t| t.children_named("DISK").map(Attrs).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A datastore document.
+#[derive(Debug, Clone)]
+pub struct Datastore {
+    /// The `<DATASTORE>` element.
+    pub doc: Element,
+}
+
+impl Datastore {
+    /// Parses `<DATASTORE>…</DATASTORE>`.
+    ///
+    /// # Errors
+    /// [`OnedError`] for anything but a datastore document.
+    pub fn parse(doc: &str) -> Result<Self, OnedError> {
+        let doc = Element::parse(doc).map_err(|e| err(format!("datastore document: {e}")))?;
+        if doc.name != "DATASTORE" {
+            return Err(err(format!(
+                "expected a DATASTORE document, got <{}>",
+                doc.name
+            )));
+        }
+        Ok(Self { doc })
+    }
+
+    /// The datastore id.
+    pub fn id(&self) -> Option<u32> {
+        self.doc.text_at("ID")?.parse().ok()
+    }
+
+    /// The datastore's template attributes.
+    pub fn template(&self) -> Attrs<'_> {
+        static EMPTY: std::sync::OnceLock<Element> = std::sync::OnceLock::new();
+        Attrs(
+            self.doc
+                .at("TEMPLATE")
+                .unwrap_or_else(|| EMPTY.get_or_init(Element::default)),
+        )
+    }
+
+    /// BRIDGE_LIST, split on spaces.
+    pub fn bridges(&self) -> Vec<String> {
+        self.template()
+            .get("BRIDGE_LIST")
+            .map(|b| b.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The attributes of a template section (a DISK, a datastore TEMPLATE).
+#[derive(Debug, Clone, Copy)]
+pub struct Attrs<'a>(pub &'a Element);
+
+impl<'a> Attrs<'a> {
+    /// The attribute's value, if set and not empty.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.0.text_at(name)
+    }
+
+    /// True if the attribute reads as yes (`yes`, `YES`, `true`, `TRUE`), as the
+    /// stock drivers' `is_yes`.
+    pub fn is_yes(&self, name: &str) -> bool {
+        matches!(self.get(name), Some("yes" | "YES" | "true" | "TRUE"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xmlrpc_success_and_failure() {
+        let ok = "<?xml version=\"1.0\"?><methodResponse><params><param><value><array><data>\
+                  <value><boolean>1</boolean></value><value><string>&lt;VM&gt;&lt;ID&gt;3&lt;/ID&gt;&lt;/VM&gt;</string></value>\
+                  <value><i4>0</i4></value></data></array></value></param></params></methodResponse>";
+        assert_eq!(parse_response(ok).unwrap(), "<VM><ID>3</ID></VM>");
+        let fail = ok
+            .replace("<boolean>1</boolean>", "<boolean>0</boolean>")
+            .replace(
+                "&lt;VM&gt;&lt;ID&gt;3&lt;/ID&gt;&lt;/VM&gt;",
+                "[one.vm.info] Error getting virtual machine [3].",
+            );
+        assert_eq!(
+            parse_response(&fail).unwrap_err(),
+            "[one.vm.info] Error getting virtual machine [3]."
+        );
+        assert!(parse_response("<methodResponse><fault><value><struct><member><name>faultString</name><value><string>boom</string></value></member></struct></value></fault></methodResponse>").unwrap_err().contains("boom"));
+        assert!(parse_response("garbage").is_err());
+    }
+
+    #[test]
+    fn endpoints() {
+        let o = Oned::new("http://127.0.0.1:2633/RPC2", "a:b", Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            (o.host.as_str(), o.port, o.path.as_str()),
+            ("127.0.0.1", 2633, "/RPC2")
+        );
+        assert!(Oned::new("https://x/RPC2", "a:b", Duration::from_secs(1)).is_err());
+        assert!(Oned::new("http://x:notaport/RPC2", "a:b", Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn vm_disks_and_history() {
+        let vm = Vm::parse(
+            "<VM><ID>12</ID><LCM_STATE>3</LCM_STATE><DEPLOY_ID>one-12</DEPLOY_ID><TEMPLATE>\
+             <DISK><DISK_ID>0</DISK_ID><SOURCE>one/one-5</SOURCE><CLONE>YES</CLONE></DISK>\
+             <DISK><DISK_ID>1</DISK_ID><TYPE>swap</TYPE></DISK></TEMPLATE>\
+             <HISTORY_RECORDS><HISTORY><HOSTNAME>a</HOSTNAME></HISTORY><HISTORY><HOSTNAME>b</HOSTNAME><VM_MAD>kvm</VM_MAD></HISTORY></HISTORY_RECORDS></VM>",
+        )
+        .unwrap();
+        assert_eq!(vm.id(), Some(12));
+        assert_eq!(vm.lcm_state(), Some(3));
+        assert_eq!(vm.last_history("HOSTNAME"), Some("b"));
+        let d = vm.disk(0).unwrap();
+        assert_eq!(d.get("SOURCE"), Some("one/one-5"));
+        assert!(d.is_yes("CLONE"));
+        assert!(vm.disk(2).is_none());
+        assert_eq!(vm.disks().len(), 2);
+        assert!(Vm::parse("<DATASTORE/>").is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! `delete host:<path> VMID DSID` — for a disk: remove the VM's own image with
+//! every snapshot and carrier it owns (a persistent image is left alone), then
+//! drop the image's base snapshot if no clone uses it; for the VM directory:
+//! remove the suspend checkpoint. Deleting what is already gone succeeds.
+//! CEPH_TRASH moves the images to the RBD trash (for TRASH_DELAY seconds).
+
+use rbdx_one::args::{HostPath, expect_args, parse_id};
+use rbdx_one::job::Job;
+
+use crate::context::{Ctx, Result, disk, disk_image, is_persistent};
+
+/// Usage as oned writes it.
+pub const USAGE: &str = "delete <host:path> <vmid> <dsid>";
+
+/// Runs the action.
+///
+/// # Errors
+/// One line for oned.
+pub fn run(args: &[String], ctx: &Ctx) -> Result {
+    let a = expect_args(args, USAGE, 3, 3).map_err(|e| e.to_string())?;
+    let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
+    let vm_id = parse_id("VM id", &a[1]).map_err(|e| e.to_string())?;
+    let ds_id = parse_id("datastore id", &a[2]).map_err(|e| e.to_string())?;
+    let ds = ctx.datastore(ds_id)?;
+    let cfg = ctx.cfg.for_datastore(ds.template())?;
+
+    if !hp.is_disk() {
+        // The VM directory: its suspend checkpoint, in the system datastore's pool.
+        let pool = ds.template().get("POOL_NAME").unwrap_or("one");
+        let trash = ds
+            .template()
+            .is_yes("CEPH_TRASH")
+            .then_some(cfg.trash_delay);
+        let job = Job::RemoveImage {
+            ceph: ctx.ceph(None, &ds),
+            image: format!("{pool}/one-sys-{vm_id}-checkpoint"),
+            trash_delay: trash,
+        };
+        let vm = ctx.vm(vm_id)?;
+        let host = ctx.host_for(&hp, &vm, &ds)?;
+        return ctx.run(&job, &host, &ds);
+    }
+    let disk_id = hp.disk_id().map_err(|e| e.to_string())?;
+    let vm = ctx.vm(vm_id)?;
+    let d = disk(&vm, disk_id)?;
+    if is_persistent(d) {
+        return Ok(());
+    }
+    let trash = d.is_yes("CEPH_TRASH") || ds.template().is_yes("CEPH_TRASH");
+    let job = Job::DeleteDisk {
+        ceph: ctx.ceph(Some(d), &ds),
+        head: disk_image(d, vm_id, disk_id)?,
+        base: d.get("SOURCE").map(str::to_string),
+        trash_delay: trash.then_some(cfg.trash_delay),
+    };
+    let host = ctx.host_for(&hp, &vm, &ds)?;
+    ctx.run(&job, &host, &ds)
+}

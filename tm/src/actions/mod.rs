@@ -1,0 +1,14 @@
+//! One file per action; each parses and validates its argv, asks oned for what it
+//! needs, builds a job and runs it.
+
+pub mod clone;
+pub mod cpds;
+pub mod delete;
+pub mod ln;
+pub mod mkimage;
+pub mod mkswap;
+pub mod noop;
+pub mod resize;
+pub mod snap_create;
+pub mod snap_delete;
+pub mod snap_revert;

@@ -1,0 +1,43 @@
+//! `resize host:<sysdir>/disk.N SIZE VMID [DSID]` — grow a disk. While the VM
+//! runs (LCM_STATE 62, DISK_RESIZE) the hypervisor resizes it, as upstream.
+
+use rbdx_one::args::{HostPath, expect_args, parse_id, parse_size_mb};
+use rbdx_one::job::Job;
+
+use crate::context::{Ctx, Result, disk, disk_image};
+
+/// Usage as oned writes it.
+pub const USAGE: &str = "resize <host:path/disk.N> <size MB> <vmid> [dsid]";
+
+/// LCM_STATE DISK_RESIZE: the VM is running and the VMM driver resizes.
+const DISK_RESIZE: u32 = 62;
+
+/// Runs the action.
+///
+/// # Errors
+/// One line for oned.
+pub fn run(args: &[String], ctx: &Ctx) -> Result {
+    let a = expect_args(args, USAGE, 3, 4).map_err(|e| e.to_string())?;
+    let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
+    let disk_id = hp.disk_id().map_err(|e| e.to_string())?;
+    let size = parse_size_mb(&a[1]).map_err(|e| e.to_string())?;
+    let vm_id = parse_id("VM id", &a[2]).map_err(|e| e.to_string())?;
+    let vm = ctx.vm(vm_id)?;
+    let d = disk(&vm, disk_id)?;
+    let ds_id = match a.get(3) {
+        Some(s) => parse_id("datastore id", s).map_err(|e| e.to_string())?,
+        None => parse_id("datastore id", d.get("DATASTORE_ID").unwrap_or(""))
+            .map_err(|_| "the DISK has no DATASTORE_ID and none was given".to_string())?,
+    };
+    if vm.lcm_state() == Some(DISK_RESIZE) {
+        rbdx_one::log::info("the VM is running: the hypervisor resizes the disk");
+        return Ok(());
+    }
+    let ds = ctx.datastore(ds_id)?;
+    let job = Job::Resize {
+        ceph: ctx.ceph(Some(d), &ds),
+        image: disk_image(d, vm_id, disk_id)?,
+        size_mb: size,
+    };
+    ctx.run(&job, &hp.host, &ds)
+}
