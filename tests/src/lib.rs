@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod one;
+pub mod sshd;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
