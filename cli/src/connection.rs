@@ -12,13 +12,7 @@ use rbdx_core::{Cluster, ConnectConfig, Result, Timeouts};
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// ceph.conf to read [default: Ceph's search path].
-    #[arg(
-        long,
-        short = 'c',
-        env = "RBDX_CONF",
-        global = true,
-        value_name = "FILE"
-    )]
+    #[arg(long, short = 'c', env = "RBDX_CONF", global = true, value_name = "FILE")]
     pub conf: Option<PathBuf>,
     /// cephx client id, without `client.`.
     #[arg(long, env = "RBDX_ID", global = true, default_value = "admin")]
@@ -33,13 +27,7 @@ pub struct ConnectArgs {
     #[arg(long, env = "RBDX_MON_HOST", global = true)]
     pub mon_host: Option<String>,
     /// Seconds any one Ceph call may take (connect, mon command, OSD op).
-    #[arg(
-        long,
-        env = "RBDX_TIMEOUT",
-        global = true,
-        default_value_t = 30,
-        value_name = "SECS"
-    )]
+    #[arg(long, env = "RBDX_TIMEOUT", global = true, default_value_t = 30, value_name = "SECS")]
     pub timeout: u64,
 }
 

@@ -49,9 +49,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Tm { action, args } => return exit(rbdx_tm::main(&action, &args)),
         Command::Remote => {
-            let outcome = rbdx_one::exec::serve(std::io::stdin().lock());
-            println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
-            return ExitCode::SUCCESS;
+            let (outcome, code) = rbdx_one::exec::serve(std::io::stdin().lock());
+            if let Some(o) = outcome {
+                println!("{}", serde_json::to_string(&o).unwrap_or_default());
+            }
+            return exit(code);
         }
         Command::Image(c) => commands::image::run(c),
         Command::Snap(c) => commands::snap::run(c),

@@ -7,18 +7,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!(
-            "invalid size {s:?}: expected a number with an optional unit (K, M, G, T)"
-        ));
+        return Err(format!("invalid size {s:?}: expected a number with an optional unit (K, M, G, T)"));
     }
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: number too large"))?;
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: number too large"))?;
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
         "" => 0,
         "K" => 10,
         "M" => 20,
@@ -27,8 +19,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "P" => 50,
         _ => return Err(format!("invalid size {s:?}: unknown unit {unit:?}")),
     };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("invalid size {s:?}: too large"))
 }
 
 /// Formats bytes for people: `1.5 GiB`, `12 MiB`, `512 B`.
@@ -40,11 +31,7 @@ pub fn human(bytes: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 || v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    if u == 0 || v.fract() == 0.0 { format!("{v:.0} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 #[cfg(test)]
@@ -62,15 +49,7 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        for s in [
-            "",
-            "G",
-            "-1G",
-            "1X",
-            "1.5G",
-            "99999999999999999999",
-            "20000000P",
-        ] {
+        for s in ["", "G", "-1G", "1X", "1.5G", "99999999999999999999", "20000000P"] {
             assert!(parse_size(s).is_err(), "{s:?}");
         }
     }

@@ -12,20 +12,13 @@ fn rbdx() -> Command {
 /// environment, as an operator would set it; the key stays in its keyring file).
 fn rbdx_on(env: &TestCluster) -> Command {
     let mut c = rbdx();
-    c.env("RBDX_CONF", &env.conf)
-        .env("RBDX_ID", &env.id)
-        .env("RBDX_KEYRING", &env.keyring);
+    c.env("RBDX_CONF", &env.conf).env("RBDX_ID", &env.id).env("RBDX_KEYRING", &env.keyring);
     c
 }
 
 fn stdout(c: &mut Command) -> String {
     let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        c,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{:?} failed: {}", c, String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -35,10 +28,7 @@ fn help_and_version() {
     for group in ["image", "snap", "trash", "pool"] {
         assert!(out.contains(group), "{out}");
     }
-    assert_eq!(
-        stdout(rbdx().arg("--version")).trim(),
-        format!("rbdx {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(stdout(rbdx().arg("--version")).trim(), format!("rbdx {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
@@ -83,23 +73,16 @@ fn clone_with_the_data_pool_through_the_cli() {
     ]));
     assert!(out.contains("clone format 2"), "{out}");
 
-    let info: serde_json::Value = serde_json::from_str(&stdout(rbdx_on(&env).args([
-        "image",
-        "info",
-        "--json",
-        &child.to_string(),
-    ])))
-    .unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&stdout(rbdx_on(&env).args(["image", "info", "--json", &child.to_string()])))
+            .unwrap();
     assert_eq!(info["data_pool"], env.ec_pool.as_str());
     assert_eq!(info["parent"], format!("{base}@base").as_str());
     assert_eq!(info["size"], 64 << 20);
 
     // A refused removal: exit 1, one line naming the child, nothing changed.
     let before = s.leftovers(&c);
-    let out = rbdx_on(&env)
-        .args(["image", "rm", &base.to_string()])
-        .output()
-        .unwrap();
+    let out = rbdx_on(&env).args(["image", "rm", &base.to_string()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -126,17 +109,11 @@ fn pool_df_reports_both_pools_as_json() {
 #[test]
 fn a_missing_image_is_one_clear_line() {
     let env = rbdx_tests::cluster();
-    let out = rbdx_on(&env)
-        .args(["image", "info", &format!("{}/no-such-image", env.pool)])
-        .output()
-        .unwrap();
+    let out = rbdx_on(&env).args(["image", "info", &format!("{}/no-such-image", env.pool)]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
         err.trim(),
-        format!(
-            "rbdx: rbd_open_read_only {}/no-such-image: no such file or directory",
-            env.pool
-        )
+        format!("rbdx: rbd_open_read_only {}/no-such-image: no such file or directory", env.pool)
     );
 }

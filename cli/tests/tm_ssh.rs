@@ -39,92 +39,32 @@ fn actions_run_on_the_host_through_one_ssh_round_trip() {
     let id = 3_000_000 + std::process::id() % 100_000;
     let (img, vm) = (id, id + 1);
     let img_s = ImageSpec::new(&pool, &format!("one-{img}")).unwrap();
-    ops::create(
-        &c,
-        &img_s,
-        16 * MIB,
-        &CreateOptions::with_data_pool(Some(&e.cluster.ec_pool)),
-    )
-    .unwrap();
-    fill(
-        &ops::ioctx(&c, &img_s).unwrap().open(&img_s.name).unwrap(),
-        0,
-        4 * MIB,
-        1,
-    );
-    e.oned
-        .set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, true, &[]));
-    e.oned.set_vm(
-        vm,
-        vm_doc(
-            vm,
-            "127.0.0.1",
-            3,
-            &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 16)],
-        ),
-    );
+    ops::create(&c, &img_s, 16 * MIB, &CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+    fill(&ops::ioctx(&c, &img_s).unwrap().open(&img_s.name).unwrap(), 0, 4 * MIB, 1);
+    e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, true, &[]));
+    e.oned.set_vm(vm, vm_doc(vm, "127.0.0.1", 3, &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 16)]));
     let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
     let d0 = ImageSpec::new(&pool, &format!("one-{img}-{vm}-0")).unwrap();
 
-    assert_ok(&e.tm(
-        "clone",
-        &[
-            &format!("frontend:{img_s}"),
-            &disk_path("127.0.0.1", vm, 0),
-            &vms,
-            &ds,
-        ],
-    ));
+    assert_ok(&e.tm("clone", &[&format!("frontend:{img_s}"), &disk_path("127.0.0.1", vm, 0), &vms, &ds]));
     let st = ops::stat(&c, &d0).unwrap();
     assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()));
     assert!(st.parent.is_some());
-    assert_ok(&e.tm(
-        "snap_create",
-        &[&disk_path("127.0.0.1", vm, 0), "0", &vms, &ds],
-    ));
-    let want = checksum(
-        &ops::ioctx(&c, &d0)
-            .unwrap()
-            .open_read_only(&d0.name, None)
-            .unwrap(),
-    );
-    fill(
-        &ops::ioctx(&c, &d0).unwrap().open(&d0.name).unwrap(),
-        0,
-        MIB,
-        9,
-    );
-    let out = e.tm(
-        "snap_revert",
-        &[&disk_path("127.0.0.1", vm, 0), "0", &vms, &ds],
-    );
+    assert_ok(&e.tm("snap_create", &[&disk_path("127.0.0.1", vm, 0), "0", &vms, &ds]));
+    let want = checksum(&ops::ioctx(&c, &d0).unwrap().open_read_only(&d0.name, None).unwrap());
+    fill(&ops::ioctx(&c, &d0).unwrap().open(&d0.name).unwrap(), 0, MIB, 9);
+    let out = e.tm("snap_revert", &[&disk_path("127.0.0.1", vm, 0), "0", &vms, &ds]);
     assert_ok(&out);
-    assert_eq!(
-        checksum(
-            &ops::ioctx(&c, &d0)
-                .unwrap()
-                .open_read_only(&d0.name, None)
-                .unwrap()
-        ),
-        want
-    );
+    assert_eq!(checksum(&ops::ioctx(&c, &d0).unwrap().open_read_only(&d0.name, None).unwrap()), want);
     assert_ok(&e.tm("delete", &[&disk_path("127.0.0.1", vm, 0), &vms, &ds]));
     assert!(ops::stat(&c, &d0).unwrap_err().is_not_found());
     let log = std::fs::read_to_string(&sshd.log).unwrap();
-    assert!(
-        log.matches("Accepted publickey").count() >= 4,
-        "each action was one ssh login: {log}"
-    );
+    assert!(log.matches("Accepted publickey").count() >= 4, "each action was one ssh login: {log}");
 
     // A host nobody answers on: a clear line within the connect timeout.
     let t = Instant::now();
-    let line = assert_fails(
-        &e.tm(
-            "snap_create",
-            &[&disk_path("127.0.0.2", vm, 0), "1", &vms, &ds],
-        ),
-        "127.0.0.2",
-    );
+    let line =
+        assert_fails(&e.tm("snap_create", &[&disk_path("127.0.0.2", vm, 0), "1", &vms, &ds]), "127.0.0.2");
     assert!(t.elapsed() < Duration::from_secs(60), "{line}");
     ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
 }
@@ -133,29 +73,110 @@ fn actions_run_on_the_host_through_one_ssh_round_trip() {
 fn a_host_without_rbdx_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let sshd = Sshd::start(dir.path());
-    let config = format!(
-        "EXECUTION = ssh\nSSH = {}\nREMOTE_DIR = /nonexistent/remotes\n",
-        sshd.ssh_setting()
-    );
+    let config =
+        format!("EXECUTION = ssh\nSSH = {}\nREMOTE_DIR = /nonexistent/remotes\n", sshd.ssh_setting());
     let e = OneEnv::new(Path::new(env!("CARGO_BIN_EXE_rbdx")), &config);
     let vm = 3_100_000 + std::process::id() % 100_000;
-    e.oned
-        .set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
-    e.oned.set_vm(
-        vm,
-        vm_doc(
-            vm,
-            "127.0.0.1",
-            3,
-            &[e.image_disk(0, "rbdx/one-1", true, IMAGE_DS, 16)],
-        ),
-    );
+    e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
+    e.oned.set_vm(vm, vm_doc(vm, "127.0.0.1", 3, &[e.image_disk(0, "rbdx/one-1", true, IMAGE_DS, 16)]));
     let line = assert_fails(
-        &e.tm(
-            "snap_delete",
-            &[&disk_path("127.0.0.1", vm, 0), "0", &vm.to_string(), "100"],
-        ),
+        &e.tm("snap_delete", &[&disk_path("127.0.0.1", vm, 0), "0", &vm.to_string(), "100"]),
         "running rbdx over ssh failed",
     );
     assert!(line.contains("/nonexistent/remotes/rbdx/rbdx"), "{line}");
+}
+
+fn ssh_env(dir: &Path, sshd: &Sshd) -> OneEnv {
+    let config = format!(
+        "EXECUTION = ssh\nSSH = {}\nREMOTE_DIR = {}\nACTION_TIMEOUT = 120\n",
+        sshd.ssh_setting(),
+        remotes(dir)
+    );
+    OneEnv::new(Path::new(env!("CARGO_BIN_EXE_rbdx")), &config)
+}
+
+#[test]
+fn an_ssh_system_datastore_copies_disks_to_files_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(dir.path());
+    let e = ssh_env(dir.path(), &sshd);
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let id = 3_200_000 + std::process::id() % 100_000;
+    let (img, pimg, vm, saved) = (id, id + 1, id + 2, id + 3);
+    let img_s = ImageSpec::new(&pool, &format!("one-{img}")).unwrap();
+    let pimg_s = ImageSpec::new(&pool, &format!("one-{pimg}")).unwrap();
+    for (s, seed) in [(&img_s, 1), (&pimg_s, 2)] {
+        ops::create(&c, s, 16 * MIB, &CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+        fill(&ops::ioctx(&c, s).unwrap().open(&s.name).unwrap(), MIB, 3 * MIB, seed);
+    }
+    e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, true, &[]));
+    let disks = [
+        e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 32),
+        e.image_disk(1, &pimg_s.to_string(), false, IMAGE_DS, 16),
+    ];
+    e.oned.set_vm(vm, vm_doc(vm, "127.0.0.1", 3, &disks));
+    let sysdir = dir.path().join(format!("datastores/0/{vm}"));
+    let path = |d: u32| format!("127.0.0.1:{}/disk.{d}", sysdir.display());
+    let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
+
+    assert_ok(&e.tm("clone.ssh", &[&format!("frontend:{img_s}"), &path(0), &vms, &ds]));
+    let file0 = std::fs::read(sysdir.join("disk.0")).unwrap();
+    assert_eq!(file0.len() as u64, 32 * MIB, "grown to the DISK SIZE");
+    let mut want = vec![0u8; 16 * MIB as usize];
+    ops::ioctx(&c, &img_s)
+        .unwrap()
+        .open_read_only(&img_s.name, Some("snap"))
+        .unwrap()
+        .read_at(0, &mut want)
+        .unwrap();
+    assert_eq!(&file0[..want.len()], &want[..], "the file holds the base snapshot's bytes");
+    assert_ok(&e.tm("ln.ssh", &[&format!("frontend:{pimg_s}"), &path(1), &vms, &ds]));
+    assert_ok(&e.tm("resize.ssh", &[&path(1), "24", &vms, &ds]));
+    assert_eq!(std::fs::metadata(sysdir.join("disk.1")).unwrap().len(), 24 * MIB);
+
+    // The VM wrote to its persistent disk file; undeploy saves it back.
+    let mut f1 = std::fs::read(sysdir.join("disk.1")).unwrap();
+    f1[..4].copy_from_slice(b"VM!!");
+    std::fs::write(sysdir.join("disk.1"), &f1).unwrap();
+    let saved_s = ImageSpec::new(&pool, &format!("one-{saved}")).unwrap();
+    assert_ok(&e.tm("cpds.ssh", &[&path(1), &saved_s.to_string(), "-1", &vms, &ds]));
+    assert_eq!(ops::stat(&c, &saved_s).unwrap().data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()));
+    assert_ok(&e.tm("mvds.ssh", &[&path(1), &pimg_s.to_string(), &vms, &ds]));
+    assert!(!sysdir.join("disk.1").exists(), "the file is removed once saved");
+    for s in [&pimg_s, &saved_s] {
+        let io = ops::ioctx(&c, s).unwrap();
+        let img = io.open_read_only(&s.name, None).unwrap();
+        assert_eq!(img.info().unwrap().size, 24 * MIB);
+        let mut head = vec![0u8; f1.len()];
+        img.read_at(0, &mut head).unwrap();
+        assert!(head == f1, "{s} holds the file's bytes");
+    }
+    assert_fails(&e.tm("cpds.ssh", &[&path(0), &saved_s.to_string(), "3", &vms, &ds]), "not supported");
+    for s in [&saved_s, &img_s, &pimg_s] {
+        ops::remove(&c, s, ops::RemoveOptions::default()).unwrap();
+    }
+}
+
+#[test]
+fn vm_directories_move_between_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(dir.path());
+    let e = ssh_env(dir.path(), &sshd);
+    let vm = 3_300_000 + std::process::id() % 100_000;
+    e.oned.set_datastore(0, e.system_ds(0, false));
+    e.oned.set_vm(vm, vm_doc(vm, "127.0.0.1", 3, &[]));
+    let vmdir = dir.path().join(format!("datastores/0/{vm}"));
+    std::fs::create_dir_all(&vmdir).unwrap();
+    std::fs::write(vmdir.join("deployment.0"), b"<domain/>").unwrap();
+    std::fs::write(vmdir.join("disk.1"), b"context iso").unwrap();
+    let p = vmdir.display().to_string();
+    // Two names for the same sshd: a move from one "host" to another.
+    assert_ok(&e.tm("mv", &[&format!("127.0.0.1:{p}"), &format!("localhost:{p}"), &vm.to_string(), "0"]));
+    // Source and destination are the same directory here, so the source removal
+    // leaves it empty: what matters is that both halves ran over ssh.
+    let log = std::fs::read_to_string(&sshd.log).unwrap();
+    assert!(log.matches("Accepted publickey").count() >= 3, "send, receive and remove each logged in: {log}");
+    let bad = e.tm("mv", &[&format!("127.0.0.1:{p}"), "localhost:/", &vm.to_string(), "0"]);
+    assert!(!bad.status.success());
 }

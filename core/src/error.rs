@@ -68,11 +68,7 @@ impl CephError {
     /// Builds the error for `op` on `object` from a negative return value.
     pub fn new(op: &'static str, ret: i64, object: impl Into<String>) -> Self {
         let errno = i32::try_from(ret.unsigned_abs()).unwrap_or(i32::MAX);
-        Self {
-            op,
-            errno,
-            object: object.into(),
-        }
+        Self { op, errno, object: object.into() }
     }
 
     /// The kind of failure, for matching.
@@ -85,9 +81,7 @@ impl fmt::Display for CephError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.kind() {
             ErrorKind::TimedOut => "the cluster did not answer in time".to_string(),
-            ErrorKind::PermissionDenied => {
-                "permission denied (check the cephx client's caps)".to_string()
-            }
+            ErrorKind::PermissionDenied => "permission denied (check the cephx client's caps)".to_string(),
             _ => Errno::from_raw(self.errno).desc().to_lowercase(),
         };
         if self.object.is_empty() {
@@ -160,12 +154,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Ceph(e) => e.fmt(f),
-            Self::InUse { image, watchers } => write!(
-                f,
-                "{image} is in use by {} client(s): {}",
-                watchers.len(),
-                watchers.join(", ")
-            ),
+            Self::InUse { image, watchers } => {
+                write!(f, "{image} is in use by {} client(s): {}", watchers.len(), watchers.join(", "))
+            }
             Self::HasChildren { image, children } => {
                 write!(f, "{image} has CoW children: {}", children.join(", "))
             }
@@ -198,11 +189,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Turns a C return value into a result: negative is an errno, anything else is
 /// passed through.
 pub(crate) fn check(ret: i64, op: &'static str, object: impl FnOnce() -> String) -> Result<u64> {
-    if ret < 0 {
-        Err(CephError::new(op, ret, object()).into())
-    } else {
-        Ok(ret.unsigned_abs())
-    }
+    if ret < 0 { Err(CephError::new(op, ret, object()).into()) } else { Ok(ret.unsigned_abs()) }
 }
 
 #[cfg(test)]
@@ -214,10 +201,7 @@ mod tests {
         let e = CephError::new("rbd_clone3", -17, "one/base@snap -> one/child");
         assert_eq!(e.errno, 17);
         assert_eq!(e.kind(), ErrorKind::Exists);
-        assert_eq!(
-            e.to_string(),
-            "rbd_clone3 one/base@snap -> one/child: file exists"
-        );
+        assert_eq!(e.to_string(), "rbd_clone3 one/base@snap -> one/child: file exists");
     }
 
     #[test]
@@ -238,26 +222,16 @@ mod tests {
             (libc::EIO, ErrorKind::Other),
         ];
         for (errno, kind) in cases {
-            assert_eq!(
-                CephError::new("op", -i64::from(errno), "x").kind(),
-                kind,
-                "errno {errno}"
-            );
+            assert_eq!(CephError::new("op", -i64::from(errno), "x").kind(), kind, "errno {errno}");
         }
     }
 
     #[test]
     fn timeouts_and_permissions_read_as_sentences() {
         let t = CephError::new("rados_connect", -i64::from(libc::ETIMEDOUT), "");
-        assert_eq!(
-            t.to_string(),
-            "rados_connect: the cluster did not answer in time"
-        );
+        assert_eq!(t.to_string(), "rados_connect: the cluster did not answer in time");
         let p = CephError::new("rbd_create4", -i64::from(libc::EPERM), "one/x");
-        assert!(
-            p.to_string().contains("check the cephx client's caps"),
-            "{p}"
-        );
+        assert!(p.to_string().contains("check the cephx client's caps"), "{p}");
     }
 
     #[test]
@@ -271,14 +245,8 @@ mod tests {
 
     #[test]
     fn domain_errors_name_what_blocks_them() {
-        let e = Error::InUse {
-            image: "one/one-1".into(),
-            watchers: vec!["127.0.0.1:0/123".into()],
-        };
-        assert_eq!(
-            e.to_string(),
-            "one/one-1 is in use by 1 client(s): 127.0.0.1:0/123"
-        );
+        let e = Error::InUse { image: "one/one-1".into(), watchers: vec!["127.0.0.1:0/123".into()] };
+        assert_eq!(e.to_string(), "one/one-1 is in use by 1 client(s): 127.0.0.1:0/123");
         assert_eq!(e.kind(), Some(ErrorKind::Busy));
     }
 }

@@ -28,11 +28,7 @@ pub struct Timeouts {
 impl Timeouts {
     /// The same limit for every kind of call.
     pub fn uniform(limit: Duration) -> Self {
-        Self {
-            connect: limit,
-            mon_op: limit,
-            osd_op: limit,
-        }
+        Self { connect: limit, mon_op: limit, osd_op: limit }
     }
 }
 
@@ -122,17 +118,12 @@ impl Cluster {
                 // SAFETY: `cluster.raw` came from `rados_create2` and is not yet
                 // connected; `p` is a valid C string for the call.
                 let r = unsafe { sys::rados_conf_read_file(cluster.raw, p.as_ptr()) };
-                check(r.into(), "rados_conf_read_file", || {
-                    path.display().to_string()
-                })?;
+                check(r.into(), "rados_conf_read_file", || path.display().to_string())?;
             }
             (None, None) => {
                 // SAFETY: as above; NULL asks librados for its default search path.
                 let r = unsafe { sys::rados_conf_read_file(cluster.raw, ptr::null()) };
-                check(r.into(), "rados_conf_read_file", || {
-                    "default ceph.conf".into()
-                })
-                .map_err(|_| {
+                check(r.into(), "rados_conf_read_file", || "default ceph.conf".into()).map_err(|_| {
                     Error::Config("no ceph.conf found and no monitor address given".to_string())
                 })?;
             }
@@ -186,9 +177,7 @@ impl Cluster {
         let r = unsafe { sys::rados_cluster_fsid(self.raw, buf.as_mut_ptr(), buf.len()) };
         check(r.into(), "rados_cluster_fsid", String::new)?;
         // SAFETY: librados NUL-terminates the fsid inside `buf` on success.
-        Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned())
+        Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
     }
 
     /// The numeric id of `pool`.
@@ -211,20 +200,14 @@ impl Cluster {
         let mut buf = vec![0 as libc::c_char; 256];
         loop {
             // SAFETY: `self.raw` is connected; `buf` is writable for `buf.len()`.
-            let r = unsafe {
-                sys::rados_pool_reverse_lookup(self.raw, id, buf.as_mut_ptr(), buf.len())
-            };
+            let r = unsafe { sys::rados_pool_reverse_lookup(self.raw, id, buf.as_mut_ptr(), buf.len()) };
             if r == -libc::ERANGE && buf.len() < 1 << 16 {
                 buf.resize(buf.len() * 4, 0);
                 continue;
             }
-            check(r.into(), "rados_pool_reverse_lookup", || {
-                format!("pool id {id}")
-            })?;
+            check(r.into(), "rados_pool_reverse_lookup", || format!("pool id {id}"))?;
             // SAFETY: on success librados wrote a NUL-terminated name into `buf`.
-            return Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
-                .to_string_lossy()
-                .into_owned());
+            return Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned());
         }
     }
 
@@ -239,12 +222,7 @@ impl Cluster {
         // outlives the call.
         let r = unsafe { sys::rados_ioctx_create(self.raw, p.as_ptr(), &mut raw) };
         check(r.into(), "rados_ioctx_create", || pool.to_string())?;
-        Ok(IoCtx {
-            raw,
-            cluster: self,
-            pool: pool.to_string(),
-            namespace: String::new(),
-        })
+        Ok(IoCtx { raw, cluster: self, pool: pool.to_string(), namespace: String::new() })
     }
 
     /// Sends a mon command (a JSON object with a `prefix`) and parses the JSON reply.
@@ -256,22 +234,14 @@ impl Cluster {
     pub fn mon_command(&self, command: &Value) -> Result<Value> {
         let mut command = command.clone();
         if let Value::Object(map) = &mut command {
-            map.entry("format")
-                .or_insert_with(|| Value::String("json".into()));
+            map.entry("format").or_insert_with(|| Value::String("json".into()));
         }
-        let prefix = command
-            .get("prefix")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_string();
+        let prefix = command.get("prefix").and_then(Value::as_str).unwrap_or("?").to_string();
         let out = self.mon_command_raw(&command.to_string(), &prefix)?;
         if out.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&out).map_err(|e| Error::BadReply {
-            command: prefix,
-            detail: e.to_string(),
-        })
+        serde_json::from_slice(&out).map_err(|e| Error::BadReply { command: prefix, detail: e.to_string() })
     }
 
     fn mon_command_raw(&self, json: &str, prefix: &str) -> Result<Vec<u8>> {
@@ -312,11 +282,8 @@ impl Cluster {
         let status = take(outs, outs_len);
         if r < 0 {
             let detail = String::from_utf8_lossy(&status).trim().to_string();
-            let object = if detail.is_empty() {
-                prefix.to_string()
-            } else {
-                format!("'{prefix}' ({detail})")
-            };
+            let object =
+                if detail.is_empty() { prefix.to_string() } else { format!("'{prefix}' ({detail})") };
             return Err(CephError::new("rados_mon_command", r.into(), object).into());
         }
         Ok(out)
@@ -399,10 +366,7 @@ impl<'c> IoCtx<'c> {
         // the struct type librados fills.
         let r = unsafe { sys::rados_ioctx_pool_stat(self.raw, &mut st) };
         check(r.into(), "rados_ioctx_pool_stat", || self.pool.clone())?;
-        Ok(PoolObjectStats {
-            bytes: st.num_bytes,
-            objects: st.num_objects,
-        })
+        Ok(PoolObjectStats { bytes: st.num_bytes, objects: st.num_objects })
     }
 
     pub(crate) fn raw(&self) -> sys::rados_ioctx_t {

@@ -28,14 +28,8 @@ pub fn validate_host(host: &str) -> Result<(), ArgError> {
     let ok = !host.is_empty()
         && host.len() <= 253
         && !host.starts_with('-')
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(format!("invalid host name {host:?}")))
-    }
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+    if ok { Ok(()) } else { Err(bad(format!("invalid host name {host:?}"))) }
 }
 
 /// `host:path` as oned passes it, with the path normalised as the stock drivers
@@ -55,9 +49,7 @@ impl HostPath {
     /// [`ArgError`] when there is no `host:` part, the host is invalid, or the
     /// path is empty or contains control characters.
     pub fn parse(s: &str) -> Result<Self, ArgError> {
-        let (host, path) = s
-            .split_once(':')
-            .ok_or_else(|| bad(format!("expected host:path, got {s:?}")))?;
+        let (host, path) = s.split_once(':').ok_or_else(|| bad(format!("expected host:path, got {s:?}")))?;
         validate_host(host).map_err(|e| bad(format!("{e} in {s:?}")))?;
         if path.is_empty() || path.chars().any(char::is_control) {
             return Err(bad(format!("invalid path in {s:?}")));
@@ -71,10 +63,7 @@ impl HostPath {
         while norm.len() > 1 && norm.ends_with('/') {
             norm.pop();
         }
-        Ok(Self {
-            host: host.to_string(),
-            path: norm,
-        })
+        Ok(Self { host: host.to_string(), path: norm })
     }
 
     /// The disk id of a `…/disk.N` path.
@@ -104,12 +93,7 @@ impl HostPath {
             .len()
             .checked_sub(back)
             .and_then(|i| parse_num(parts[i]).ok())
-            .ok_or_else(|| {
-                bad(format!(
-                    "cannot find the system datastore id in {}",
-                    self.path
-                ))
-            })
+            .ok_or_else(|| bad(format!("cannot find the system datastore id in {}", self.path)))
     }
 }
 
@@ -117,10 +101,7 @@ fn parse_num(s: &str) -> Result<u32, ()> {
     if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(());
     }
-    s.parse::<u32>()
-        .ok()
-        .filter(|n| i32::try_from(*n).is_ok())
-        .ok_or(())
+    s.parse::<u32>().ok().filter(|n| i32::try_from(*n).is_ok()).ok_or(())
 }
 
 /// Parses an object id (VM, datastore, image, snapshot): 0 to 2^31-1, as oned's ids.
@@ -128,11 +109,7 @@ fn parse_num(s: &str) -> Result<u32, ()> {
 /// # Errors
 /// [`ArgError`] naming what was expected.
 pub fn parse_id(what: &str, s: &str) -> Result<u32, ArgError> {
-    parse_num(s).map_err(|()| {
-        bad(format!(
-            "invalid {what} {s:?}: expected a non-negative integer"
-        ))
-    })
+    parse_num(s).map_err(|()| bad(format!("invalid {what} {s:?}: expected a non-negative integer")))
 }
 
 /// Parses a size in MiB (oned's unit), at most 2^40 MiB.
@@ -144,11 +121,7 @@ pub fn parse_size_mb(s: &str) -> Result<u64, ArgError> {
         .parse()
         .ok()
         .filter(|_| !s.starts_with('+'))
-        .ok_or_else(|| {
-            bad(format!(
-                "invalid size {s:?}: expected MiB as a non-negative integer"
-            ))
-        })?;
+        .ok_or_else(|| bad(format!("invalid size {s:?}: expected MiB as a non-negative integer")))?;
     if n > 1 << 40 {
         return Err(bad(format!("invalid size {s:?}: too large")));
     }
@@ -166,10 +139,7 @@ pub fn expect_args<'a>(
     max: usize,
 ) -> Result<&'a [String], ArgError> {
     if args.len() < min || args.len() > max {
-        return Err(bad(format!(
-            "wrong number of arguments ({}); usage: {usage}",
-            args.len()
-        )));
+        return Err(bad(format!("wrong number of arguments ({}); usage: {usage}", args.len())));
     }
     Ok(args)
 }
@@ -190,23 +160,12 @@ mod tests {
         assert!(!dir.is_disk());
         assert_eq!(dir.system_ds_id().unwrap(), 0);
         let src = HostPath::parse("frontend:one/one-5").unwrap();
-        assert_eq!(
-            (src.host.as_str(), src.path.as_str()),
-            ("frontend", "one/one-5")
-        );
+        assert_eq!((src.host.as_str(), src.path.as_str()), ("frontend", "one/one-5"));
     }
 
     #[test]
     fn malformed_host_paths_are_refused() {
-        for s in [
-            "nohost",
-            ":/path",
-            "-oProxyCommand=x:/p",
-            "h st:/p",
-            "host:",
-            "ho$t:/p",
-            "h:/a\nb",
-        ] {
+        for s in ["nohost", ":/path", "-oProxyCommand=x:/p", "h st:/p", "host:", "ho$t:/p", "h:/a\nb"] {
             assert!(HostPath::parse(s).is_err(), "{s:?}");
         }
         let hp = HostPath::parse("h:/var/lib/one/datastores/0/12/disk.x").unwrap();

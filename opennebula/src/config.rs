@@ -66,23 +66,16 @@ impl Default for Config {
 }
 
 fn secs(key: &str, v: &str) -> Result<Duration, String> {
-    v.parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| format!("{key}: expected seconds, got {v:?}"))
+    v.parse::<u64>().map(Duration::from_secs).map_err(|_| format!("{key}: expected seconds, got {v:?}"))
 }
 
 /// A remote directory is put into the one command line ssh runs: only plain path
 /// characters are allowed.
 fn safe_path(key: &str, v: &str) -> Result<String, String> {
-    if v.starts_with('/')
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
-    {
+    if v.starts_with('/') && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
         Ok(v.to_string())
     } else {
-        Err(format!(
-            "{key}: {v:?} must be an absolute path of letters, digits and /._-"
-        ))
+        Err(format!("{key}: {v:?} must be an absolute path of letters, digits and /._-"))
     }
 }
 
@@ -114,12 +107,10 @@ impl Config {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (k, v) = line
-                .split_once('=')
-                .ok_or_else(|| format!("line {}: expected KEY = value", n + 1))?;
+            let (k, v) =
+                line.split_once('=').ok_or_else(|| format!("line {}: expected KEY = value", n + 1))?;
             let v = v.trim().trim_matches('"');
-            c.set(k.trim(), v)
-                .map_err(|e| format!("line {}: {e}", n + 1))?;
+            c.set(k.trim(), v).map_err(|e| format!("line {}: {e}", n + 1))?;
         }
         Ok(c)
     }
@@ -152,9 +143,8 @@ impl Config {
                     .ok_or_else(|| format!("MAX_CLONE_DEPTH: expected 1 or more, got {v:?}"))?;
             }
             "TRASH_DELAY" => {
-                self.trash_delay = v
-                    .parse()
-                    .map_err(|_| format!("TRASH_DELAY: expected seconds, got {v:?}"))?
+                self.trash_delay =
+                    v.parse().map_err(|_| format!("TRASH_DELAY: expected seconds, got {v:?}"))?
             }
             "VIRSH" => self.virsh = v.to_string(),
             "LIBVIRT_URI" => self.libvirt_uri = v.to_string(),
@@ -170,16 +160,9 @@ impl Config {
     /// A message for a bad value.
     pub fn for_datastore(&self, ds: Attrs<'_>) -> Result<Self, String> {
         let mut c = self.clone();
-        for key in [
-            "EXECUTION",
-            "MAX_CLONE_DEPTH",
-            "TRASH_DELAY",
-            "CEPH_TIMEOUT",
-            "ACTION_TIMEOUT",
-        ] {
+        for key in ["EXECUTION", "MAX_CLONE_DEPTH", "TRASH_DELAY", "CEPH_TIMEOUT", "ACTION_TIMEOUT"] {
             if let Some(v) = ds.get(&format!("RBDX_{key}")) {
-                c.set(key, v)
-                    .map_err(|e| format!("datastore attribute RBDX_{e}"))?;
+                c.set(key, v).map_err(|e| format!("datastore attribute RBDX_{e}"))?;
             }
         }
         Ok(c)
@@ -194,10 +177,7 @@ impl Config {
 /// `<remotes>/etc/rbdx/rbdx.conf` next to the running binary.
 fn default_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    let remotes = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("/var/lib/one/remotes"));
+    let remotes = exe.parent().and_then(Path::parent).unwrap_or(Path::new("/var/lib/one/remotes"));
     remotes.join("etc/rbdx/rbdx.conf")
 }
 
@@ -236,8 +216,7 @@ mod tests {
         let t = Element::parse("<TEMPLATE><RBDX_EXECUTION>local</RBDX_EXECUTION><RBDX_MAX_CLONE_DEPTH>3</RBDX_MAX_CLONE_DEPTH></TEMPLATE>").unwrap();
         let c = Config::default().for_datastore(Attrs(&t)).unwrap();
         assert_eq!((c.execution, c.max_clone_depth), (Execution::Local, 3));
-        let t =
-            Element::parse("<TEMPLATE><RBDX_EXECUTION>nope</RBDX_EXECUTION></TEMPLATE>").unwrap();
+        let t = Element::parse("<TEMPLATE><RBDX_EXECUTION>nope</RBDX_EXECUTION></TEMPLATE>").unwrap();
         assert!(Config::default().for_datastore(Attrs(&t)).is_err());
     }
 }

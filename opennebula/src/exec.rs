@@ -40,36 +40,20 @@ pub fn run(job: &Job, target: &Target, cfg: &Config) -> Outcome {
         Target::Local => job.run(),
         Target::Ssh(host) => match run_ssh(job, host, cfg) {
             Ok(o) => o,
-            Err(e) => Outcome {
-                log: Vec::new(),
-                error: Some(e),
-            },
+            Err(e) => Outcome { log: Vec::new(), output: None, error: Some(e) },
         },
     }
 }
 
 fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome, String> {
     validate_host(host).map_err(|e| e.to_string())?;
-    let request = serde_json::to_vec(&Request {
-        protocol: PROTOCOL,
-        job: job.clone(),
-    })
-    .map_err(|e| e.to_string())?;
-    let connect = cfg
-        .action_timeout
-        .min(Duration::from_secs(30))
-        .as_secs()
-        .max(1);
+    let mut request =
+        serde_json::to_vec(&Request { protocol: PROTOCOL, job: job.clone() }).map_err(|e| e.to_string())?;
+    request.push(b'\n');
+    let connect = cfg.action_timeout.min(Duration::from_secs(30)).as_secs().max(1);
     let mut child = Command::new(&cfg.ssh[0])
         .args(&cfg.ssh[1..])
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            &format!("ConnectTimeout={connect}"),
-            "--",
-            host,
-        ])
+        .args(["-o", "BatchMode=yes", "-o", &format!("ConnectTimeout={connect}"), "--", host])
         .arg(format!("{} remote", cfg.remote_binary()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -112,46 +96,150 @@ fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome, String> {
         Ok(o) => Ok(o),
         Err(_) => {
             let err = String::from_utf8_lossy(&err);
-            let last = err
-                .lines()
-                .map(str::trim)
-                .rfind(|l| !l.is_empty())
-                .unwrap_or("no output");
-            Err(format!(
-                "{host}: running rbdx over ssh failed ({status}): {last}"
-            ))
+            let last = err.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output");
+            Err(format!("{host}: running rbdx over ssh failed ({status}): {last}"))
         }
     }
 }
 
-/// The remote side: reads a [`Request`] from `input`, runs it, and returns the
-/// [`Outcome`] to print.
-pub fn serve(input: impl Read) -> Outcome {
-    let mut buf = Vec::new();
-    if let Err(e) = input.take(MAX_REQUEST + 1).read_to_end(&mut buf) {
-        return failed(format!("reading the job: {e}"));
+/// The remote side: reads one [`Request`] line from `input` and runs it. Returns
+/// what to print on stdout (the [`Outcome`] as JSON) and the exit code; a
+/// `SendDir` job writes its tar stream to stdout itself and prints nothing else.
+pub fn serve(mut input: impl Read) -> (Option<Outcome>, i32) {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match input.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) => return (Some(failed(format!("reading the job: {e}"))), 0),
+        }
+        if line.len() as u64 > MAX_REQUEST {
+            return (Some(failed("the job is too large".into())), 0);
+        }
     }
-    if buf.len() as u64 > MAX_REQUEST {
-        return failed("the job is too large".into());
-    }
-    let req: Request = match serde_json::from_slice(&buf) {
+    let req: Request = match serde_json::from_slice(&line) {
         Ok(r) => r,
-        Err(e) => return failed(format!("malformed job: {e}")),
+        Err(e) => return (Some(failed(format!("malformed job: {e}"))), 0),
     };
     if req.protocol != PROTOCOL {
-        return failed(format!(
-            "job protocol {} but this host's rbdx speaks {PROTOCOL}: run `onehost sync` so both run the same version",
-            req.protocol
-        ));
+        return (
+            Some(failed(format!(
+                "job protocol {} but this host's rbdx speaks {PROTOCOL}: run `onehost sync` so both run the same version",
+                req.protocol
+            ))),
+            0,
+        );
     }
-    req.job.run()
+    match &req.job {
+        Job::SendDir { path } => match crate::hostfs::send_dir(path, Stdio::inherit()) {
+            Ok(()) => (None, 0),
+            Err(e) => {
+                eprintln!("{e}");
+                (None, 1)
+            }
+        },
+        Job::ReceiveDir { path } => {
+            let r = crate::hostfs::receive_dir(path, input);
+            (Some(Outcome { log: Vec::new(), output: None, error: r.err() }), 0)
+        }
+        job => (Some(job.run()), 0),
+    }
+}
+
+/// Moves VM directory `path` from `src` to `dst` (replacing what `dst` had): tar
+/// streams from one host's rbdx to the other's through the front-end.
+///
+/// # Errors
+/// One line naming the host that failed.
+pub fn move_dir(src: &str, dst: &str, path: &str, cfg: &Config) -> Result<(), String> {
+    validate_host(src).map_err(|e| e.to_string())?;
+    validate_host(dst).map_err(|e| e.to_string())?;
+    crate::hostfs::check_path(path)?;
+    let line = |job: Job| -> Result<Vec<u8>, String> {
+        let mut v = serde_json::to_vec(&Request { protocol: PROTOCOL, job }).map_err(|e| e.to_string())?;
+        v.push(b'\n');
+        Ok(v)
+    };
+    let mut receiver = ssh(cfg, dst)?;
+    let mut sender = ssh(cfg, src)?;
+    let mut rin = receiver.stdin.take().ok_or("no stdin")?;
+    rin.write_all(&line(Job::ReceiveDir { path: path.into() })?).map_err(|e| format!("{dst}: {e}"))?;
+    let mut sin = sender.stdin.take().ok_or("no stdin")?;
+    sin.write_all(&line(Job::SendDir { path: path.into() })?).map_err(|e| format!("{src}: {e}"))?;
+    drop(sin);
+    let mut sout = sender.stdout.take().ok_or("no stdout")?;
+    let pump = std::thread::spawn(move || std::io::copy(&mut sout, &mut rin));
+    let mut rout = receiver.stdout.take().ok_or("no stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = (&mut rout).take(1 << 20).read_to_end(&mut v);
+        v
+    });
+    let sent = wait(&mut sender, cfg, src)?;
+    let _ = pump.join();
+    let received = wait(&mut receiver, cfg, dst)?;
+    let out = reader.join().unwrap_or_default();
+    if !sent.success() {
+        let err = stderr_line(&mut sender);
+        return Err(format!("{src}: sending {path} failed: {err}"));
+    }
+    if !received.success() {
+        return Err(format!("{dst}: receiving {path} failed: {}", stderr_line(&mut receiver)));
+    }
+    match serde_json::from_slice::<Outcome>(&out) {
+        Ok(Outcome { error: Some(e), .. }) => Err(format!("{dst}: {e}")),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("{dst}: receiving {path} failed: {}", stderr_line(&mut receiver))),
+    }
+}
+
+fn ssh(cfg: &Config, host: &str) -> Result<std::process::Child, String> {
+    let connect = cfg.action_timeout.min(Duration::from_secs(30)).as_secs().max(1);
+    Command::new(&cfg.ssh[0])
+        .args(&cfg.ssh[1..])
+        .args(["-o", "BatchMode=yes", "-o", &format!("ConnectTimeout={connect}"), "--", host])
+        .arg(format!("{} remote", cfg.remote_binary()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", cfg.ssh[0]))
+}
+
+fn wait(
+    child: &mut std::process::Child,
+    cfg: &Config,
+    host: &str,
+) -> Result<std::process::ExitStatus, String> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(st);
+        }
+        if start.elapsed() > cfg.action_timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{host}: the action did not finish within {}s (ACTION_TIMEOUT)",
+                cfg.action_timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr_line(child: &mut std::process::Child) -> String {
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = (&mut e).take(1 << 16).read_to_string(&mut err);
+    }
+    err.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output").to_string()
 }
 
 fn failed(msg: String) -> Outcome {
-    Outcome {
-        log: Vec::new(),
-        error: Some(msg),
-    }
+    Outcome { log: Vec::new(), output: None, error: Some(msg) }
 }
 
 #[cfg(test)]
@@ -165,27 +253,20 @@ mod tests {
             (b"{\"protocol\":1,\"job\":{\"job\":\"rm_rf\"}}", "malformed job"),
             (b"{\"protocol\":99,\"job\":{\"job\":\"snap_delete\",\"ceph\":{\"timeout_secs\":1},\"head\":\"a/b\",\"snap\":\"1\"}}", "onehost sync"),
         ] {
-            let o = serve(input);
-            let e = o.error.unwrap();
+            let (o, code) = serve(input);
+            assert_eq!(code, 0);
+            let e = o.unwrap().error.unwrap();
             assert!(e.contains(want), "{e}");
             assert_eq!(e.lines().count(), 1);
         }
         let big = vec![b' '; (MAX_REQUEST + 10) as usize];
-        assert!(serve(&big[..]).error.unwrap().contains("too large"));
+        assert!(serve(&big[..]).0.unwrap().error.unwrap().contains("too large"));
     }
 
     #[test]
     fn ssh_refuses_hosts_that_look_like_options() {
-        let job = Job::SnapDelete {
-            ceph: Default::default(),
-            head: "a/b".into(),
-            snap: "1".into(),
-        };
-        let o = run(
-            &job,
-            &Target::Ssh("-oProxyCommand=touch /tmp/x".into()),
-            &Config::default(),
-        );
+        let job = Job::SnapDelete { ceph: Default::default(), head: "a/b".into(), snap: "1".into() };
+        let o = run(&job, &Target::Ssh("-oProxyCommand=touch /tmp/x".into()), &Config::default());
         assert!(o.error.unwrap().contains("invalid host"));
     }
 }

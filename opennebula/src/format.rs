@@ -29,10 +29,7 @@ fn mkfs_command(fs: &str, path: &str) -> Result<Command, String> {
         }
         "vfat" => Command::new("mkfs.vfat"),
         _ => {
-            return Err(format!(
-                "unsupported file system {fs:?} (supported: {})",
-                SUPPORTED.join(", ")
-            ));
+            return Err(format!("unsupported file system {fs:?} (supported: {})", SUPPORTED.join(", ")));
         }
     };
     cmd.arg(path);
@@ -48,13 +45,9 @@ pub fn format_image(img: &Image<'_>, size: u64, fs: &str) -> Result<(), String> 
         .prefix("rbdx-mkfs-")
         .tempfile()
         .map_err(|e| format!("temporary file: {e}"))?;
-    tmp.as_file()
-        .set_len(size)
-        .map_err(|e| format!("temporary file: {e}"))?;
+    tmp.as_file().set_len(size).map_err(|e| format!("temporary file: {e}"))?;
     let path = tmp.path().to_string_lossy().into_owned();
-    let out = mkfs_command(fs, &path)?
-        .output()
-        .map_err(|e| format!("running mkfs for {fs}: {e}"))?;
+    let out = mkfs_command(fs, &path)?.output().map_err(|e| format!("running mkfs for {fs}: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(format!(

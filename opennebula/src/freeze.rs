@@ -52,10 +52,7 @@ pub fn freeze<'a>(f: &'a Freeze, log: &mut Vec<String>) -> Option<Thaw<'a>> {
             Some(Thaw(f))
         }
         Err(e) => {
-            log.push(format!(
-                "could not freeze {} ({e}); the snapshot is crash-consistent",
-                f.domain
-            ));
+            log.push(format!("could not freeze {} ({e}); the snapshot is crash-consistent", f.domain));
             // A freeze that timed out may still have happened: thaw to be safe.
             let _ = virsh(f, "domfsthaw");
             None

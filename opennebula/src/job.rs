@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use rbdx_core::ops::disk::{self, Disk, DiskConfig};
-use rbdx_core::ops::{
-    self, CloneFormat, CloneOptions, CreateOptions, ImageSpec, Removal, RemoveOptions,
-};
+use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec, Removal, RemoveOptions};
 use rbdx_core::{Cluster, ConnectConfig, Timeouts};
 use serde::{Deserialize, Serialize};
 
@@ -164,6 +162,74 @@ pub enum Job {
         /// Clone-depth bound.
         max_depth: u32,
     },
+    /// TM clone.ssh / ln.ssh: copy an image (at a snapshot) into a file on the host
+    /// (an ssh system datastore), sparse.
+    ExportToFile {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The image.
+        source: String,
+        /// Take (if missing) and copy this snapshot; `None` copies the head.
+        snap: Option<String>,
+        /// Drop the image's stale base snapshot first (ln.ssh).
+        drop_base_snap: bool,
+        /// The file to write.
+        path: String,
+        /// Grow the file to this many MiB.
+        size_mb: Option<u64>,
+    },
+    /// TM mvds.ssh / cpds.ssh: write a file on the host into an image.
+    ImportFile {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The file.
+        path: String,
+        /// The image.
+        target: String,
+        /// Create the image (with this data pool) rather than overwrite it.
+        create: bool,
+        /// Its data pool when created.
+        data_pool: Option<String>,
+        /// Grow the image to at least this many MiB first.
+        size_mb: Option<u64>,
+        /// Remove the file afterwards (mvds.ssh).
+        remove_file: bool,
+        /// Freeze the guest while reading the file.
+        freeze: Option<Freeze>,
+    },
+    /// TM resize.ssh: grow a raw disk file on the host.
+    ResizeFile {
+        /// The file.
+        path: String,
+        /// New size in MiB.
+        size_mb: u64,
+    },
+    /// Remove a VM directory on the host.
+    RemoveDir {
+        /// The directory.
+        path: String,
+    },
+    /// Stream a VM directory to stdout as tar (the sending half of a move).
+    SendDir {
+        /// The directory.
+        path: String,
+    },
+    /// Replace a VM directory with the tar stream that follows the request on
+    /// stdin (the receiving half of a move).
+    ReceiveDir {
+        /// The directory.
+        path: String,
+    },
+    /// DS / TM monitor: capacity and usage of a datastore's pools (EC-aware), and
+    /// reclaim of trashed images whose clones are gone.
+    Monitor {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The pool (POOL_NAME).
+        pool: String,
+        /// The EC data pool (EC_POOL_NAME), if any.
+        ec_pool: Option<String>,
+    },
     /// TM resize: grow a disk.
     Resize {
         /// Ceph access.
@@ -175,11 +241,14 @@ pub enum Job {
     },
 }
 
-/// What a job reports: log lines for oned, and its result.
+/// What a job reports: log lines for oned, its output, and its failure.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     /// INFO lines for oned's log.
     pub log: Vec<String>,
+    /// What the action prints on stdout for oned (monitor data, …).
+    #[serde(default)]
+    pub output: Option<String>,
     /// The failure, if it failed: one line.
     pub error: Option<String>,
 }
@@ -194,8 +263,12 @@ fn spec(s: &str) -> Result<ImageSpec, String> {
 }
 
 impl Job {
-    fn ceph(&self) -> &CephAccess {
+    fn ceph(&self) -> Option<&CephAccess> {
         match self {
+            Self::ResizeFile { .. }
+            | Self::RemoveDir { .. }
+            | Self::SendDir { .. }
+            | Self::ReceiveDir { .. } => None,
             Self::CloneDisk { ceph, .. }
             | Self::LinkDisk { ceph, .. }
             | Self::MakeImage { ceph, .. }
@@ -205,21 +278,30 @@ impl Job {
             | Self::SnapDelete { ceph, .. }
             | Self::SnapRevert { ceph, .. }
             | Self::SaveAs { ceph, .. }
-            | Self::Resize { ceph, .. } => ceph,
+            | Self::ExportToFile { ceph, .. }
+            | Self::ImportFile { ceph, .. }
+            | Self::Monitor { ceph, .. }
+            | Self::Resize { ceph, .. } => Some(ceph),
         }
     }
 
-    /// Runs the job here; the outcome carries the log and any error.
+    /// Runs the job here; the outcome carries the log and any error. Jobs that
+    /// stream (`SendDir`, `ReceiveDir`) need [`crate::exec::serve`].
     pub fn run(&self) -> Outcome {
         let mut log = Vec::new();
-        let result = self
-            .ceph()
-            .connect()
-            .and_then(|c| self.run_on(&c, &mut log));
-        Outcome {
-            log,
-            error: result.err(),
+        if let Self::Monitor { ceph, pool, ec_pool } = self {
+            let r =
+                ceph.connect().and_then(|c| crate::monitor::measure(&c, pool, ec_pool.as_deref(), &mut log));
+            return match r {
+                Ok(out) => Outcome { log, output: Some(out), error: None },
+                Err(e) => Outcome { log, output: None, error: Some(e) },
+            };
         }
+        let result = match self.ceph() {
+            Some(access) => access.connect().and_then(|c| self.run_on(&c, &mut log)),
+            None => crate::hostfs::run_file_job(self, &mut log),
+        };
+        Outcome { log, output: None, error: result.err() }
     }
 
     fn run_on(&self, c: &Cluster, log: &mut Vec<String>) -> Result<(), String> {
@@ -228,14 +310,7 @@ impl Job {
             move |err: rbdx_core::Error| format!("{what}: {err}")
         };
         match self {
-            Self::CloneDisk {
-                source,
-                target,
-                data_pool,
-                size_mb,
-                max_depth,
-                ..
-            } => {
+            Self::CloneDisk { source, target, data_pool, size_mb, max_depth, .. } => {
                 let (src, dst) = (spec(source)?, spec(target)?);
                 clone_disk(c, &src, &dst, data_pool.as_deref(), *max_depth, log)
                     .map_err(e(&format!("cloning {src} to {dst}")))?;
@@ -249,42 +324,24 @@ impl Job {
                 // A base snapshot from a non-persistent past must not be cloned
                 // again once the image changes in place; clones that still use it
                 // keep it (format 2 moves it to the trash namespace).
-                match io
-                    .open(&src.name)
-                    .and_then(|img| img.snap_remove(BASE_SNAP))
-                {
+                match io.open(&src.name).and_then(|img| img.snap_remove(BASE_SNAP)) {
                     Ok(()) => log.push(format!("removed the base snapshot {src}@{BASE_SNAP}")),
                     Err(err) if err.is_not_found() => {}
                     Err(err) => return Err(format!("dropping {src}@{BASE_SNAP}: {err}")),
                 }
             }
-            Self::MakeImage {
-                target,
-                size_mb,
-                data_pool,
-                fs,
-                ..
-            } => {
+            Self::MakeImage { target, size_mb, data_pool, fs, .. } => {
                 let dst = spec(target)?;
                 make_image(c, &dst, *size_mb, data_pool.as_deref(), fs.as_deref(), log)?;
             }
-            Self::DeleteDisk {
-                head,
-                base,
-                trash_delay,
-                ..
-            } => {
+            Self::DeleteDisk { head, base, trash_delay, .. } => {
                 let h = spec(head)?;
-                Disk::new(c, h.clone())
-                    .remove(*trash_delay)
-                    .map_err(e(&format!("deleting {h}")))?;
+                Disk::new(c, h.clone()).remove(*trash_delay).map_err(e(&format!("deleting {h}")))?;
                 if let Some(b) = base {
                     let b = spec(b)?;
                     let io = ops::ioctx(c, &b).map_err(e(&b.to_string()))?;
                     match disk::drop_unused_snapshot(&io, &b.name, BASE_SNAP) {
-                        Ok(true) => {
-                            log.push(format!("removed the unused base snapshot {b}@{BASE_SNAP}"))
-                        }
+                        Ok(true) => log.push(format!("removed the unused base snapshot {b}@{BASE_SNAP}")),
                         Ok(false) => {}
                         Err(err) if err.is_not_found() => {}
                         Err(err) => return Err(format!("dropping {b}@{BASE_SNAP}: {err}")),
@@ -295,26 +352,16 @@ impl Job {
                     log.push(format!("reclaimed {freed} image(s) whose clones are gone"));
                 }
             }
-            Self::RemoveImage {
-                image, trash_delay, ..
-            } => {
+            Self::RemoveImage { image, trash_delay, .. } => {
                 let i = spec(image)?;
-                match ops::remove(
-                    c,
-                    &i,
-                    RemoveOptions {
-                        trash_delay: *trash_delay,
-                    },
-                )
-                .map_err(e(&format!("removing {i}")))?
+                match ops::remove(c, &i, RemoveOptions { trash_delay: *trash_delay })
+                    .map_err(e(&format!("removing {i}")))?
                 {
                     Removal::AlreadyGone => {}
                     _ => log.push(format!("removed {i}")),
                 }
             }
-            Self::SnapCreate {
-                head, snap, freeze, ..
-            } => {
+            Self::SnapCreate { head, snap, freeze, .. } => {
                 let h = spec(head)?;
                 let thaw = match freeze {
                     Some(f) => crate::freeze::freeze(f, log),
@@ -332,13 +379,7 @@ impl Job {
                     .snapshot_delete(snap)
                     .map_err(e(&format!("deleting snapshot {snap} of {h}")))?;
             }
-            Self::SnapRevert {
-                head,
-                snap,
-                data_pool,
-                max_depth,
-                ..
-            } => {
+            Self::SnapRevert { head, snap, data_pool, max_depth, .. } => {
                 let h = spec(head)?;
                 let cfg = DiskConfig {
                     data_pool: data_pool.clone(),
@@ -349,22 +390,14 @@ impl Job {
                     .revert(snap, &cfg)
                     .map_err(e(&format!("reverting {h} to snapshot {snap}")))?;
             }
-            Self::SaveAs {
-                head,
-                snap,
-                target,
-                data_pool,
-                max_depth,
-                ..
-            } => {
+            Self::SaveAs { head, snap, target, data_pool, max_depth, .. } => {
                 let (h, t) = (spec(head)?, spec(target)?);
                 let d = Disk::new(c, h.clone());
                 let snap = match snap {
                     Some(s) => s.clone(),
                     None => {
                         let s = saveas_snapshot(&t);
-                        d.snapshot_create(&s)
-                            .map_err(e(&format!("taking a snapshot of {h}")))?;
+                        d.snapshot_create(&s).map_err(e(&format!("taking a snapshot of {h}")))?;
                         s
                     }
                 };
@@ -373,9 +406,31 @@ impl Job {
                     clone_format: CloneFormat::Auto,
                     max_depth: *max_depth,
                 };
-                d.clone_snapshot(&snap, &t, &cfg)
-                    .map_err(e(&format!("saving {h}@{snap} as {t}")))?;
+                d.clone_snapshot(&snap, &t, &cfg).map_err(e(&format!("saving {h}@{snap} as {t}")))?;
                 log.push(format!("saved {h}@{snap} as {t} (copy-on-write)"));
+            }
+            Self::ExportToFile { source, snap, drop_base_snap, path, size_mb, .. } => {
+                let src = spec(source)?;
+                crate::hostfs::export(c, &src, snap.as_deref(), *drop_base_snap, path, *size_mb, log)?;
+            }
+            Self::ImportFile { path, target, create, data_pool, size_mb, remove_file, freeze, .. } => {
+                let thaw = freeze.as_ref().and_then(|f| crate::freeze::freeze(f, log));
+                let r =
+                    crate::hostfs::import(c, path, &spec(target)?, *create, data_pool.as_deref(), *size_mb);
+                if let Some(t) = thaw {
+                    t.thaw(log);
+                }
+                r?;
+                if *remove_file {
+                    crate::hostfs::remove_file(path)?;
+                }
+            }
+            Self::ResizeFile { .. }
+            | Self::RemoveDir { .. }
+            | Self::SendDir { .. }
+            | Self::ReceiveDir { .. }
+            | Self::Monitor { .. } => {
+                return crate::hostfs::run_file_job(self, log);
             }
             Self::Resize { image, size_mb, .. } => {
                 let i = spec(image)?;
@@ -391,11 +446,7 @@ pub const BASE_SNAP: &str = "snap";
 
 fn grow(c: &Cluster, image: &ImageSpec, size_mb: u64) -> rbdx_core::Result<()> {
     let size = size_mb << 20;
-    if ops::stat(c, image)?.size < size {
-        ops::resize(c, image, size, false)
-    } else {
-        Ok(())
-    }
+    if ops::stat(c, image)?.size < size { ops::resize(c, image, size, false) } else { Ok(()) }
 }
 
 /// Clones `src@snap` into `dst`: re-running when `dst` exists (as that clone) is a
@@ -414,10 +465,7 @@ fn clone_disk(
         return Ok(());
     }
     let io = ops::ioctx(c, src)?;
-    let opts = CloneOptions {
-        data_pool: data_pool.map(str::to_string),
-        ..CloneOptions::default()
-    };
+    let opts = CloneOptions { data_pool: data_pool.map(str::to_string), ..CloneOptions::default() };
     for attempt in 0..3 {
         if disk::ensure_snapshot(&io, &src.name, BASE_SNAP)? {
             log.push(format!("took the base snapshot {src}@{BASE_SNAP}"));
@@ -432,9 +480,7 @@ fn clone_disk(
     let dio = ops::ioctx(c, dst)?;
     if disk::depth(&dio, &dst.name)? > max_depth {
         dio.open(&dst.name)?.flatten()?;
-        log.push(format!(
-            "flattened {dst}: clone chain longer than {max_depth}"
-        ));
+        log.push(format!("flattened {dst}: clone chain longer than {max_depth}"));
     }
     Ok(())
 }
@@ -466,12 +512,10 @@ fn make_image(
     let io = ops::ioctx(c, dst).map_err(|e| e.to_string())?;
     let img = io.open(&dst.name).map_err(|e| e.to_string())?;
     if let Some(fs) = fs {
-        crate::format::format_image(&img, size, fs)
-            .map_err(|e| format!("formatting {dst} as {fs}: {e}"))?;
+        crate::format::format_image(&img, size, fs).map_err(|e| format!("formatting {dst} as {fs}: {e}"))?;
         log.push(format!("formatted {dst} as {fs}"));
     }
-    img.metadata_set(MADE_KEY, fs.unwrap_or("raw"))
-        .map_err(|e| e.to_string())
+    img.metadata_set(MADE_KEY, fs.unwrap_or("raw")).map_err(|e| e.to_string())
 }
 
 /// Marks a volatile disk as completely made (formatted, if asked).
@@ -483,11 +527,8 @@ mod tests {
 
     #[test]
     fn jobs_are_tagged_json() {
-        let j = Job::SnapDelete {
-            ceph: CephAccess::default(),
-            head: "one/one-5-3-0".into(),
-            snap: "2".into(),
-        };
+        let j =
+            Job::SnapDelete { ceph: CephAccess::default(), head: "one/one-5-3-0".into(), snap: "2".into() };
         let s = serde_json::to_string(&j).unwrap();
         assert!(s.starts_with("{\"job\":\"snap_delete\""), "{s}");
         assert_eq!(serde_json::from_str::<Job>(&s).unwrap(), j);
@@ -496,9 +537,6 @@ mod tests {
 
     #[test]
     fn saveas_snapshots_are_named_after_the_new_image() {
-        assert_eq!(
-            saveas_snapshot(&"one/one-42".parse().unwrap()),
-            "rbdx.saveas.one-42"
-        );
+        assert_eq!(saveas_snapshot(&"one/one-42".parse().unwrap()), "rbdx.saveas.one-42");
     }
 }

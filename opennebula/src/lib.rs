@@ -11,12 +11,16 @@
 
 #![deny(missing_docs)]
 
+pub mod action_data;
 pub mod args;
+pub mod base64;
 pub mod config;
 pub mod exec;
 pub mod format;
 pub mod freeze;
+pub mod hostfs;
 pub mod job;
 pub mod log;
+pub mod monitor;
 pub mod oned;
 pub mod xml;

@@ -54,20 +54,13 @@ impl Oned {
     /// # Errors
     /// [`OnedError`] for missing credentials or an unusable endpoint.
     pub fn from_env(timeout: Duration) -> Result<Self, OnedError> {
-        let auth_file = std::env::var_os("ONE_AUTH")
-            .map_or_else(|| home().join(".one/one_auth"), PathBuf::from);
-        let auth = std::fs::read_to_string(&auth_file).map_err(|e| {
-            err(format!(
-                "cannot read OpenNebula credentials {}: {e}",
-                auth_file.display()
-            ))
-        })?;
+        let auth_file =
+            std::env::var_os("ONE_AUTH").map_or_else(|| home().join(".one/one_auth"), PathBuf::from);
+        let auth = std::fs::read_to_string(&auth_file)
+            .map_err(|e| err(format!("cannot read OpenNebula credentials {}: {e}", auth_file.display())))?;
         let session = auth.lines().next().unwrap_or("").trim().to_string();
         if !session.contains(':') {
-            return Err(err(format!(
-                "{} does not hold user:password",
-                auth_file.display()
-            )));
+            return Err(err(format!("{} does not hold user:password", auth_file.display())));
         }
         let endpoint = match std::env::var("ONE_XMLRPC") {
             Ok(e) if !e.is_empty() => e,
@@ -86,31 +79,17 @@ impl Oned {
     /// [`OnedError`] for an endpoint that is not plain http.
     pub fn new(endpoint: &str, session: &str, timeout: Duration) -> Result<Self, OnedError> {
         let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
-            err(format!(
-                "unsupported oned endpoint {endpoint:?}: only http:// is supported"
-            ))
+            err(format!("unsupported oned endpoint {endpoint:?}: only http:// is supported"))
         })?;
         let (hostport, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse()
-                    .map_err(|_| err(format!("bad port in oned endpoint {endpoint:?}")))?,
-            ),
+            Some((h, p)) => {
+                (h, p.parse().map_err(|_| err(format!("bad port in oned endpoint {endpoint:?}")))?)
+            }
             None => (hostport, 80),
         };
-        let path = if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("/{path}")
-        };
-        Ok(Self {
-            host: host.to_string(),
-            port,
-            path,
-            session: session.to_string(),
-            timeout,
-        })
+        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+        Ok(Self { host: host.to_string(), port, path, session: session.to_string(), timeout })
     }
 
     fn call(&self, method: &str, args: &[Value]) -> Result<String, OnedError> {
@@ -128,9 +107,7 @@ impl Oned {
             body.push_str("</value></param>");
         }
         body.push_str("</params></methodCall>");
-        let reply = self
-            .post(&body)
-            .map_err(|e| err(format!("oned {method}: {e}")))?;
+        let reply = self.post(&body).map_err(|e| err(format!("oned {method}: {e}")))?;
         parse_response(&reply).map_err(|e| err(format!("oned {method}: {e}")))
     }
 
@@ -142,10 +119,8 @@ impl Oned {
             .ok_or_else(|| format!("cannot resolve {}", self.host))?;
         let mut s = TcpStream::connect_timeout(&addr, self.timeout)
             .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
-        s.set_read_timeout(Some(self.timeout))
-            .map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(self.timeout))
-            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
         let req = format!(
             "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.path,
@@ -153,12 +128,10 @@ impl Oned {
             self.port,
             body.len()
         );
-        s.write_all(req.as_bytes())
-            .map_err(|e| format!("sending the request: {e}"))?;
+        s.write_all(req.as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
         let mut r = BufReader::new(s);
         let mut status = String::new();
-        r.read_line(&mut status)
-            .map_err(|e| format!("reading the reply: {e}"))?;
+        r.read_line(&mut status).map_err(|e| format!("reading the reply: {e}"))?;
         let code = status.split_whitespace().nth(1).unwrap_or("");
         if code != "200" {
             return Err(format!("HTTP status {:?}", status.trim()));
@@ -166,8 +139,7 @@ impl Oned {
         let (mut len, mut chunked) = (None, false);
         loop {
             let mut line = String::new();
-            r.read_line(&mut line)
-                .map_err(|e| format!("reading the reply: {e}"))?;
+            r.read_line(&mut line).map_err(|e| format!("reading the reply: {e}"))?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -201,12 +173,9 @@ impl Oned {
                 return Err("reply too large".into());
             }
             out.resize(n, 0);
-            r.read_exact(&mut out)
-                .map_err(|e| format!("reading the reply: {e}"))?;
+            r.read_exact(&mut out).map_err(|e| format!("reading the reply: {e}"))?;
         } else {
-            r.take(MAX_REPLY as u64)
-                .read_to_end(&mut out)
-                .map_err(|e| e.to_string())?;
+            r.take(MAX_REPLY as u64).read_to_end(&mut out).map_err(|e| e.to_string())?;
         }
         String::from_utf8(out).map_err(|_| "reply is not UTF-8".into())
     }
@@ -225,10 +194,7 @@ impl Oned {
     /// # Errors
     /// [`OnedError`] when oned fails or answers something unreadable.
     pub fn datastore(&self, id: u32) -> Result<Datastore, OnedError> {
-        let doc = self.call(
-            "one.datastore.info",
-            &[Value::Int(id.into()), Value::Bool(false)],
-        )?;
+        let doc = self.call("one.datastore.info", &[Value::Int(id.into()), Value::Bool(false)])?;
         Datastore::parse(&doc)
     }
 
@@ -242,10 +208,7 @@ impl Oned {
         Ok(root
             .children_named("HOST")
             .filter_map(|h| {
-                Some(Host {
-                    name: h.text_at("NAME")?.to_string(),
-                    state: h.text_at("STATE")?.parse().ok()?,
-                })
+                Some(Host { name: h.text_at("NAME")?.to_string(), state: h.text_at("STATE")?.parse().ok()? })
             })
             .collect())
     }
@@ -262,9 +225,7 @@ fn parse_response(reply: &str) -> Result<String, String> {
     if let Some(fault) = root.at("fault") {
         return Err(format!("XML-RPC fault: {}", fault_text(fault)));
     }
-    let data = root
-        .at("params/param/value/array/data")
-        .ok_or("unexpected XML-RPC reply")?;
+    let data = root.at("params/param/value/array/data").ok_or("unexpected XML-RPC reply")?;
     let values: Vec<&Element> = data.children_named("value").collect();
     let ok = values
         .first()
@@ -273,16 +234,9 @@ fn parse_response(reply: &str) -> Result<String, String> {
         .ok_or("unexpected XML-RPC reply")?;
     let text = values
         .get(1)
-        .map(|v| {
-            v.child("string")
-                .map_or_else(|| v.text.clone(), |s| s.text.clone())
-        })
+        .map(|v| v.child("string").map_or_else(|| v.text.clone(), |s| s.text.clone()))
         .unwrap_or_default();
-    if ok {
-        Ok(text)
-    } else {
-        Err(text.trim().to_string())
-    }
+    if ok { Ok(text) } else { Err(text.trim().to_string()) }
 }
 
 fn fault_text(f: &Element) -> String {
@@ -352,11 +306,7 @@ impl Vm {
 
     /// The last history record's element `name` (`HOSTNAME`, `VM_MAD`, …).
     pub fn last_history(&self, name: &str) -> Option<&str> {
-        self.doc
-            .at("HISTORY_RECORDS")?
-            .children_named("HISTORY")
-            .last()?
-            .text_at(name)
+        self.doc.at("HISTORY_RECORDS")?.children_named("HISTORY").last()?.text_at(name)
     }
 
     /// The DISK with `DISK_ID` = `id`.
@@ -371,10 +321,7 @@ impl Vm {
 
     /// Every DISK.
     pub fn disks(&self) -> Vec<Attrs<'_>> {
-        self.doc
-            .at("TEMPLATE")
-            .map(|t| t.children_named("DISK").map(Attrs).collect())
-            .unwrap_or_default()
+        self.doc.at("TEMPLATE").map(|t| t.children_named("DISK").map(Attrs).collect()).unwrap_or_default()
     }
 }
 
@@ -393,10 +340,7 @@ impl Datastore {
     pub fn parse(doc: &str) -> Result<Self, OnedError> {
         let doc = Element::parse(doc).map_err(|e| err(format!("datastore document: {e}")))?;
         if doc.name != "DATASTORE" {
-            return Err(err(format!(
-                "expected a DATASTORE document, got <{}>",
-                doc.name
-            )));
+            return Err(err(format!("expected a DATASTORE document, got <{}>", doc.name)));
         }
         Ok(Self { doc })
     }
@@ -409,11 +353,7 @@ impl Datastore {
     /// The datastore's template attributes.
     pub fn template(&self) -> Attrs<'_> {
         static EMPTY: std::sync::OnceLock<Element> = std::sync::OnceLock::new();
-        Attrs(
-            self.doc
-                .at("TEMPLATE")
-                .unwrap_or_else(|| EMPTY.get_or_init(Element::default)),
-        )
+        Attrs(self.doc.at("TEMPLATE").unwrap_or_else(|| EMPTY.get_or_init(Element::default)))
     }
 
     /// BRIDGE_LIST, split on spaces.
@@ -452,16 +392,11 @@ mod tests {
                   <value><boolean>1</boolean></value><value><string>&lt;VM&gt;&lt;ID&gt;3&lt;/ID&gt;&lt;/VM&gt;</string></value>\
                   <value><i4>0</i4></value></data></array></value></param></params></methodResponse>";
         assert_eq!(parse_response(ok).unwrap(), "<VM><ID>3</ID></VM>");
-        let fail = ok
-            .replace("<boolean>1</boolean>", "<boolean>0</boolean>")
-            .replace(
-                "&lt;VM&gt;&lt;ID&gt;3&lt;/ID&gt;&lt;/VM&gt;",
-                "[one.vm.info] Error getting virtual machine [3].",
-            );
-        assert_eq!(
-            parse_response(&fail).unwrap_err(),
-            "[one.vm.info] Error getting virtual machine [3]."
+        let fail = ok.replace("<boolean>1</boolean>", "<boolean>0</boolean>").replace(
+            "&lt;VM&gt;&lt;ID&gt;3&lt;/ID&gt;&lt;/VM&gt;",
+            "[one.vm.info] Error getting virtual machine [3].",
         );
+        assert_eq!(parse_response(&fail).unwrap_err(), "[one.vm.info] Error getting virtual machine [3].");
         assert!(parse_response("<methodResponse><fault><value><struct><member><name>faultString</name><value><string>boom</string></value></member></struct></value></fault></methodResponse>").unwrap_err().contains("boom"));
         assert!(parse_response("garbage").is_err());
     }
@@ -469,10 +404,7 @@ mod tests {
     #[test]
     fn endpoints() {
         let o = Oned::new("http://127.0.0.1:2633/RPC2", "a:b", Duration::from_secs(1)).unwrap();
-        assert_eq!(
-            (o.host.as_str(), o.port, o.path.as_str()),
-            ("127.0.0.1", 2633, "/RPC2")
-        );
+        assert_eq!((o.host.as_str(), o.port, o.path.as_str()), ("127.0.0.1", 2633, "/RPC2"));
         assert!(Oned::new("https://x/RPC2", "a:b", Duration::from_secs(1)).is_err());
         assert!(Oned::new("http://x:notaport/RPC2", "a:b", Duration::from_secs(1)).is_err());
     }

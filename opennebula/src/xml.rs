@@ -59,10 +59,7 @@ impl Element {
                         return Err(XmlError("content after the root element".into()));
                     }
                     let name = String::from_utf8_lossy(s.name().as_ref()).into_owned();
-                    stack.push(Element {
-                        name,
-                        ..Element::default()
-                    });
+                    stack.push(Element { name, ..Element::default() });
                 }
                 Event::Empty(s) => {
                     nodes += 1;
@@ -80,9 +77,7 @@ impl Element {
                     }
                 }
                 Event::End(_) => {
-                    let el = stack
-                        .pop()
-                        .ok_or_else(|| XmlError("unbalanced end tag".into()))?;
+                    let el = stack.pop().ok_or_else(|| XmlError("unbalanced end tag".into()))?;
                     match stack.last_mut() {
                         Some(parent) => parent.children.push(el),
                         None => root = Some(el),
@@ -134,23 +129,17 @@ impl Element {
 
     /// The element at `path` (`A/B/C`, relative to this one).
     pub fn at(&self, path: &str) -> Option<&Element> {
-        path.split('/')
-            .filter(|p| !p.is_empty())
-            .try_fold(self, |e, p| e.child(p))
+        path.split('/').filter(|p| !p.is_empty()).try_fold(self, |e, p| e.child(p))
     }
 
     /// The trimmed text at `path`, if present and not empty.
     pub fn text_at(&self, path: &str) -> Option<&str> {
-        self.at(path)
-            .map(|e| e.text.trim())
-            .filter(|t| !t.is_empty())
+        self.at(path).map(|e| e.text.trim()).filter(|t| !t.is_empty())
     }
 }
 
 fn unescape(s: &str) -> Result<String, XmlError> {
-    quick_xml::escape::unescape(s)
-        .map(|c| c.into_owned())
-        .map_err(|e| XmlError(e.to_string()))
+    quick_xml::escape::unescape(s).map(|c| c.into_owned()).map_err(|e| XmlError(e.to_string()))
 }
 
 /// Escapes text for an XML element body.
@@ -187,7 +176,8 @@ mod tests {
 
     #[test]
     fn hostile_or_broken_documents_are_refused() {
-        let bomb = "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;&a;\">]><l>&b;</l>";
+        let bomb =
+            "<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaa\"><!ENTITY b \"&a;&a;&a;\">]><l>&b;</l>";
         for doc in [
             "",
             "<A>",

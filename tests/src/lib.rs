@@ -82,11 +82,7 @@ impl TestCluster {
 /// A name no other test (or earlier run) uses: `t<pid>-<n>-<label>`.
 pub fn unique(label: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "t{}-{}-{label}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("t{}-{}-{label}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Images a test creates, all under one unique prefix in the replicated pool.
@@ -103,10 +99,7 @@ pub struct Scratch {
 impl Scratch {
     /// A fresh scratch area labelled `label`.
     pub fn new(label: &str) -> Self {
-        Self {
-            env: cluster(),
-            prefix: unique(label),
-        }
+        Self { env: cluster(), prefix: unique(label) }
     }
 
     /// The spec of image `name` of this test in the replicated pool.
@@ -192,9 +185,7 @@ pub fn fill(img: &Image<'_>, offset: u64, len: u64, seed: u8) {
     while done < len {
         let n = CHUNK.min(len - done);
         let pos = offset + done;
-        let buf: Vec<u8> = (0..n)
-            .map(|i| ((pos + i) as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect();
+        let buf: Vec<u8> = (0..n).map(|i| ((pos + i) as u8).wrapping_mul(31).wrapping_add(seed)).collect();
         img.write_at(pos, &buf).expect("write");
         done += n;
     }

@@ -37,10 +37,8 @@ impl OnedDouble {
     pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let endpoint = format!("http://{}/RPC2", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(State {
-            hosts: "<HOST_POOL></HOST_POOL>".into(),
-            ..State::default()
-        }));
+        let state =
+            Arc::new(Mutex::new(State { hosts: "<HOST_POOL></HOST_POOL>".into(), ..State::default() }));
         let session = "oneadmin:test-password".to_string();
         let (st, sess) = (state.clone(), session.clone());
         std::thread::spawn(move || {
@@ -49,11 +47,7 @@ impl OnedDouble {
                 std::thread::spawn(move || serve(conn, &st, &sess));
             }
         });
-        Self {
-            endpoint,
-            session,
-            state,
-        }
+        Self { endpoint, session, state }
     }
 
     /// Serves `<VM>` document `xml` for VM `id`.
@@ -71,9 +65,7 @@ impl OnedDouble {
         let body: String = hosts
             .iter()
             .enumerate()
-            .map(|(i, (n, s))| {
-                format!("<HOST><ID>{i}</ID><NAME>{n}</NAME><STATE>{s}</STATE></HOST>")
-            })
+            .map(|(i, (n, s))| format!("<HOST><ID>{i}</ID><NAME>{n}</NAME><STATE>{s}</STATE></HOST>"))
             .collect();
         self.state.lock().unwrap().hosts = format!("<HOST_POOL>{body}</HOST_POOL>");
     }
@@ -116,39 +108,26 @@ fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
     }
     let call = Element::parse(&String::from_utf8_lossy(&body)).expect("a methodCall");
     let method = call.text_at("methodName").unwrap_or("").to_string();
-    let params: Vec<&Element> = call
-        .at("params")
-        .map(|p| p.children_named("param").collect())
-        .unwrap_or_default();
+    let params: Vec<&Element> =
+        call.at("params").map(|p| p.children_named("param").collect()).unwrap_or_default();
     let arg = |i: usize| {
-        params.get(i).and_then(|p| p.at("value")).map(|v| {
-            v.children
-                .first()
-                .map_or(v.text.clone(), |c| c.text.clone())
-        })
+        params
+            .get(i)
+            .and_then(|p| p.at("value"))
+            .map(|v| v.children.first().map_or(v.text.clone(), |c| c.text.clone()))
     };
     let id: Option<u32> = arg(1).and_then(|s| s.trim().parse().ok());
     let mut st = state.lock().unwrap();
-    st.calls.push(format!(
-        "{method}({})",
-        id.map_or(String::new(), |i| i.to_string())
-    ));
+    st.calls.push(format!("{method}({})", id.map_or(String::new(), |i| i.to_string())));
     let text = if arg(0).as_deref() != Some(session) {
-        reply(
-            false,
-            &format!("[{method}] User couldn't be authenticated, aborting call."),
-            256,
-        )
+        reply(false, &format!("[{method}] User couldn't be authenticated, aborting call."), 256)
     } else {
         match method.as_str() {
             "one.vm.info" => match id.and_then(|i| st.vms.get(&i)) {
                 Some(doc) => reply(true, doc, 0),
                 None => reply(
                     false,
-                    &format!(
-                        "[one.vm.info] Error getting virtual machine [{}].",
-                        id.unwrap_or(0)
-                    ),
+                    &format!("[one.vm.info] Error getting virtual machine [{}].", id.unwrap_or(0)),
                     1024,
                 ),
             },
@@ -156,19 +135,12 @@ fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
                 Some(doc) => reply(true, doc, 0),
                 None => reply(
                     false,
-                    &format!(
-                        "[one.datastore.info] Error getting datastore [{}].",
-                        id.unwrap_or(0)
-                    ),
+                    &format!("[one.datastore.info] Error getting datastore [{}].", id.unwrap_or(0)),
                     1024,
                 ),
             },
             "one.hostpool.info" => reply(true, &st.hosts, 0),
-            other => reply(
-                false,
-                &format!("[{other}] method not served by the test double"),
-                1024,
-            ),
+            other => reply(false, &format!("[{other}] method not served by the test double"), 1024),
         }
     };
     drop(st);
@@ -182,10 +154,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
 
 /// `<NAME>value</NAME>` for each pair, values escaped (as oned wraps them in CDATA).
 fn attrs(pairs: &[(&str, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("<{k}><![CDATA[{v}]]></{k}>"))
-        .collect()
+    pairs.iter().map(|(k, v)| format!("<{k}><![CDATA[{v}]]></{k}>")).collect()
 }
 
 /// A DISK of a VM, as attribute pairs (oned's names).
@@ -204,10 +173,7 @@ impl DiskDoc {
 /// A VM document: `<VM>` with ID, LCM_STATE, DEPLOY_ID, TEMPLATE/DISK…, and one
 /// history record on `host`.
 pub fn vm_doc(id: u32, host: &str, lcm_state: u32, disks: &[DiskDoc]) -> String {
-    let disks: String = disks
-        .iter()
-        .map(|d| format!("<DISK>{}</DISK>", attrs(&d.0)))
-        .collect();
+    let disks: String = disks.iter().map(|d| format!("<DISK>{}</DISK>", attrs(&d.0))).collect();
     format!(
         "<VM><ID>{id}</ID><UID>0</UID><GID>0</GID><NAME>vm-{id}</NAME><STATE>3</STATE><LCM_STATE>{lcm_state}</LCM_STATE>\
          <DEPLOY_ID>one-{id}</DEPLOY_ID><TEMPLATE>{disks}<VMID><![CDATA[{id}]]></VMID></TEMPLATE>\
@@ -261,14 +227,7 @@ impl OneEnv {
             .to_string();
         let key_file = dir.path().join("client.key");
         std::fs::write(&key_file, key).unwrap();
-        Self {
-            cluster,
-            oned,
-            config: cfg,
-            key_file,
-            bin: bin.to_path_buf(),
-            dir,
-        }
+        Self { cluster, oned, config: cfg, key_file, bin: bin.to_path_buf(), dir }
     }
 
     /// CEPH_CONF, CEPH_USER and CEPH_KEY as a DISK or datastore carries them.
@@ -312,14 +271,7 @@ impl OneEnv {
     }
 
     /// A non-persistent (CLONE=YES) or persistent image DISK.
-    pub fn image_disk(
-        &self,
-        disk_id: u32,
-        source: &str,
-        clone: bool,
-        ds_id: u32,
-        size_mb: u64,
-    ) -> DiskDoc {
+    pub fn image_disk(&self, disk_id: u32, source: &str, clone: bool, ds_id: u32, size_mb: u64) -> DiskDoc {
         let mut d = DiskDoc(self.ceph_attrs());
         for (k, v) in [
             ("DISK_ID", disk_id.to_string()),
@@ -366,11 +318,7 @@ impl OneEnv {
 
     /// Runs `rbdx tm <action> <args…>` as oned would, with nothing on stdin.
     pub fn tm(&self, action: &str, args: &[&str]) -> Output {
-        self.command(&["tm", action])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run rbdx")
+        self.command(&["tm", action]).args(args).stdin(Stdio::null()).output().expect("run rbdx")
     }
 
     /// The binary with the OpenNebula environment set (one_auth, endpoint, config).
@@ -387,11 +335,7 @@ impl OneEnv {
 
 /// Asserts an action succeeded, showing its stderr if not.
 pub fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "action failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "action failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Asserts an action failed with exactly one non-log line on stderr containing
@@ -401,17 +345,9 @@ pub fn assert_fails(out: &Output, want: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr);
     let msgs: Vec<&str> = err
         .lines()
-        .filter(|l| {
-            !["ERROR:", "INFO:", "WARN:", "DEBUG:"]
-                .iter()
-                .any(|p| l.starts_with(p))
-        })
+        .filter(|l| !["ERROR:", "INFO:", "WARN:", "DEBUG:"].iter().any(|p| l.starts_with(p)))
         .collect();
     assert_eq!(msgs.len(), 1, "one failure line expected, got: {err}");
-    assert!(
-        msgs[0].contains(want),
-        "{:?} should contain {want:?}",
-        msgs[0]
-    );
+    assert!(msgs[0].contains(want), "{:?} should contain {want:?}", msgs[0]);
     msgs[0].to_string()
 }

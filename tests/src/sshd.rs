@@ -36,11 +36,7 @@ impl Sshd {
         keygen(&host_key);
         keygen(&key);
         std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,
@@ -72,12 +68,7 @@ impl Sshd {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
-            child,
-            port,
-            key,
-            log,
-        }
+        Self { child, port, key, log }
     }
 
     /// The `SSH = …` driver setting that reaches this sshd.

@@ -14,9 +14,7 @@ fn connects_as_a_restricted_client_that_cannot_administer() {
     assert_eq!(c.entity(), format!("client.{}", env.id));
     assert_eq!(c.fsid().unwrap().len(), 36);
     // `profile rbd` may not list the cluster's keys: proves we are not admin.
-    let e = c
-        .mon_command(&serde_json::json!({"prefix": "auth ls"}))
-        .unwrap_err();
+    let e = c.mon_command(&serde_json::json!({"prefix": "auth ls"})).unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::PermissionDenied), "{e}");
 }
 
@@ -26,24 +24,14 @@ fn create_puts_data_in_the_ec_pool_only_when_asked() {
     let c = s.env.connect();
     let ec = s.spec("ec");
     let plain = s.spec("plain");
-    ops::create(
-        &c,
-        &ec,
-        64 * MIB,
-        &CreateOptions::with_data_pool(Some(&s.env.ec_pool)),
-    )
-    .unwrap();
+    ops::create(&c, &ec, 64 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
     ops::create(&c, &plain, 32 * MIB, &CreateOptions::default()).unwrap();
 
     let st = ops::stat(&c, &ec).unwrap();
     assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
     assert_eq!(st.size, 64 * MIB);
     assert_ne!(st.features & features::DATA_POOL, 0);
-    assert_ne!(
-        st.features & features::OBJECT_MAP,
-        0,
-        "object-map keeps rollback and usage fast"
-    );
+    assert_ne!(st.features & features::OBJECT_MAP, 0, "object-map keeps rollback and usage fast");
     assert!(st.parent.is_none());
     let st = ops::stat(&c, &plain).unwrap();
     assert_eq!(st.data_pool, None);
@@ -51,26 +39,12 @@ fn create_puts_data_in_the_ec_pool_only_when_asked() {
 
     let again = ops::create(&c, &ec, MIB, &CreateOptions::default()).unwrap_err();
     assert!(again.is_exists(), "{again}");
-    let missing = ops::create(
-        &c,
-        &s.spec("x"),
-        MIB,
-        &CreateOptions::with_data_pool(Some("no-such-pool")),
-    );
+    let missing = ops::create(&c, &s.spec("x"), MIB, &CreateOptions::with_data_pool(Some("no-such-pool")));
     assert!(missing.is_err());
-    assert!(
-        s.leftovers(&c).0.iter().all(|n| !n.ends_with("-x")),
-        "a failed create leaves nothing"
-    );
+    assert!(s.leftovers(&c).0.iter().all(|n| !n.ends_with("-x")), "a failed create leaves nothing");
 
-    let names: Vec<String> = c
-        .ioctx(&s.env.pool)
-        .unwrap()
-        .list_images()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let names: Vec<String> =
+        c.ioctx(&s.env.pool).unwrap().list_images().unwrap().into_iter().map(|e| e.name).collect();
     assert!(names.contains(&ec.name) && names.contains(&plain.name));
     s.finish(&c);
 }
@@ -80,11 +54,8 @@ fn exact_features_are_honoured() {
     let s = Scratch::new("features");
     let c = s.env.connect();
     let spec = s.spec("lay");
-    let opts = CreateOptions {
-        features: Some(features::LAYERING),
-        order: Some(23),
-        ..CreateOptions::default()
-    };
+    let opts =
+        CreateOptions { features: Some(features::LAYERING), order: Some(23), ..CreateOptions::default() };
     ops::create(&c, &spec, 16 * MIB, &opts).unwrap();
     let st = ops::stat(&c, &spec).unwrap();
     assert_eq!(st.features, features::LAYERING);
@@ -95,13 +66,7 @@ fn exact_features_are_honoured() {
 /// A base image on the EC pool with data and a snapshot, as the drivers make them.
 fn base_with_snapshot(s: &Scratch, c: &rbdx_core::Cluster, ec: bool) -> ImageSpec {
     let base = s.spec("base");
-    ops::create(
-        c,
-        &base,
-        64 * MIB,
-        &CreateOptions::with_data_pool(s.env.data_pool(ec)),
-    )
-    .unwrap();
+    ops::create(c, &base, 64 * MIB, &CreateOptions::with_data_pool(s.env.data_pool(ec))).unwrap();
     let io = ops::ioctx(c, &base).unwrap();
     let img = io.open(&base.name).unwrap();
     fill(&img, 0, 20 * MIB, 7);
@@ -114,36 +79,23 @@ fn clone_v2_gets_the_data_pool_and_reads_its_parent() {
     let s = Scratch::new("clone2");
     let c = s.env.connect();
     let snap = base_with_snapshot(&s, &c, true);
-    assert_eq!(
-        ops::cluster_clone_format(&c).unwrap(),
-        2,
-        "the test cluster requires mimic clients"
-    );
+    assert_eq!(ops::cluster_clone_format(&c).unwrap(), 2, "the test cluster requires mimic clients");
 
     let child = s.spec("child");
-    let opts = CloneOptions {
-        data_pool: Some(s.env.ec_pool.clone()),
-        ..CloneOptions::default()
-    };
+    let opts = CloneOptions { data_pool: Some(s.env.ec_pool.clone()), ..CloneOptions::default() };
     assert_eq!(ops::clone(&c, &snap, &child, &opts).unwrap(), 2);
 
     let st = ops::stat(&c, &child).unwrap();
     assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
     let p = st.parent.expect("a clone has a parent");
-    assert_eq!(
-        (p.image.name.as_str(), p.snap.as_str()),
-        (snap.name.as_str(), "snap")
-    );
+    assert_eq!((p.image.name.as_str(), p.snap.as_str()), (snap.name.as_str(), "snap"));
     assert_eq!(p.image.pool, s.env.pool);
     assert_eq!(p.overlap, 64 * MIB);
     assert_eq!(p.snap_namespace, SnapNamespace::User);
 
     let io = ops::ioctx(&c, &snap).unwrap();
     let base_snap = io.open_read_only(&snap.name, Some("snap")).unwrap();
-    assert!(
-        !base_snap.snap_is_protected("snap").unwrap(),
-        "v2 needs no protection"
-    );
+    assert!(!base_snap.snap_is_protected("snap").unwrap(), "v2 needs no protection");
     let kids = base_snap.children().unwrap();
     assert_eq!(kids.len(), 1);
     assert_eq!(kids[0].name, child.name);
@@ -180,10 +132,7 @@ fn clone_v1_protects_the_snapshot_which_then_cannot_go() {
         ..CloneOptions::default()
     };
     assert_eq!(ops::clone(&c, &snap, &child, &opts).unwrap(), 1);
-    assert_eq!(
-        ops::stat(&c, &child).unwrap().data_pool.as_deref(),
-        Some(s.env.ec_pool.as_str())
-    );
+    assert_eq!(ops::stat(&c, &child).unwrap().data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
 
     let io = ops::ioctx(&c, &snap).unwrap();
     let base = io.open(&snap.name).unwrap();
@@ -205,13 +154,7 @@ fn snapshots_list_rollback_protect_and_remove() {
     let s = Scratch::new("snaps");
     let c = s.env.connect();
     let spec = s.spec("disk");
-    ops::create(
-        &c,
-        &spec,
-        32 * MIB,
-        &CreateOptions::with_data_pool(Some(&s.env.ec_pool)),
-    )
-    .unwrap();
+    ops::create(&c, &spec, 32 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
     let io = ops::ioctx(&c, &spec).unwrap();
     let img = io.open(&spec.name).unwrap();
     fill(&img, 0, 8 * MIB, 1);
@@ -226,26 +169,13 @@ fn snapshots_list_rollback_protect_and_remove() {
     assert_eq!(names, ["s1", "s2"]);
     assert!(snaps[0].id < snaps[1].id);
     assert_eq!(snaps[0].size, 32 * MIB);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let ts = img.snap_timestamp(snaps[0].id).unwrap();
-    assert!(
-        (now - 600..=now + 5).contains(&ts),
-        "timestamp {ts} vs now {now}"
-    );
-    assert_eq!(
-        img.snap_namespace(snaps[0].id).unwrap(),
-        SnapNamespace::User
-    );
+    assert!((now - 600..=now + 5).contains(&ts), "timestamp {ts} vs now {now}");
+    assert_eq!(img.snap_namespace(snaps[0].id).unwrap(), SnapNamespace::User);
 
     img.snap_rollback("s1").unwrap();
-    assert_eq!(
-        checksum(&img),
-        before,
-        "rollback restores the snapshot's data"
-    );
+    assert_eq!(checksum(&img), before, "rollback restores the snapshot's data");
 
     img.snap_protect("s1").unwrap();
     assert!(img.snap_is_protected("s1").unwrap());
@@ -269,10 +199,7 @@ fn flatten_detaches_a_clone_and_keeps_data_and_data_pool() {
     let c = s.env.connect();
     let snap = base_with_snapshot(&s, &c, true);
     let child = s.spec("child");
-    let opts = CloneOptions {
-        data_pool: Some(s.env.ec_pool.clone()),
-        ..CloneOptions::default()
-    };
+    let opts = CloneOptions { data_pool: Some(s.env.ec_pool.clone()), ..CloneOptions::default() };
     ops::clone(&c, &snap, &child, &opts).unwrap();
     let io = ops::ioctx(&c, &child).unwrap();
     let want = checksum(&io.open_read_only(&snap.name, Some("snap")).unwrap());
@@ -282,17 +209,8 @@ fn flatten_detaches_a_clone_and_keeps_data_and_data_pool() {
     let st = ops::stat(&c, &child).unwrap();
     assert!(st.parent.is_none());
     assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
-    assert_eq!(
-        checksum(&io.open_read_only(&child.name, None).unwrap()),
-        want
-    );
-    assert!(
-        io.open_read_only(&snap.name, Some("snap"))
-            .unwrap()
-            .children()
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(checksum(&io.open_read_only(&child.name, None).unwrap()), want);
+    assert!(io.open_read_only(&snap.name, Some("snap")).unwrap().children().unwrap().is_empty());
     s.finish(&c);
 }
 
@@ -301,31 +219,18 @@ fn rename_and_resize() {
     let s = Scratch::new("resize");
     let c = s.env.connect();
     let spec = s.spec("a");
-    ops::create(
-        &c,
-        &spec,
-        16 * MIB,
-        &CreateOptions::with_data_pool(Some(&s.env.ec_pool)),
-    )
-    .unwrap();
+    ops::create(&c, &spec, 16 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
     let renamed = s.spec("b");
     ops::rename(&c, &spec, &renamed.name).unwrap();
     assert!(ops::stat(&c, &spec).unwrap_err().is_not_found());
-    assert_eq!(
-        ops::stat(&c, &renamed).unwrap().data_pool.as_deref(),
-        Some(s.env.ec_pool.as_str())
-    );
+    assert_eq!(ops::stat(&c, &renamed).unwrap().data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
     assert!(ops::rename(&c, &renamed, "bad/name").is_err());
 
     ops::resize(&c, &renamed, 48 * MIB, false).unwrap();
     assert_eq!(ops::stat(&c, &renamed).unwrap().size, 48 * MIB);
     let e = ops::resize(&c, &renamed, 8 * MIB, false).unwrap_err();
     assert!(e.to_string().contains("refusing to shrink"), "{e}");
-    assert_eq!(
-        ops::stat(&c, &renamed).unwrap().size,
-        48 * MIB,
-        "a refused shrink changes nothing"
-    );
+    assert_eq!(ops::stat(&c, &renamed).unwrap().size, 48 * MIB, "a refused shrink changes nothing");
     ops::resize(&c, &renamed, 8 * MIB, true).unwrap();
     assert_eq!(ops::stat(&c, &renamed).unwrap().size, 8 * MIB);
     s.finish(&c);
@@ -345,13 +250,9 @@ fn metadata_get_set_list_remove() {
     img.metadata_set("other", "x").unwrap();
     // More keys than one librbd page (256) under the prefix.
     for i in 0..300 {
-        img.metadata_set(&format!("rbdx.k{i:04}"), &format!("v{i}"))
-            .unwrap();
+        img.metadata_set(&format!("rbdx.k{i:04}"), &format!("v{i}")).unwrap();
     }
-    assert_eq!(
-        img.metadata_get("rbdx.snap.1").unwrap().as_deref(),
-        Some("one-7-0:1")
-    );
+    assert_eq!(img.metadata_get("rbdx.snap.1").unwrap().as_deref(), Some("one-7-0:1"));
     let all = img.metadata_list("rbdx.").unwrap();
     assert_eq!(all.len(), 302);
     assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "sorted by key");
@@ -371,13 +272,7 @@ fn usage_counts_allocated_objects_from_the_object_map() {
     let s = Scratch::new("usage");
     let c = s.env.connect();
     let spec = s.spec("u");
-    ops::create(
-        &c,
-        &spec,
-        1024 * MIB,
-        &CreateOptions::with_data_pool(Some(&s.env.ec_pool)),
-    )
-    .unwrap();
+    ops::create(&c, &spec, 1024 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
     let io = ops::ioctx(&c, &spec).unwrap();
     let img = io.open(&spec.name).unwrap();
     assert_eq!(ops::used_bytes(&img, None).unwrap(), 0);
@@ -390,11 +285,7 @@ fn usage_counts_allocated_objects_from_the_object_map() {
     img.snap_create("s").unwrap();
     img.write_at(500 * MIB, b"more").unwrap();
     img.flush().unwrap();
-    assert_eq!(
-        ops::used_bytes(&img, Some("s")).unwrap(),
-        4 * MIB,
-        "only what changed since s"
-    );
+    assert_eq!(ops::used_bytes(&img, Some("s")).unwrap(), 4 * MIB, "only what changed since s");
     assert_eq!(ops::used_bytes(&img, None).unwrap(), 16 * MIB);
     img.discard(0, 4 * MIB).unwrap();
     img.flush().unwrap();

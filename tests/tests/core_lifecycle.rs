@@ -9,10 +9,7 @@ use rbdx_core::{Cluster, ConnectConfig, Error, ErrorKind, Timeouts};
 use rbdx_tests::{MIB, Scratch, checksum, fill};
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 #[test]
@@ -45,22 +42,13 @@ fn copy_of_a_snapshot_of_a_clone_keeps_the_parent_data() {
     let s = Scratch::new("copybug");
     let c = s.env.connect();
     let base = s.spec("base");
-    ops::create(
-        &c,
-        &base,
-        64 * MIB,
-        &CreateOptions::with_data_pool(Some(&s.env.ec_pool)),
-    )
-    .unwrap();
+    ops::create(&c, &base, 64 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
     let io = ops::ioctx(&c, &base).unwrap();
     let b = io.open(&base.name).unwrap();
     fill(&b, 0, 32 * MIB, 9);
     b.snap_create("snap").unwrap();
     let clone = s.spec("clone");
-    let opts = CloneOptions {
-        data_pool: Some(s.env.ec_pool.clone()),
-        ..CloneOptions::default()
-    };
+    let opts = CloneOptions { data_pool: Some(s.env.ec_pool.clone()), ..CloneOptions::default() };
     ops::clone(&c, &base.at("snap").unwrap(), &clone, &opts).unwrap();
     let cl = io.open(&clone.name).unwrap();
     fill(&cl, 8 * MIB, 4 * MIB, 10);
@@ -77,21 +65,11 @@ fn copy_of_a_snapshot_of_a_clone_keeps_the_parent_data() {
 
     // The deep copy path, flattened, into the data pool.
     let deep = s.spec("deep");
-    ops::deep_copy(
-        &c,
-        &clone.at("s2").unwrap(),
-        &deep,
-        Some(&s.env.ec_pool),
-        true,
-    )
-    .unwrap();
+    ops::deep_copy(&c, &clone.at("s2").unwrap(), &deep, Some(&s.env.ec_pool), true).unwrap();
     let st = ops::stat(&c, &deep).unwrap();
     assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
     assert!(st.parent.is_none());
-    assert_eq!(
-        checksum(&io.open_read_only(&deep.name, None).unwrap()),
-        want
-    );
+    assert_eq!(checksum(&io.open_read_only(&deep.name, None).unwrap()), want);
     drop((b, cl));
     s.finish(&c);
 }
@@ -111,17 +89,8 @@ fn deep_copy_keeps_snapshots_and_parent_unless_flattened() {
     ops::deep_copy(&c, &base, &dst, Some(&s.env.ec_pool), false).unwrap();
     let st = ops::stat(&c, &dst).unwrap();
     assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
-    assert_eq!(
-        st.snapshots
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>(),
-        ["one"]
-    );
-    assert_eq!(
-        checksum(&io.open_read_only(&dst.name, None).unwrap()),
-        checksum(&b)
-    );
+    assert_eq!(st.snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["one"]);
+    assert_eq!(checksum(&io.open_read_only(&dst.name, None).unwrap()), checksum(&b));
     drop(b);
     s.finish(&c);
 }
@@ -131,13 +100,7 @@ fn remove_refuses_while_open_and_names_the_watcher() {
     let s = Scratch::new("watch");
     let c = s.env.connect();
     let spec = s.spec("busy");
-    ops::create(
-        &c,
-        &spec,
-        8 * MIB,
-        &CreateOptions::with_data_pool(Some(&s.env.ec_pool)),
-    )
-    .unwrap();
+    ops::create(&c, &spec, 8 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
 
     // Another client (a second connection, like a running VM) has it open.
     let other = s.env.connect();
@@ -146,11 +109,7 @@ fn remove_refuses_while_open_and_names_the_watcher() {
     held.write_at(0, b"in use").unwrap();
 
     let io = ops::ioctx(&c, &spec).unwrap();
-    let watchers = io
-        .open_read_only(&spec.name, None)
-        .unwrap()
-        .watchers()
-        .unwrap();
+    let watchers = io.open_read_only(&spec.name, None).unwrap().watchers().unwrap();
     assert_eq!(watchers.len(), 1, "{watchers:?}");
     let e = ops::remove(&c, &spec, RemoveOptions::default()).unwrap_err();
     match &e {
@@ -158,31 +117,15 @@ fn remove_refuses_while_open_and_names_the_watcher() {
         other => panic!("expected InUse, got {other}"),
     }
     assert!(e.to_string().contains(&watchers[0].addr), "{e}");
-    let e = ops::remove(
-        &c,
-        &spec,
-        RemoveOptions {
-            trash_delay: Some(0),
-        },
-    )
-    .unwrap_err();
+    let e = ops::remove(&c, &spec, RemoveOptions { trash_delay: Some(0) }).unwrap_err();
     assert!(matches!(e, Error::InUse { .. }), "{e}");
-    assert!(
-        ops::stat(&c, &spec).is_ok(),
-        "a refused removal changes nothing"
-    );
+    assert!(ops::stat(&c, &spec).is_ok(), "a refused removal changes nothing");
 
     drop(held);
     drop(oio);
     drop(other);
-    assert_eq!(
-        ops::remove(&c, &spec, RemoveOptions::default()).unwrap(),
-        Removal::Removed
-    );
-    assert_eq!(
-        ops::remove(&c, &spec, RemoveOptions::default()).unwrap(),
-        Removal::AlreadyGone
-    );
+    assert_eq!(ops::remove(&c, &spec, RemoveOptions::default()).unwrap(), Removal::Removed);
+    assert_eq!(ops::remove(&c, &spec, RemoveOptions::default()).unwrap(), Removal::AlreadyGone);
     s.finish(&c);
 }
 
@@ -198,10 +141,7 @@ fn remove_takes_the_snapshots_with_it() {
     img.snap_create("b").unwrap();
     img.snap_protect("b").unwrap();
     drop(img);
-    assert_eq!(
-        ops::remove(&c, &spec, RemoveOptions::default()).unwrap(),
-        Removal::Removed
-    );
+    assert_eq!(ops::remove(&c, &spec, RemoveOptions::default()).unwrap(), Removal::Removed);
     assert!(ops::stat(&c, &spec).unwrap_err().is_not_found());
     s.finish(&c);
 }
@@ -211,33 +151,16 @@ fn trash_move_list_restore_and_purge() {
     let s = Scratch::new("trash");
     let c = s.env.connect();
     let spec = s.spec("t");
-    ops::create(
-        &c,
-        &spec,
-        8 * MIB,
-        &CreateOptions::with_data_pool(Some(&s.env.ec_pool)),
-    )
-    .unwrap();
+    ops::create(&c, &spec, 8 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
     let io = ops::ioctx(&c, &spec).unwrap();
     io.open(&spec.name).unwrap().snap_create("s").unwrap();
 
-    let Removal::Trashed { id } = ops::remove(
-        &c,
-        &spec,
-        RemoveOptions {
-            trash_delay: Some(3600),
-        },
-    )
-    .unwrap() else {
+    let Removal::Trashed { id } = ops::remove(&c, &spec, RemoveOptions { trash_delay: Some(3600) }).unwrap()
+    else {
         panic!("expected the image in the trash");
     };
     assert!(ops::stat(&c, &spec).unwrap_err().is_not_found());
-    let entry = io
-        .trash_list()
-        .unwrap()
-        .into_iter()
-        .find(|e| e.id == id)
-        .expect("in the trash");
+    let entry = io.trash_list().unwrap().into_iter().find(|e| e.id == id).expect("in the trash");
     assert_eq!(entry.name, spec.name);
     assert_eq!(entry.source, TrashSource::User);
     assert!(entry.deferment_end_time >= entry.deletion_time + 3600);
@@ -250,26 +173,14 @@ fn trash_move_list_restore_and_purge() {
     io.trash_restore(&id, &spec.name).unwrap();
     let st = ops::stat(&c, &spec).unwrap();
     assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
-    assert!(
-        st.snapshots.is_empty(),
-        "snapshots were removed before trashing"
-    );
+    assert!(st.snapshots.is_empty(), "snapshots were removed before trashing");
 
-    let Removal::Trashed { id } = ops::remove(
-        &c,
-        &spec,
-        RemoveOptions {
-            trash_delay: Some(0),
-        },
-    )
-    .unwrap() else {
+    let Removal::Trashed { id } = ops::remove(&c, &spec, RemoveOptions { trash_delay: Some(0) }).unwrap()
+    else {
         panic!("expected the image in the trash");
     };
     let p = ops::trash_purge(&c, &spec, now() + 1).unwrap();
-    assert!(
-        p.removed.iter().any(|e| e.id == id),
-        "expired entries are purged"
-    );
+    assert!(p.removed.iter().any(|e| e.id == id), "expired entries are purged");
     assert!(!io.trash_list().unwrap().iter().any(|e| e.id == id));
     s.finish(&c);
 }
@@ -279,51 +190,30 @@ fn a_parent_with_clone_v2_children_waits_in_the_trash_until_they_are_gone() {
     let s = Scratch::new("trashparent");
     let c = s.env.connect();
     let base = s.spec("base");
-    ops::create(
-        &c,
-        &base,
-        16 * MIB,
-        &CreateOptions::with_data_pool(Some(&s.env.ec_pool)),
-    )
-    .unwrap();
+    ops::create(&c, &base, 16 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
     let io = ops::ioctx(&c, &base).unwrap();
     let b = io.open(&base.name).unwrap();
     fill(&b, 0, 8 * MIB, 5);
     b.snap_create("snap").unwrap();
     drop(b);
     let child = s.spec("child");
-    let opts = CloneOptions {
-        data_pool: Some(s.env.ec_pool.clone()),
-        ..CloneOptions::default()
-    };
+    let opts = CloneOptions { data_pool: Some(s.env.ec_pool.clone()), ..CloneOptions::default() };
     ops::clone(&c, &base.at("snap").unwrap(), &child, &opts).unwrap();
     let want = checksum(&io.open_read_only(&child.name, None).unwrap());
 
     let e = ops::remove(&c, &base, RemoveOptions::default()).unwrap_err();
     assert!(matches!(e, Error::HasChildren { .. }), "{e}");
-    let Removal::Trashed { id } = ops::remove(
-        &c,
-        &base,
-        RemoveOptions {
-            trash_delay: Some(0),
-        },
-    )
-    .unwrap() else {
+    let Removal::Trashed { id } = ops::remove(&c, &base, RemoveOptions { trash_delay: Some(0) }).unwrap()
+    else {
         panic!("expected the parent in the trash");
     };
     // The child still reads the same bytes; purge keeps the parent.
-    assert_eq!(
-        checksum(&io.open_read_only(&child.name, None).unwrap()),
-        want
-    );
+    assert_eq!(checksum(&io.open_read_only(&child.name, None).unwrap()), want);
     let p = ops::trash_purge(&c, &base, now() + 1).unwrap();
     assert!(p.kept.iter().any(|e| e.id == id), "{p:?}");
     assert!(io.trash_list().unwrap().iter().any(|e| e.id == id));
 
-    assert_eq!(
-        ops::remove(&c, &child, RemoveOptions::default()).unwrap(),
-        Removal::Removed
-    );
+    assert_eq!(ops::remove(&c, &child, RemoveOptions::default()).unwrap(), Removal::Removed);
     let p = ops::trash_purge(&c, &base, now() + 1).unwrap();
     assert!(p.removed.iter().any(|e| e.id == id), "{p:?}");
     s.finish(&c);
@@ -336,11 +226,7 @@ fn pool_usage_knows_replicated_and_erasure_coded_pools() {
     let u = ops::pool_usage(&c, &[&env.pool, &env.ec_pool]).unwrap();
     assert_eq!(u[0].name, env.pool);
     assert_eq!(u[0].kind, PoolKind::Replicated { size: 1 });
-    assert!(
-        matches!(&u[1].kind, PoolKind::Erasure { k: 2, m: 1, .. }),
-        "{:?}",
-        u[1].kind
-    );
+    assert!(matches!(&u[1].kind, PoolKind::Erasure { k: 2, m: 1, .. }), "{:?}", u[1].kind);
     for p in &u {
         assert!(p.max_avail > 0, "{p:?}");
         assert_eq!(p.quota_bytes, None);
@@ -349,10 +235,7 @@ fn pool_usage_knows_replicated_and_erasure_coded_pools() {
     // 3 OSDs of equal size: k=2,m=1 stores 2/3 of raw as data, size-1 replication
     // all of it, so the EC pool's max_avail is about 2/3 of the replicated one's.
     let ratio = u[1].max_avail as f64 / u[0].max_avail as f64;
-    assert!(
-        (0.55..0.8).contains(&ratio),
-        "EC/replicated max_avail ratio {ratio}"
-    );
+    assert!((0.55..0.8).contains(&ratio), "EC/replicated max_avail ratio {ratio}");
     let e = ops::pool_usage(&c, &["no-such-pool"]).unwrap_err();
     assert!(e.to_string().contains("no-such-pool"), "{e}");
 }
@@ -362,11 +245,7 @@ fn a_cluster_that_is_down_fails_within_the_timeout() {
     // A monitor address where nothing listens is what a stopped cluster looks like
     // to a client.
     let env = rbdx_tests::cluster();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let limit = Duration::from_secs(3);
     let cfg = ConnectConfig {
         conf_file: None,
@@ -380,15 +259,11 @@ fn a_cluster_that_is_down_fails_within_the_timeout() {
     let e = Cluster::connect(&cfg).unwrap_err();
     let took = t.elapsed();
     assert_eq!(e.kind(), Some(ErrorKind::TimedOut), "{e}");
-    assert!(
-        took >= limit - Duration::from_millis(500),
-        "failed early: {took:?} ({e})"
-    );
+    assert!(took >= limit - Duration::from_millis(500), "failed early: {took:?} ({e})");
     assert!(took < limit * 2, "took {took:?} for a {limit:?} timeout");
     assert_eq!(
         e.to_string(),
-        "rados_connect client.rbdx-test: the cluster did not answer in time"
-            .replace("rbdx-test", &env.id)
+        "rados_connect client.rbdx-test: the cluster did not answer in time".replace("rbdx-test", &env.id)
     );
 }
 

@@ -27,10 +27,7 @@ impl Ctx {
     /// # Errors
     /// A bad config file.
     pub fn load() -> Result<Self> {
-        Ok(Self {
-            cfg: Config::load()?,
-            oned: OnceCell::new(),
-        })
+        Ok(Self { cfg: Config::load()?, oned: OnceCell::new() })
     }
 
     /// The oned client (made on first use).
@@ -77,15 +74,24 @@ impl Ctx {
         outcome.error.map_or(Ok(()), Err)
     }
 
+    /// Runs `job` on `host` over ssh whatever the execution setting (its files
+    /// live on that host), or here when `host` is this machine.
+    ///
+    /// # Errors
+    /// The job's failure.
+    pub fn run_on_host(&self, job: &Job, host: &str, ds: &Datastore) -> Result {
+        let cfg = self.cfg.for_datastore(ds.template())?;
+        let target = if is_this_host(host) { Target::Local } else { Target::Ssh(host.to_string()) };
+        let outcome = exec::run(job, &target, &cfg);
+        outcome.log.iter().for_each(|l| log::info(l));
+        outcome.error.map_or(Ok(()), Err)
+    }
+
     /// Ceph access from a DISK (CEPH_CONF, CEPH_USER, CEPH_KEY), each falling back
     /// to the datastore's.
     pub fn ceph(&self, disk: Option<Attrs<'_>>, ds: &Datastore) -> CephAccess {
         let t = ds.template();
-        let get = |k: &str| {
-            disk.and_then(|d| d.get(k))
-                .or_else(|| t.get(k))
-                .map(str::to_string)
-        };
+        let get = |k: &str| disk.and_then(|d| d.get(k)).or_else(|| t.get(k)).map(str::to_string);
         CephAccess {
             conf: get("CEPH_CONF"),
             user: get("CEPH_USER"),
@@ -109,24 +115,36 @@ impl Ctx {
         let states = self.oned()?.hosts().map_err(|e| e.to_string())?;
         let usable: Vec<&String> = bridges
             .iter()
-            .filter(|b| {
-                states
-                    .iter()
-                    .find(|h| &h.name == *b)
-                    .is_none_or(|h| h.usable())
-            })
+            .filter(|b| states.iter().find(|h| &h.name == *b).is_none_or(|h| h.usable()))
             .collect();
         let pick = usable
             .get(vm.id().unwrap_or(0) as usize % usable.len().max(1))
-            .ok_or_else(|| {
-                format!(
-                    "no usable host in BRIDGE_LIST of datastore {}",
-                    ds.id().unwrap_or(0)
-                )
-            })?;
+            .ok_or_else(|| format!("no usable host in BRIDGE_LIST of datastore {}", ds.id().unwrap_or(0)))?;
         rbdx_one::args::validate_host(pick).map_err(|e| e.to_string())?;
         Ok((*pick).clone())
     }
+}
+
+/// True if `host` names the machine this runs on.
+pub fn is_this_host(host: &str) -> bool {
+    let me = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    host == me || host.split('.').next() == Some(me.as_str()) || me.split('.').next() == Some(host)
+}
+
+/// The remotes tree (`/var/lib/one/remotes` on the front-end): `RBDX_REMOTES`, or
+/// two levels above the running binary (`<remotes>/rbdx/rbdx`).
+pub fn remotes_dir() -> std::path::PathBuf {
+    if let Some(r) = std::env::var_os("RBDX_REMOTES") {
+        return r.into();
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent().and_then(std::path::Path::parent).map_or_else(|| "/var/lib/one/remotes".into(), Into::into)
+}
+
+/// The name this TM driver is installed under (`RBDX_TM_DRIVER`, set by the
+/// action shims; `ceph` by default).
+pub fn driver_name() -> String {
+    std::env::var("RBDX_TM_DRIVER").ok().filter(|d| !d.is_empty()).unwrap_or_else(|| "ceph".into())
 }
 
 /// The DISK `disk_id` of `vm`.
@@ -134,8 +152,7 @@ impl Ctx {
 /// # Errors
 /// A message when the VM has no such disk.
 pub fn disk<'a>(vm: &'a Vm, disk_id: u32) -> Result<Attrs<'a>> {
-    vm.disk(disk_id)
-        .ok_or_else(|| format!("VM {} has no disk {disk_id}", vm.id().unwrap_or(0)))
+    vm.disk(disk_id).ok_or_else(|| format!("VM {} has no disk {disk_id}", vm.id().unwrap_or(0)))
 }
 
 /// The RBD image a DISK lives in (the stock drivers' naming, which oned and
@@ -183,14 +200,8 @@ mod tests {
         assert_eq!(disk_image(Attrs(&persistent), 12, 0).unwrap(), "one/one-5");
         assert!(is_persistent(Attrs(&persistent)));
         let volatile = attrs("<DISK><POOL_NAME>rbd</POOL_NAME><TYPE>fs</TYPE></DISK>");
-        assert_eq!(
-            disk_image(Attrs(&volatile), 12, 3).unwrap(),
-            "rbd/one-sys-12-3"
-        );
+        assert_eq!(disk_image(Attrs(&volatile), 12, 3).unwrap(), "rbd/one-sys-12-3");
         let default_pool = attrs("<DISK><TYPE>swap</TYPE></DISK>");
-        assert_eq!(
-            disk_image(Attrs(&default_pool), 1, 2).unwrap(),
-            "one/one-sys-1-2"
-        );
+        assert_eq!(disk_image(Attrs(&default_pool), 1, 2).unwrap(), "one/one-sys-1-2");
     }
 }

@@ -10,22 +10,31 @@ pub mod context;
 use context::Ctx;
 
 /// Every action name, as installed under `remotes/tm/<driver>/`.
-pub const ACTIONS: [&str; 15] = [
+pub const ACTIONS: [&str; 24] = [
     "clone",
-    "ln",
-    "mkimage",
-    "mkswap",
+    "clone.ssh",
+    "context",
+    "cpds",
+    "cpds.ssh",
     "delete",
     "delete.ssh",
+    "failmigrate",
+    "ln",
+    "ln.ssh",
+    "mkimage",
+    "mkswap",
+    "monitor",
+    "mv",
+    "mvds",
+    "mvds.ssh",
+    "postmigrate",
+    "premigrate",
+    "resize",
+    "resize.ssh",
     "snap_create",
     "snap_create_live",
     "snap_delete",
     "snap_revert",
-    "cpds",
-    "resize",
-    "mvds",
-    "mv",
-    "failmigrate",
 ];
 
 /// Runs TM action `action` with oned's arguments; returns the exit code.
@@ -38,6 +47,18 @@ pub fn main(action: &str, args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// `context`: the context ISO is not Ceph's business; as in the stock driver
+/// (whose `context` is a link to `../common/context`), OpenNebula's common action
+/// builds and copies it, run with the same arguments.
+fn context_action(args: &[String]) -> context::Result {
+    let script = context::remotes_dir().join("tm/common/context");
+    let st = std::process::Command::new(&script)
+        .args(args)
+        .status()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if st.success() { Ok(()) } else { Err(format!("{} failed ({st})", script.display())) }
 }
 
 fn dispatch(action: &str, args: &[String], ctx: &Ctx) -> context::Result {
@@ -55,7 +76,20 @@ fn dispatch(action: &str, args: &[String], ctx: &Ctx) -> context::Result {
         "cpds" => cpds::run(args, ctx),
         "resize" => resize::run(args, ctx),
         "mvds" => noop::mvds(args),
-        "mv" => noop::mv(args),
+        "mv" => migrate::mv(args, ctx),
+        "premigrate" => migrate::premigrate(args, ctx, false),
+        "postmigrate" => migrate::premigrate(args, ctx, true),
+        "clone.ssh" => ssh_variants::clone(args, ctx),
+        "ln.ssh" => ssh_variants::ln(args, ctx),
+        "mvds.ssh" => ssh_variants::mvds(args, ctx),
+        "cpds.ssh" => ssh_variants::cpds(args, ctx),
+        "resize.ssh" => ssh_variants::resize(args, ctx),
+        "context" => context_action(args),
+        "monitor" => {
+            let out = rbdx_one::monitor::action(args, std::io::stdin().lock(), &ctx.cfg)?;
+            print!("{out}");
+            Ok(())
+        }
         "failmigrate" | "delete.ssh" => noop::accept(args),
         other => Err(format!("unknown TM action {other:?}")),
     }

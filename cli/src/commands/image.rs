@@ -137,42 +137,19 @@ pub struct InfoArgs {
 /// Runs an image subcommand.
 pub fn run(cmd: ImageCommand) -> Result<()> {
     match cmd {
-        ImageCommand::Create {
-            image,
-            size,
-            data_pool,
-            conn,
-        } => {
+        ImageCommand::Create { image, size, data_pool, conn } => {
             let c = conn.connect()?;
-            ops::create(
-                &c,
-                &image,
-                size,
-                &CreateOptions::with_data_pool(data_pool.as_deref()),
-            )?;
+            ops::create(&c, &image, size, &CreateOptions::with_data_pool(data_pool.as_deref()))?;
             println!("created {image} ({})", human(size));
         }
         ImageCommand::Info(args) => info(&args)?,
-        ImageCommand::Clone {
-            parent,
-            child,
-            data_pool,
-            conn,
-        } => {
+        ImageCommand::Clone { parent, child, data_pool, conn } => {
             let c = conn.connect()?;
-            let opts = CloneOptions {
-                data_pool,
-                ..CloneOptions::default()
-            };
+            let opts = CloneOptions { data_pool, ..CloneOptions::default() };
             let format = ops::clone(&c, &parent, &child, &opts)?;
             println!("cloned {parent} to {child} (clone format {format})");
         }
-        ImageCommand::Copy {
-            src,
-            dst,
-            data_pool,
-            conn,
-        } => {
+        ImageCommand::Copy { src, dst, data_pool, conn } => {
             let c = conn.connect()?;
             ops::copy(&c, &src, &dst, data_pool.as_deref())?;
             println!("copied {src} to {dst}");
@@ -181,20 +158,11 @@ pub fn run(cmd: ImageCommand) -> Result<()> {
             ops::flatten(&conn.connect()?, &image)?;
             println!("flattened {image}");
         }
-        ImageCommand::Resize {
-            image,
-            size,
-            allow_shrink,
-            conn,
-        } => {
+        ImageCommand::Resize { image, size, allow_shrink, conn } => {
             ops::resize(&conn.connect()?, &image, size, allow_shrink)?;
             println!("resized {image} to {}", human(size));
         }
-        ImageCommand::Rename {
-            image,
-            new_name,
-            conn,
-        } => {
+        ImageCommand::Rename { image, new_name, conn } => {
             ops::rename(&conn.connect()?, &image, &new_name)?;
             println!("renamed {image} to {new_name}");
         }
@@ -224,11 +192,7 @@ pub fn run(cmd: ImageCommand) -> Result<()> {
             let io = ops::ioctx(&c, &image)?;
             let img = io.open_read_only(&image.name, None)?;
             let used = ops::used_bytes(&img, None)?;
-            println!(
-                "{image}: {} used of {}",
-                human(used),
-                human(img.info()?.size)
-            );
+            println!("{image}: {} used of {}", human(used), human(img.info()?.size));
         }
     }
     Ok(())
@@ -237,10 +201,7 @@ pub fn run(cmd: ImageCommand) -> Result<()> {
 fn info(args: &InfoArgs) -> Result<()> {
     let c = args.conn.connect()?;
     let st = ops::stat(&c, &args.image)?;
-    let parent = st
-        .parent
-        .as_ref()
-        .map(|p| format!("{}@{}", p.image.spec(), p.snap));
+    let parent = st.parent.as_ref().map(|p| format!("{}@{}", p.image.spec(), p.snap));
     if args.json {
         print_json(&json!({
             "image": args.image.to_string(),
@@ -262,22 +223,10 @@ fn info(args: &InfoArgs) -> Result<()> {
     println!("features:    {}", features::names(st.features).join(", "));
     println!("data pool:   {}", st.data_pool.as_deref().unwrap_or("-"));
     match &st.parent {
-        Some(p) => println!(
-            "parent:      {}@{} (overlap {})",
-            p.image.spec(),
-            p.snap,
-            human(p.overlap)
-        ),
+        Some(p) => println!("parent:      {}@{} (overlap {})", p.image.spec(), p.snap, human(p.overlap)),
         None => println!("parent:      -"),
     }
     let snaps: Vec<&str> = st.snapshots.iter().map(|s| s.name.as_str()).collect();
-    println!(
-        "snapshots:   {}",
-        if snaps.is_empty() {
-            "-".to_string()
-        } else {
-            snaps.join(", ")
-        }
-    );
+    println!("snapshots:   {}", if snaps.is_empty() { "-".to_string() } else { snaps.join(", ") });
     Ok(())
 }

@@ -9,10 +9,7 @@ use rbdx_core::ops::ImageSpec;
 
 /// Prints `value` as pretty JSON.
 pub fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 /// Parses an image spec argument for clap.

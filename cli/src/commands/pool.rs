@@ -47,10 +47,7 @@ pub fn run(cmd: PoolCommand) -> Result<()> {
             .collect::<Vec<_>>()));
         return Ok(());
     }
-    println!(
-        "{:<20} {:<16} {:>12} {:>12} {:>12}",
-        "POOL", "KIND", "STORED", "AVAILABLE", "RAW USED"
-    );
+    println!("{:<20} {:<16} {:>12} {:>12} {:>12}", "POOL", "KIND", "STORED", "AVAILABLE", "RAW USED");
     for u in usage {
         let kind = match &u.kind {
             PoolKind::Replicated { size } => format!("replicated x{size}"),

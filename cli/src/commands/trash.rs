@@ -49,18 +49,10 @@ pub fn run(cmd: TrashCommand) -> Result<()> {
             let c = conn.connect()?;
             let io = ops::ioctx(&c, &pool_spec(&pool)?)?;
             for e in io.trash_list()? {
-                println!(
-                    "{}  {}  {:?}  deferred until {}",
-                    e.id, e.name, e.source, e.deferment_end_time
-                );
+                println!("{}  {}  {:?}  deferred until {}", e.id, e.name, e.source, e.deferment_end_time);
             }
         }
-        TrashCommand::Restore {
-            pool,
-            id,
-            name,
-            conn,
-        } => {
+        TrashCommand::Restore { pool, id, name, conn } => {
             let c = conn.connect()?;
             ops::validate_name("image", &name)?;
             ops::ioctx(&c, &pool_spec(&pool)?)?.trash_restore(&id, &name)?;
@@ -72,11 +64,7 @@ pub fn run(cmd: TrashCommand) -> Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
             let p = ops::trash_purge(&c, &pool_spec(&pool)?, now)?;
-            println!(
-                "purged {} entries; kept {} that clones still use",
-                p.removed.len(),
-                p.kept.len()
-            );
+            println!("purged {} entries; kept {} that clones still use", p.removed.len(), p.kept.len());
         }
     }
     Ok(())

@@ -129,18 +129,10 @@ unsafe extern "C" {
         optname: c_int,
         optval: *const c_char,
     ) -> c_int;
-    pub fn rbd_image_options_set_uint64(
-        opts: rbd_image_options_t,
-        optname: c_int,
-        optval: u64,
-    ) -> c_int;
+    pub fn rbd_image_options_set_uint64(opts: rbd_image_options_t, optname: c_int, optval: u64) -> c_int;
 
-    pub fn rbd_create4(
-        io: rados_ioctx_t,
-        name: *const c_char,
-        size: u64,
-        opts: rbd_image_options_t,
-    ) -> c_int;
+    pub fn rbd_create4(io: rados_ioctx_t, name: *const c_char, size: u64, opts: rbd_image_options_t)
+    -> c_int;
     pub fn rbd_clone3(
         p_ioctx: rados_ioctx_t,
         p_name: *const c_char,
@@ -150,11 +142,7 @@ unsafe extern "C" {
         c_opts: rbd_image_options_t,
     ) -> c_int;
     pub fn rbd_remove(io: rados_ioctx_t, name: *const c_char) -> c_int;
-    pub fn rbd_rename(
-        src_io_ctx: rados_ioctx_t,
-        srcname: *const c_char,
-        destname: *const c_char,
-    ) -> c_int;
+    pub fn rbd_rename(src_io_ctx: rados_ioctx_t, srcname: *const c_char, destname: *const c_char) -> c_int;
     pub fn rbd_list2(io: rados_ioctx_t, images: *mut rbd_image_spec_t, max: *mut size_t) -> c_int;
     pub fn rbd_image_spec_list_cleanup(images: *mut rbd_image_spec_t, num_images: size_t);
 
@@ -206,10 +194,7 @@ unsafe extern "C" {
         images: *mut rbd_linked_image_spec_t,
         max_images: *mut size_t,
     ) -> c_int;
-    pub fn rbd_linked_image_spec_list_cleanup(
-        images: *mut rbd_linked_image_spec_t,
-        num_images: size_t,
-    );
+    pub fn rbd_linked_image_spec_list_cleanup(images: *mut rbd_linked_image_spec_t, num_images: size_t);
 
     pub fn rbd_resize2(
         image: rbd_image_t,
@@ -236,23 +221,12 @@ unsafe extern "C" {
         snap_name: *const c_char,
         is_protected: *mut c_int,
     ) -> c_int;
-    pub fn rbd_snap_list(
-        image: rbd_image_t,
-        snaps: *mut rbd_snap_info_t,
-        max_snaps: *mut c_int,
-    ) -> c_int;
+    pub fn rbd_snap_list(image: rbd_image_t, snaps: *mut rbd_snap_info_t, max_snaps: *mut c_int) -> c_int;
     pub fn rbd_snap_list_end(snaps: *mut rbd_snap_info_t);
     pub fn rbd_snap_set(image: rbd_image_t, snapname: *const c_char) -> c_int;
-    pub fn rbd_snap_get_timestamp(
-        image: rbd_image_t,
-        snap_id: u64,
-        timestamp: *mut timespec,
-    ) -> c_int;
-    pub fn rbd_snap_get_namespace_type(
-        image: rbd_image_t,
-        snap_id: u64,
-        namespace_type: *mut c_int,
-    ) -> c_int;
+    pub fn rbd_snap_get_timestamp(image: rbd_image_t, snap_id: u64, timestamp: *mut timespec) -> c_int;
+    pub fn rbd_snap_get_namespace_type(image: rbd_image_t, snap_id: u64, namespace_type: *mut c_int)
+    -> c_int;
 
     pub fn rbd_metadata_get(
         image: rbd_image_t,
@@ -303,13 +277,8 @@ unsafe extern "C" {
         dest_opts: rbd_image_options_t,
     ) -> c_int;
 
-    pub fn rbd_read2(
-        image: rbd_image_t,
-        ofs: u64,
-        len: size_t,
-        buf: *mut c_char,
-        op_flags: c_int,
-    ) -> ssize_t;
+    pub fn rbd_read2(image: rbd_image_t, ofs: u64, len: size_t, buf: *mut c_char, op_flags: c_int)
+    -> ssize_t;
     pub fn rbd_write2(
         image: rbd_image_t,
         ofs: u64,

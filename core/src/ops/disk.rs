@@ -70,11 +70,7 @@ pub struct DiskConfig {
 
 impl Default for DiskConfig {
     fn default() -> Self {
-        Self {
-            data_pool: None,
-            clone_format: CloneFormat::Auto,
-            max_depth: DEFAULT_MAX_DEPTH,
-        }
+        Self { data_pool: None, clone_format: CloneFormat::Auto, max_depth: DEFAULT_MAX_DEPTH }
     }
 }
 
@@ -107,19 +103,13 @@ pub fn is_stock_carrier(head: &str, name: &str) -> bool {
     let Some(rest) = name.strip_prefix(head).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
-    !rest.is_empty()
-        && rest
-            .split(':')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    !rest.is_empty() && rest.split(':').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// True if `name` could be an image of disk `head` other than the head: a stock
 /// carrier, or a name rbdx derives from the head.
 fn may_belong(head: &str, name: &str) -> bool {
-    is_stock_carrier(head, name)
-        || name
-            .strip_prefix(head)
-            .is_some_and(|r| r.starts_with(".rbdx-"))
+    is_stock_carrier(head, name) || name.strip_prefix(head).is_some_and(|r| r.starts_with(".rbdx-"))
 }
 
 /// One snapshot of a disk.
@@ -162,10 +152,7 @@ impl Book {
 impl<'c> Disk<'c> {
     /// The disk whose head is `head` (which need not exist yet).
     pub fn new(cluster: &'c Cluster, head: ImageSpec) -> Self {
-        Self {
-            cluster,
-            head: head.head(),
-        }
+        Self { cluster, head: head.head() }
     }
 
     /// The head's spec.
@@ -228,10 +215,7 @@ impl<'c> Disk<'c> {
             for s in img.snapshots()? {
                 let at = io.open_read_only(&n, Some(&s.name))?;
                 for child in at.children()? {
-                    if child.pool == io.pool()
-                        && !child.trash
-                        && is_stock_carrier(name, &child.name)
-                    {
+                    if child.pool == io.pool() && !child.trash && is_stock_carrier(name, &child.name) {
                         todo.push(child.name);
                     }
                 }
@@ -265,11 +249,7 @@ impl<'c> Disk<'c> {
     pub fn snapshots(&self) -> Result<Vec<DiskSnapshot>> {
         let io = self.io()?;
         let book = self.book(&io)?;
-        Ok(book
-            .snaps
-            .into_iter()
-            .map(|(name, holder)| DiskSnapshot { name, holder })
-            .collect())
+        Ok(book.snaps.into_iter().map(|(name, holder)| DiskSnapshot { name, holder }).collect())
     }
 
     /// The image holding snapshot `snap`, or `None`.
@@ -341,12 +321,7 @@ impl<'c> Disk<'c> {
                             Ok(()) => true,
                             Err(e) if e.is_not_found() => true,
                             // Still in use or still has a trashed snapshot: later.
-                            Err(e)
-                                if matches!(
-                                    e.kind(),
-                                    Some(ErrorKind::Busy | ErrorKind::NotEmpty)
-                                ) =>
-                            {
+                            Err(e) if matches!(e.kind(), Some(ErrorKind::Busy | ErrorKind::NotEmpty)) => {
                                 false
                             }
                             Err(e) => return Err(e),
@@ -391,15 +366,10 @@ impl<'c> Disk<'c> {
         // run would build.
         if let Ok(t) = io.open_read_only(&temp, None) {
             let same = t.metadata_get(KEY_REVERT_TO)?.as_deref() == Some(snap)
-                && t.parent()?
-                    .is_some_and(|p| p.image.name == holder && p.snap_name == snap);
+                && t.parent()?.is_some_and(|p| p.image.name == holder && p.snap_name == snap);
             drop(t);
             if !same {
-                super::remove(
-                    self.cluster,
-                    &self.head.sibling(&temp)?,
-                    super::RemoveOptions::default(),
-                )?;
+                super::remove(self.cluster, &self.head.sibling(&temp)?, super::RemoveOptions::default())?;
             }
         }
 
@@ -424,11 +394,7 @@ impl<'c> Disk<'c> {
             };
             let opts = super::CloneOptions {
                 data_pool: cfg.data_pool.clone(),
-                format: if format == 1 {
-                    CloneFormat::V1
-                } else {
-                    CloneFormat::V2
-                },
+                format: if format == 1 { CloneFormat::V1 } else { CloneFormat::V2 },
                 features: None,
             };
             super::clone(
@@ -443,11 +409,7 @@ impl<'c> Disk<'c> {
         // the carrier.
         t.metadata_set(KEY_DISK, &name)?;
         for (s, h) in &book.snaps {
-            let h = if *h == name {
-                carrier.as_deref().unwrap_or(h)
-            } else {
-                h
-            };
+            let h = if *h == name { carrier.as_deref().unwrap_or(h) } else { h };
             t.metadata_set(&format!("{KEY_SNAP_PREFIX}{s}"), h)?;
         }
         for c in book.carriers.iter().chain(carrier.iter()) {
@@ -529,11 +491,8 @@ impl<'c> Disk<'c> {
             .ok_or_else(|| Error::Invalid(format!("{} has no snapshot {snap}", self.head)))?;
         let tio = ioctx(self.cluster, target)?;
         if let Ok(t) = tio.open_read_only(&target.name, None) {
-            let ours = t
-                .parent()?
-                .is_some_and(|p| p.image.name == *holder && p.snap_name == snap)
-                || t.metadata_get("rbdx.cloned-from")?.as_deref()
-                    == Some(&format!("{holder}@{snap}"));
+            let ours = t.parent()?.is_some_and(|p| p.image.name == *holder && p.snap_name == snap)
+                || t.metadata_get("rbdx.cloned-from")?.as_deref() == Some(&format!("{holder}@{snap}"));
             if ours {
                 return Ok(());
             }
@@ -544,12 +503,7 @@ impl<'c> Disk<'c> {
             format: cfg.clone_format,
             features: None,
         };
-        super::clone(
-            self.cluster,
-            &self.head.sibling(holder)?.at(snap)?,
-            target,
-            &opts,
-        )?;
+        super::clone(self.cluster, &self.head.sibling(holder)?.at(snap)?, target, &opts)?;
         let t = tio.open(&target.name)?;
         t.metadata_set("rbdx.cloned-from", &format!("{holder}@{snap}"))?;
         if depth(&tio, &target.name)? > cfg.max_depth {
@@ -561,9 +515,7 @@ impl<'c> Disk<'c> {
 
 /// Renames the finished revert clone into place and clears its revert markers.
 fn finish_revert(io: &IoCtx<'_>, temp: &str, head: &str) -> Result<()> {
-    let carrier = io
-        .open_read_only(temp, None)?
-        .metadata_get(KEY_REVERT_CARRIER)?;
+    let carrier = io.open_read_only(temp, None)?.metadata_get(KEY_REVERT_CARRIER)?;
     if let Some(c) = carrier.filter(|c| !c.is_empty()) {
         match strip_book(io, &c) {
             Err(e) if e.is_not_found() => {}
@@ -617,8 +569,7 @@ pub fn depth(io: &IoCtx<'_>, image: &str) -> Result<u32> {
     let mut cur = io.open_read_only(image, None)?.parent()?;
     while let Some(p) = cur {
         d += 1;
-        let spec =
-            ImageSpec::new(&p.image.pool, &p.image.name)?.in_namespace(&p.image.namespace)?;
+        let spec = ImageSpec::new(&p.image.pool, &p.image.name)?.in_namespace(&p.image.namespace)?;
         let pio = ioctx(cluster, &spec)?;
         let img = if p.image.trash {
             pio.open_by_id_read_only(&p.image.id)?
@@ -739,9 +690,7 @@ fn reclaim_pass(io: &IoCtx<'_>) -> Result<(usize, usize)> {
         match io.trash_remove(&e.id, true) {
             Ok(()) => freed += 1,
             Err(err) if err.is_not_found() => {}
-            Err(err) if matches!(err.kind(), Some(ErrorKind::Busy | ErrorKind::NotEmpty)) => {
-                waiting += 1
-            }
+            Err(err) if matches!(err.kind(), Some(ErrorKind::Busy | ErrorKind::NotEmpty)) => waiting += 1,
             Err(err) => return Err(err),
         }
     }
@@ -791,37 +740,18 @@ mod tests {
 
     #[test]
     fn carriers_are_named_like_the_stock_drivers_when_snapshots_are_numeric() {
-        let s = |v: &[(u64, &str)]| {
-            v.iter()
-                .map(|(i, n)| (*i, n.to_string()))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            carrier_name("one-3-13-0", &s(&[(4, "1"), (9, "2")])),
-            "one-3-13-0-1:2"
-        );
-        assert_eq!(
-            carrier_name("vm-100-disk-0", &s(&[(4, "pre"), (9, "post")])),
-            "vm-100-disk-0.rbdx-c9"
-        );
-        assert_eq!(
-            carrier_name("one-3", &s(&[(4, "1"), (7, "rbdx.saveas")])),
-            "one-3.rbdx-c7"
-        );
+        let s = |v: &[(u64, &str)]| v.iter().map(|(i, n)| (*i, n.to_string())).collect::<Vec<_>>();
+        assert_eq!(carrier_name("one-3-13-0", &s(&[(4, "1"), (9, "2")])), "one-3-13-0-1:2");
+        assert_eq!(carrier_name("vm-100-disk-0", &s(&[(4, "pre"), (9, "post")])), "vm-100-disk-0.rbdx-c9");
+        assert_eq!(carrier_name("one-3", &s(&[(4, "1"), (7, "rbdx.saveas")])), "one-3.rbdx-c7");
     }
 
     #[test]
     fn stock_carrier_form_is_exact() {
         assert!(is_stock_carrier("one-3-13-0", "one-3-13-0-1"));
         assert!(is_stock_carrier("one-3-13-0", "one-3-13-0-1:2:3"));
-        assert!(
-            !is_stock_carrier("one-5", "one-50-1"),
-            "a prefix is not enough"
-        );
-        assert!(
-            !is_stock_carrier("one-5", "one-5-12-0"),
-            "a VM clone of image 5 is not a carrier"
-        );
+        assert!(!is_stock_carrier("one-5", "one-50-1"), "a prefix is not enough");
+        assert!(!is_stock_carrier("one-5", "one-5-12-0"), "a VM clone of image 5 is not a carrier");
         assert!(!is_stock_carrier("one-5", "one-5-"));
         assert!(!is_stock_carrier("one-5", "one-5-1::2"));
         assert!(!is_stock_carrier("one-5", "one-5"));

@@ -19,9 +19,7 @@ pub use spec::{ImageSpec, MAX_NAME_LEN, validate_name};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::rados::{Cluster, IoCtx};
-use crate::rbd::{
-    Image, ImageOptions, LinkedImage, SnapNamespace, Snapshot, TrashEntry, TrashSource,
-};
+use crate::rbd::{Image, ImageOptions, LinkedImage, SnapNamespace, Snapshot, TrashEntry, TrashSource};
 
 /// Opens an I/O context on the spec's pool and namespace.
 ///
@@ -49,16 +47,11 @@ pub struct CreateOptions {
 impl CreateOptions {
     /// Options with just a data pool.
     pub fn with_data_pool(data_pool: Option<&str>) -> Self {
-        Self {
-            data_pool: data_pool.map(str::to_string),
-            ..Self::default()
-        }
+        Self { data_pool: data_pool.map(str::to_string), ..Self::default() }
     }
 
     fn image_options(&self) -> Result<ImageOptions> {
-        let mut o = ImageOptions::new()
-            .format(2)?
-            .maybe_data_pool(self.data_pool.as_deref())?;
+        let mut o = ImageOptions::new().format(2)?.maybe_data_pool(self.data_pool.as_deref())?;
         if let Some(f) = self.features {
             o = o.features(f)?;
         }
@@ -128,11 +121,8 @@ pub fn stat(cluster: &Cluster, spec: &ImageSpec) -> Result<ImageStatus> {
 /// A Ceph error from the calls it makes.
 pub fn status_of(cluster: &Cluster, io: &IoCtx<'_>, img: &Image<'_>) -> Result<ImageStatus> {
     let info = img.info()?;
-    let data_pool = if info.data_pool_id != io.pool_id() {
-        Some(cluster.pool_name(info.data_pool_id)?)
-    } else {
-        None
-    };
+    let data_pool =
+        if info.data_pool_id != io.pool_id() { Some(cluster.pool_name(info.data_pool_id)?) } else { None };
     let parent = match img.parent()? {
         Some(p) => Some(ParentLink {
             image: p.image,
@@ -188,14 +178,8 @@ const RELEASES: [&str; 14] = [
 /// The clone format a cluster with this `require_min_compat_client` accepts: 2 from
 /// mimic on (including releases newer than this table), else 1.
 pub fn clone_format_for(require_min_compat_client: &str) -> u64 {
-    let mimic = RELEASES
-        .iter()
-        .position(|r| *r == "mimic")
-        .unwrap_or(usize::MAX);
-    match RELEASES
-        .iter()
-        .position(|r| *r == require_min_compat_client)
-    {
+    let mimic = RELEASES.iter().position(|r| *r == "mimic").unwrap_or(usize::MAX);
+    match RELEASES.iter().position(|r| *r == require_min_compat_client) {
         Some(i) if i < mimic => 1,
         Some(_) => 2,
         // Unknown: a newer release name, or empty (no requirement set, treat as
@@ -211,13 +195,9 @@ pub fn clone_format_for(require_min_compat_client: &str) -> u64 {
 /// A Ceph error from the mon command, or [`Error::BadReply`].
 pub fn cluster_clone_format(cluster: &Cluster) -> Result<u64> {
     let dump = cluster.mon_command(&serde_json::json!({"prefix": "osd dump"}))?;
-    let rmcc = dump
-        .get("require_min_compat_client")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| Error::BadReply {
-            command: "osd dump".into(),
-            detail: "no require_min_compat_client".into(),
-        })?;
+    let rmcc = dump.get("require_min_compat_client").and_then(|v| v.as_str()).ok_or_else(|| {
+        Error::BadReply { command: "osd dump".into(), detail: "no require_min_compat_client".into() }
+    })?;
     Ok(clone_format_for(rmcc))
 }
 
@@ -239,12 +219,7 @@ pub struct CloneOptions {
 /// # Errors
 /// [`Error::Invalid`] if `parent` names no snapshot; `Exists` if `child` exists;
 /// `NotFound` for a missing parent or snapshot.
-pub fn clone(
-    cluster: &Cluster,
-    parent: &ImageSpec,
-    child: &ImageSpec,
-    opts: &CloneOptions,
-) -> Result<u64> {
+pub fn clone(cluster: &Cluster, parent: &ImageSpec, child: &ImageSpec, opts: &CloneOptions) -> Result<u64> {
     let snap = parent.require_snap()?;
     let format = match opts.format {
         CloneFormat::Auto => cluster_clone_format(cluster)?,
@@ -263,9 +238,7 @@ pub fn clone(
             }
         }
     }
-    let mut o = ImageOptions::new()
-        .clone_format(format)?
-        .maybe_data_pool(opts.data_pool.as_deref())?;
+    let mut o = ImageOptions::new().clone_format(format)?.maybe_data_pool(opts.data_pool.as_deref())?;
     if let Some(f) = opts.features {
         o = o.features(f)?;
     }
@@ -282,21 +255,13 @@ pub fn clone(
 ///
 /// # Errors
 /// `Exists` if `dst` exists; `NotFound` for a missing source.
-pub fn copy(
-    cluster: &Cluster,
-    src: &ImageSpec,
-    dst: &ImageSpec,
-    data_pool: Option<&str>,
-) -> Result<()> {
+pub fn copy(cluster: &Cluster, src: &ImageSpec, dst: &ImageSpec, data_pool: Option<&str>) -> Result<()> {
     let sio = ioctx(cluster, src)?;
     let dio = ioctx(cluster, dst)?;
     let img = sio.open_read_only(&src.name, src.snap.as_deref())?;
     if src.snap.is_some() && img.parent()?.is_some() {
         drop(img);
-        let opts = CloneOptions {
-            data_pool: data_pool.map(str::to_string),
-            ..CloneOptions::default()
-        };
+        let opts = CloneOptions { data_pool: data_pool.map(str::to_string), ..CloneOptions::default() };
         clone(cluster, src, dst, &opts)?;
         let child = dio.open(&dst.name)?;
         child.flatten()?;
@@ -321,10 +286,7 @@ pub fn deep_copy(
     let sio = ioctx(cluster, src)?;
     let dio = ioctx(cluster, dst)?;
     let img = sio.open_read_only(&src.name, src.snap.as_deref())?;
-    let opts = ImageOptions::new()
-        .format(2)?
-        .maybe_data_pool(data_pool)?
-        .flatten(flatten)?;
+    let opts = ImageOptions::new().format(2)?.maybe_data_pool(data_pool)?.flatten(flatten)?;
     img.deep_copy_to(&dio, &dst.name, &opts)
 }
 
@@ -430,9 +392,7 @@ pub fn remove(cluster: &Cluster, spec: &ImageSpec, opts: RemoveOptions) -> Resul
         }
     }
     if !with_children.is_empty() {
-        let v1 = with_children
-            .iter()
-            .any(|(s, _)| img.snap_is_protected(&s.name).unwrap_or(false));
+        let v1 = with_children.iter().any(|(s, _)| img.snap_is_protected(&s.name).unwrap_or(false));
         if opts.trash_delay.is_none() || v1 {
             let (s, children) = &with_children[0];
             return Err(Error::HasChildren {
@@ -534,7 +494,20 @@ pub const SPARSE_CHUNK: usize = 4 << 20;
 ///
 /// # Errors
 /// Read errors (as [`Error::Invalid`]) and Ceph write errors.
-pub fn write_sparse(img: &Image<'_>, mut src: impl std::io::Read) -> Result<u64> {
+pub fn write_sparse(img: &Image<'_>, src: impl std::io::Read) -> Result<u64> {
+    copy_in(img, src, false)
+}
+
+/// Copies `src` over the existing contents of `img` from offset 0: all-zero chunks
+/// are discarded (they read back as zeros without taking space).
+///
+/// # Errors
+/// As [`write_sparse`].
+pub fn overwrite(img: &Image<'_>, src: impl std::io::Read) -> Result<u64> {
+    copy_in(img, src, true)
+}
+
+fn copy_in(img: &Image<'_>, mut src: impl std::io::Read, discard_zeros: bool) -> Result<u64> {
     let mut buf = vec![0u8; SPARSE_CHUNK];
     let (mut off, mut written) = (0u64, 0u64);
     loop {
@@ -553,6 +526,8 @@ pub fn write_sparse(img: &Image<'_>, mut src: impl std::io::Read) -> Result<u64>
         if buf[..n].iter().any(|b| *b != 0) {
             img.write_at(off, &buf[..n])?;
             written += n as u64;
+        } else if discard_zeros {
+            img.discard(off, n as u64)?;
         }
         off += n as u64;
         if n < buf.len() {
@@ -561,6 +536,40 @@ pub fn write_sparse(img: &Image<'_>, mut src: impl std::io::Read) -> Result<u64>
     }
     img.flush()?;
     Ok(written)
+}
+
+/// Writes the whole of `img` (as opened: head or snapshot) to `dst`, leaving holes
+/// where the image has none of its own or its parent's data.
+///
+/// # Errors
+/// Ceph read errors; write errors (as [`Error::Invalid`]).
+pub fn export_sparse(img: &Image<'_>, dst: &mut std::fs::File) -> Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let size = img.info()?.size;
+    let mut extents = Vec::new();
+    img.diff_iterate(None, true, false, |off, len, exists| {
+        if exists {
+            extents.push((off, len));
+        }
+        Ok(())
+    })?;
+    let io_err = |e: std::io::Error| Error::Invalid(format!("writing the file: {e}"));
+    let mut buf = vec![0u8; SPARSE_CHUNK];
+    let mut copied = 0;
+    for (off, len) in extents {
+        let mut pos = off;
+        while pos < off + len {
+            let n = (off + len - pos).min(buf.len() as u64) as usize;
+            let got = img.read_at(pos, &mut buf[..n])?;
+            dst.seek(SeekFrom::Start(pos)).map_err(io_err)?;
+            dst.write_all(&buf[..got]).map_err(io_err)?;
+            pos += n as u64;
+            copied += got as u64;
+        }
+    }
+    dst.set_len(size).map_err(io_err)?;
+    dst.sync_all().map_err(io_err)?;
+    Ok(copied)
 }
 
 #[cfg(test)]
@@ -573,20 +582,13 @@ mod tests {
         assert_eq!(clone_format_for("luminous"), 1);
         assert_eq!(clone_format_for("mimic"), 2);
         assert_eq!(clone_format_for("nautilus"), 2);
-        assert_eq!(
-            clone_format_for("reef"),
-            2,
-            "releases newer than the table allow v2"
-        );
+        assert_eq!(clone_format_for("reef"), 2, "releases newer than the table allow v2");
         assert_eq!(clone_format_for(""), 1, "no requirement set is the oldest");
     }
 
     #[test]
     fn create_options_refuse_bad_data_pool_names_before_ceph() {
-        let o = CreateOptions {
-            data_pool: Some("ec\0".into()),
-            ..CreateOptions::default()
-        };
+        let o = CreateOptions { data_pool: Some("ec\0".into()), ..CreateOptions::default() };
         assert!(o.image_options().is_err());
     }
 }

@@ -65,10 +65,7 @@ impl PoolUsage {
 }
 
 fn bad(command: &str, detail: impl Into<String>) -> Error {
-    Error::BadReply {
-        command: command.into(),
-        detail: detail.into(),
-    }
+    Error::BadReply { command: command.into(), detail: detail.into() }
 }
 
 fn u64_of(v: &Value, key: &str) -> u64 {
@@ -83,14 +80,8 @@ fn u64_of(v: &Value, key: &str) -> u64 {
 pub fn pool_usage(cluster: &Cluster, pools: &[&str]) -> Result<Vec<PoolUsage>> {
     let df = cluster.mon_command(&json!({"prefix": "df", "detail": "detail"}))?;
     let dump = cluster.mon_command(&json!({"prefix": "osd dump"}))?;
-    let df_pools = df
-        .get("pools")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("df", "no pools"))?;
-    let osd_pools = dump
-        .get("pools")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("osd dump", "no pools"))?;
+    let df_pools = df.get("pools").and_then(Value::as_array).ok_or_else(|| bad("df", "no pools"))?;
+    let osd_pools = dump.get("pools").and_then(Value::as_array).ok_or_else(|| bad("osd dump", "no pools"))?;
 
     pools
         .iter()
@@ -103,22 +94,15 @@ pub fn pool_usage(cluster: &Cluster, pools: &[&str]) -> Result<Vec<PoolUsage>> {
                 .iter()
                 .find(|p| p.get("pool_name").and_then(Value::as_str) == Some(name))
                 .ok_or_else(|| bad("osd dump", format!("pool {name} missing")))?;
-            let stats = d
-                .get("stats")
-                .ok_or_else(|| bad("df", format!("no stats for {name}")))?;
+            let stats = d.get("stats").ok_or_else(|| bad("df", format!("no stats for {name}")))?;
             let kind = match u64_of(o, "type") {
                 3 => {
-                    let profile = o
-                        .get("erasure_code_profile")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
+                    let profile =
+                        o.get("erasure_code_profile").and_then(Value::as_str).unwrap_or("").to_string();
                     let (k, m) = ec_profile(cluster, &profile);
                     PoolKind::Erasure { profile, k, m }
                 }
-                _ => PoolKind::Replicated {
-                    size: u64_of(o, "size"),
-                },
+                _ => PoolKind::Replicated { size: u64_of(o, "size") },
             };
             let nonzero = |v: u64| (v > 0).then_some(v);
             Ok(PoolUsage {
@@ -139,17 +123,11 @@ pub fn pool_usage(cluster: &Cluster, pools: &[&str]) -> Result<Vec<PoolUsage>> {
 /// `k` and `m` of an erasure-code profile; zeros when it cannot be read (the
 /// client may lack the caps; capacity does not depend on it).
 fn ec_profile(cluster: &Cluster, profile: &str) -> (u64, u64) {
-    let Ok(p) =
-        cluster.mon_command(&json!({"prefix": "osd erasure-code-profile get", "name": profile}))
+    let Ok(p) = cluster.mon_command(&json!({"prefix": "osd erasure-code-profile get", "name": profile}))
     else {
         return (0, 0);
     };
-    let num = |key: &str| {
-        p.get(key)
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    };
+    let num = |key: &str| p.get(key).and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
     (num("k"), num("m"))
 }
 
@@ -175,11 +153,7 @@ mod tests {
     fn quota_caps_what_is_available() {
         assert_eq!(usage(10, 100, None).available(), 100);
         assert_eq!(usage(10, 100, Some(50)).available(), 40);
-        assert_eq!(
-            usage(60, 100, Some(50)).available(),
-            0,
-            "over quota leaves nothing"
-        );
+        assert_eq!(usage(60, 100, Some(50)).available(), 0, "over quota leaves nothing");
         assert_eq!(usage(10, 100, Some(50)).capacity(), 50);
     }
 }

@@ -28,21 +28,14 @@ pub const MAX_NAME_LEN: usize = 255;
 /// # Errors
 /// [`Error::Invalid`] naming the component and the problem.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(Error::Invalid(format!(
-            "invalid {what} name {name:?}: {why}"
-        )))
-    };
+    let bad = |why: &str| Err(Error::Invalid(format!("invalid {what} name {name:?}: {why}")));
     if name.is_empty() {
         return bad("empty");
     }
     if name.len() > MAX_NAME_LEN {
         return bad("too long");
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| matches!(c, '/' | '@') || c.is_control())
-    {
+    if let Some(c) = name.chars().find(|c| matches!(c, '/' | '@') || c.is_control()) {
         return bad(&format!("contains {c:?}"));
     }
     Ok(())
@@ -56,12 +49,7 @@ impl ImageSpec {
     pub fn new(pool: &str, name: &str) -> Result<Self> {
         validate_name("pool", pool)?;
         validate_name("image", name)?;
-        Ok(Self {
-            pool: pool.into(),
-            namespace: String::new(),
-            name: name.into(),
-            snap: None,
-        })
+        Ok(Self { pool: pool.into(), namespace: String::new(), name: name.into(), snap: None })
     }
 
     /// The same image in rados namespace `ns` (`""` for the default).
@@ -82,10 +70,7 @@ impl ImageSpec {
     /// [`Error::Invalid`] for an invalid snapshot name.
     pub fn at(&self, snap: &str) -> Result<Self> {
         validate_name("snapshot", snap)?;
-        Ok(Self {
-            snap: Some(snap.into()),
-            ..self.clone()
-        })
+        Ok(Self { snap: Some(snap.into()), ..self.clone() })
     }
 
     /// Another image in the same pool and namespace.
@@ -94,19 +79,12 @@ impl ImageSpec {
     /// [`Error::Invalid`] for an invalid image name.
     pub fn sibling(&self, name: &str) -> Result<Self> {
         validate_name("image", name)?;
-        Ok(Self {
-            name: name.into(),
-            snap: None,
-            ..self.clone()
-        })
+        Ok(Self { name: name.into(), snap: None, ..self.clone() })
     }
 
     /// This image without the snapshot part.
     pub fn head(&self) -> Self {
-        Self {
-            snap: None,
-            ..self.clone()
-        }
+        Self { snap: None, ..self.clone() }
     }
 
     /// The snapshot name, or an error saying one is needed.
@@ -114,9 +92,9 @@ impl ImageSpec {
     /// # Errors
     /// [`Error::Invalid`] when the spec names no snapshot.
     pub fn require_snap(&self) -> Result<&str> {
-        self.snap.as_deref().ok_or_else(|| {
-            Error::Invalid(format!("{self} names no snapshot (expected image@snap)"))
-        })
+        self.snap
+            .as_deref()
+            .ok_or_else(|| Error::Invalid(format!("{self} names no snapshot (expected image@snap)")))
     }
 }
 
@@ -166,36 +144,18 @@ mod tests {
 
     #[test]
     fn parses_every_form_and_prints_it_back() {
-        for s in [
-            "one/one-7",
-            "one/ns1/one-7",
-            "one/one-7@snap",
-            "one/ns/one-7-3-0@0",
-        ] {
+        for s in ["one/one-7", "one/ns1/one-7", "one/one-7@snap", "one/ns/one-7-3-0@0"] {
             let spec: ImageSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
         }
         let s: ImageSpec = "rbd/ns/img@s1".parse().unwrap();
-        assert_eq!(
-            (s.pool.as_str(), s.namespace.as_str(), s.name.as_str()),
-            ("rbd", "ns", "img")
-        );
+        assert_eq!((s.pool.as_str(), s.namespace.as_str(), s.name.as_str()), ("rbd", "ns", "img"));
         assert_eq!(s.snap.as_deref(), Some("s1"));
     }
 
     #[test]
     fn rejects_malformed_specs() {
-        for s in [
-            "",
-            "img",
-            "/img",
-            "one/",
-            "a/b/c/d",
-            "one/img@",
-            "one/img@a@b",
-            "one/i\nmg",
-            "one/im\0g",
-        ] {
+        for s in ["", "img", "/img", "one/", "a/b/c/d", "one/img@", "one/img@a@b", "one/i\nmg", "one/im\0g"] {
             assert!(s.parse::<ImageSpec>().is_err(), "{s:?} should be rejected");
         }
     }

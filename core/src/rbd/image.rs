@@ -121,11 +121,7 @@ pub struct Watcher {
 
 /// librbd calls progress callbacks without checking for NULL: pass this one
 /// instead of none.
-unsafe extern "C" fn no_progress(
-    _offset: u64,
-    _total: u64,
-    _arg: *mut libc::c_void,
-) -> libc::c_int {
+unsafe extern "C" fn no_progress(_offset: u64, _total: u64, _arg: *mut libc::c_void) -> libc::c_int {
     0
 }
 
@@ -190,22 +186,13 @@ impl<'io> Image<'io> {
         } else if read_only {
             // SAFETY: `io.raw()` is a live I/O context borrowed for `'io`; the
             // strings outlive the call; `raw` is a valid out-pointer.
-            ("rbd_open_read_only", unsafe {
-                sys::rbd_open_read_only(io.raw(), n.as_ptr(), &mut raw, sp)
-            })
+            ("rbd_open_read_only", unsafe { sys::rbd_open_read_only(io.raw(), n.as_ptr(), &mut raw, sp) })
         } else {
             // SAFETY: as above.
-            ("rbd_open", unsafe {
-                sys::rbd_open(io.raw(), n.as_ptr(), &mut raw, sp)
-            })
+            ("rbd_open", unsafe { sys::rbd_open(io.raw(), n.as_ptr(), &mut raw, sp) })
         };
         check(r.into(), op, || spec(io, name, snap))?;
-        Ok(Self {
-            raw,
-            io,
-            name: name.to_string(),
-            snap: snap.map(str::to_string),
-        })
+        Ok(Self { raw, io, name: name.to_string(), snap: snap.map(str::to_string) })
     }
 
     /// The image name.
@@ -353,11 +340,7 @@ impl<'io> Image<'io> {
         }?;
         let snaps = raw[..raw.len() - 1]
             .iter()
-            .map(|s| Snapshot {
-                id: s.id,
-                name: owned(s.name),
-                size: s.size,
-            })
+            .map(|s| Snapshot { id: s.id, name: owned(s.name), size: s.size })
             .collect();
         // SAFETY: the buffer was filled by `rbd_snap_list`, up to and including its
         // terminator; `rbd_snap_list_end` frees the names once.
@@ -373,9 +356,7 @@ impl<'io> Image<'io> {
         let mut t: libc::c_int = 0;
         // SAFETY: `self.raw` is open; `t` is a valid out-pointer.
         let r = unsafe { sys::rbd_snap_get_namespace_type(self.raw, id, &mut t) };
-        check(r.into(), "rbd_snap_get_namespace_type", || {
-            format!("{} snap id {id}", self.spec())
-        })?;
+        check(r.into(), "rbd_snap_get_namespace_type", || format!("{} snap id {id}", self.spec()))?;
         Ok(SnapNamespace::from_raw(t))
     }
 
@@ -384,15 +365,10 @@ impl<'io> Image<'io> {
     /// # Errors
     /// A [`CephError`] from `rbd_snap_get_timestamp`.
     pub fn snap_timestamp(&self, id: u64) -> Result<i64> {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: `self.raw` is open; `ts` is a valid out-pointer.
         let r = unsafe { sys::rbd_snap_get_timestamp(self.raw, id, &mut ts) };
-        check(r.into(), "rbd_snap_get_timestamp", || {
-            format!("{} snap id {id}", self.spec())
-        })?;
+        check(r.into(), "rbd_snap_get_timestamp", || format!("{} snap id {id}", self.spec()))?;
         Ok(ts.tv_sec)
     }
 
@@ -485,8 +461,7 @@ impl<'io> Image<'io> {
         let s = snap.map(|s| cstring("snapshot name", s)).transpose()?;
         // SAFETY: `self.raw` is open and `&mut self` excludes other calls; the
         // string (or NULL for the head) outlives the call.
-        let r =
-            unsafe { sys::rbd_snap_set(self.raw, s.as_ref().map_or(ptr::null(), |s| s.as_ptr())) };
+        let r = unsafe { sys::rbd_snap_set(self.raw, s.as_ref().map_or(ptr::null(), |s| s.as_ptr())) };
         check(r.into(), "rbd_snap_set", || self.spec())?;
         self.snap = snap.map(str::to_string);
         Ok(())
@@ -498,15 +473,7 @@ impl<'io> Image<'io> {
     /// `InvalidArgument` for a shrink that was not allowed.
     pub fn resize(&self, size: u64, allow_shrink: bool) -> Result<()> {
         // SAFETY: `self.raw` is open; `no_progress` ignores its (null) argument.
-        let r = unsafe {
-            sys::rbd_resize2(
-                self.raw,
-                size,
-                allow_shrink,
-                Some(no_progress),
-                ptr::null_mut(),
-            )
-        };
+        let r = unsafe { sys::rbd_resize2(self.raw, size, allow_shrink, Some(no_progress), ptr::null_mut()) };
         check(r.into(), "rbd_resize2", || self.spec())?;
         Ok(())
     }
@@ -533,8 +500,7 @@ impl<'io> Image<'io> {
         loop {
             let mut len = buf.len();
             // SAFETY: `self.raw` is open; `buf` is writable for `len` bytes.
-            let r =
-                unsafe { sys::rbd_metadata_get(self.raw, k.as_ptr(), buf.as_mut_ptr(), &mut len) };
+            let r = unsafe { sys::rbd_metadata_get(self.raw, k.as_ptr(), buf.as_mut_ptr(), &mut len) };
             if r == -libc::ERANGE && len > buf.len() && len <= 1 << 26 {
                 buf.resize(len, 0);
                 continue;
@@ -542,9 +508,7 @@ impl<'io> Image<'io> {
             if r == -libc::ENOENT {
                 return Ok(None);
             }
-            check(r.into(), "rbd_metadata_get", || {
-                format!("{} key {key}", self.spec())
-            })?;
+            check(r.into(), "rbd_metadata_get", || format!("{} key {key}", self.spec()))?;
             return Ok(Some(owned(buf.as_ptr())));
         }
     }
@@ -558,9 +522,7 @@ impl<'io> Image<'io> {
         let v = cstring("metadata value", value)?;
         // SAFETY: `self.raw` is open; both strings outlive the call.
         let r = unsafe { sys::rbd_metadata_set(self.raw, k.as_ptr(), v.as_ptr()) };
-        check(r.into(), "rbd_metadata_set", || {
-            format!("{} key {key}", self.spec())
-        })?;
+        check(r.into(), "rbd_metadata_set", || format!("{} key {key}", self.spec()))?;
         Ok(())
     }
 
@@ -575,9 +537,7 @@ impl<'io> Image<'io> {
         if r == -libc::ENOENT {
             return Ok(());
         }
-        check(r.into(), "rbd_metadata_remove", || {
-            format!("{} key {key}", self.spec())
-        })?;
+        check(r.into(), "rbd_metadata_remove", || format!("{} key {key}", self.spec()))?;
         Ok(())
     }
 
@@ -637,10 +597,7 @@ impl<'io> Image<'io> {
                 continue;
             }
             check(r.into(), "rbd_metadata_list", || self.spec())?;
-            return Ok(pair_nul_separated(
-                &keys[..klen.min(keys.len())],
-                &vals[..vlen.min(vals.len())],
-            ));
+            return Ok(pair_nul_separated(&keys[..klen.min(keys.len())], &vals[..vlen.min(vals.len())]));
         }
     }
 
@@ -658,14 +615,7 @@ impl<'io> Image<'io> {
         }?;
         // SAFETY: the entries were filled by `rbd_watchers_list`.
         let list = unsafe { CList::new(raw, sys::rbd_watchers_list_cleanup) };
-        Ok(list
-            .iter()
-            .map(|w| Watcher {
-                addr: owned(w.addr),
-                id: w.id,
-                cookie: w.cookie,
-            })
-            .collect())
+        Ok(list.iter().map(|w| Watcher { addr: owned(w.addr), id: w.id, cookie: w.cookie }).collect())
     }
 
     /// Calls `f(offset, len, exists)` for each extent that changed since `from_snap`
@@ -709,10 +659,7 @@ impl<'io> Image<'io> {
         }
         let size = self.info()?.size;
         let from = from_snap.map(|s| cstring("snapshot name", s)).transpose()?;
-        let mut st = State {
-            f: &mut f,
-            failed: None,
-        };
+        let mut st = State { f: &mut f, failed: None };
         // SAFETY: `self.raw` is open; `from` (or NULL) outlives the call; `st` lives
         // across the call and the trampoline is the only user of the pointer.
         let r = unsafe {
@@ -745,9 +692,7 @@ impl<'io> Image<'io> {
         // SAFETY: `self.raw` is open; `dest_io` is a live I/O context; `d` and `opts`
         // outlive the call.
         let r = unsafe { sys::rbd_copy3(self.raw, dest_io.raw(), d.as_ptr(), opts.raw()) };
-        check(r.into(), "rbd_copy3", || {
-            format!("{} -> {}", self.spec(), spec(dest_io, dest, None))
-        })?;
+        check(r.into(), "rbd_copy3", || format!("{} -> {}", self.spec(), spec(dest_io, dest, None)))?;
         Ok(())
     }
 
@@ -760,9 +705,7 @@ impl<'io> Image<'io> {
         let d = cstring("image name", dest)?;
         // SAFETY: as for `copy_to`.
         let r = unsafe { sys::rbd_deep_copy(self.raw, dest_io.raw(), d.as_ptr(), opts.raw()) };
-        check(r.into(), "rbd_deep_copy", || {
-            format!("{} -> {}", self.spec(), spec(dest_io, dest, None))
-        })?;
+        check(r.into(), "rbd_deep_copy", || format!("{} -> {}", self.spec(), spec(dest_io, dest, None)))?;
         Ok(())
     }
 
@@ -828,12 +771,7 @@ fn pair_nul_separated(keys: &[u8], vals: &[u8]) -> Vec<(String, String)> {
     ks.iter()
         .zip(vs.iter())
         .filter(|(k, _)| !k.is_empty())
-        .map(|(k, v)| {
-            (
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        })
+        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
         .collect()
 }
 
@@ -846,13 +784,6 @@ mod tests {
         let keys = b"a\0b\0c\0";
         let vals = b"1\0\x003\0";
         let p = pair_nul_separated(keys, vals);
-        assert_eq!(
-            p,
-            [
-                ("a".into(), "1".into()),
-                ("b".into(), String::new()),
-                ("c".into(), "3".into())
-            ]
-        );
+        assert_eq!(p, [("a".into(), "1".into()), ("b".into(), String::new()), ("c".into(), "3".into())]);
     }
 }

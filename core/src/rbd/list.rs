@@ -55,10 +55,7 @@ impl<T> CList<T> {
     /// # Safety
     /// Every entry must have been filled by the librbd list call that `cleanup`
     /// belongs to, and not be freed elsewhere.
-    pub(crate) unsafe fn new(
-        items: Vec<T>,
-        cleanup: unsafe extern "C" fn(*mut T, libc::size_t),
-    ) -> Self {
+    pub(crate) unsafe fn new(items: Vec<T>, cleanup: unsafe extern "C" fn(*mut T, libc::size_t)) -> Self {
         Self { items, cleanup }
     }
 
@@ -144,10 +141,7 @@ mod tests {
         // SAFETY: the closure writes nothing.
         let e = unsafe { grow_list("rbd_list_children3", &|| "one/img".into(), call) }.unwrap_err();
         assert!(e.is_not_found());
-        assert_eq!(
-            e.to_string(),
-            "rbd_list_children3 one/img: no such file or directory"
-        );
+        assert_eq!(e.to_string(), "rbd_list_children3 one/img: no such file or directory");
     }
 
     #[test]

@@ -62,9 +62,7 @@ fn owned(p: *const libc::c_char) -> String {
     }
     // SAFETY: librbd list entries hold NUL-terminated strings that stay valid until
     // their cleanup call, which runs after this copy.
-    unsafe { std::ffi::CStr::from_ptr(p) }
-        .to_string_lossy()
-        .into_owned()
+    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
 /// The librbd version as (major, minor, extra), e.g. (1, 16, 0) for Pacific.
@@ -126,28 +124,14 @@ impl<'c> IoCtx<'c> {
         child: &str,
         opts: &ImageOptions,
     ) -> Result<()> {
-        let (p, s, c) = (
-            cstring("image name", parent)?,
-            cstring("snapshot name", snap)?,
-            cstring("image name", child)?,
-        );
+        let (p, s, c) =
+            (cstring("image name", parent)?, cstring("snapshot name", snap)?, cstring("image name", child)?);
         // SAFETY: both I/O contexts are live; every string and `opts` outlive the call.
         let r = unsafe {
-            sys::rbd_clone3(
-                self.raw(),
-                p.as_ptr(),
-                s.as_ptr(),
-                child_io.raw(),
-                c.as_ptr(),
-                opts.raw(),
-            )
+            sys::rbd_clone3(self.raw(), p.as_ptr(), s.as_ptr(), child_io.raw(), c.as_ptr(), opts.raw())
         };
         check(r.into(), "rbd_clone3", || {
-            format!(
-                "{} -> {}",
-                spec(self, parent, Some(snap)),
-                spec(child_io, child, None)
-            )
+            format!("{} -> {}", spec(self, parent, Some(snap)), spec(child_io, child, None))
         })?;
         Ok(())
     }
@@ -173,9 +157,7 @@ impl<'c> IoCtx<'c> {
         let (f, t) = (cstring("image name", from)?, cstring("image name", to)?);
         // SAFETY: `self.raw()` is live; both strings outlive the call.
         let r = unsafe { sys::rbd_rename(self.raw(), f.as_ptr(), t.as_ptr()) };
-        check(r.into(), "rbd_rename", || {
-            format!("{} -> {to}", spec(self, from, None))
-        })?;
+        check(r.into(), "rbd_rename", || format!("{} -> {to}", spec(self, from, None)))?;
         Ok(())
     }
 
@@ -193,13 +175,7 @@ impl<'c> IoCtx<'c> {
         }?;
         // SAFETY: the entries were filled by `rbd_list2`.
         let list = unsafe { CList::new(raw, sys::rbd_image_spec_list_cleanup) };
-        Ok(list
-            .iter()
-            .map(|e| ImageEntry {
-                id: owned(e.id),
-                name: owned(e.name),
-            })
-            .collect())
+        Ok(list.iter().map(|e| ImageEntry { id: owned(e.id), name: owned(e.name) }).collect())
     }
 
     /// Moves image `name` to the trash; it cannot be removed from there before
@@ -257,9 +233,7 @@ impl<'c> IoCtx<'c> {
         let i = cstring("image id", id)?;
         // SAFETY: `self.raw()` is live; `i` outlives the call.
         let r = unsafe { sys::rbd_trash_remove(self.raw(), i.as_ptr(), force) };
-        check(r.into(), "rbd_trash_remove", || {
-            format!("{} trash id {id}", self.spec())
-        })?;
+        check(r.into(), "rbd_trash_remove", || format!("{} trash id {id}", self.spec()))?;
         Ok(())
     }
 
@@ -271,9 +245,7 @@ impl<'c> IoCtx<'c> {
         let (i, n) = (cstring("image id", id)?, cstring("image name", name)?);
         // SAFETY: `self.raw()` is live; both strings outlive the call.
         let r = unsafe { sys::rbd_trash_restore(self.raw(), i.as_ptr(), n.as_ptr()) };
-        check(r.into(), "rbd_trash_restore", || {
-            format!("{} trash id {id} -> {name}", self.spec())
-        })?;
+        check(r.into(), "rbd_trash_restore", || format!("{} trash id {id} -> {name}", self.spec()))?;
         Ok(())
     }
 }

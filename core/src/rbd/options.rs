@@ -65,9 +65,7 @@ impl ImageOptions {
         // SAFETY: `self.raw` came from `rbd_image_options_create` and is destroyed
         // only in `Drop`.
         let r = unsafe { sys::rbd_image_options_set_uint64(self.raw, opt, value) };
-        check(r.into(), "rbd_image_options_set_uint64", || {
-            name.to_string()
-        })?;
+        check(r.into(), "rbd_image_options_set_uint64", || name.to_string())?;
         Ok(())
     }
 
@@ -127,9 +125,7 @@ impl ImageOptions {
         let r = unsafe {
             sys::rbd_image_options_set_string(self.raw, sys::RBD_IMAGE_OPTION_DATA_POOL, v.as_ptr())
         };
-        check(r.into(), "rbd_image_options_set_string", || {
-            "data_pool".to_string()
-        })?;
+        check(r.into(), "rbd_image_options_set_string", || "data_pool".to_string())?;
         Ok(self)
     }
 
@@ -186,10 +182,7 @@ mod tests {
 
     #[test]
     fn feature_names_follow_the_bits() {
-        assert_eq!(
-            features::names(features::LAYERING | features::DATA_POOL),
-            ["layering", "data-pool"]
-        );
+        assert_eq!(features::names(features::LAYERING | features::DATA_POOL), ["layering", "data-pool"]);
         assert!(features::names(0).is_empty());
     }
 
@@ -197,13 +190,8 @@ mod tests {
     fn librbd_enforces_option_types_and_the_error_keeps_its_errno() {
         // DATA_POOL is a string option: librbd answers -EINVAL to a number.
         let mut o = ImageOptions::new();
-        let e = o
-            .set_u64(sys::RBD_IMAGE_OPTION_DATA_POOL, "data_pool", 1)
-            .unwrap_err();
+        let e = o.set_u64(sys::RBD_IMAGE_OPTION_DATA_POOL, "data_pool", 1).unwrap_err();
         assert_eq!(e.kind(), Some(ErrorKind::InvalidArgument), "{e}");
-        assert_eq!(
-            e.to_string(),
-            "rbd_image_options_set_uint64 data_pool: invalid argument"
-        );
+        assert_eq!(e.to_string(), "rbd_image_options_set_uint64 data_pool: invalid argument");
     }
 }

@@ -22,24 +22,13 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     let disk_id = dst.disk_id().map_err(|e| e.to_string())?;
     let vm_id = parse_id("VM id", &a[2]).map_err(|e| e.to_string())?;
     let ds_id = parse_id("datastore id", &a[3]).map_err(|e| e.to_string())?;
-    let source: rbdx_core::ops::ImageSpec = src
-        .path
-        .parse()
-        .map_err(|e: rbdx_core::Error| e.to_string())?;
+    let source: rbdx_core::ops::ImageSpec = src.path.parse().map_err(|e: rbdx_core::Error| e.to_string())?;
 
     let vm = ctx.vm(vm_id)?;
     let d = disk(&vm, disk_id)?;
     let ds = ctx.datastore(ds_id)?;
-    let size = d
-        .get("SIZE")
-        .map(parse_size_mb)
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let original = d
-        .get("ORIGINAL_SIZE")
-        .map(parse_size_mb)
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    let size = d.get("SIZE").map(parse_size_mb).transpose().map_err(|e| e.to_string())?;
+    let original = d.get("ORIGINAL_SIZE").map(parse_size_mb).transpose().map_err(|e| e.to_string())?;
     let target = format!("{source}-{vm_id}-{disk_id}");
     let job = Job::CloneDisk {
         ceph: ctx.ceph(Some(d), &ds),

@@ -19,15 +19,10 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     let a = expect_args(args, USAGE, 5, 5).map_err(|e| e.to_string())?;
     let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
     let disk_id = hp.disk_id().map_err(|e| e.to_string())?;
-    let target: rbdx_core::ops::ImageSpec =
-        a[1].parse().map_err(|e: rbdx_core::Error| e.to_string())?;
+    let target: rbdx_core::ops::ImageSpec = a[1].parse().map_err(|e: rbdx_core::Error| e.to_string())?;
     let snap = match a[2].as_str() {
         "-1" => None,
-        s => Some(
-            parse_id("snapshot id", s)
-                .map_err(|e| e.to_string())?
-                .to_string(),
-        ),
+        s => Some(parse_id("snapshot id", s).map_err(|e| e.to_string())?.to_string()),
     };
     let vm_id = parse_id("VM id", &a[3]).map_err(|e| e.to_string())?;
     let ds_id = parse_id("datastore id", &a[4]).map_err(|e| e.to_string())?;

@@ -27,10 +27,7 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     if !hp.is_disk() {
         // The VM directory: its suspend checkpoint, in the system datastore's pool.
         let pool = ds.template().get("POOL_NAME").unwrap_or("one");
-        let trash = ds
-            .template()
-            .is_yes("CEPH_TRASH")
-            .then_some(cfg.trash_delay);
+        let trash = ds.template().is_yes("CEPH_TRASH").then_some(cfg.trash_delay);
         let job = Job::RemoveImage {
             ceph: ctx.ceph(None, &ds),
             image: format!("{pool}/one-sys-{vm_id}-checkpoint"),

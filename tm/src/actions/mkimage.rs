@@ -29,21 +29,13 @@ pub(crate) fn make(size: u64, format: &str, path: &str, vm: &str, ds: &str, ctx:
     if size == 0 {
         return Err("invalid size 0: a disk needs at least 1 MiB".into());
     }
-    if !format
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        || format.is_empty()
-    {
+    if !format.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || format.is_empty() {
         return Err(format!("invalid format {format:?}"));
     }
     let vm = ctx.vm(vm_id)?;
     let d = disk(&vm, disk_id)?;
     let ds = ctx.datastore(ds_id)?;
-    let fs = if format == "swap" {
-        Some("swap".to_string())
-    } else {
-        d.get("FS").map(str::to_string)
-    };
+    let fs = if format == "swap" { Some("swap".to_string()) } else { d.get("FS").map(str::to_string) };
     if let Some(f) = &fs {
         if !rbdx_one::format::SUPPORTED.contains(&f.as_str()) {
             return Err(format!(

@@ -32,8 +32,7 @@ pub fn accept(_args: &[String]) -> Result {
 /// # Errors
 /// Malformed arguments, or a VM directory (not supported yet).
 pub fn mv(args: &[String]) -> Result {
-    let a = expect_args(args, "mv <host:path> <host:path> <vmid> <dsid>", 4, 4)
-        .map_err(|e| e.to_string())?;
+    let a = expect_args(args, "mv <host:path> <host:path> <vmid> <dsid>", 4, 4).map_err(|e| e.to_string())?;
     let src = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
     HostPath::parse(&a[1]).map_err(|e| e.to_string())?;
     parse_id("VM id", &a[2]).map_err(|e| e.to_string())?;

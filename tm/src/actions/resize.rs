@@ -34,10 +34,7 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
         return Ok(());
     }
     let ds = ctx.datastore(ds_id)?;
-    let job = Job::Resize {
-        ceph: ctx.ceph(Some(d), &ds),
-        image: disk_image(d, vm_id, disk_id)?,
-        size_mb: size,
-    };
+    let job =
+        Job::Resize { ceph: ctx.ceph(Some(d), &ds), image: disk_image(d, vm_id, disk_id)?, size_mb: size };
     ctx.run(&job, &hp.host, &ds)
 }

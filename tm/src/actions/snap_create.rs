@@ -25,9 +25,7 @@ pub fn run(args: &[String], ctx: &Ctx, live: bool) -> Result {
     let d = disk(&vm, disk_id)?;
     let ds = ctx.datastore(ds_id)?;
     let freeze = live.then(|| Freeze {
-        domain: vm
-            .deploy_id()
-            .map_or_else(|| format!("one-{vm_id}"), str::to_string),
+        domain: vm.deploy_id().map_or_else(|| format!("one-{vm_id}"), str::to_string),
         virsh: ctx.cfg.virsh.clone(),
         uri: ctx.cfg.libvirt_uri.clone(),
         timeout_secs: ctx.cfg.freeze_timeout.as_secs(),

@@ -1,0 +1,164 @@
+//! The actions for a Ceph image datastore used with an **ssh** system datastore
+//! (oned calls them as `<action>.ssh`): the VM runs from a local file on the host,
+//! copied from and back into RBD. They always run on that host.
+
+use rbdx_one::args::{HostPath, expect_args, parse_id, parse_size_mb};
+use rbdx_one::job::{BASE_SNAP, Freeze, Job};
+
+use crate::context::{Ctx, Result, data_pool, disk};
+
+/// LCM_STATE HOTPLUG_SAVEAS: a save-as of a running VM's disk.
+const HOTPLUG_SAVEAS: u32 = 26;
+/// LCM_STATE DISK_RESIZE.
+const DISK_RESIZE: u32 = 62;
+
+fn ids(a: &[String], vm: usize, ds: usize) -> Result<(u32, u32)> {
+    Ok((
+        parse_id("VM id", &a[vm]).map_err(|e| e.to_string())?,
+        parse_id("datastore id", &a[ds]).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// `clone.ssh fe:SOURCE host:<sysdir>/disk.N VMID DSID`: copy the image's base
+/// snapshot into the disk file.
+///
+/// # Errors
+/// One line for oned.
+pub fn clone(args: &[String], ctx: &Ctx) -> Result {
+    let a = expect_args(args, "clone.ssh <fe:SOURCE> <host:path/disk.N> <vmid> <dsid>", 4, 4)
+        .map_err(|e| e.to_string())?;
+    export(a, ctx, Some(BASE_SNAP), false)
+}
+
+/// `ln.ssh fe:SOURCE host:<sysdir>/disk.N VMID DSID`: copy the persistent image
+/// itself into the disk file (dropping its stale base snapshot).
+///
+/// # Errors
+/// One line for oned.
+pub fn ln(args: &[String], ctx: &Ctx) -> Result {
+    let a = expect_args(args, "ln.ssh <fe:SOURCE> <host:path/disk.N> <vmid> <dsid>", 4, 4)
+        .map_err(|e| e.to_string())?;
+    export(a, ctx, None, true)
+}
+
+fn export(a: &[String], ctx: &Ctx, snap: Option<&str>, drop_base_snap: bool) -> Result {
+    let src = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
+    let dst = HostPath::parse(&a[1]).map_err(|e| e.to_string())?;
+    let disk_id = dst.disk_id().map_err(|e| e.to_string())?;
+    let (vm_id, ds_id) = ids(a, 2, 3)?;
+    let source: rbdx_core::ops::ImageSpec = src.path.parse().map_err(|e: rbdx_core::Error| e.to_string())?;
+    let vm = ctx.vm(vm_id)?;
+    let d = disk(&vm, disk_id)?;
+    let ds = ctx.datastore(ds_id)?;
+    let size = d.get("SIZE").map(parse_size_mb).transpose().map_err(|e| e.to_string())?;
+    let job = Job::ExportToFile {
+        ceph: ctx.ceph(Some(d), &ds),
+        source: source.to_string(),
+        snap: snap.map(str::to_string),
+        drop_base_snap,
+        path: dst.path.clone(),
+        size_mb: size,
+    };
+    ctx.run_on_host(&job, &dst.host, &ds)
+}
+
+/// `mvds.ssh host:<sysdir>/disk.N SOURCE VMID DSID`: write the disk file back
+/// into the persistent image, then remove the file.
+///
+/// # Errors
+/// One line for oned.
+pub fn mvds(args: &[String], ctx: &Ctx) -> Result {
+    let a = expect_args(args, "mvds.ssh <host:path/disk.N> <source> <vmid> <dsid>", 4, 4)
+        .map_err(|e| e.to_string())?;
+    let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
+    let disk_id = hp.disk_id().map_err(|e| e.to_string())?;
+    let target: rbdx_core::ops::ImageSpec = a[1].parse().map_err(|e: rbdx_core::Error| e.to_string())?;
+    let (vm_id, ds_id) = ids(a, 2, 3)?;
+    let vm = ctx.vm(vm_id)?;
+    if vm.lcm_state() == Some(HOTPLUG_SAVEAS) && vm.last_history("VM_MAD") != Some("kvm") {
+        return Err("saving a disk of a running VM is only supported with KVM".into());
+    }
+    if vm.last_history("HOSTNAME").is_some_and(|h| h != hp.host) {
+        return Err(format!("VM {vm_id} is not on {}: its disk file cannot be saved", hp.host));
+    }
+    let d = disk(&vm, disk_id)?;
+    let ds = ctx.datastore(ds_id)?;
+    let size = d.get("SIZE").map(parse_size_mb).transpose().map_err(|e| e.to_string())?;
+    let job = Job::ImportFile {
+        ceph: ctx.ceph(Some(d), &ds),
+        path: hp.path.clone(),
+        target: target.to_string(),
+        create: false,
+        data_pool: None,
+        size_mb: size,
+        remove_file: true,
+        freeze: None,
+    };
+    ctx.run_on_host(&job, &hp.host, &ds)
+}
+
+/// `cpds.ssh host:<sysdir>/disk.N NEW_SOURCE SNAP_ID VMID DSID`: copy the disk
+/// file into a new image (with the datastore's EC_POOL_NAME), freezing a running
+/// guest while reading it.
+///
+/// # Errors
+/// One line for oned.
+pub fn cpds(args: &[String], ctx: &Ctx) -> Result {
+    let a = expect_args(args, "cpds.ssh <host:path/disk.N> <new_source> <snap_id|-1> <vmid> <dsid>", 5, 5)
+        .map_err(|e| e.to_string())?;
+    let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
+    let disk_id = hp.disk_id().map_err(|e| e.to_string())?;
+    let target: rbdx_core::ops::ImageSpec = a[1].parse().map_err(|e: rbdx_core::Error| e.to_string())?;
+    if a[2] != "-1" {
+        parse_id("snapshot id", &a[2]).map_err(|e| e.to_string())?;
+        return Err("saving a snapshot of a disk on an ssh system datastore is not supported".into());
+    }
+    let (vm_id, ds_id) = ids(a, 3, 4)?;
+    let vm = ctx.vm(vm_id)?;
+    if vm.last_history("HOSTNAME").is_some_and(|h| h != hp.host) {
+        return Err(format!("VM {vm_id} is not on {}: its disk file cannot be read", hp.host));
+    }
+    disk(&vm, disk_id)?;
+    let ds = ctx.datastore(ds_id)?;
+    let freeze = (vm.lcm_state() == Some(HOTPLUG_SAVEAS)).then(|| Freeze {
+        domain: vm.deploy_id().map_or_else(|| format!("one-{vm_id}"), str::to_string),
+        virsh: ctx.cfg.virsh.clone(),
+        uri: ctx.cfg.libvirt_uri.clone(),
+        timeout_secs: ctx.cfg.freeze_timeout.as_secs(),
+    });
+    let job = Job::ImportFile {
+        ceph: ctx.ceph(None, &ds),
+        path: hp.path.clone(),
+        target: target.to_string(),
+        create: true,
+        data_pool: data_pool(&ds),
+        size_mb: None,
+        remove_file: false,
+        freeze,
+    };
+    ctx.run_on_host(&job, &hp.host, &ds)
+}
+
+/// `resize.ssh host:<sysdir>/disk.N SIZE VMID [DSID]`: grow the disk file.
+///
+/// # Errors
+/// One line for oned.
+pub fn resize(args: &[String], ctx: &Ctx) -> Result {
+    let a = expect_args(args, "resize.ssh <host:path/disk.N> <size MB> <vmid> [dsid]", 3, 4)
+        .map_err(|e| e.to_string())?;
+    let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
+    hp.disk_id().map_err(|e| e.to_string())?;
+    let size = parse_size_mb(&a[1]).map_err(|e| e.to_string())?;
+    let vm_id = parse_id("VM id", &a[2]).map_err(|e| e.to_string())?;
+    let vm = ctx.vm(vm_id)?;
+    if vm.lcm_state() == Some(DISK_RESIZE) {
+        rbdx_one::log::info("the VM is running: the hypervisor resizes the disk");
+        return Ok(());
+    }
+    let ds_id = match a.get(3) {
+        Some(s) => parse_id("datastore id", s).map_err(|e| e.to_string())?,
+        None => hp.system_ds_id().map_err(|e| e.to_string())?,
+    };
+    let ds = ctx.datastore(ds_id)?;
+    ctx.run_on_host(&Job::ResizeFile { path: hp.path.clone(), size_mb: size }, &hp.host, &ds)
+}
