@@ -587,3 +587,63 @@ fn disks_left_by_the_stock_drivers_keep_working() {
     assert!(ops::stat(&c, &img_s).unwrap().snapshots.is_empty(), "its unused @snap went with the last clone");
     ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
 }
+
+/// A fake driver script that records its arguments and stdin.
+fn recorder(path: &Path, log: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\necho \"$@\" >> '{0}'\ncat >> '{0}'\necho >> '{0}'\n", log.display())).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn migrate_actions_call_the_other_drivers_of_the_vm() {
+    let e = env();
+    let remotes = e.dir.path().join("remotes");
+    let log = e.dir.path().join("calls.log");
+    recorder(&remotes.join("tm/shared/premigrate"), &log);
+    recorder(&remotes.join("tm/shared/postmigrate"), &log);
+    let vm = fresh_id();
+    let disks = [
+        e.image_disk(0, "rbdx/one-1", true, IMAGE_DS, 8),
+        e.image_disk(1, "shared-ds/x", true, 1, 8).with("TM_MAD", "shared"),
+    ];
+    let doc = vm_doc(vm, "localhost", 3, &disks);
+    let b64 = rbdx_one::base64::encode(doc.as_bytes());
+    let dir = format!("/var/lib/one/datastores/0/{vm}");
+    for action in ["premigrate", "postmigrate"] {
+        use std::io::Write;
+        // Same host: no directory to move, but the other drivers are still called.
+        let mut child = e
+            .command(&["tm", action, "localhost", "localhost", &dir, &vm.to_string(), "0"])
+            .env("RBDX_REMOTES", &remotes)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b64.as_bytes()).unwrap();
+        assert_ok(&child.wait_with_output().unwrap());
+    }
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let want = format!("localhost localhost {dir} {vm} 0 ceph\n{b64}\n");
+    assert_eq!(calls, format!("{want}{want}"), "each other driver got the same argv plus ours, and the same stdin");
+    // Called by another driver (6th argument): nothing to do.
+    let out = e.command(&["tm", "premigrate", "a", "b", &dir, &vm.to_string(), "0", "shared"]).output().unwrap();
+    assert_ok(&out);
+    assert_fails(&e.tm("premigrate", &["a", "b", "/", "1", "0"]), "unsafe path");
+}
+
+#[test]
+fn context_and_the_no_op_actions_take_oneds_arguments() {
+    let e = env();
+    let remotes = e.dir.path().join("remotes");
+    let log = e.dir.path().join("context.log");
+    recorder(&remotes.join("tm/common/context"), &log);
+    let args = ["/var/lib/one/vms/5/context.sh", "/tmp/f1", "localhost:/var/lib/one//datastores/0/5/disk.2", "5", "0"];
+    let out = e.command(&["tm", "context"]).args(args).env("RBDX_REMOTES", &remotes).stdin(std::process::Stdio::null()).output().unwrap();
+    assert_ok(&out);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), format!("{}\n\n", args.join(" ")));
+    assert_ok(&e.tm("failmigrate", &["a", "b", "/var/lib/one/datastores/0/5", "5", "0"]));
+    assert_ok(&e.tm("delete.ssh", &[&disk_path(5, 0), "5", "0"]));
+    assert_ok(&e.tm("mvds", &[&disk_path(5, 0), "rbdx/one-1", "5", "100"]));
+    assert_fails(&e.tm("mvds", &[&disk_path(5, 0), "rbdx/one-1", "x", "100"]), "invalid VM id");
+}

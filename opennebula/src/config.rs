@@ -39,6 +39,10 @@ pub struct Config {
     pub max_clone_depth: u32,
     /// `TRASH_DELAY`: seconds a disk deleted with CEPH_TRASH stays restorable (default 0).
     pub trash_delay: u64,
+    /// `RECLAIM`: what deleting a disk does with its images that save-as clones
+    /// still read from: `trash` (default; freed by monitor once the clones are
+    /// gone) or `flatten` (the clones are made independent at once).
+    pub reclaim: rbdx_core::ops::disk::Reclaim,
     /// `VIRSH`: the virsh command for live snapshots (default `virsh`).
     pub virsh: String,
     /// `LIBVIRT_URI` (default `qemu:///system`).
@@ -58,6 +62,7 @@ impl Default for Config {
             oned_timeout: Duration::from_secs(30),
             max_clone_depth: rbdx_core::ops::disk::DEFAULT_MAX_DEPTH,
             trash_delay: 0,
+            reclaim: rbdx_core::ops::disk::Reclaim::Trash,
             virsh: "virsh".into(),
             libvirt_uri: "qemu:///system".into(),
             freeze_timeout: Duration::from_secs(60),
@@ -146,6 +151,13 @@ impl Config {
                 self.trash_delay =
                     v.parse().map_err(|_| format!("TRASH_DELAY: expected seconds, got {v:?}"))?
             }
+            "RECLAIM" => {
+                self.reclaim = match v {
+                    "trash" => rbdx_core::ops::disk::Reclaim::Trash,
+                    "flatten" => rbdx_core::ops::disk::Reclaim::Flatten,
+                    _ => return Err(format!("RECLAIM: expected trash or flatten, got {v:?}")),
+                }
+            }
             "VIRSH" => self.virsh = v.to_string(),
             "LIBVIRT_URI" => self.libvirt_uri = v.to_string(),
             "FREEZE_TIMEOUT" => self.freeze_timeout = secs(key, v)?,
@@ -160,7 +172,7 @@ impl Config {
     /// A message for a bad value.
     pub fn for_datastore(&self, ds: Attrs<'_>) -> Result<Self, String> {
         let mut c = self.clone();
-        for key in ["EXECUTION", "MAX_CLONE_DEPTH", "TRASH_DELAY", "CEPH_TIMEOUT", "ACTION_TIMEOUT"] {
+        for key in ["EXECUTION", "MAX_CLONE_DEPTH", "TRASH_DELAY", "RECLAIM", "CEPH_TIMEOUT", "ACTION_TIMEOUT"] {
             if let Some(v) = ds.get(&format!("RBDX_{key}")) {
                 c.set(key, v).map_err(|e| format!("datastore attribute RBDX_{e}"))?;
             }

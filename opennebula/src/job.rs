@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rbdx_core::ops::disk::{self, Disk, DiskConfig};
+use rbdx_core::ops::disk::{self, Disk, DiskConfig, Reclaim};
 use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec, Removal, RemoveOptions};
 use rbdx_core::{Cluster, ConnectConfig, Timeouts};
 use serde::{Deserialize, Serialize};
@@ -104,6 +104,9 @@ pub enum Job {
         base: Option<String>,
         /// Move to the trash with this deferment instead (CEPH_TRASH).
         trash_delay: Option<u64>,
+        /// What happens to images that save-as clones still read from.
+        #[serde(default)]
+        reclaim: Reclaim,
     },
     /// Remove one image if it exists (the VM's suspend checkpoint).
     RemoveImage {
@@ -334,9 +337,9 @@ impl Job {
                 let dst = spec(target)?;
                 make_image(c, &dst, *size_mb, data_pool.as_deref(), fs.as_deref(), log)?;
             }
-            Self::DeleteDisk { head, base, trash_delay, .. } => {
+            Self::DeleteDisk { head, base, trash_delay, reclaim, .. } => {
                 let h = spec(head)?;
-                Disk::new(c, h.clone()).remove(*trash_delay).map_err(e(&format!("deleting {h}")))?;
+                Disk::new(c, h.clone()).remove(*trash_delay, *reclaim).map_err(e(&format!("deleting {h}")))?;
                 if let Some(b) = base {
                     let b = spec(b)?;
                     let io = ops::ioctx(c, &b).map_err(e(&b.to_string()))?;

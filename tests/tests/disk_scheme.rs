@@ -3,7 +3,7 @@
 //! source, adoption of disks made by the stock drivers, interrupted reverts.
 
 use rbdx_core::Cluster;
-use rbdx_core::ops::disk::{self, Disk, DiskConfig, KEY_DISK};
+use rbdx_core::ops::disk::{self, Disk, DiskConfig, KEY_DISK, Reclaim};
 use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec};
 use rbdx_tests::{MIB, Scratch, checksum, fill};
 
@@ -80,8 +80,8 @@ fn revert_restores_any_snapshot_and_every_snapshot_stays_deletable() {
     d.snapshot_delete("1").unwrap(); // again: a no-op
     assert!(d.snapshots().unwrap().is_empty());
 
-    d.remove(None).unwrap();
-    d.remove(None).unwrap(); // again: a no-op
+    d.remove(None, Reclaim::Trash).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap(); // again: a no-op
     let (left, trash) = s.leftovers(&c);
     assert_eq!(left, [s.spec("img").name], "only the image remains");
     assert!(trash.is_empty(), "{trash:?}");
@@ -103,7 +103,7 @@ fn the_head_keeps_its_name_and_metadata_through_reverts() {
     let p = img.parent().unwrap().unwrap();
     assert_eq!((p.image.name.as_str(), p.snap_name.as_str()), (format!("{}-0", head.name).as_str(), "0"));
     drop(img);
-    d.remove(None).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
     s.finish(&c);
 }
 
@@ -128,7 +128,7 @@ fn clone_chains_stay_within_the_configured_depth() {
     for i in 0..4 {
         d.snapshot_delete(&i.to_string()).unwrap();
     }
-    d.remove(None).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
     assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
     s.finish(&c);
 }
@@ -149,7 +149,7 @@ fn a_save_as_clone_outlives_its_source_disk() {
     assert_all_ec(&s, &c);
 
     // Source first: its images wait in the trash for the clone.
-    d.remove(None).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
     assert!(ops::stat(&c, &head).unwrap_err().is_not_found());
     assert_eq!(sum(&c, &target), want, "the clone still reads the same bytes");
     let waiting = s.leftovers(&c).1;
@@ -206,7 +206,7 @@ fn disks_made_by_the_stock_drivers_are_adopted() {
     for snap in ["0", "1", "2"] {
         d.snapshot_delete(snap).unwrap();
     }
-    d.remove(None).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
     assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
     assert!(s.leftovers(&c).1.is_empty());
     s.finish(&c);
@@ -233,7 +233,7 @@ fn an_interrupted_revert_is_finished_by_the_next_call() {
     d.revert("0", &ec_config(&s)).unwrap();
     assert_eq!(sum(&c, &head), want);
     assert!(ops::stat(&c, &head.sibling(&temp).unwrap()).unwrap_err().is_not_found());
-    d.remove(None).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
     assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
     s.finish(&c);
 }
@@ -255,7 +255,7 @@ fn clone_format_1_reverts_and_deletes_in_any_order() {
     d.snapshot_delete("1").unwrap(); // the head's own parent snapshot
     assert_eq!(sum(&c, &head), want1);
     d.snapshot_delete("0").unwrap();
-    d.remove(None).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
     assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
     assert!(s.leftovers(&c).1.is_empty());
     s.finish(&c);
@@ -289,5 +289,27 @@ fn concurrent_first_deploys_make_exactly_one_base_snapshot() {
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     assert_eq!(io.open_read_only(&base.name, Some("snap")).unwrap().children().unwrap().len(), 8);
     assert_all_ec(&s, &c);
+    s.finish(&c);
+}
+
+#[test]
+fn the_flatten_policy_frees_the_source_at_once() {
+    let s = Scratch::new("flatpolicy");
+    let c = s.env.connect();
+    let head = vm_disk(&s, &c);
+    let d = Disk::new(&c, head.clone());
+    write(&c, &head, 4 * MIB, 3);
+    d.snapshot_create("rbdx.saveas.y").unwrap();
+    let target = s.spec("saved");
+    d.clone_snapshot("rbdx.saveas.y", &target, &ec_config(&s)).unwrap();
+    let want = sum(&c, &target);
+    d.remove(None, Reclaim::Flatten).unwrap();
+    let st = ops::stat(&c, &target).unwrap();
+    assert!(st.parent.is_none(), "the clone was made independent");
+    assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
+    assert_eq!(sum(&c, &target), want);
+    let (left, trash) = s.leftovers(&c);
+    assert_eq!(left.len(), 2, "the image and the saved clone: {left:?}");
+    assert!(trash.is_empty(), "nothing waits in the trash: {trash:?}");
     s.finish(&c);
 }

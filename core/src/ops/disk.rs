@@ -57,6 +57,19 @@ const KEY_REVERT_CARRIER: &str = "rbdx.revert.carrier";
 /// as its hard limit.
 pub const DEFAULT_MAX_DEPTH: u32 = 8;
 
+/// What happens to a disk's image that clones outside the disk (save-as images)
+/// still read from, when the disk is deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reclaim {
+    /// Move it to the RBD trash; [`reclaim`] frees it once its last clone is gone
+    /// (the monitor action runs it periodically). Deleting the disk is O(1).
+    #[default]
+    Trash,
+    /// Flatten those clones now (O(their data)) and remove the image at once.
+    Flatten,
+}
+
 /// How the scheme creates images and reclaims space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
@@ -434,7 +447,8 @@ impl<'c> Disk<'c> {
 
     /// Removes the head and every carrier with their snapshots. Images that clones
     /// outside the disk still read from go to the RBD trash, marked for
-    /// [`reclaim`]. Removing a disk that does not exist is a no-op, and cleans up
+    /// [`reclaim`], or have those clones flattened first ([`Reclaim`]; always for
+    /// format-1 clones, which cannot outlive a protected snapshot). Removing a disk that does not exist is a no-op, and cleans up
     /// what an interrupted removal left.
     ///
     /// `trash_delay`: move the disk's images to the trash with this deferment
@@ -442,7 +456,7 @@ impl<'c> Disk<'c> {
     ///
     /// # Errors
     /// [`Error::InUse`] while a client has the head open; Ceph errors.
-    pub fn remove(&self, trash_delay: Option<u64>) -> Result<()> {
+    pub fn remove(&self, trash_delay: Option<u64>, reclaim: Reclaim) -> Result<()> {
         let io = self.io()?;
         self.recover(&io)?;
         let name = self.head.name.clone();
@@ -471,7 +485,7 @@ impl<'c> Disk<'c> {
         // Children before parents.
         let order = children_first(&io, &images)?;
         for img in &order {
-            dispose(&io, img, trash_delay)?;
+            dispose(self.cluster, &io, img, trash_delay, reclaim)?;
         }
         Ok(())
     }
@@ -617,30 +631,34 @@ fn children_first(io: &IoCtx<'_>, images: &[String]) -> Result<Vec<String>> {
 
 /// Removes `image` with its snapshots; if clones still read from it, moves it to
 /// the trash marked for reclaim. With `trash_delay`, everything goes to the trash.
-fn dispose(io: &IoCtx<'_>, image: &str, trash_delay: Option<u64>) -> Result<()> {
+fn dispose(cluster: &Cluster, io: &IoCtx<'_>, image: &str, trash_delay: Option<u64>, reclaim: Reclaim) -> Result<()> {
     let img = match io.open(image) {
         Err(e) if e.is_not_found() => return Ok(()),
         other => other?,
     };
-    let mut still_used = false;
     for s in img.snapshots()? {
         if img.snap_namespace(s.id)? != SnapNamespace::User {
-            still_used = true; // a trashed snapshot some clone still reads
             continue;
         }
+        let children = io.open_read_only(image, Some(&s.name))?.children()?;
+        // Format-1 children (a protected snapshot) can only be made independent.
+        let flatten = !children.is_empty() && (reclaim == Reclaim::Flatten || img.snap_is_protected(&s.name)?);
+        if flatten {
+            for c in children {
+                let spec = ImageSpec::new(&c.pool, &c.name)?.in_namespace(&c.namespace)?;
+                match super::flatten(cluster, &spec) {
+                    Err(e) if e.is_not_found() => {}
+                    other => other?,
+                }
+            }
+        }
         match img.snap_remove(&s.name) {
-            Ok(()) => {}
             Err(e) if e.is_not_found() => {}
-            Err(e) if e.kind() == Some(ErrorKind::Busy) => still_used = true,
-            Err(e) => return Err(e),
+            other => other?,
         }
     }
-    // Format 2 moves a snapshot with children to the trash namespace.
-    for s in img.snapshots()? {
-        if img.snap_namespace(s.id)? != SnapNamespace::User || img.snap_is_protected(&s.name)? {
-            still_used = true;
-        }
-    }
+    // What is left are format-2 snapshots in the trash namespace that clones still read.
+    let still_used = !img.snapshots()?.is_empty();
     if still_used {
         img.metadata_set(KEY_RECLAIM, "1")?;
     }

@@ -49,6 +49,7 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
         head: disk_image(d, vm_id, disk_id)?,
         base: d.get("SOURCE").map(str::to_string),
         trash_delay: trash.then_some(cfg.trash_delay),
+        reclaim: cfg.reclaim,
     };
     let host = ctx.host_for(&hp, &vm, &ds)?;
     ctx.run(&job, &host, &ds)
