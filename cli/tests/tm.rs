@@ -591,7 +591,11 @@ fn disks_left_by_the_stock_drivers_keep_working() {
 /// A fake driver script that records its arguments and stdin.
 fn recorder(path: &Path, log: &Path) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, format!("#!/bin/sh\necho \"$@\" >> '{0}'\ncat >> '{0}'\necho >> '{0}'\n", log.display())).unwrap();
+    std::fs::write(
+        path,
+        format!("#!/bin/sh\necho \"$@\" >> '{0}'\ncat >> '{0}'\necho >> '{0}'\n", log.display()),
+    )
+    .unwrap();
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
@@ -625,9 +629,14 @@ fn migrate_actions_call_the_other_drivers_of_the_vm() {
     }
     let calls = std::fs::read_to_string(&log).unwrap();
     let want = format!("localhost localhost {dir} {vm} 0 ceph\n{b64}\n");
-    assert_eq!(calls, format!("{want}{want}"), "each other driver got the same argv plus ours, and the same stdin");
+    assert_eq!(
+        calls,
+        format!("{want}{want}"),
+        "each other driver got the same argv plus ours, and the same stdin"
+    );
     // Called by another driver (6th argument): nothing to do.
-    let out = e.command(&["tm", "premigrate", "a", "b", &dir, &vm.to_string(), "0", "shared"]).output().unwrap();
+    let out =
+        e.command(&["tm", "premigrate", "a", "b", &dir, &vm.to_string(), "0", "shared"]).output().unwrap();
     assert_ok(&out);
     assert_fails(&e.tm("premigrate", &["a", "b", "/", "1", "0"]), "unsafe path");
 }
@@ -638,8 +647,20 @@ fn context_and_the_no_op_actions_take_oneds_arguments() {
     let remotes = e.dir.path().join("remotes");
     let log = e.dir.path().join("context.log");
     recorder(&remotes.join("tm/common/context"), &log);
-    let args = ["/var/lib/one/vms/5/context.sh", "/tmp/f1", "localhost:/var/lib/one//datastores/0/5/disk.2", "5", "0"];
-    let out = e.command(&["tm", "context"]).args(args).env("RBDX_REMOTES", &remotes).stdin(std::process::Stdio::null()).output().unwrap();
+    let args = [
+        "/var/lib/one/vms/5/context.sh",
+        "/tmp/f1",
+        "localhost:/var/lib/one//datastores/0/5/disk.2",
+        "5",
+        "0",
+    ];
+    let out = e
+        .command(&["tm", "context"])
+        .args(args)
+        .env("RBDX_REMOTES", &remotes)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
     assert_ok(&out);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), format!("{}\n\n", args.join(" ")));
     assert_ok(&e.tm("failmigrate", &["a", "b", "/var/lib/one/datastores/0/5", "5", "0"]));

@@ -172,7 +172,9 @@ impl Config {
     /// A message for a bad value.
     pub fn for_datastore(&self, ds: Attrs<'_>) -> Result<Self, String> {
         let mut c = self.clone();
-        for key in ["EXECUTION", "MAX_CLONE_DEPTH", "TRASH_DELAY", "RECLAIM", "CEPH_TIMEOUT", "ACTION_TIMEOUT"] {
+        for key in
+            ["EXECUTION", "MAX_CLONE_DEPTH", "TRASH_DELAY", "RECLAIM", "CEPH_TIMEOUT", "ACTION_TIMEOUT"]
+        {
             if let Some(v) = ds.get(&format!("RBDX_{key}")) {
                 c.set(key, v).map_err(|e| format!("datastore attribute RBDX_{e}"))?;
             }

@@ -339,7 +339,9 @@ impl Job {
             }
             Self::DeleteDisk { head, base, trash_delay, reclaim, .. } => {
                 let h = spec(head)?;
-                Disk::new(c, h.clone()).remove(*trash_delay, *reclaim).map_err(e(&format!("deleting {h}")))?;
+                Disk::new(c, h.clone())
+                    .remove(*trash_delay, *reclaim)
+                    .map_err(e(&format!("deleting {h}")))?;
                 if let Some(b) = base {
                     let b = spec(b)?;
                     let io = ops::ioctx(c, &b).map_err(e(&b.to_string()))?;

@@ -16,6 +16,7 @@ use crate::TestCluster;
 
 #[derive(Debug, Default)]
 struct State {
+    dir: Option<PathBuf>,
     vms: HashMap<u32, String>,
     datastores: HashMap<u32, String>,
     hosts: String,
@@ -33,6 +34,14 @@ pub struct OnedDouble {
 }
 
 impl OnedDouble {
+    /// Starts one that serves `<dir>/vm-<id>.xml`, `<dir>/datastore-<id>.xml` and
+    /// `<dir>/hosts.xml` as they are at each call (for the demo).
+    pub fn start_dir(dir: &Path) -> Self {
+        let d = Self::start();
+        d.state.lock().unwrap().dir = Some(dir.to_path_buf());
+        d
+    }
+
     /// Starts it; it serves until the process exits.
     pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -123,7 +132,10 @@ fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
         reply(false, &format!("[{method}] User couldn't be authenticated, aborting call."), 256)
     } else {
         match method.as_str() {
-            "one.vm.info" => match id.and_then(|i| st.vms.get(&i)) {
+            "one.vm.info" => match id
+                .and_then(|i| st.vms.get(&i).cloned().or_else(|| from_dir(&st, &format!("vm-{i}.xml"))))
+                .as_deref()
+            {
                 Some(doc) => reply(true, doc, 0),
                 None => reply(
                     false,
@@ -131,7 +143,12 @@ fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
                     1024,
                 ),
             },
-            "one.datastore.info" => match id.and_then(|i| st.datastores.get(&i)) {
+            "one.datastore.info" => match id
+                .and_then(|i| {
+                    st.datastores.get(&i).cloned().or_else(|| from_dir(&st, &format!("datastore-{i}.xml")))
+                })
+                .as_deref()
+            {
                 Some(doc) => reply(true, doc, 0),
                 None => reply(
                     false,
@@ -139,7 +156,9 @@ fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
                     1024,
                 ),
             },
-            "one.hostpool.info" => reply(true, &st.hosts, 0),
+            "one.hostpool.info" => {
+                reply(true, &from_dir(&st, "hosts.xml").unwrap_or_else(|| st.hosts.clone()), 0)
+            }
             other => reply(false, &format!("[{other}] method not served by the test double"), 1024),
         }
     };
@@ -150,6 +169,10 @@ fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
         "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     );
+}
+
+fn from_dir(st: &State, file: &str) -> Option<String> {
+    std::fs::read_to_string(st.dir.as_ref()?.join(file)).ok()
 }
 
 /// `<NAME>value</NAME>` for each pair, values escaped (as oned wraps them in CDATA).

@@ -631,7 +631,13 @@ fn children_first(io: &IoCtx<'_>, images: &[String]) -> Result<Vec<String>> {
 
 /// Removes `image` with its snapshots; if clones still read from it, moves it to
 /// the trash marked for reclaim. With `trash_delay`, everything goes to the trash.
-fn dispose(cluster: &Cluster, io: &IoCtx<'_>, image: &str, trash_delay: Option<u64>, reclaim: Reclaim) -> Result<()> {
+fn dispose(
+    cluster: &Cluster,
+    io: &IoCtx<'_>,
+    image: &str,
+    trash_delay: Option<u64>,
+    reclaim: Reclaim,
+) -> Result<()> {
     let img = match io.open(image) {
         Err(e) if e.is_not_found() => return Ok(()),
         other => other?,
@@ -642,7 +648,8 @@ fn dispose(cluster: &Cluster, io: &IoCtx<'_>, image: &str, trash_delay: Option<u
         }
         let children = io.open_read_only(image, Some(&s.name))?.children()?;
         // Format-1 children (a protected snapshot) can only be made independent.
-        let flatten = !children.is_empty() && (reclaim == Reclaim::Flatten || img.snap_is_protected(&s.name)?);
+        let flatten =
+            !children.is_empty() && (reclaim == Reclaim::Flatten || img.snap_is_protected(&s.name)?);
         if flatten {
             for c in children {
                 let spec = ImageSpec::new(&c.pool, &c.name)?.in_namespace(&c.namespace)?;
