@@ -15,6 +15,12 @@ impl fmt::Display for ArgError {
 
 impl std::error::Error for ArgError {}
 
+impl From<ArgError> for String {
+    fn from(e: ArgError) -> Self {
+        e.0
+    }
+}
+
 fn bad(msg: impl Into<String>) -> ArgError {
     ArgError(msg.into())
 }

@@ -31,6 +31,16 @@ pub struct Request {
     pub job: Job,
 }
 
+/// A job as the one request line the remote side reads.
+///
+/// # Errors
+/// Never in practice (jobs always serialise).
+pub fn request_line(job: Job) -> Result<Vec<u8>, String> {
+    let mut v = serde_json::to_vec(&Request { protocol: PROTOCOL, job }).map_err(|e| e.to_string())?;
+    v.push(b'\n');
+    Ok(v)
+}
+
 /// Largest request the remote side reads.
 pub const MAX_REQUEST: u64 = 1 << 20;
 
@@ -46,20 +56,8 @@ pub fn run(job: &Job, target: &Target, cfg: &Config) -> Outcome {
 }
 
 fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome, String> {
-    validate_host(host).map_err(|e| e.to_string())?;
-    let mut request =
-        serde_json::to_vec(&Request { protocol: PROTOCOL, job: job.clone() }).map_err(|e| e.to_string())?;
-    request.push(b'\n');
-    let connect = cfg.action_timeout.min(Duration::from_secs(30)).as_secs().max(1);
-    let mut child = Command::new(&cfg.ssh[0])
-        .args(&cfg.ssh[1..])
-        .args(["-o", "BatchMode=yes", "-o", &format!("ConnectTimeout={connect}"), "--", host])
-        .arg(format!("{} remote", cfg.remote_binary()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", cfg.ssh[0]))?;
+    let request = request_line(job.clone())?;
+    let mut child = ssh(cfg, host)?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let mut stdout = child.stdout.take().ok_or("no stdout")?;
     let mut stderr = child.stderr.take().ok_or("no stderr")?;
@@ -154,20 +152,14 @@ pub fn serve(mut input: impl Read) -> (Option<Outcome>, i32) {
 /// # Errors
 /// One line naming the host that failed.
 pub fn move_dir(src: &str, dst: &str, path: &str, cfg: &Config) -> Result<(), String> {
-    validate_host(src).map_err(|e| e.to_string())?;
-    validate_host(dst).map_err(|e| e.to_string())?;
     crate::hostfs::check_path(path)?;
-    let line = |job: Job| -> Result<Vec<u8>, String> {
-        let mut v = serde_json::to_vec(&Request { protocol: PROTOCOL, job }).map_err(|e| e.to_string())?;
-        v.push(b'\n');
-        Ok(v)
-    };
     let mut receiver = ssh(cfg, dst)?;
     let mut sender = ssh(cfg, src)?;
     let mut rin = receiver.stdin.take().ok_or("no stdin")?;
-    rin.write_all(&line(Job::ReceiveDir { path: path.into() })?).map_err(|e| format!("{dst}: {e}"))?;
+    rin.write_all(&request_line(Job::ReceiveDir { path: path.into() })?)
+        .map_err(|e| format!("{dst}: {e}"))?;
     let mut sin = sender.stdin.take().ok_or("no stdin")?;
-    sin.write_all(&line(Job::SendDir { path: path.into() })?).map_err(|e| format!("{src}: {e}"))?;
+    sin.write_all(&request_line(Job::SendDir { path: path.into() })?).map_err(|e| format!("{src}: {e}"))?;
     drop(sin);
     let mut sout = sender.stdout.take().ok_or("no stdout")?;
     let pump = std::thread::spawn(move || std::io::copy(&mut sout, &mut rin));
@@ -195,7 +187,13 @@ pub fn move_dir(src: &str, dst: &str, path: &str, cfg: &Config) -> Result<(), St
     }
 }
 
-fn ssh(cfg: &Config, host: &str) -> Result<std::process::Child, String> {
+/// Starts `rbdx remote` on `host` over ssh, stdin/stdout/stderr piped. The
+/// command line is the configured ssh and a fixed binary path: nothing from data.
+///
+/// # Errors
+/// When ssh cannot be started.
+pub fn ssh(cfg: &Config, host: &str) -> Result<std::process::Child, String> {
+    validate_host(host).map_err(|e| e.to_string())?;
     let connect = cfg.action_timeout.min(Duration::from_secs(30)).as_secs().max(1);
     Command::new(&cfg.ssh[0])
         .args(&cfg.ssh[1..])

@@ -30,6 +30,12 @@ impl std::fmt::Display for OnedError {
 
 impl std::error::Error for OnedError {}
 
+impl From<OnedError> for String {
+    fn from(e: OnedError) -> Self {
+        e.0
+    }
+}
+
 fn err(msg: impl Into<String>) -> OnedError {
     OnedError(msg.into())
 }

@@ -38,7 +38,7 @@ impl Ctx {
         if let Some(o) = self.oned.get() {
             return Ok(o);
         }
-        let o = Oned::from_env(self.cfg.oned_timeout).map_err(|e| e.to_string())?;
+        let o = Oned::from_env(self.cfg.oned_timeout)?;
         Ok(self.oned.get_or_init(|| o))
     }
 
@@ -47,7 +47,7 @@ impl Ctx {
     /// # Errors
     /// oned's failure.
     pub fn vm(&self, id: u32) -> Result<Vm> {
-        self.oned()?.vm(id).map_err(|e| e.to_string())
+        Ok(self.oned()?.vm(id)?)
     }
 
     /// `one.datastore.info`.
@@ -55,7 +55,7 @@ impl Ctx {
     /// # Errors
     /// oned's failure.
     pub fn datastore(&self, id: u32) -> Result<Datastore> {
-        self.oned()?.datastore(id).map_err(|e| e.to_string())
+        Ok(self.oned()?.datastore(id)?)
     }
 
     /// Runs `job` where the datastore's settings say: on `host` over ssh, or here.
@@ -112,7 +112,7 @@ impl Ctx {
         if !undeployed || bridges.is_empty() {
             return Ok(hp.host.clone());
         }
-        let states = self.oned()?.hosts().map_err(|e| e.to_string())?;
+        let states = self.oned()?.hosts()?;
         let usable: Vec<&String> = bridges
             .iter()
             .filter(|b| states.iter().find(|h| &h.name == *b).is_none_or(|h| h.usable()))
@@ -120,9 +120,91 @@ impl Ctx {
         let pick = usable
             .get(vm.id().unwrap_or(0) as usize % usable.len().max(1))
             .ok_or_else(|| format!("no usable host in BRIDGE_LIST of datastore {}", ds.id().unwrap_or(0)))?;
-        rbdx_one::args::validate_host(pick).map_err(|e| e.to_string())?;
+        rbdx_one::args::validate_host(pick)?;
         Ok((*pick).clone())
     }
+}
+
+/// What most disk actions start from: `host:<sysdir>/disk.N`, VMID and DSID parsed,
+/// then the VM and the datastore from oned.
+#[derive(Debug)]
+pub struct DiskAction {
+    /// The disk path (and the host that runs the work).
+    pub hp: HostPath,
+    /// The DISK_ID.
+    pub disk_id: u32,
+    /// The VM id.
+    pub vm_id: u32,
+    /// The VM document.
+    pub vm: Vm,
+    /// The datastore (DSID).
+    pub ds: Datastore,
+}
+
+impl DiskAction {
+    /// Parses the three arguments, then asks oned.
+    ///
+    /// # Errors
+    /// A malformed argument (before oned is asked), or oned's failure.
+    pub fn load(ctx: &Ctx, path: &str, vm: &str, ds: &str) -> Result<Self> {
+        let hp = HostPath::parse(path)?;
+        let disk_id = hp.disk_id()?;
+        let vm_id = rbdx_one::args::parse_id("VM id", vm)?;
+        let ds_id = rbdx_one::args::parse_id("datastore id", ds)?;
+        Ok(Self { vm: ctx.vm(vm_id)?, ds: ctx.datastore(ds_id)?, hp, disk_id, vm_id })
+    }
+
+    /// The VM's DISK.
+    ///
+    /// # Errors
+    /// When the VM has no such disk.
+    pub fn disk(&self) -> Result<Attrs<'_>> {
+        disk(&self.vm, self.disk_id)
+    }
+
+    /// The RBD image of the disk ([`disk_image`]).
+    ///
+    /// # Errors
+    /// When the VM has no such disk.
+    pub fn image(&self) -> Result<String> {
+        disk_image(self.disk()?, self.vm_id, self.disk_id)
+    }
+
+    /// Ceph access from the DISK and the datastore.
+    ///
+    /// # Errors
+    /// When the VM has no such disk.
+    pub fn ceph(&self, ctx: &Ctx) -> Result<CephAccess> {
+        Ok(ctx.ceph(Some(self.disk()?), &self.ds))
+    }
+
+    /// The clone-depth bound for this datastore.
+    ///
+    /// # Errors
+    /// A bad datastore override.
+    pub fn max_depth(&self, ctx: &Ctx) -> Result<u32> {
+        Ok(ctx.cfg.for_datastore(self.ds.template())?.max_clone_depth)
+    }
+
+    /// The guest freeze for live actions.
+    pub fn freeze(&self, ctx: &Ctx) -> rbdx_one::job::Freeze {
+        rbdx_one::job::Freeze {
+            domain: self.vm.deploy_id().map_or_else(|| format!("one-{}", self.vm_id), str::to_string),
+            virsh: ctx.cfg.virsh.clone(),
+            uri: ctx.cfg.libvirt_uri.clone(),
+            timeout_secs: ctx.cfg.freeze_timeout.as_secs(),
+        }
+    }
+}
+
+/// Parses `fe:SOURCE host:<sysdir>/disk.N VMID DSID` (clone, ln and their .ssh
+/// variants): the image, then the disk action.
+///
+/// # Errors
+/// A malformed argument (before oned is asked), or oned's failure.
+pub fn source_action(ctx: &Ctx, a: &[String]) -> Result<(rbdx_core::ops::ImageSpec, DiskAction)> {
+    let source = HostPath::parse(&a[0])?.path.parse()?;
+    Ok((source, DiskAction::load(ctx, &a[1], &a[2], &a[3])?))
 }
 
 /// True if `host` names the machine this runs on.

@@ -17,10 +17,10 @@ pub const USAGE: &str = "delete <host:path> <vmid> <dsid>";
 /// # Errors
 /// One line for oned.
 pub fn run(args: &[String], ctx: &Ctx) -> Result {
-    let a = expect_args(args, USAGE, 3, 3).map_err(|e| e.to_string())?;
-    let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
-    let vm_id = parse_id("VM id", &a[1]).map_err(|e| e.to_string())?;
-    let ds_id = parse_id("datastore id", &a[2]).map_err(|e| e.to_string())?;
+    let a = expect_args(args, USAGE, 3, 3)?;
+    let hp = HostPath::parse(&a[0])?;
+    let vm_id = parse_id("VM id", &a[1])?;
+    let ds_id = parse_id("datastore id", &a[2])?;
     let ds = ctx.datastore(ds_id)?;
     let cfg = ctx.cfg.for_datastore(ds.template())?;
 
@@ -37,7 +37,7 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
         let host = ctx.host_for(&hp, &vm, &ds)?;
         return ctx.run(&job, &host, &ds);
     }
-    let disk_id = hp.disk_id().map_err(|e| e.to_string())?;
+    let disk_id = hp.disk_id()?;
     let vm = ctx.vm(vm_id)?;
     let d = disk(&vm, disk_id)?;
     if is_persistent(d) {

@@ -21,11 +21,11 @@ const SOURCE_UNREACHABLE: [u32; 3] = [16, 60, 61];
 /// # Errors
 /// One line for oned.
 pub fn mv(args: &[String], ctx: &Ctx) -> Result {
-    let a = expect_args(args, "mv <host:path> <host:path> <vmid> <dsid>", 4, 4).map_err(|e| e.to_string())?;
-    let src = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
-    let dst = HostPath::parse(&a[1]).map_err(|e| e.to_string())?;
-    let vm_id = parse_id("VM id", &a[2]).map_err(|e| e.to_string())?;
-    let ds_id = parse_id("datastore id", &a[3]).map_err(|e| e.to_string())?;
+    let a = expect_args(args, "mv <host:path> <host:path> <vmid> <dsid>", 4, 4)?;
+    let src = HostPath::parse(&a[0])?;
+    let dst = HostPath::parse(&a[1])?;
+    let vm_id = parse_id("VM id", &a[2])?;
+    let ds_id = parse_id("datastore id", &a[3])?;
     if src.is_disk() {
         return Ok(()); // the disk stays in RBD
     }
@@ -56,21 +56,11 @@ fn move_dir(ctx: &Ctx, src: &str, dst: &str, from: &str, to: &str, ds: &rbdx_one
 fn local_move(cfg: &rbdx_one::config::Config, src: &str, dst: &str, path: &str) -> Result {
     let here_is_dst = is_this_host(dst);
     let remote = if here_is_dst { src } else { dst };
-    validate_host(remote).map_err(|e| e.to_string())?;
+    validate_host(remote)?;
     let job =
         if here_is_dst { Job::SendDir { path: path.into() } } else { Job::ReceiveDir { path: path.into() } };
-    let mut req = serde_json::to_vec(&exec::Request { protocol: rbdx_one::job::PROTOCOL, job })
-        .map_err(|e| e.to_string())?;
-    req.push(b'\n');
-    let mut child = Command::new(&cfg.ssh[0])
-        .args(&cfg.ssh[1..])
-        .args(["-o", "BatchMode=yes", "--", remote])
-        .arg(format!("{} remote", cfg.remote_binary()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", cfg.ssh[0]))?;
+    let req = exec::request_line(job)?;
+    let mut child = exec::ssh(cfg, remote)?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     stdin.write_all(&req).map_err(|e| format!("{remote}: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
@@ -115,12 +105,12 @@ fn local_move(cfg: &rbdx_one::config::Config, src: &str, dst: &str, path: &str) 
 pub fn premigrate(args: &[String], ctx: &Ctx, post: bool) -> Result {
     let name = if post { "postmigrate" } else { "premigrate" };
     let usage = format!("{name} <src_host> <dst_host> <vm_dir> <vmid> <dsid> [caller]");
-    let a = expect_args(args, &usage, 5, 6).map_err(|e| e.to_string())?;
-    validate_host(&a[0]).map_err(|e| e.to_string())?;
-    validate_host(&a[1]).map_err(|e| e.to_string())?;
+    let a = expect_args(args, &usage, 5, 6)?;
+    validate_host(&a[0])?;
+    validate_host(&a[1])?;
     rbdx_one::hostfs::check_path(&a[2])?;
-    parse_id("VM id", &a[3]).map_err(|e| e.to_string())?;
-    let ds_id = parse_id("datastore id", &a[4]).map_err(|e| e.to_string())?;
+    parse_id("VM id", &a[3])?;
+    let ds_id = parse_id("datastore id", &a[4])?;
     if a.len() == 6 {
         return Ok(());
     }

@@ -15,17 +15,17 @@ pub const USAGE: &str = "mkimage <size MB> <format> <host:path/disk.N> <vmid> <d
 /// # Errors
 /// One line for oned.
 pub fn run(args: &[String], ctx: &Ctx) -> Result {
-    let a = expect_args(args, USAGE, 5, 5).map_err(|e| e.to_string())?;
-    let size = parse_size_mb(&a[0]).map_err(|e| e.to_string())?;
+    let a = expect_args(args, USAGE, 5, 5)?;
+    let size = parse_size_mb(&a[0])?;
     make(size, &a[1], &a[2], &a[3], &a[4], ctx)
 }
 
 /// Shared with `mkswap`.
 pub(crate) fn make(size: u64, format: &str, path: &str, vm: &str, ds: &str, ctx: &Ctx) -> Result {
-    let dst = HostPath::parse(path).map_err(|e| e.to_string())?;
-    let disk_id = dst.disk_id().map_err(|e| e.to_string())?;
-    let vm_id = parse_id("VM id", vm).map_err(|e| e.to_string())?;
-    let ds_id = parse_id("datastore id", ds).map_err(|e| e.to_string())?;
+    let dst = HostPath::parse(path)?;
+    let disk_id = dst.disk_id()?;
+    let vm_id = parse_id("VM id", vm)?;
+    let ds_id = parse_id("datastore id", ds)?;
     if size == 0 {
         return Err("invalid size 0: a disk needs at least 1 MiB".into());
     }

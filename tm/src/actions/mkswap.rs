@@ -12,7 +12,7 @@ pub const USAGE: &str = "mkswap <size MB> <host:path/disk.N> <vmid> <dsid>";
 /// # Errors
 /// One line for oned.
 pub fn run(args: &[String], ctx: &Ctx) -> Result {
-    let a = expect_args(args, USAGE, 4, 4).map_err(|e| e.to_string())?;
-    let size = parse_size_mb(&a[0]).map_err(|e| e.to_string())?;
+    let a = expect_args(args, USAGE, 4, 4)?;
+    let size = parse_size_mb(&a[0])?;
     super::mkimage::make(size, "swap", &a[1], &a[2], &a[3], ctx)
 }

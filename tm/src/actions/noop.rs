@@ -11,11 +11,10 @@ use crate::context::Result;
 /// # Errors
 /// Malformed arguments.
 pub fn mvds(args: &[String]) -> Result {
-    let a = expect_args(args, "mvds <host:path/disk.N> <source> <vmid> <dsid>", 4, 4)
-        .map_err(|e| e.to_string())?;
-    HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
-    parse_id("VM id", &a[2]).map_err(|e| e.to_string())?;
-    parse_id("datastore id", &a[3]).map_err(|e| e.to_string())?;
+    let a = expect_args(args, "mvds <host:path/disk.N> <source> <vmid> <dsid>", 4, 4)?;
+    HostPath::parse(&a[0])?;
+    parse_id("VM id", &a[2])?;
+    parse_id("datastore id", &a[3])?;
     Ok(())
 }
 
@@ -32,11 +31,11 @@ pub fn accept(_args: &[String]) -> Result {
 /// # Errors
 /// Malformed arguments, or a VM directory (not supported yet).
 pub fn mv(args: &[String]) -> Result {
-    let a = expect_args(args, "mv <host:path> <host:path> <vmid> <dsid>", 4, 4).map_err(|e| e.to_string())?;
-    let src = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
-    HostPath::parse(&a[1]).map_err(|e| e.to_string())?;
-    parse_id("VM id", &a[2]).map_err(|e| e.to_string())?;
-    parse_id("datastore id", &a[3]).map_err(|e| e.to_string())?;
+    let a = expect_args(args, "mv <host:path> <host:path> <vmid> <dsid>", 4, 4)?;
+    let src = HostPath::parse(&a[0])?;
+    HostPath::parse(&a[1])?;
+    parse_id("VM id", &a[2])?;
+    parse_id("datastore id", &a[3])?;
     if src.is_disk() {
         return Ok(());
     }

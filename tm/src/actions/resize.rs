@@ -17,15 +17,15 @@ const DISK_RESIZE: u32 = 62;
 /// # Errors
 /// One line for oned.
 pub fn run(args: &[String], ctx: &Ctx) -> Result {
-    let a = expect_args(args, USAGE, 3, 4).map_err(|e| e.to_string())?;
-    let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
-    let disk_id = hp.disk_id().map_err(|e| e.to_string())?;
-    let size = parse_size_mb(&a[1]).map_err(|e| e.to_string())?;
-    let vm_id = parse_id("VM id", &a[2]).map_err(|e| e.to_string())?;
+    let a = expect_args(args, USAGE, 3, 4)?;
+    let hp = HostPath::parse(&a[0])?;
+    let disk_id = hp.disk_id()?;
+    let size = parse_size_mb(&a[1])?;
+    let vm_id = parse_id("VM id", &a[2])?;
     let vm = ctx.vm(vm_id)?;
     let d = disk(&vm, disk_id)?;
     let ds_id = match a.get(3) {
-        Some(s) => parse_id("datastore id", s).map_err(|e| e.to_string())?,
+        Some(s) => parse_id("datastore id", s)?,
         None => parse_id("datastore id", d.get("DATASTORE_ID").unwrap_or(""))
             .map_err(|_| "the DISK has no DATASTORE_ID and none was given".to_string())?,
     };

@@ -5,7 +5,7 @@
 use rbdx_one::args::{HostPath, expect_args, parse_id, parse_size_mb};
 use rbdx_one::job::{BASE_SNAP, Freeze, Job};
 
-use crate::context::{Ctx, Result, data_pool, disk};
+use crate::context::{Ctx, Result, data_pool, disk, source_action};
 
 /// LCM_STATE HOTPLUG_SAVEAS: a save-as of a running VM's disk.
 const HOTPLUG_SAVEAS: u32 = 26;
@@ -13,10 +13,7 @@ const HOTPLUG_SAVEAS: u32 = 26;
 const DISK_RESIZE: u32 = 62;
 
 fn ids(a: &[String], vm: usize, ds: usize) -> Result<(u32, u32)> {
-    Ok((
-        parse_id("VM id", &a[vm]).map_err(|e| e.to_string())?,
-        parse_id("datastore id", &a[ds]).map_err(|e| e.to_string())?,
-    ))
+    Ok((parse_id("VM id", &a[vm])?, parse_id("datastore id", &a[ds])?))
 }
 
 /// `clone.ssh fe:SOURCE host:<sysdir>/disk.N VMID DSID`: copy the image's base
@@ -25,8 +22,7 @@ fn ids(a: &[String], vm: usize, ds: usize) -> Result<(u32, u32)> {
 /// # Errors
 /// One line for oned.
 pub fn clone(args: &[String], ctx: &Ctx) -> Result {
-    let a = expect_args(args, "clone.ssh <fe:SOURCE> <host:path/disk.N> <vmid> <dsid>", 4, 4)
-        .map_err(|e| e.to_string())?;
+    let a = expect_args(args, "clone.ssh <fe:SOURCE> <host:path/disk.N> <vmid> <dsid>", 4, 4)?;
     export(a, ctx, Some(BASE_SNAP), false)
 }
 
@@ -36,30 +32,22 @@ pub fn clone(args: &[String], ctx: &Ctx) -> Result {
 /// # Errors
 /// One line for oned.
 pub fn ln(args: &[String], ctx: &Ctx) -> Result {
-    let a = expect_args(args, "ln.ssh <fe:SOURCE> <host:path/disk.N> <vmid> <dsid>", 4, 4)
-        .map_err(|e| e.to_string())?;
+    let a = expect_args(args, "ln.ssh <fe:SOURCE> <host:path/disk.N> <vmid> <dsid>", 4, 4)?;
     export(a, ctx, None, true)
 }
 
 fn export(a: &[String], ctx: &Ctx, snap: Option<&str>, drop_base_snap: bool) -> Result {
-    let src = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
-    let dst = HostPath::parse(&a[1]).map_err(|e| e.to_string())?;
-    let disk_id = dst.disk_id().map_err(|e| e.to_string())?;
-    let (vm_id, ds_id) = ids(a, 2, 3)?;
-    let source: rbdx_core::ops::ImageSpec = src.path.parse().map_err(|e: rbdx_core::Error| e.to_string())?;
-    let vm = ctx.vm(vm_id)?;
-    let d = disk(&vm, disk_id)?;
-    let ds = ctx.datastore(ds_id)?;
-    let size = d.get("SIZE").map(parse_size_mb).transpose().map_err(|e| e.to_string())?;
+    let (source, da) = source_action(ctx, a)?;
+    let size = da.disk()?.get("SIZE").map(parse_size_mb).transpose()?;
     let job = Job::ExportToFile {
-        ceph: ctx.ceph(Some(d), &ds),
+        ceph: da.ceph(ctx)?,
         source: source.to_string(),
         snap: snap.map(str::to_string),
         drop_base_snap,
-        path: dst.path.clone(),
+        path: da.hp.path.clone(),
         size_mb: size,
     };
-    ctx.run_on_host(&job, &dst.host, &ds)
+    ctx.run_on_host(&job, &da.hp.host, &da.ds)
 }
 
 /// `mvds.ssh host:<sysdir>/disk.N SOURCE VMID DSID`: write the disk file back
@@ -68,10 +56,9 @@ fn export(a: &[String], ctx: &Ctx, snap: Option<&str>, drop_base_snap: bool) -> 
 /// # Errors
 /// One line for oned.
 pub fn mvds(args: &[String], ctx: &Ctx) -> Result {
-    let a = expect_args(args, "mvds.ssh <host:path/disk.N> <source> <vmid> <dsid>", 4, 4)
-        .map_err(|e| e.to_string())?;
-    let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
-    let disk_id = hp.disk_id().map_err(|e| e.to_string())?;
+    let a = expect_args(args, "mvds.ssh <host:path/disk.N> <source> <vmid> <dsid>", 4, 4)?;
+    let hp = HostPath::parse(&a[0])?;
+    let disk_id = hp.disk_id()?;
     let target: rbdx_core::ops::ImageSpec = a[1].parse().map_err(|e: rbdx_core::Error| e.to_string())?;
     let (vm_id, ds_id) = ids(a, 2, 3)?;
     let vm = ctx.vm(vm_id)?;
@@ -104,13 +91,12 @@ pub fn mvds(args: &[String], ctx: &Ctx) -> Result {
 /// # Errors
 /// One line for oned.
 pub fn cpds(args: &[String], ctx: &Ctx) -> Result {
-    let a = expect_args(args, "cpds.ssh <host:path/disk.N> <new_source> <snap_id|-1> <vmid> <dsid>", 5, 5)
-        .map_err(|e| e.to_string())?;
-    let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
-    let disk_id = hp.disk_id().map_err(|e| e.to_string())?;
+    let a = expect_args(args, "cpds.ssh <host:path/disk.N> <new_source> <snap_id|-1> <vmid> <dsid>", 5, 5)?;
+    let hp = HostPath::parse(&a[0])?;
+    let disk_id = hp.disk_id()?;
     let target: rbdx_core::ops::ImageSpec = a[1].parse().map_err(|e: rbdx_core::Error| e.to_string())?;
     if a[2] != "-1" {
-        parse_id("snapshot id", &a[2]).map_err(|e| e.to_string())?;
+        parse_id("snapshot id", &a[2])?;
         return Err("saving a snapshot of a disk on an ssh system datastore is not supported".into());
     }
     let (vm_id, ds_id) = ids(a, 3, 4)?;
@@ -144,20 +130,19 @@ pub fn cpds(args: &[String], ctx: &Ctx) -> Result {
 /// # Errors
 /// One line for oned.
 pub fn resize(args: &[String], ctx: &Ctx) -> Result {
-    let a = expect_args(args, "resize.ssh <host:path/disk.N> <size MB> <vmid> [dsid]", 3, 4)
-        .map_err(|e| e.to_string())?;
-    let hp = HostPath::parse(&a[0]).map_err(|e| e.to_string())?;
-    hp.disk_id().map_err(|e| e.to_string())?;
-    let size = parse_size_mb(&a[1]).map_err(|e| e.to_string())?;
-    let vm_id = parse_id("VM id", &a[2]).map_err(|e| e.to_string())?;
+    let a = expect_args(args, "resize.ssh <host:path/disk.N> <size MB> <vmid> [dsid]", 3, 4)?;
+    let hp = HostPath::parse(&a[0])?;
+    hp.disk_id()?;
+    let size = parse_size_mb(&a[1])?;
+    let vm_id = parse_id("VM id", &a[2])?;
     let vm = ctx.vm(vm_id)?;
     if vm.lcm_state() == Some(DISK_RESIZE) {
         rbdx_one::log::info("the VM is running: the hypervisor resizes the disk");
         return Ok(());
     }
     let ds_id = match a.get(3) {
-        Some(s) => parse_id("datastore id", s).map_err(|e| e.to_string())?,
-        None => hp.system_ds_id().map_err(|e| e.to_string())?,
+        Some(s) => parse_id("datastore id", s)?,
+        None => hp.system_ds_id()?,
     };
     let ds = ctx.datastore(ds_id)?;
     ctx.run_on_host(&Job::ResizeFile { path: hp.path.clone(), size_mb: size }, &hp.host, &ds)
