@@ -28,12 +28,23 @@ enum Command {
     /// List, restore and purge the RBD trash.
     #[command(subcommand)]
     Trash(commands::trash::TrashCommand),
+    /// Import a local file or http(s) URL (any qemu-img format) into a new RBD image.
+    Import(commands::import::ImportArgs),
     /// Pool capacity and usage (EC-aware).
     #[command(subcommand)]
     Pool(commands::pool::PoolCommand),
     /// An OpenNebula TM action, with oned's arguments (what the action shims run).
     Tm {
         /// The action (clone, ln, mkimage, delete, snap_create, …).
+        action: String,
+        /// oned's arguments, passed through untouched.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// An OpenNebula datastore action (cp, mkfs, rm, clone, …): the id as argument,
+    /// oned's base64 message on stdin.
+    Ds {
+        /// The action.
         action: String,
         /// oned's arguments, passed through untouched.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -48,6 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Tm { action, args } => return exit(rbdx_tm::main(&action, &args)),
+        Command::Ds { action, args } => return exit(rbdx_ds::main(&action, &args)),
         Command::Remote => {
             let (outcome, code) = rbdx_one::exec::serve(std::io::stdin().lock());
             if let Some(o) = outcome {
@@ -59,6 +71,7 @@ fn main() -> ExitCode {
         Command::Snap(c) => commands::snap::run(c),
         Command::Trash(c) => commands::trash::run(c),
         Command::Pool(c) => commands::pool::run(c),
+        Command::Import(a) => commands::import::run(a).map_err(rbdx_core::Error::Invalid),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -166,17 +166,29 @@ fn vm_directories_move_between_hosts() {
     let vm = 3_300_000 + std::process::id() % 100_000;
     e.oned.set_datastore(0, e.system_ds(0, false));
     e.oned.set_vm(vm, vm_doc(vm, "127.0.0.1", 3, &[]));
-    let vmdir = dir.path().join(format!("datastores/0/{vm}"));
-    std::fs::create_dir_all(&vmdir).unwrap();
-    std::fs::write(vmdir.join("deployment.0"), b"<domain/>").unwrap();
-    std::fs::write(vmdir.join("disk.1"), b"context iso").unwrap();
-    let p = vmdir.display().to_string();
-    // Two names for the same sshd: a move from one "host" to another.
-    assert_ok(&e.tm("mv", &[&format!("127.0.0.1:{p}"), &format!("localhost:{p}"), &vm.to_string(), "0"]));
-    // Source and destination are the same directory here, so the source removal
-    // leaves it empty: what matters is that both halves ran over ssh.
+    let (src, dst) = (
+        dir.path().join(format!("host-a/datastores/0/{vm}")),
+        dir.path().join(format!("host-b/datastores/0/{vm}")),
+    );
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("deployment.0"), b"<domain/>").unwrap();
+    std::fs::write(src.join("disk.1"), b"context iso").unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(dst.join("stale"), b"from an earlier run").unwrap();
+    let (p, q) = (src.display().to_string(), dst.display().to_string());
+    // Two names for the same sshd: one "host" sends, the other receives.
+    assert_ok(&e.tm("mv", &[&format!("127.0.0.1:{p}"), &format!("localhost:{q}"), &vm.to_string(), "0"]));
+    assert_eq!(std::fs::read(dst.join("deployment.0")).unwrap(), b"<domain/>");
+    assert_eq!(std::fs::read(dst.join("disk.1")).unwrap(), b"context iso");
+    assert!(!dst.join("stale").exists(), "the destination is replaced");
+    assert!(!src.exists(), "the source is removed after the copy");
     let log = std::fs::read_to_string(&sshd.log).unwrap();
-    assert!(log.matches("Accepted publickey").count() >= 3, "send, receive and remove each logged in: {log}");
+    assert_eq!(
+        log.matches("Accepted publickey").count(),
+        3,
+        "send, receive and remove: one login each: {log}"
+    );
+    let p = q;
     let bad = e.tm("mv", &[&format!("127.0.0.1:{p}"), "localhost:/", &vm.to_string(), "0"]);
     assert!(!bad.status.success());
 }

@@ -100,10 +100,69 @@ fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome, String> {
     }
 }
 
+/// Runs an import `job` on `target` with its data read from `input` (streamed
+/// over ssh after the request line when remote), calling `progress` with the
+/// bytes sent so far.
+pub fn run_with_input(
+    job: &Job,
+    target: &Target,
+    cfg: &Config,
+    mut input: Box<dyn Read>,
+    progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
+) -> Outcome {
+    let host = match target {
+        Target::Local => return job.import(input, progress),
+        Target::Ssh(h) => h.clone(),
+    };
+    let run = || -> Result<Outcome, String> {
+        let request = request_line(job.clone())?;
+        let mut child = ssh(cfg, &host)?;
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        let mut stdout = child.stdout.take().ok_or("no stdout")?;
+        let reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = (&mut stdout).take(16 << 20).read_to_end(&mut v);
+            v
+        });
+        stdin.write_all(&request).map_err(|e| format!("{host}: {e}"))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        let start = Instant::now();
+        loop {
+            let n = input.read(&mut buf).map_err(|e| format!("reading the source: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = stdin.write_all(&buf[..n]) {
+                // The remote side stopped reading: its outcome says why.
+                let _ = e;
+                break;
+            }
+            sent += n as u64;
+            progress(sent, None);
+            if start.elapsed() > cfg.action_timeout {
+                let _ = child.kill();
+                return Err(format!(
+                    "{host}: the import did not finish within {}s (ACTION_TIMEOUT)",
+                    cfg.action_timeout.as_secs()
+                ));
+            }
+        }
+        drop(stdin);
+        let status = wait(&mut child, cfg, &host)?;
+        let out = reader.join().unwrap_or_default();
+        serde_json::from_slice::<Outcome>(&out).map_err(|_| {
+            format!("{host}: running rbdx over ssh failed ({status}): {}", stderr_line(&mut child))
+        })
+    };
+    let mut run = run;
+    run().unwrap_or_else(|e| Outcome { log: Vec::new(), output: None, error: Some(e) })
+}
+
 /// The remote side: reads one [`Request`] line from `input` and runs it. Returns
 /// what to print on stdout (the [`Outcome`] as JSON) and the exit code; a
 /// `SendDir` job writes its tar stream to stdout itself and prints nothing else.
-pub fn serve(mut input: impl Read) -> (Option<Outcome>, i32) {
+pub fn serve(mut input: impl Read + 'static) -> (Option<Outcome>, i32) {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
@@ -138,6 +197,7 @@ pub fn serve(mut input: impl Read) -> (Option<Outcome>, i32) {
                 (None, 1)
             }
         },
+        Job::Import { .. } => (Some(req.job.import(Box::new(input), &mut |_, _| {})), 0),
         Job::ReceiveDir { path } => {
             let r = crate::hostfs::receive_dir(path, input);
             (Some(Outcome { log: Vec::new(), output: None, error: r.err() }), 0)
@@ -146,20 +206,21 @@ pub fn serve(mut input: impl Read) -> (Option<Outcome>, i32) {
     }
 }
 
-/// Moves VM directory `path` from `src` to `dst` (replacing what `dst` had): tar
-/// streams from one host's rbdx to the other's through the front-end.
+/// Moves VM directory `from` on host `src` to `to` on `dst` (replacing what was
+/// there): tar streams from one host's rbdx to the other's through the front-end.
 ///
 /// # Errors
 /// One line naming the host that failed.
-pub fn move_dir(src: &str, dst: &str, path: &str, cfg: &Config) -> Result<(), String> {
-    crate::hostfs::check_path(path)?;
+pub fn move_dir(src: &str, from: &str, dst: &str, to: &str, cfg: &Config) -> Result<(), String> {
+    crate::hostfs::check_path(from)?;
+    crate::hostfs::check_path(to)?;
+    let path = to;
     let mut receiver = ssh(cfg, dst)?;
     let mut sender = ssh(cfg, src)?;
     let mut rin = receiver.stdin.take().ok_or("no stdin")?;
-    rin.write_all(&request_line(Job::ReceiveDir { path: path.into() })?)
-        .map_err(|e| format!("{dst}: {e}"))?;
+    rin.write_all(&request_line(Job::ReceiveDir { path: to.into() })?).map_err(|e| format!("{dst}: {e}"))?;
     let mut sin = sender.stdin.take().ok_or("no stdin")?;
-    sin.write_all(&request_line(Job::SendDir { path: path.into() })?).map_err(|e| format!("{src}: {e}"))?;
+    sin.write_all(&request_line(Job::SendDir { path: from.into() })?).map_err(|e| format!("{src}: {e}"))?;
     drop(sin);
     let mut sout = sender.stdout.take().ok_or("no stdout")?;
     let pump = std::thread::spawn(move || std::io::copy(&mut sout, &mut rin));
@@ -175,7 +236,7 @@ pub fn move_dir(src: &str, dst: &str, path: &str, cfg: &Config) -> Result<(), St
     let out = reader.join().unwrap_or_default();
     if !sent.success() {
         let err = stderr_line(&mut sender);
-        return Err(format!("{src}: sending {path} failed: {err}"));
+        return Err(format!("{src}: sending {from} failed: {err}"));
     }
     if !received.success() {
         return Err(format!("{dst}: receiving {path} failed: {}", stderr_line(&mut receiver)));
@@ -258,7 +319,7 @@ mod tests {
             assert_eq!(e.lines().count(), 1);
         }
         let big = vec![b' '; (MAX_REQUEST + 10) as usize];
-        assert!(serve(&big[..]).0.unwrap().error.unwrap().contains("too large"));
+        assert!(serve(std::io::Cursor::new(big)).0.unwrap().error.unwrap().contains("too large"));
     }
 
     #[test]

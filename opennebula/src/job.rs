@@ -29,16 +29,20 @@ pub struct CephAccess {
 }
 
 impl CephAccess {
-    fn connect(&self) -> Result<Cluster, String> {
-        let cfg = ConnectConfig {
+    /// The connection settings.
+    pub fn config(&self) -> ConnectConfig {
+        ConnectConfig {
             conf_file: self.conf.as_ref().map(Into::into),
             client_id: self.user.clone(),
             keyring: None,
             key_file: self.key_file.as_ref().map(Into::into),
             mon_host: None,
             timeouts: Timeouts::uniform(Duration::from_secs(self.timeout_secs.max(1))),
-        };
-        Cluster::connect(&cfg).map_err(|e| format!("cannot connect to Ceph: {e}"))
+        }
+    }
+
+    fn connect(&self) -> Result<Cluster, String> {
+        Cluster::connect(&self.config()).map_err(|e| format!("cannot connect to Ceph: {e}"))
     }
 }
 
@@ -233,6 +237,50 @@ pub enum Job {
         /// The EC data pool (EC_POOL_NAME), if any.
         ec_pool: Option<String>,
     },
+    /// DS cp: import an image. The data follows the request on stdin (`size`
+    /// bytes) when `url` is `None`.
+    Import {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The image to create (`pool/one-<id>`).
+        target: String,
+        /// Its data pool.
+        data_pool: Option<String>,
+        /// Download from here (on this host) instead of reading stdin.
+        url: Option<String>,
+        /// Bytes that follow on stdin.
+        size: u64,
+        /// Make the image at least this many MiB.
+        min_size_mb: Option<u64>,
+        /// Expected MD5.
+        md5: Option<String>,
+        /// Expected SHA1.
+        sha1: Option<String>,
+        /// Bytes per second at most.
+        limit_bps: Option<u64>,
+        /// Where non-raw data is staged for qemu-img.
+        staging_dir: Option<String>,
+    },
+    /// DS snap_flatten: the image becomes snapshot `snap`, alone.
+    Flatten {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The image.
+        head: String,
+        /// The snapshot.
+        snap: String,
+        /// Data pool for the new head.
+        data_pool: Option<String>,
+        /// Clone-depth bound.
+        max_depth: u32,
+    },
+    /// DS export: the MD5 of an image's contents.
+    Checksum {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The image.
+        image: String,
+    },
     /// TM resize: grow a disk.
     Resize {
         /// Ceph access.
@@ -284,6 +332,9 @@ impl Job {
             | Self::ExportToFile { ceph, .. }
             | Self::ImportFile { ceph, .. }
             | Self::Monitor { ceph, .. }
+            | Self::Import { ceph, .. }
+            | Self::Flatten { ceph, .. }
+            | Self::Checksum { ceph, .. }
             | Self::Resize { ceph, .. } => Some(ceph),
         }
     }
@@ -292,6 +343,16 @@ impl Job {
     /// stream (`SendDir`, `ReceiveDir`) need [`crate::exec::serve`].
     pub fn run(&self) -> Outcome {
         let mut log = Vec::new();
+        if let Self::Import { .. } = self {
+            return self.import(Box::new(std::io::empty()), &mut |_, _| {});
+        }
+        if let Self::Checksum { ceph, image } = self {
+            let r = ceph.connect().and_then(|c| checksum(&c, &spec(image)?));
+            return match r {
+                Ok(out) => Outcome { log, output: Some(out), error: None },
+                Err(e) => Outcome { log, output: None, error: Some(e) },
+            };
+        }
         if let Self::Monitor { ceph, pool, ec_pool } = self {
             let r =
                 ceph.connect().and_then(|c| crate::monitor::measure(&c, pool, ec_pool.as_deref(), &mut log));
@@ -430,10 +491,23 @@ impl Job {
                     crate::hostfs::remove_file(path)?;
                 }
             }
+            Self::Flatten { head, snap, data_pool, max_depth, .. } => {
+                let h = spec(head)?;
+                let cfg = DiskConfig {
+                    data_pool: data_pool.clone(),
+                    clone_format: CloneFormat::Auto,
+                    max_depth: *max_depth,
+                };
+                Disk::new(c, h.clone())
+                    .flatten_to(snap, &cfg)
+                    .map_err(e(&format!("flattening {h} to snapshot {snap}")))?;
+            }
             Self::ResizeFile { .. }
             | Self::RemoveDir { .. }
             | Self::SendDir { .. }
             | Self::ReceiveDir { .. }
+            | Self::Import { .. }
+            | Self::Checksum { .. }
             | Self::Monitor { .. } => {
                 return crate::hostfs::run_file_job(self, log);
             }
@@ -444,6 +518,77 @@ impl Job {
         }
         Ok(())
     }
+}
+
+impl Job {
+    /// Runs an `Import` job, reading the data (when no URL) from `input`, and
+    /// reporting progress.
+    pub fn import(
+        &self,
+        input: Box<dyn std::io::Read>,
+        progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
+    ) -> Outcome {
+        let Self::Import {
+            ceph,
+            target,
+            data_pool,
+            url,
+            size,
+            min_size_mb,
+            md5,
+            sha1,
+            limit_bps,
+            staging_dir,
+        } = self
+        else {
+            return Outcome { error: Some("not an import job".into()), ..Outcome::default() };
+        };
+        let run = || -> Result<String, String> {
+            let t = spec(target)?;
+            let c = ceph.connect()?;
+            let source = match url {
+                Some(u) => rbdx_import::Source::Url(u.clone()),
+                None => rbdx_import::Source::Stream { reader: input, size: *size },
+            };
+            let opts = rbdx_import::Options {
+                data_pool: data_pool.clone(),
+                min_size: min_size_mb.map(|m| m << 20),
+                md5: md5.clone(),
+                sha1: sha1.clone(),
+                limit_bps: *limit_bps,
+                staging_dir: staging_dir.as_ref().map(Into::into),
+                timeout: Some(Duration::from_secs(ceph.timeout_secs.max(30))),
+            };
+            let r = rbdx_import::import(&c, &ceph.config(), source, &t, &opts, Some(progress))?;
+            Ok(if r.already_done {
+                format!("{t} was imported already")
+            } else {
+                format!("imported {} MiB ({}) into {t}", r.read >> 20, r.format.qemu_name())
+            })
+        };
+        match run() {
+            Ok(msg) => Outcome { log: vec![msg], output: None, error: None },
+            Err(e) => Outcome { log: Vec::new(), output: None, error: Some(e) },
+        }
+    }
+}
+
+/// The MD5 (hex) of an image's whole contents.
+fn checksum(c: &Cluster, image: &ImageSpec) -> Result<String, String> {
+    use md5::Digest;
+    let io = ops::ioctx(c, image).map_err(|e| e.to_string())?;
+    let img = io.open_read_only(&image.name, None).map_err(|e| e.to_string())?;
+    let size = img.info().map_err(|e| e.to_string())?.size;
+    let mut h = md5::Md5::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut pos = 0;
+    while pos < size {
+        let n = (size - pos).min(buf.len() as u64) as usize;
+        img.read_at(pos, &mut buf[..n]).map_err(|e| e.to_string())?;
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The base snapshot non-persistent disks are cloned from, as the stock drivers name it.

@@ -57,6 +57,18 @@ pub fn action(
     let a = crate::args::expect_args(args, "monitor <ds_id>", 1, 1).map_err(|e| e.to_string())?;
     let id = crate::args::parse_id("datastore id", &a[0]).map_err(|e| e.to_string())?;
     let data = crate::action_data::ActionData::read(input)?;
+    measure_action(id, &data, cfg)
+}
+
+/// [`action`] for an already read message.
+///
+/// # Errors
+/// One line for oned.
+pub fn measure_action(
+    id: u32,
+    data: &crate::action_data::ActionData,
+    cfg: &crate::config::Config,
+) -> Result<String, String> {
     let ds = data.datastore()?;
     let t = ds.template();
     let cfg = cfg.for_datastore(t)?;

@@ -1,6 +1,7 @@
 //! Operator subcommands, one file per group; each is a thin layer over `rbdx_core::ops`.
 
 pub mod image;
+pub mod import;
 pub mod pool;
 pub mod snap;
 pub mod trash;

@@ -490,6 +490,29 @@ impl<'c> Disk<'c> {
         Ok(())
     }
 
+    /// Makes the disk's state that of snapshot `snap`, independent of any parent,
+    /// with no snapshots left (OpenNebula's image snapshot flatten): a revert,
+    /// a flatten of the head (O(data); the data pool is kept), then every snapshot
+    /// and carrier removed. Re-running after it finished finds no snapshot and
+    /// only makes sure the head has no parent.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an unknown snapshot on a disk that has snapshots.
+    pub fn flatten_to(&self, snap: &str, cfg: &DiskConfig) -> Result<()> {
+        let io = self.io()?;
+        let book = self.book(&io)?;
+        if book.snaps.contains_key(snap) {
+            self.revert(snap, cfg)?;
+        } else if !book.snaps.is_empty() {
+            return Err(Error::Invalid(format!("{} has no snapshot {snap}", self.head)));
+        }
+        super::flatten(self.cluster, &self.head)?;
+        for s in self.book(&io)?.snaps.keys() {
+            self.snapshot_delete(s)?;
+        }
+        self.collect_carriers(&io)
+    }
+
     /// Clones snapshot `snap` of the disk into `target` (another image, possibly in
     /// another pool), with `data_pool`, flattening when the chain would exceed
     /// `max_depth`. Re-running when `target` is already that clone is a no-op.

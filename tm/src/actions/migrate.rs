@@ -42,23 +42,20 @@ pub fn mv(args: &[String], ctx: &Ctx) -> Result {
 }
 
 fn move_dir(ctx: &Ctx, src: &str, dst: &str, from: &str, to: &str, ds: &rbdx_one::oned::Datastore) -> Result {
-    if from != to {
-        return Err(format!("moving {from} to a different path ({to}) is not supported"));
-    }
     let cfg = ctx.cfg.for_datastore(ds.template())?;
     if is_this_host(dst) || is_this_host(src) {
         // One end is the front-end itself: stream through a local tar.
-        return local_move(&cfg, src, dst, from);
+        return local_move(&cfg, src, from, dst, to);
     }
-    exec::move_dir(src, dst, from, &cfg)
+    exec::move_dir(src, from, dst, to, &cfg)
 }
 
-fn local_move(cfg: &rbdx_one::config::Config, src: &str, dst: &str, path: &str) -> Result {
+fn local_move(cfg: &rbdx_one::config::Config, src: &str, from: &str, dst: &str, to: &str) -> Result {
     let here_is_dst = is_this_host(dst);
     let remote = if here_is_dst { src } else { dst };
     validate_host(remote)?;
     let job =
-        if here_is_dst { Job::SendDir { path: path.into() } } else { Job::ReceiveDir { path: path.into() } };
+        if here_is_dst { Job::SendDir { path: from.into() } } else { Job::ReceiveDir { path: to.into() } };
     let req = exec::request_line(job)?;
     let mut child = exec::ssh(cfg, remote)?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
@@ -66,10 +63,10 @@ fn local_move(cfg: &rbdx_one::config::Config, src: &str, dst: &str, path: &str) 
     let stdout = child.stdout.take().ok_or("no stdout")?;
     if here_is_dst {
         drop(stdin);
-        rbdx_one::hostfs::receive_dir(path, stdout)?;
+        rbdx_one::hostfs::receive_dir(to, stdout)?;
     } else {
         let mut tar = Command::new("tar")
-            .args(["--sparse", "-C", path, "-cf", "-", "."])
+            .args(["--sparse", "-C", from, "-cf", "-", "."])
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("running tar: {e}"))?;
@@ -78,7 +75,7 @@ fn local_move(cfg: &rbdx_one::config::Config, src: &str, dst: &str, path: &str) 
         drop(stdin);
         let st = tar.wait().map_err(|e| e.to_string())?;
         if !st.success() {
-            return Err(format!("tar of {path} failed ({st})"));
+            return Err(format!("tar of {from} failed ({st})"));
         }
         let mut o = Vec::new();
         let mut so = stdout;
@@ -90,7 +87,7 @@ fn local_move(cfg: &rbdx_one::config::Config, src: &str, dst: &str, path: &str) 
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("{remote}: moving {path} failed: {}", err.lines().last().unwrap_or("")));
+        return Err(format!("{remote}: moving {from} to {to} failed: {}", err.lines().last().unwrap_or("")));
     }
     Ok(())
 }

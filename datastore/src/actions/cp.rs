@@ -1,0 +1,142 @@
+//! `cp <image id>` — register an image from IMAGE/PATH (a local path or an
+//! http(s) URL, any format qemu-img understands) as the raw RBD image
+//! `<POOL_NAME>/one-<id>` with the datastore's EC_POOL_NAME. The data is read
+//! once on the front-end and streamed to the bridge over the ssh connection (or
+//! imported in-process with EXECUTION=local); raw data is written sparse with no
+//! staging file. MD5/SHA1 from the image template are verified, RESTRICTED_DIRS /
+//! SAFE_DIRS honoured, LIMIT_TRANSFER_BW applied, progress logged. Prints
+//! `SOURCE raw`.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rbdx_one::exec;
+use rbdx_one::job::Job;
+
+use crate::context::{DsCtx, Result};
+
+/// Directories images may never be read from (plus the datastore's RESTRICTED_DIRS),
+/// unless under one of its SAFE_DIRS: as the stock driver.
+fn restricted(ctx: &DsCtx) -> Vec<String> {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/var/lib/one".into());
+    let mut dirs = vec![
+        "/var/lib/one/".to_string(),
+        "/etc/one/".to_string(),
+        format!("{}/", home.trim_end_matches('/')),
+    ];
+    if let Some(more) = ctx.template().get("RESTRICTED_DIRS") {
+        dirs.extend(more.split_whitespace().map(str::to_string));
+    }
+    dirs
+}
+
+/// Refuses a local path inside a restricted directory (after resolving links).
+fn check_restricted(ctx: &DsCtx, path: &str) -> Result {
+    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let real = real.to_string_lossy();
+    let under = |dir: &str| {
+        let d = dir.trim_end_matches('/');
+        !d.is_empty() && (real == d || real.starts_with(&format!("{d}/")))
+    };
+    let safe: Vec<&str> =
+        ctx.template().get("SAFE_DIRS").map(|s| s.split_whitespace().collect()).unwrap_or_default();
+    if restricted(ctx).iter().any(|d| under(d)) && !safe.iter().any(|d| under(d)) {
+        return Err(format!("Not allowed to copy image file {path}"));
+    }
+    Ok(())
+}
+
+/// LIMIT_TRANSFER_BW: bytes per second, with an optional K, M or G suffix.
+fn parse_bw(s: &str) -> Result<u64> {
+    let (num, mult) = match s.trim().chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().map(|n| n * mult).map_err(|_| format!("invalid LIMIT_TRANSFER_BW {s:?}"))
+}
+
+/// Runs the action.
+///
+/// # Errors
+/// One line for oned.
+pub fn run(ctx: &DsCtx) -> Result<String> {
+    let img = ctx.image()?;
+    let path = ctx.image_attr("PATH")?.to_string();
+    let target = ctx.new_source();
+    let is_url = path.starts_with("http://") || path.starts_with("https://");
+    if !is_url {
+        if !Path::new(&path).is_absolute() {
+            return Err(format!("invalid image path {path:?}: expected an absolute path or an http(s) URL"));
+        }
+        check_restricted(ctx, &path)?;
+    }
+    let limit = ctx.template().get("LIMIT_TRANSFER_BW").map(parse_bw).transpose()?;
+    let (input, size): (Box<dyn Read>, Option<u64>) = if is_url {
+        rbdx_import::open_url(&path, Some(Duration::from_secs(60)))?
+    } else {
+        let f = std::fs::File::open(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let len = f.metadata().map_err(|e| e.to_string())?.len();
+        (Box::new(f), Some(len))
+    };
+    let job = Job::Import {
+        ceph: ctx.ceph(),
+        target: target.clone(),
+        data_pool: ctx.data_pool(),
+        // A server that does not say the size: the bridge downloads it itself.
+        url: if size.is_none() { Some(path.clone()) } else { None },
+        size: size.unwrap_or(0),
+        min_size_mb: None,
+        md5: img.get("TEMPLATE/MD5").map(str::to_string),
+        sha1: img.get("TEMPLATE/SHA1").map(str::to_string),
+        limit_bps: limit,
+        staging_dir: ctx.template().get("STAGING_DIR").map(str::to_string),
+    };
+    let input: Box<dyn Read> = if size.is_none() { Box::new(std::io::empty()) } else { input };
+    let total = size;
+    let start = Instant::now();
+    let mut last = Instant::now();
+    let mut next_pct = 10u64;
+    let mut progress = move |done: u64, _: Option<u64>| {
+        let pct = total.filter(|t| *t > 0).map(|t| done * 100 / t);
+        let due = pct.is_some_and(|p| p >= next_pct) || last.elapsed() >= Duration::from_secs(30);
+        if due {
+            last = Instant::now();
+            if let Some(p) = pct {
+                next_pct = (p / 10 + 1) * 10;
+            }
+            let rate = done as f64 / start.elapsed().as_secs_f64().max(0.001) / 1048576.0;
+            match (pct, total) {
+                (Some(p), Some(t)) => {
+                    rbdx_one::log::info(&format!(
+                        "copied {} of {} MiB ({p}%, {rate:.0} MiB/s)",
+                        done >> 20,
+                        t >> 20
+                    ));
+                }
+                _ => rbdx_one::log::info(&format!("copied {} MiB ({rate:.0} MiB/s)", done >> 20)),
+            }
+        }
+    };
+    let outcome = exec::run_with_input(&job, &ctx.target()?, &ctx.cfg, input, &mut progress);
+    outcome.log.iter().for_each(|l| rbdx_one::log::info(l));
+    if let Some(e) = outcome.error {
+        return Err(e);
+    }
+    Ok(format!("{target} raw\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bw;
+
+    #[test]
+    fn bandwidth_limits() {
+        assert_eq!(parse_bw("1000").unwrap(), 1000);
+        assert_eq!(parse_bw("10M").unwrap(), 10 << 20);
+        assert_eq!(parse_bw("2G").unwrap(), 2 << 30);
+        assert!(parse_bw("fast").is_err());
+    }
+}

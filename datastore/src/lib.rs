@@ -1,0 +1,46 @@
+//! rbdx-ds: the OpenNebula datastore (DS) actions, as drop-in replacements for
+//! `remotes/datastore/ceph/*`: argv is the object id, stdin oned's base64
+//! `DS_DRIVER_ACTION_DATA`, stdout what oned parses (`cp`/`clone`: `SOURCE
+//! FORMAT`; `mkfs`: `SOURCE`; `stat`: MiB; `monitor`: `USED_MB=…` lines;
+//! `export`: `IMPORT_INFO`), failures one line on stderr.
+
+#![deny(missing_docs)]
+
+pub mod actions;
+pub mod context;
+
+/// Every action name, as installed under `remotes/datastore/<driver>/`.
+pub const ACTIONS: [&str; 10] =
+    ["clone", "cp", "export", "mkfs", "monitor", "rm", "snap_delete", "snap_flatten", "snap_revert", "stat"];
+
+/// Runs DS action `action` with oned's arguments and stdin; returns the exit code.
+pub fn main(action: &str, args: &[String]) -> i32 {
+    let result = context::DsCtx::load(args).and_then(|ctx| dispatch(action, &ctx));
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            0
+        }
+        Err(e) => {
+            rbdx_one::log::fail(&e);
+            1
+        }
+    }
+}
+
+fn dispatch(action: &str, ctx: &context::DsCtx) -> context::Result<String> {
+    use actions::*;
+    match action {
+        "cp" => cp::run(ctx),
+        "mkfs" => mkfs::run(ctx),
+        "rm" => rm::run(ctx),
+        "clone" => clone::run(ctx),
+        "stat" => stat::run(ctx),
+        "snap_delete" => snap::delete(ctx),
+        "snap_revert" => snap::revert(ctx),
+        "snap_flatten" => snap::flatten(ctx),
+        "export" => export::run(ctx),
+        "monitor" => rbdx_one::monitor::measure_action(ctx.id, &ctx.data, &ctx.cfg),
+        other => Err(format!("unknown datastore action {other:?}")),
+    }
+}
