@@ -5,10 +5,11 @@
 //! size) is read once, front to back:
 //! - **raw** data goes straight into the RBD image, skipping all-zero chunks
 //!   (sparse), with no staging file;
-//! - any other format qemu-img understands (qcow2, vmdk, vhdx, vdi, vpc) is
-//!   converted by `qemu-img convert` into the RBD image created beforehand with
-//!   its data pool — from the file itself when it is local, else from a staging
-//!   file that is removed on every path;
+//! - any other format qemu-img understands (qcow2, vmdk, vhdx, vdi) is converted
+//!   by `qemu-img convert` into a sparse raw file in the staging directory (from
+//!   the source file itself when it is local, else from a staged copy of the
+//!   stream), which is then written sparse into the image; staging files are
+//!   removed on every path;
 //! - MD5 and SHA1 are verified on the bytes read when expected values are given
 //!   (a mismatch removes the image); the transfer can be rate-limited; progress
 //!   is reported through a callback.
@@ -25,8 +26,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
+use rbdx_core::Cluster;
 use rbdx_core::ops::{self, CreateOptions, ImageSpec, RemoveOptions};
-use rbdx_core::{Cluster, ConnectConfig};
 use sha1::Sha1;
 
 /// Metadata key on an image whose import has not finished.
@@ -215,14 +216,10 @@ fn hex(d: &[u8]) -> String {
 
 /// Imports `source` into the new image `target`.
 ///
-/// `access` is how qemu-img reaches the cluster for non-raw formats (the same
-/// settings `cluster` was made from).
-///
 /// # Errors
 /// One line; the image is removed on any failure after it was created.
 pub fn import(
     cluster: &Cluster,
-    access: &ConnectConfig,
     source: Source,
     target: &ImageSpec,
     opts: &Options,
@@ -276,13 +273,19 @@ pub fn import(
     if format == Format::Gzip {
         return Err("compressed (gzip) sources are not supported: decompress the image first".into());
     }
-    let result = if format == Format::Raw {
-        let size = total
-            .ok_or("the source does not say its size; download it first")?
-            .max(opts.min_size.unwrap_or(0));
+    let result = if let (Format::Raw, Some(total)) = (format, total) {
+        let size = total.max(opts.min_size.unwrap_or(0));
         create(cluster, target, size, opts)?;
         let r = write_raw(cluster, target, head.as_slice().chain(&mut tap));
         r.map(|()| size)
+    } else if format == Format::Raw {
+        // A server that does not say the size: stage the data to learn it.
+        let staged = stage(&head, &mut tap, opts)?;
+        let len = staged.as_file().metadata().map_err(|e| e.to_string())?.len();
+        let size = len.max(opts.min_size.unwrap_or(0));
+        create(cluster, target, size, opts)?;
+        let f = File::open(staged.path()).map_err(|e| format!("reading the staged data: {e}"))?;
+        write_raw(cluster, target, f).map(|()| size)
     } else {
         let staged;
         let file = match &local {
@@ -299,8 +302,10 @@ pub fn import(
             }
         };
         let size = virtual_size(&file, format)?.max(opts.min_size.unwrap_or(0));
+        let raw = convert_to_raw(&file, format, opts)?;
         create(cluster, target, size, opts)?;
-        convert(&file, format, target, access).map(|()| size)
+        let f = File::open(raw.path()).map_err(|e| format!("reading the converted image: {e}"))?;
+        write_raw(cluster, target, f).map(|()| size)
     };
     let size = match result {
         Ok(s) => s,
@@ -381,50 +386,25 @@ fn one_line(b: &[u8]) -> String {
     String::from_utf8_lossy(b).split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Escapes a value for qemu's `rbd:` filename syntax (`:` and `\` are special).
-fn qemu_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace(':', "\\:")
-}
-
-/// The `rbd:` target for qemu-img: pool, image and the client settings (file
-/// paths only: a key never appears on a command line).
-pub fn qemu_rbd_target(target: &ImageSpec, access: &ConnectConfig) -> String {
-    let mut s = String::from("rbd:");
-    s.push_str(&qemu_escape(&target.pool));
-    s.push('/');
-    if !target.namespace.is_empty() {
-        s.push_str(&qemu_escape(&target.namespace));
-        s.push('/');
-    }
-    s.push_str(&qemu_escape(&target.name));
-    if let Some(id) = &access.client_id {
-        s.push_str(&format!(":id={}", qemu_escape(id)));
-    }
-    if let Some(c) = &access.conf_file {
-        s.push_str(&format!(":conf={}", qemu_escape(&c.to_string_lossy())));
-    }
-    if let Some(k) = &access.keyring {
-        s.push_str(&format!(":keyring={}", qemu_escape(&k.to_string_lossy())));
-    }
-    if let Some(k) = &access.key_file {
-        s.push_str(&format!(":keyfile={}", qemu_escape(&k.to_string_lossy())));
-    }
-    if let Some(m) = &access.mon_host {
-        s.push_str(&format!(":mon_host={}", qemu_escape(m)));
-    }
-    s
-}
-
-fn convert(file: &Path, format: Format, target: &ImageSpec, access: &ConnectConfig) -> Result<()> {
+/// Converts `file` to a sparse raw file in the staging directory (removed when
+/// the returned handle drops). qemu-img cannot write raw to a pipe, and its rbd
+/// driver is an optional module; the raw file is then written sparse in-process.
+fn convert_to_raw(file: &Path, format: Format, opts: &Options) -> Result<tempfile::NamedTempFile> {
+    let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let raw = tempfile::Builder::new()
+        .prefix("rbdx-import-")
+        .suffix(".raw")
+        .tempfile_in(&dir)
+        .map_err(|e| format!("staging in {}: {e}", dir.display()))?;
     let out = Command::new("qemu-img")
-        .args(["convert", "-n", "--target-is-zero", "-f", format.qemu_name(), "-O", "raw"])
+        .args(["convert", "-f", format.qemu_name(), "-O", "raw"])
         .arg(file)
-        .arg(qemu_rbd_target(target, access))
+        .arg(raw.path())
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("running qemu-img (qemu-utils): {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(raw)
     } else {
         Err(format!("qemu-img convert failed: {}", one_line(&out.stderr)))
     }
@@ -445,21 +425,6 @@ mod tests {
         assert_eq!(sniff(&vdi), Format::Vdi);
         assert_eq!(sniff(&[0u8; 512]), Format::Raw);
         assert_eq!(sniff(b""), Format::Raw);
-    }
-
-    #[test]
-    fn qemu_targets_escape_and_carry_no_key() {
-        let spec: ImageSpec = "one/ns/img:x".parse().unwrap();
-        let access = ConnectConfig {
-            client_id: Some("libvirt".into()),
-            conf_file: Some("/etc/ceph/a:b.conf".into()),
-            key_file: Some("/etc/ceph/key".into()),
-            ..ConnectConfig::default()
-        };
-        assert_eq!(
-            qemu_rbd_target(&spec, &access),
-            "rbd:one/ns/img\\:x:id=libvirt:conf=/etc/ceph/a\\:b.conf:keyfile=/etc/ceph/key"
-        );
     }
 
     #[test]

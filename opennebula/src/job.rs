@@ -559,7 +559,7 @@ impl Job {
                 staging_dir: staging_dir.as_ref().map(Into::into),
                 timeout: Some(Duration::from_secs(ceph.timeout_secs.max(30))),
             };
-            let r = rbdx_import::import(&c, &ceph.config(), source, &t, &opts, Some(progress))?;
+            let r = rbdx_import::import(&c, source, &t, &opts, Some(progress))?;
             Ok(if r.already_done {
                 format!("{t} was imported already")
             } else {

@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod http;
 pub mod one;
 pub mod sshd;
 

@@ -339,6 +339,31 @@ impl OneEnv {
         d
     }
 
+    /// Runs `rbdx ds <action> <id>` as oned's datastore MAD would: `message` (the
+    /// inner XML of `DS_DRIVER_ACTION_DATA`) base64 on stdin.
+    pub fn ds(&self, action: &str, id: u32, message: &str) -> Output {
+        let b64 = rbdx_one::base64::encode(
+            format!("<DS_DRIVER_ACTION_DATA>{message}</DS_DRIVER_ACTION_DATA>").as_bytes(),
+        );
+        self.ds_raw(action, &[&id.to_string()], b64.as_bytes())
+    }
+
+    /// Runs `rbdx ds <action> <args…>` with exactly `stdin`.
+    pub fn ds_raw(&self, action: &str, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self
+            .command(&["ds", action])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run rbdx");
+        let mut w = child.stdin.take().unwrap();
+        let _ = w.write_all(stdin);
+        drop(w);
+        child.wait_with_output().expect("wait")
+    }
+
     /// Runs `rbdx tm <action> <args…>` as oned would, with nothing on stdin.
     pub fn tm(&self, action: &str, args: &[&str]) -> Output {
         self.command(&["tm", action]).args(args).stdin(Stdio::null()).output().expect("run rbdx")

@@ -44,7 +44,6 @@ pub struct ImportArgs {
 
 /// Runs the import.
 pub fn run(a: ImportArgs) -> Result<(), String> {
-    let config = a.conn.config();
     let cluster = a.conn.connect()?;
     let opts = rbdx_import::Options {
         data_pool: a.data_pool,
@@ -69,14 +68,8 @@ pub fn run(a: ImportArgs) -> Result<(), String> {
             }
         }
     };
-    let r = rbdx_import::import(
-        &cluster,
-        &config,
-        rbdx_import::Source::parse(&a.source),
-        &a.image,
-        &opts,
-        Some(&mut bar),
-    );
+    let r =
+        rbdx_import::import(&cluster, rbdx_import::Source::parse(&a.source), &a.image, &opts, Some(&mut bar));
     if tty {
         eprint!("\r{:40}\r", "");
     }

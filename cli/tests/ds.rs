@@ -1,0 +1,379 @@
+//! The OpenNebula datastore actions, run as oned's datastore MAD runs them (the
+//! real binary, the id as argument, the base64 `DS_DRIVER_ACTION_DATA` on stdin),
+//! against the real test cluster as the restricted client.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use md5::Digest;
+use rbdx_core::Cluster;
+use rbdx_core::ops::disk::{Disk, DiskConfig};
+use rbdx_core::ops::{self, ImageSpec};
+use rbdx_tests::http::FileServer;
+use rbdx_tests::one::{OneEnv, assert_fails, assert_ok};
+use rbdx_tests::{MIB, checksum, fill};
+
+const DS: u32 = 100;
+
+fn env() -> OneEnv {
+    OneEnv::new(Path::new(env!("CARGO_BIN_EXE_rbdx")), "EXECUTION = local\nCEPH_TIMEOUT = 20\n")
+}
+
+fn fresh_id() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    (std::process::id() % 20_000) * 100 + 5_000_000 + N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert_ok(out);
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// `<IMAGE>` with these elements, and the image datastore.
+fn message(e: &OneEnv, ec: bool, ds_extra: &[(&str, String)], image: &[(&str, &str)]) -> String {
+    let img: String = image.iter().map(|(k, v)| format!("<{k}><![CDATA[{v}]]></{k}>")).collect();
+    format!("<IMAGE>{img}</IMAGE>{}", e.image_ds(DS, ec, ds_extra))
+}
+
+/// A 24 MiB raw file with data in three places and holes between.
+fn raw_file(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let mut data = vec![0u8; 24 << 20];
+    for (off, seed) in [(0usize, 1u8), (9 << 20, 2), (20 << 20, 3)] {
+        for (i, b) in data[off..off + (1 << 20)].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(7).wrapping_add(seed);
+        }
+    }
+    let p = dir.join("disk.raw");
+    std::fs::write(&p, &data).unwrap();
+    (p, data)
+}
+
+fn qcow2_of(raw: &Path) -> PathBuf {
+    let q = raw.with_extension("qcow2");
+    let ok = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(raw)
+        .arg(&q)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "qemu-img (qemu-utils) is needed");
+    q
+}
+
+fn image_bytes(c: &Cluster, s: &ImageSpec) -> Vec<u8> {
+    let io = ops::ioctx(c, s).unwrap();
+    let img = io.open_read_only(&s.name, None).unwrap();
+    let mut v = vec![0u8; img.info().unwrap().size as usize];
+    img.read_at(0, &mut v).unwrap();
+    v
+}
+
+fn gone(c: &Cluster, pool: &str, prefix: &str) {
+    let io = c.ioctx(pool).unwrap();
+    let m = |n: &String| {
+        n == prefix || n.starts_with(&format!("{prefix}-")) || n.starts_with(&format!("{prefix}."))
+    };
+    let images: Vec<String> = io.list_images().unwrap().into_iter().map(|e| e.name).filter(m).collect();
+    let trash: Vec<String> = io.trash_list().unwrap().into_iter().map(|e| e.name).filter(m).collect();
+    assert!(images.is_empty() && trash.is_empty(), "left: {images:?} {trash:?}");
+}
+
+fn cp_all_sources(ec: bool) {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let (raw, data) = raw_file(e.dir.path());
+    let qcow = qcow2_of(&raw);
+    let server = FileServer::start(e.dir.path());
+    let sources = [
+        raw.display().to_string(),
+        qcow.display().to_string(),
+        format!("{}/disk.raw", server.base),
+        format!("{}/disk.qcow2", server.base),
+        format!("{}/nolength/disk.raw", server.base),
+    ];
+    let md5: String = md5::Md5::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+    for src in &sources {
+        let id = fresh_id();
+        let md5_attr = if src.ends_with(".raw") { md5.as_str() } else { "" };
+        let msg = message(&e, ec, &[], &[("PATH", src), ("SIZE", "24"), ("TEMPLATE/MD5", md5_attr)]);
+        let msg =
+            msg.replace("<TEMPLATE/MD5>", "<TEMPLATE><MD5>").replace("</TEMPLATE/MD5>", "</MD5></TEMPLATE>");
+        let out = stdout(&e.ds("cp", id, &msg));
+        assert_eq!(out, format!("{pool}/one-{id} raw\n"), "{src}");
+        let s = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
+        assert!(image_bytes(&c, &s) == data, "{src}: byte-identical content");
+        let st = ops::stat(&c, &s).unwrap();
+        assert_eq!(st.data_pool, ec.then(|| e.cluster.ec_pool.clone()), "{src}");
+        let io = ops::ioctx(&c, &s).unwrap();
+        let used = ops::used_bytes(&io.open_read_only(&s.name, None).unwrap(), None).unwrap();
+        assert!(used <= 12 * MIB, "{src}: sparse ({used} bytes allocated for 3 MiB of data)");
+        assert_eq!(stdout(&e.ds("cp", id, &msg)), out, "{src}: a re-run succeeds");
+        ops::remove(&c, &s, ops::RemoveOptions::default()).unwrap();
+    }
+}
+
+#[test]
+fn cp_imports_raw_and_qcow2_from_files_and_urls_byte_identical() {
+    cp_all_sources(false);
+}
+
+#[test]
+fn cp_on_an_ec_datastore_puts_the_data_in_the_ec_pool() {
+    cp_all_sources(true);
+}
+
+#[test]
+fn cp_refuses_bad_sources_and_leaves_nothing() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let (raw, _) = raw_file(e.dir.path());
+    let restricted = e.dir.path().display().to_string();
+    let cases: Vec<(Vec<(&str, String)>, String, String, &str)> = vec![
+        (
+            vec![("RESTRICTED_DIRS", restricted.clone())],
+            raw.display().to_string(),
+            String::new(),
+            "Not allowed to copy image file",
+        ),
+        (vec![], "relative/disk.raw".into(), String::new(), "invalid image path"),
+        (vec![], "/nonexistent/disk.raw".into(), String::new(), "cannot read"),
+        (vec![], "http://127.0.0.1:9/disk.raw".into(), String::new(), "cannot download"),
+        (vec![], raw.display().to_string(), "0123456789abcdef0123456789abcdef".into(), "MD5 mismatch"),
+    ];
+    for (extra, path, md5, want) in cases {
+        let id = fresh_id();
+        let mut image = vec![("PATH", path.as_str()), ("SIZE", "24")];
+        if !md5.is_empty() {
+            image.push(("MD5", md5.as_str()));
+        }
+        let msg = message(&e, false, &extra, &image)
+            .replace("<MD5>", "<TEMPLATE><MD5>")
+            .replace("</MD5>", "</MD5></TEMPLATE>");
+        assert_fails(&e.ds("cp", id, &msg), want);
+        gone(&c, &pool, &format!("one-{id}"));
+    }
+    // SAFE_DIRS lifts the restriction.
+    let id = fresh_id();
+    let msg = message(
+        &e,
+        false,
+        &[("RESTRICTED_DIRS", restricted.clone()), ("SAFE_DIRS", restricted)],
+        &[("PATH", &raw.display().to_string())],
+    );
+    assert_ok(&e.ds("cp", id, &msg));
+    ops::remove(&c, &ImageSpec::new(&pool, &format!("one-{id}")).unwrap(), ops::RemoveOptions::default())
+        .unwrap();
+}
+
+#[test]
+fn garbage_messages_fail_in_one_line() {
+    let e = env();
+    for (args, stdin, want) in [
+        (vec!["1"], b"%%% not base64".to_vec(), "not base64"),
+        (vec!["1"], rbdx_one::base64::encode(b"<DS_DRIVER_ACTION_DATA><IMAGE>").into_bytes(), "truncated"),
+        (vec!["1"], rbdx_one::base64::encode(b"<VM/>").into_bytes(), "expected DS_DRIVER_ACTION_DATA"),
+        (vec!["1"], rbdx_one::base64::encode(b"<DS_DRIVER_ACTION_DATA/>").into_bytes(), "no DATASTORE"),
+        (vec!["x"], Vec::new(), "invalid id"),
+        (vec![], Vec::new(), "wrong number of arguments"),
+    ] {
+        assert_fails(&e.ds_raw("cp", &args, &stdin), want);
+    }
+    let msg = message(&e, false, &[], &[("SIZE", "1")]);
+    assert_fails(&e.ds("rm", 1, &msg), "no IMAGE/SOURCE");
+    assert_fails(&e.ds("cp", 1, &msg), "no IMAGE/PATH");
+    assert_fails(&e.ds("mkfs", 1, &message(&e, false, &[], &[("SIZE", "-4")])), "invalid size");
+    assert_fails(&e.ds("bogus", 1, &msg), "unknown datastore action");
+}
+
+#[test]
+fn mkfs_makes_empty_or_formatted_images_with_the_data_pool() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let (a, b, s) = (fresh_id(), fresh_id(), fresh_id());
+    assert_eq!(
+        stdout(&e.ds("mkfs", a, &message(&e, true, &[], &[("SIZE", "32"), ("FORMAT", "raw")]))),
+        format!("{pool}/one-{a}\n")
+    );
+    assert_eq!(
+        stdout(&e.ds("mkfs", b, &message(&e, true, &[], &[("SIZE", "64"), ("FS", "ext4")]))),
+        format!("{pool}/one-{b}\n")
+    );
+    assert_eq!(
+        stdout(&e.ds("mkfs", s, &message(&e, true, &[], &[("SIZE", "64"), ("FORMAT", "save_as")]))),
+        format!("{pool}/one-{s}\n")
+    );
+    let (sa, sb) = (
+        ImageSpec::new(&pool, &format!("one-{a}")).unwrap(),
+        ImageSpec::new(&pool, &format!("one-{b}")).unwrap(),
+    );
+    for (spec, mb) in [(&sa, 32), (&sb, 64)] {
+        let st = ops::stat(&c, spec).unwrap();
+        assert_eq!((st.size, st.data_pool.as_deref()), (mb * MIB, Some(e.cluster.ec_pool.as_str())));
+    }
+    assert_eq!(&image_bytes(&c, &sb)[1024 + 56..1024 + 58], [0x53, 0xef], "ext4 superblock");
+    gone(&c, &pool, &format!("one-{s}"));
+    let staged: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().starts_with("rbdx-mkfs-"))
+        .collect();
+    assert!(staged.is_empty(), "no staging file left: {staged:?}");
+    for spec in [&sa, &sb] {
+        assert_ok(&e.ds("rm", 0, &message(&e, true, &[], &[("SOURCE", &spec.to_string())])));
+        assert_ok(&e.ds("rm", 0, &message(&e, true, &[], &[("SOURCE", &spec.to_string())])));
+        gone(&c, &pool, &spec.name);
+    }
+}
+
+#[test]
+fn clone_is_cow_and_both_sides_delete_in_any_order() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let (src, dst) = (fresh_id(), fresh_id());
+    let src_s = ImageSpec::new(&pool, &format!("one-{src}")).unwrap();
+    ops::create(&c, &src_s, 32 * MIB, &ops::CreateOptions::default()).unwrap();
+    fill(&ops::ioctx(&c, &src_s).unwrap().open(&src_s.name).unwrap(), 0, 16 * MIB, 4);
+    let out =
+        stdout(&e.ds("clone", dst, &message(&e, true, &[], &[("PATH", &src_s.to_string()), ("SIZE", "32")])));
+    assert_eq!(out, format!("{pool}/one-{dst} raw\n"));
+    let dst_s = ImageSpec::new(&pool, &format!("one-{dst}")).unwrap();
+    let st = ops::stat(&c, &dst_s).unwrap();
+    assert!(st.parent.is_some(), "a CoW clone");
+    assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()), "the target datastore's data pool");
+    let want = checksum(&ops::ioctx(&c, &dst_s).unwrap().open_read_only(&dst_s.name, None).unwrap());
+    // Source first: the clone still reads the same bytes.
+    assert_ok(&e.ds("rm", src, &message(&e, false, &[], &[("SOURCE", &src_s.to_string())])));
+    assert!(ops::stat(&c, &src_s).unwrap_err().is_not_found());
+    assert_eq!(checksum(&ops::ioctx(&c, &dst_s).unwrap().open_read_only(&dst_s.name, None).unwrap()), want);
+    // Then the clone: nothing is left, in the pools or the trash.
+    assert_ok(&e.ds("rm", dst, &message(&e, true, &[], &[("SOURCE", &dst_s.to_string())])));
+    gone(&c, &pool, &src_s.name);
+    gone(&c, &pool, &dst_s.name);
+}
+
+#[test]
+fn image_snapshots_revert_flatten_and_delete() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let id = fresh_id();
+    let s = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
+    ops::create(&c, &s, 16 * MIB, &ops::CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+    let d = Disk::new(&c, s.clone());
+    let mut want = Vec::new();
+    for snap in ["0", "1", "2"] {
+        fill(&ops::ioctx(&c, &s).unwrap().open(&s.name).unwrap(), 0, MIB, snap.as_bytes()[0]);
+        d.snapshot_create(snap).unwrap();
+        want.push(image_bytes(&c, &s));
+    }
+    let msg = |snap: &str| message(&e, true, &[], &[("SOURCE", &s.to_string()), ("TARGET_SNAPSHOT", snap)]);
+    assert_ok(&e.ds("snap_revert", id, &msg("0")));
+    assert!(image_bytes(&c, &s) == want[0]);
+    assert_ok(&e.ds("snap_delete", id, &msg("2")));
+    assert_ok(&e.ds("snap_delete", id, &msg("2")));
+    assert_ok(&e.ds("snap_flatten", id, &msg("1")));
+    assert!(image_bytes(&c, &s) == want[1], "the image is now snapshot 1");
+    let st = ops::stat(&c, &s).unwrap();
+    assert!(st.parent.is_none() && st.snapshots.is_empty(), "alone: {st:?}");
+    assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()), "flatten keeps the data pool");
+    let left: Vec<String> = c
+        .ioctx(&pool)
+        .unwrap()
+        .list_images()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .filter(|n| n.starts_with(&format!("one-{id}-")))
+        .collect();
+    assert!(left.is_empty(), "no carrier left: {left:?}");
+    assert_fails(&e.ds("snap_revert", id, &msg("7")), "has no snapshot 7");
+    assert_ok(&e.ds("rm", id, &message(&e, true, &[], &[("SOURCE", &s.to_string())])));
+    gone(&c, &pool, &s.name);
+    let _ = DiskConfig::default();
+}
+
+#[test]
+fn stat_reports_the_virtual_size_in_mib() {
+    let e = env();
+    let (raw, _) = raw_file(e.dir.path());
+    let qcow = qcow2_of(&raw);
+    let server = FileServer::start(e.dir.path());
+    for path in [
+        raw.display().to_string(),
+        qcow.display().to_string(),
+        format!("{}/disk.raw", server.base),
+        format!("{}/disk.qcow2", server.base),
+    ] {
+        assert_eq!(stdout(&e.ds("stat", 1, &message(&e, false, &[], &[("PATH", &path)]))), "24\n", "{path}");
+    }
+    assert_fails(
+        &e.ds("stat", 1, &message(&e, false, &[], &[("PATH", "/nonexistent")])),
+        "Cannot determine size for /nonexistent",
+    );
+}
+
+#[test]
+fn export_describes_the_image_for_the_marketplace() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let id = fresh_id();
+    let s = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
+    ops::create(&c, &s, 8 * MIB, &ops::CreateOptions::default()).unwrap();
+    fill(&ops::ioctx(&c, &s).unwrap().open(&s.name).unwrap(), 0, MIB, 5);
+    let md5: String = md5::Md5::digest(image_bytes(&c, &s)).iter().map(|b| format!("{b:02x}")).collect();
+    let out =
+        stdout(&e.ds("export", 7, &message(&e, false, &[], &[("SOURCE", &s.to_string()), ("SIZE", "8")])));
+    let doc = rbdx_one::xml::Element::parse(out.trim()).expect("a well-formed document, no stray quote");
+    assert_eq!(doc.name, "IMPORT_INFO");
+    assert_eq!(doc.text_at("MD5"), Some(md5.as_str()));
+    assert_eq!(doc.text_at("SIZE"), Some("8"));
+    assert_eq!(doc.text_at("FORMAT"), Some("raw"));
+    assert_eq!(doc.text_at("DISPOSE"), Some("NO"));
+    let src = doc.text_at("IMPORT_SOURCE").unwrap();
+    assert!(src.starts_with(&format!("rbd://localhost/{s}?CEPH_USER=")), "{src}");
+    assert!(!src.contains("AQ"), "a key never appears, only the key file's path: {src}");
+    ops::remove(&c, &s, ops::RemoveOptions::default()).unwrap();
+}
+
+#[test]
+fn monitor_is_the_same_action_as_the_tms() {
+    let e = env();
+    let out = stdout(&e.ds("monitor", DS, &e.image_ds(DS, true, &[])));
+    let keys: Vec<&str> = out.lines().map(|l| l.split('=').next().unwrap()).collect();
+    assert_eq!(keys, ["USED_MB", "TOTAL_MB", "FREE_MB"]);
+}
+
+#[test]
+fn rbdx_import_is_the_same_engine_for_operators() {
+    let e = env();
+    let c = e.cluster.connect();
+    let (raw, data) = raw_file(e.dir.path());
+    let qcow = qcow2_of(&raw);
+    let s = ImageSpec::new(&e.cluster.pool, &format!("one-{}", fresh_id())).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rbdx"))
+        .args([
+            "import",
+            &qcow.display().to_string(),
+            &s.to_string(),
+            "--data-pool",
+            &e.cluster.ec_pool,
+            "--size",
+            "32M",
+        ])
+        .env("RBDX_CONF", &e.cluster.conf)
+        .env("RBDX_ID", &e.cluster.id)
+        .env("RBDX_KEYRING", &e.cluster.keyring)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let st = ops::stat(&c, &s).unwrap();
+    assert_eq!((st.size, st.data_pool.as_deref()), (32 * MIB, Some(e.cluster.ec_pool.as_str())));
+    assert!(image_bytes(&c, &s)[..data.len()] == data[..]);
+    ops::remove(&c, &s, ops::RemoveOptions::default()).unwrap();
+}
