@@ -131,7 +131,9 @@ fn cp_refuses_bad_sources_and_leaves_nothing() {
     let pool = e.cluster.pool.clone();
     let (raw, _) = raw_file(e.dir.path());
     let restricted = e.dir.path().display().to_string();
-    let cases: Vec<(Vec<(&str, String)>, String, String, &str)> = vec![
+    /// Datastore attributes, PATH, MD5, the error expected.
+    type Case<'a> = (Vec<(&'a str, String)>, String, String, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("RESTRICTED_DIRS", restricted.clone())],
             raw.display().to_string(),
