@@ -379,3 +379,64 @@ fn rbdx_import_is_the_same_engine_for_operators() {
     assert!(image_bytes(&c, &s)[..data.len()] == data[..]);
     ops::remove(&c, &s, ops::RemoveOptions::default()).unwrap();
 }
+
+#[test]
+fn monitor_reports_vm_disk_sizes_to_monitord() {
+    use std::io::Read;
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let (img, vm) = (fresh_id(), fresh_id());
+    let names = [format!("one-{img}-{vm}-0"), format!("one-sys-{vm}-1")];
+    for (i, n) in names.iter().enumerate() {
+        let s = ImageSpec::new(&pool, n).unwrap();
+        ops::create(&c, &s, 64 * MIB, &ops::CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+        fill(&ops::ioctx(&c, &s).unwrap().open(n).unwrap(), 0, (i as u64 + 1) * 5 * MIB, 1);
+    }
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let one = e.dir.path().join("one");
+    std::fs::create_dir_all(one.join("etc")).unwrap();
+    std::fs::write(
+        one.join("etc/monitord.conf"),
+        format!("NETWORK = [\n    ADDRESS = \"0.0.0.0\",\n    MONITOR_ADDRESS = \"auto\",\n    PORT = {},\n    THREADS = 8,\n    PUBKEY = \"\",\n    PRIKEY = \"\"\n]\n", sock.local_addr().unwrap().port()),
+    )
+    .unwrap();
+    let msg = format!("{}<MONITOR_VM_DISKS>1</MONITOR_VM_DISKS>", e.image_ds(DS, true, &[]));
+    let b64 =
+        rbdx_one::base64::encode(format!("<DS_DRIVER_ACTION_DATA>{msg}</DS_DRIVER_ACTION_DATA>").as_bytes());
+    let start = std::time::Instant::now();
+    let mut cmd = e.command(&["ds", "monitor", &DS.to_string()]);
+    cmd.env("ONE_LOCATION", &one)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b64.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("USED_MB="), "capacity still goes to stdout");
+    let mut buf = vec![0u8; 65536];
+    let n = sock.recv(&mut buf).unwrap();
+    let text = String::from_utf8(buf[..n].to_vec()).unwrap();
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(&parts[..4], ["MONITOR_VM", "SUCCESS", "-1", "0"], "{text}");
+    let mut payload = String::new();
+    flate2::read::ZlibDecoder::new(&rbdx_one::base64::decode(parts[4]).unwrap()[..])
+        .read_to_string(&mut payload)
+        .unwrap();
+    let line = payload
+        .lines()
+        .find(|l| l.starts_with(&format!("VM=[ID={vm},")))
+        .unwrap_or_else(|| panic!("VM {vm} in {payload}"));
+    let b64 = line.split("MONITOR=\"").nth(1).unwrap().trim_end_matches("\"]");
+    let disks = String::from_utf8(rbdx_one::base64::decode(b64).unwrap()).unwrap();
+    assert_eq!(
+        disks, " DISK_SIZE = [ ID=0, SIZE=8 ] DISK_SIZE = [ ID=1, SIZE=12 ]",
+        "allocated MiB, whole objects"
+    );
+    eprintln!("monitor with VM disks took {:?}", start.elapsed());
+    for n in &names {
+        ops::remove(&c, &ImageSpec::new(&pool, n).unwrap(), ops::RemoveOptions::default()).unwrap();
+    }
+}

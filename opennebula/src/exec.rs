@@ -50,7 +50,7 @@ pub fn run(job: &Job, target: &Target, cfg: &Config) -> Outcome {
         Target::Local => job.run(),
         Target::Ssh(host) => match run_ssh(job, host, cfg) {
             Ok(o) => o,
-            Err(e) => Outcome { log: Vec::new(), output: None, error: Some(e) },
+            Err(e) => Outcome { error: Some(e), ..Outcome::default() },
         },
     }
 }
@@ -156,7 +156,7 @@ pub fn run_with_input(
         })
     };
     let mut run = run;
-    run().unwrap_or_else(|e| Outcome { log: Vec::new(), output: None, error: Some(e) })
+    run().unwrap_or_else(|e| Outcome { error: Some(e), ..Outcome::default() })
 }
 
 /// The remote side: reads one [`Request`] line from `input` and runs it. Returns
@@ -200,7 +200,7 @@ pub fn serve(mut input: impl Read + 'static) -> (Option<Outcome>, i32) {
         Job::Import { .. } => (Some(req.job.import(Box::new(input), &mut |_, _| {})), 0),
         Job::ReceiveDir { path } => {
             let r = crate::hostfs::receive_dir(path, input);
-            (Some(Outcome { log: Vec::new(), output: None, error: r.err() }), 0)
+            (Some(Outcome { error: r.err(), ..Outcome::default() }), 0)
         }
         job => (Some(job.run()), 0),
     }
@@ -298,7 +298,7 @@ fn stderr_line(child: &mut std::process::Child) -> String {
 }
 
 fn failed(msg: String) -> Outcome {
-    Outcome { log: Vec::new(), output: None, error: Some(msg) }
+    Outcome { error: Some(msg), ..Outcome::default() }
 }
 
 #[cfg(test)]

@@ -236,6 +236,9 @@ pub enum Job {
         pool: String,
         /// The EC data pool (EC_POOL_NAME), if any.
         ec_pool: Option<String>,
+        /// Also measure every VM disk in the pool (MONITOR_VM_DISKS).
+        #[serde(default)]
+        vm_disks: bool,
     },
     /// DS cp: import an image. The data follows the request on stdin (`size`
     /// bytes) when `url` is `None`.
@@ -300,6 +303,9 @@ pub struct Outcome {
     /// What the action prints on stdout for oned (monitor data, …).
     #[serde(default)]
     pub output: Option<String>,
+    /// Per VM disk: (VM id, disk id, MiB allocated), for MONITOR_VM_DISKS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vm_disks: Vec<(u32, u32, u64)>,
     /// The failure, if it failed: one line.
     pub error: Option<String>,
 }
@@ -349,23 +355,26 @@ impl Job {
         if let Self::Checksum { ceph, image } = self {
             let r = ceph.connect().and_then(|c| checksum(&c, &spec(image)?));
             return match r {
-                Ok(out) => Outcome { log, output: Some(out), error: None },
-                Err(e) => Outcome { log, output: None, error: Some(e) },
+                Ok(out) => Outcome { log, output: Some(out), ..Outcome::default() },
+                Err(e) => Outcome { log, error: Some(e), ..Outcome::default() },
             };
         }
-        if let Self::Monitor { ceph, pool, ec_pool } = self {
-            let r =
-                ceph.connect().and_then(|c| crate::monitor::measure(&c, pool, ec_pool.as_deref(), &mut log));
+        if let Self::Monitor { ceph, pool, ec_pool, vm_disks } = self {
+            let r = ceph.connect().and_then(|c| {
+                let report = crate::monitor::measure(&c, pool, ec_pool.as_deref(), &mut log)?;
+                let disks = if *vm_disks { crate::monitor::vm_disks(&c, pool)? } else { Vec::new() };
+                Ok((report, disks))
+            });
             return match r {
-                Ok(out) => Outcome { log, output: Some(out), error: None },
-                Err(e) => Outcome { log, output: None, error: Some(e) },
+                Ok((out, vm_disks)) => Outcome { log, output: Some(out), error: None, vm_disks },
+                Err(e) => Outcome { log, error: Some(e), ..Outcome::default() },
             };
         }
         let result = match self.ceph() {
             Some(access) => access.connect().and_then(|c| self.run_on(&c, &mut log)),
             None => crate::hostfs::run_file_job(self, &mut log),
         };
-        Outcome { log, output: None, error: result.err() }
+        Outcome { log, error: result.err(), ..Outcome::default() }
     }
 
     fn run_on(&self, c: &Cluster, log: &mut Vec<String>) -> Result<(), String> {
@@ -567,8 +576,8 @@ impl Job {
             })
         };
         match run() {
-            Ok(msg) => Outcome { log: vec![msg], output: None, error: None },
-            Err(e) => Outcome { log: Vec::new(), output: None, error: Some(e) },
+            Ok(msg) => Outcome { log: vec![msg], ..Outcome::default() },
+            Err(e) => Outcome { error: Some(e), ..Outcome::default() },
         }
     }
 }

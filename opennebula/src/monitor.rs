@@ -43,6 +43,134 @@ pub fn measure(
     Ok(report(&usage[0], usage.get(1)))
 }
 
+/// The VM and disk ids of an image named as a VM disk: `one-<img>-<vm>-<disk>`
+/// (a non-persistent clone) or `one-sys-<vm>-<disk>` (volatile), as the stock
+/// monitor matches them.
+pub fn vm_disk_of(name: &str) -> Option<(u32, u32)> {
+    let num =
+        |s: &str| (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten();
+    let parts: Vec<&str> = name.strip_prefix("one-")?.split('-').collect();
+    match parts.as_slice() {
+        ["sys", vm, disk] => Some((num(vm)?, num(disk)?)),
+        [img, vm, disk] => {
+            num(img)?;
+            Some((num(vm)?, num(disk)?))
+        }
+        _ => None,
+    }
+}
+
+/// Space allocated to every VM disk image in `pool`, from the object maps
+/// (fast-diff): (VM id, disk id, MiB rounded up). Measured by a few threads.
+///
+/// # Errors
+/// One line.
+pub fn vm_disks(c: &Cluster, pool: &str) -> Result<Vec<(u32, u32, u64)>, String> {
+    let io = c.ioctx(pool).map_err(|e| e.to_string())?;
+    let names: Vec<(String, u32, u32)> = io
+        .list_images()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|e| vm_disk_of(&e.name).map(|(vm, d)| (e.name, vm, d)))
+        .collect();
+    let threads = 4.min(names.len().max(1));
+    let chunks: Vec<Vec<(String, u32, u32)>> =
+        (0..threads).map(|t| names.iter().skip(t).step_by(threads).cloned().collect()).collect();
+    let results = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let io = c.ioctx(pool).map_err(|e| e.to_string())?;
+                    let mut out = Vec::new();
+                    for (name, vm, d) in chunk {
+                        // An image removed while we look is simply not reported.
+                        let Ok(img) = io.open_read_only(&name, None) else { continue };
+                        if let Ok(used) = ops::used_bytes(&img, None) {
+                            out.push((vm, d, used.div_ceil(MIB)));
+                        }
+                    }
+                    Ok::<_, String>(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into())))
+            .collect::<Vec<_>>()
+    });
+    let mut all = Vec::new();
+    for r in results {
+        all.extend(r?);
+    }
+    all.sort_unstable();
+    Ok(all)
+}
+
+/// The MONITOR_VM payload the stock driver sends: one `VM=[ID=<vm>, MONITOR="<b64>"]`
+/// line per VM, the base64 holding ` DISK_SIZE = [ ID=<disk>, SIZE=<MiB> ]` per disk.
+pub fn vm_disks_payload(disks: &[(u32, u32, u64)]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < disks.len() {
+        let vm = disks[i].0;
+        let mut mon = String::new();
+        while i < disks.len() && disks[i].0 == vm {
+            mon.push_str(&format!(" DISK_SIZE = [ ID={}, SIZE={} ]", disks[i].1, disks[i].2));
+            i += 1;
+        }
+        out.push_str(&format!("VM=[ID={vm}, MONITOR=\"{}\"]\n", crate::base64::encode(mon.as_bytes())));
+    }
+    out
+}
+
+/// Where monitord listens, from `monitord.conf` (`/etc/one/monitord.conf`, or
+/// `$ONE_LOCATION/etc/monitord.conf`): its NETWORK `MONITOR_ADDRESS` (`auto` is
+/// 127.0.0.1) and `PORT`, and whether it wants encrypted messages (`PUBKEY`).
+fn monitord_address() -> Result<(String, u16, bool), String> {
+    let conf = match std::env::var_os("ONE_LOCATION") {
+        Some(l) => std::path::PathBuf::from(l).join("etc/monitord.conf"),
+        None => "/etc/one/monitord.conf".into(),
+    };
+    let text = std::fs::read_to_string(&conf).map_err(|e| format!("reading {}: {e}", conf.display()))?;
+    let value = |key: &str| -> Option<String> {
+        text.lines().filter(|l| !l.trim_start().starts_with('#')).find_map(|l| {
+            let (_, rest) = l.split_once(key)?;
+            let v = rest.trim_start().strip_prefix('=')?;
+            Some(v.split(',').next()?.trim().trim_matches('"').to_string())
+        })
+    };
+    let mut addr = value("MONITOR_ADDRESS").unwrap_or_else(|| "auto".into());
+    if addr.contains("auto") {
+        addr = "127.0.0.1".into();
+    }
+    let port =
+        value("PORT").and_then(|p| p.parse().ok()).ok_or_else(|| format!("no PORT in {}", conf.display()))?;
+    let encrypted = value("PUBKEY").is_some_and(|k| !k.is_empty());
+    Ok((addr, port, encrypted))
+}
+
+/// Sends a message to monitord over UDP as `send_to_monitor` does:
+/// `<type> SUCCESS -1 0 <base64(zlib(payload))>`.
+///
+/// # Errors
+/// One line (monitord.conf unreadable, encryption configured, socket error).
+pub fn send_to_monitord(kind: &str, payload: &str) -> Result<(), String> {
+    use std::io::Write;
+    let (addr, port, encrypted) = monitord_address()?;
+    if encrypted {
+        return Err("monitord expects encrypted messages (PUBKEY), which rbdx does not send yet".into());
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(payload.as_bytes()).map_err(|e| e.to_string())?;
+    let packed = z.finish().map_err(|e| e.to_string())?;
+    let msg = format!("{kind} SUCCESS -1 0 {}\n", crate::base64::encode(&packed));
+    let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| e.to_string())?;
+    sock.send_to(msg.as_bytes(), (addr.as_str(), port))
+        .map_err(|e| format!("sending to monitord at {addr}:{port}: {e}"))?;
+    Ok(())
+}
+
 /// The `monitor` action (`<ds_id>` as argv, the base64 driver message on stdin):
 /// measures on a BRIDGE_LIST host over ssh, or here, as configured. Returns the
 /// lines to print.
@@ -83,6 +211,7 @@ pub fn measure_action(
         },
         pool,
         ec_pool: t.get("EC_POOL_NAME").map(str::to_string),
+        vm_disks: data.text("MONITOR_VM_DISKS") == Some("1"),
     };
     let bridges = ds.bridges();
     let target = match (cfg.execution, bridges.is_empty()) {
@@ -95,6 +224,13 @@ pub fn measure_action(
     };
     let outcome = crate::exec::run(&job, &target, &cfg);
     outcome.log.iter().for_each(|l| crate::log::info(l));
+    if !outcome.vm_disks.is_empty() {
+        // Like the stock driver: VM disk sizes go to monitord, not to stdout; a
+        // failure there must not fail the datastore's monitoring.
+        if let Err(e) = send_to_monitord("MONITOR_VM", &vm_disks_payload(&outcome.vm_disks)) {
+            crate::log::info(&format!("could not report VM disk sizes: {e}"));
+        }
+    }
     match (outcome.error, outcome.output) {
         (Some(e), _) => Err(e),
         (None, Some(out)) => Ok(out),
@@ -119,6 +255,35 @@ mod tests {
             quota_bytes: quota,
             quota_objects: None,
         }
+    }
+
+    #[test]
+    fn vm_disk_names_are_matched_exactly() {
+        assert_eq!(vm_disk_of("one-5-12-0"), Some((12, 0)));
+        assert_eq!(vm_disk_of("one-sys-12-3"), Some((12, 3)));
+        for n in [
+            "one-5",
+            "one-5-12",
+            "one-5-12-0-1:2",
+            "one-5-12-0.rbdx-new",
+            "one-x-1-2",
+            "one-sys-1",
+            "vm-1-disk-0",
+        ] {
+            assert_eq!(vm_disk_of(n), None, "{n}");
+        }
+    }
+
+    #[test]
+    fn the_payload_groups_disks_by_vm() {
+        let p = vm_disks_payload(&[(7, 0, 10), (7, 2, 1), (9, 1, 5)]);
+        let lines: Vec<&str> = p.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let b64 = lines[0].strip_prefix("VM=[ID=7, MONITOR=\"").and_then(|l| l.strip_suffix("\"]")).unwrap();
+        assert_eq!(
+            String::from_utf8(crate::base64::decode(b64).unwrap()).unwrap(),
+            " DISK_SIZE = [ ID=0, SIZE=10 ] DISK_SIZE = [ ID=2, SIZE=1 ]"
+        );
     }
 
     #[test]
