@@ -440,3 +440,94 @@ fn monitor_reports_vm_disk_sizes_to_monitord() {
         ops::remove(&c, &ImageSpec::new(&pool, n).unwrap(), ops::RemoveOptions::default()).unwrap();
     }
 }
+
+/// Runs the `rbd` CLI as admin: test tooling only, to make a backup fixture the
+/// way OpenNebula's backup scripts do.
+fn rbd_admin(e: &OneEnv, args: &[&str]) {
+    let ok = Command::new("rbd")
+        .args(["--name", "client.admin", "--conf"])
+        .arg(&e.cluster.conf)
+        .args(args)
+        .status()
+        .expect("the rbd CLI (ceph-common) for the fixture");
+    assert!(ok.success(), "rbd {args:?}");
+}
+
+#[test]
+fn cp_restores_an_opennebula_rbd_backup_tarball() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let src = ImageSpec::new(&pool, &format!("one-{}", fresh_id())).unwrap();
+    ops::create(&c, &src, 32 * MIB, &ops::CreateOptions::default()).unwrap();
+    let io = ops::ioctx(&c, &src).unwrap();
+    let dir = e.dir.path().join("bk");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = |n: &str| dir.join(n).display().to_string();
+    // A full backup, then two incrementals (one of them discards data).
+    fill(&io.open(&src.name).unwrap(), 0, 6 * MIB, 1);
+    io.open(&src.name).unwrap().snap_create("one_backup_0").unwrap();
+    rbd_admin(&e, &["export", "--export-format", "2", &format!("{src}@one_backup_0"), &out("disk.0.rbd2")]);
+    fill(&io.open(&src.name).unwrap(), 10 * MIB, 3 * MIB, 2);
+    io.open(&src.name).unwrap().snap_create("one_backup_1").unwrap();
+    rbd_admin(
+        &e,
+        &[
+            "export-diff",
+            "--from-snap",
+            "one_backup_0",
+            &format!("{src}@one_backup_1"),
+            &out("disk.0.1.rbdiff"),
+        ],
+    );
+    io.open(&src.name).unwrap().discard(0, 4 * MIB).unwrap();
+    fill(&io.open(&src.name).unwrap(), 20 * MIB, MIB, 3);
+    io.open(&src.name).unwrap().snap_create("one_backup_2").unwrap();
+    rbd_admin(
+        &e,
+        &[
+            "export-diff",
+            "--from-snap",
+            "one_backup_1",
+            &format!("{src}@one_backup_2"),
+            &out("disk.0.2.rbdiff"),
+        ],
+    );
+    let want = image_bytes(&c, &src);
+    let tarball = e.dir.path().join("backup.tar.gz");
+    let ok = Command::new("tar")
+        .arg("czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dir)
+        .args(["disk.0.rbd2", "disk.0.1.rbdiff", "disk.0.2.rbdiff"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+
+    let id = fresh_id();
+    let msg = message(&e, true, &[], &[("PATH", &tarball.display().to_string()), ("SIZE", "32")]);
+    assert_eq!(stdout(&e.ds("cp", id, &msg)), format!("{pool}/one-{id} raw\n"));
+    let s = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
+    assert!(image_bytes(&c, &s) == want, "the newest backup state, byte for byte");
+    let st = ops::stat(&c, &s).unwrap();
+    assert!(st.snapshots.is_empty(), "no snapshots left, as upstream");
+    assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()));
+    for spec in [&s, &src] {
+        ops::remove(&c, spec, ops::RemoveOptions::default()).unwrap();
+    }
+    // A gzip file that is not a backup: one clear line, nothing created.
+    let plain = e.dir.path().join("plain.gz");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo hello | gzip > '{}'", plain.display()))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let id = fresh_id();
+    assert_fails(
+        &e.ds("cp", id, &message(&e, false, &[], &[("PATH", &plain.display().to_string())])),
+        "not an OpenNebula RBD backup",
+    );
+    gone(&c, &pool, &format!("one-{id}"));
+}

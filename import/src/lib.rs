@@ -14,10 +14,15 @@
 //!   (a mismatch removes the image); the transfer can be rate-limited; progress
 //!   is reported through a callback.
 //!
+//! - a gzip file is an OpenNebula RBD backup tarball ([`backup`]), as the stock
+//!   driver treats it.
+//!
 //! An interrupted import leaves its image marked [`KEY_IMPORTING`]; importing
 //! again removes it and starts over. A completed import is not repeated.
 
 #![deny(missing_docs)]
+
+pub mod backup;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -270,10 +275,29 @@ pub fn import(
     }
     head.truncate(got);
     let format = sniff(&head);
-    if format == Format::Gzip {
-        return Err("compressed (gzip) sources are not supported: decompress the image first".into());
-    }
-    let result = if let (Format::Raw, Some(total)) = (format, total) {
+    let result = if format == Format::Gzip {
+        // An OpenNebula RBD backup tarball, as the stock driver treats every gzip file.
+        let staged;
+        let file = match &local {
+            Some(p) => {
+                if opts.md5.is_some() || opts.sha1.is_some() {
+                    io::copy(&mut tap, &mut io::sink()).map_err(|e| format!("reading the source: {e}"))?;
+                }
+                p.clone()
+            }
+            None => {
+                staged = stage(&head, &mut tap, opts)?;
+                staged.path().to_path_buf()
+            }
+        };
+        let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let b = backup::unpack(&file, &dir)?;
+        let size = backup::declared_size(&b.full)?.max(opts.min_size.unwrap_or(0));
+        create(cluster, target, size, opts)?;
+        let io = ops::ioctx(cluster, target).map_err(|e| e.to_string())?;
+        let img = io.open(&target.name).map_err(|e| e.to_string())?;
+        backup::apply(&img, &b).map(|()| size)
+    } else if let (Format::Raw, Some(total)) = (format, total) {
         let size = total.max(opts.min_size.unwrap_or(0));
         create(cluster, target, size, opts)?;
         let r = write_raw(cluster, target, head.as_slice().chain(&mut tap));
