@@ -16,7 +16,7 @@ pub type Result<T = ()> = std::result::Result<T, String>;
 /// A DS action's inputs.
 #[derive(Debug)]
 pub struct DsCtx {
-    /// argv[1]: the image id (app id for export, datastore id for monitor).
+    /// The first argument: the image id (app id for export, datastore id for monitor).
     pub id: u32,
     /// The decoded message.
     pub data: ActionData,
