@@ -382,7 +382,7 @@ fn deleting_an_open_disk_is_refused_naming_the_watcher() {
     let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
     assert_ok(&e.tm("clone", &[&format!("frontend:{img_s}"), &disk_path(vm, 0), &vms, &ds]));
     let d0 = spec(&pool, &format!("one-{img}-{vm}-0"));
-    let other = e.cluster.connect();
+    let other = e.cluster.connect_new();
     let io = ops::ioctx(&other, &d0).unwrap();
     let held = io.open(&d0.name).unwrap();
     let line = assert_fails(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]), "in use by 1 client");

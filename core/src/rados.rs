@@ -69,6 +69,29 @@ impl ConnectConfig {
     }
 }
 
+/// Serialises creating, connecting and shutting down cluster handles: librados
+/// initialises process-wide state there, and concurrent calls have been seen to
+/// abort the process (`std::system_error: Invalid argument`) on Ceph 16.
+static LIFECYCLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+thread_local! {
+    /// True while this thread holds [`LIFECYCLE`] (a failed connect drops its
+    /// handle with the lock held).
+    static HOLDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` holding [`LIFECYCLE`], unless this thread already does.
+fn serialised<T>(f: impl FnOnce() -> T) -> T {
+    if HOLDING.with(std::cell::Cell::get) {
+        return f();
+    }
+    let _guard = LIFECYCLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    HOLDING.with(|h| h.set(true));
+    let r = f();
+    HOLDING.with(|h| h.set(false));
+    r
+}
+
 /// A connected cluster handle. Closed (`rados_shutdown`) on drop.
 #[derive(Debug)]
 pub struct Cluster {
@@ -102,6 +125,10 @@ impl Cluster {
     /// `rados_conf_read_file` or `rados_connect` (`TimedOut` when no monitor
     /// answered within `timeouts.connect`).
     pub fn connect(config: &ConnectConfig) -> Result<Self> {
+        serialised(|| Self::connect_serialised(config))
+    }
+
+    fn connect_serialised(config: &ConnectConfig) -> Result<Self> {
         let entity = config.entity();
         let name = cstring("client id", &entity)?;
         let mut raw: sys::rados_t = ptr::null_mut();
@@ -292,10 +319,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // SAFETY: `self.raw` came from `rados_create2`; every `IoCtx` borrowing this
+        let raw = self.raw;
+        // SAFETY: `raw` came from `rados_create2`; every `IoCtx` borrowing this
         // cluster has been dropped (the borrow checker guarantees it), and this is
         // the only place it is shut down.
-        unsafe { sys::rados_shutdown(self.raw) };
+        serialised(|| unsafe { sys::rados_shutdown(raw) });
     }
 }
 

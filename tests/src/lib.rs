@@ -69,8 +69,16 @@ impl TestCluster {
         }
     }
 
-    /// Connects as the restricted client.
-    pub fn connect(&self) -> Cluster {
+    /// The process's connection as the restricted client, shared by every test of
+    /// the process (librados aborts now and then when many client instances come
+    /// and go concurrently in one process; the drivers make one per process).
+    pub fn connect(&self) -> &'static Cluster {
+        static SHARED: std::sync::OnceLock<Cluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| self.connect_new())
+    }
+
+    /// A connection of its own (another client, as a second VM would be).
+    pub fn connect_new(&self) -> Cluster {
         Cluster::connect(&self.config()).expect("connect to the test cluster")
     }
 
@@ -173,9 +181,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if let Ok(c) = Cluster::connect(&self.env.config()) {
-            self.clean(&c);
-        }
+        self.clean(self.env.connect());
     }
 }
 

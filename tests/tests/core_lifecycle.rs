@@ -103,7 +103,7 @@ fn remove_refuses_while_open_and_names_the_watcher() {
     ops::create(&c, &spec, 8 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
 
     // Another client (a second connection, like a running VM) has it open.
-    let other = s.env.connect();
+    let other = s.env.connect_new();
     let oio = ops::ioctx(&other, &spec).unwrap();
     let held = oio.open(&spec.name).unwrap();
     held.write_at(0, b"in use").unwrap();
