@@ -81,19 +81,19 @@ fn clone_with_the_data_pool_through_the_cli() {
     assert_eq!(info["size"], 64 << 20);
 
     // A refused removal: exit 1, one line naming the child, nothing changed.
-    let before = s.leftovers(&c);
+    let before = s.leftovers(c);
     let out = rbdx_on(&env).args(["image", "rm", &base.to_string()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(&child.name), "{err}");
-    assert_eq!(s.leftovers(&c), before);
+    assert_eq!(s.leftovers(c), before);
 
     stdout(rbdx_on(&env).args(["image", "rm", &child.to_string()]));
     stdout(rbdx_on(&env).args(["image", "rm", &base.to_string()]));
     let out = stdout(rbdx_on(&env).args(["image", "rm", &base.to_string()]));
     assert!(out.contains("nothing to remove"), "{out}");
-    s.finish(&c);
+    s.finish(c);
 }
 
 #[test]

@@ -103,14 +103,14 @@ fn cp_all_sources(ec: bool) {
         let out = stdout(&e.ds("cp", id, &msg));
         assert_eq!(out, format!("{pool}/one-{id} raw\n"), "{src}");
         let s = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
-        assert!(image_bytes(&c, &s) == data, "{src}: byte-identical content");
-        let st = ops::stat(&c, &s).unwrap();
+        assert!(image_bytes(c, &s) == data, "{src}: byte-identical content");
+        let st = ops::stat(c, &s).unwrap();
         assert_eq!(st.data_pool, ec.then(|| e.cluster.ec_pool.clone()), "{src}");
-        let io = ops::ioctx(&c, &s).unwrap();
+        let io = ops::ioctx(c, &s).unwrap();
         let used = ops::used_bytes(&io.open_read_only(&s.name, None).unwrap(), None).unwrap();
         assert!(used <= 12 * MIB, "{src}: sparse ({used} bytes allocated for 3 MiB of data)");
         assert_eq!(stdout(&e.ds("cp", id, &msg)), out, "{src}: a re-run succeeds");
-        ops::remove(&c, &s, ops::RemoveOptions::default()).unwrap();
+        ops::remove(c, &s, ops::RemoveOptions::default()).unwrap();
     }
 }
 
@@ -155,7 +155,7 @@ fn cp_refuses_bad_sources_and_leaves_nothing() {
             .replace("<MD5>", "<TEMPLATE><MD5>")
             .replace("</MD5>", "</MD5></TEMPLATE>");
         assert_fails(&e.ds("cp", id, &msg), want);
-        gone(&c, &pool, &format!("one-{id}"));
+        gone(c, &pool, &format!("one-{id}"));
     }
     // SAFE_DIRS lifts the restriction.
     let id = fresh_id();
@@ -166,7 +166,7 @@ fn cp_refuses_bad_sources_and_leaves_nothing() {
         &[("PATH", &raw.display().to_string())],
     );
     assert_ok(&e.ds("cp", id, &msg));
-    ops::remove(&c, &ImageSpec::new(&pool, &format!("one-{id}")).unwrap(), ops::RemoveOptions::default())
+    ops::remove(c, &ImageSpec::new(&pool, &format!("one-{id}")).unwrap(), ops::RemoveOptions::default())
         .unwrap();
 }
 
@@ -213,11 +213,11 @@ fn mkfs_makes_empty_or_formatted_images_with_the_data_pool() {
         ImageSpec::new(&pool, &format!("one-{b}")).unwrap(),
     );
     for (spec, mb) in [(&sa, 32), (&sb, 64)] {
-        let st = ops::stat(&c, spec).unwrap();
+        let st = ops::stat(c, spec).unwrap();
         assert_eq!((st.size, st.data_pool.as_deref()), (mb * MIB, Some(e.cluster.ec_pool.as_str())));
     }
-    assert_eq!(&image_bytes(&c, &sb)[1024 + 56..1024 + 58], [0x53, 0xef], "ext4 superblock");
-    gone(&c, &pool, &format!("one-{s}"));
+    assert_eq!(&image_bytes(c, &sb)[1024 + 56..1024 + 58], [0x53, 0xef], "ext4 superblock");
+    gone(c, &pool, &format!("one-{s}"));
     let staged: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
@@ -227,7 +227,7 @@ fn mkfs_makes_empty_or_formatted_images_with_the_data_pool() {
     for spec in [&sa, &sb] {
         assert_ok(&e.ds("rm", 0, &message(&e, true, &[], &[("SOURCE", &spec.to_string())])));
         assert_ok(&e.ds("rm", 0, &message(&e, true, &[], &[("SOURCE", &spec.to_string())])));
-        gone(&c, &pool, &spec.name);
+        gone(c, &pool, &spec.name);
     }
 }
 
@@ -238,24 +238,24 @@ fn clone_is_cow_and_both_sides_delete_in_any_order() {
     let pool = e.cluster.pool.clone();
     let (src, dst) = (fresh_id(), fresh_id());
     let src_s = ImageSpec::new(&pool, &format!("one-{src}")).unwrap();
-    ops::create(&c, &src_s, 32 * MIB, &ops::CreateOptions::default()).unwrap();
-    fill(&ops::ioctx(&c, &src_s).unwrap().open(&src_s.name).unwrap(), 0, 16 * MIB, 4);
+    ops::create(c, &src_s, 32 * MIB, &ops::CreateOptions::default()).unwrap();
+    fill(&ops::ioctx(c, &src_s).unwrap().open(&src_s.name).unwrap(), 0, 16 * MIB, 4);
     let out =
         stdout(&e.ds("clone", dst, &message(&e, true, &[], &[("PATH", &src_s.to_string()), ("SIZE", "32")])));
     assert_eq!(out, format!("{pool}/one-{dst} raw\n"));
     let dst_s = ImageSpec::new(&pool, &format!("one-{dst}")).unwrap();
-    let st = ops::stat(&c, &dst_s).unwrap();
+    let st = ops::stat(c, &dst_s).unwrap();
     assert!(st.parent.is_some(), "a CoW clone");
     assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()), "the target datastore's data pool");
-    let want = checksum(&ops::ioctx(&c, &dst_s).unwrap().open_read_only(&dst_s.name, None).unwrap());
+    let want = checksum(&ops::ioctx(c, &dst_s).unwrap().open_read_only(&dst_s.name, None).unwrap());
     // Source first: the clone still reads the same bytes.
     assert_ok(&e.ds("rm", src, &message(&e, false, &[], &[("SOURCE", &src_s.to_string())])));
-    assert!(ops::stat(&c, &src_s).unwrap_err().is_not_found());
-    assert_eq!(checksum(&ops::ioctx(&c, &dst_s).unwrap().open_read_only(&dst_s.name, None).unwrap()), want);
+    assert!(ops::stat(c, &src_s).unwrap_err().is_not_found());
+    assert_eq!(checksum(&ops::ioctx(c, &dst_s).unwrap().open_read_only(&dst_s.name, None).unwrap()), want);
     // Then the clone: nothing is left, in the pools or the trash.
     assert_ok(&e.ds("rm", dst, &message(&e, true, &[], &[("SOURCE", &dst_s.to_string())])));
-    gone(&c, &pool, &src_s.name);
-    gone(&c, &pool, &dst_s.name);
+    gone(c, &pool, &src_s.name);
+    gone(c, &pool, &dst_s.name);
 }
 
 #[test]
@@ -265,22 +265,22 @@ fn image_snapshots_revert_flatten_and_delete() {
     let pool = e.cluster.pool.clone();
     let id = fresh_id();
     let s = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
-    ops::create(&c, &s, 16 * MIB, &ops::CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
-    let d = Disk::new(&c, s.clone());
+    ops::create(c, &s, 16 * MIB, &ops::CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+    let d = Disk::new(c, s.clone());
     let mut want = Vec::new();
     for snap in ["0", "1", "2"] {
-        fill(&ops::ioctx(&c, &s).unwrap().open(&s.name).unwrap(), 0, MIB, snap.as_bytes()[0]);
+        fill(&ops::ioctx(c, &s).unwrap().open(&s.name).unwrap(), 0, MIB, snap.as_bytes()[0]);
         d.snapshot_create(snap).unwrap();
-        want.push(image_bytes(&c, &s));
+        want.push(image_bytes(c, &s));
     }
     let msg = |snap: &str| message(&e, true, &[], &[("SOURCE", &s.to_string()), ("TARGET_SNAPSHOT", snap)]);
     assert_ok(&e.ds("snap_revert", id, &msg("0")));
-    assert!(image_bytes(&c, &s) == want[0]);
+    assert!(image_bytes(c, &s) == want[0]);
     assert_ok(&e.ds("snap_delete", id, &msg("2")));
     assert_ok(&e.ds("snap_delete", id, &msg("2")));
     assert_ok(&e.ds("snap_flatten", id, &msg("1")));
-    assert!(image_bytes(&c, &s) == want[1], "the image is now snapshot 1");
-    let st = ops::stat(&c, &s).unwrap();
+    assert!(image_bytes(c, &s) == want[1], "the image is now snapshot 1");
+    let st = ops::stat(c, &s).unwrap();
     assert!(st.parent.is_none() && st.snapshots.is_empty(), "alone: {st:?}");
     assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()), "flatten keeps the data pool");
     let left: Vec<String> = c
@@ -295,7 +295,7 @@ fn image_snapshots_revert_flatten_and_delete() {
     assert!(left.is_empty(), "no carrier left: {left:?}");
     assert_fails(&e.ds("snap_revert", id, &msg("7")), "has no snapshot 7");
     assert_ok(&e.ds("rm", id, &message(&e, true, &[], &[("SOURCE", &s.to_string())])));
-    gone(&c, &pool, &s.name);
+    gone(c, &pool, &s.name);
     let _ = DiskConfig::default();
 }
 
@@ -326,9 +326,9 @@ fn export_describes_the_image_for_the_marketplace() {
     let pool = e.cluster.pool.clone();
     let id = fresh_id();
     let s = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
-    ops::create(&c, &s, 8 * MIB, &ops::CreateOptions::default()).unwrap();
-    fill(&ops::ioctx(&c, &s).unwrap().open(&s.name).unwrap(), 0, MIB, 5);
-    let md5: String = md5::Md5::digest(image_bytes(&c, &s)).iter().map(|b| format!("{b:02x}")).collect();
+    ops::create(c, &s, 8 * MIB, &ops::CreateOptions::default()).unwrap();
+    fill(&ops::ioctx(c, &s).unwrap().open(&s.name).unwrap(), 0, MIB, 5);
+    let md5: String = md5::Md5::digest(image_bytes(c, &s)).iter().map(|b| format!("{b:02x}")).collect();
     let out =
         stdout(&e.ds("export", 7, &message(&e, false, &[], &[("SOURCE", &s.to_string()), ("SIZE", "8")])));
     let doc = rbdx_one::xml::Element::parse(out.trim()).expect("a well-formed document, no stray quote");
@@ -340,7 +340,7 @@ fn export_describes_the_image_for_the_marketplace() {
     let src = doc.text_at("IMPORT_SOURCE").unwrap();
     assert!(src.starts_with(&format!("rbd://localhost/{s}?CEPH_USER=")), "{src}");
     assert!(!src.contains("AQ"), "a key never appears, only the key file's path: {src}");
-    ops::remove(&c, &s, ops::RemoveOptions::default()).unwrap();
+    ops::remove(c, &s, ops::RemoveOptions::default()).unwrap();
 }
 
 #[test]
@@ -374,10 +374,10 @@ fn rbdx_import_is_the_same_engine_for_operators() {
         .output()
         .unwrap();
     assert_ok(&out);
-    let st = ops::stat(&c, &s).unwrap();
+    let st = ops::stat(c, &s).unwrap();
     assert_eq!((st.size, st.data_pool.as_deref()), (32 * MIB, Some(e.cluster.ec_pool.as_str())));
-    assert!(image_bytes(&c, &s)[..data.len()] == data[..]);
-    ops::remove(&c, &s, ops::RemoveOptions::default()).unwrap();
+    assert!(image_bytes(c, &s)[..data.len()] == data[..]);
+    ops::remove(c, &s, ops::RemoveOptions::default()).unwrap();
 }
 
 #[test]
@@ -390,8 +390,8 @@ fn monitor_reports_vm_disk_sizes_to_monitord() {
     let names = [format!("one-{img}-{vm}-0"), format!("one-sys-{vm}-1")];
     for (i, n) in names.iter().enumerate() {
         let s = ImageSpec::new(&pool, n).unwrap();
-        ops::create(&c, &s, 64 * MIB, &ops::CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
-        fill(&ops::ioctx(&c, &s).unwrap().open(n).unwrap(), 0, (i as u64 + 1) * 5 * MIB, 1);
+        ops::create(c, &s, 64 * MIB, &ops::CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+        fill(&ops::ioctx(c, &s).unwrap().open(n).unwrap(), 0, (i as u64 + 1) * 5 * MIB, 1);
     }
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
@@ -437,7 +437,7 @@ fn monitor_reports_vm_disk_sizes_to_monitord() {
     );
     eprintln!("monitor with VM disks took {:?}", start.elapsed());
     for n in &names {
-        ops::remove(&c, &ImageSpec::new(&pool, n).unwrap(), ops::RemoveOptions::default()).unwrap();
+        ops::remove(c, &ImageSpec::new(&pool, n).unwrap(), ops::RemoveOptions::default()).unwrap();
     }
 }
 
@@ -459,8 +459,8 @@ fn cp_restores_an_opennebula_rbd_backup_tarball() {
     let c = e.cluster.connect();
     let pool = e.cluster.pool.clone();
     let src = ImageSpec::new(&pool, &format!("one-{}", fresh_id())).unwrap();
-    ops::create(&c, &src, 32 * MIB, &ops::CreateOptions::default()).unwrap();
-    let io = ops::ioctx(&c, &src).unwrap();
+    ops::create(c, &src, 32 * MIB, &ops::CreateOptions::default()).unwrap();
+    let io = ops::ioctx(c, &src).unwrap();
     let dir = e.dir.path().join("bk");
     std::fs::create_dir_all(&dir).unwrap();
     let out = |n: &str| dir.join(n).display().to_string();
@@ -493,7 +493,7 @@ fn cp_restores_an_opennebula_rbd_backup_tarball() {
             &out("disk.0.2.rbdiff"),
         ],
     );
-    let want = image_bytes(&c, &src);
+    let want = image_bytes(c, &src);
     let tarball = e.dir.path().join("backup.tar.gz");
     let ok = Command::new("tar")
         .arg("czf")
@@ -509,12 +509,12 @@ fn cp_restores_an_opennebula_rbd_backup_tarball() {
     let msg = message(&e, true, &[], &[("PATH", &tarball.display().to_string()), ("SIZE", "32")]);
     assert_eq!(stdout(&e.ds("cp", id, &msg)), format!("{pool}/one-{id} raw\n"));
     let s = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
-    assert!(image_bytes(&c, &s) == want, "the newest backup state, byte for byte");
-    let st = ops::stat(&c, &s).unwrap();
+    assert!(image_bytes(c, &s) == want, "the newest backup state, byte for byte");
+    let st = ops::stat(c, &s).unwrap();
     assert!(st.snapshots.is_empty(), "no snapshots left, as upstream");
     assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()));
     for spec in [&s, &src] {
-        ops::remove(&c, spec, ops::RemoveOptions::default()).unwrap();
+        ops::remove(c, spec, ops::RemoveOptions::default()).unwrap();
     }
     // A gzip file that is not a backup: one clear line, nothing created.
     let plain = e.dir.path().join("plain.gz");
@@ -529,5 +529,5 @@ fn cp_restores_an_opennebula_rbd_backup_tarball() {
         &e.ds("cp", id, &message(&e, false, &[], &[("PATH", &plain.display().to_string())])),
         "not an OpenNebula RBD backup",
     );
-    gone(&c, &pool, &format!("one-{id}"));
+    gone(c, &pool, &format!("one-{id}"));
 }

@@ -73,8 +73,8 @@ fn lifecycle(ec: bool) {
     let want_pool = ec.then(|| e.cluster.ec_pool.clone());
     let (img, pimg, saved, vm) = (fresh_id(), fresh_id(), fresh_id(), fresh_id());
     let (img_s, pimg_s) = (spec(&pool, &format!("one-{img}")), spec(&pool, &format!("one-{pimg}")));
-    make_image(&c, &img_s, want_pool.as_deref(), 64, 1);
-    make_image(&c, &pimg_s, want_pool.as_deref(), 32, 2);
+    make_image(c, &img_s, want_pool.as_deref(), 64, 1);
+    make_image(c, &pimg_s, want_pool.as_deref(), 32, 2);
 
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, ec, &[]));
     e.oned.set_datastore(SYSTEM_DS, e.system_ds(SYSTEM_DS, ec));
@@ -96,31 +96,31 @@ fn lifecycle(ec: bool) {
     let d0 = spec(&pool, &format!("one-{img}-{vm}-0"));
     let d2 = spec(&pool, &format!("one-sys-{vm}-2"));
     let d3 = spec(&pool, &format!("one-sys-{vm}-3"));
-    let st = ops::stat(&c, &d0).unwrap();
+    let st = ops::stat(c, &d0).unwrap();
     let p = st.parent.as_ref().expect("a CoW clone");
     assert_eq!((p.image.name.as_str(), p.snap.as_str()), (img_s.name.as_str(), "snap"));
-    assert_eq!(sum(&c, &d0), sum(&c, &img_s.at("snap").unwrap()));
+    assert_eq!(sum(c, &d0), sum(c, &img_s.at("snap").unwrap()));
     for s in [&d0, &d2, &d3] {
-        assert_eq!(data_pool(&c, s), want_pool, "{s}");
+        assert_eq!(data_pool(c, s), want_pool, "{s}");
     }
     // ext4 superblock magic at 1024 + 56; swap signature at 4096 - 10.
-    assert_eq!(read_at(&c, &d2, 1024 + 56, 2), [0x53, 0xef]);
-    assert_eq!(read_at(&c, &d3, 4086, 10), b"SWAPSPACE2");
-    assert_eq!(ops::stat(&c, &d2).unwrap().size, 64 * MIB);
+    assert_eq!(read_at(c, &d2, 1024 + 56, 2), [0x53, 0xef]);
+    assert_eq!(read_at(c, &d3, 4086, 10), b"SWAPSPACE2");
+    assert_eq!(ops::stat(c, &d2).unwrap().size, 64 * MIB);
 
     // Snapshots on the running disk, a revert, and deletes in any order.
     assert_ok(&e.tm("snap_create", &[&disk_path(vm, 0), "0", &vms, &ds]));
-    let snap0 = sum(&c, &d0);
-    let io = ops::ioctx(&c, &d0).unwrap();
+    let snap0 = sum(c, &d0);
+    let io = ops::ioctx(c, &d0).unwrap();
     fill(&io.open(&d0.name).unwrap(), 0, 4 * MIB, 9);
     assert_ok(&e.tm("snap_create", &[&disk_path(vm, 0), "1", &vms, &ds]));
-    let snap1 = sum(&c, &d0);
+    let snap1 = sum(c, &d0);
     assert_ok(&e.tm("snap_revert", &[&disk_path(vm, 0), "0", &vms, &ds]));
-    assert_eq!(sum(&c, &d0), snap0);
-    assert_eq!(data_pool(&c, &d0), want_pool, "the reverted head");
+    assert_eq!(sum(c, &d0), snap0);
+    assert_eq!(data_pool(c, &d0), want_pool, "the reverted head");
     assert_ok(&e.tm("snap_create", &[&disk_path(vm, 0), "2", &vms, &ds]));
     assert_ok(&e.tm("snap_revert", &[&disk_path(vm, 0), "1", &vms, &ds]));
-    assert_eq!(sum(&c, &d0), snap1);
+    assert_eq!(sum(c, &d0), snap1);
     for s in ["0", "2"] {
         assert_ok(&e.tm("snap_delete", &[&disk_path(vm, 0), s, &vms, &ds]));
     }
@@ -128,17 +128,17 @@ fn lifecycle(ec: bool) {
     // Save-as (CoW) of the current state, then of snapshot 1.
     let saved_s = spec(&pool, &format!("one-{saved}"));
     assert_ok(&e.tm("cpds", &[&disk_path(vm, 0), &saved_s.to_string(), "-1", &vms, &ds]));
-    assert_eq!(sum(&c, &saved_s), snap1);
-    assert_eq!(data_pool(&c, &saved_s), want_pool);
-    assert!(ops::stat(&c, &saved_s).unwrap().parent.is_some(), "save-as is a CoW clone");
+    assert_eq!(sum(c, &saved_s), snap1);
+    assert_eq!(data_pool(c, &saved_s), want_pool);
+    assert!(ops::stat(c, &saved_s).unwrap().parent.is_some(), "save-as is a CoW clone");
     let saved2_s = spec(&pool, &format!("one-{saved}-b"));
     assert_ok(&e.tm("cpds", &[&disk_path(vm, 0), &saved2_s.to_string(), "1", &vms, &ds]));
-    assert_eq!(sum(&c, &saved2_s), snap1);
+    assert_eq!(sum(c, &saved2_s), snap1);
     assert_ok(&e.tm("snap_delete", &[&disk_path(vm, 0), "1", &vms, &ds]));
 
     // Grow; a running VM's resize is left to the hypervisor.
     assert_ok(&e.tm("resize", &[&disk_path(vm, 0), "128", &vms, &ds]));
-    assert_eq!(ops::stat(&c, &d0).unwrap().size, 128 * MIB);
+    assert_eq!(ops::stat(c, &d0).unwrap().size, 128 * MIB);
     assert_ok(
         &e.tm("mv", &[&disk_path(vm, 0), &disk_path(vm, 0).replace("localhost", "otherhost"), &vms, &ds]),
     );
@@ -151,27 +151,27 @@ fn lifecycle(ec: bool) {
         assert_ok(&e.tm("delete", &[&disk_path(vm, d), &vms, if d < 2 { &ds } else { &sys }]));
     }
     assert_ok(&e.tm("delete", &[&format!("localhost:/var/lib/one//datastores/0/{vm}"), &vms, &sys]));
-    assert!(ops::stat(&c, &pimg_s).is_ok(), "a persistent image is not the VM's to delete");
-    assert!(ops::stat(&c, &d0).unwrap_err().is_not_found());
-    assert_eq!(sum(&c, &saved_s), snap1, "the saved image outlives its source disk");
+    assert!(ops::stat(c, &pimg_s).is_ok(), "a persistent image is not the VM's to delete");
+    assert!(ops::stat(c, &d0).unwrap_err().is_not_found());
+    assert_eq!(sum(c, &saved_s), snap1, "the saved image outlives its source disk");
 
     // The saved images go: the disk's trashed images are reclaimed; then the
     // images themselves (as the datastore's rm will do). Nothing is left.
-    let (_, waiting) = leftovers(&c, &pool, &[format!("one-{img}-{vm}-0")]);
+    let (_, waiting) = leftovers(c, &pool, &[format!("one-{img}-{vm}-0")]);
     assert!(!waiting.is_empty(), "the disk's images wait in the trash for the saved clones");
     for s in [&saved_s, &saved2_s] {
-        ops::remove(&c, s, ops::RemoveOptions::default()).unwrap();
+        ops::remove(c, s, ops::RemoveOptions::default()).unwrap();
     }
     // Reclaim is pool-wide (other tests may run it first); afterwards ours are gone.
-    rbdx_core::ops::disk::reclaim(&c, &spec(&pool, "x")).unwrap();
-    let (_, waiting) = leftovers(&c, &pool, &[format!("one-{img}-{vm}-0")]);
+    rbdx_core::ops::disk::reclaim(c, &spec(&pool, "x")).unwrap();
+    let (_, waiting) = leftovers(c, &pool, &[format!("one-{img}-{vm}-0")]);
     assert!(waiting.is_empty(), "reclaimed once the clones are gone: {waiting:?}");
     for s in [&img_s, &pimg_s] {
-        ops::remove(&c, s, ops::RemoveOptions::default()).unwrap();
+        ops::remove(c, s, ops::RemoveOptions::default()).unwrap();
     }
     let prefixes =
         [format!("one-{img}"), format!("one-{pimg}"), format!("one-{saved}"), format!("one-sys-{vm}")];
-    let (images, trash) = leftovers(&c, &pool, &prefixes);
+    let (images, trash) = leftovers(c, &pool, &prefixes);
     assert!(images.is_empty(), "images left: {images:?}");
     assert!(trash.is_empty(), "trash left: {trash:?}");
 }
@@ -193,7 +193,7 @@ fn actions_converge_when_run_again() {
     let pool = e.cluster.pool.clone();
     let (img, vm) = (fresh_id(), fresh_id());
     let img_s = spec(&pool, &format!("one-{img}"));
-    make_image(&c, &img_s, Some(&e.cluster.ec_pool), 16, 3);
+    make_image(c, &img_s, Some(&e.cluster.ec_pool), 16, 3);
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, true, &[]));
     e.oned.set_datastore(SYSTEM_DS, e.system_ds(SYSTEM_DS, true));
     let disks = [
@@ -219,8 +219,8 @@ fn actions_converge_when_run_again() {
         assert_ok(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]));
         assert_ok(&e.tm("delete", &[&disk_path(vm, 1), &vms, &sys]));
     }
-    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
-    let (images, trash) = leftovers(&c, &pool, &[format!("one-{img}"), format!("one-sys-{vm}")]);
+    ops::remove(c, &img_s, ops::RemoveOptions::default()).unwrap();
+    let (images, trash) = leftovers(c, &pool, &[format!("one-{img}"), format!("one-sys-{vm}")]);
     assert!(images.is_empty() && trash.is_empty(), "{images:?} {trash:?}");
 }
 
@@ -231,7 +231,7 @@ fn bad_input_fails_in_one_line_and_changes_nothing() {
     let pool = e.cluster.pool.clone();
     let (img, vm) = (fresh_id(), fresh_id());
     let img_s = spec(&pool, &format!("one-{img}"));
-    make_image(&c, &img_s, None, 8, 4);
+    make_image(c, &img_s, None, 8, 4);
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
     e.oned.set_datastore(SYSTEM_DS, e.system_ds(SYSTEM_DS, false));
     // A DISK missing the attributes the actions need.
@@ -239,7 +239,7 @@ fn bad_input_fails_in_one_line_and_changes_nothing() {
     bare.0.retain(|(k, _)| *k != "SOURCE" && *k != "POOL_NAME");
     e.oned.set_vm(vm, vm_doc(vm, "localhost", 3, &[bare]));
     let ours = [format!("one-{img}"), format!("one-sys-{vm}")];
-    let before = leftovers(&c, &pool, &ours);
+    let before = leftovers(c, &pool, &ours);
     let src = format!("frontend:{img_s}");
     let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
@@ -296,13 +296,13 @@ fn bad_input_fails_in_one_line_and_changes_nothing() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_fails(&e.tm(action, &args), want);
     }
-    assert_eq!(leftovers(&c, &pool, &ours), before, "nothing changed in Ceph");
-    let io = ops::ioctx(&c, &img_s).unwrap();
+    assert_eq!(leftovers(c, &pool, &ours), before, "nothing changed in Ceph");
+    let io = ops::ioctx(c, &img_s).unwrap();
     assert!(
         io.open_read_only(&img_s.name, None).unwrap().snapshots().unwrap().is_empty(),
         "no base snapshot taken"
     );
-    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+    ops::remove(c, &img_s, ops::RemoveOptions::default()).unwrap();
 }
 
 #[test]
@@ -314,16 +314,16 @@ fn names_are_data_never_shell() {
     let marker = e.dir.path().join("pwned");
     let name = format!("one-{} $(touch {}) `id` 'q\"", fresh_id(), marker.display()).replace('/', "_");
     let img_s = spec(&pool, &name);
-    make_image(&c, &img_s, None, 8, 5);
+    make_image(c, &img_s, None, 8, 5);
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
     e.oned.set_vm(vm, vm_doc(vm, "localhost", 3, &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 8)]));
     let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
     assert_ok(&e.tm("clone", &[&format!("frontend:{img_s}"), &disk_path(vm, 0), &vms, &ds]));
     let d0 = spec(&pool, &format!("{name}-{vm}-0"));
-    assert!(ops::stat(&c, &d0).is_ok(), "the clone has the literal name");
+    assert!(ops::stat(c, &d0).is_ok(), "the clone has the literal name");
     assert!(!marker.exists(), "nothing was executed");
     assert_ok(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]));
-    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+    ops::remove(c, &img_s, ops::RemoveOptions::default()).unwrap();
 }
 
 #[test]
@@ -333,7 +333,7 @@ fn twenty_vms_deployed_at_once_share_one_base_snapshot() {
     let pool = e.cluster.pool.clone();
     let img = fresh_id();
     let img_s = spec(&pool, &format!("one-{img}"));
-    make_image(&c, &img_s, Some(&e.cluster.ec_pool), 8, 6);
+    make_image(c, &img_s, Some(&e.cluster.ec_pool), 8, 6);
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, true, &[]));
     let vms: Vec<u32> = (0..20).map(|_| fresh_id()).collect();
     for vm in &vms {
@@ -355,17 +355,17 @@ fn twenty_vms_deployed_at_once_share_one_base_snapshot() {
     for ch in children {
         assert_ok(&ch.wait_with_output().unwrap());
     }
-    let io = ops::ioctx(&c, &img_s).unwrap();
+    let io = ops::ioctx(c, &img_s).unwrap();
     assert_eq!(io.open_read_only(&img_s.name, None).unwrap().snapshots().unwrap().len(), 1);
     let kids = io.open_read_only(&img_s.name, Some("snap")).unwrap().children().unwrap();
     assert_eq!(kids.len(), 20);
     for vm in &vms {
         let d = spec(&pool, &format!("one-{img}-{vm}-0"));
-        assert_eq!(data_pool(&c, &d).as_deref(), Some(e.cluster.ec_pool.as_str()));
+        assert_eq!(data_pool(c, &d).as_deref(), Some(e.cluster.ec_pool.as_str()));
         assert_ok(&e.tm("delete", &[&disk_path(*vm, 0), &vm.to_string(), &IMAGE_DS.to_string()]));
     }
-    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
-    let (images, trash) = leftovers(&c, &pool, &[format!("one-{img}")]);
+    ops::remove(c, &img_s, ops::RemoveOptions::default()).unwrap();
+    let (images, trash) = leftovers(c, &pool, &[format!("one-{img}")]);
     assert!(images.is_empty() && trash.is_empty(), "{images:?} {trash:?}");
 }
 
@@ -376,7 +376,7 @@ fn deleting_an_open_disk_is_refused_naming_the_watcher() {
     let pool = e.cluster.pool.clone();
     let (img, vm) = (fresh_id(), fresh_id());
     let img_s = spec(&pool, &format!("one-{img}"));
-    make_image(&c, &img_s, None, 8, 7);
+    make_image(c, &img_s, None, 8, 7);
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
     e.oned.set_vm(vm, vm_doc(vm, "localhost", 3, &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 8)]));
     let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
@@ -388,9 +388,9 @@ fn deleting_an_open_disk_is_refused_naming_the_watcher() {
     let line = assert_fails(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]), "in use by 1 client");
     assert!(line.contains("127.0.0.1"), "{line}");
     drop(held);
-    assert!(ops::stat(&c, &d0).is_ok(), "the refused delete changed nothing");
+    assert!(ops::stat(c, &d0).is_ok(), "the refused delete changed nothing");
     assert_ok(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]));
-    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+    ops::remove(c, &img_s, ops::RemoveOptions::default()).unwrap();
 }
 
 fn action_data(ds_doc: &str) -> String {
@@ -427,7 +427,7 @@ fn monitor_reports_ec_aware_capacity() {
     let c = e.cluster.connect();
     let (used, total, free) = monitor(&e, &e.system_ds(SYSTEM_DS, false));
     assert_eq!(total, used + free);
-    let u = ops::pool_usage(&c, &[&e.cluster.pool, &e.cluster.ec_pool]).unwrap();
+    let u = ops::pool_usage(c, &[&e.cluster.pool, &e.cluster.ec_pool]).unwrap();
     let near = |a: u64, b: u64| a.abs_diff(b) <= b / 20 + 64;
     assert!(near(free, u[0].available() >> 20), "replicated: free {free} vs {}", u[0].available() >> 20);
     let (used_ec, total_ec, free_ec) = monitor(&e, &e.system_ds(SYSTEM_DS, true));
@@ -435,7 +435,7 @@ fn monitor_reports_ec_aware_capacity() {
     assert!(near(free_ec, u[1].available() >> 20), "EC: free {free_ec} vs {}", u[1].available() >> 20);
     assert!(free_ec < free, "the EC pool's capacity (k=2,m=1) is what an EC datastore reports");
     // Other tests write meanwhile: compare with the pools measured right after.
-    let u = ops::pool_usage(&c, &[&e.cluster.pool, &e.cluster.ec_pool]).unwrap();
+    let u = ops::pool_usage(c, &[&e.cluster.pool, &e.cluster.ec_pool]).unwrap();
     let both = (u[0].stored + u[1].stored) >> 20;
     assert!(near(used_ec, both), "usage counts both pools: {used_ec} vs {both}");
     assert!(near(used, u[0].stored >> 20) || used <= both, "replicated usage {used}");
@@ -457,7 +457,7 @@ fn ceph_trash_keeps_deleted_disks_in_the_trash() {
     let pool = e.cluster.pool.clone();
     let (img, vm) = (fresh_id(), fresh_id());
     let img_s = spec(&pool, &format!("one-{img}"));
-    make_image(&c, &img_s, None, 8, 8);
+    make_image(c, &img_s, None, 8, 8);
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[("CEPH_TRASH", "yes".into())]));
     e.oned.set_vm(
         vm,
@@ -478,9 +478,9 @@ fn ceph_trash_keeps_deleted_disks_in_the_trash() {
         .into_iter()
         .find(|t| t.name == format!("one-{img}-{vm}-0"))
         .expect("the disk is in the trash");
-    assert!(ops::stat(&c, &spec(&pool, &entry.name)).unwrap_err().is_not_found());
+    assert!(ops::stat(c, &spec(&pool, &entry.name)).unwrap_err().is_not_found());
     io.trash_remove(&entry.id, true).unwrap();
-    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+    ops::remove(c, &img_s, ops::RemoveOptions::default()).unwrap();
 }
 
 #[test]
@@ -506,7 +506,7 @@ fn live_snapshots_freeze_and_thaw_the_guest_and_report_a_failed_freeze() {
     let pool = e.cluster.pool.clone();
     let (img, vm) = (fresh_id(), fresh_id());
     let img_s = spec(&pool, &format!("one-{img}"));
-    make_image(&c, &img_s, None, 8, 9);
+    make_image(c, &img_s, None, 8, 9);
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
     e.oned.set_vm(vm, vm_doc(vm, "localhost", 3, &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 8)]));
     let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
@@ -530,10 +530,10 @@ fn live_snapshots_freeze_and_thaw_the_guest_and_report_a_failed_freeze() {
             .ends_with(&format!("domfsfreeze one-{vm}\n-c qemu:///system domfsthaw one-{vm}\n"))
     );
     let d0 = spec(&pool, &format!("one-{img}-{vm}-0"));
-    let snaps: Vec<String> = ops::stat(&c, &d0).unwrap().snapshots.into_iter().map(|s| s.name).collect();
+    let snaps: Vec<String> = ops::stat(c, &d0).unwrap().snapshots.into_iter().map(|s| s.name).collect();
     assert_eq!(snaps, ["0", "1"], "both snapshots were taken");
     assert_ok(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]));
-    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+    ops::remove(c, &img_s, ops::RemoveOptions::default()).unwrap();
 }
 
 #[test]
@@ -546,7 +546,7 @@ fn disks_left_by_the_stock_drivers_keep_working() {
     let pool = e.cluster.pool.clone();
     let (img, vm, saved) = (fresh_id(), fresh_id(), fresh_id());
     let img_s = spec(&pool, &format!("one-{img}"));
-    make_image(&c, &img_s, None, 16, 10);
+    make_image(c, &img_s, None, 16, 10);
     let io = c.ioctx(&pool).unwrap();
     let base = io.open(&img_s.name).unwrap();
     base.snap_create("snap").unwrap();
@@ -554,7 +554,7 @@ fn disks_left_by_the_stock_drivers_keep_working() {
     drop(base);
     let v1 = ops::CloneOptions { format: ops::CloneFormat::V1, ..ops::CloneOptions::default() };
     let head = spec(&pool, &format!("one-{img}-{vm}-0"));
-    ops::clone(&c, &img_s.at("snap").unwrap(), &head, &v1).unwrap();
+    ops::clone(c, &img_s.at("snap").unwrap(), &head, &v1).unwrap();
     let h = io.open(&head.name).unwrap();
     for s in ["0", "1"] {
         fill(&h, 0, MIB, s.as_bytes()[0]);
@@ -562,34 +562,34 @@ fn disks_left_by_the_stock_drivers_keep_working() {
         h.snap_protect(s).unwrap();
     }
     drop(h);
-    let want0 = sum(&c, &head.at("0").unwrap());
-    let want1 = sum(&c, &head.at("1").unwrap());
+    let want0 = sum(c, &head.at("0").unwrap());
+    let want1 = sum(c, &head.at("1").unwrap());
     let carrier = format!("{}-0:1", head.name);
     io.rename_image(&head.name, &carrier).unwrap();
-    ops::clone(&c, &spec(&pool, &carrier).at("0").unwrap(), &head, &v1).unwrap();
+    ops::clone(c, &spec(&pool, &carrier).at("0").unwrap(), &head, &v1).unwrap();
 
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
     e.oned.set_vm(vm, vm_doc(vm, "localhost", 3, &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 16)]));
     let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
     assert_ok(&e.tm("snap_create", &[&disk_path(vm, 0), "2", &vms, &ds]));
     assert_ok(&e.tm("snap_revert", &[&disk_path(vm, 0), "1", &vms, &ds]));
-    assert_eq!(sum(&c, &head), want1);
+    assert_eq!(sum(c, &head), want1);
     let saved_s = spec(&pool, &format!("one-{saved}"));
     assert_ok(&e.tm("cpds", &[&disk_path(vm, 0), &saved_s.to_string(), "0", &vms, &ds]));
-    assert_eq!(sum(&c, &saved_s), want0);
+    assert_eq!(sum(c, &saved_s), want0);
     for s in ["0", "2", "1"] {
         assert_ok(&e.tm("snap_delete", &[&disk_path(vm, 0), s, &vms, &ds]));
     }
-    assert_eq!(sum(&c, &head), want1);
+    assert_eq!(sum(c, &head), want1);
     assert_ok(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]));
-    assert_eq!(sum(&c, &saved_s), want0, "the saved image outlives the disk");
-    ops::remove(&c, &saved_s, ops::RemoveOptions::default()).unwrap();
-    rbdx_core::ops::disk::reclaim(&c, &img_s).unwrap();
-    let (images, trash) = leftovers(&c, &pool, &[format!("one-{img}"), format!("one-{saved}")]);
+    assert_eq!(sum(c, &saved_s), want0, "the saved image outlives the disk");
+    ops::remove(c, &saved_s, ops::RemoveOptions::default()).unwrap();
+    rbdx_core::ops::disk::reclaim(c, &img_s).unwrap();
+    let (images, trash) = leftovers(c, &pool, &[format!("one-{img}"), format!("one-{saved}")]);
     assert_eq!(images.as_slice(), std::slice::from_ref(&img_s.name), "only the image itself remains");
     assert!(trash.is_empty(), "{trash:?}");
-    assert!(ops::stat(&c, &img_s).unwrap().snapshots.is_empty(), "its unused @snap went with the last clone");
-    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+    assert!(ops::stat(c, &img_s).unwrap().snapshots.is_empty(), "its unused @snap went with the last clone");
+    ops::remove(c, &img_s, ops::RemoveOptions::default()).unwrap();
 }
 
 /// A fake driver script that records its arguments and stdin.

@@ -39,25 +39,25 @@ fn actions_run_on_the_host_through_one_ssh_round_trip() {
     let id = 3_000_000 + std::process::id() % 100_000;
     let (img, vm) = (id, id + 1);
     let img_s = ImageSpec::new(&pool, &format!("one-{img}")).unwrap();
-    ops::create(&c, &img_s, 16 * MIB, &CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
-    fill(&ops::ioctx(&c, &img_s).unwrap().open(&img_s.name).unwrap(), 0, 4 * MIB, 1);
+    ops::create(c, &img_s, 16 * MIB, &CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+    fill(&ops::ioctx(c, &img_s).unwrap().open(&img_s.name).unwrap(), 0, 4 * MIB, 1);
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, true, &[]));
     e.oned.set_vm(vm, vm_doc(vm, "127.0.0.1", 3, &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 16)]));
     let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
     let d0 = ImageSpec::new(&pool, &format!("one-{img}-{vm}-0")).unwrap();
 
     assert_ok(&e.tm("clone", &[&format!("frontend:{img_s}"), &disk_path("127.0.0.1", vm, 0), &vms, &ds]));
-    let st = ops::stat(&c, &d0).unwrap();
+    let st = ops::stat(c, &d0).unwrap();
     assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()));
     assert!(st.parent.is_some());
     assert_ok(&e.tm("snap_create", &[&disk_path("127.0.0.1", vm, 0), "0", &vms, &ds]));
-    let want = checksum(&ops::ioctx(&c, &d0).unwrap().open_read_only(&d0.name, None).unwrap());
-    fill(&ops::ioctx(&c, &d0).unwrap().open(&d0.name).unwrap(), 0, MIB, 9);
+    let want = checksum(&ops::ioctx(c, &d0).unwrap().open_read_only(&d0.name, None).unwrap());
+    fill(&ops::ioctx(c, &d0).unwrap().open(&d0.name).unwrap(), 0, MIB, 9);
     let out = e.tm("snap_revert", &[&disk_path("127.0.0.1", vm, 0), "0", &vms, &ds]);
     assert_ok(&out);
-    assert_eq!(checksum(&ops::ioctx(&c, &d0).unwrap().open_read_only(&d0.name, None).unwrap()), want);
+    assert_eq!(checksum(&ops::ioctx(c, &d0).unwrap().open_read_only(&d0.name, None).unwrap()), want);
     assert_ok(&e.tm("delete", &[&disk_path("127.0.0.1", vm, 0), &vms, &ds]));
-    assert!(ops::stat(&c, &d0).unwrap_err().is_not_found());
+    assert!(ops::stat(c, &d0).unwrap_err().is_not_found());
     let log = std::fs::read_to_string(&sshd.log).unwrap();
     assert!(log.matches("Accepted publickey").count() >= 4, "each action was one ssh login: {log}");
 
@@ -66,7 +66,7 @@ fn actions_run_on_the_host_through_one_ssh_round_trip() {
     let line =
         assert_fails(&e.tm("snap_create", &[&disk_path("127.0.0.2", vm, 0), "1", &vms, &ds]), "127.0.0.2");
     assert!(t.elapsed() < Duration::from_secs(60), "{line}");
-    ops::remove(&c, &img_s, ops::RemoveOptions::default()).unwrap();
+    ops::remove(c, &img_s, ops::RemoveOptions::default()).unwrap();
 }
 
 #[test]
@@ -107,8 +107,8 @@ fn an_ssh_system_datastore_copies_disks_to_files_and_back() {
     let img_s = ImageSpec::new(&pool, &format!("one-{img}")).unwrap();
     let pimg_s = ImageSpec::new(&pool, &format!("one-{pimg}")).unwrap();
     for (s, seed) in [(&img_s, 1), (&pimg_s, 2)] {
-        ops::create(&c, s, 16 * MIB, &CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
-        fill(&ops::ioctx(&c, s).unwrap().open(&s.name).unwrap(), MIB, 3 * MIB, seed);
+        ops::create(c, s, 16 * MIB, &CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+        fill(&ops::ioctx(c, s).unwrap().open(&s.name).unwrap(), MIB, 3 * MIB, seed);
     }
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, true, &[]));
     let disks = [
@@ -124,7 +124,7 @@ fn an_ssh_system_datastore_copies_disks_to_files_and_back() {
     let file0 = std::fs::read(sysdir.join("disk.0")).unwrap();
     assert_eq!(file0.len() as u64, 32 * MIB, "grown to the DISK SIZE");
     let mut want = vec![0u8; 16 * MIB as usize];
-    ops::ioctx(&c, &img_s)
+    ops::ioctx(c, &img_s)
         .unwrap()
         .open_read_only(&img_s.name, Some("snap"))
         .unwrap()
@@ -141,11 +141,11 @@ fn an_ssh_system_datastore_copies_disks_to_files_and_back() {
     std::fs::write(sysdir.join("disk.1"), &f1).unwrap();
     let saved_s = ImageSpec::new(&pool, &format!("one-{saved}")).unwrap();
     assert_ok(&e.tm("cpds.ssh", &[&path(1), &saved_s.to_string(), "-1", &vms, &ds]));
-    assert_eq!(ops::stat(&c, &saved_s).unwrap().data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()));
+    assert_eq!(ops::stat(c, &saved_s).unwrap().data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()));
     assert_ok(&e.tm("mvds.ssh", &[&path(1), &pimg_s.to_string(), &vms, &ds]));
     assert!(!sysdir.join("disk.1").exists(), "the file is removed once saved");
     for s in [&pimg_s, &saved_s] {
-        let io = ops::ioctx(&c, s).unwrap();
+        let io = ops::ioctx(c, s).unwrap();
         let img = io.open_read_only(&s.name, None).unwrap();
         assert_eq!(img.info().unwrap().size, 24 * MIB);
         let mut head = vec![0u8; f1.len()];
@@ -154,7 +154,7 @@ fn an_ssh_system_datastore_copies_disks_to_files_and_back() {
     }
     assert_fails(&e.tm("cpds.ssh", &[&path(0), &saved_s.to_string(), "3", &vms, &ds]), "not supported");
     for s in [&saved_s, &img_s, &pimg_s] {
-        ops::remove(&c, s, ops::RemoveOptions::default()).unwrap();
+        ops::remove(c, s, ops::RemoveOptions::default()).unwrap();
     }
 }
 

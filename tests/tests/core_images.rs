@@ -24,29 +24,29 @@ fn create_puts_data_in_the_ec_pool_only_when_asked() {
     let c = s.env.connect();
     let ec = s.spec("ec");
     let plain = s.spec("plain");
-    ops::create(&c, &ec, 64 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
-    ops::create(&c, &plain, 32 * MIB, &CreateOptions::default()).unwrap();
+    ops::create(c, &ec, 64 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
+    ops::create(c, &plain, 32 * MIB, &CreateOptions::default()).unwrap();
 
-    let st = ops::stat(&c, &ec).unwrap();
+    let st = ops::stat(c, &ec).unwrap();
     assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
     assert_eq!(st.size, 64 * MIB);
     assert_ne!(st.features & features::DATA_POOL, 0);
     assert_ne!(st.features & features::OBJECT_MAP, 0, "object-map keeps rollback and usage fast");
     assert!(st.parent.is_none());
-    let st = ops::stat(&c, &plain).unwrap();
+    let st = ops::stat(c, &plain).unwrap();
     assert_eq!(st.data_pool, None);
     assert_eq!(st.features & features::DATA_POOL, 0);
 
-    let again = ops::create(&c, &ec, MIB, &CreateOptions::default()).unwrap_err();
+    let again = ops::create(c, &ec, MIB, &CreateOptions::default()).unwrap_err();
     assert!(again.is_exists(), "{again}");
-    let missing = ops::create(&c, &s.spec("x"), MIB, &CreateOptions::with_data_pool(Some("no-such-pool")));
+    let missing = ops::create(c, &s.spec("x"), MIB, &CreateOptions::with_data_pool(Some("no-such-pool")));
     assert!(missing.is_err());
-    assert!(s.leftovers(&c).0.iter().all(|n| !n.ends_with("-x")), "a failed create leaves nothing");
+    assert!(s.leftovers(c).0.iter().all(|n| !n.ends_with("-x")), "a failed create leaves nothing");
 
     let names: Vec<String> =
         c.ioctx(&s.env.pool).unwrap().list_images().unwrap().into_iter().map(|e| e.name).collect();
     assert!(names.contains(&ec.name) && names.contains(&plain.name));
-    s.finish(&c);
+    s.finish(c);
 }
 
 #[test]
@@ -56,11 +56,11 @@ fn exact_features_are_honoured() {
     let spec = s.spec("lay");
     let opts =
         CreateOptions { features: Some(features::LAYERING), order: Some(23), ..CreateOptions::default() };
-    ops::create(&c, &spec, 16 * MIB, &opts).unwrap();
-    let st = ops::stat(&c, &spec).unwrap();
+    ops::create(c, &spec, 16 * MIB, &opts).unwrap();
+    let st = ops::stat(c, &spec).unwrap();
     assert_eq!(st.features, features::LAYERING);
     assert_eq!(st.object_size, 8 * MIB);
-    s.finish(&c);
+    s.finish(c);
 }
 
 /// A base image on the EC pool with data and a snapshot, as the drivers make them.
@@ -78,14 +78,14 @@ fn base_with_snapshot(s: &Scratch, c: &rbdx_core::Cluster, ec: bool) -> ImageSpe
 fn clone_v2_gets_the_data_pool_and_reads_its_parent() {
     let s = Scratch::new("clone2");
     let c = s.env.connect();
-    let snap = base_with_snapshot(&s, &c, true);
-    assert_eq!(ops::cluster_clone_format(&c).unwrap(), 2, "the test cluster requires mimic clients");
+    let snap = base_with_snapshot(&s, c, true);
+    assert_eq!(ops::cluster_clone_format(c).unwrap(), 2, "the test cluster requires mimic clients");
 
     let child = s.spec("child");
     let opts = CloneOptions { data_pool: Some(s.env.ec_pool.clone()), ..CloneOptions::default() };
-    assert_eq!(ops::clone(&c, &snap, &child, &opts).unwrap(), 2);
+    assert_eq!(ops::clone(c, &snap, &child, &opts).unwrap(), 2);
 
-    let st = ops::stat(&c, &child).unwrap();
+    let st = ops::stat(c, &child).unwrap();
     assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
     let p = st.parent.expect("a clone has a parent");
     assert_eq!((p.image.name.as_str(), p.snap.as_str()), (snap.name.as_str(), "snap"));
@@ -93,7 +93,7 @@ fn clone_v2_gets_the_data_pool_and_reads_its_parent() {
     assert_eq!(p.overlap, 64 * MIB);
     assert_eq!(p.snap_namespace, SnapNamespace::User);
 
-    let io = ops::ioctx(&c, &snap).unwrap();
+    let io = ops::ioctx(c, &snap).unwrap();
     let base_snap = io.open_read_only(&snap.name, Some("snap")).unwrap();
     assert!(!base_snap.snap_is_protected("snap").unwrap(), "v2 needs no protection");
     let kids = base_snap.children().unwrap();
@@ -102,10 +102,10 @@ fn clone_v2_gets_the_data_pool_and_reads_its_parent() {
     let child_img = io.open_read_only(&child.name, None).unwrap();
     assert_eq!(checksum(&child_img), checksum(&base_snap));
 
-    let again = ops::clone(&c, &snap, &child, &opts).unwrap_err();
+    let again = ops::clone(c, &snap, &child, &opts).unwrap_err();
     assert!(again.is_exists(), "{again}");
     drop((child_img, base_snap));
-    s.finish(&c);
+    s.finish(c);
 }
 
 #[test]
@@ -113,40 +113,40 @@ fn clone_without_a_data_pool_does_not_inherit_it() {
     // Ceph behaviour the drivers design around: the data pool must be passed.
     let s = Scratch::new("noinherit");
     let c = s.env.connect();
-    let snap = base_with_snapshot(&s, &c, true);
+    let snap = base_with_snapshot(&s, c, true);
     let child = s.spec("child");
-    ops::clone(&c, &snap, &child, &CloneOptions::default()).unwrap();
-    assert_eq!(ops::stat(&c, &child).unwrap().data_pool, None);
-    s.finish(&c);
+    ops::clone(c, &snap, &child, &CloneOptions::default()).unwrap();
+    assert_eq!(ops::stat(c, &child).unwrap().data_pool, None);
+    s.finish(c);
 }
 
 #[test]
 fn clone_v1_protects_the_snapshot_which_then_cannot_go() {
     let s = Scratch::new("clone1");
     let c = s.env.connect();
-    let snap = base_with_snapshot(&s, &c, true);
+    let snap = base_with_snapshot(&s, c, true);
     let child = s.spec("child");
     let opts = CloneOptions {
         data_pool: Some(s.env.ec_pool.clone()),
         format: CloneFormat::V1,
         ..CloneOptions::default()
     };
-    assert_eq!(ops::clone(&c, &snap, &child, &opts).unwrap(), 1);
-    assert_eq!(ops::stat(&c, &child).unwrap().data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
+    assert_eq!(ops::clone(c, &snap, &child, &opts).unwrap(), 1);
+    assert_eq!(ops::stat(c, &child).unwrap().data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
 
-    let io = ops::ioctx(&c, &snap).unwrap();
+    let io = ops::ioctx(c, &snap).unwrap();
     let base = io.open(&snap.name).unwrap();
     assert!(base.snap_is_protected("snap").unwrap());
     let e = base.snap_unprotect("snap").unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::Busy), "{e}");
     // A second v1 clone of the already protected snapshot works too.
-    ops::clone(&c, &snap, &s.spec("child2"), &opts).unwrap();
+    ops::clone(c, &snap, &s.spec("child2"), &opts).unwrap();
     drop(base);
 
-    let removal = ops::remove(&c, &snap.head(), ops::RemoveOptions::default()).unwrap_err();
+    let removal = ops::remove(c, &snap.head(), ops::RemoveOptions::default()).unwrap_err();
     assert!(matches!(removal, Error::HasChildren { .. }), "{removal}");
     assert!(removal.to_string().contains(&child.name), "{removal}");
-    s.finish(&c);
+    s.finish(c);
 }
 
 #[test]
@@ -154,8 +154,8 @@ fn snapshots_list_rollback_protect_and_remove() {
     let s = Scratch::new("snaps");
     let c = s.env.connect();
     let spec = s.spec("disk");
-    ops::create(&c, &spec, 32 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
-    let io = ops::ioctx(&c, &spec).unwrap();
+    ops::create(c, &spec, 32 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
+    let io = ops::ioctx(c, &spec).unwrap();
     let img = io.open(&spec.name).unwrap();
     fill(&img, 0, 8 * MIB, 1);
     let before = checksum(&img);
@@ -190,28 +190,28 @@ fn snapshots_list_rollback_protect_and_remove() {
     let e = img.snap_create("bad\0name").unwrap_err();
     assert!(matches!(e, Error::Invalid(_)), "{e}");
     drop(img);
-    s.finish(&c);
+    s.finish(c);
 }
 
 #[test]
 fn flatten_detaches_a_clone_and_keeps_data_and_data_pool() {
     let s = Scratch::new("flatten");
     let c = s.env.connect();
-    let snap = base_with_snapshot(&s, &c, true);
+    let snap = base_with_snapshot(&s, c, true);
     let child = s.spec("child");
     let opts = CloneOptions { data_pool: Some(s.env.ec_pool.clone()), ..CloneOptions::default() };
-    ops::clone(&c, &snap, &child, &opts).unwrap();
-    let io = ops::ioctx(&c, &child).unwrap();
+    ops::clone(c, &snap, &child, &opts).unwrap();
+    let io = ops::ioctx(c, &child).unwrap();
     let want = checksum(&io.open_read_only(&snap.name, Some("snap")).unwrap());
 
-    ops::flatten(&c, &child).unwrap();
-    ops::flatten(&c, &child).unwrap(); // re-running is a no-op
-    let st = ops::stat(&c, &child).unwrap();
+    ops::flatten(c, &child).unwrap();
+    ops::flatten(c, &child).unwrap(); // re-running is a no-op
+    let st = ops::stat(c, &child).unwrap();
     assert!(st.parent.is_none());
     assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
     assert_eq!(checksum(&io.open_read_only(&child.name, None).unwrap()), want);
     assert!(io.open_read_only(&snap.name, Some("snap")).unwrap().children().unwrap().is_empty());
-    s.finish(&c);
+    s.finish(c);
 }
 
 #[test]
@@ -219,21 +219,21 @@ fn rename_and_resize() {
     let s = Scratch::new("resize");
     let c = s.env.connect();
     let spec = s.spec("a");
-    ops::create(&c, &spec, 16 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
+    ops::create(c, &spec, 16 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
     let renamed = s.spec("b");
-    ops::rename(&c, &spec, &renamed.name).unwrap();
-    assert!(ops::stat(&c, &spec).unwrap_err().is_not_found());
-    assert_eq!(ops::stat(&c, &renamed).unwrap().data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
-    assert!(ops::rename(&c, &renamed, "bad/name").is_err());
+    ops::rename(c, &spec, &renamed.name).unwrap();
+    assert!(ops::stat(c, &spec).unwrap_err().is_not_found());
+    assert_eq!(ops::stat(c, &renamed).unwrap().data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
+    assert!(ops::rename(c, &renamed, "bad/name").is_err());
 
-    ops::resize(&c, &renamed, 48 * MIB, false).unwrap();
-    assert_eq!(ops::stat(&c, &renamed).unwrap().size, 48 * MIB);
-    let e = ops::resize(&c, &renamed, 8 * MIB, false).unwrap_err();
+    ops::resize(c, &renamed, 48 * MIB, false).unwrap();
+    assert_eq!(ops::stat(c, &renamed).unwrap().size, 48 * MIB);
+    let e = ops::resize(c, &renamed, 8 * MIB, false).unwrap_err();
     assert!(e.to_string().contains("refusing to shrink"), "{e}");
-    assert_eq!(ops::stat(&c, &renamed).unwrap().size, 48 * MIB, "a refused shrink changes nothing");
-    ops::resize(&c, &renamed, 8 * MIB, true).unwrap();
-    assert_eq!(ops::stat(&c, &renamed).unwrap().size, 8 * MIB);
-    s.finish(&c);
+    assert_eq!(ops::stat(c, &renamed).unwrap().size, 48 * MIB, "a refused shrink changes nothing");
+    ops::resize(c, &renamed, 8 * MIB, true).unwrap();
+    assert_eq!(ops::stat(c, &renamed).unwrap().size, 8 * MIB);
+    s.finish(c);
 }
 
 #[test]
@@ -241,8 +241,8 @@ fn metadata_get_set_list_remove() {
     let s = Scratch::new("meta");
     let c = s.env.connect();
     let spec = s.spec("m");
-    ops::create(&c, &spec, MIB, &CreateOptions::default()).unwrap();
-    let io = ops::ioctx(&c, &spec).unwrap();
+    ops::create(c, &spec, MIB, &CreateOptions::default()).unwrap();
+    let io = ops::ioctx(c, &spec).unwrap();
     let img = io.open(&spec.name).unwrap();
     assert_eq!(img.metadata_get("rbdx.none").unwrap(), None);
     img.metadata_set("rbdx.snap.1", "one-7-0:1").unwrap();
@@ -264,7 +264,7 @@ fn metadata_get_set_list_remove() {
     img.metadata_remove("rbdx.snap.1").unwrap(); // missing is fine
     assert_eq!(img.metadata_get("rbdx.snap.1").unwrap(), None);
     drop(img);
-    s.finish(&c);
+    s.finish(c);
 }
 
 #[test]
@@ -272,8 +272,8 @@ fn usage_counts_allocated_objects_from_the_object_map() {
     let s = Scratch::new("usage");
     let c = s.env.connect();
     let spec = s.spec("u");
-    ops::create(&c, &spec, 1024 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
-    let io = ops::ioctx(&c, &spec).unwrap();
+    ops::create(c, &spec, 1024 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
+    let io = ops::ioctx(c, &spec).unwrap();
     let img = io.open(&spec.name).unwrap();
     assert_eq!(ops::used_bytes(&img, None).unwrap(), 0);
     // 3 writes into 3 distinct 4 MiB objects, far apart.
@@ -291,5 +291,5 @@ fn usage_counts_allocated_objects_from_the_object_map() {
     img.flush().unwrap();
     assert_eq!(ops::used_bytes(&img, None).unwrap(), 12 * MIB);
     drop(img);
-    s.finish(&c);
+    s.finish(c);
 }

@@ -46,57 +46,57 @@ fn vm_disk(s: &Scratch, c: &Cluster) -> ImageSpec {
 fn revert_restores_any_snapshot_and_every_snapshot_stays_deletable() {
     let s = Scratch::new("scheme");
     let c = s.env.connect();
-    let head = vm_disk(&s, &c);
-    let d = Disk::new(&c, head.clone());
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone());
     let cfg = ec_config(&s);
 
     let mut want = Vec::new();
     for id in 0..3u8 {
-        write(&c, &head, u64::from(id) * 4 * MIB, 10 + id);
+        write(c, &head, u64::from(id) * 4 * MIB, 10 + id);
         d.snapshot_create(&id.to_string()).unwrap();
-        want.push(sum(&c, &head));
+        want.push(sum(c, &head));
     }
-    write(&c, &head, 20 * MIB, 99); // not in any snapshot: a revert discards it
+    write(c, &head, 20 * MIB, 99); // not in any snapshot: a revert discards it
 
     d.revert("1", &cfg).unwrap();
-    assert_eq!(sum(&c, &head), want[1]);
+    assert_eq!(sum(c, &head), want[1]);
     assert_eq!(d.locate("0").unwrap().as_deref(), Some(format!("{}-0:1:2", head.name).as_str()));
     d.snapshot_create("3").unwrap();
-    write(&c, &head, 8 * MIB, 50);
+    write(c, &head, 8 * MIB, 50);
     d.revert("0", &cfg).unwrap();
-    assert_eq!(sum(&c, &head), want[0]);
+    assert_eq!(sum(c, &head), want[0]);
     d.revert("2", &cfg).unwrap();
-    assert_eq!(sum(&c, &head), want[2]);
+    assert_eq!(sum(c, &head), want[2]);
     d.revert("3", &cfg).unwrap(); // a snapshot taken after a revert
-    assert_eq!(sum(&c, &head), want[1]);
-    assert_all_ec(&s, &c);
+    assert_eq!(sum(c, &head), want[1]);
+    assert_all_ec(&s, c);
 
     // Delete in an order that crosses the carrier tree; each one goes.
     for snap in ["1", "3", "0", "2"] {
         d.snapshot_delete(snap).unwrap();
         assert_eq!(d.locate(snap).unwrap(), None);
-        assert_eq!(sum(&c, &head), want[1], "deleting {snap} must not change the head");
+        assert_eq!(sum(c, &head), want[1], "deleting {snap} must not change the head");
     }
     d.snapshot_delete("1").unwrap(); // again: a no-op
     assert!(d.snapshots().unwrap().is_empty());
 
     d.remove(None, Reclaim::Trash).unwrap();
     d.remove(None, Reclaim::Trash).unwrap(); // again: a no-op
-    let (left, trash) = s.leftovers(&c);
+    let (left, trash) = s.leftovers(c);
     assert_eq!(left, [s.spec("img").name], "only the image remains");
     assert!(trash.is_empty(), "{trash:?}");
-    s.finish(&c);
+    s.finish(c);
 }
 
 #[test]
 fn the_head_keeps_its_name_and_metadata_through_reverts() {
     let s = Scratch::new("names");
     let c = s.env.connect();
-    let head = vm_disk(&s, &c);
-    let d = Disk::new(&c, head.clone());
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone());
     d.snapshot_create("0").unwrap();
     d.revert("0", &ec_config(&s)).unwrap();
-    let io = ops::ioctx(&c, &head).unwrap();
+    let io = ops::ioctx(c, &head).unwrap();
     let img = io.open_read_only(&head.name, None).unwrap();
     assert_eq!(img.metadata_get(KEY_DISK).unwrap().as_deref(), Some(head.name.as_str()));
     assert_eq!(img.metadata_get("rbdx.revert.to").unwrap(), None, "no revert left half-done");
@@ -104,24 +104,24 @@ fn the_head_keeps_its_name_and_metadata_through_reverts() {
     assert_eq!((p.image.name.as_str(), p.snap_name.as_str()), (format!("{}-0", head.name).as_str(), "0"));
     drop(img);
     d.remove(None, Reclaim::Trash).unwrap();
-    s.finish(&c);
+    s.finish(c);
 }
 
 #[test]
 fn clone_chains_stay_within_the_configured_depth() {
     let s = Scratch::new("depth");
     let c = s.env.connect();
-    let head = vm_disk(&s, &c);
-    let d = Disk::new(&c, head.clone());
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone());
     let cfg = DiskConfig { max_depth: 2, ..ec_config(&s) };
-    let io = ops::ioctx(&c, &head).unwrap();
+    let io = ops::ioctx(c, &head).unwrap();
     for i in 0..4 {
         let snap = i.to_string();
-        write(&c, &head, i * 2 * MIB, i as u8);
+        write(c, &head, i * 2 * MIB, i as u8);
         d.snapshot_create(&snap).unwrap();
-        let want = sum(&c, &head);
+        let want = sum(c, &head);
         d.revert(&snap, &cfg).unwrap();
-        assert_eq!(sum(&c, &head), want);
+        assert_eq!(sum(c, &head), want);
         let depth = disk::depth(&io, &head.name).unwrap();
         assert!(depth <= 2, "depth {depth} after revert {i}");
     }
@@ -129,41 +129,41 @@ fn clone_chains_stay_within_the_configured_depth() {
         d.snapshot_delete(&i.to_string()).unwrap();
     }
     d.remove(None, Reclaim::Trash).unwrap();
-    assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
-    s.finish(&c);
+    assert_eq!(s.leftovers(c).0, [s.spec("img").name]);
+    s.finish(c);
 }
 
 #[test]
 fn a_save_as_clone_outlives_its_source_disk() {
     let s = Scratch::new("saveas");
     let c = s.env.connect();
-    let head = vm_disk(&s, &c);
-    let d = Disk::new(&c, head.clone());
-    write(&c, &head, 4 * MIB, 3);
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone());
+    write(c, &head, 4 * MIB, 3);
     d.snapshot_create("rbdx.saveas.x").unwrap();
     let target = s.spec("saved");
     d.clone_snapshot("rbdx.saveas.x", &target, &ec_config(&s)).unwrap();
     d.clone_snapshot("rbdx.saveas.x", &target, &ec_config(&s)).unwrap(); // re-run
-    let want = sum(&c, &head);
-    assert_eq!(sum(&c, &target), want);
-    assert_all_ec(&s, &c);
+    let want = sum(c, &head);
+    assert_eq!(sum(c, &target), want);
+    assert_all_ec(&s, c);
 
     // Source first: its images wait in the trash for the clone.
     d.remove(None, Reclaim::Trash).unwrap();
-    assert!(ops::stat(&c, &head).unwrap_err().is_not_found());
-    assert_eq!(sum(&c, &target), want, "the clone still reads the same bytes");
-    let waiting = s.leftovers(&c).1;
+    assert!(ops::stat(c, &head).unwrap_err().is_not_found());
+    assert_eq!(sum(c, &target), want, "the clone still reads the same bytes");
+    let waiting = s.leftovers(c).1;
     assert!(!waiting.is_empty(), "the source waits in the trash");
-    disk::reclaim(&c, &head).unwrap();
-    assert_eq!(s.leftovers(&c).1, waiting, "nothing is freed while the clone lives");
+    disk::reclaim(c, &head).unwrap();
+    assert_eq!(s.leftovers(c).1, waiting, "nothing is freed while the clone lives");
 
     // Then the clone: reclaim frees the source.
-    ops::remove(&c, &target, ops::RemoveOptions::default()).unwrap();
-    disk::reclaim(&c, &head).unwrap();
-    let (left, trash) = s.leftovers(&c);
+    ops::remove(c, &target, ops::RemoveOptions::default()).unwrap();
+    disk::reclaim(c, &head).unwrap();
+    let (left, trash) = s.leftovers(c);
     assert_eq!(left, [s.spec("img").name]);
     assert!(trash.is_empty(), "{trash:?}");
-    s.finish(&c);
+    s.finish(c);
 }
 
 #[test]
@@ -173,8 +173,8 @@ fn disks_made_by_the_stock_drivers_are_adopted() {
     // of <head>-0:1@0, no metadata anywhere.
     let s = Scratch::new("stock");
     let c = s.env.connect();
-    let head = vm_disk(&s, &c);
-    let io = ops::ioctx(&c, &head).unwrap();
+    let head = vm_disk(&s, c);
+    let io = ops::ioctx(c, &head).unwrap();
     let img = io.open(&head.name).unwrap();
     fill(&img, 0, MIB, 20);
     img.snap_create("0").unwrap();
@@ -192,73 +192,73 @@ fn disks_made_by_the_stock_drivers_are_adopted() {
         format: CloneFormat::V1,
         ..CloneOptions::default()
     };
-    ops::clone(&c, &head.sibling(&carrier).unwrap().at("0").unwrap(), &head, &o).unwrap();
+    ops::clone(c, &head.sibling(&carrier).unwrap().at("0").unwrap(), &head, &o).unwrap();
 
-    let d = Disk::new(&c, head.clone());
+    let d = Disk::new(c, head.clone());
     let snaps: Vec<(String, String)> =
         d.snapshots().unwrap().into_iter().map(|s| (s.name, s.holder)).collect();
     assert_eq!(snaps, [("0".into(), carrier.clone()), ("1".into(), carrier.clone())]);
     d.revert("1", &ec_config(&s)).unwrap();
-    assert_eq!(sum(&c, &head), want1);
+    assert_eq!(sum(c, &head), want1);
     d.snapshot_create("2").unwrap();
     d.revert("0", &ec_config(&s)).unwrap();
-    assert_eq!(sum(&c, &head), want0);
+    assert_eq!(sum(c, &head), want0);
     for snap in ["0", "1", "2"] {
         d.snapshot_delete(snap).unwrap();
     }
     d.remove(None, Reclaim::Trash).unwrap();
-    assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
-    assert!(s.leftovers(&c).1.is_empty());
-    s.finish(&c);
+    assert_eq!(s.leftovers(c).0, [s.spec("img").name]);
+    assert!(s.leftovers(c).1.is_empty());
+    s.finish(c);
 }
 
 #[test]
 fn an_interrupted_revert_is_finished_by_the_next_call() {
     let s = Scratch::new("resume");
     let c = s.env.connect();
-    let head = vm_disk(&s, &c);
-    let d = Disk::new(&c, head.clone());
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone());
     d.snapshot_create("0").unwrap();
-    let want = sum(&c, &head);
-    write(&c, &head, 0, 77);
+    let want = sum(c, &head);
+    write(c, &head, 0, 77);
     d.revert("0", &ec_config(&s)).unwrap();
     // Simulate a crash between "old head moved away" and "clone renamed into place".
-    let io = ops::ioctx(&c, &head).unwrap();
+    let io = ops::ioctx(c, &head).unwrap();
     let temp = disk::revert_temp_name(&head.name);
     io.rename_image(&head.name, &temp).unwrap();
     io.open(&temp).unwrap().metadata_set("rbdx.revert.to", "0").unwrap();
-    assert!(ops::stat(&c, &head).unwrap_err().is_not_found());
+    assert!(ops::stat(c, &head).unwrap_err().is_not_found());
 
     // Any later call (here: the same revert, re-run) converges.
     d.revert("0", &ec_config(&s)).unwrap();
-    assert_eq!(sum(&c, &head), want);
-    assert!(ops::stat(&c, &head.sibling(&temp).unwrap()).unwrap_err().is_not_found());
+    assert_eq!(sum(c, &head), want);
+    assert!(ops::stat(c, &head.sibling(&temp).unwrap()).unwrap_err().is_not_found());
     d.remove(None, Reclaim::Trash).unwrap();
-    assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
-    s.finish(&c);
+    assert_eq!(s.leftovers(c).0, [s.spec("img").name]);
+    s.finish(c);
 }
 
 #[test]
 fn clone_format_1_reverts_and_deletes_in_any_order() {
     let s = Scratch::new("v1");
     let c = s.env.connect();
-    let head = vm_disk(&s, &c);
-    let d = Disk::new(&c, head.clone());
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone());
     let cfg = DiskConfig { clone_format: CloneFormat::V1, ..ec_config(&s) };
     d.snapshot_create("0").unwrap();
-    write(&c, &head, 0, 5);
+    write(c, &head, 0, 5);
     d.snapshot_create("1").unwrap();
-    let want1 = sum(&c, &head);
+    let want1 = sum(c, &head);
     d.revert("0", &cfg).unwrap();
     d.revert("1", &cfg).unwrap();
-    assert_eq!(sum(&c, &head), want1);
+    assert_eq!(sum(c, &head), want1);
     d.snapshot_delete("1").unwrap(); // the head's own parent snapshot
-    assert_eq!(sum(&c, &head), want1);
+    assert_eq!(sum(c, &head), want1);
     d.snapshot_delete("0").unwrap();
     d.remove(None, Reclaim::Trash).unwrap();
-    assert_eq!(s.leftovers(&c).0, [s.spec("img").name]);
-    assert!(s.leftovers(&c).1.is_empty());
-    s.finish(&c);
+    assert_eq!(s.leftovers(c).0, [s.spec("img").name]);
+    assert!(s.leftovers(c).1.is_empty());
+    s.finish(c);
 }
 
 #[test]
@@ -266,50 +266,50 @@ fn concurrent_first_deploys_make_exactly_one_base_snapshot() {
     let s = Scratch::new("race");
     let c = s.env.connect();
     let base = s.spec("img");
-    ops::create(&c, &base, 8 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
+    ops::create(c, &base, 8 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
     let env = s.env.clone();
     let threads: Vec<_> = (0..8)
         .map(|i| {
             let (env, base) = (env.clone(), base.clone());
             std::thread::spawn(move || {
                 let c = env.connect();
-                let io = ops::ioctx(&c, &base).unwrap();
+                let io = ops::ioctx(c, &base).unwrap();
                 disk::ensure_snapshot(&io, &base.name, "snap").unwrap();
                 let child = base.sibling(&format!("{}-{i}-0", base.name)).unwrap();
                 let o = CloneOptions { data_pool: Some(env.ec_pool.clone()), ..CloneOptions::default() };
-                ops::clone(&c, &base.at("snap").unwrap(), &child, &o).unwrap();
+                ops::clone(c, &base.at("snap").unwrap(), &child, &o).unwrap();
             })
         })
         .collect();
     for t in threads {
         t.join().unwrap();
     }
-    let io = ops::ioctx(&c, &base).unwrap();
+    let io = ops::ioctx(c, &base).unwrap();
     let snaps = io.open_read_only(&base.name, None).unwrap().snapshots().unwrap();
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     assert_eq!(io.open_read_only(&base.name, Some("snap")).unwrap().children().unwrap().len(), 8);
-    assert_all_ec(&s, &c);
-    s.finish(&c);
+    assert_all_ec(&s, c);
+    s.finish(c);
 }
 
 #[test]
 fn the_flatten_policy_frees_the_source_at_once() {
     let s = Scratch::new("flatpolicy");
     let c = s.env.connect();
-    let head = vm_disk(&s, &c);
-    let d = Disk::new(&c, head.clone());
-    write(&c, &head, 4 * MIB, 3);
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone());
+    write(c, &head, 4 * MIB, 3);
     d.snapshot_create("rbdx.saveas.y").unwrap();
     let target = s.spec("saved");
     d.clone_snapshot("rbdx.saveas.y", &target, &ec_config(&s)).unwrap();
-    let want = sum(&c, &target);
+    let want = sum(c, &target);
     d.remove(None, Reclaim::Flatten).unwrap();
-    let st = ops::stat(&c, &target).unwrap();
+    let st = ops::stat(c, &target).unwrap();
     assert!(st.parent.is_none(), "the clone was made independent");
     assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
-    assert_eq!(sum(&c, &target), want);
-    let (left, trash) = s.leftovers(&c);
+    assert_eq!(sum(c, &target), want);
+    let (left, trash) = s.leftovers(c);
     assert_eq!(left.len(), 2, "the image and the saved clone: {left:?}");
     assert!(trash.is_empty(), "nothing waits in the trash: {trash:?}");
-    s.finish(&c);
+    s.finish(c);
 }
