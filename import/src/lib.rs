@@ -277,19 +277,7 @@ pub fn import(
     let format = sniff(&head);
     let result = if format == Format::Gzip {
         // An OpenNebula RBD backup tarball, as the stock driver treats every gzip file.
-        let staged;
-        let file = match &local {
-            Some(p) => {
-                if opts.md5.is_some() || opts.sha1.is_some() {
-                    io::copy(&mut tap, &mut io::sink()).map_err(|e| format!("reading the source: {e}"))?;
-                }
-                p.clone()
-            }
-            None => {
-                staged = stage(&head, &mut tap, opts)?;
-                staged.path().to_path_buf()
-            }
-        };
+        let (file, _staged) = as_file(local.as_deref(), &head, &mut tap, opts)?;
         let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
         let b = backup::unpack(&file, &dir)?;
         let size = backup::declared_size(&b.full)?.max(opts.min_size.unwrap_or(0));
@@ -311,20 +299,7 @@ pub fn import(
         let f = File::open(staged.path()).map_err(|e| format!("reading the staged data: {e}"))?;
         write_raw(cluster, target, f).map(|()| size)
     } else {
-        let staged;
-        let file = match &local {
-            Some(p) => {
-                // qemu-img reads the file itself; read it once here for the checksums.
-                if opts.md5.is_some() || opts.sha1.is_some() {
-                    io::copy(&mut tap, &mut io::sink()).map_err(|e| format!("reading the source: {e}"))?;
-                }
-                p.clone()
-            }
-            None => {
-                staged = stage(&head, &mut tap, opts)?;
-                staged.path().to_path_buf()
-            }
-        };
+        let (file, _staged) = as_file(local.as_deref(), &head, &mut tap, opts)?;
         let size = virtual_size(&file, format)?.max(opts.min_size.unwrap_or(0));
         let raw = convert_to_raw(&file, format, opts)?;
         create(cluster, target, size, opts)?;
@@ -357,6 +332,29 @@ pub fn import(
     let io = ops::ioctx(cluster, target).map_err(|e| e.to_string())?;
     io.open(&target.name).and_then(|i| i.metadata_remove(KEY_IMPORTING)).map_err(|e| e.to_string())?;
     Ok(Report { format, read: tap.read, size, already_done: false })
+}
+
+/// The data as a file for tools that need one (qemu-img, tar): the source file
+/// itself when it is local (read through once here, for the checksums), else a
+/// staged copy, removed when the returned handle drops.
+fn as_file(
+    local: Option<&Path>,
+    head: &[u8],
+    rest: &mut impl Read,
+    opts: &Options,
+) -> Result<(PathBuf, Option<tempfile::NamedTempFile>)> {
+    match local {
+        Some(p) => {
+            if opts.md5.is_some() || opts.sha1.is_some() {
+                io::copy(rest, &mut io::sink()).map_err(|e| format!("reading the source: {e}"))?;
+            }
+            Ok((p.to_path_buf(), None))
+        }
+        None => {
+            let staged = stage(head, rest, opts)?;
+            Ok((staged.path().to_path_buf(), Some(staged)))
+        }
+    }
 }
 
 fn create(cluster: &Cluster, target: &ImageSpec, size: u64, opts: &Options) -> Result<()> {

@@ -59,19 +59,11 @@ fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome, String> {
     let request = request_line(job.clone())?;
     let mut child = ssh(cfg, host)?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let mut stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
     let writer = std::thread::spawn(move || stdin.write_all(&request));
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = (&mut stdout).take(16 << 20).read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = (&mut stderr).take(1 << 20).read_to_end(&mut v);
-        v
-    });
+    let out_reader = drain(stdout, 16 << 20);
+    let err_reader = drain(stderr, 1 << 20);
     let start = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
@@ -118,12 +110,8 @@ pub fn run_with_input(
         let request = request_line(job.clone())?;
         let mut child = ssh(cfg, &host)?;
         let mut stdin = child.stdin.take().ok_or("no stdin")?;
-        let mut stdout = child.stdout.take().ok_or("no stdout")?;
-        let reader = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = (&mut stdout).take(16 << 20).read_to_end(&mut v);
-            v
-        });
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let reader = drain(stdout, 16 << 20);
         stdin.write_all(&request).map_err(|e| format!("{host}: {e}"))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut sent = 0u64;
@@ -224,12 +212,8 @@ pub fn move_dir(src: &str, from: &str, dst: &str, to: &str, cfg: &Config) -> Res
     drop(sin);
     let mut sout = sender.stdout.take().ok_or("no stdout")?;
     let pump = std::thread::spawn(move || std::io::copy(&mut sout, &mut rin));
-    let mut rout = receiver.stdout.take().ok_or("no stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = (&mut rout).take(1 << 20).read_to_end(&mut v);
-        v
-    });
+    let rout = receiver.stdout.take().ok_or("no stdout")?;
+    let reader = drain(rout, 1 << 20);
     let sent = wait(&mut sender, cfg, src)?;
     let _ = pump.join();
     let received = wait(&mut receiver, cfg, dst)?;
@@ -287,6 +271,16 @@ fn wait(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Reads up to `limit` bytes of `from` on a thread of its own (so that a child
+/// never blocks on a full pipe while we wait for it).
+fn drain(from: impl Read + Send + 'static, limit: u64) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = from.take(limit).read_to_end(&mut v);
+        v
+    })
 }
 
 fn stderr_line(child: &mut std::process::Child) -> String {

@@ -9,6 +9,18 @@ use rbdx_core::Image;
 /// File systems (and `swap`) this driver can format.
 pub const SUPPORTED: [&str; 6] = ["ext2", "ext3", "ext4", "xfs", "vfat", "swap"];
 
+/// Checks that `fs` is one this driver formats.
+///
+/// # Errors
+/// One line naming the supported ones.
+pub fn check_supported(fs: &str) -> Result<(), String> {
+    if SUPPORTED.contains(&fs) {
+        Ok(())
+    } else {
+        Err(format!("unsupported file system {fs:?} (supported: {})", SUPPORTED.join(", ")))
+    }
+}
+
 /// The mkfs command line for `fs` on `path`: arguments, never a shell string.
 fn mkfs_command(fs: &str, path: &str) -> Result<Command, String> {
     let mut cmd = match fs {

@@ -456,11 +456,7 @@ impl Job {
             }
             Self::SnapRevert { head, snap, data_pool, max_depth, .. } => {
                 let h = spec(head)?;
-                let cfg = DiskConfig {
-                    data_pool: data_pool.clone(),
-                    clone_format: CloneFormat::Auto,
-                    max_depth: *max_depth,
-                };
+                let cfg = disk_config(data_pool, *max_depth);
                 Disk::new(c, h.clone())
                     .revert(snap, &cfg)
                     .map_err(e(&format!("reverting {h} to snapshot {snap}")))?;
@@ -476,11 +472,7 @@ impl Job {
                         s
                     }
                 };
-                let cfg = DiskConfig {
-                    data_pool: data_pool.clone(),
-                    clone_format: CloneFormat::Auto,
-                    max_depth: *max_depth,
-                };
+                let cfg = disk_config(data_pool, *max_depth);
                 d.clone_snapshot(&snap, &t, &cfg).map_err(e(&format!("saving {h}@{snap} as {t}")))?;
                 log.push(format!("saved {h}@{snap} as {t} (copy-on-write)"));
             }
@@ -502,11 +494,7 @@ impl Job {
             }
             Self::Flatten { head, snap, data_pool, max_depth, .. } => {
                 let h = spec(head)?;
-                let cfg = DiskConfig {
-                    data_pool: data_pool.clone(),
-                    clone_format: CloneFormat::Auto,
-                    max_depth: *max_depth,
-                };
+                let cfg = disk_config(data_pool, *max_depth);
                 Disk::new(c, h.clone())
                     .flatten_to(snap, &cfg)
                     .map_err(e(&format!("flattening {h} to snapshot {snap}")))?;
@@ -598,6 +586,11 @@ fn checksum(c: &Cluster, image: &ImageSpec) -> Result<String, String> {
         pos += n as u64;
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The scheme's settings for images a job creates.
+fn disk_config(data_pool: &Option<String>, max_depth: u32) -> DiskConfig {
+    DiskConfig { data_pool: data_pool.clone(), clone_format: CloneFormat::Auto, max_depth }
 }
 
 /// The base snapshot non-persistent disks are cloned from, as the stock drivers name it.

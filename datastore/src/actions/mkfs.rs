@@ -24,12 +24,7 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
     }
     let fs = img.get("FS").map(str::to_string);
     if let Some(f) = &fs {
-        if !rbdx_one::format::SUPPORTED.contains(&f.as_str()) {
-            return Err(format!(
-                "unsupported file system {f:?} (supported: {})",
-                rbdx_one::format::SUPPORTED.join(", ")
-            ));
-        }
+        rbdx_one::format::check_supported(f)?;
     }
     let job = Job::MakeImage {
         ceph: ctx.ceph(),

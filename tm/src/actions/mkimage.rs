@@ -37,12 +37,7 @@ pub(crate) fn make(size: u64, format: &str, path: &str, vm: &str, ds: &str, ctx:
     let ds = ctx.datastore(ds_id)?;
     let fs = if format == "swap" { Some("swap".to_string()) } else { d.get("FS").map(str::to_string) };
     if let Some(f) = &fs {
-        if !rbdx_one::format::SUPPORTED.contains(&f.as_str()) {
-            return Err(format!(
-                "unsupported file system {f:?} (supported: {})",
-                rbdx_one::format::SUPPORTED.join(", ")
-            ));
-        }
+        rbdx_one::format::check_supported(f)?;
     }
     let job = Job::MakeImage {
         ceph: ctx.ceph(Some(d), &ds),
