@@ -50,6 +50,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The Proxmox VE plugin's helper: one JSON request on stdin, the answer on stdout.
+    Pve,
     /// Runs one driver job read as JSON from stdin and prints its outcome as JSON
     /// (what the front-end runs on a host over ssh).
     Remote,
@@ -60,6 +62,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Tm { action, args } => return exit(rbdx_tm::main(&action, &args)),
         Command::Ds { action, args } => return exit(rbdx_ds::main(&action, &args)),
+        Command::Pve => {
+            let code = rbdx_pve::serve(
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr(),
+            );
+            return exit(code);
+        }
         Command::Remote => {
             let (outcome, code) = rbdx_one::exec::serve(std::io::stdin().lock());
             if let Some(o) = outcome {

@@ -179,8 +179,12 @@ pub fn receive_dir(path: &str, mut input: impl std::io::Read) -> Result<(), Stri
         .map_err(|e| format!("running tar: {e}"))?;
     let copied = tar.stdin.take().map(|mut w| std::io::copy(&mut input, &mut w));
     let out = tar.wait_with_output().map_err(|e| format!("running tar: {e}"))?;
+    // tar stops reading at the end-of-archive blocks and may leave the padding
+    // after them unread: a broken pipe then is no error if tar succeeded.
     if let Some(Err(e)) = copied {
-        return Err(format!("receiving {path}: {e}"));
+        if e.kind() != std::io::ErrorKind::BrokenPipe || !out.status.success() {
+            return Err(format!("receiving {path}: {e}"));
+        }
     }
     if out.status.success() {
         Ok(())

@@ -490,6 +490,36 @@ impl<'c> Disk<'c> {
         Ok(())
     }
 
+    /// Renames the disk's head to `new_name` (same pool and namespace) and moves
+    /// the bookkeeping with it; carriers keep their names (the book lists them).
+    ///
+    /// # Errors
+    /// `Exists` if `new_name` is taken; [`Error::InUse`] while the head is open.
+    pub fn rename(&self, new_name: &str) -> Result<Disk<'c>> {
+        super::validate_name("image", new_name)?;
+        let io = self.io()?;
+        let book = self.book(&io)?;
+        let watchers = io.open_read_only(&self.head.name, None)?.watchers()?;
+        if !watchers.is_empty() {
+            return Err(Error::InUse {
+                image: self.head.to_string(),
+                watchers: watchers.into_iter().map(|w| w.addr).collect(),
+            });
+        }
+        io.rename_image(&self.head.name, new_name)?;
+        let head = io.open(new_name)?;
+        head.metadata_set(KEY_DISK, new_name)?;
+        for (s, holder) in &book.snaps {
+            if *holder == self.head.name {
+                head.metadata_set(&format!("{KEY_SNAP_PREFIX}{s}"), new_name)?;
+            }
+        }
+        for c in &book.carriers {
+            io.open(c)?.metadata_set(KEY_DISK, new_name)?;
+        }
+        Ok(Disk::new(self.cluster, self.head.sibling(new_name)?))
+    }
+
     /// Makes the disk's state that of snapshot `snap`, independent of any parent,
     /// with no snapshots left (OpenNebula's image snapshot flatten): a revert,
     /// a flatten of the head (O(data); the data pool is kept), then every snapshot

@@ -71,7 +71,11 @@ fn local_move(cfg: &rbdx_one::config::Config, src: &str, from: &str, dst: &str, 
             .spawn()
             .map_err(|e| format!("running tar: {e}"))?;
         let mut out = tar.stdout.take().ok_or("no tar output")?;
-        std::io::copy(&mut out, &mut stdin).map_err(|e| format!("{remote}: {e}"))?;
+        match std::io::copy(&mut out, &mut stdin) {
+            // The remote tar may stop before the archive's padding: its outcome says.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(format!("{remote}: {e}")),
+            _ => {}
+        }
         drop(stdin);
         let st = tar.wait().map_err(|e| e.to_string())?;
         if !st.success() {

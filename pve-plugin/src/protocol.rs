@@ -1,0 +1,187 @@
+//! The contract between the Perl plugin and the Rust helper: one JSON request on
+//! stdin (one line; for `volume_import` the raw stream follows it), one JSON
+//! answer on stdout (for `volume_export` the stream *is* stdout and errors go to
+//! stderr). Versioned; every method tagged. Golden files in `pve-plugin/golden/`
+//! are read by both the Rust and the Perl tests.
+//!
+//! ```json
+//! {"version":1,"storeid":"ec","ceph":{"pool":"rbd","data_pool":"rbd-ec","id":"admin",
+//!  "conf":"/etc/pve/ceph.conf","keyring":"/etc/pve/priv/ceph/ec.keyring"},
+//!  "method":"alloc_image","params":{"vmid":100,"name":null,"size_kib":4194304}}
+//! {"ok":true,"result":"vm-100-disk-0"}
+//! {"ok":false,"error":"rbd/vm-100-disk-0 is in use by 1 client(s): 10.0.0.5:0/123"}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this helper speaks.
+pub const VERSION: u32 = 1;
+
+/// How to reach the storage's pool (built by the plugin from `storage.cfg`; file
+/// paths only, never a key).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ceph {
+    /// `pool` (default `rbd`).
+    pub pool: String,
+    /// `data-pool`.
+    #[serde(default)]
+    pub data_pool: Option<String>,
+    /// `namespace`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `username` (default `admin`).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The ceph.conf.
+    #[serde(default)]
+    pub conf: Option<String>,
+    /// The keyring file.
+    #[serde(default)]
+    pub keyring: Option<String>,
+    /// `monhost`, for external clusters.
+    #[serde(default)]
+    pub mon_host: Option<String>,
+    /// Seconds one Ceph call may take (default 60).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// One request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Protocol version ([`VERSION`]).
+    pub version: u32,
+    /// The storage id.
+    pub storeid: String,
+    /// Where the storage is.
+    pub ceph: Ceph,
+    /// The method and its parameters.
+    #[serde(flatten)]
+    pub call: Call,
+}
+
+/// A method and its parameters, with PVE's units (KiB for `alloc_image`, bytes for
+/// `volume_resize`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params", rename_all = "snake_case")]
+pub enum Call {
+    /// `($total, $avail, $used, $active)`.
+    Status {},
+    /// A new image; `name` undef picks `vm-<vmid>-disk-<n>`. Returns the volname.
+    AllocImage {
+        /// Owner.
+        vmid: u32,
+        /// Wanted name.
+        #[serde(default)]
+        name: Option<String>,
+        /// Size in KiB.
+        size_kib: u64,
+    },
+    /// Remove a volume with its snapshots.
+    FreeImage {
+        /// The volname.
+        volname: String,
+    },
+    /// Every image (optionally of one VM).
+    ListImages {
+        /// Only this VM's.
+        #[serde(default)]
+        vmid: Option<u32>,
+    },
+    /// Size, usage, parent.
+    VolumeSizeInfo {
+        /// The volname.
+        volname: String,
+    },
+    /// Grow to `size` bytes.
+    VolumeResize {
+        /// The volname.
+        volname: String,
+        /// New size in bytes.
+        size: u64,
+    },
+    /// Take a snapshot.
+    VolumeSnapshot {
+        /// The volname.
+        volname: String,
+        /// Snapshot name.
+        snap: String,
+    },
+    /// Roll back (O(1): a clone of the snapshot becomes the volume).
+    VolumeSnapshotRollback {
+        /// The volname.
+        volname: String,
+        /// Snapshot name.
+        snap: String,
+    },
+    /// Delete a snapshot, clones or not.
+    VolumeSnapshotDelete {
+        /// The volname.
+        volname: String,
+        /// Snapshot name.
+        snap: String,
+    },
+    /// `{ name => {id, timestamp, virtual-size} }`.
+    VolumeSnapshotInfo {
+        /// The volname.
+        volname: String,
+    },
+    /// Convert to a template image. Returns the new volname.
+    CreateBase {
+        /// The volname.
+        volname: String,
+    },
+    /// A CoW clone of a template (or of `snap`). Returns the new volname.
+    CloneImage {
+        /// The volname.
+        volname: String,
+        /// The new owner.
+        vmid: u32,
+        /// The snapshot to clone (required unless the volume is a template).
+        #[serde(default)]
+        snap: Option<String>,
+    },
+    /// Rename (disk reassign). Returns the new volname.
+    RenameVolume {
+        /// The volname.
+        volname: String,
+        /// The new owner.
+        target_vmid: u32,
+        /// Wanted name.
+        #[serde(default)]
+        target_volname: Option<String>,
+    },
+    /// The cluster fsid (krbd device paths).
+    Fsid {},
+    /// `raw+size` to stdout.
+    VolumeExport {
+        /// The volname.
+        volname: String,
+        /// Export this snapshot.
+        #[serde(default)]
+        snap: Option<String>,
+    },
+    /// `raw+size` from stdin after the request line. Returns the volname.
+    VolumeImport {
+        /// The volname.
+        volname: String,
+        /// Pick another name if taken.
+        #[serde(default)]
+        allow_rename: bool,
+    },
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Success.
+    pub ok: bool,
+    /// The result when `ok`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub result: Option<serde_json::Value>,
+    /// One line when not `ok`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
