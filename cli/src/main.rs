@@ -63,7 +63,10 @@ fn main() -> ExitCode {
         Command::Tm { action, args } => return exit(rbdx_tm::main(&action, &args)),
         Command::Ds { action, args } => return exit(rbdx_ds::main(&action, &args)),
         Command::Pve => {
+            // An import's request comes in the environment: its stdin is the stream.
+            let request = std::env::var("RBDX_PVE_REQUEST").ok();
             let code = rbdx_pve::serve(
+                request.as_deref(),
                 &mut std::io::stdin().lock(),
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr(),

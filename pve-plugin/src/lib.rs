@@ -176,7 +176,10 @@ impl Helper {
                 let img = io.open_read_only(&name, None)?;
                 let used = ops::used_bytes(&img, None)?;
                 let parent = img.parent()?.map(|p| format!("{}@{}", p.image.name, p.snap_name));
-                Ok(json!({"size": img.info()?.size, "used": used, "parent": parent, "format": "raw"}))
+                let st = ops::status_of(&self.cluster, &io, &img)?;
+                Ok(
+                    json!({"size": st.size, "used": used, "parent": parent, "format": "raw", "data_pool": st.data_pool}),
+                )
             }
             Call::VolumeResize { volname, size } => {
                 ops::resize(&self.cluster, &self.spec(&image_of(volname)?.0)?, *size, false)?;
@@ -329,12 +332,18 @@ impl Helper {
     }
 }
 
-/// Serves one request: reads it from `input` (one line), writes the answer (or,
-/// for an export, the stream) to `output`. Returns the exit code.
-pub fn serve(input: &mut impl Read, output: &mut impl Write, errors: &mut impl Write) -> i32 {
-    let mut line = Vec::new();
+/// Serves one request: reads it from `input` (one line) — or from `request` when
+/// given (an import, whose stdin is the stream) — and writes the answer (or, for
+/// an export, the stream) to `output`. Returns the exit code.
+pub fn serve(
+    request: Option<&str>,
+    input: &mut impl Read,
+    output: &mut impl Write,
+    errors: &mut impl Write,
+) -> i32 {
+    let mut line = request.map(|r| r.as_bytes().to_vec()).unwrap_or_default();
     let mut byte = [0u8; 1];
-    loop {
+    while request.is_none() {
         match input.read(&mut byte) {
             Ok(0) => break,
             Ok(_) if byte[0] == b'\n' => break,
@@ -435,7 +444,7 @@ mod tests {
             ),
         ] {
             let mut out = Vec::new();
-            let code = serve(&mut input.as_bytes(), &mut out, &mut Vec::new());
+            let code = serve(None, &mut input.as_bytes(), &mut out, &mut Vec::new());
             assert_eq!(code, 1, "{input}");
             let resp: Response = serde_json::from_slice(&out).unwrap();
             let e = resp.error.unwrap();

@@ -313,3 +313,30 @@ fn the_flatten_policy_frees_the_source_at_once() {
     assert!(trash.is_empty(), "nothing waits in the trash: {trash:?}");
     s.finish(c);
 }
+
+#[test]
+fn a_clone_of_a_disk_does_not_inherit_its_bookkeeping() {
+    // librbd copies image metadata into clones: the child must not believe it
+    // owns the parent's carriers, or deleting it would take them.
+    let s = Scratch::new("inherit");
+    let c = s.env.connect();
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone());
+    d.snapshot_create("0").unwrap();
+    d.revert("0", &ec_config(&s)).unwrap(); // the head now has a carrier
+    d.snapshot_create("1").unwrap();
+    let child = s.spec("child");
+    let o = CloneOptions { data_pool: Some(s.env.ec_pool.clone()), ..CloneOptions::default() };
+    ops::clone(c, &head.at("1").unwrap(), &child, &o).unwrap();
+    let io = ops::ioctx(c, &child).unwrap();
+    assert!(io.open_read_only(&child.name, None).unwrap().metadata_list("rbdx.").unwrap().is_empty());
+    let before = s.leftovers(c).0;
+    Disk::new(c, child.clone()).remove(None, Reclaim::Trash).unwrap();
+    let after = s.leftovers(c).0;
+    assert_eq!(after.len(), before.len() - 1, "only the child went: {before:?} -> {after:?}");
+    assert_eq!(d.snapshots().unwrap().len(), 2, "the parent disk keeps its snapshots");
+    d.snapshot_delete("1").unwrap();
+    d.snapshot_delete("0").unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
+    s.finish(c);
+}

@@ -202,8 +202,15 @@ impl<'c> Disk<'c> {
     fn book(&self, io: &IoCtx<'_>) -> Result<Book> {
         self.recover(io)?;
         let head = io.open(&self.head.name)?;
-        if head.metadata_get(KEY_DISK)?.is_some() {
+        if head.metadata_get(KEY_DISK)?.as_deref() == Some(self.head.name.as_str()) {
             return Book::read(&head);
+        }
+        // No book, or one that is not this head's (copied by a clone, or left
+        // from another name): start from what the images say.
+        for (k, _) in head.metadata_list("rbdx.")? {
+            if k == KEY_DISK || k.starts_with(KEY_SNAP_PREFIX) || k.starts_with(KEY_CARRIER_PREFIX) {
+                head.metadata_remove(&k)?;
+            }
         }
         // Adopt: the carriers are the head's ancestors and their descendants whose
         // names have the stock carrier form.

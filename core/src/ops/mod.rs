@@ -21,6 +21,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::rados::{Cluster, IoCtx};
 use crate::rbd::{Image, ImageOptions, LinkedImage, SnapNamespace, Snapshot, TrashEntry, TrashSource};
 
+/// Prefix of every image metadata key rbdx writes.
+pub const RBDX_KEY_PREFIX: &str = "rbdx.";
+
 /// Opens an I/O context on the spec's pool and namespace.
 ///
 /// # Errors
@@ -243,6 +246,12 @@ pub fn clone(cluster: &Cluster, parent: &ImageSpec, child: &ImageSpec, opts: &Cl
         o = o.features(f)?;
     }
     pio.clone_image(&parent.name, snap, &cio, &child.name, &o)?;
+    // librbd copies the parent's image metadata into the clone; rbdx's own keys
+    // describe the parent's disk, never the child's.
+    let img = cio.open(&child.name)?;
+    for (k, _) in img.metadata_list(RBDX_KEY_PREFIX)? {
+        img.metadata_remove(&k)?;
+    }
     Ok(format)
 }
 
