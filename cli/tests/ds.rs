@@ -192,20 +192,25 @@ fn garbage_messages_fail_in_one_line() {
 
 #[test]
 fn mkfs_makes_empty_or_formatted_images_with_the_data_pool() {
+    mkfs_on(false);
+    mkfs_on(true);
+}
+
+fn mkfs_on(ec: bool) {
     let e = env();
     let c = e.cluster.connect();
     let pool = e.cluster.pool.clone();
     let (a, b, s) = (fresh_id(), fresh_id(), fresh_id());
     assert_eq!(
-        stdout(&e.ds("mkfs", a, &message(&e, true, &[], &[("SIZE", "32"), ("FORMAT", "raw")]))),
+        stdout(&e.ds("mkfs", a, &message(&e, ec, &[], &[("SIZE", "32"), ("FORMAT", "raw")]))),
         format!("{pool}/one-{a}\n")
     );
     assert_eq!(
-        stdout(&e.ds("mkfs", b, &message(&e, true, &[], &[("SIZE", "64"), ("FS", "ext4")]))),
+        stdout(&e.ds("mkfs", b, &message(&e, ec, &[], &[("SIZE", "64"), ("FS", "ext4")]))),
         format!("{pool}/one-{b}\n")
     );
     assert_eq!(
-        stdout(&e.ds("mkfs", s, &message(&e, true, &[], &[("SIZE", "64"), ("FORMAT", "save_as")]))),
+        stdout(&e.ds("mkfs", s, &message(&e, ec, &[], &[("SIZE", "64"), ("FORMAT", "save_as")]))),
         format!("{pool}/one-{s}\n")
     );
     let (sa, sb) = (
@@ -214,7 +219,7 @@ fn mkfs_makes_empty_or_formatted_images_with_the_data_pool() {
     );
     for (spec, mb) in [(&sa, 32), (&sb, 64)] {
         let st = ops::stat(c, spec).unwrap();
-        assert_eq!((st.size, st.data_pool.as_deref()), (mb * MIB, Some(e.cluster.ec_pool.as_str())));
+        assert_eq!((st.size, st.data_pool), (mb * MIB, ec.then(|| e.cluster.ec_pool.clone())));
     }
     assert_eq!(&image_bytes(c, &sb)[1024 + 56..1024 + 58], [0x53, 0xef], "ext4 superblock");
     gone(c, &pool, &format!("one-{s}"));
@@ -225,14 +230,19 @@ fn mkfs_makes_empty_or_formatted_images_with_the_data_pool() {
         .collect();
     assert!(staged.is_empty(), "no staging file left: {staged:?}");
     for spec in [&sa, &sb] {
-        assert_ok(&e.ds("rm", 0, &message(&e, true, &[], &[("SOURCE", &spec.to_string())])));
-        assert_ok(&e.ds("rm", 0, &message(&e, true, &[], &[("SOURCE", &spec.to_string())])));
+        assert_ok(&e.ds("rm", 0, &message(&e, ec, &[], &[("SOURCE", &spec.to_string())])));
+        assert_ok(&e.ds("rm", 0, &message(&e, ec, &[], &[("SOURCE", &spec.to_string())])));
         gone(c, &pool, &spec.name);
     }
 }
 
 #[test]
 fn clone_is_cow_and_both_sides_delete_in_any_order() {
+    clone_on(false);
+    clone_on(true);
+}
+
+fn clone_on(ec: bool) {
     let e = env();
     let c = e.cluster.connect();
     let pool = e.cluster.pool.clone();
@@ -241,31 +251,37 @@ fn clone_is_cow_and_both_sides_delete_in_any_order() {
     ops::create(c, &src_s, 32 * MIB, &ops::CreateOptions::default()).unwrap();
     fill(&ops::ioctx(c, &src_s).unwrap().open(&src_s.name).unwrap(), 0, 16 * MIB, 4);
     let out =
-        stdout(&e.ds("clone", dst, &message(&e, true, &[], &[("PATH", &src_s.to_string()), ("SIZE", "32")])));
+        stdout(&e.ds("clone", dst, &message(&e, ec, &[], &[("PATH", &src_s.to_string()), ("SIZE", "32")])));
     assert_eq!(out, format!("{pool}/one-{dst} raw\n"));
     let dst_s = ImageSpec::new(&pool, &format!("one-{dst}")).unwrap();
     let st = ops::stat(c, &dst_s).unwrap();
     assert!(st.parent.is_some(), "a CoW clone");
-    assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()), "the target datastore's data pool");
+    assert_eq!(st.data_pool, ec.then(|| e.cluster.ec_pool.clone()), "the target datastore's data pool");
     let want = checksum(&ops::ioctx(c, &dst_s).unwrap().open_read_only(&dst_s.name, None).unwrap());
     // Source first: the clone still reads the same bytes.
     assert_ok(&e.ds("rm", src, &message(&e, false, &[], &[("SOURCE", &src_s.to_string())])));
     assert!(ops::stat(c, &src_s).unwrap_err().is_not_found());
     assert_eq!(checksum(&ops::ioctx(c, &dst_s).unwrap().open_read_only(&dst_s.name, None).unwrap()), want);
     // Then the clone: nothing is left, in the pools or the trash.
-    assert_ok(&e.ds("rm", dst, &message(&e, true, &[], &[("SOURCE", &dst_s.to_string())])));
+    assert_ok(&e.ds("rm", dst, &message(&e, ec, &[], &[("SOURCE", &dst_s.to_string())])));
     gone(c, &pool, &src_s.name);
     gone(c, &pool, &dst_s.name);
 }
 
 #[test]
 fn image_snapshots_revert_flatten_and_delete() {
+    snapshots_on(false);
+    snapshots_on(true);
+}
+
+fn snapshots_on(ec: bool) {
     let e = env();
     let c = e.cluster.connect();
     let pool = e.cluster.pool.clone();
     let id = fresh_id();
     let s = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
-    ops::create(c, &s, 16 * MIB, &ops::CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+    let dp = ec.then(|| e.cluster.ec_pool.clone());
+    ops::create(c, &s, 16 * MIB, &ops::CreateOptions::with_data_pool(dp.as_deref())).unwrap();
     let d = Disk::new(c, s.clone());
     let mut want = Vec::new();
     for snap in ["0", "1", "2"] {
@@ -273,7 +289,7 @@ fn image_snapshots_revert_flatten_and_delete() {
         d.snapshot_create(snap).unwrap();
         want.push(image_bytes(c, &s));
     }
-    let msg = |snap: &str| message(&e, true, &[], &[("SOURCE", &s.to_string()), ("TARGET_SNAPSHOT", snap)]);
+    let msg = |snap: &str| message(&e, ec, &[], &[("SOURCE", &s.to_string()), ("TARGET_SNAPSHOT", snap)]);
     assert_ok(&e.ds("snap_revert", id, &msg("0")));
     assert!(image_bytes(c, &s) == want[0]);
     assert_ok(&e.ds("snap_delete", id, &msg("2")));
@@ -282,7 +298,7 @@ fn image_snapshots_revert_flatten_and_delete() {
     assert!(image_bytes(c, &s) == want[1], "the image is now snapshot 1");
     let st = ops::stat(c, &s).unwrap();
     assert!(st.parent.is_none() && st.snapshots.is_empty(), "alone: {st:?}");
-    assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()), "flatten keeps the data pool");
+    assert_eq!(st.data_pool, dp, "flatten keeps the data pool");
     let left: Vec<String> = c
         .ioctx(&pool)
         .unwrap()
@@ -294,7 +310,7 @@ fn image_snapshots_revert_flatten_and_delete() {
         .collect();
     assert!(left.is_empty(), "no carrier left: {left:?}");
     assert_fails(&e.ds("snap_revert", id, &msg("7")), "has no snapshot 7");
-    assert_ok(&e.ds("rm", id, &message(&e, true, &[], &[("SOURCE", &s.to_string())])));
+    assert_ok(&e.ds("rm", id, &message(&e, ec, &[], &[("SOURCE", &s.to_string())])));
     gone(c, &pool, &s.name);
     let _ = DiskConfig::default();
 }

@@ -293,3 +293,31 @@ fn usage_counts_allocated_objects_from_the_object_map() {
     drop(img);
     s.finish(c);
 }
+
+#[test]
+fn images_live_in_rados_namespaces_too() {
+    let env = rbdx_tests::cluster();
+    let c = env.connect();
+    let ns = rbdx_tests::unique("ns");
+    c.ioctx(&env.pool).unwrap().namespace_create(&ns).unwrap();
+    let spec = ImageSpec::new(&env.pool, "disk").unwrap().in_namespace(&ns).unwrap();
+    ops::create(c, &spec, 8 * MIB, &CreateOptions::with_data_pool(Some(&env.ec_pool))).unwrap();
+    assert_eq!(spec.to_string(), format!("{}/{ns}/disk", env.pool));
+    let st = ops::stat(c, &spec).unwrap();
+    assert_eq!(st.data_pool.as_deref(), Some(env.ec_pool.as_str()));
+    let io = ops::ioctx(c, &spec).unwrap();
+    io.open(&spec.name).unwrap().snap_create("s").unwrap();
+    let child = spec.sibling("child").unwrap();
+    let o = CloneOptions { data_pool: Some(env.ec_pool.clone()), ..CloneOptions::default() };
+    ops::clone(c, &spec.at("s").unwrap(), &child, &o).unwrap();
+    let p = ops::stat(c, &child).unwrap().parent.unwrap();
+    assert_eq!((p.image.namespace.as_str(), p.image.name.as_str()), (ns.as_str(), "disk"));
+    let names: Vec<String> = io.list_images().unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let default: Vec<String> =
+        c.ioctx(&env.pool).unwrap().list_images().unwrap().into_iter().map(|e| e.name).collect();
+    assert!(!default.contains(&"child".to_string()), "the default namespace does not see them");
+    ops::remove(c, &child, ops::RemoveOptions::default()).unwrap();
+    ops::remove(c, &spec, ops::RemoveOptions::default()).unwrap();
+    c.ioctx(&env.pool).unwrap().namespace_remove(&ns).unwrap();
+}

@@ -146,6 +146,9 @@ unsafe extern "C" {
     pub fn rbd_list2(io: rados_ioctx_t, images: *mut rbd_image_spec_t, max: *mut size_t) -> c_int;
     pub fn rbd_image_spec_list_cleanup(images: *mut rbd_image_spec_t, num_images: size_t);
 
+    pub fn rbd_namespace_create(io: rados_ioctx_t, namespace_name: *const c_char) -> c_int;
+    pub fn rbd_namespace_remove(io: rados_ioctx_t, namespace_name: *const c_char) -> c_int;
+
     pub fn rbd_trash_move(io: rados_ioctx_t, name: *const c_char, delay: u64) -> c_int;
     pub fn rbd_trash_list(
         io: rados_ioctx_t,

@@ -178,6 +178,36 @@ impl<'c> IoCtx<'c> {
         Ok(list.iter().map(|e| ImageEntry { id: owned(e.id), name: owned(e.name) }).collect())
     }
 
+    /// Creates RBD namespace `ns` in this pool (a re-run finds it: no error).
+    ///
+    /// # Errors
+    /// `PermissionDenied` for clients that may not; others.
+    pub fn namespace_create(&self, ns: &str) -> Result<()> {
+        let n = cstring("namespace", ns)?;
+        // SAFETY: `self.raw()` is live; `n` outlives the call.
+        let r = unsafe { sys::rbd_namespace_create(self.raw(), n.as_ptr()) };
+        if r == -libc::EEXIST {
+            return Ok(());
+        }
+        check(r.into(), "rbd_namespace_create", || format!("{}/{ns}", self.pool()))?;
+        Ok(())
+    }
+
+    /// Removes RBD namespace `ns` (it must be empty; a missing one is no error).
+    ///
+    /// # Errors
+    /// `Busy`/`NotEmpty` while images remain.
+    pub fn namespace_remove(&self, ns: &str) -> Result<()> {
+        let n = cstring("namespace", ns)?;
+        // SAFETY: `self.raw()` is live; `n` outlives the call.
+        let r = unsafe { sys::rbd_namespace_remove(self.raw(), n.as_ptr()) };
+        if r == -libc::ENOENT {
+            return Ok(());
+        }
+        check(r.into(), "rbd_namespace_remove", || format!("{}/{ns}", self.pool()))?;
+        Ok(())
+    }
+
     /// Moves image `name` to the trash; it cannot be removed from there before
     /// `delay_secs` have passed (without `force`).
     ///
