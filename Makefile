@@ -1,5 +1,5 @@
 # rbdx: the commands the README documents.
-.PHONY: all build test demo clean
+.PHONY: all build test demo package clean
 
 all: build
 
@@ -9,6 +9,10 @@ build:
 ## Lint, unit and cluster tests (starts and stops a local test cluster).
 test:
 	tests/run
+
+## .deb and .rpm packages into target/packages/.
+package:
+	packaging/build
 
 ## A walk-through on a throwaway local cluster.
 demo:

@@ -1,8 +1,10 @@
 //! The driver's own settings: one `KEY = value` file (no shell involved), every
 //! key optional. Datastore attributes named `RBDX_<KEY>` override it per datastore.
 //!
-//! The file is `RBDX_ONE_CONFIG` if set, else `etc/rbdx/rbdx.conf` in the remotes
-//! tree the running binary belongs to (`<remotes>/rbdx/rbdx` → `<remotes>/etc/rbdx/rbdx.conf`).
+//! The file is `RBDX_ONE_CONFIG` if set, else `/etc/one/rbdx.conf` (the packaged
+//! conffile), else `etc/rbdx/rbdx.conf` in the remotes tree the running binary
+//! belongs to (`<remotes>/rbdx/rbdx` → `<remotes>/etc/rbdx/rbdx.conf`). Only the
+//! front-end reads it: jobs carry everything the hosts need.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -188,8 +190,12 @@ impl Config {
     }
 }
 
-/// `<remotes>/etc/rbdx/rbdx.conf` next to the running binary.
+/// `/etc/one/rbdx.conf`, else `<remotes>/etc/rbdx/rbdx.conf` next to the binary.
 fn default_path() -> PathBuf {
+    let etc = PathBuf::from("/etc/one/rbdx.conf");
+    if etc.exists() {
+        return etc;
+    }
     let exe = std::env::current_exe().unwrap_or_default();
     let remotes = exe.parent().and_then(Path::parent).unwrap_or(Path::new("/var/lib/one/remotes"));
     remotes.join("etc/rbdx/rbdx.conf")
