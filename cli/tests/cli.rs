@@ -120,7 +120,8 @@ fn a_missing_image_is_one_clear_line() {
 
 #[test]
 fn the_packaged_action_list_is_every_action() {
-    let listed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/one/actions")).unwrap();
+    let listed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/one/actions")).unwrap();
     let mut want: Vec<String> = rbdx_tm::ACTIONS.iter().map(|a| format!("tm {a}")).collect();
     want.extend(rbdx_ds::ACTIONS.iter().map(|a| format!("datastore {a}")));
     want.sort();
