@@ -64,21 +64,7 @@ fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome, String> {
     let writer = std::thread::spawn(move || stdin.write_all(&request));
     let out_reader = drain(stdout, 16 << 20);
     let err_reader = drain(stderr, 1 << 20);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-            break st;
-        }
-        if start.elapsed() > cfg.action_timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "{host}: the action did not finish within {}s (ACTION_TIMEOUT)",
-                cfg.action_timeout.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait(&mut child, cfg, host)?;
     let _ = writer.join();
     let out = out_reader.join().unwrap_or_default();
     let err = err_reader.join().unwrap_or_default();
