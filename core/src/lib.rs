@@ -15,6 +15,7 @@
 
 #![deny(missing_docs)]
 
+pub mod crash;
 pub mod error;
 mod ffi;
 pub mod ops;

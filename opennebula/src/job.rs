@@ -613,6 +613,8 @@ fn clone_disk(
     log: &mut Vec<String>,
 ) -> rbdx_core::Result<()> {
     if ops::stat(c, dst).is_ok() {
+        // Made by an earlier run (which may have stopped right after the clone).
+        ops::strip_inherited(&ops::ioctx(c, dst)?, &dst.name)?;
         log.push(format!("{dst} exists already"));
         return Ok(());
     }

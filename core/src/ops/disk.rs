@@ -385,8 +385,9 @@ impl<'c> Disk<'c> {
         // A clone left by an interrupted run is reused only if it is the one this
         // run would build.
         if let Ok(t) = io.open_read_only(&temp, None) {
-            let same = t.metadata_get(KEY_REVERT_TO)?.as_deref() == Some(snap)
-                && t.parent()?.is_some_and(|p| p.image.name == holder && p.snap_name == snap);
+            // An interrupted run may not have written its markers yet: the
+            // parent link alone says whether this is the clone we want.
+            let same = t.parent()?.is_some_and(|p| p.image.name == holder && p.snap_name == snap);
             drop(t);
             if !same {
                 super::remove(self.cluster, &self.head.sibling(&temp)?, super::RemoveOptions::default())?;
@@ -424,6 +425,8 @@ impl<'c> Disk<'c> {
                 &opts,
             )?;
         }
+        // A clone left by an interrupted run may still carry its parent's keys.
+        super::strip_inherited(&io, &temp)?;
         let t = io.open(&temp)?;
         // The new head's book: the old one, with the old head's snapshots moved to
         // the carrier.
@@ -564,13 +567,23 @@ impl<'c> Disk<'c> {
             .get(snap)
             .ok_or_else(|| Error::Invalid(format!("{} has no snapshot {snap}", self.head)))?;
         let tio = ioctx(self.cluster, target)?;
-        if let Ok(t) = tio.open_read_only(&target.name, None) {
-            let ours = t.parent()?.is_some_and(|p| p.image.name == *holder && p.snap_name == snap)
-                || t.metadata_get("rbdx.cloned-from")?.as_deref() == Some(&format!("{holder}@{snap}"));
-            if ours {
-                return Ok(());
+        let exists = match tio.open_read_only(&target.name, None) {
+            Ok(t) => {
+                let ours = t.parent()?.is_some_and(|p| p.image.name == *holder && p.snap_name == snap)
+                    || t.metadata_get("rbdx.cloned-from")?.as_deref() == Some(&format!("{holder}@{snap}"));
+                if !ours {
+                    return Err(Error::Invalid(format!("{target} already exists")));
+                }
+                true
             }
-            return Err(Error::Invalid(format!("{target} already exists")));
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(e),
+        };
+        if exists {
+            // Made by an interrupted run: finish what it did after the clone.
+            super::strip_inherited(&tio, &target.name)?;
+            tio.open(&target.name)?.metadata_set("rbdx.cloned-from", &format!("{holder}@{snap}"))?;
+            return Ok(());
         }
         let opts = super::CloneOptions {
             data_pool: cfg.data_pool.clone(),

@@ -248,11 +248,26 @@ pub fn clone(cluster: &Cluster, parent: &ImageSpec, child: &ImageSpec, opts: &Cl
     pio.clone_image(&parent.name, snap, &cio, &child.name, &o)?;
     // librbd copies the parent's image metadata into the clone; rbdx's own keys
     // describe the parent's disk, never the child's.
-    let img = cio.open(&child.name)?;
+    strip_inherited(&cio, &child.name)?;
+    Ok(format)
+}
+
+/// Removes the rbdx metadata an image inherited from its parent when it was
+/// cloned: every `rbdx.` key, unless the image's own `rbdx.disk` names it (then
+/// the keys are its own book). Called right after a clone, and again by a re-run
+/// that finds the clone made by an interrupted one.
+///
+/// # Errors
+/// Ceph errors.
+pub fn strip_inherited(io: &IoCtx<'_>, name: &str) -> Result<()> {
+    let img = io.open(name)?;
+    if img.metadata_get(disk::KEY_DISK)?.as_deref() == Some(name) {
+        return Ok(());
+    }
     for (k, _) in img.metadata_list(RBDX_KEY_PREFIX)? {
         img.metadata_remove(&k)?;
     }
-    Ok(format)
+    Ok(())
 }
 
 /// Copies the data of `src` (its head, or the snapshot it names) into a new image

@@ -383,6 +383,7 @@ impl<'io> Image<'io> {
         // calls, which only read the string during the call.
         let r = unsafe { f(self.raw, s.as_ptr()) };
         check(r.into(), op, || self.snap_spec(snap))?;
+        crate::crash::point(op);
         Ok(())
     }
 
@@ -413,6 +414,7 @@ impl<'io> Image<'io> {
             )
         };
         check(r.into(), "rbd_snap_remove2", || self.snap_spec(snap))?;
+        crate::crash::point("rbd_snap_remove2");
         Ok(())
     }
 
@@ -475,6 +477,7 @@ impl<'io> Image<'io> {
         // SAFETY: `self.raw` is open; `no_progress` ignores its (null) argument.
         let r = unsafe { sys::rbd_resize2(self.raw, size, allow_shrink, Some(no_progress), ptr::null_mut()) };
         check(r.into(), "rbd_resize2", || self.spec())?;
+        crate::crash::point("rbd_resize2");
         Ok(())
     }
 
@@ -487,6 +490,7 @@ impl<'io> Image<'io> {
         // SAFETY: `self.raw` is open.
         let r = unsafe { sys::rbd_flatten(self.raw) };
         check(r.into(), "rbd_flatten", || self.spec())?;
+        crate::crash::point("rbd_flatten");
         Ok(())
     }
 
@@ -523,6 +527,7 @@ impl<'io> Image<'io> {
         // SAFETY: `self.raw` is open; both strings outlive the call.
         let r = unsafe { sys::rbd_metadata_set(self.raw, k.as_ptr(), v.as_ptr()) };
         check(r.into(), "rbd_metadata_set", || format!("{} key {key}", self.spec()))?;
+        crate::crash::point("rbd_metadata_set");
         Ok(())
     }
 
@@ -538,6 +543,7 @@ impl<'io> Image<'io> {
             return Ok(());
         }
         check(r.into(), "rbd_metadata_remove", || format!("{} key {key}", self.spec()))?;
+        crate::crash::point("rbd_metadata_remove");
         Ok(())
     }
 

@@ -108,6 +108,7 @@ impl<'c> IoCtx<'c> {
         // SAFETY: `self.raw()` is a live I/O context; `n` and `opts` outlive the call.
         let r = unsafe { sys::rbd_create4(self.raw(), n.as_ptr(), size, opts.raw()) };
         check(r.into(), "rbd_create4", || spec(self, name, None))?;
+        crate::crash::point("rbd_create4");
         Ok(())
     }
 
@@ -133,6 +134,7 @@ impl<'c> IoCtx<'c> {
         check(r.into(), "rbd_clone3", || {
             format!("{} -> {}", spec(self, parent, Some(snap)), spec(child_io, child, None))
         })?;
+        crate::crash::point("rbd_clone3");
         Ok(())
     }
 
@@ -146,6 +148,7 @@ impl<'c> IoCtx<'c> {
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_remove(self.raw(), n.as_ptr()) };
         check(r.into(), "rbd_remove", || spec(self, name, None))?;
+        crate::crash::point("rbd_remove");
         Ok(())
     }
 
@@ -158,6 +161,7 @@ impl<'c> IoCtx<'c> {
         // SAFETY: `self.raw()` is live; both strings outlive the call.
         let r = unsafe { sys::rbd_rename(self.raw(), f.as_ptr(), t.as_ptr()) };
         check(r.into(), "rbd_rename", || format!("{} -> {to}", spec(self, from, None)))?;
+        crate::crash::point("rbd_rename");
         Ok(())
     }
 
@@ -218,6 +222,7 @@ impl<'c> IoCtx<'c> {
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_trash_move(self.raw(), n.as_ptr(), delay_secs) };
         check(r.into(), "rbd_trash_move", || spec(self, name, None))?;
+        crate::crash::point("rbd_trash_move");
         Ok(())
     }
 
@@ -264,6 +269,7 @@ impl<'c> IoCtx<'c> {
         // SAFETY: `self.raw()` is live; `i` outlives the call.
         let r = unsafe { sys::rbd_trash_remove(self.raw(), i.as_ptr(), force) };
         check(r.into(), "rbd_trash_remove", || format!("{} trash id {id}", self.spec()))?;
+        crate::crash::point("rbd_trash_remove");
         Ok(())
     }
 
@@ -276,6 +282,7 @@ impl<'c> IoCtx<'c> {
         // SAFETY: `self.raw()` is live; both strings outlive the call.
         let r = unsafe { sys::rbd_trash_restore(self.raw(), i.as_ptr(), n.as_ptr()) };
         check(r.into(), "rbd_trash_restore", || format!("{} trash id {id} -> {name}", self.spec()))?;
+        crate::crash::point("rbd_trash_restore");
         Ok(())
     }
 }
