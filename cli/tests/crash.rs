@@ -309,3 +309,90 @@ fn clone_and_cpds_converge_from_every_crash_point() {
     assert!(n >= 2 && m >= 2, "clone {n}, cpds {m} crash points");
     eprintln!("cpds: {m} crash points, each re-run converged");
 }
+
+fn ds(e: &OneEnv, action: &str, id: u32, message: &str, crash: Option<u32>) -> Output {
+    use std::io::Write;
+    let b64 = rbdx_one::base64::encode(
+        format!("<DS_DRIVER_ACTION_DATA>{message}</DS_DRIVER_ACTION_DATA>").as_bytes(),
+    );
+    let mut cmd = e.command(&["ds", action]);
+    cmd.arg(id.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(k) = crash {
+        cmd.env("RBDX_CRASH_AT", k.to_string());
+    }
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b64.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// An image `one-<img>` with snapshots 0 and 1 (and a revert to 0 when asked).
+fn image_with_snapshots(e: &OneEnv, case: &Case) {
+    let c = e.cluster.connect();
+    let img = ImageSpec::new(&e.cluster.pool, &format!("one-{}", case.img)).unwrap();
+    ops::create(c, &img, 16 * MIB, &CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+    let d = Disk::new(c, img.clone());
+    for s in ["0", "1"] {
+        fill(&ops::ioctx(c, &img).unwrap().open(&img.name).unwrap(), 0, MIB, s.as_bytes()[0]);
+        d.snapshot_create(s).unwrap();
+    }
+}
+
+fn ds_image(e: &OneEnv, case: &Case, extra: &str) -> String {
+    format!(
+        "<IMAGE><SOURCE>{}/one-{}</SOURCE><PATH>{}/one-{}</PATH>{extra}</IMAGE>{}",
+        e.cluster.pool,
+        case.img,
+        e.cluster.pool,
+        case.img,
+        e.image_ds(IMAGE_DS, true, &[])
+    )
+}
+
+#[test]
+fn ds_snap_flatten_converges_from_every_crash_point() {
+    let e = env();
+    let n = every_crash_point(
+        &e,
+        &image_with_snapshots,
+        &|e, case, k| {
+            ds(e, "snap_flatten", case.img, &ds_image(e, case, "<TARGET_SNAPSHOT>0</TARGET_SNAPSHOT>"), k)
+        },
+        &remove_all,
+    );
+    assert!(n >= 3, "snap_flatten has {n} crash points");
+    eprintln!("ds snap_flatten: {n} crash points, each re-run converged");
+}
+
+#[test]
+fn ds_clone_converges_from_every_crash_point() {
+    let e = env();
+    let n = every_crash_point(
+        &e,
+        &image_with_snapshots,
+        &|e, case, k| ds(e, "clone", case.new, &ds_image(e, case, ""), k),
+        &remove_all,
+    );
+    assert!(n >= 2, "clone has {n} crash points");
+    eprintln!("ds clone: {n} crash points, each re-run converged");
+}
+
+#[test]
+fn ds_rm_converges_from_every_crash_point() {
+    let e = env();
+    let n = every_crash_point(
+        &e,
+        &|e, case| {
+            image_with_snapshots(e, case);
+            let c = e.cluster.connect();
+            let d = Disk::new(c, ImageSpec::new(&e.cluster.pool, &format!("one-{}", case.img)).unwrap());
+            d.revert("0", &rbdx_core::ops::disk::DiskConfig::default()).unwrap();
+        },
+        &|e, case, k| ds(e, "rm", case.img, &ds_image(e, case, ""), k),
+        &remove_all,
+    );
+    assert!(n >= 2, "rm has {n} crash points");
+    eprintln!("ds rm: {n} crash points, each re-run converged");
+}

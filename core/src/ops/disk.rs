@@ -203,7 +203,9 @@ impl<'c> Disk<'c> {
         self.recover(io)?;
         let head = io.open(&self.head.name)?;
         if head.metadata_get(KEY_DISK)?.as_deref() == Some(self.head.name.as_str()) {
-            return Book::read(&head);
+            let mut book = Book::read(&head)?;
+            self.prune(io, &head, &mut book)?;
+            return Ok(book);
         }
         // No book, or one that is not this head's (copied by a clone, or left
         // from another name): start from what the images say.
@@ -260,6 +262,42 @@ impl<'c> Disk<'c> {
         book.carriers = carriers;
         head.metadata_set(KEY_DISK, name)?;
         Ok(book)
+    }
+
+    /// Drops book entries an interrupted run left behind: snapshots that are no
+    /// longer where the book says (removed before the key was).
+    fn prune(&self, io: &IoCtx<'_>, head: &crate::Image<'_>, book: &mut Book) -> Result<()> {
+        let mut present: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for holder in book.snaps.values() {
+            if present.contains_key(holder) {
+                continue;
+            }
+            let names = match io.open_read_only(holder, None) {
+                Ok(img) => {
+                    let mut v = BTreeSet::new();
+                    for s in img.snapshots()? {
+                        if img.snap_namespace(s.id)? == SnapNamespace::User {
+                            v.insert(s.name);
+                        }
+                    }
+                    v
+                }
+                Err(e) if e.is_not_found() => BTreeSet::new(),
+                Err(e) => return Err(e),
+            };
+            present.insert(holder.clone(), names);
+        }
+        let stale: Vec<String> = book
+            .snaps
+            .iter()
+            .filter(|(s, h)| !present.get(*h).is_some_and(|names| names.contains(*s)))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in stale {
+            head.metadata_remove(&format!("{KEY_SNAP_PREFIX}{s}"))?;
+            book.snaps.remove(&s);
+        }
+        Ok(())
     }
 
     /// Every snapshot of the disk with the image holding it, by name.
@@ -539,18 +577,26 @@ impl<'c> Disk<'c> {
     /// # Errors
     /// [`Error::Invalid`] for an unknown snapshot on a disk that has snapshots.
     pub fn flatten_to(&self, snap: &str, cfg: &DiskConfig) -> Result<()> {
+        const KEY_FLATTENED: &str = "rbdx.flatten.to";
         let io = self.io()?;
         let book = self.book(&io)?;
-        if book.snaps.contains_key(snap) {
-            self.revert(snap, cfg)?;
-        } else if !book.snaps.is_empty() {
-            return Err(Error::Invalid(format!("{} has no snapshot {snap}", self.head)));
+        let marker = io.open_read_only(&self.head.name, None)?.metadata_get(KEY_FLATTENED)?;
+        // An interrupted run that got past the flatten left this marker: only the
+        // snapshots remain to be deleted.
+        if marker.as_deref() != Some(snap) {
+            if book.snaps.contains_key(snap) {
+                self.revert(snap, cfg)?;
+            } else if !book.snaps.is_empty() {
+                return Err(Error::Invalid(format!("{} has no snapshot {snap}", self.head)));
+            }
+            super::flatten(self.cluster, &self.head)?;
+            io.open(&self.head.name)?.metadata_set(KEY_FLATTENED, snap)?;
         }
-        super::flatten(self.cluster, &self.head)?;
         for s in self.book(&io)?.snaps.keys() {
             self.snapshot_delete(s)?;
         }
-        self.collect_carriers(&io)
+        self.collect_carriers(&io)?;
+        io.open(&self.head.name)?.metadata_remove(KEY_FLATTENED)
     }
 
     /// Clones snapshot `snap` of the disk into `target` (another image, possibly in
