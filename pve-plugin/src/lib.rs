@@ -214,7 +214,7 @@ impl Helper {
                 Ok(Value::Object(info))
             }
             Call::CreateBase { volname } => {
-                let (name, vmid) = image_of(volname)?;
+                let (name, _) = image_of(volname)?;
                 let base = match name.strip_prefix("vm-") {
                     Some(rest) => format!("base-{rest}"),
                     None if name.starts_with("base-") => name.clone(),
@@ -232,7 +232,6 @@ impl Helper {
                 let disk = if name == base { disk } else { disk.rename(&base)? };
                 let io = ops::ioctx(&self.cluster, disk.head())?;
                 rbdx_core::ops::disk::ensure_snapshot(&io, &base, BASE_SNAP)?;
-                let _ = vmid;
                 Ok(json!(base))
             }
             Call::CloneImage { volname, vmid, snap } => {
@@ -258,7 +257,6 @@ impl Helper {
                 }
             }
             Call::RenameVolume { volname, target_vmid, target_volname } => {
-                let (name, _) = image_of(volname)?;
                 let target = match target_volname {
                     Some(t) => {
                         let (t, owner) = image_of(t)?;
@@ -274,7 +272,6 @@ impl Helper {
                 };
                 self.disk(volname)?.rename(&target)?;
                 let prefix = volname.rsplit_once('/').map(|(p, _)| format!("{p}/")).unwrap_or_default();
-                let _ = name;
                 Ok(json!(format!("{prefix}{target}")))
             }
             Call::Fsid {} => Ok(json!(self.cluster.fsid()?)),

@@ -125,7 +125,7 @@ unsafe extern "C" fn no_progress(_offset: u64, _total: u64, _arg: *mut libc::c_v
     0
 }
 
-fn owned(p: *const libc::c_char) -> String {
+pub(crate) fn owned(p: *const libc::c_char) -> String {
     if p.is_null() {
         return String::new();
     }

@@ -12,7 +12,7 @@ use crate::error::{Result, check};
 use crate::ffi::rbd as sys;
 use crate::rados::{IoCtx, cstring};
 
-use image::spec;
+use image::{owned, spec};
 use list::{CList, grow_list};
 
 /// An image as a pool listing shows it.
@@ -54,15 +54,6 @@ pub struct TrashEntry {
     pub deletion_time: i64,
     /// Before this time, removal needs `force`.
     pub deferment_end_time: i64,
-}
-
-fn owned(p: *const libc::c_char) -> String {
-    if p.is_null() {
-        return String::new();
-    }
-    // SAFETY: librbd list entries hold NUL-terminated strings that stay valid until
-    // their cleanup call, which runs after this copy.
-    unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
 /// The librbd version as (major, minor, extra), e.g. (1, 16, 0) for Pacific.
