@@ -266,14 +266,7 @@ fn clone_on(ec: bool) {
     // freed by reclaim, which `rm` runs and monitor runs periodically; concurrent
     // tests reclaim in the same pool, so give it a few passes.
     assert_ok(&e.ds("rm", dst, &message(&e, ec, &[], &[("SOURCE", &dst_s.to_string())])));
-    for _ in 0..20 {
-        let io = c.ioctx(&pool).unwrap();
-        if !io.trash_list().unwrap().iter().any(|t| t.name == src_s.name) {
-            break;
-        }
-        rbdx_core::ops::disk::reclaim(c, &src_s).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    rbdx_tests::reclaim_until_gone(c, &pool, |n| n == src_s.name);
     gone(c, &pool, &src_s.name);
     gone(c, &pool, &dst_s.name);
 }

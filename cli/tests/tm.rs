@@ -162,9 +162,9 @@ fn lifecycle(ec: bool) {
     for s in [&saved_s, &saved2_s] {
         ops::remove(c, s, ops::RemoveOptions::default()).unwrap();
     }
-    // Reclaim is pool-wide (other tests may run it first); afterwards ours are gone.
-    rbdx_core::ops::disk::reclaim(c, &spec(&pool, "x")).unwrap();
-    let (_, waiting) = leftovers(c, &pool, &[format!("one-{img}-{vm}-0")]);
+    let disk = format!("one-{img}-{vm}-0");
+    let waiting =
+        rbdx_tests::reclaim_until_gone(c, &pool, |n| n == disk || n.starts_with(&format!("{disk}-")));
     assert!(waiting.is_empty(), "reclaimed once the clones are gone: {waiting:?}");
     for s in [&img_s, &pimg_s] {
         ops::remove(c, s, ops::RemoveOptions::default()).unwrap();
@@ -584,7 +584,8 @@ fn disks_left_by_the_stock_drivers_keep_working() {
     assert_ok(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]));
     assert_eq!(sum(c, &saved_s), want0, "the saved image outlives the disk");
     ops::remove(c, &saved_s, ops::RemoveOptions::default()).unwrap();
-    rbdx_core::ops::disk::reclaim(c, &img_s).unwrap();
+    let disk = format!("one-{img}-{vm}-0");
+    rbdx_tests::reclaim_until_gone(c, &pool, |n| n == disk || n.starts_with(&format!("{disk}-")));
     let (images, trash) = leftovers(c, &pool, &[format!("one-{img}"), format!("one-{saved}")]);
     assert_eq!(images.as_slice(), std::slice::from_ref(&img_s.name), "only the image itself remains");
     assert!(trash.is_empty(), "{trash:?}");

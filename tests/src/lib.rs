@@ -220,3 +220,23 @@ pub fn checksum(img: &Image<'_>) -> u64 {
 
 /// 1 MiB.
 pub const MIB: u64 = 1 << 20;
+
+/// Runs reclaim in `pool` until no trashed image matches `waiting`, or gives up
+/// after ten seconds; returns the names still waiting. Reclaim is pool-wide and
+/// concurrent tests run it too, so one pass can meet a child another process is
+/// in the middle of removing.
+pub fn reclaim_until_gone(cluster: &Cluster, pool: &str, waiting: impl Fn(&str) -> bool) -> Vec<String> {
+    let spec = ImageSpec::new(pool, "x").expect("spec");
+    let left = || -> Vec<String> {
+        let io = cluster.ioctx(pool).expect("ioctx");
+        io.trash_list().expect("trash list").into_iter().map(|e| e.name).filter(|n| waiting(n)).collect()
+    };
+    for _ in 0..20 {
+        if left().is_empty() {
+            break;
+        }
+        ops::disk::reclaim(cluster, &spec).expect("reclaim");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    left()
+}

@@ -809,14 +809,17 @@ fn dispose(
 pub fn reclaim(cluster: &Cluster, pool: &ImageSpec) -> Result<(usize, usize)> {
     let io = ioctx(cluster, pool)?;
     let mut total = 0;
-    // Freeing a child can free its parent's trashed snapshot: repeat while a pass
-    // frees something.
+    let mut before = io.trash_list()?.len();
+    // Freeing a child can free its parent's trashed snapshot: repeat while the
+    // trash shrinks, by this pass or by a concurrent reclaim elsewhere.
     loop {
         let (freed, waiting) = reclaim_pass(&io)?;
         total += freed;
-        if freed == 0 {
+        let after = io.trash_list()?.len();
+        if waiting == 0 || after >= before {
             return Ok((total, waiting));
         }
+        before = after;
     }
 }
 
