@@ -58,7 +58,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let result = match cli.command {
         Command::Tm { action, args } => return exit(rbdx_tm::main(&action, &args)),
         Command::Ds { action, args } => return exit(rbdx_ds::main(&action, &args)),
@@ -93,6 +96,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Help and version as clap prints them; a usage error as one line (clap's first
+/// paragraph, without the usage and hints after it), exit 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let first = text.split("\n\n").next().unwrap_or_default();
+    eprintln!("rbdx: {}", one_line(first.trim_start_matches("error:")));
+    ExitCode::from(2)
 }
 
 fn exit(code: i32) -> ExitCode {

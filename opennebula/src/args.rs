@@ -53,12 +53,15 @@ impl HostPath {
     ///
     /// # Errors
     /// [`ArgError`] when there is no `host:` part, the host is invalid, or the
-    /// path is empty or contains control characters.
+    /// path is empty, contains control characters or a `..` component.
     pub fn parse(s: &str) -> Result<Self, ArgError> {
         let (host, path) = s.split_once(':').ok_or_else(|| bad(format!("expected host:path, got {s:?}")))?;
         validate_host(host).map_err(|e| bad(format!("{e} in {s:?}")))?;
         if path.is_empty() || path.chars().any(char::is_control) {
             return Err(bad(format!("invalid path in {s:?}")));
+        }
+        if path.split('/').any(|c| c == "..") {
+            return Err(bad(format!("invalid path in {s:?}: `..` component")));
         }
         let mut norm = String::with_capacity(path.len());
         for c in path.chars() {
@@ -174,6 +177,7 @@ mod tests {
         for s in ["nohost", ":/path", "-oProxyCommand=x:/p", "h st:/p", "host:", "ho$t:/p", "h:/a\nb"] {
             assert!(HostPath::parse(s).is_err(), "{s:?}");
         }
+        assert!(HostPath::parse("h:/var/lib/one/datastores/0/12/../../../etc/disk.0").is_err(), "`..`");
         let hp = HostPath::parse("h:/var/lib/one/datastores/0/12/disk.x").unwrap();
         assert!(hp.disk_id().is_err());
     }

@@ -65,7 +65,7 @@ pub struct Request {
 /// A method and its parameters, with PVE's units (KiB for `alloc_image`, bytes for
 /// `volume_resize`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "method", content = "params", rename_all = "snake_case")]
+#[serde(tag = "method", content = "params", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Call {
     /// `($total, $avail, $used, $active)`.
     Status {},

@@ -90,7 +90,8 @@ fn dispatch(action: &str, args: &[String], ctx: &Ctx) -> context::Result {
             print!("{out}");
             Ok(())
         }
-        "failmigrate" | "delete.ssh" => noop::accept(args),
+        "failmigrate" => noop::failmigrate(args),
+        "delete.ssh" => noop::delete_ssh(args),
         other => Err(format!("unknown TM action {other:?}")),
     }
 }

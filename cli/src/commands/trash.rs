@@ -21,7 +21,9 @@ pub enum TrashCommand {
         /// `pool` or `pool/namespace`.
         pool: String,
         /// The trash id.
-        id: String,
+        // Not `id`: that is the connection flags' `--id` (the client id).
+        #[arg(value_name = "ID")]
+        trash_id: String,
         /// The name to restore it as.
         name: String,
         #[command(flatten)]
@@ -52,11 +54,11 @@ pub fn run(cmd: TrashCommand) -> Result<()> {
                 println!("{}  {}  {:?}  deferred until {}", e.id, e.name, e.source, e.deferment_end_time);
             }
         }
-        TrashCommand::Restore { pool, id, name, conn } => {
+        TrashCommand::Restore { pool, trash_id, name, conn } => {
             let c = conn.connect()?;
             ops::validate_name("image", &name)?;
-            ops::ioctx(&c, &pool_spec(&pool)?)?.trash_restore(&id, &name)?;
-            println!("restored {id} as {pool}/{name}");
+            ops::ioctx(&c, &pool_spec(&pool)?)?.trash_restore(&trash_id, &name)?;
+            println!("restored {trash_id} as {pool}/{name}");
         }
         TrashCommand::Purge { pool, conn } => {
             let c = conn.connect()?;

@@ -472,8 +472,10 @@ impl<'io> Image<'io> {
     /// Resizes to `size` bytes; refuses to shrink unless `allow_shrink`.
     ///
     /// # Errors
-    /// `InvalidArgument` for a shrink that was not allowed.
+    /// `InvalidArgument` for a shrink that was not allowed; [`Error::Invalid`] for
+    /// a size past [`super::MAX_IMAGE_SIZE`].
     pub fn resize(&self, size: u64, allow_shrink: bool) -> Result<()> {
+        super::check_size(size)?;
         // SAFETY: `self.raw` is open; `no_progress` ignores its (null) argument.
         let r = unsafe { sys::rbd_resize2(self.raw, size, allow_shrink, Some(no_progress), ptr::null_mut()) };
         check(r.into(), "rbd_resize2", || self.spec())?;

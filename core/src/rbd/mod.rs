@@ -15,6 +15,19 @@ use crate::rados::{IoCtx, cstring};
 use image::{owned, spec};
 use list::{CList, grow_list};
 
+/// Largest image size accepted (2^63 - 1 bytes). librbd refuses larger sizes
+/// except near 2^64, where its arithmetic overflows and it accepts them (an image
+/// of 16 EiB); no real image comes close.
+pub const MAX_IMAGE_SIZE: u64 = i64::MAX as u64;
+
+/// Refuses sizes past [`MAX_IMAGE_SIZE`] before librbd sees them.
+pub(crate) fn check_size(size: u64) -> Result<()> {
+    if size > MAX_IMAGE_SIZE {
+        return Err(crate::Error::Invalid(format!("invalid size {size} bytes: larger than 2^63-1")));
+    }
+    Ok(())
+}
+
 /// An image as a pool listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageEntry {
@@ -93,8 +106,10 @@ impl<'c> IoCtx<'c> {
     /// Creates image `name` of `size` bytes.
     ///
     /// # Errors
-    /// `Exists` if the name is taken; `NotFound` for a missing data pool.
+    /// `Exists` if the name is taken; `NotFound` for a missing data pool;
+    /// [`crate::Error::Invalid`] for a size past [`MAX_IMAGE_SIZE`].
     pub fn create_image(&self, name: &str, size: u64, opts: &ImageOptions) -> Result<()> {
+        check_size(size)?;
         let n = cstring("image name", name)?;
         // SAFETY: `self.raw()` is a live I/O context; `n` and `opts` outlive the call.
         let r = unsafe { sys::rbd_create4(self.raw(), n.as_ptr(), size, opts.raw()) };

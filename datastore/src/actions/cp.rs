@@ -55,7 +55,11 @@ fn parse_bw(s: &str) -> Result<u64> {
         Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    num.trim().parse::<u64>().map(|n| n * mult).map_err(|_| format!("invalid LIMIT_TRANSFER_BW {s:?}"))
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("invalid LIMIT_TRANSFER_BW {s:?}"))
 }
 
 /// Runs the action.
@@ -138,5 +142,6 @@ mod tests {
         assert_eq!(parse_bw("10M").unwrap(), 10 << 20);
         assert_eq!(parse_bw("2G").unwrap(), 2 << 30);
         assert!(parse_bw("fast").is_err());
+        assert!(parse_bw("99999999999G").is_err(), "overflow");
     }
 }

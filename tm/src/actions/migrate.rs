@@ -29,6 +29,8 @@ pub fn mv(args: &[String], ctx: &Ctx) -> Result {
     if src.is_disk() {
         return Ok(()); // the disk stays in RBD
     }
+    rbdx_one::hostfs::check_path(&src.path)?;
+    rbdx_one::hostfs::check_path(&dst.path)?;
     if src.host == dst.host && src.path == dst.path {
         return Ok(());
     }
@@ -68,9 +70,17 @@ fn local_move(cfg: &rbdx_one::config::Config, src: &str, from: &str, dst: &str, 
         let mut tar = Command::new("tar")
             .args(["--sparse", "-C", from, "-cf", "-", "."])
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("running tar: {e}"))?;
         let mut out = tar.stdout.take().ok_or("no tar output")?;
+        // tar's messages become the one-line error, never lines of our stderr.
+        let mut tar_err = tar.stderr.take().ok_or("no tar stderr")?;
+        let tar_err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = tar_err.read_to_string(&mut s);
+            s
+        });
         match std::io::copy(&mut out, &mut stdin) {
             // The remote tar may stop before the archive's padding: its outcome says.
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(format!("{remote}: {e}")),
@@ -78,8 +88,10 @@ fn local_move(cfg: &rbdx_one::config::Config, src: &str, from: &str, dst: &str, 
         }
         drop(stdin);
         let st = tar.wait().map_err(|e| e.to_string())?;
+        let err = tar_err.join().unwrap_or_default();
         if !st.success() {
-            return Err(format!("tar of {from} failed ({st})"));
+            let first = err.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output");
+            return Err(format!("tar of {from} failed ({st}): {first}"));
         }
         let mut o = Vec::new();
         let mut so = stdout;

@@ -2,7 +2,7 @@
 //! `mvds` (a persistent disk already lives in RBD), `failmigrate`, `delete.ssh`,
 //! and `mv` of a disk path (the image stays where it is).
 
-use rbdx_one::args::{HostPath, expect_args, parse_id};
+use rbdx_one::args::{HostPath, expect_args, parse_id, validate_host};
 
 use crate::context::Result;
 
@@ -13,16 +13,36 @@ use crate::context::Result;
 pub fn mvds(args: &[String]) -> Result {
     let a = expect_args(args, "mvds <host:path/disk.N> <source> <vmid> <dsid>", 4, 4)?;
     HostPath::parse(&a[0])?;
+    a[1].parse::<rbdx_core::ops::ImageSpec>()?;
     parse_id("VM id", &a[2])?;
     parse_id("datastore id", &a[3])?;
     Ok(())
 }
 
-/// `failmigrate` and `delete.ssh`: accept what oned sends.
+/// `failmigrate SRC DST VM_DIR VMID DSID [CALLER]`: premigrate's arguments.
 ///
 /// # Errors
-/// Never.
-pub fn accept(_args: &[String]) -> Result {
+/// Malformed arguments.
+pub fn failmigrate(args: &[String]) -> Result {
+    let usage = "failmigrate <src_host> <dst_host> <vm_dir> <vmid> <dsid> [caller]";
+    let a = expect_args(args, usage, 5, 6)?;
+    validate_host(&a[0])?;
+    validate_host(&a[1])?;
+    rbdx_one::hostfs::check_path(&a[2])?;
+    parse_id("VM id", &a[3])?;
+    parse_id("datastore id", &a[4])?;
+    Ok(())
+}
+
+/// `delete.ssh host:path VMID DSID`: delete's arguments.
+///
+/// # Errors
+/// Malformed arguments.
+pub fn delete_ssh(args: &[String]) -> Result {
+    let a = expect_args(args, "delete.ssh <host:path> <vmid> <dsid>", 3, 3)?;
+    HostPath::parse(&a[0])?;
+    parse_id("VM id", &a[1])?;
+    parse_id("datastore id", &a[2])?;
     Ok(())
 }
 
