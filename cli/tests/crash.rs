@@ -2,21 +2,40 @@
 //! mutations in turn (the test build's `RBDX_CRASH_AT=k`), then run again with
 //! the same arguments; the end state must equal that of an uninterrupted run,
 //! with no leaked image, snapshot, metadata key or trash entry.
+//!
+//! Covered, each from every crash point:
+//! - OpenNebula TM: `clone`, `cpds`, `snap_create` (a disk's first snapshot, and
+//!   one after a revert), `snap_revert`, `snap_delete`, `delete`, `mkimage` (FS
+//!   ext4) and `mkswap` (the file system or swap signature checked too);
+//! - OpenNebula datastore: `snap_flatten`, `clone`, `rm`, and `cp` of a raw and of
+//!   a qcow2 file (the image's bytes checked too; an aborted run can leave its
+//!   staging files behind, at most two);
+//! - the Proxmox helper (`rbdx pve`, re-run with the same request, as PVE retries
+//!   a call): `create_base`, `volume_snapshot_rollback`, `free_image`, and
+//!   `alloc_image` / `clone_image` (linked clone of a template). A re-run of the
+//!   last two cannot give an interrupted run's image back: with no name, the
+//!   retry picks the next free name and the interrupted run's complete image is
+//!   left under a name PVE was never told (listed for the VM, so `qm rescan`
+//!   finds it); with a name, the retry is refused as the image exists. Those
+//!   tests pin exactly that, and that nothing else is left.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rbdx_core::Cluster;
-use rbdx_core::ops::disk::Disk;
+use rbdx_core::ops::disk::{Disk, Reclaim};
 use rbdx_core::ops::{self, CreateOptions, ImageSpec};
 use rbdx_core::rbd::SnapNamespace;
 use rbdx_tests::one::{OneEnv, assert_ok, vm_doc};
-use rbdx_tests::{MIB, fill};
+use rbdx_tests::{MIB, checksum, fill, reclaim_until_gone};
+use serde_json::{Value, json};
 
 const IMAGE_DS: u32 = 100;
+const SYSTEM_DS: u32 = 0;
 
 /// One crash-point test at a time: each is long and busy on the test process's
 /// Ceph client, and librados in this process has aborted under that load (see
@@ -27,9 +46,10 @@ fn env() -> OneEnv {
     OneEnv::new(Path::new(env!("CARGO_BIN_EXE_rbdx")), "EXECUTION = local\nCEPH_TIMEOUT = 20\n")
 }
 
+/// Ids no other test process uses: 5000 per process (each case takes three).
 fn fresh_id() -> u32 {
     static N: AtomicU32 = AtomicU32::new(0);
-    (std::process::id() % 20_000) * 200 + 20_000_000 + N.fetch_add(1, Ordering::Relaxed)
+    (std::process::id() % 20_000) * 5_000 + 20_000_000 + N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// One scenario: names are made from `id`, so every attempt has its own images.
@@ -44,7 +64,11 @@ impl Case {
         Self { img: fresh_id(), vm: fresh_id(), new: fresh_id() }
     }
     fn disk_path(&self) -> String {
-        format!("localhost:/var/lib/one//datastores/0/{}/disk.0", self.vm)
+        format!("localhost:/var/lib/one//datastores/{SYSTEM_DS}/{}/disk.0", self.vm)
+    }
+    /// The Proxmox volume `vm-<vm>-disk-0`.
+    fn vol(&self) -> String {
+        format!("vm-{}-disk-0", self.vm)
     }
     /// Image-name prefixes of this case, with the label each becomes in a state.
     fn labels(&self) -> Vec<(String, &'static str)> {
@@ -52,7 +76,34 @@ impl Case {
             (format!("one-{}-{}-0", self.img, self.vm), "DISK"),
             (format!("one-{}", self.new), "NEW"),
             (format!("one-{}", self.img), "IMG"),
+            (format!("one-sys-{}", self.vm), "SYS"),
+            (format!("vm-{}-disk", self.vm), "VM"),
+            (format!("base-{}-disk", self.vm), "BASE"),
+            (format!("vm-{}-disk", self.new), "CLONE"),
         ]
+    }
+    /// `s` with the case's ids replaced by labels, and the snapshot id in an rbdx
+    /// carrier name (`<head>.rbdx-c<id>`, different in every case) masked.
+    fn norm(&self, s: &str) -> String {
+        let mut s = s.to_string();
+        for (p, l) in self.labels() {
+            s = s.replace(p.as_str(), l);
+        }
+        let mut out = String::new();
+        let mut rest = s.as_str();
+        while let Some(i) = rest.find(".rbdx-c") {
+            out.push_str(&rest[..i + 7]);
+            rest = rest[i + 7..].trim_start_matches(|ch: char| ch.is_ascii_digit());
+            out.push('N');
+        }
+        out.push_str(rest);
+        out
+    }
+    /// True if image `name` is one of this case's.
+    fn owns(&self, name: &str) -> bool {
+        self.labels().iter().any(|(p, _)| {
+            name == p || name.starts_with(&format!("{p}-")) || name.starts_with(&format!("{p}."))
+        })
     }
 }
 
@@ -60,23 +111,11 @@ impl Case {
 /// snapshots, trashed snapshots, rbdx metadata) and each trash entry, with the
 /// case's ids replaced by labels.
 fn state(c: &Cluster, pool: &str, case: &Case) -> BTreeMap<String, String> {
-    let labels = case.labels();
-    let norm = |s: &str| {
-        let mut s = s.to_string();
-        for (p, l) in &labels {
-            s = s.replace(p.as_str(), l);
-        }
-        s
-    };
-    let ours = |n: &str| {
-        labels
-            .iter()
-            .any(|(p, _)| n == p || n.starts_with(&format!("{p}-")) || n.starts_with(&format!("{p}.")))
-    };
+    let norm = |s: &str| case.norm(s);
     let io = c.ioctx(pool).unwrap();
     let mut out = BTreeMap::new();
     for e in io.list_images().unwrap() {
-        if !ours(&e.name) {
+        if !case.owns(&e.name) {
             continue;
         }
         let spec = ImageSpec::new(pool, &e.name).unwrap();
@@ -114,7 +153,7 @@ fn state(c: &Cluster, pool: &str, case: &Case) -> BTreeMap<String, String> {
         );
     }
     for t in io.trash_list().unwrap() {
-        if ours(&t.name) {
+        if case.owns(&t.name) {
             out.insert(format!("trash:{}", norm(&t.name)), format!("{:?}", t.source));
         }
     }
@@ -123,12 +162,11 @@ fn state(c: &Cluster, pool: &str, case: &Case) -> BTreeMap<String, String> {
 
 /// Waits (up to 30 s) until no image of the case has a watcher.
 fn wait_unwatched(c: &Cluster, pool: &str, case: &Case) {
-    let labels = case.labels();
     let io = c.ioctx(pool).unwrap();
     let start = std::time::Instant::now();
     loop {
         let watched = io.list_images().unwrap().into_iter().any(|e| {
-            labels.iter().any(|(p, _)| e.name.starts_with(p.as_str()))
+            case.owns(&e.name)
                 && io
                     .open_read_only(&e.name, None)
                     .is_ok_and(|i| !i.watchers().unwrap_or_default().is_empty())
@@ -150,6 +188,36 @@ fn libc_sigabrt() -> i32 {
     6
 }
 
+/// Asserts a run succeeded, showing its stderr and stdout (the Proxmox helper
+/// answers errors there) if not.
+fn assert_finished(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// How a scenario is made, run and removed: `setup` makes a fresh case, `action`
+/// runs the action under test (with crash point `k` when given), `result`
+/// describes what the state listing cannot see (data, the answer) from a
+/// finished run and its output, and `cleanup` removes the case, asserting that
+/// nothing is left.
+struct Scenario<'a> {
+    setup: &'a dyn Fn(&OneEnv, &Case),
+    action: &'a dyn Fn(&OneEnv, &Case, Option<u32>) -> Output,
+    result: &'a dyn Fn(&OneEnv, &Case, &Output) -> String,
+    cleanup: &'a dyn Fn(&OneEnv, &Case),
+}
+
+/// `state` plus the scenario's `result` of a finished run.
+fn end_state(e: &OneEnv, s: &Scenario<'_>, case: &Case, out: &Output) -> BTreeMap<String, String> {
+    let mut st = state(e.cluster.connect(), &e.cluster.pool, case);
+    st.insert("<result>".into(), (s.result)(e, case, out));
+    st
+}
+
 /// Runs `action` with crash points 1, 2, … (each on a fresh `setup`), re-runs it
 /// after each crash, and compares every end state with the uninterrupted one.
 /// Returns how many crash points the action has.
@@ -159,32 +227,38 @@ fn every_crash_point(
     action: &dyn Fn(&OneEnv, &Case, Option<u32>) -> Output,
     cleanup: &dyn Fn(&OneEnv, &Case),
 ) -> u32 {
+    converges(e, &Scenario { setup, action, result: &|_, _, _| String::new(), cleanup })
+}
+
+/// [`every_crash_point`] for a [`Scenario`].
+fn converges(e: &OneEnv, s: &Scenario<'_>) -> u32 {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let c = e.cluster.connect();
     let pool = &e.cluster.pool;
     let reference = Case::new();
-    setup(e, &reference);
-    assert_ok(&action(e, &reference, None));
-    let want = state(c, pool, &reference);
-    cleanup(e, &reference);
+    (s.setup)(e, &reference);
+    let out = (s.action)(e, &reference, None);
+    assert_finished(&out, "an uninterrupted run");
+    let want = end_state(e, s, &reference, &out);
+    (s.cleanup)(e, &reference);
     let mut k = 1;
     loop {
         let case = Case::new();
-        setup(e, &case);
-        let out = action(e, &case, Some(k));
+        (s.setup)(e, &case);
+        let out = (s.action)(e, &case, Some(k));
         if !crashed(&out) {
-            assert_ok(&out);
-            assert_eq!(state(c, pool, &case), want, "an action without crash point {k}");
-            cleanup(e, &case);
+            assert_finished(&out, &format!("a run without crash point {k}"));
+            assert_eq!(end_state(e, s, &case, &out), want, "an action without crash point {k}");
+            (s.cleanup)(e, &case);
             return k - 1;
         }
         // Interrupted after its k-th mutation: run it again, once the dead
         // process's watches have expired (as a later re-run would find it).
         wait_unwatched(c, pool, &case);
-        let again = action(e, &case, None);
-        assert_ok(&again);
-        assert_eq!(state(c, pool, &case), want, "re-run after crash point {k}");
-        cleanup(e, &case);
+        let again = (s.action)(e, &case, None);
+        assert_finished(&again, &format!("the re-run after crash point {k}"));
+        assert_eq!(end_state(e, s, &case, &again), want, "re-run after crash point {k}");
+        (s.cleanup)(e, &case);
         k += 1;
         assert!(k < 200, "runaway");
     }
@@ -199,9 +273,9 @@ fn tm(e: &OneEnv, action: &str, args: &[String], crash: Option<u32>) -> Output {
     cmd.output().unwrap()
 }
 
-/// An image and a VM whose disk 0 is a clone of it (on the EC datastore), with
-/// snapshots 0 and 1 taken through the TM driver.
-fn vm_with_snapshots(e: &OneEnv, case: &Case, revert: bool) {
+/// An image and a VM whose disk 0 is a clone of it, made by the TM driver (on
+/// the EC datastore).
+fn vm_with_disk(e: &OneEnv, case: &Case) {
     let c = e.cluster.connect();
     let img = ImageSpec::new(&e.cluster.pool, &format!("one-{}", case.img)).unwrap();
     ops::create(c, &img, 16 * MIB, &CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
@@ -211,29 +285,56 @@ fn vm_with_snapshots(e: &OneEnv, case: &Case, revert: bool) {
         case.vm,
         vm_doc(case.vm, "localhost", 3, &[e.image_disk(0, &img.to_string(), true, IMAGE_DS, 16)]),
     );
-    let args = |rest: &[&str]| -> Vec<String> { rest.iter().map(|s| s.to_string()).collect() };
     let (vm, ds) = (case.vm.to_string(), IMAGE_DS.to_string());
-    assert_ok(&tm(e, "clone", &args(&[&format!("frontend:{img}"), &case.disk_path(), &vm, &ds]), None));
+    assert_ok(&tm(e, "clone", &[format!("frontend:{img}"), case.disk_path(), vm, ds], None));
+}
+
+/// [`vm_with_disk`], with snapshots 0 and 1 taken through the TM driver (and a
+/// revert to 0 when asked).
+fn vm_with_snapshots(e: &OneEnv, case: &Case, revert: bool) {
+    vm_with_disk(e, case);
     for s in ["0", "1"] {
-        assert_ok(&tm(e, "snap_create", &args(&[&case.disk_path(), s, &vm, &ds]), None));
+        assert_ok(&tm(e, "snap_create", &snap_args(case, s), None));
     }
     if revert {
-        assert_ok(&tm(e, "snap_revert", &args(&[&case.disk_path(), "0", &vm, &ds]), None));
+        assert_ok(&tm(e, "snap_revert", &snap_args(case, "0"), None));
     }
 }
 
+/// Removes every image of the case, clones before what they were made from, and
+/// asserts that nothing is left.
 fn remove_all(e: &OneEnv, case: &Case) {
     let c = e.cluster.connect();
     let pool = &e.cluster.pool;
     wait_unwatched(c, pool, case);
-    for name in [format!("one-{}", case.new), format!("one-{}-{}-0", case.img, case.vm)] {
-        Disk::new(c, ImageSpec::new(pool, &name).unwrap())
-            .remove(None, rbdx_core::ops::disk::Reclaim::Flatten)
-            .unwrap();
+    let remove = |name: &str| {
+        Disk::new(c, ImageSpec::new(pool, name).unwrap()).remove(None, Reclaim::Flatten).unwrap();
+    };
+    // Proxmox volumes `<prefix>-<n>`: the alloc and clone tests leave several.
+    let volumes = |prefix: String| -> Vec<String> {
+        let io = c.ioctx(pool).unwrap();
+        let names = io.list_images().unwrap().into_iter().map(|e| e.name);
+        names
+            .filter(|n| {
+                n.strip_prefix(prefix.as_str())
+                    .and_then(|r| r.strip_prefix('-'))
+                    .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .collect()
+    };
+    let clones = [format!("one-{}", case.new), format!("one-{}-{}-0", case.img, case.vm)];
+    for name in clones.into_iter().chain(volumes(format!("vm-{}-disk", case.new))) {
+        remove(&name);
     }
     rbdx_core::ops::disk::reclaim(c, &ImageSpec::new(pool, "x").unwrap()).unwrap();
-    let img = ImageSpec::new(pool, &format!("one-{}", case.img)).unwrap();
-    Disk::new(c, img.clone()).remove(None, rbdx_core::ops::disk::Reclaim::Flatten).unwrap();
+    let sources = [format!("one-{}", case.img), format!("one-sys-{}-0", case.vm)];
+    let volumes =
+        volumes(format!("vm-{}-disk", case.vm)).into_iter().chain(volumes(format!("base-{}-disk", case.vm)));
+    for name in sources.into_iter().chain(volumes) {
+        remove(&name);
+    }
+    let waiting = reclaim_until_gone(c, pool, |n| case.owns(n));
+    assert!(waiting.is_empty(), "reclaim left {waiting:?}");
     assert!(state(c, pool, case).is_empty(), "cleanup left {:?}", state(c, pool, case));
 }
 
@@ -401,4 +502,402 @@ fn ds_rm_converges_from_every_crash_point() {
     );
     assert!(n >= 2, "rm has {n} crash points");
     eprintln!("ds rm: {n} crash points, each re-run converged");
+}
+
+/// A VM whose disk 0 is volatile (`kind` `fs` with `fs`, or `swap`), 16 MiB, on
+/// the EC system datastore.
+fn vm_with_volatile_disk(e: &OneEnv, case: &Case, kind: &str, fs: Option<&str>) {
+    e.oned.set_datastore(SYSTEM_DS, e.system_ds(SYSTEM_DS, true));
+    e.oned.set_vm(case.vm, vm_doc(case.vm, "localhost", 3, &[e.volatile_disk(0, kind, fs, SYSTEM_DS, 16)]));
+}
+
+/// `len` bytes of image `name` at `offset`.
+fn read_at(e: &OneEnv, name: &str, offset: u64, len: usize) -> Vec<u8> {
+    let io = e.cluster.connect().ioctx(&e.cluster.pool).unwrap();
+    let mut buf = vec![0u8; len];
+    io.open_read_only(name, None).unwrap().read_at(offset, &mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn mkimage_converges_from_every_crash_point() {
+    let e = env();
+    let n = converges(
+        &e,
+        &Scenario {
+            setup: &|e, case| vm_with_volatile_disk(e, case, "fs", Some("ext4")),
+            action: &|e, case, k| {
+                let (vm, sys) = (case.vm.to_string(), SYSTEM_DS.to_string());
+                tm(e, "mkimage", &["16".into(), "raw".into(), case.disk_path(), vm, sys], k)
+            },
+            // The ext4 superblock magic (mkfs puts a fresh UUID in every image).
+            result: &|e, case, _| {
+                format!("magic {:02x?}", read_at(e, &format!("one-sys-{}-0", case.vm), 1024 + 56, 2))
+            },
+            cleanup: &remove_all,
+        },
+    );
+    assert!(n >= 2, "mkimage has {n} crash points");
+    eprintln!("mkimage (ext4): {n} crash points, each re-run converged");
+}
+
+#[test]
+fn mkswap_converges_from_every_crash_point() {
+    let e = env();
+    let n = converges(
+        &e,
+        &Scenario {
+            setup: &|e, case| vm_with_volatile_disk(e, case, "swap", None),
+            action: &|e, case, k| {
+                let (vm, sys) = (case.vm.to_string(), SYSTEM_DS.to_string());
+                tm(e, "mkswap", &["16".into(), case.disk_path(), vm, sys], k)
+            },
+            result: &|e, case, _| {
+                String::from_utf8_lossy(&read_at(e, &format!("one-sys-{}-0", case.vm), 4086, 10)).into()
+            },
+            cleanup: &remove_all,
+        },
+    );
+    assert!(n >= 2, "mkswap has {n} crash points");
+    eprintln!("mkswap: {n} crash points, each re-run converged");
+}
+
+#[test]
+fn snap_create_converges_from_every_crash_point() {
+    let e = env();
+    // The disk's first snapshot: the disk is adopted into the scheme on the way.
+    let first = every_crash_point(
+        &e,
+        &vm_with_disk,
+        &|e, case, k| tm(e, "snap_create", &snap_args(case, "0"), k),
+        &remove_all,
+    );
+    eprintln!("snap_create (first snapshot): {first} crash points, each re-run converged");
+    // A snapshot of a head that a revert made, with a carrier holding 0 and 1.
+    let later = every_crash_point(
+        &e,
+        &|e, case| vm_with_snapshots(e, case, true),
+        &|e, case, k| tm(e, "snap_create", &snap_args(case, "2"), k),
+        &remove_all,
+    );
+    assert!(first >= 2 && later >= 2, "snap_create has {first} and {later} crash points");
+    eprintln!("snap_create (after a revert): {later} crash points, each re-run converged");
+}
+
+/// A 4 MiB raw file with data at two places and a hole between, and the same
+/// data as qcow2; returns both paths and the data.
+fn source_files(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>) {
+    let mut data = vec![0u8; 4 << 20];
+    for (off, seed) in [(0usize, 1u8), (3 << 20, 2)] {
+        for (i, b) in data[off..off + (1 << 20)].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(13).wrapping_add(seed);
+        }
+    }
+    let raw = dir.join("src.raw");
+    std::fs::write(&raw, &data).unwrap();
+    let qcow = dir.join("src.qcow2");
+    let ok = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow)
+        .status()
+        .expect("qemu-img (qemu-utils) is needed");
+    assert!(ok.success(), "qemu-img convert");
+    (raw, qcow, data)
+}
+
+#[test]
+fn ds_cp_converges_from_every_crash_point() {
+    let e = env();
+    let staging = e.dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    let (raw, qcow, data) = source_files(e.dir.path());
+    let ds_doc = e.image_ds(IMAGE_DS, true, &[("STAGING_DIR", staging.display().to_string())]);
+    for (format, file) in [("raw", &raw), ("qcow2", &qcow)] {
+        let message = format!("<IMAGE><PATH>{}</PATH><SIZE>4</SIZE></IMAGE>{ds_doc}", file.display());
+        let n = converges(
+            &e,
+            &Scenario {
+                setup: &|_, _| {},
+                action: &|e, case, k| ds(e, "cp", case.img, &message, k),
+                result: &|e, case, out| {
+                    let name = format!("one-{}", case.img);
+                    let same = read_at(e, &name, 0, data.len()) == data;
+                    let stdout = case.norm(&String::from_utf8_lossy(&out.stdout));
+                    format!("{stdout:?} data {}", if same { "as the source" } else { "NOT as the source" })
+                },
+                cleanup: &remove_all,
+            },
+        );
+        assert!(n >= 2, "cp ({format}) has {n} crash points");
+        // An aborted process cannot remove its staging files (the stream's copy
+        // and qemu-img's output, for a qcow2 file): at most two per crash, and
+        // none from a run that finishes.
+        let left: Vec<_> = std::fs::read_dir(&staging).unwrap().map(|d| d.unwrap().file_name()).collect();
+        assert!(left.len() <= 2 * n as usize, "staging files left: {left:?}");
+        eprintln!("ds cp ({format}): {n} crash points, each re-run converged; staging files left: {left:?}");
+        for f in std::fs::read_dir(&staging).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+    }
+}
+
+/// Runs `rbdx pve` as the plugin does: one JSON request on stdin, for the test
+/// pools (the EC data pool set).
+fn pve(e: &OneEnv, method: &str, params: Value, crash: Option<u32>) -> Output {
+    let cl = &e.cluster;
+    let ceph = json!({"pool": cl.pool, "data_pool": cl.ec_pool, "id": cl.id, "conf": cl.conf,
+                      "keyring": cl.keyring, "timeout": 20});
+    let req = json!({"version": 1, "storeid": "crash", "ceph": ceph, "method": method, "params": params});
+    let mut cmd = Command::new(&e.bin);
+    cmd.arg("pve").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(k) = crash {
+        cmd.env("RBDX_CRASH_AT", k.to_string());
+    }
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{req}\n").as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The helper's answer: its result, or its one-line error.
+fn answer(out: &Output) -> Result<Value, String> {
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+        panic!("no JSON answer ({err}); stderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    if v["ok"] == json!(true) {
+        Ok(v["result"].clone())
+    } else {
+        Err(v["error"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+fn pve_ok(e: &OneEnv, method: &str, params: Value) -> Value {
+    answer(&pve(e, method, params, None)).unwrap_or_else(|err| panic!("{method}: {err}"))
+}
+
+/// The answer of a finished call, with the case's ids replaced by labels.
+fn pve_result(case: &Case, out: &Output) -> String {
+    case.norm(&format!("{:?}", answer(out)))
+}
+
+/// The Proxmox volume `vm-<vm>-disk-0` (16 MiB, the EC data pool) with data, and
+/// `snaps` taken through the helper, each after new data.
+fn pve_disk(e: &OneEnv, case: &Case, snaps: &[&str]) {
+    let got = pve_ok(e, "alloc_image", json!({"vmid": case.vm, "name": case.vol(), "size_kib": 16 << 10}));
+    assert_eq!(got, json!(case.vol()));
+    let io = e.cluster.connect().ioctx(&e.cluster.pool).unwrap();
+    fill(&io.open(&case.vol()).unwrap(), 0, MIB, 1);
+    for (i, s) in (2..).zip(snaps) {
+        pve_ok(e, "volume_snapshot", json!({"volname": case.vol(), "snap": s}));
+        fill(&io.open(&case.vol()).unwrap(), 0, MIB, i);
+    }
+}
+
+/// [`pve_disk`] made a template (`base-<vm>-disk-0` with `__base__`).
+fn pve_template(e: &OneEnv, case: &Case) {
+    pve_disk(e, case, &[]);
+    pve_ok(e, "create_base", json!({"volname": case.vol()}));
+}
+
+#[test]
+fn pve_create_base_converges_from_every_crash_point() {
+    let e = env();
+    let n = converges(
+        &e,
+        &Scenario {
+            setup: &|e, case| pve_disk(e, case, &[]),
+            action: &|e, case, k| pve(e, "create_base", json!({"volname": case.vol()}), k),
+            result: &|_, case, out| pve_result(case, out),
+            cleanup: &remove_all,
+        },
+    );
+    assert!(n >= 2, "create_base has {n} crash points");
+    eprintln!("pve create_base: {n} crash points, each re-run converged");
+}
+
+#[test]
+fn pve_volume_snapshot_rollback_converges_from_every_crash_point() {
+    let e = env();
+    let n = converges(
+        &e,
+        &Scenario {
+            setup: &|e, case| pve_disk(e, case, &["snap1", "snap2"]),
+            action: &|e, case, k| {
+                pve(e, "volume_snapshot_rollback", json!({"volname": case.vol(), "snap": "snap1"}), k)
+            },
+            // The head reads as snap1 did.
+            result: &|e, case, out| {
+                let io = e.cluster.connect().ioctx(&e.cluster.pool).unwrap();
+                let sum = checksum(&io.open_read_only(&case.vol(), None).unwrap());
+                format!("{} {sum:x}", pve_result(case, out))
+            },
+            cleanup: &remove_all,
+        },
+    );
+    assert!(n >= 5, "volume_snapshot_rollback has {n} crash points");
+    eprintln!("pve volume_snapshot_rollback: {n} crash points, each re-run converged");
+}
+
+#[test]
+fn pve_free_image_converges_from_every_crash_point() {
+    let e = env();
+    // A volume with a carrier (a rollback) and a clone of one of its snapshots
+    // (another VM's volume): what the clone reads goes to the trash for reclaim.
+    let n = converges(
+        &e,
+        &Scenario {
+            setup: &|e, case| {
+                pve_disk(e, case, &["snap1", "snap2"]);
+                pve_ok(e, "volume_snapshot_rollback", json!({"volname": case.vol(), "snap": "snap1"}));
+                let params = json!({"volname": case.vol(), "vmid": case.new, "snap": "snap2"});
+                assert_eq!(pve_ok(e, "clone_image", params), json!(format!("vm-{}-disk-0", case.new)));
+            },
+            action: &|e, case, k| pve(e, "free_image", json!({"volname": case.vol()}), k),
+            result: &|_, case, out| pve_result(case, out),
+            cleanup: &remove_all,
+        },
+    );
+    assert!(n >= 3, "free_image has {n} crash points");
+    eprintln!("pve free_image: {n} crash points, each re-run converged");
+}
+
+/// What PVE's retry of a call that makes a volume meets after an interrupted run
+/// made it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// No name was asked: the retry picks the next free name; the interrupted
+    /// run's volume stays under the name PVE was never told.
+    NextName,
+    /// A name was asked: the retry is refused, as the volume exists.
+    Refused,
+}
+
+/// An image's entry in a state without its rbdx metadata (a clone interrupted
+/// before it dropped what it inherited still has its parent's).
+fn without_meta(entry: &str) -> &str {
+    entry.split(" meta=").next().unwrap_or(entry)
+}
+
+/// Runs a Proxmox call that makes one volume (`alloc_image`, `clone_image`) with
+/// crash points 1, 2, …, each on a fresh `setup`, and retries it as PVE would.
+/// Asserts that each interrupted run left a complete volume (as an uninterrupted
+/// run makes it, listed for its VM) and, per `retry`, what the retry answered,
+/// and that nothing else differs from an uninterrupted run. Returns how many
+/// crash points the call has.
+fn pve_volume_after_every_crash_point(
+    e: &OneEnv,
+    setup: &dyn Fn(&OneEnv, &Case),
+    method: &str,
+    params: &dyn Fn(&Case) -> Value,
+    retry: Retry,
+) -> u32 {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let c = e.cluster.connect();
+    let pool = &e.cluster.pool;
+    let reference = Case::new();
+    setup(e, &reference);
+    let made = answer(&pve(e, method, params(&reference), None)).unwrap();
+    let made = reference.norm(made.as_str().unwrap());
+    let want = state(c, pool, &reference);
+    remove_all(e, &reference);
+    // The image the call made (the last part of a linked clone's volname).
+    let image = made.rsplit('/').next().unwrap().to_string();
+    let (stem, n) = image.rsplit_once('-').unwrap();
+    let next_image = format!("{stem}-{}", n.parse::<u32>().unwrap() + 1);
+    let next = made.replace(&image, &next_image);
+    let mut k = 1;
+    loop {
+        let case = Case::new();
+        setup(e, &case);
+        let out = pve(e, method, params(&case), Some(k));
+        if !crashed(&out) {
+            assert_eq!(answer(&out).map(|v| case.norm(v.as_str().unwrap())), Ok(made.clone()));
+            assert_eq!(state(c, pool, &case), want, "a call without crash point {k}");
+            remove_all(e, &case);
+            return k - 1;
+        }
+        wait_unwatched(c, pool, &case);
+        let left = state(c, pool, &case);
+        let strip = |st: &BTreeMap<String, String>| {
+            let mut st = st.clone();
+            st.entry(image.clone()).and_modify(|v| *v = without_meta(v).to_string());
+            st
+        };
+        assert_eq!(
+            strip(&left),
+            strip(&want),
+            "crash point {k}: the interrupted run's volume is complete, and nothing else differs"
+        );
+        let vmid = params(&case)["vmid"].clone();
+        let listed = pve_ok(e, "list_images", json!({ "vmid": vmid }));
+        let listed: Vec<String> =
+            listed.as_array().unwrap().iter().map(|v| case.norm(v["name"].as_str().unwrap())).collect();
+        assert!(listed.contains(&made), "crash point {k}: {made} is listed for its VM: {listed:?}");
+        let again = pve(e, method, params(&case), None);
+        let after = state(c, pool, &case);
+        match retry {
+            Retry::NextName => {
+                let got = answer(&again).map(|v| case.norm(v.as_str().unwrap()));
+                assert_eq!(got, Ok(next.clone()), "crash point {k}: the retry's volume");
+                assert_eq!(
+                    after.get(&next_image),
+                    Some(&want[&image]),
+                    "crash point {k}: the retry's volume"
+                );
+                let mut rest = after.clone();
+                rest.remove(&next_image);
+                assert_eq!(rest, left, "crash point {k}: the retry changed nothing else");
+            }
+            Retry::Refused => {
+                let err = answer(&again).expect_err("the retry is refused");
+                assert!(err.contains("exists"), "crash point {k}: {err}");
+                assert_eq!(after, want, "crash point {k}: the refused retry");
+            }
+        }
+        eprintln!("{method} crash point {k}: retry {:?}; left {left:?}", answer(&again));
+        remove_all(e, &case);
+        k += 1;
+        assert!(k < 50, "runaway");
+    }
+}
+
+#[test]
+fn pve_alloc_image_after_every_crash_point() {
+    let e = env();
+    let any = pve_volume_after_every_crash_point(
+        &e,
+        &|_, _| {},
+        "alloc_image",
+        &|case| json!({"vmid": case.vm, "name": null, "size_kib": 16 << 10}),
+        Retry::NextName,
+    );
+    let named = pve_volume_after_every_crash_point(
+        &e,
+        &|_, _| {},
+        "alloc_image",
+        &|case| json!({"vmid": case.vm, "name": case.vol(), "size_kib": 16 << 10}),
+        Retry::Refused,
+    );
+    assert!(any >= 1 && named >= 1, "alloc_image has {any} and {named} crash points");
+    eprintln!(
+        "pve alloc_image: {any} crash points (no name: each retry made the next volume, the \
+         interrupted one stays), {named} (named: each retry refused, the volume complete)"
+    );
+}
+
+#[test]
+fn pve_clone_image_of_a_template_after_every_crash_point() {
+    let e = env();
+    let n = pve_volume_after_every_crash_point(
+        &e,
+        &pve_template,
+        "clone_image",
+        &|case| json!({"volname": format!("base-{}-disk-0", case.vm), "vmid": case.new}),
+        Retry::NextName,
+    );
+    assert!(n >= 1, "clone_image has {n} crash points");
+    eprintln!(
+        "pve clone_image (linked): {n} crash points; each retry made the next volume, the \
+         interrupted one stays"
+    );
 }

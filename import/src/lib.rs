@@ -17,8 +17,11 @@
 //! - a gzip file is an OpenNebula RBD backup tarball ([`backup`]), as the stock
 //!   driver treats it.
 //!
-//! An interrupted import leaves its image marked [`KEY_IMPORTING`]; importing
-//! again removes it and starts over. A completed import is not repeated.
+//! The data goes into a temporary image ([`temp_name`]) that is renamed into
+//! place once complete, so an image under the target's name is always a finished
+//! import, and a completed import is not repeated. An interrupted import leaves
+//! only the temporary image (or, from older versions, the target marked
+//! [`KEY_IMPORTING`]); importing again removes it and starts over.
 
 #![deny(missing_docs)]
 
@@ -35,8 +38,15 @@ use rbdx_core::Cluster;
 use rbdx_core::ops::{self, CreateOptions, ImageSpec, RemoveOptions};
 use sha1::Sha1;
 
-/// Metadata key on an image whose import has not finished.
+/// Metadata key on an image whose import has not finished (set by older versions,
+/// which imported under the target's name).
 pub const KEY_IMPORTING: &str = "rbdx.importing";
+
+/// The temporary image an import into `target` writes before renaming it into place.
+pub fn temp_name(target: &str) -> String {
+    format!("{target}.rbdx-import")
+}
+
 /// Bytes read to recognise the format.
 const SNIFF: usize = 64 << 10;
 
@@ -222,7 +232,7 @@ fn hex(d: &[u8]) -> String {
 /// Imports `source` into the new image `target`.
 ///
 /// # Errors
-/// One line; the image is removed on any failure after it was created.
+/// One line; the temporary image is removed on any failure after it was created.
 pub fn import(
     cluster: &Cluster,
     source: Source,
@@ -230,8 +240,15 @@ pub fn import(
     opts: &Options,
     progress: Option<Progress<'_>>,
 ) -> Result<Report> {
-    // A finished earlier run is not repeated; an unfinished one is started over.
-    if let Ok(st) = ops::stat(cluster, target) {
+    // A finished earlier run is not repeated (the target's name only ever holds
+    // a complete image); an unfinished one is started over. Only "not found" means
+    // there is none (a timeout fails the import at once).
+    let existing = match ops::stat(cluster, target) {
+        Ok(st) => Some(st),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.to_string()),
+    };
+    if let Some(st) = existing {
         let io = ops::ioctx(cluster, target).map_err(|e| e.to_string())?;
         let marker = io.open_read_only(&target.name, None).and_then(|i| i.metadata_get(KEY_IMPORTING));
         match marker.map_err(|e| e.to_string())? {
@@ -242,6 +259,9 @@ pub fn import(
             }
         }
     }
+    let temp = target.sibling(&temp_name(&target.name)).map_err(|e| e.to_string())?;
+    ops::remove(cluster, &temp, RemoveOptions::default())
+        .map_err(|e| format!("removing the unfinished {temp}: {e}"))?;
     let (reader, total, local): (Box<dyn Read>, Option<u64>, Option<PathBuf>) = match source {
         Source::File(p) => {
             let f = File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
@@ -281,56 +301,56 @@ pub fn import(
         let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
         let b = backup::unpack(&file, &dir)?;
         let size = backup::declared_size(&b.full)?.max(opts.min_size.unwrap_or(0));
-        create(cluster, target, size, opts)?;
-        let io = ops::ioctx(cluster, target).map_err(|e| e.to_string())?;
-        let img = io.open(&target.name).map_err(|e| e.to_string())?;
-        backup::apply(&img, &b).map(|()| size)
+        create(cluster, &temp, size, opts)?;
+        let io = ops::ioctx(cluster, &temp).map_err(|e| e.to_string())?;
+        io.open(&temp.name).map_err(|e| e.to_string()).and_then(|img| backup::apply(&img, &b)).map(|()| size)
     } else if let (Format::Raw, Some(total)) = (format, total) {
         let size = total.max(opts.min_size.unwrap_or(0));
-        create(cluster, target, size, opts)?;
-        let r = write_raw(cluster, target, head.as_slice().chain(&mut tap));
+        create(cluster, &temp, size, opts)?;
+        let r = write_raw(cluster, &temp, head.as_slice().chain(&mut tap));
         r.map(|()| size)
     } else if format == Format::Raw {
         // A server that does not say the size: stage the data to learn it.
         let staged = stage(&head, &mut tap, opts)?;
         let len = staged.as_file().metadata().map_err(|e| e.to_string())?.len();
         let size = len.max(opts.min_size.unwrap_or(0));
-        create(cluster, target, size, opts)?;
+        create(cluster, &temp, size, opts)?;
         let f = File::open(staged.path()).map_err(|e| format!("reading the staged data: {e}"))?;
-        write_raw(cluster, target, f).map(|()| size)
+        write_raw(cluster, &temp, f).map(|()| size)
     } else {
         let (file, _staged) = as_file(local.as_deref(), &head, &mut tap, opts)?;
         let size = virtual_size(&file, format)?.max(opts.min_size.unwrap_or(0));
         let raw = convert_to_raw(&file, format, opts)?;
-        create(cluster, target, size, opts)?;
+        create(cluster, &temp, size, opts)?;
         let f = File::open(raw.path()).map_err(|e| format!("reading the converted image: {e}"))?;
-        write_raw(cluster, target, f).map(|()| size)
+        write_raw(cluster, &temp, f).map(|()| size)
     };
-    let size = match result {
+    let verified = result.and_then(|size| {
+        // Drain what a short format read left (for the checksums), then verify.
+        if opts.md5.is_some() || opts.sha1.is_some() {
+            io::copy(&mut tap, &mut io::sink()).map_err(|e| format!("reading the source: {e}"))?;
+        }
+        let checks = [
+            ("MD5", opts.md5.as_ref(), tap.md5.take().map(|h| hex(&h.finalize()))),
+            ("SHA1", opts.sha1.as_ref(), tap.sha1.take().map(|h| hex(&h.finalize()))),
+        ];
+        for (name, want, got) in checks {
+            if let (Some(want), Some(got)) = (want, got) {
+                if !want.eq_ignore_ascii_case(got.trim()) {
+                    return Err(format!("{name} mismatch: expected {want}, the source has {got}"));
+                }
+            }
+        }
+        Ok(size)
+    });
+    let size = match verified {
         Ok(s) => s,
         Err(e) => {
-            let _ = ops::remove(cluster, target, RemoveOptions::default());
+            let _ = ops::remove(cluster, &temp, RemoveOptions::default());
             return Err(e);
         }
     };
-    // Drain what a short format read left (for the checksums), then verify.
-    if opts.md5.is_some() || opts.sha1.is_some() {
-        io::copy(&mut tap, &mut io::sink()).map_err(|e| format!("reading the source: {e}"))?;
-    }
-    let checks = [
-        ("MD5", opts.md5.as_ref(), tap.md5.take().map(|h| hex(&h.finalize()))),
-        ("SHA1", opts.sha1.as_ref(), tap.sha1.take().map(|h| hex(&h.finalize()))),
-    ];
-    for (name, want, got) in checks {
-        if let (Some(want), Some(got)) = (want, got) {
-            if !want.eq_ignore_ascii_case(got.trim()) {
-                let _ = ops::remove(cluster, target, RemoveOptions::default());
-                return Err(format!("{name} mismatch: expected {want}, the source has {got}"));
-            }
-        }
-    }
-    let io = ops::ioctx(cluster, target).map_err(|e| e.to_string())?;
-    io.open(&target.name).and_then(|i| i.metadata_remove(KEY_IMPORTING)).map_err(|e| e.to_string())?;
+    ops::rename(cluster, &temp, &target.name).map_err(|e| format!("renaming {temp} to {target}: {e}"))?;
     Ok(Report { format, read: tap.read, size, already_done: false })
 }
 
@@ -357,11 +377,9 @@ fn as_file(
     }
 }
 
-fn create(cluster: &Cluster, target: &ImageSpec, size: u64, opts: &Options) -> Result<()> {
-    ops::create(cluster, target, size, &CreateOptions::with_data_pool(opts.data_pool.as_deref()))
-        .map_err(|e| format!("creating {target}: {e}"))?;
-    let io = ops::ioctx(cluster, target).map_err(|e| e.to_string())?;
-    io.open(&target.name).and_then(|i| i.metadata_set(KEY_IMPORTING, "1")).map_err(|e| e.to_string())
+fn create(cluster: &Cluster, image: &ImageSpec, size: u64, opts: &Options) -> Result<()> {
+    ops::create(cluster, image, size, &CreateOptions::with_data_pool(opts.data_pool.as_deref()))
+        .map_err(|e| format!("creating {image}: {e}"))
 }
 
 fn write_raw(cluster: &Cluster, target: &ImageSpec, src: impl Read) -> Result<()> {

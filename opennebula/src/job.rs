@@ -315,6 +315,33 @@ pub fn saveas_snapshot(target: &ImageSpec) -> String {
     format!("rbdx.saveas.{}", target.name)
 }
 
+/// What the clone of a save-as would refuse, refused before its snapshot is
+/// taken (so a failed save-as leaves nothing): a target that exists and is not
+/// this save-as's own clone (a re-run), or a data pool that does not exist.
+fn saveas_precheck(
+    c: &Cluster,
+    target: &ImageSpec,
+    snap: &str,
+    data_pool: Option<&str>,
+) -> Result<(), String> {
+    if let Some(dp) = data_pool {
+        c.pool_id(dp).map_err(|err| format!("data pool {dp}: {err}"))?;
+    }
+    let io = ops::ioctx(c, target).map_err(|err| format!("{target}: {err}"))?;
+    let t = match io.open_read_only(&target.name, None) {
+        Ok(t) => t,
+        Err(err) if err.is_not_found() => return Ok(()),
+        Err(err) => return Err(format!("{target}: {err}")),
+    };
+    let from_parent = t.parent().ok().flatten().is_some_and(|p| p.snap_name == snap);
+    let from_marker = t
+        .metadata_get("rbdx.cloned-from")
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.rsplit_once('@').is_some_and(|(_, s)| s == snap));
+    if from_parent || from_marker { Ok(()) } else { Err(format!("{target} already exists")) }
+}
+
 fn spec(s: &str) -> Result<ImageSpec, String> {
     s.parse().map_err(|e: rbdx_core::Error| e.to_string())
 }
@@ -468,6 +495,7 @@ impl Job {
                     Some(s) => s.clone(),
                     None => {
                         let s = saveas_snapshot(&t);
+                        saveas_precheck(c, &t, &s, data_pool.as_deref())?;
                         d.snapshot_create(&s).map_err(e(&format!("taking a snapshot of {h}")))?;
                         s
                     }
@@ -612,11 +640,17 @@ fn clone_disk(
     max_depth: u32,
     log: &mut Vec<String>,
 ) -> rbdx_core::Result<()> {
-    if ops::stat(c, dst).is_ok() {
-        // Made by an earlier run (which may have stopped right after the clone).
-        ops::strip_inherited(&ops::ioctx(c, dst)?, &dst.name)?;
-        log.push(format!("{dst} exists already"));
-        return Ok(());
+    // Only "not found" means there is no such clone yet: any other failure (a
+    // timeout) is the action's, not a reason to go on and wait again.
+    match ops::stat(c, dst) {
+        Ok(_) => {
+            // Made by an earlier run (which may have stopped right after the clone).
+            ops::strip_inherited(&ops::ioctx(c, dst)?, &dst.name)?;
+            log.push(format!("{dst} exists already"));
+            return Ok(());
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
     }
     let io = ops::ioctx(c, src)?;
     let opts = CloneOptions { data_pool: data_pool.map(str::to_string), ..CloneOptions::default() };
@@ -648,8 +682,18 @@ fn make_image(
     log: &mut Vec<String>,
 ) -> Result<(), String> {
     let size = size_mb << 20;
+    // A file system this driver cannot make is refused before anything is created.
+    if let Some(fs) = fs {
+        crate::format::check_supported(fs)?;
+    }
     // A re-run finds the image; a half-formatted one (no marker) is made again.
-    if let Ok(st) = ops::stat(c, dst) {
+    // Only "not found" means there is none (a timeout fails the action at once).
+    let existing = match ops::stat(c, dst) {
+        Ok(st) => Some(st),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.to_string()),
+    };
+    if let Some(st) = existing {
         let io = ops::ioctx(c, dst).map_err(|e| e.to_string())?;
         let done = io
             .open_read_only(&dst.name, None)

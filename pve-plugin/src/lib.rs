@@ -12,7 +12,7 @@ pub mod protocol;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use rbdx_core::ops::disk::{Disk, DiskConfig, Reclaim};
+use rbdx_core::ops::disk::{Disk, DiskConfig, KEY_DISK, Reclaim};
 use rbdx_core::ops::{self, CloneOptions, CreateOptions, ImageSpec};
 use rbdx_core::{Cluster, ConnectConfig, Timeouts};
 use serde_json::{Value, json};
@@ -35,9 +35,10 @@ pub fn image_of(volname: &str) -> Result<(String, u32)> {
     owner(name).map(|vmid| (name.to_string(), vmid)).ok_or_else(|| format!("invalid volume name {volname:?}"))
 }
 
-/// The owner of an image named `vm-<vmid>-…` or `base-<vmid>-…` (what PVE lists).
+/// The owner of an image named `vm-<vmid>-…` or `base-<vmid>-…` (what PVE lists;
+/// like the plugin's `parse_volname`, no whitespace).
 pub fn owner(name: &str) -> Option<u32> {
-    if name.contains(".rbdx-") || name.contains('/') || name.contains('@') {
+    if name.contains(".rbdx-") || name.contains(['/', '@']) || name.contains(char::is_whitespace) {
         return None;
     }
     let rest = name.strip_prefix("vm-").or_else(|| name.strip_prefix("base-"))?;
@@ -85,6 +86,23 @@ impl Helper {
         Ok(io.list_images()?.into_iter().map(|e| e.name).collect())
     }
 
+    /// True if `vm` is gone because a `create_base` renamed it to `base` (and was
+    /// interrupted before it answered): `base` exists and its `rbdx.disk` names
+    /// one of the two (the bookkeeping moves to the new name after the rename).
+    fn renamed_to_base(&self, vm: &str, base: &str) -> Result<bool> {
+        let io = ops::ioctx(&self.cluster, &self.spec(base)?)?;
+        let owner = match io.open_read_only(vm, None) {
+            Ok(_) => return Ok(false),
+            Err(e) if e.is_not_found() => match io.open_read_only(base, None) {
+                Ok(img) => img.metadata_get(KEY_DISK)?,
+                Err(e) if e.is_not_found() => return Ok(false),
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        Ok(owner.as_deref() == Some(vm) || owner.as_deref() == Some(base))
+    }
+
     /// `vm-<vmid>-disk-<n>` with the lowest free `n` (as PVE's find_free_diskname).
     fn free_name(&self, vmid: u32) -> Result<String> {
         let names = self.names()?;
@@ -130,15 +148,20 @@ impl Helper {
                 let (name, _) = image_of(volname)?;
                 let spec = self.spec(&name)?;
                 if name.starts_with("base-") {
-                    if let Ok(at) = ops::ioctx(&self.cluster, &spec)?.open_read_only(&name, Some(BASE_SNAP)) {
-                        let kids: Vec<String> =
-                            at.children()?.into_iter().filter(|c| !c.trash).map(|c| c.name).collect();
-                        if !kids.is_empty() {
-                            return Err(format!(
-                                "base volume {name} is still in use by linked clones: {}",
-                                kids.join(", ")
-                            ));
+                    // Only a missing base snapshot skips the check (a timeout must not).
+                    match ops::ioctx(&self.cluster, &spec)?.open_read_only(&name, Some(BASE_SNAP)) {
+                        Ok(at) => {
+                            let kids: Vec<String> =
+                                at.children()?.into_iter().filter(|c| !c.trash).map(|c| c.name).collect();
+                            if !kids.is_empty() {
+                                return Err(format!(
+                                    "base volume {name} is still in use by linked clones: {}",
+                                    kids.join(", ")
+                                ));
+                            }
                         }
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 Disk::new(&self.cluster, spec.clone()).remove(None, Reclaim::Trash)?;
@@ -220,7 +243,11 @@ impl Helper {
                     None if name.starts_with("base-") => name.clone(),
                     None => return Err(format!("{volname} cannot be a template")),
                 };
-                let disk = self.disk(volname)?;
+                // PVE retries a call that failed: after one interrupted once the
+                // volume was renamed, the volume is the base.
+                let name =
+                    if name != base && self.renamed_to_base(&name, &base)? { base.clone() } else { name };
+                let disk = Disk::new(&self.cluster, self.spec(&name)?);
                 let user_snaps: Vec<String> =
                     disk.snapshots()?.into_iter().map(|s| s.name).filter(|n| n != BASE_SNAP).collect();
                 if !user_snaps.is_empty() {
@@ -317,7 +344,12 @@ impl Helper {
         let written = (|| -> Result<()> {
             let io = ops::ioctx(&self.cluster, &spec)?;
             let img = io.open(&name)?;
-            ops::write_sparse(&img, input.take(size))?;
+            let mut body = input.take(size);
+            ops::write_sparse(&img, &mut body)?;
+            // A stream cut short (the sender died) must not pass for the volume.
+            if body.limit() > 0 {
+                return Err(format!("the stream ended after {} of {size} bytes", size - body.limit()));
+            }
             Ok(())
         })();
         if let Err(e) = written {
@@ -414,6 +446,7 @@ mod tests {
         for bad in ["", "vm-x-disk-0", "disk-0", "vm-100-", "vm--disk", "vm-100-disk-0.rbdx-c5", "vm-1-a@b"] {
             assert!(image_of(bad).is_err(), "{bad:?}");
         }
+        assert!(image_of("vm-100-disk 0").is_err(), "no whitespace, as the plugin's parse_volname");
         assert_eq!(owner("vm-100-state-snap1"), Some(100));
         assert_eq!(owner("vm-100-disk-0.rbdx-new"), None, "internal images are never listed");
     }
@@ -429,6 +462,10 @@ mod tests {
             ),
             (
                 r#"{"version":1,"storeid":"s","ceph":{"pool":"rbd"},"method":"status","params":{},"extra":1}"#,
+                "malformed request",
+            ),
+            (
+                r#"{"version":1,"storeid":"s","ceph":{"pool":"rbd"},"method":"fsid","params":{"extra":1}}"#,
                 "malformed request",
             ),
             (

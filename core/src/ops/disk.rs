@@ -349,8 +349,10 @@ impl<'c> Disk<'c> {
     /// no-op.
     ///
     /// # Errors
-    /// `NotFound` for a missing disk; Ceph errors.
+    /// [`Error::Invalid`] for an invalid snapshot name; `NotFound` for a missing
+    /// disk; Ceph errors.
     pub fn snapshot_delete(&self, snap: &str) -> Result<()> {
+        super::validate_name("snapshot", snap)?;
         let io = self.io()?;
         let book = self.book(&io)?;
         let head = io.open(&self.head.name)?;
@@ -813,7 +815,7 @@ pub fn reclaim(cluster: &Cluster, pool: &ImageSpec) -> Result<(usize, usize)> {
     // Freeing a child can free its parent's trashed snapshot: repeat while the
     // trash shrinks, by this pass or by a concurrent reclaim elsewhere.
     loop {
-        let (freed, waiting) = reclaim_pass(&io)?;
+        let (freed, waiting) = reclaim_pass(cluster, &io)?;
         total += freed;
         let after = io.trash_list()?.len();
         if waiting == 0 || after >= before {
@@ -823,12 +825,18 @@ pub fn reclaim(cluster: &Cluster, pool: &ImageSpec) -> Result<(usize, usize)> {
     }
 }
 
-fn reclaim_pass(io: &IoCtx<'_>) -> Result<(usize, usize)> {
+fn reclaim_pass(cluster: &Cluster, io: &IoCtx<'_>) -> Result<(usize, usize)> {
     let (mut freed, mut waiting) = (0, 0);
     for e in io.trash_list()? {
-        let marked = match io.open_by_id_read_only(&e.id) {
-            Ok(img) => img.metadata_get(KEY_RECLAIM)?.is_some(),
-            Err(err) if err.is_not_found() => false,
+        let (marked, user_snaps) = match io.open_by_id_read_only(&e.id) {
+            Ok(img) => {
+                let mut user = false;
+                for s in img.snapshots()? {
+                    user |= img.snap_namespace(s.id)? == SnapNamespace::User;
+                }
+                (img.metadata_get(KEY_RECLAIM)?.is_some(), user)
+            }
+            Err(err) if err.is_not_found() => (false, false),
             Err(err) => return Err(err),
         };
         if !marked {
@@ -837,11 +845,34 @@ fn reclaim_pass(io: &IoCtx<'_>) -> Result<(usize, usize)> {
         match io.trash_remove(&e.id, true) {
             Ok(()) => freed += 1,
             Err(err) if err.is_not_found() => {}
+            Err(err) if err.kind() == Some(ErrorKind::NotEmpty) && user_snaps => {
+                requeue(cluster, io, &e.id, &e.name)?;
+                waiting += 1;
+            }
             Err(err) if matches!(err.kind(), Some(ErrorKind::Busy | ErrorKind::NotEmpty)) => waiting += 1,
             Err(err) => return Err(err),
         }
     }
     Ok((freed, waiting))
+}
+
+/// A trashed image that got a user snapshot while it was being removed (a clone
+/// of it racing the removal takes its base snapshot): librbd can neither remove it
+/// nor its snapshot while it is in the trash. Bring it back (under its own name,
+/// or an internal one if that is taken again), drop the snapshot as a removal
+/// does, and put it back in the trash for a later pass.
+fn requeue(cluster: &Cluster, io: &IoCtx<'_>, id: &str, name: &str) -> Result<()> {
+    let back = match io.open_read_only(name, None) {
+        Err(e) if e.is_not_found() => name.to_string(),
+        Ok(_) => format!("{name}.rbdx-reclaim"),
+        Err(e) => return Err(e),
+    };
+    match io.trash_restore(id, &back) {
+        // Gone meanwhile, or an earlier interrupted requeue holds the name: later.
+        Err(e) if e.is_not_found() || e.is_exists() => return Ok(()),
+        other => other?,
+    }
+    dispose(cluster, io, &back, None, Reclaim::Trash)
 }
 
 /// Makes sure `image@snap` exists, taking it if needed. Safe against concurrent
