@@ -10,7 +10,8 @@ pub mod http;
 pub mod one;
 pub mod sshd;
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -46,17 +47,33 @@ fn var(name: &str) -> String {
 
 /// The test cluster from the environment. Panics (fails the test) when it is missing.
 pub fn cluster() -> TestCluster {
-    TestCluster {
-        dir: var("RBDX_TEST_CLUSTER_DIR").into(),
-        conf: var("RBDX_TEST_CONF").into(),
-        id: var("RBDX_TEST_ID"),
-        keyring: var("RBDX_TEST_KEYRING").into(),
-        pool: var("RBDX_TEST_POOL"),
-        ec_pool: var("RBDX_TEST_EC_POOL"),
-    }
+    TestCluster::from_vars(var)
 }
 
 impl TestCluster {
+    fn from_vars(var: impl Fn(&str) -> String) -> Self {
+        Self {
+            dir: var("RBDX_TEST_CLUSTER_DIR").into(),
+            conf: var("RBDX_TEST_CONF").into(),
+            id: var("RBDX_TEST_ID"),
+            keyring: var("RBDX_TEST_KEYRING").into(),
+            pool: var("RBDX_TEST_POOL"),
+            ec_pool: var("RBDX_TEST_EC_POOL"),
+        }
+    }
+
+    /// The cluster an `env` file of `rbdx-test-cluster` describes (`DIR/env`: its
+    /// `export RBDX_TEST_…=…` lines), for a test that starts a cluster of its own.
+    /// Panics when the file is unreadable or lacks a setting.
+    pub fn from_env_file(path: &Path) -> Self {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let vars: HashMap<&str, &str> =
+            text.lines().filter_map(|l| l.trim().strip_prefix("export ")?.split_once('=')).collect();
+        Self::from_vars(|name| {
+            vars.get(name).unwrap_or_else(|| panic!("{} does not set {name}", path.display())).to_string()
+        })
+    }
+
     /// Connection settings for the restricted client, 20 s timeouts.
     pub fn config(&self) -> ConnectConfig {
         ConnectConfig {

@@ -21,6 +21,7 @@ struct State {
     datastores: HashMap<u32, String>,
     hosts: String,
     calls: Vec<String>,
+    requests: Vec<String>,
 }
 
 /// oned's XML-RPC endpoint, on 127.0.0.1, serving the documents the test gives it.
@@ -83,6 +84,11 @@ impl OnedDouble {
     pub fn calls(&self) -> Vec<String> {
         self.state.lock().unwrap().calls.clone()
     }
+
+    /// Every request received so far, verbatim (HTTP headers and body).
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
 }
 
 fn reply(ok: bool, body: &str, code: u32) -> String {
@@ -98,11 +104,13 @@ fn reply(ok: bool, body: &str, code: u32) -> String {
 fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
     let mut r = BufReader::new(conn.try_clone().expect("clone"));
     let mut len = 0usize;
+    let mut raw = String::new();
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
+        raw.push_str(&line);
         let line = line.trim_end();
         if line.is_empty() {
             break;
@@ -115,6 +123,8 @@ fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
     if r.read_exact(&mut body).is_err() {
         return;
     }
+    raw.push_str(&String::from_utf8_lossy(&body));
+    state.lock().unwrap().requests.push(raw);
     let call = Element::parse(&String::from_utf8_lossy(&body)).expect("a methodCall");
     let method = call.text_at("methodName").unwrap_or("").to_string();
     let params: Vec<&Element> =
@@ -234,9 +244,14 @@ pub struct OneEnv {
 }
 
 impl OneEnv {
-    /// An environment with driver config `config` (`KEY = value` lines).
+    /// An environment with driver config `config` (`KEY = value` lines), on the
+    /// test cluster of the environment ([`crate::cluster`]).
     pub fn new(bin: &Path, config: &str) -> Self {
-        let cluster = crate::cluster();
+        Self::with_cluster(bin, config, crate::cluster())
+    }
+
+    /// [`OneEnv::new`] on `cluster` (a cluster the test started itself).
+    pub fn with_cluster(bin: &Path, config: &str, cluster: TestCluster) -> Self {
         let oned = OnedDouble::start();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("one_auth"), format!("{}\n", oned.session)).unwrap();
