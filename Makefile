@@ -1,5 +1,5 @@
 # rbdx: the commands the README documents.
-.PHONY: all build test demo package clean
+.PHONY: all build test demo bench package clean
 
 all: build
 
@@ -13,6 +13,10 @@ test:
 ## .deb and .rpm packages into target/packages/.
 package:
 	packaging/build
+
+## Benchmarks against the stock drivers' CLI sequences and bare librbd (docs/bench/).
+bench:
+	tests/bench
 
 ## A walk-through on a throwaway local cluster.
 demo:

@@ -133,13 +133,7 @@ fn monitord_address() -> Result<(String, u16, bool), String> {
         None => "/etc/one/monitord.conf".into(),
     };
     let text = std::fs::read_to_string(&conf).map_err(|e| format!("reading {}: {e}", conf.display()))?;
-    let value = |key: &str| -> Option<String> {
-        text.lines().filter(|l| !l.trim_start().starts_with('#')).find_map(|l| {
-            let (_, rest) = l.split_once(key)?;
-            let v = rest.trim_start().strip_prefix('=')?;
-            Some(v.split(',').next()?.trim().trim_matches('"').to_string())
-        })
-    };
+    let value = |key: &str| conf_value(&text, key);
     let mut addr = value("MONITOR_ADDRESS").unwrap_or_else(|| "auto".into());
     if addr.contains("auto") {
         addr = "127.0.0.1".into();
@@ -148,6 +142,16 @@ fn monitord_address() -> Result<(String, u16, bool), String> {
         value("PORT").and_then(|p| p.parse().ok()).ok_or_else(|| format!("no PORT in {}", conf.display()))?;
     let encrypted = value("PUBKEY").is_some_and(|k| !k.is_empty());
     Ok((addr, port, encrypted))
+}
+
+/// The value of `key` in monitord.conf's text (`KEY = value` or `KEY = "value"`,
+/// before a `,` or `]`; comment lines skipped).
+fn conf_value(text: &str, key: &str) -> Option<String> {
+    text.lines().filter(|l| !l.trim_start().starts_with('#')).find_map(|l| {
+        let (_, rest) = l.split_once(key)?;
+        let v = rest.trim_start().strip_prefix('=')?;
+        Some(v.split([',', ']']).next()?.trim().trim_matches('"').to_string())
+    })
 }
 
 /// Sends a message to monitord over UDP as `send_to_monitor` does:
@@ -240,6 +244,17 @@ pub fn measure_action(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn monitord_conf_values_in_any_layout() {
+        let multi = "NETWORK = [\n  MONITOR_ADDRESS = \"auto\",\n  PORT = 4124,\n  PUBKEY = \"\"\n]\n";
+        let one_line = "NETWORK = [ MONITOR_ADDRESS = \"10.0.0.1\", PORT = 4125 ]\n# PORT = 1\n";
+        assert_eq!(super::conf_value(multi, "PORT").as_deref(), Some("4124"));
+        assert_eq!(super::conf_value(multi, "PUBKEY").as_deref(), Some(""));
+        assert_eq!(super::conf_value(one_line, "PORT").as_deref(), Some("4125"));
+        assert_eq!(super::conf_value(one_line, "MONITOR_ADDRESS").as_deref(), Some("10.0.0.1"));
+        assert_eq!(super::conf_value(one_line, "PRIKEY"), None);
+    }
+
     use super::*;
     use rbdx_core::ops::PoolKind;
 

@@ -1,0 +1,254 @@
+//! Proxmox workloads: the `rbdx pve` helper as the Perl plugin calls it (one JSON
+//! request on stdin), against the `rbd` commands of Proxmox's built-in RBD plugin
+//! (a) and the bare librbd calls (b).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use rbdx_core::rbd::ImageOptions;
+use rbdx_pve::protocol::{Call, Ceph, Request, VERSION};
+
+use crate::measure::{Workload, repeat, run_ok};
+use crate::{Bench, GIB, MIB};
+
+/// The Proxmox side of the bench: a storage with an EC data pool.
+#[derive(Debug)]
+pub struct Pve<'b> {
+    b: &'b Bench,
+}
+
+impl<'b> Pve<'b> {
+    /// An EC-backed storage on the test pools.
+    pub fn new(b: &'b Bench) -> Self {
+        Self { b }
+    }
+
+    fn call(&self, call: Call) -> serde_json::Value {
+        let c = &self.b.test_cluster;
+        let req = Request {
+            version: VERSION,
+            storeid: "bench".into(),
+            ceph: Ceph {
+                pool: self.b.pool.clone(),
+                data_pool: Some(self.b.ec_pool.clone()),
+                id: Some(c.id.clone()),
+                conf: Some(c.conf.display().to_string()),
+                keyring: Some(c.keyring.display().to_string()),
+                ..Ceph::default()
+            },
+            call,
+        };
+        let mut child = Command::new(&self.b.rbdx)
+            .arg("pve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = serde_json::to_vec(&req).unwrap();
+        line.push(b'\n');
+        child.stdin.take().unwrap().write_all(&line).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("helper: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(v["ok"], true, "{v}");
+        v["result"].clone()
+    }
+
+    fn vmid(&self) -> u32 {
+        self.b.id()
+    }
+
+    fn spec(&self, name: &str) -> String {
+        format!("{}/{name}", self.b.pool)
+    }
+
+    /// `alloc_image` of 1 GiB.
+    pub fn alloc(&self) -> Workload {
+        let reps = self.b.reps;
+        let rbdx = repeat(
+            reps,
+            |_| self.vmid(),
+            |vmid| {
+                self.call(Call::AllocImage { vmid, name: None, size_kib: GIB / 1024 });
+            },
+        );
+        let ec = self.b.ec_pool.clone();
+        let a = repeat(
+            reps,
+            |_| self.vmid(),
+            |vmid| {
+                // find_free_diskname lists the pool; then the create.
+                self.b.cli.rbd_ok(&["ls", "-p", &self.b.pool]);
+                let name = self.spec(&format!("vm-{vmid}-disk-0"));
+                self.b.cli.rbd_ok(&[
+                    "create",
+                    "--image-format",
+                    "2",
+                    "--size",
+                    "1024",
+                    "--data-pool",
+                    &ec,
+                    &name,
+                ]);
+            },
+        );
+        let b = repeat(
+            reps,
+            |_| self.vmid(),
+            |vmid| {
+                let c = self.b.connect_new();
+                let io = c.ioctx(&self.b.pool).unwrap();
+                io.create_image(
+                    &format!("vm-{vmid}-disk-0"),
+                    GIB,
+                    &ImageOptions::new().data_pool(&ec).unwrap(),
+                )
+                .unwrap();
+            },
+        );
+        self.b.wipe("vm-");
+        Workload::new("pve_alloc", "Proxmox alloc_image, 1 GiB", "s", rbdx)
+            .baseline("a_stock_cli", a)
+            .baseline("b_bare_librbd", b)
+    }
+
+    /// `clone_image` of a template (linked clone) and a full clone (what
+    /// qemu-server does: a new image, then `qemu-img convert`).
+    pub fn clones(&self) -> (Workload, Workload) {
+        let reps = self.b.reps.min(3);
+        let tmpl = self.vmid();
+        let vol = self.call(Call::AllocImage { vmid: tmpl, name: None, size_kib: GIB / 1024 });
+        let vol = vol.as_str().unwrap().to_string();
+        self.b.fill(&vol, 0, 256 * MIB, 3);
+        let base = self.call(Call::CreateBase { volname: vol.clone() });
+        let base = base.as_str().unwrap().to_string();
+        let linked = repeat(
+            reps,
+            |_| self.vmid(),
+            |vmid| {
+                self.call(Call::CloneImage { volname: base.clone(), vmid, snap: None });
+            },
+        );
+        let ec = self.b.ec_pool.clone();
+        let base_spec = self.spec(&base);
+        let linked_a = repeat(
+            reps,
+            |_| self.vmid(),
+            |vmid| {
+                self.b.cli.rbd_ok(&["info", "--format", "json", &base_spec]);
+                self.b.cli.rbd_ok(&["ls", "-p", &self.b.pool]);
+                let dst = self.spec(&format!("vm-{vmid}-disk-0"));
+                self.b.cli.rbd_ok(&["clone", "--data-pool", &ec, &format!("{base_spec}@__base__"), &dst]);
+            },
+        );
+        let linked_b = repeat(
+            reps,
+            |_| self.vmid(),
+            |vmid| {
+                let c = self.b.connect_new();
+                let io = c.ioctx(&self.b.pool).unwrap();
+                let opts = ImageOptions::new().data_pool(&ec).unwrap();
+                io.clone_image(&base, "__base__", &io, &format!("vm-{vmid}-disk-0"), &opts).unwrap();
+            },
+        );
+        let src = self.b.cli.qemu_target(&base_spec, None);
+        let full = repeat(
+            reps,
+            |_| self.vmid(),
+            |vmid| {
+                let v = self.call(Call::AllocImage { vmid, name: None, size_kib: GIB / 1024 });
+                let dst = self.b.cli.qemu_target(&self.spec(v.as_str().unwrap()), None);
+                run_ok(
+                    Command::new("qemu-img").args(["convert", "-n", "-f", "raw", "-O", "raw", &src, &dst]),
+                );
+            },
+        );
+        let full_a = repeat(
+            reps,
+            |_| self.vmid(),
+            |vmid| {
+                self.b.cli.rbd_ok(&["ls", "-p", &self.b.pool]);
+                let name = self.spec(&format!("vm-{vmid}-disk-0"));
+                self.b.cli.rbd_ok(&[
+                    "create",
+                    "--image-format",
+                    "2",
+                    "--size",
+                    "1024",
+                    "--data-pool",
+                    &ec,
+                    &name,
+                ]);
+                let dst = self.b.cli.qemu_target(&name, None);
+                run_ok(
+                    Command::new("qemu-img").args(["convert", "-n", "-f", "raw", "-O", "raw", &src, &dst]),
+                );
+            },
+        );
+        self.b.wipe("vm-");
+        self.b.wipe("base-");
+        (
+            Workload::new(
+                "pve_linked_clone",
+                "Proxmox clone_image of a template (linked clone)",
+                "s",
+                linked,
+            )
+            .baseline("a_stock_cli", linked_a)
+            .baseline("b_bare_librbd", linked_b),
+            Workload::new(
+                "pve_full_clone",
+                "Proxmox full clone of a 1 GiB disk with 256 MiB written (alloc + qemu-img convert)",
+                "s",
+                full,
+            )
+            .baseline("a_stock_cli", full_a)
+            .note(
+                "qemu-server copies the data itself for a full clone: both sides run the same qemu-img \
+                 convert, so the plugin cannot make this faster today",
+            ),
+        )
+    }
+
+    /// `volume_snapshot_rollback` of a `size` image with 256 MiB rewritten, against
+    /// `rbd snap rollback` (the built-in plugin).
+    pub fn rollback(&self, size: u64) -> Workload {
+        let reps = self.b.reps;
+        let rewrite = 256 * MIB;
+        let vmid = self.vmid();
+        let vol = self.call(Call::AllocImage { vmid, name: None, size_kib: size / 1024 });
+        let vol = vol.as_str().unwrap().to_string();
+        self.b.fill(&vol, 0, 512 * MIB, 5);
+        self.call(Call::VolumeSnapshot { volname: vol.clone(), snap: "s1".into() });
+        let rbdx = repeat(
+            reps,
+            |_| self.b.rewrite(&vol, rewrite),
+            |()| {
+                self.call(Call::VolumeSnapshotRollback { volname: vol.clone(), snap: "s1".into() });
+            },
+        );
+        let other = self.vmid();
+        let name = format!("vm-{other}-disk-0");
+        let io = self.b.cluster().ioctx(&self.b.pool).unwrap();
+        io.create_image(&name, size, &ImageOptions::new().data_pool(&self.b.ec_pool).unwrap()).unwrap();
+        self.b.fill(&name, 0, 512 * MIB, 5);
+        let spec = self.spec(&name);
+        self.b.cli.rbd_ok(&["snap", "create", "--no-progress", &format!("{spec}@s1")]);
+        let a = repeat(
+            reps,
+            |_| self.b.rewrite(&name, rewrite),
+            |()| {
+                self.b.cli.rbd_ok(&["snap", "rollback", "--no-progress", &format!("{spec}@s1")]);
+            },
+        );
+        self.b.wipe("vm-");
+        Workload::new(
+            &format!("pve_rollback_{}g", size / GIB),
+            &format!("Proxmox volume_snapshot_rollback, {} GiB image, 256 MiB rewritten", size / GIB),
+            "s",
+            rbdx,
+        )
+        .baseline("a_stock_cli", a)
+    }
+}
