@@ -174,7 +174,9 @@ fn main() {
                 return;
             }
             _ => {
-                eprintln!("usage: rbdx-bench [--out DIR] [--rbdx PATH] [--reps N] [--only STEP-TEXT] [--render]");
+                eprintln!(
+                    "usage: rbdx-bench [--out DIR] [--rbdx PATH] [--reps N] [--only STEP-TEXT] [--render]"
+                );
                 std::process::exit(2);
             }
         }
