@@ -63,6 +63,16 @@ impl<'b> Pve<'b> {
         format!("{}/{name}", self.b.pool)
     }
 
+    /// The built-in plugin's `alloc_image` of 1 GiB: find_free_diskname lists the
+    /// pool, then the create. Returns the image spec.
+    fn stock_alloc(&self, vmid: u32) -> String {
+        self.b.cli.rbd_ok(&["ls", "-p", &self.b.pool]);
+        let name = self.spec(&format!("vm-{vmid}-disk-0"));
+        let ec = &self.b.ec_pool;
+        self.b.cli.rbd_ok(&["create", "--image-format", "2", "--size", "1024", "--data-pool", ec, &name]);
+        name
+    }
+
     /// `alloc_image` of 1 GiB.
     pub fn alloc(&self) -> Workload {
         let reps = self.b.reps;
@@ -78,19 +88,7 @@ impl<'b> Pve<'b> {
             reps,
             |_| self.vmid(),
             |vmid| {
-                // find_free_diskname lists the pool; then the create.
-                self.b.cli.rbd_ok(&["ls", "-p", &self.b.pool]);
-                let name = self.spec(&format!("vm-{vmid}-disk-0"));
-                self.b.cli.rbd_ok(&[
-                    "create",
-                    "--image-format",
-                    "2",
-                    "--size",
-                    "1024",
-                    "--data-pool",
-                    &ec,
-                    &name,
-                ]);
+                self.stock_alloc(vmid);
             },
         );
         let b = repeat(
@@ -168,18 +166,7 @@ impl<'b> Pve<'b> {
             reps,
             |_| self.vmid(),
             |vmid| {
-                self.b.cli.rbd_ok(&["ls", "-p", &self.b.pool]);
-                let name = self.spec(&format!("vm-{vmid}-disk-0"));
-                self.b.cli.rbd_ok(&[
-                    "create",
-                    "--image-format",
-                    "2",
-                    "--size",
-                    "1024",
-                    "--data-pool",
-                    &ec,
-                    &name,
-                ]);
+                let name = self.stock_alloc(vmid);
                 let dst = self.b.cli.qemu_target(&name, None);
                 run_ok(
                     Command::new("qemu-img").args(["convert", "-n", "-f", "raw", "-O", "raw", &src, &dst]),
