@@ -165,7 +165,11 @@ impl Helper {
                     }
                 }
                 Disk::new(&self.cluster, spec.clone()).remove(None, Reclaim::Trash)?;
-                rbdx_core::ops::disk::reclaim(&self.cluster, &spec)?;
+                // The volume is gone; what reclaim meets belongs to other images
+                // and the next free_image retries it.
+                if let Err(e) = rbdx_core::ops::disk::reclaim(&self.cluster, &spec) {
+                    eprintln!("warning: reclaiming trashed images failed: {e}");
+                }
                 Ok(Value::Null)
             }
             Call::ListImages { vmid } => {

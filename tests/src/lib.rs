@@ -244,9 +244,16 @@ pub const MIB: u64 = 1 << 20;
 /// in the middle of removing.
 pub fn reclaim_until_gone(cluster: &Cluster, pool: &str, waiting: impl Fn(&str) -> bool) -> Vec<String> {
     let spec = ImageSpec::new(pool, "x").expect("spec");
+    // In the trash, or restored for a moment by a reclaim (ours or a concurrent
+    // one) that drops a snapshot it got while it was removed.
     let left = || -> Vec<String> {
         let io = cluster.ioctx(pool).expect("ioctx");
-        io.trash_list().expect("trash list").into_iter().map(|e| e.name).filter(|n| waiting(n)).collect()
+        let trashed = io.trash_list().expect("trash list").into_iter().map(|e| e.name);
+        let restored = io.list_images().expect("list").into_iter().map(|e| e.name);
+        trashed
+            .chain(restored.filter(|n| ops::disk::reclaim_origin(n) != n))
+            .filter(|n| waiting(ops::disk::reclaim_origin(n)))
+            .collect()
     };
     for _ in 0..20 {
         if left().is_empty() {

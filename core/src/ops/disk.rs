@@ -827,6 +827,19 @@ pub fn reclaim(cluster: &Cluster, pool: &ImageSpec) -> Result<(usize, usize)> {
 
 fn reclaim_pass(cluster: &Cluster, io: &IoCtx<'_>) -> Result<(usize, usize)> {
     let (mut freed, mut waiting) = (0, 0);
+    // Images a requeue restored and did not put back (interrupted, or racing
+    // another reclaim): finish the move.
+    for e in io.list_images()? {
+        if !e.name.contains(IN_TRANSIT) {
+            continue;
+        }
+        match dispose(cluster, io, &e.name, None, Reclaim::Trash) {
+            // Now in the trash, where the loop below meets it, or freed.
+            Ok(()) => {}
+            Err(err) if err.kind() == Some(ErrorKind::Busy) => waiting += 1,
+            Err(err) => return Err(err),
+        }
+    }
     for e in io.trash_list()? {
         let (marked, user_snaps) = match io.open_by_id_read_only(&e.id) {
             Ok(img) => {
@@ -856,20 +869,30 @@ fn reclaim_pass(cluster: &Cluster, io: &IoCtx<'_>) -> Result<(usize, usize)> {
     Ok((freed, waiting))
 }
 
+/// The infix of the name [`requeue`] restores a trashed image under:
+/// `<name>.rbdx-reclaim-<trash id>`, unique per trash entry.
+const IN_TRANSIT: &str = ".rbdx-reclaim-";
+
+/// The name an image had before reclaim restored it under an internal name
+/// (the name itself for any other image).
+#[must_use]
+pub fn reclaim_origin(name: &str) -> &str {
+    name.split_once(IN_TRANSIT).map_or(name, |(n, _)| n)
+}
+
 /// A trashed image that got a user snapshot while it was being removed (a clone
 /// of it racing the removal takes its base snapshot): librbd can neither remove it
-/// nor its snapshot while it is in the trash. Bring it back (under its own name,
-/// or an internal one if that is taken again), drop the snapshot as a removal
-/// does, and put it back in the trash for a later pass.
+/// nor its snapshot while it is in the trash. Bring it back under an internal
+/// name of its own, drop the snapshot as a removal does, and put it back in the
+/// trash for a later pass. A requeue interrupted after the restore is finished
+/// by the next pass, which looks for that name.
 fn requeue(cluster: &Cluster, io: &IoCtx<'_>, id: &str, name: &str) -> Result<()> {
-    let back = match io.open_read_only(name, None) {
-        Err(e) if e.is_not_found() => name.to_string(),
-        Ok(_) => format!("{name}.rbdx-reclaim"),
-        Err(e) => return Err(e),
-    };
+    let back = format!("{}{IN_TRANSIT}{id}", reclaim_origin(name));
     match io.trash_restore(id, &back) {
-        // Gone meanwhile, or an earlier interrupted requeue holds the name: later.
-        Err(e) if e.is_not_found() || e.is_exists() => return Ok(()),
+        // Gone meanwhile, or another reclaim is restoring it: that one finishes.
+        Err(e) if e.is_not_found() || e.is_exists() || e.kind() == Some(ErrorKind::Busy) => {
+            return Ok(());
+        }
         other => other?,
     }
     dispose(cluster, io, &back, None, Reclaim::Trash)
@@ -915,6 +938,13 @@ pub fn drop_unused_snapshot(io: &IoCtx<'_>, image: &str, snap: &str) -> Result<b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_requeued_image_keeps_its_origin_name() {
+        assert_eq!(reclaim_origin("one-7-3-0.rbdx-reclaim-10a2b3c4"), "one-7-3-0");
+        assert_eq!(reclaim_origin("one-7-3-0"), "one-7-3-0");
+        assert_eq!(reclaim_origin("vm-100-disk-0.rbdx-import"), "vm-100-disk-0.rbdx-import");
+    }
 
     #[test]
     fn carriers_are_named_like_the_stock_drivers_when_snapshots_are_numeric() {

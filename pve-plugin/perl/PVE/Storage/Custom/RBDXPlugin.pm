@@ -138,6 +138,7 @@ sub rbdx_call {
         die "rbdx $method: no answer from $RBDX" . ($err ? ": $err" : '') . "\n";
     }
     die "$resp->{error}\n" if !$resp->{ok};
+    warn $err if $err ne '';    # e.g. a reclaim after free_image that failed
     return $resp->{result};
 }
 
