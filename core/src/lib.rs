@@ -18,6 +18,7 @@
 pub mod crash;
 pub mod error;
 mod ffi;
+pub mod krbd;
 pub mod ops;
 pub mod rados;
 pub mod rbd;

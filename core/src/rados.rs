@@ -189,6 +189,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// The value of a config option as this client sees it (metavariables such
+    /// as `$name` expanded).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown option.
+    pub fn conf_get(&self, option: &str) -> Result<String> {
+        let o = cstring("option", option)?;
+        let mut buf = vec![0 as libc::c_char; 4096];
+        loop {
+            // SAFETY: `self.raw` came from `rados_create2`; `o` outlives the call;
+            // `buf` is writable for `buf.len()`.
+            let r = unsafe { sys::rados_conf_get(self.raw, o.as_ptr(), buf.as_mut_ptr(), buf.len()) };
+            if r == -libc::ENAMETOOLONG && buf.len() < 1 << 20 {
+                buf.resize(buf.len() * 4, 0);
+                continue;
+            }
+            check(r.into(), "rados_conf_get", || option.to_string())?;
+            // SAFETY: on success librados wrote a NUL-terminated value into `buf`.
+            return Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned());
+        }
+    }
+
     /// The cephx entity this handle authenticated as.
     pub fn entity(&self) -> &str {
         &self.entity

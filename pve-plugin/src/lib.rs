@@ -49,6 +49,27 @@ pub fn owner(name: &str) -> Option<u32> {
     id.parse().ok()
 }
 
+/// The kernel's rbd bus and `/dev`, under `RBDX_KRBD_ROOT` (default `/`; a
+/// host root mounted elsewhere, or a test's stand-in).
+fn kernel() -> (rbdx_core::krbd::Krbd, std::path::PathBuf) {
+    let root = std::path::PathBuf::from(std::env::var_os("RBDX_KRBD_ROOT").unwrap_or_else(|| "/".into()));
+    (rbdx_core::krbd::Krbd::at(root.join("sys/bus/rbd")), root.join("dev"))
+}
+
+/// Where PVE's udev rule links a mapped image, relative to `/dev`:
+/// `rbd-pve/<fsid>/<pool>[/<ns>]/<image>[@snap]`.
+pub fn pve_device_path(fsid: &str, spec: &ImageSpec) -> std::path::PathBuf {
+    let mut p = std::path::PathBuf::from("rbd-pve").join(fsid).join(&spec.pool);
+    if !spec.namespace.is_empty() {
+        p.push(&spec.namespace);
+    }
+    p.push(match &spec.snap {
+        Some(s) => format!("{}@{s}", spec.name),
+        None => spec.name.clone(),
+    });
+    p
+}
+
 struct Helper {
     cluster: Cluster,
     ceph: Ceph,
@@ -71,6 +92,75 @@ impl Helper {
     fn spec(&self, name: &str) -> Result<ImageSpec> {
         Ok(ImageSpec::new(&self.ceph.pool, name)?
             .in_namespace(self.ceph.namespace.as_deref().unwrap_or(""))?)
+    }
+
+    /// What the kernel maps for `volname` (at `snap`): the head, or the image
+    /// of the disk that holds the snapshot (after a rollback, an older one).
+    /// `None` for a snapshot (or the volume of a snapshot) that does not exist.
+    fn kernel_spec(&self, volname: &str, snap: Option<&str>) -> Result<Option<ImageSpec>> {
+        let Some(snap) = snap else { return self.spec(&image_of(volname)?.0).map(Some) };
+        let snaps = match self.disk(volname)?.snapshots() {
+            Err(e) if e.is_not_found() => return Ok(None),
+            other => other?,
+        };
+        if let Some(s) = snaps.into_iter().find(|s| s.name == snap) {
+            return Ok(Some(self.spec(&s.holder)?.at(snap)?));
+        }
+        // Not a disk snapshot (a template's `__base__`): on the head, if there.
+        let head = self.spec(&image_of(volname)?.0)?;
+        match ops::ioctx(&self.cluster, &head)?.open_read_only(&head.name, Some(snap)) {
+            Ok(_) => Ok(Some(head.at(snap)?)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Self::kernel_spec`] of a volume or snapshot that must exist.
+    fn existing_kernel_spec(&self, volname: &str, snap: Option<&str>) -> Result<ImageSpec> {
+        self.kernel_spec(volname, snap)?
+            .ok_or_else(|| format!("snapshot {} of {volname} not found", snap.unwrap_or_default()))
+    }
+
+    /// Unmaps every kernel device of `volname`'s disk (head, snapshots, the
+    /// images holding older snapshots), as a removal or rename needs.
+    fn release(&self, volname: &str) -> Result<()> {
+        let (krbd, _) = kernel();
+        if !krbd.loaded() {
+            return Ok(());
+        }
+        let disk = self.disk(volname)?;
+        let mut images = vec![disk.head().name.clone()];
+        match disk.snapshots() {
+            Ok(snaps) => images.extend(snaps.into_iter().map(|s| s.holder)),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        images.dedup();
+        let fsid = self.cluster.fsid()?;
+        for name in images {
+            let spec = self.spec(&name)?;
+            for d in krbd.mapped_any_snapshot(&fsid, &spec)? {
+                krbd.remove(&d, &spec.to_string(), self.timeout())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmaps `volname@snap`'s kernel device, if any.
+    fn release_snapshot(&self, volname: &str, snap: &str) -> Result<()> {
+        let (krbd, _) = kernel();
+        if !krbd.loaded() {
+            return Ok(());
+        }
+        if let Some(spec) = self.kernel_spec(volname, Some(snap))? {
+            krbd.unmap(&self.cluster.fsid()?, &spec, self.timeout())?;
+        }
+        Ok(())
+    }
+
+    /// How long one kernel or udev step may take: the storage's Ceph timeout.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.ceph.timeout.unwrap_or(60))
     }
 
     fn disk(&self, volname: &str) -> Result<Disk<'_>> {
@@ -164,6 +254,7 @@ impl Helper {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                self.release(volname)?;
                 Disk::new(&self.cluster, spec.clone()).remove(None, Reclaim::Trash)?;
                 // The volume is gone; what reclaim meets belongs to other images
                 // and the next free_image retries it.
@@ -221,6 +312,7 @@ impl Helper {
                 Ok(Value::Null)
             }
             Call::VolumeSnapshotDelete { volname, snap } => {
+                self.release_snapshot(volname, snap)?;
                 self.disk(volname)?.snapshot_delete(snap)?;
                 Ok(Value::Null)
             }
@@ -260,7 +352,12 @@ impl Helper {
                         user_snaps.join(", ")
                     ));
                 }
-                let disk = if name == base { disk } else { disk.rename(&base)? };
+                let disk = if name == base {
+                    disk
+                } else {
+                    self.release(&name)?;
+                    disk.rename(&base)?
+                };
                 let io = ops::ioctx(&self.cluster, disk.head())?;
                 rbdx_core::ops::disk::ensure_snapshot(&io, &base, BASE_SNAP)?;
                 Ok(json!(base))
@@ -301,11 +398,45 @@ impl Helper {
                     }
                     None => self.free_name(*target_vmid)?,
                 };
+                self.release(volname)?;
                 self.disk(volname)?.rename(&target)?;
                 let prefix = volname.rsplit_once('/').map(|(p, _)| format!("{p}/")).unwrap_or_default();
                 Ok(json!(format!("{prefix}{target}")))
             }
             Call::Fsid {} => Ok(json!(self.cluster.fsid()?)),
+            Call::DevicePath { volname, snap } => {
+                let spec = self.existing_kernel_spec(volname, snap.as_deref())?;
+                let (_, dev) = kernel();
+                Ok(json!(dev.join(pve_device_path(&self.cluster.fsid()?, &spec)).to_string_lossy()))
+            }
+            Call::MapVolume { volname, snap, options } => {
+                let spec = self.existing_kernel_spec(volname, snap.as_deref())?;
+                let opts: Vec<&str> = options.iter().map(String::as_str).collect();
+                let (krbd, dev) = kernel();
+                krbd.map(&self.cluster, &spec, &opts, self.timeout())?;
+                let path = dev.join(pve_device_path(&self.cluster.fsid()?, &spec));
+                // The symlink is udev's (pve-storage's 50-rbd-pve.rules).
+                let deadline = std::time::Instant::now() + self.timeout();
+                while !path.exists() {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(format!(
+                            "{spec} is mapped, but udev did not create {} (is pve-storage's rbd udev rule installed?)",
+                            path.display()
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(json!(path.to_string_lossy()))
+            }
+            Call::UnmapVolume { volname, snap } => {
+                let (krbd, _) = kernel();
+                if !krbd.loaded() {
+                    return Ok(json!(false));
+                }
+                // Nothing of a missing snapshot can be mapped.
+                let Some(spec) = self.kernel_spec(volname, snap.as_deref())? else { return Ok(json!(false)) };
+                Ok(json!(krbd.unmap(&self.cluster.fsid()?, &spec, self.timeout())?))
+            }
             Call::VolumeExport { .. } | Call::VolumeImport { .. } => Err("this method streams".into()),
         }
     }
@@ -504,8 +635,13 @@ mod tests {
                 let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
                 assert_eq!(r, back);
                 n += 1;
+            } else if p.to_string_lossy().ends_with(".response.json") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let r: Response =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                assert_eq!(r.ok, r.error.is_none(), "{}: ok xor error", p.display());
             }
         }
-        assert!(n >= 3, "golden files present");
+        assert!(n >= 5, "golden files present");
     }
 }

@@ -155,6 +155,39 @@ pub enum Call {
     },
     /// The cluster fsid (krbd device paths).
     Fsid {},
+    /// Where the volume's (or snapshot's) kernel device is linked:
+    /// `/dev/rbd-pve/<fsid>/<pool>[/<ns>]/<image>[@snap]`, with the image that
+    /// holds the snapshot.
+    DevicePath {
+        /// The volname.
+        volname: String,
+        /// The snapshot.
+        #[serde(default)]
+        snap: Option<String>,
+    },
+    /// Map the volume (or its snapshot, read-only) with the kernel rbd driver.
+    /// Returns the device path PVE's udev rule makes,
+    /// `/dev/rbd-pve/<fsid>/<pool>[/<ns>]/<image>[@snap]`. Already mapped: the
+    /// same path.
+    MapVolume {
+        /// The volname.
+        volname: String,
+        /// Map this snapshot.
+        #[serde(default)]
+        snap: Option<String>,
+        /// Extra kernel map options (`rxbounce` for Windows guests).
+        #[serde(default)]
+        options: Vec<String>,
+    },
+    /// Unmap the volume's (or snapshot's) kernel device if there is one. Returns
+    /// whether one was unmapped.
+    UnmapVolume {
+        /// The volname.
+        volname: String,
+        /// The snapshot's device.
+        #[serde(default)]
+        snap: Option<String>,
+    },
     /// `raw+size` to stdout.
     VolumeExport {
         /// The volname.

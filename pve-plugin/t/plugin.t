@@ -7,6 +7,7 @@
 use strict;
 use warnings;
 
+use File::Basename qw(dirname);
 use File::Temp qw(tempdir);
 use JSON::PP;
 use Test::More;
@@ -182,6 +183,45 @@ sub lifecycle {
 
 lifecycle('rbdx-rep', { type => 'rbdx', pool => $ENV{RBDX_TEST_POOL}, username => $ENV{RBDX_TEST_ID} }, undef);
 lifecycle('rbdx-ec', { type => 'rbdx', pool => $ENV{RBDX_TEST_POOL}, 'data-pool' => $ENV{RBDX_TEST_EC_POOL}, username => $ENV{RBDX_TEST_ID} }, $ENV{RBDX_TEST_EC_POOL});
+
+# --- krbd: activate maps, path and blockdev name the udev link, deactivate and
+# free unmap; the kernel rbd driver and PVE's udev rule are played by
+# krbd-double (tests/src/krbd.rs), which reaches the cluster with what the
+# helper's map request carries.
+{
+    my $root = tempdir(CLEANUP => 1);
+    local $ENV{RBDX_KRBD_ROOT} = $root;
+    my $pid = open(my $kd, '-|', dirname($ENV{RBDX_BIN}) . '/krbd-double', $root) or die "krbd-double: $!";
+    is(scalar <$kd>, "ready\n", 'krbd: the kernel stand-in is up');
+    my $sid = 'rbdx-krbd';
+    my $scfg = { type => 'rbdx', pool => $ENV{RBDX_TEST_POOL}, 'data-pool' => $ENV{RBDX_TEST_EC_POOL}, username => $ENV{RBDX_TEST_ID}, krbd => 1 };
+    $P->on_add_hook($sid, $scfg, keyring => $keyring);
+    my $vm = vmid();
+    my $vol = $P->alloc_image($sid, $scfg, $vm, 'raw', undef, 4096);
+    my $devices = sub { my @d = glob("$root/sys/bus/rbd/devices/*"); return scalar @d };
+    $P->deactivate_volume($sid, $scfg, $vol, undef, {});
+    is($devices->(), 0, 'krbd: deactivating an unmapped volume is a no-op');
+    $P->activate_volume($sid, $scfg, $vol, undef, {});
+    my ($path) = $P->path($scfg, $vol, $sid);
+    like($path, qr{^\Q$root\E/dev/rbd-pve/[0-9a-f-]{36}/\Q$ENV{RBDX_TEST_POOL}\E/\Q$vol\E$}, 'krbd: path is the udev link');
+    ok(-e $path, 'krbd: activate_volume mapped the volume');
+    is(-s $path, 4 << 20, 'krbd: the device has the volume size');
+    is_deeply($P->qemu_blockdev_options($scfg, $sid, $vol, undef, {}), { driver => 'host_device', filename => $path }, 'krbd: blockdev is the device');
+    is($P->map_volume($sid, $scfg, $vol, undef, undef), $path, 'krbd: map_volume of a mapped volume returns its device');
+    is($devices->(), 1, 'krbd: one device');
+    $P->volume_snapshot($scfg, $sid, $vol, 's1');
+    my $spath = $P->map_volume($sid, $scfg, $vol, 's1', { 'guest-is-windows' => 1 });
+    is($spath, "$path\@s1", 'krbd: a snapshot maps');
+    ok(-e $spath, 'krbd: its device exists');
+    $P->deactivate_volume($sid, $scfg, $vol, undef, {});
+    ok(!-e $path && -e $spath, 'krbd: deactivate_volume unmapped the volume, not its snapshot');
+    $P->map_volume($sid, $scfg, $vol, undef, undef);
+    $P->free_image($sid, $scfg, $vol, 0);
+    is($devices->(), 0, 'krbd: free_image unmapped the volume and its snapshot');
+    $P->on_delete_hook($sid, $scfg);
+    kill 'TERM', $pid;
+    close $kd;
+}
 
 # errors come back as one line, and nothing is created
 my $scfg = { pool => $ENV{RBDX_TEST_POOL}, username => $ENV{RBDX_TEST_ID} };

@@ -7,7 +7,9 @@
 #![deny(missing_docs)]
 
 pub mod http;
+pub mod krbd;
 pub mod one;
+pub mod pve;
 pub mod sshd;
 
 use std::collections::HashMap;

@@ -164,11 +164,9 @@ sub path {
     my ($vtype, $name, $vmid) = $class->parse_volname($volname);
     my $o = ceph_options($storeid, $scfg);
     if ($scfg->{krbd}) {
-        my $fsid = rbdx_call($storeid, $scfg, 'fsid', {});
-        my $dev = "/dev/rbd-pve/$fsid/$o->{pool}";
-        $dev .= "/$o->{namespace}" if defined $o->{namespace};
-        $dev .= "/$name";
-        $dev .= "\@$snapname" if defined $snapname;
+        # /dev/rbd-pve/<fsid>/<pool>[/<ns>]/<image>[@snap], with the image that
+        # holds the snapshot (after a rollback, an older image of the disk).
+        my $dev = rbdx_call($storeid, $scfg, 'device_path', { volname => $volname, snap => $snapname });
         return ($dev, $vmid, $vtype);
     }
     my $esc = sub { my $s = shift; $s =~ s/([\\:])/\\$1/g; return $s };
@@ -253,8 +251,40 @@ sub status {
 
 sub activate_storage { return 1; }
 sub deactivate_storage { return 1; }
-sub activate_volume { return 1; }
-sub deactivate_volume { return 1; }
+# krbd: a block device for containers (always) and for VMs of krbd storages.
+sub map_volume {
+    my ($class, $storeid, $scfg, $volname, $snapname, $hints) = @_;
+    my @options;
+    push @options, 'rxbounce' if $hints && $hints->{'guest-is-windows'};
+    return rbdx_call($storeid, $scfg, 'map_volume', { volname => $volname, snap => $snapname, options => \@options });
+}
+
+# Whether the kernel has any rbd device (RBDX_KRBD_ROOT: the host's root
+# mounted elsewhere); without one there is nothing to unmap.
+sub krbd_has_devices {
+    my $root = $ENV{RBDX_KRBD_ROOT} // '';
+    my @devices = glob("$root/sys/bus/rbd/devices/*");
+    return scalar @devices;
+}
+
+sub unmap_volume {
+    my ($class, $storeid, $scfg, $volname, $snapname) = @_;
+    return 1 if !krbd_has_devices();
+    rbdx_call($storeid, $scfg, 'unmap_volume', { volname => $volname, snap => $snapname });
+    return 1;
+}
+
+sub activate_volume {
+    my ($class, $storeid, $scfg, $volname, $snapname, $cache, $hints) = @_;
+    $class->map_volume($storeid, $scfg, $volname, $snapname, $hints) if $scfg->{krbd};
+    return 1;
+}
+
+sub deactivate_volume {
+    my ($class, $storeid, $scfg, $volname, $snapname, $cache) = @_;
+    $class->unmap_volume($storeid, $scfg, $volname, $snapname);
+    return 1;
+}
 
 sub volume_size_info {
     my ($class, $scfg, $storeid, $volname, $timeout) = @_;

@@ -1,0 +1,167 @@
+//! Kernel mappings for Proxmox (`map_volume`, `unmap_volume`, and the unmaps
+//! that removal, rename, template and snapshot deletion need), through the real
+//! helper against the real cluster. The kernel rbd driver and PVE's udev rule
+//! are played by [`KernelDouble`] (no rbd module here); it reaches the cluster
+//! with exactly the monitor addresses, name and key the helper's add request
+//! carries, so a wrong one fails.
+
+use std::path::{Path, PathBuf};
+
+use rbdx_tests::krbd::KernelDouble;
+use rbdx_tests::pve::{answer, call, storage};
+use serde_json::{Value, json};
+
+struct Env {
+    bin: PathBuf,
+    ceph: Value,
+    // Stops before its root goes.
+    double: KernelDouble,
+    root: tempfile::TempDir,
+    fsid: String,
+    pool: String,
+    ec_pool: String,
+}
+
+impl Env {
+    fn new() -> Self {
+        let cluster = rbdx_tests::cluster();
+        let root = tempfile::tempdir().unwrap();
+        let double = KernelDouble::start(root.path());
+        let fsid = cluster.connect().fsid().unwrap();
+        Self {
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_rbdx")),
+            ceph: storage(&cluster, true),
+            double,
+            root,
+            fsid,
+            pool: cluster.pool.clone(),
+            ec_pool: cluster.ec_pool.clone(),
+        }
+    }
+
+    fn call(&self, method: &str, params: Value) -> Result<Value, String> {
+        answer(&call(&self.bin, &self.ceph, method, params, &[("RBDX_KRBD_ROOT", self.root.path())]))
+    }
+
+    fn ok(&self, method: &str, params: Value) -> Value {
+        self.call(method, params)
+            .unwrap_or_else(|e| panic!("{method}: {e}; kernel refused: {}", self.double.refused()))
+    }
+
+    fn link(&self, image: &str) -> PathBuf {
+        self.root.path().join("dev/rbd-pve").join(&self.fsid).join(&self.pool).join(image)
+    }
+
+    /// The mapped devices: (id, image, current_snap).
+    fn devices(&self) -> Vec<(String, String, String)> {
+        let dir = self.root.path().join("sys/bus/rbd/devices");
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|d| {
+                let d = d.unwrap().path();
+                let a = |n: &str| std::fs::read_to_string(d.join(n)).unwrap().trim_end().to_string();
+                (d.file_name().unwrap().to_string_lossy().into_owned(), a("name"), a("current_snap"))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn vmid() -> u32 {
+    900_000 + std::process::id() % 50_000
+}
+
+#[test]
+fn map_unmap_and_every_path_that_must_unmap_first() {
+    let e = Env::new();
+    let vm = vmid();
+    let vol = e.ok("alloc_image", json!({"vmid": vm, "size_kib": 8192}));
+    let vol = vol.as_str().unwrap().to_string();
+    let info = e.ok("volume_size_info", json!({"volname": vol}));
+    assert_eq!(info["data_pool"], json!(e.ec_pool));
+
+    // Map: the udev link PVE's path() computes, to the device; asked again, the same.
+    let path = e.ok("map_volume", json!({"volname": vol}));
+    assert_eq!(Path::new(path.as_str().unwrap()), e.link(&vol));
+    assert_eq!(e.ok("device_path", json!({"volname": vol})), path);
+    let target = std::fs::read_link(e.link(&vol)).unwrap();
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 8 << 20, "the device has the volume's size");
+    assert_eq!(e.ok("map_volume", json!({"volname": vol})), path, "mapping twice");
+    assert_eq!(e.devices(), vec![("0".into(), vol.clone(), "-".into())], "one device");
+    // The request carried the monitors (msgr2: the test cluster has no v1
+    // addresses), the client, a key (masked by the stand-in) and the image.
+    let requests = e.double.requests();
+    let first = requests.lines().next().unwrap();
+    let words: Vec<&str> = first.split(' ').collect();
+    assert!(words[0].starts_with("127.0.0.1:"), "{first}");
+    let mut opts: Vec<&str> = words[1].split(',').collect();
+    opts.sort_unstable();
+    let name = format!("name={}", e.ceph["id"].as_str().unwrap());
+    assert_eq!(opts, ["ms_mode=prefer-crc", name.as_str(), "secret=***"]);
+    assert_eq!(&words[2..], [e.pool.as_str(), vol.as_str(), "-"]);
+
+    // A snapshot maps read-only from the image holding it, with map options.
+    e.ok("volume_snapshot", json!({"volname": vol, "snap": "s1"}));
+    let snap_path = e.ok("map_volume", json!({"volname": vol, "snap": "s1", "options": ["rxbounce"]}));
+    assert_eq!(Path::new(snap_path.as_str().unwrap()), e.link(&format!("{vol}@s1")));
+    assert!(e.double.requests().lines().nth(1).unwrap().contains(",rxbounce"));
+    // After a rollback the snapshot lives on an older image of the disk: the
+    // device path follows it (the head is unmapped first: a mapped head is in use).
+    let err = e.call("volume_snapshot_rollback", json!({"volname": vol, "snap": "s1"})).unwrap_err();
+    assert!(err.contains("in use"), "{err}");
+    assert!(e.ok("unmap_volume", json!({"volname": vol})).as_bool().unwrap());
+    assert!(!e.link(&vol).exists());
+    assert!(!e.ok("unmap_volume", json!({"volname": vol})).as_bool().unwrap(), "unmapping twice");
+    e.ok("unmap_volume", json!({"volname": vol, "snap": "s1"}));
+    e.ok("volume_snapshot_rollback", json!({"volname": vol, "snap": "s1"}));
+    let moved = e.ok("map_volume", json!({"volname": vol, "snap": "s1"}));
+    let holder = moved.as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    assert_ne!(holder, format!("{vol}@s1"), "the snapshot is held by the pre-rollback image");
+    assert_eq!(e.ok("device_path", json!({"volname": vol, "snap": "s1"})), moved);
+    // Deleting the snapshot unmaps it.
+    e.ok("volume_snapshot_delete", json!({"volname": vol, "snap": "s1"}));
+    assert!(e.devices().is_empty(), "{:?}", e.devices());
+
+    // Rename and template unmap the source; free unmaps everything.
+    e.ok("map_volume", json!({"volname": vol}));
+    let renamed = e.ok("rename_volume", json!({"volname": vol, "target_vmid": vm}));
+    let renamed = renamed.as_str().unwrap().to_string();
+    assert!(e.devices().is_empty() && !e.link(&vol).exists());
+    e.ok("map_volume", json!({"volname": renamed}));
+    let base = e.ok("create_base", json!({"volname": renamed}));
+    let base = base.as_str().unwrap().to_string();
+    assert!(e.devices().is_empty());
+    e.ok("map_volume", json!({"volname": base}));
+    e.ok("map_volume", json!({"volname": base, "snap": "__base__"}));
+    assert_eq!(e.devices().len(), 2);
+    e.ok("free_image", json!({"volname": base}));
+    assert!(e.devices().is_empty(), "{:?}", e.devices());
+    assert_eq!(e.double.refused(), "", "the stand-in refused nothing");
+}
+
+#[test]
+fn map_errors_are_one_line_and_map_nothing() {
+    let e = Env::new();
+    let vm = vmid() + 1;
+    let err = e.call("map_volume", json!({"volname": format!("vm-{vm}-disk-9")})).unwrap_err();
+    assert!(err.contains("no such file"), "{err}");
+    let vol = e.ok("alloc_image", json!({"vmid": vm, "size_kib": 1024}));
+    let err = e.call("map_volume", json!({"volname": vol, "snap": "nope"})).unwrap_err();
+    assert!(err.contains("snapshot nope"), "{err}");
+    for bad in ["a,b", "secret=x", "two words", ""] {
+        let err = e.call("map_volume", json!({"volname": vol, "options": [bad]})).unwrap_err();
+        assert!(err.contains("invalid krbd map option"), "{bad:?}: {err}");
+    }
+    assert_eq!(e.double.requests(), "", "no request reached the kernel");
+    // Without the rbd driver: a clear error for map; nothing to unmap.
+    let none = tempfile::tempdir().unwrap();
+    let out =
+        call(&e.bin, &e.ceph, "map_volume", json!({"volname": vol}), &[("RBDX_KRBD_ROOT", none.path())]);
+    let err = answer(&out).unwrap_err();
+    assert!(err.contains("rbd driver is not loaded"), "{err}");
+    let out =
+        call(&e.bin, &e.ceph, "unmap_volume", json!({"volname": vol}), &[("RBDX_KRBD_ROOT", none.path())]);
+    assert_eq!(answer(&out), Ok(json!(false)));
+    e.ok("free_image", json!({"volname": vol}));
+}

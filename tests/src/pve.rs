@@ -1,0 +1,50 @@
+//! Calling the Proxmox helper (`rbdx pve`) as the Perl plugin does: one JSON
+//! request on stdin, one JSON answer on stdout.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::TestCluster;
+
+/// The `ceph` part of a request for the test cluster's restricted client, with
+/// the EC data pool if `ec`.
+pub fn storage(cluster: &TestCluster, ec: bool) -> Value {
+    let mut ceph = json!({"pool": cluster.pool, "id": cluster.id, "conf": cluster.conf,
+                          "keyring": cluster.keyring, "timeout": 20});
+    if ec {
+        ceph["data_pool"] = json!(cluster.ec_pool);
+    }
+    ceph
+}
+
+/// Runs `bin pve` with `method(params)` for storage `ceph`, with extra
+/// environment `env`.
+pub fn call(bin: &Path, ceph: &Value, method: &str, params: Value, env: &[(&str, &Path)]) -> Output {
+    let req = json!({"version": 1, "storeid": "test", "ceph": ceph, "method": method, "params": params});
+    let mut cmd = Command::new(bin);
+    cmd.arg("pve").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn rbdx pve");
+    child.stdin.take().expect("stdin").write_all(format!("{req}\n").as_bytes()).expect("request");
+    child.wait_with_output().expect("rbdx pve")
+}
+
+/// The helper's answer: its result, or its one-line error.
+///
+/// # Panics
+/// If the answer is not the protocol's JSON.
+pub fn answer(out: &Output) -> Result<Value, String> {
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+        panic!("no JSON answer ({err}); stderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    if v["ok"] == json!(true) {
+        Ok(v["result"].clone())
+    } else {
+        Err(v["error"].as_str().unwrap_or_default().to_string())
+    }
+}
