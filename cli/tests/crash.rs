@@ -20,10 +20,10 @@
 //!   tests pin exactly that, and that nothing else is left.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rbdx_core::Cluster;
@@ -31,6 +31,7 @@ use rbdx_core::ops::disk::{Disk, Reclaim};
 use rbdx_core::ops::{self, CreateOptions, ImageSpec};
 use rbdx_core::rbd::SnapNamespace;
 use rbdx_tests::one::{OneEnv, assert_ok, vm_doc};
+use rbdx_tests::pve::{answer, storage};
 use rbdx_tests::{MIB, checksum, fill, reclaim_until_gone};
 use serde_json::{Value, json};
 
@@ -642,33 +643,12 @@ fn ds_cp_converges_from_every_crash_point() {
     }
 }
 
-/// Runs `rbdx pve` as the plugin does: one JSON request on stdin, for the test
-/// pools (the EC data pool set).
+/// Runs `rbdx pve` as the plugin does, for the test pools (the EC data pool
+/// set), aborting at crash point `crash`.
 fn pve(e: &OneEnv, method: &str, params: Value, crash: Option<u32>) -> Output {
-    let cl = &e.cluster;
-    let ceph = json!({"pool": cl.pool, "data_pool": cl.ec_pool, "id": cl.id, "conf": cl.conf,
-                      "keyring": cl.keyring, "timeout": 20});
-    let req = json!({"version": 1, "storeid": "crash", "ceph": ceph, "method": method, "params": params});
-    let mut cmd = Command::new(&e.bin);
-    cmd.arg("pve").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if let Some(k) = crash {
-        cmd.env("RBDX_CRASH_AT", k.to_string());
-    }
-    let mut child = cmd.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(format!("{req}\n").as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-/// The helper's answer: its result, or its one-line error.
-fn answer(out: &Output) -> Result<Value, String> {
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
-        panic!("no JSON answer ({err}); stderr: {}", String::from_utf8_lossy(&out.stderr))
-    });
-    if v["ok"] == json!(true) {
-        Ok(v["result"].clone())
-    } else {
-        Err(v["error"].as_str().unwrap_or_default().to_string())
-    }
+    let k = crash.map(|k| k.to_string());
+    let env: Vec<(&str, &OsStr)> = k.iter().map(|k| ("RBDX_CRASH_AT", OsStr::new(k))).collect();
+    rbdx_tests::pve::call(&e.bin, &storage(&e.cluster, true), method, params, &env)
 }
 
 fn pve_ok(e: &OneEnv, method: &str, params: Value) -> Value {

@@ -40,7 +40,7 @@ impl Env {
     }
 
     fn call(&self, method: &str, params: Value) -> Result<Value, String> {
-        answer(&call(&self.bin, &self.ceph, method, params, &[("RBDX_KRBD_ROOT", self.root.path())]))
+        answer(&call(&self.bin, &self.ceph, method, params, &[("RBDX_KRBD_ROOT", self.root.path().as_os_str())]))
     }
 
     fn ok(&self, method: &str, params: Value) -> Value {
@@ -157,11 +157,11 @@ fn map_errors_are_one_line_and_map_nothing() {
     // Without the rbd driver: a clear error for map; nothing to unmap.
     let none = tempfile::tempdir().unwrap();
     let out =
-        call(&e.bin, &e.ceph, "map_volume", json!({"volname": vol}), &[("RBDX_KRBD_ROOT", none.path())]);
+        call(&e.bin, &e.ceph, "map_volume", json!({"volname": vol}), &[("RBDX_KRBD_ROOT", none.path().as_os_str())]);
     let err = answer(&out).unwrap_err();
     assert!(err.contains("rbd driver is not loaded"), "{err}");
     let out =
-        call(&e.bin, &e.ceph, "unmap_volume", json!({"volname": vol}), &[("RBDX_KRBD_ROOT", none.path())]);
+        call(&e.bin, &e.ceph, "unmap_volume", json!({"volname": vol}), &[("RBDX_KRBD_ROOT", none.path().as_os_str())]);
     assert_eq!(answer(&out), Ok(json!(false)));
     e.ok("free_image", json!({"volname": vol}));
 }

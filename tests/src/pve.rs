@@ -1,6 +1,7 @@
 //! Calling the Proxmox helper (`rbdx pve`) as the Perl plugin does: one JSON
 //! request on stdin, one JSON answer on stdout.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -22,7 +23,7 @@ pub fn storage(cluster: &TestCluster, ec: bool) -> Value {
 
 /// Runs `bin pve` with `method(params)` for storage `ceph`, with extra
 /// environment `env`.
-pub fn call(bin: &Path, ceph: &Value, method: &str, params: Value, env: &[(&str, &Path)]) -> Output {
+pub fn call(bin: &Path, ceph: &Value, method: &str, params: Value, env: &[(&str, &OsStr)]) -> Output {
     let req = json!({"version": 1, "storeid": "test", "ceph": ceph, "method": method, "params": params});
     let mut cmd = Command::new(bin);
     cmd.arg("pve").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
