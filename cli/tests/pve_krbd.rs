@@ -40,7 +40,12 @@ impl Env {
     }
 
     fn call(&self, method: &str, params: Value) -> Result<Value, String> {
-        answer(&call(&self.bin, &self.ceph, method, params, &[("RBDX_KRBD_ROOT", self.root.path().as_os_str())]))
+        self.call_at(self.root.path(), method, params)
+    }
+
+    /// A call that finds the kernel's sysfs and /dev under `root`.
+    fn call_at(&self, root: &Path, method: &str, params: Value) -> Result<Value, String> {
+        answer(&call(&self.bin, &self.ceph, method, params, &[("RBDX_KRBD_ROOT", root.as_os_str())]))
     }
 
     fn ok(&self, method: &str, params: Value) -> Value {
@@ -156,12 +161,8 @@ fn map_errors_are_one_line_and_map_nothing() {
     assert_eq!(e.double.requests(), "", "no request reached the kernel");
     // Without the rbd driver: a clear error for map; nothing to unmap.
     let none = tempfile::tempdir().unwrap();
-    let out =
-        call(&e.bin, &e.ceph, "map_volume", json!({"volname": vol}), &[("RBDX_KRBD_ROOT", none.path().as_os_str())]);
-    let err = answer(&out).unwrap_err();
+    let err = e.call_at(none.path(), "map_volume", json!({"volname": vol})).unwrap_err();
     assert!(err.contains("rbd driver is not loaded"), "{err}");
-    let out =
-        call(&e.bin, &e.ceph, "unmap_volume", json!({"volname": vol}), &[("RBDX_KRBD_ROOT", none.path().as_os_str())]);
-    assert_eq!(answer(&out), Ok(json!(false)));
+    assert_eq!(e.call_at(none.path(), "unmap_volume", json!({"volname": vol})), Ok(json!(false)));
     e.ok("free_image", json!({"volname": vol}));
 }
