@@ -40,13 +40,6 @@ fn disk_path(vm: u32, disk: u32) -> String {
     format!("localhost:/var/lib/one//datastores/{SYSTEM_DS}/{vm}/disk.{disk}")
 }
 
-/// Runs `cmd` with `stdin`, capturing its output.
-fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
 impl<'b> One<'b> {
     /// The oned double with an EC image datastore and an EC system datastore.
     pub fn new(b: &'b Bench) -> Self {
@@ -673,7 +666,7 @@ impl<'b> One<'b> {
             let b64 = rbdx_one::base64::encode(msg.as_bytes());
             let mut cmd = self.e.command(&["ds", "monitor", &IMAGE_DS.to_string()]);
             cmd.env("ONE_LOCATION", dir.join("one"));
-            let out = run_with_stdin(&mut cmd, b64.as_bytes());
+            let out = rbdx_tests::run_with_stdin(&mut cmd, b64.as_bytes());
             ok(&out, "monitor");
             assert!(String::from_utf8_lossy(&out.stdout).starts_with("USED_MB="));
         };

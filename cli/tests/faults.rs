@@ -10,7 +10,6 @@
 //! `rbdx-test-cluster kill` and `revive` stop and start its daemons. The phases
 //! share it and run one after the other in a single test.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -186,20 +185,9 @@ impl Ctx {
 
     /// Runs `cmd` with `stdin`, killed after [`DEADLINE_SECS`].
     fn output(cmd: &Command, stdin: &[u8]) -> Output {
-        let mut w = Command::new("timeout");
-        w.args(["--kill-after=5", &DEADLINE_SECS.to_string()]).arg(cmd.get_program()).args(cmd.get_args());
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => w.env(k, v),
-                None => w.env_remove(k),
-            };
-        }
-        let mut child =
-            w.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run rbdx");
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(stdin);
-        drop(input);
-        child.wait_with_output().expect("wait")
+        let mut timeout = Command::new("timeout");
+        timeout.args(["--kill-after=5", &DEADLINE_SECS.to_string()]);
+        rbdx_tests::run_with_stdin(&mut rbdx_tests::wrapped(timeout, cmd), stdin)
     }
 
     fn tm(&self, args: &[&str]) -> Output {

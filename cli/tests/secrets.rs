@@ -5,7 +5,6 @@
 //! full argv and environment; the test also checks that the children it expects
 //! were started, so a silent strace cannot pass for a clean run.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -28,24 +27,9 @@ fn key(e: &OneEnv) -> String {
 
 /// Runs `cmd` under `strace -f`, with `stdin`; returns its output and the trace.
 fn traced(cmd: &Command, stdin: &[u8], trace: &Path) -> (Output, String) {
-    let mut outer = Command::new("strace");
-    outer
-        .args(["-f", "-v", "-s", "100000", "-e", "trace=execve", "-o"])
-        .arg(trace)
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => outer.env(k, v),
-            None => outer.env_remove(k),
-        };
-    }
-    let mut child =
-        outer.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("strace");
-    let mut w = child.stdin.take().unwrap();
-    let _ = w.write_all(stdin);
-    drop(w);
-    let out = child.wait_with_output().unwrap();
+    let mut strace = Command::new("strace");
+    strace.args(["-f", "-v", "-s", "100000", "-e", "trace=execve", "-o"]).arg(trace);
+    let out = rbdx_tests::run_with_stdin(&mut rbdx_tests::wrapped(strace, cmd), stdin);
     (out, std::fs::read_to_string(trace).unwrap_or_default())
 }
 

@@ -13,7 +13,9 @@ pub mod pve;
 pub mod sshd;
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -235,6 +237,37 @@ pub fn checksum(img: &Image<'_>) -> u64 {
         pos += n as u64;
     }
     h
+}
+
+/// Runs `cmd` with exactly `stdin` (the write may fail if it exits without
+/// reading), capturing stdout and stderr.
+///
+/// # Panics
+/// If the program cannot be started.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", cmd.get_program().to_string_lossy()));
+    let mut w = child.stdin.take().expect("stdin");
+    let _ = w.write_all(stdin);
+    drop(w);
+    child.wait_with_output().expect("wait")
+}
+
+/// `wrapper` (e.g. `timeout 30`, `strace -f`) running `cmd` with its arguments
+/// and environment changes.
+pub fn wrapped(mut wrapper: Command, cmd: &Command) -> Command {
+    wrapper.arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapper.env(k, v),
+            None => wrapper.env_remove(k),
+        };
+    }
+    wrapper
 }
 
 /// 1 MiB.

@@ -365,18 +365,7 @@ impl OneEnv {
 
     /// Runs `rbdx ds <action> <args…>` with exactly `stdin`.
     pub fn ds_raw(&self, action: &str, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = self
-            .command(&["ds", action])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run rbdx");
-        let mut w = child.stdin.take().unwrap();
-        let _ = w.write_all(stdin);
-        drop(w);
-        child.wait_with_output().expect("wait")
+        crate::run_with_stdin(self.command(&["ds", action]).args(args), stdin)
     }
 
     /// Runs `rbdx tm <action> <args…>` as oned would, with nothing on stdin.

@@ -2,9 +2,8 @@
 //! request on stdin, one JSON answer on stdout.
 
 use std::ffi::OsStr;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
@@ -26,13 +25,8 @@ pub fn storage(cluster: &TestCluster, ec: bool) -> Value {
 pub fn call(bin: &Path, ceph: &Value, method: &str, params: Value, env: &[(&str, &OsStr)]) -> Output {
     let req = json!({"version": 1, "storeid": "test", "ceph": ceph, "method": method, "params": params});
     let mut cmd = Command::new(bin);
-    cmd.arg("pve").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn rbdx pve");
-    child.stdin.take().expect("stdin").write_all(format!("{req}\n").as_bytes()).expect("request");
-    child.wait_with_output().expect("rbdx pve")
+    cmd.arg("pve").envs(env.iter().copied());
+    crate::run_with_stdin(&mut cmd, format!("{req}\n").as_bytes())
 }
 
 /// The helper's answer: its result, or its one-line error.
