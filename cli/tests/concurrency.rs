@@ -502,21 +502,21 @@ fn reclaim_frees_an_image_that_got_a_snapshot_while_it_was_removed() {
 }
 
 /// Reclaim interrupted right after it restored such an image to drop its
-/// snapshot: the next pass finishes the job.
+/// snapshot: the next pass (this test's or a concurrent one's) finishes the job.
 #[test]
 fn reclaim_interrupted_while_it_requeues_an_image_converges() {
     let e = env();
     let c = e.cluster.connect();
     let pool = e.cluster.pool.clone();
-    let (img, clone) = trashed_with_a_user_snapshot(&e);
     let io = c.ioctx(&pool).unwrap();
+    // The state right after the restore: the image under its in-transit name,
+    // marked, with the user snapshot and a clone of the older one.
+    let (img, clone) = with_a_user_snapshot_and_a_clone(&e);
+    let restored = format!("{}.rbdx-reclaim-{:x}", img.name, fresh_id());
+    io.rename_image(&img.name, &restored).unwrap();
     let data = checksum(&io.open_read_only(&clone.name, None).unwrap());
-    let entry = io.trash_list().unwrap().into_iter().find(|t| t.name == img.name).unwrap();
-    let restored = format!("{}.rbdx-reclaim-{}", img.name, entry.id);
-    io.trash_restore(&entry.id, &restored).unwrap();
     // While the clone lives, reclaim moves it back to the trash, without the
-    // user snapshot, the clone still reading it. (A concurrent test's reclaim
-    // may be the one doing it: wait for the move.)
+    // user snapshot, the clone still reading it.
     let spec = ImageSpec::new(&pool, "x").unwrap();
     for _ in 0..20 {
         rbdx_core::ops::disk::reclaim(c, &spec).unwrap();
@@ -526,6 +526,7 @@ fn reclaim_interrupted_while_it_requeues_an_image_converges() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(leftovers(c, &pool, &img.name), (vec![clone.name.clone()], vec![restored.clone()]));
+    let entry = io.trash_list().unwrap().into_iter().find(|t| t.name == restored).unwrap();
     let img_now = io.open_by_id_read_only(&entry.id).unwrap();
     let kinds: Vec<SnapNamespace> =
         img_now.snapshots().unwrap().iter().map(|s| img_now.snap_namespace(s.id).unwrap()).collect();
@@ -541,24 +542,28 @@ fn reclaim_interrupted_while_it_requeues_an_image_converges() {
     assert_eq!(leftovers(c, &pool, &img.name), (vec![], vec![]));
 }
 
-/// The end state of the race above where the clone took the base snapshot after
-/// `rm` had listed the image's snapshots, made step by step as `rm` would: the
-/// image is in the trash for reclaim with a user snapshot, and a clone of it.
-fn trashed_with_a_user_snapshot(e: &OneEnv) -> (ImageSpec, ImageSpec) {
+/// An image with a clone of its snapshot `snap`, that snapshot then removed
+/// (kept in the trash namespace for the clone) and taken again (a user
+/// snapshot), marked for reclaim: what `rm` leaves when a clone races it.
+fn with_a_user_snapshot_and_a_clone(e: &OneEnv) -> (ImageSpec, ImageSpec) {
     let c = e.cluster.connect();
     let img = image(e, fresh_id());
     let io = c.ioctx(&e.cluster.pool).unwrap();
     rbdx_core::ops::disk::ensure_snapshot(&io, &img.name, "snap").unwrap();
     let clone = img.sibling(&format!("{}-1-0", img.name)).unwrap();
     ops::clone(c, &img.at("snap").unwrap(), &clone, &ops::CloneOptions::default()).unwrap();
-    // rm: the snapshot it listed goes to the trash namespace (the clone reads
-    // it); then the racing clone takes the base snapshot again; then rm marks the
-    // image and moves it to the trash.
     let i = io.open(&img.name).unwrap();
     i.snap_remove("snap").unwrap();
     i.snap_create("snap").unwrap();
     i.metadata_set(rbdx_core::ops::disk::KEY_RECLAIM, "1").unwrap();
-    drop(i);
-    io.trash_move(&img.name, 0).unwrap();
+    (img, clone)
+}
+
+/// The end state of the race above where the clone took the base snapshot after
+/// `rm` had listed the image's snapshots, made step by step as `rm` would: the
+/// image is in the trash for reclaim with a user snapshot, and a clone of it.
+fn trashed_with_a_user_snapshot(e: &OneEnv) -> (ImageSpec, ImageSpec) {
+    let (img, clone) = with_a_user_snapshot_and_a_clone(e);
+    e.cluster.connect().ioctx(&e.cluster.pool).unwrap().trash_move(&img.name, 0).unwrap();
     (img, clone)
 }
