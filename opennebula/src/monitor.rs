@@ -61,7 +61,8 @@ pub fn vm_disk_of(name: &str) -> Option<(u32, u32)> {
 }
 
 /// Space allocated to every VM disk image in `pool`, from the object maps
-/// (fast-diff): (VM id, disk id, MiB rounded up). Measured by a few threads.
+/// (fast-diff): (VM id, disk id, MiB rounded up). Measured by 16 threads: an
+/// image open waits on the cluster more than on the CPU.
 ///
 /// # Errors
 /// One line.
@@ -73,7 +74,7 @@ pub fn vm_disks(c: &Cluster, pool: &str) -> Result<Vec<(u32, u32, u64)>, String>
         .into_iter()
         .filter_map(|e| vm_disk_of(&e.name).map(|(vm, d)| (e.name, vm, d)))
         .collect();
-    let threads = 4.min(names.len().max(1));
+    let threads = 16.min(names.len().max(1));
     let chunks: Vec<Vec<(String, u32, u32)>> =
         (0..threads).map(|t| names.iter().skip(t).step_by(threads).cloned().collect()).collect();
     let results = std::thread::scope(|scope| {
