@@ -135,6 +135,7 @@ impl Helper {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e.into()),
         }
+        images.sort_unstable();
         images.dedup();
         let fsid = self.cluster.fsid()?;
         for name in images {
