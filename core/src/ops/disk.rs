@@ -833,6 +833,17 @@ fn reclaim_pass(cluster: &Cluster, io: &IoCtx<'_>) -> Result<(usize, usize)> {
         if !e.name.contains(IN_TRANSIT) {
             continue;
         }
+        // Only an abandoned one: while a requeue has it open, that run finishes
+        // it (many reclaims working one image at once only contend for its lock).
+        match io.open_read_only(&e.name, None).and_then(|img| img.watchers()) {
+            Ok(w) if !w.is_empty() => {
+                waiting += 1;
+                continue;
+            }
+            Ok(_) => {}
+            Err(err) if err.is_not_found() => continue,
+            Err(err) => return Err(err),
+        }
         match dispose(cluster, io, &e.name, None, Reclaim::Trash) {
             // Now in the trash, where the loop below meets it, or freed.
             Ok(()) => {}
