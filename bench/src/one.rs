@@ -288,7 +288,7 @@ impl<'b> One<'b> {
             |i| i.to_string(),
             |s| {
                 let c = self.b.connect_new();
-                c.ioctx(&self.b.pool).unwrap().open(&zn).unwrap().snap_create(&s).unwrap();
+                c.ioctx(&self.b.pool).unwrap().open_as_client(&zn).unwrap().snap_create(&s).unwrap();
             },
         );
         let delete = repeat(reps, |i| i.to_string(), |s| self.tm("snap_delete", &[&dp, &s, &vms, "100"]));
@@ -307,7 +307,7 @@ impl<'b> One<'b> {
             |i| i.to_string(),
             |s| {
                 let c = self.b.connect_new();
-                c.ioctx(&self.b.pool).unwrap().open(&zn).unwrap().snap_remove(&s).unwrap();
+                c.ioctx(&self.b.pool).unwrap().open_as_client(&zn).unwrap().snap_remove(&s).unwrap();
             },
         );
         for i in [x, y, z] {
@@ -377,7 +377,7 @@ impl<'b> One<'b> {
             let img = self.b.image(size, base);
             let head = format!("one-{img}");
             let io = self.io();
-            io.open(&head).unwrap().snap_create("0").unwrap();
+            io.open_as_client(&head).unwrap().snap_create("0").unwrap();
             let carrier = format!("{head}-0");
             let ec = self.b.ec_pool.clone();
             io.rename_image(&head, &carrier).unwrap();
@@ -497,7 +497,7 @@ impl<'b> One<'b> {
             |(snap, dst)| {
                 let c = self.b.connect_new();
                 let io = c.ioctx(&self.b.pool).unwrap();
-                io.open(&head).unwrap().snap_create(&snap).unwrap();
+                io.open_as_client(&head).unwrap().snap_create(&snap).unwrap();
                 let opts = ImageOptions::new().data_pool(&ec).unwrap();
                 io.clone_image(&head, &snap, &io, &dst, &opts).unwrap();
             },

@@ -18,8 +18,12 @@
 //!   the image has no snapshot left.
 //! - The end state of the clone/rm race that leaks (a base snapshot taken after
 //!   `rm` listed the image's snapshots, on an image `rm` then moved to the trash
-//!   for reclaim), made step by step: reclaim must free it. It does not yet: this
-//!   test fails, and the race above can (rarely) fail the same way.
+//!   for reclaim), made step by step: reclaim frees it, also when a requeue was
+//!   interrupted midway.
+//!
+//! No run may die of a signal: actions on one image take turns on its
+//! `rbdx_action` lock (librbd 16 aborted one of two `snap_create`s of one disk
+//! about once in 200 runs without it; docs/ceph-behaviour.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

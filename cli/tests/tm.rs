@@ -384,7 +384,7 @@ fn deleting_an_open_disk_is_refused_naming_the_watcher() {
     let d0 = spec(&pool, &format!("one-{img}-{vm}-0"));
     let other = e.cluster.connect_new();
     let io = ops::ioctx(&other, &d0).unwrap();
-    let held = io.open(&d0.name).unwrap();
+    let held = io.open_as_client(&d0.name).unwrap();
     let line = assert_fails(&e.tm("delete", &[&disk_path(vm, 0), &vms, &ds]), "in use by 1 client");
     assert!(line.contains("127.0.0.1"), "{line}");
     drop(held);

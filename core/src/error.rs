@@ -107,6 +107,15 @@ pub enum Error {
         /// The watchers' addresses, as librbd reports them (`ip:port/nonce`).
         watchers: Vec<String>,
     },
+    /// Another rbdx action kept working on the image for as long as we could wait.
+    Busy {
+        /// `pool/image`.
+        image: String,
+        /// Who holds it: pid and host, client and address.
+        holder: String,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
     /// The image or snapshot still has CoW children that depend on it.
     HasChildren {
         /// `pool/image` or `pool/image@snap`.
@@ -133,7 +142,7 @@ impl Error {
     pub fn kind(&self) -> Option<ErrorKind> {
         match self {
             Self::Ceph(e) => Some(e.kind()),
-            Self::InUse { .. } => Some(ErrorKind::Busy),
+            Self::InUse { .. } | Self::Busy { .. } => Some(ErrorKind::Busy),
             Self::HasChildren { .. } => Some(ErrorKind::NotEmpty),
             _ => None,
         }
@@ -157,6 +166,11 @@ impl fmt::Display for Error {
             Self::InUse { image, watchers } => {
                 write!(f, "{image} is in use by {} client(s): {}", watchers.len(), watchers.join(", "))
             }
+            Self::Busy { image, holder, waited } => write!(
+                f,
+                "{image} is busy: another rbdx action ({holder}) is still working on it after {} s; try again later",
+                waited.as_secs()
+            ),
             Self::HasChildren { image, children } => {
                 write!(f, "{image} has CoW children: {}", children.join(", "))
             }

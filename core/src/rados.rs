@@ -97,6 +97,7 @@ fn serialised<T>(f: impl FnOnce() -> T) -> T {
 pub struct Cluster {
     raw: sys::rados_t,
     entity: String,
+    busy_wait: Duration,
 }
 
 // SAFETY: librados cluster handles are thread-safe: every public librados call on a
@@ -137,7 +138,7 @@ impl Cluster {
         let r = unsafe { sys::rados_create2(&mut raw, c"ceph".as_ptr(), name.as_ptr(), 0) };
         check(r.into(), "rados_create2", || entity.clone())?;
         // From here on `Drop` shuts the handle down on every error path.
-        let cluster = Self { raw, entity };
+        let cluster = Self { raw, entity, busy_wait: config.timeouts.osd_op };
 
         match (&config.conf_file, &config.mon_host) {
             (Some(path), _) => {
@@ -209,6 +210,12 @@ impl Cluster {
             // SAFETY: on success librados wrote a NUL-terminated value into `buf`.
             return Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned());
         }
+    }
+
+    /// How long to wait for another rbdx action on an image to finish (the OSD
+    /// operation timeout).
+    pub fn busy_wait(&self) -> Duration {
+        self.busy_wait
     }
 
     /// The cephx entity this handle authenticated as.

@@ -209,8 +209,12 @@ fn add(root: &Path, request: &str, held: &Held) -> Result<(), String> {
             if !ns_.is_empty() {
                 io.set_namespace(&ns_).map_err(|e| e.to_string())?;
             }
-            let img = if snap_ == "-" { io.open(&image_) } else { io.open_read_only(&image_, Some(&snap_)) }
-                .map_err(|e| format!("open: {e}"))?;
+            let img = if snap_ == "-" {
+                io.open_as_client(&image_)
+            } else {
+                io.open_read_only(&image_, Some(&snap_))
+            }
+            .map_err(|e| format!("open: {e}"))?;
             let size = img.info().map_err(|e| e.to_string())?.size;
             opened.send(Ok((fsid, size))).map_err(|e| e.to_string())?;
             let _ = stopped.recv();

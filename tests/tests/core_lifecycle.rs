@@ -105,7 +105,7 @@ fn remove_refuses_while_open_and_names_the_watcher() {
     // Another client (a second connection, like a running VM) has it open.
     let other = s.env.connect_new();
     let oio = ops::ioctx(&other, &spec).unwrap();
-    let held = oio.open(&spec.name).unwrap();
+    let held = oio.open_as_client(&spec.name).unwrap();
     held.write_at(0, b"in use").unwrap();
 
     let io = ops::ioctx(c, &spec).unwrap();

@@ -9,6 +9,7 @@ use crate::error::{CephError, Error, Result, check};
 use crate::ffi::rbd as sys;
 use crate::rados::{IoCtx, cstring};
 
+use super::action::ActionLock;
 use super::list::{CList, grow_list};
 use super::options::ImageOptions;
 
@@ -151,6 +152,9 @@ pub struct Image<'io> {
     io: &'io IoCtx<'io>,
     name: String,
     snap: Option<String>,
+    /// Read-write opens: the `rbdx_action` lock, released after the close
+    /// (fields drop after `Drop::drop` has run).
+    _lock: Option<ActionLock<'io>>,
 }
 
 // SAFETY: librbd image handles may be used from any thread; rbdx never calls one
@@ -192,7 +196,16 @@ impl<'io> Image<'io> {
             ("rbd_open", unsafe { sys::rbd_open(io.raw(), n.as_ptr(), &mut raw, sp) })
         };
         check(r.into(), op, || spec(io, name, snap))?;
-        Ok(Self { raw, io, name: name.to_string(), snap: snap.map(str::to_string) })
+        Ok(Self { raw, io, name: name.to_string(), snap: snap.map(str::to_string), _lock: None })
+    }
+
+    /// Opens image `name` at its head, read-write, once this process holds its
+    /// `rbdx_action` lock (see [`super::action`]).
+    pub(crate) fn open_locked(io: &'io IoCtx<'io>, name: &str) -> Result<Self> {
+        let lock = ActionLock::by_name(io, name)?;
+        let mut img = Self::open(io, name, None, false, false)?;
+        img._lock = lock;
+        Ok(img)
     }
 
     /// The image name.

@@ -1,10 +1,12 @@
 //! librbd's safe API: pool-level calls on an [`IoCtx`] (create, clone, remove,
 //! rename, list, trash) and [`Image`] for everything done on an open image.
 
+mod action;
 mod image;
 mod list;
 mod options;
 
+pub use action::REMOTE_GRACE;
 pub use image::{Image, ImageInfo, LinkedImage, Parent, SnapNamespace, Snapshot, Watcher};
 pub use options::{ImageOptions, features};
 
@@ -12,6 +14,7 @@ use crate::error::{Result, check};
 use crate::ffi::rbd as sys;
 use crate::rados::{IoCtx, cstring};
 
+use action::ActionLock;
 use image::{owned, spec};
 use list::{CList, grow_list};
 
@@ -78,11 +81,23 @@ pub fn version() -> (i32, i32, i32) {
 }
 
 impl<'c> IoCtx<'c> {
-    /// Opens image `name` at its head, read-write.
+    /// Opens image `name` at its head, read-write. Waits for another rbdx action
+    /// that has it open read-write (see the `action` module).
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such image; [`crate::Error::Busy`] if another
+    /// rbdx action kept it for longer than [`crate::Cluster::busy_wait`].
+    pub fn open<'io>(&'io self, name: &str) -> Result<Image<'io>> {
+        Image::open_locked(self, name)
+    }
+
+    /// Opens image `name` at its head, read-write, *without* the `rbdx_action`
+    /// lock: as a hypervisor (qemu, the kernel driver) opens a disk. Only for
+    /// stand-ins of those; rbdx actions use [`IoCtx::open`].
     ///
     /// # Errors
     /// `NotFound` if there is no such image.
-    pub fn open<'io>(&'io self, name: &str) -> Result<Image<'io>> {
+    pub fn open_as_client<'io>(&'io self, name: &str) -> Result<Image<'io>> {
         Image::open(self, name, None, false, false)
     }
 
@@ -151,6 +166,7 @@ impl<'c> IoCtx<'c> {
     /// `NotFound`, `Busy`, `NotEmpty`.
     pub fn remove_image(&self, name: &str) -> Result<()> {
         let n = cstring("image name", name)?;
+        let _lock = ActionLock::by_name(self, name)?;
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_remove(self.raw(), n.as_ptr()) };
         check(r.into(), "rbd_remove", || spec(self, name, None))?;
@@ -164,6 +180,7 @@ impl<'c> IoCtx<'c> {
     /// `NotFound`, `Exists`.
     pub fn rename_image(&self, from: &str, to: &str) -> Result<()> {
         let (f, t) = (cstring("image name", from)?, cstring("image name", to)?);
+        let _lock = ActionLock::by_name(self, from)?;
         // SAFETY: `self.raw()` is live; both strings outlive the call.
         let r = unsafe { sys::rbd_rename(self.raw(), f.as_ptr(), t.as_ptr()) };
         check(r.into(), "rbd_rename", || format!("{} -> {to}", spec(self, from, None)))?;
@@ -225,6 +242,7 @@ impl<'c> IoCtx<'c> {
     /// `NotFound`; `Busy` while it has watchers.
     pub fn trash_move(&self, name: &str, delay_secs: u64) -> Result<()> {
         let n = cstring("image name", name)?;
+        let _lock = ActionLock::by_name(self, name)?;
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_trash_move(self.raw(), n.as_ptr(), delay_secs) };
         check(r.into(), "rbd_trash_move", || spec(self, name, None))?;
@@ -272,6 +290,7 @@ impl<'c> IoCtx<'c> {
     /// `NotEmpty`/`Busy` while it has snapshots with children.
     pub fn trash_remove(&self, id: &str, force: bool) -> Result<()> {
         let i = cstring("image id", id)?;
+        let _lock = ActionLock::by_id(self, id, &format!("trash id {id}"))?;
         // SAFETY: `self.raw()` is live; `i` outlives the call.
         let r = unsafe { sys::rbd_trash_remove(self.raw(), i.as_ptr(), force) };
         check(r.into(), "rbd_trash_remove", || format!("{} trash id {id}", self.spec()))?;
