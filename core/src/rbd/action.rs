@@ -25,7 +25,7 @@
 //! briefly have none).
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::CStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread::ThreadId;
@@ -38,11 +38,11 @@ use crate::rados::{IoCtx, cstring};
 use super::image::Image;
 
 /// The rados lock name on the header object.
-const LOCK_NAME: &str = "rbdx_action";
+const LOCK_NAME: &CStr = c"rbdx_action";
 
 /// How long a holder on another machine may go without watching the image before
 /// its lock is taken as abandoned.
-pub const REMOTE_GRACE: Duration = Duration::from_secs(10);
+const REMOTE_GRACE: Duration = Duration::from_secs(10);
 
 /// Longest pause between two attempts.
 const MAX_PAUSE: Duration = Duration::from_millis(200);
@@ -144,20 +144,20 @@ impl Locker {
     }
 }
 
-/// The cls_lock `lock` request (`cls_lock_lock_op`, encoding version 1): an
-/// exclusive lock without expiry. Sent with `assert_exists` so that a header
-/// removed meanwhile is not created again by the lock.
-fn lock_request(name: &str, cookie: &str, description: &str) -> Vec<u8> {
-    fn string(out: &mut Vec<u8>, s: &str) {
+/// The cls_lock `lock` request for [`LOCK_NAME`] (`cls_lock_lock_op`, encoding
+/// version 1): an exclusive lock without expiry. Sent with `assert_exists` so
+/// that a header removed meanwhile is not created again by the lock.
+fn lock_request(cookie: &str, description: &str) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &[u8]) {
         out.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(s);
     }
     let mut body = Vec::new();
-    string(&mut body, name);
+    string(&mut body, LOCK_NAME.to_bytes());
     body.push(1); // LOCK_EXCLUSIVE
-    string(&mut body, cookie);
-    string(&mut body, ""); // tag
-    string(&mut body, description);
+    string(&mut body, cookie.as_bytes());
+    string(&mut body, b""); // tag
+    string(&mut body, description.as_bytes());
     body.extend_from_slice(&[0; 8]); // duration: utime_t {0 s, 0 ns}, no expiry
     body.push(0); // flags
     let mut out = vec![1, 1]; // struct_v, compat
@@ -326,7 +326,7 @@ fn abandoned(
 
 fn try_lock(io: &IoCtx<'_>, oid: &str, cookie: &str, description: &str) -> Result<()> {
     let o = cstring("object name", oid)?;
-    let request = lock_request(LOCK_NAME, cookie, description);
+    let request = lock_request(cookie, description);
     // SAFETY: creates a write op that we release below on every path.
     let op = unsafe { sys::rados_create_write_op() };
     if op.is_null() {
@@ -355,9 +355,9 @@ fn try_lock(io: &IoCtx<'_>, oid: &str, cookie: &str, description: &str) -> Resul
 }
 
 fn unlock(io: &IoCtx<'_>, oid: &str, cookie: &str) -> Result<()> {
-    let (o, n, c) = (cstring("object name", oid)?, c_name(), cstring("cookie", cookie)?);
+    let (o, c) = (cstring("object name", oid)?, cstring("cookie", cookie)?);
     // SAFETY: `io.raw()` is live; the strings outlive the call.
-    let r = unsafe { sys::rados_unlock(io.raw(), o.as_ptr(), n.as_ptr(), c.as_ptr()) };
+    let r = unsafe { sys::rados_unlock(io.raw(), o.as_ptr(), LOCK_NAME.as_ptr(), c.as_ptr()) };
     check(r.into(), "rados_unlock", || format!("{}/{oid}", io.spec()))?;
     Ok(())
 }
@@ -365,20 +365,16 @@ fn unlock(io: &IoCtx<'_>, oid: &str, cookie: &str) -> Result<()> {
 fn break_lock(io: &IoCtx<'_>, oid: &str, holder: &Locker) -> Result<()> {
     let o = cstring("object name", oid)?;
     let (cl, c) = (cstring("client", &holder.client)?, cstring("cookie", &holder.cookie)?);
-    let n = c_name();
     // SAFETY: `io.raw()` is live; the strings outlive the call.
-    let r = unsafe { sys::rados_break_lock(io.raw(), o.as_ptr(), n.as_ptr(), cl.as_ptr(), c.as_ptr()) };
+    let r =
+        unsafe { sys::rados_break_lock(io.raw(), o.as_ptr(), LOCK_NAME.as_ptr(), cl.as_ptr(), c.as_ptr()) };
     check(r.into(), "rados_break_lock", || format!("{}/{oid}", io.spec()))?;
     Ok(())
 }
 
-fn c_name() -> CString {
-    CString::new(LOCK_NAME).unwrap_or_default()
-}
-
 /// The holders of the lock on `oid` (none if it is free or the object is gone).
 fn lockers(io: &IoCtx<'_>, oid: &str) -> Result<Vec<Locker>> {
-    let (o, n) = (cstring("object name", oid)?, c_name());
+    let o = cstring("object name", oid)?;
     let mut size = 256usize;
     loop {
         let (mut tag, mut clients, mut cookies, mut addrs) =
@@ -391,7 +387,7 @@ fn lockers(io: &IoCtx<'_>, oid: &str) -> Result<Vec<Locker>> {
             sys::rados_list_lockers(
                 io.raw(),
                 o.as_ptr(),
-                n.as_ptr(),
+                LOCK_NAME.as_ptr(),
                 &mut exclusive,
                 tag.as_mut_ptr().cast(),
                 &mut tag_len,
@@ -435,14 +431,18 @@ mod tests {
 
     #[test]
     fn the_lock_request_is_a_versioned_cls_lock_op() {
-        let r = lock_request("n", "c", "d");
+        let r = lock_request("c", "d");
         assert_eq!(&r[..2], &[1, 1]);
         assert_eq!(u32::from_le_bytes(r[2..6].try_into().unwrap()) as usize, r.len() - 6);
         let body = &r[6..];
-        assert_eq!(
-            body,
-            [&[1, 0, 0, 0, b'n', 1, 1, 0, 0, 0, b'c', 0, 0, 0, 0, 1, 0, 0, 0, b'd'][..], &[0; 9]].concat()
-        );
+        let want = [
+            &[11, 0, 0, 0][..],
+            b"rbdx_action",
+            &[1, 1, 0, 0, 0, b'c', 0, 0, 0, 0, 1, 0, 0, 0, b'd'],
+            &[0; 9],
+        ]
+        .concat();
+        assert_eq!(body, want);
     }
 
     #[test]

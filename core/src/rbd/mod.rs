@@ -6,7 +6,6 @@ mod image;
 mod list;
 mod options;
 
-pub use action::REMOTE_GRACE;
 pub use image::{Image, ImageInfo, LinkedImage, Parent, SnapNamespace, Snapshot, Watcher};
 pub use options::{ImageOptions, features};
 
