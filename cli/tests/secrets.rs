@@ -20,11 +20,6 @@ fn disk_path(host: &str, vm: u32, disk: u32) -> String {
     format!("{host}:/var/lib/one//datastores/{SYSTEM_DS}/{vm}/disk.{disk}")
 }
 
-/// The key in the restricted client's keyring.
-fn key(e: &OneEnv) -> String {
-    std::fs::read_to_string(&e.key_file).unwrap().trim().to_string()
-}
-
 /// Runs `cmd` under `strace -f`, with `stdin`; returns its output and the trace.
 fn traced(cmd: &Command, stdin: &[u8], trace: &Path) -> (Output, String) {
     let mut strace = Command::new("strace");
@@ -90,7 +85,7 @@ fn keys_stay_out_of_argv_environment_output_and_oned_calls() {
     let local = OneEnv::new(bin, &format!("EXECUTION = local\nVIRSH = {}\n", virsh.display()));
     let c = local.cluster.connect();
     let pool = local.cluster.pool.clone();
-    let key = key(&local);
+    let key = local.key();
     assert!(key.len() > 20, "a real key");
     let mut check = Check { key: &key, dir: dir.path().to_path_buf(), n: 0 };
 

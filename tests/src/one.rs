@@ -268,6 +268,11 @@ impl OneEnv {
         Self { cluster, oned, config: cfg, key_file, bin: bin.to_path_buf(), dir }
     }
 
+    /// The restricted client's key (what must never appear in an output).
+    pub fn key(&self) -> String {
+        std::fs::read_to_string(&self.key_file).expect("key file").trim().to_string()
+    }
+
     /// CEPH_CONF, CEPH_USER and CEPH_KEY as a DISK or datastore carries them.
     pub fn ceph_attrs(&self) -> Vec<(&'static str, String)> {
         vec![
