@@ -184,6 +184,13 @@ impl Cli {
     }
 }
 
+/// `qemu-img` with the rbd: driver, for the baselines that write into RBD:
+/// `RBDX_BENCH_QEMU_IMG` (set by `tests/bench` from `tests/bench-qemu`), else the
+/// one on PATH.
+pub fn qemu_img() -> Command {
+    Command::new(std::env::var_os("RBDX_BENCH_QEMU_IMG").unwrap_or_else(|| "qemu-img".into()))
+}
+
 /// Runs `cmd` and panics unless it succeeds; returns its output.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.stdin(Stdio::null()).output().expect("run");

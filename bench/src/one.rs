@@ -11,7 +11,7 @@ use rbdx_core::rbd::ImageOptions;
 use rbdx_core::{Cluster, IoCtx};
 use rbdx_tests::one::{OneEnv, vm_doc};
 
-use crate::measure::{Cli, Workload, repeat, run_ok, time};
+use crate::measure::{Cli, Workload, qemu_img, repeat, run_ok, time};
 use crate::{Bench, GIB, MIB};
 
 const IMAGE_DS: u32 = 100;
@@ -541,9 +541,7 @@ impl<'b> One<'b> {
                 |_| self.spec(&format!("one-{}", self.fresh_id())),
                 |dst| {
                     let target = self.cli().qemu_target(&dst, Some(&ec));
-                    run_ok(
-                        Command::new("qemu-img").args(["convert", "-f", fmt, "-O", "raw", &path, &target]),
-                    );
+                    run_ok(qemu_img().args(["convert", "-f", fmt, "-O", "raw", &path, &target]));
                 },
             )
             .into_iter()

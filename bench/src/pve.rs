@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use rbdx_core::rbd::ImageOptions;
 use rbdx_pve::protocol::{Call, Ceph, Request, VERSION};
 
-use crate::measure::{Workload, repeat, run_ok};
+use crate::measure::{Workload, qemu_img, repeat, run_ok};
 use crate::{Bench, GIB, MIB};
 
 /// The Proxmox side of the bench: a storage with an EC data pool.
@@ -157,9 +157,7 @@ impl<'b> Pve<'b> {
             |vmid| {
                 let v = self.call(Call::AllocImage { vmid, name: None, size_kib: GIB / 1024 });
                 let dst = self.b.cli.qemu_target(&self.spec(v.as_str().unwrap()), None);
-                run_ok(
-                    Command::new("qemu-img").args(["convert", "-n", "-f", "raw", "-O", "raw", &src, &dst]),
-                );
+                run_ok(qemu_img().args(["convert", "-n", "-f", "raw", "-O", "raw", &src, &dst]));
             },
         );
         let full_a = repeat(
@@ -168,9 +166,7 @@ impl<'b> Pve<'b> {
             |vmid| {
                 let name = self.stock_alloc(vmid);
                 let dst = self.b.cli.qemu_target(&name, None);
-                run_ok(
-                    Command::new("qemu-img").args(["convert", "-n", "-f", "raw", "-O", "raw", &src, &dst]),
-                );
+                run_ok(qemu_img().args(["convert", "-n", "-f", "raw", "-O", "raw", &src, &dst]));
             },
         );
         self.b.wipe("vm-");
