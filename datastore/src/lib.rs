@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod context;
+pub mod restricted;
 
 /// Every action name, as installed under `remotes/datastore/<driver>/`.
 pub const ACTIONS: [&str; 10] =

@@ -26,6 +26,8 @@
 #![deny(missing_docs)]
 
 pub mod backup;
+pub mod child;
+pub mod intake;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -63,6 +65,10 @@ pub enum Format {
     Vhdx,
     /// VirtualBox.
     Vdi,
+    /// Virtual PC / Hyper-V VHD (dynamic: `conectix` at the start).
+    Vpc,
+    /// QEMU enhanced disk.
+    Qed,
     /// gzip: a compressed file (or an OpenNebula RBD backup tarball).
     Gzip,
 }
@@ -76,6 +82,8 @@ impl Format {
             Self::Vmdk => "vmdk",
             Self::Vhdx => "vhdx",
             Self::Vdi => "vdi",
+            Self::Vpc => "vpc",
+            Self::Qed => "qed",
             Self::Gzip => "gzip",
         }
     }
@@ -91,6 +99,10 @@ pub fn sniff(head: &[u8]) -> Format {
         Format::Vhdx
     } else if head.len() >= 0x44 && head[0x40..0x44] == [0x7f, 0x10, 0xda, 0xbe] {
         Format::Vdi
+    } else if head.starts_with(b"conectix") {
+        Format::Vpc
+    } else if head.starts_with(b"QED\0") {
+        Format::Qed
     } else if head.starts_with(&[0x1f, 0x8b]) {
         Format::Gzip
     } else {
@@ -157,6 +169,14 @@ pub struct Options {
     pub staging_dir: Option<PathBuf>,
     /// Seconds an http request may wait for data.
     pub timeout: Option<Duration>,
+    /// How long qemu-img may take for one inspection or conversion (default 1 h).
+    pub convert_timeout: Option<Duration>,
+}
+
+impl Options {
+    fn convert_timeout(&self) -> Duration {
+        self.convert_timeout.unwrap_or(Duration::from_secs(3600))
+    }
 }
 
 /// What an import did.
@@ -262,11 +282,14 @@ pub fn import(
     let temp = target.sibling(&temp_name(&target.name)).map_err(|e| e.to_string())?;
     ops::remove(cluster, &temp, RemoveOptions::default())
         .map_err(|e| format!("removing the unfinished {temp}: {e}"))?;
-    let (reader, total, local): (Box<dyn Read>, Option<u64>, Option<PathBuf>) = match source {
+    // A local file is opened once: qemu-img reads that open file (through an
+    // inherited descriptor), never the path again.
+    let (reader, total, local): (Box<dyn Read>, Option<u64>, Option<OpenFile>) = match source {
         Source::File(p) => {
-            let f = File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let (f, _) = open_regular(&p)?;
             let len = f.metadata().map_err(|e| e.to_string())?.len();
-            (Box::new(f), Some(len), Some(p))
+            let shared = OpenFile::new(&f)?;
+            (Box::new(f), Some(len), Some(shared))
         }
         Source::Url(u) => {
             let (r, len) = open_url(&u, opts.timeout)?;
@@ -297,7 +320,7 @@ pub fn import(
     let format = sniff(&head);
     let result = if format == Format::Gzip {
         // An OpenNebula RBD backup tarball, as the stock driver treats every gzip file.
-        let (file, _staged) = as_file(local.as_deref(), &head, &mut tap, opts)?;
+        let (file, _staged) = as_file(local.as_ref().map(OpenFile::path), &head, &mut tap, opts)?;
         let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
         let b = backup::unpack(&file, &dir)?;
         let size = backup::declared_size(&b.full)?.max(opts.min_size.unwrap_or(0));
@@ -318,9 +341,11 @@ pub fn import(
         let f = File::open(staged.path()).map_err(|e| format!("reading the staged data: {e}"))?;
         write_raw(cluster, &temp, f).map(|()| size)
     } else {
-        let (file, _staged) = as_file(local.as_deref(), &head, &mut tap, opts)?;
-        let size = virtual_size(&file, format)?.max(opts.min_size.unwrap_or(0));
-        let raw = convert_to_raw(&file, format, opts)?;
+        let (file, _staged) = as_file(local.as_ref().map(OpenFile::path), &head, &mut tap, opts)?;
+        let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let virtual_size = intake::inspect(&file, format, &dir, opts.convert_timeout())?.virtual_size;
+        let size = virtual_size.max(opts.min_size.unwrap_or(0));
+        let raw = convert_to_raw(&file, format, virtual_size, opts)?;
         create(cluster, &temp, size, opts)?;
         let f = File::open(raw.path()).map_err(|e| format!("reading the converted image: {e}"))?;
         write_raw(cluster, &temp, f).map(|()| size)
@@ -401,53 +426,122 @@ fn stage(head: &[u8], rest: &mut impl Read, opts: &Options) -> Result<tempfile::
     Ok(f)
 }
 
-/// The virtual size `qemu-img info` reports for `file`.
+/// The virtual size of `file` read as `format`, once it passed every intake
+/// check ([`intake`]); qemu-img runs in `cwd` for at most `deadline`.
 ///
 /// # Errors
-/// One line.
-pub fn virtual_size(file: &Path, format: Format) -> Result<u64> {
-    let out = Command::new("qemu-img")
-        .args(["info", "--output=json", "-f", format.qemu_name()])
-        .arg(file)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running qemu-img (qemu-utils): {e}"))?;
-    if !out.status.success() {
-        return Err(format!("qemu-img info failed: {}", one_line(&out.stderr)));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("qemu-img info: {e}"))?;
-    v.get("virtual-size")
-        .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| "qemu-img info gave no virtual size".into())
+/// One line: refused, or qemu-img failed.
+pub fn virtual_size(file: &Path, format: Format, cwd: &Path, deadline: Duration) -> Result<u64> {
+    intake::inspect(file, format, cwd, deadline).map(|i| i.virtual_size)
 }
 
-fn one_line(b: &[u8]) -> String {
+/// Opens `path` for reading only if it is a regular file (a FIFO or a device
+/// is refused without blocking); returns the file and the path it really is
+/// (links resolved, from the open file itself, so that a check on it holds for
+/// what is read).
+///
+/// # Errors
+/// One line naming the path.
+pub fn open_regular(path: &Path) -> Result<(File, PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.as_os_str().len() >= 4096 {
+        return Err(format!("path too long ({} bytes)", path.as_os_str().len()));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = f.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)))
+        .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    Ok((f, real))
+}
+
+/// An open file that children started meanwhile can read as `/dev/fd/<n>` (a
+/// duplicate descriptor without close-on-exec, closed on drop).
+#[derive(Debug)]
+pub struct OpenFile {
+    /// Kept open for the children; closed on drop.
+    _dup: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+impl OpenFile {
+    /// Shares `f` with children.
+    ///
+    /// # Errors
+    /// One line.
+    pub fn new(f: &File) -> Result<Self> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let dup = f.as_fd().try_clone_to_owned().map_err(|e| format!("duplicating the file: {e}"))?;
+        nix::fcntl::fcntl(&dup, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
+            .map_err(|e| format!("sharing the file: {e}"))?;
+        let path = PathBuf::from(format!("/dev/fd/{}", dup.as_raw_fd()));
+        Ok(Self { _dup: dup, path })
+    }
+
+    /// The path children open it by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The image formats rbdx hands to qemu-img.
+pub const QEMU_FORMATS: [&str; 7] = ["raw", "qcow2", "vmdk", "vhdx", "vdi", "vpc", "qed"];
+
+/// Which of [`QEMU_FORMATS`] the installed qemu-img lacks (empty: all there).
+///
+/// # Errors
+/// One line when qemu-img cannot be run.
+pub fn qemu_img_formats() -> Result<Vec<String>> {
+    let out = Command::new("qemu-img")
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run qemu-img: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "Supported formats:" (older) or "Supported image formats:" (newer), then
+    // the names, on the same line or the following ones.
+    let listed: Vec<&str> = text
+        .split_once("formats:")
+        .map(|(_, rest)| rest.split("\n\n").find(|p| !p.trim().is_empty()).unwrap_or(""))
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    Ok(QEMU_FORMATS.iter().filter(|f| !listed.contains(f)).map(|f| (*f).to_string()).collect())
+}
+
+pub(crate) fn one_line(b: &[u8]) -> String {
     String::from_utf8_lossy(b).split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Converts `file` to a sparse raw file in the staging directory (removed when
-/// the returned handle drops). qemu-img cannot write raw to a pipe, and its rbd
-/// driver is an optional module; the raw file is then written sparse in-process.
-fn convert_to_raw(file: &Path, format: Format, opts: &Options) -> Result<tempfile::NamedTempFile> {
+/// Converts `file` (checked by [`intake::inspect`]) to a sparse raw file in the
+/// staging directory (removed when the returned handle drops), under the intake
+/// limits: qemu-img may write nothing larger than the virtual size. qemu-img
+/// cannot write raw to a pipe, and its rbd driver is an optional module; the raw
+/// file is then written sparse in-process.
+fn convert_to_raw(
+    file: &Path,
+    format: Format,
+    virtual_size: u64,
+    opts: &Options,
+) -> Result<tempfile::NamedTempFile> {
     let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
     let raw = tempfile::Builder::new()
         .prefix("rbdx-import-")
         .suffix(".raw")
         .tempfile_in(&dir)
         .map_err(|e| format!("staging in {}: {e}", dir.display()))?;
-    let out = Command::new("qemu-img")
-        .args(["convert", "-f", format.qemu_name(), "-O", "raw"])
-        .arg(file)
-        .arg(raw.path())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running qemu-img (qemu-utils): {e}"))?;
-    if out.status.success() {
-        Ok(raw)
-    } else {
-        Err(format!("qemu-img convert failed: {}", one_line(&out.stderr)))
-    }
+    let name = intake::qemu_filename(file, format);
+    let out = raw.path().to_string_lossy().into_owned();
+    let limits =
+        intake::Limits { deadline: opts.convert_timeout(), max_output: virtual_size.saturating_add(1 << 20) };
+    intake::qemu_img(&["convert", "-O", "raw", &name, &out], &dir, limits)?;
+    Ok(raw)
 }
 
 #[cfg(test)]

@@ -259,15 +259,8 @@ fn wait(
     }
 }
 
-/// Reads up to `limit` bytes of `from` on a thread of its own (so that a child
-/// never blocks on a full pipe while we wait for it).
-fn drain(from: impl Read + Send + 'static, limit: u64) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = from.take(limit).read_to_end(&mut v);
-        v
-    })
-}
+use rbdx_import::child::drain;
+pub use rbdx_import::child::wait_output;
 
 fn stderr_line(child: &mut std::process::Child) -> String {
     let mut err = String::new();

@@ -53,6 +53,7 @@ pub fn run(a: ImportArgs) -> Result<(), String> {
         limit_bps: a.limit,
         staging_dir: a.staging_dir,
         timeout: None,
+        convert_timeout: None,
     };
     let tty = std::io::stderr().is_terminal();
     let start = Instant::now();

@@ -8,44 +8,12 @@
 //! `SOURCE raw`.
 
 use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rbdx_one::exec;
 use rbdx_one::job::Job;
 
 use crate::context::{DsCtx, Result};
-
-/// Directories images may never be read from (plus the datastore's RESTRICTED_DIRS),
-/// unless under one of its SAFE_DIRS: as the stock driver.
-fn restricted(ctx: &DsCtx) -> Vec<String> {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/var/lib/one".into());
-    let mut dirs = vec![
-        "/var/lib/one/".to_string(),
-        "/etc/one/".to_string(),
-        format!("{}/", home.trim_end_matches('/')),
-    ];
-    if let Some(more) = ctx.template().get("RESTRICTED_DIRS") {
-        dirs.extend(more.split_whitespace().map(str::to_string));
-    }
-    dirs
-}
-
-/// Refuses a local path inside a restricted directory (after resolving links).
-fn check_restricted(ctx: &DsCtx, path: &str) -> Result {
-    let real = std::fs::canonicalize(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let real = real.to_string_lossy();
-    let under = |dir: &str| {
-        let d = dir.trim_end_matches('/');
-        !d.is_empty() && (real == d || real.starts_with(&format!("{d}/")))
-    };
-    let safe: Vec<&str> =
-        ctx.template().get("SAFE_DIRS").map(|s| s.split_whitespace().collect()).unwrap_or_default();
-    if restricted(ctx).iter().any(|d| under(d)) && !safe.iter().any(|d| under(d)) {
-        return Err(format!("Not allowed to copy image file {path}"));
-    }
-    Ok(())
-}
 
 /// LIMIT_TRANSFER_BW: bytes per second, with an optional K, M or G suffix.
 fn parse_bw(s: &str) -> Result<u64> {
@@ -71,17 +39,12 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
     let path = ctx.image_attr("PATH")?.to_string();
     let target = ctx.new_source();
     let is_url = path.starts_with("http://") || path.starts_with("https://");
-    if !is_url {
-        if !Path::new(&path).is_absolute() {
-            return Err(format!("invalid image path {path:?}: expected an absolute path or an http(s) URL"));
-        }
-        check_restricted(ctx, &path)?;
-    }
     let limit = ctx.template().get("LIMIT_TRANSFER_BW").map(parse_bw).transpose()?;
     let (input, size): (Box<dyn Read>, Option<u64>) = if is_url {
         rbdx_import::open_url(&path, Some(Duration::from_secs(60)))?
     } else {
-        let f = std::fs::File::open(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        // Opened once; the check is on the file that is read.
+        let f = crate::restricted::open(ctx, &path)?;
         let len = f.metadata().map_err(|e| e.to_string())?.len();
         (Box::new(f), Some(len))
     };

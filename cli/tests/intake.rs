@@ -1,0 +1,272 @@
+//! Image intake, through every entry point that takes a user's image file
+//! (`rbdx import`, DS `cp`, DS `stat`): images that name other files — a qcow2
+//! or QED backing file (a host path, a `json:` or `nbd:` name, a chain), a qcow2
+//! external data file, a VMDK descriptor's extent, a VMDK parent, a sparse VMDK
+//! whose empty capacity makes its descriptor's extents count, a qcow version 1
+//! image — are refused with one line, nothing is created, the host file's bytes
+//! reach no image, and no connection is made to the `nbd:` address. Every
+//! allowed format still imports byte-identical. A FIFO is refused without
+//! blocking, and so is a path longer than PATH_MAX.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rbdx_core::ops::{self, ImageSpec};
+use rbdx_tests::one::OneEnv;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rbdx");
+const DS: u32 = 100;
+
+fn fresh_id() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    (std::process::id() % 20_000) * 100 + 6_000_000 + N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn qemu_img(dir: &Path, args: &[&str]) {
+    let out = Command::new("qemu-img").args(args).current_dir(dir).output().expect("qemu-img");
+    assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A host file whose bytes must never reach an image.
+fn secret(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let marker = format!("HOST-SECRET-{}-", std::process::id()).into_bytes();
+    let data: Vec<u8> = marker.iter().copied().cycle().take(1 << 20).collect();
+    let p = dir.join("one_auth");
+    std::fs::write(&p, &data).unwrap();
+    (p, marker)
+}
+
+/// A sparse VMDK made by qemu-img, with its embedded descriptor replaced by
+/// `edit(descriptor)` and its capacity by `capacity` (sectors) when given.
+fn patched_vmdk(dir: &Path, name: &str, capacity: Option<u64>, edit: impl Fn(&str) -> String) -> PathBuf {
+    let p = dir.join(name);
+    qemu_img(dir, &["create", "-q", "-f", "vmdk", &p.display().to_string(), "1M"]);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let le = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    let (off, len) = (le(28) as usize * 512, le(36) as usize * 512);
+    let text = String::from_utf8_lossy(&bytes[off..off + len]).trim_end_matches('\0').to_string();
+    let new = edit(&text);
+    assert!(new.len() < len, "the new descriptor fits");
+    bytes[off..off + len].fill(0);
+    bytes[off..off + new.len()].copy_from_slice(new.as_bytes());
+    if let Some(c) = capacity {
+        bytes[12..20].copy_from_slice(&c.to_le_bytes());
+    }
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Every hostile image: (label, file, what the refusal says).
+fn hostile_images(dir: &Path, secret: &Path, nbd_port: u16) -> Vec<(&'static str, PathBuf, &'static str)> {
+    let s = secret.display().to_string();
+    let d = |n: &str| dir.join(n).display().to_string();
+    qemu_img(dir, &["create", "-q", "-f", "qcow2", "-b", &s, "-F", "raw", &d("backing.qcow2"), "1M"]);
+    let json = format!("json:{{\"driver\":\"raw\",\"file\":{{\"driver\":\"file\",\"filename\":\"{s}\"}}}}");
+    qemu_img(dir, &["create", "-q", "-f", "qcow2", "-u", "-b", &json, "-F", "raw", &d("json.qcow2"), "1M"]);
+    let nbd = format!("nbd:127.0.0.1:{nbd_port}");
+    qemu_img(dir, &["create", "-q", "-f", "qcow2", "-u", "-b", &nbd, "-F", "raw", &d("nbd.qcow2"), "1M"]);
+    qemu_img(
+        dir,
+        &["create", "-q", "-f", "qcow2", "-b", &d("backing.qcow2"), "-F", "qcow2", &d("chain.qcow2"), "1M"],
+    );
+    let data_opt = format!("data_file={},data_file_raw=on", d("data.raw"));
+    qemu_img(dir, &["create", "-q", "-f", "qcow2", "-o", &data_opt, &d("datafile.qcow2"), "1M"]);
+    std::fs::copy(secret, dir.join("data.raw")).unwrap();
+    qemu_img(dir, &["create", "-q", "-f", "qed", "-b", &s, "-F", "raw", &d("backing.qed"), "1M"]);
+    qemu_img(dir, &["create", "-q", "-f", "qcow", &d("v1.qcow"), "1M"]);
+    std::fs::write(
+        dir.join("flat.vmdk"),
+        format!(
+            "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\nRW 2048 FLAT \"{s}\" 0\n\nddb.virtualHWVersion = \"4\"\n"
+        ),
+    )
+    .unwrap();
+    let parent = patched_vmdk(dir, "parent.vmdk", None, |t| {
+        t.replace("parentCID=ffffffff", &format!("parentCID=12345678\nparentFileNameHint=\"{s}\""))
+    });
+    let empty = patched_vmdk(dir, "empty.vmdk", Some(0), |t| {
+        let line = t.lines().find(|l| l.starts_with("RW ")).unwrap().to_string();
+        t.replace(&line, &format!("RW 2048 FLAT \"{s}\" 0"))
+    });
+    vec![
+        ("qcow2 backing file", dir.join("backing.qcow2"), "names a backing file"),
+        ("qcow2 json: backing", dir.join("json.qcow2"), "names a backing file"),
+        ("qcow2 nbd: backing", dir.join("nbd.qcow2"), "names a backing file"),
+        ("qcow2 chain", dir.join("chain.qcow2"), "names a backing file"),
+        ("qcow2 external data file", dir.join("datafile.qcow2"), "external"),
+        ("QED backing file", dir.join("backing.qed"), "names a backing file"),
+        ("qcow version 1", dir.join("v1.qcow"), "qcow version 1"),
+        ("VMDK descriptor with a flat extent", dir.join("flat.vmdk"), "VMDK descriptor"),
+        ("VMDK with a parent", parent, "parent"),
+        ("VMDK with no capacity", empty, "no capacity"),
+    ]
+}
+
+fn one_line_failure(out: &Output, want: &str, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> =
+        err.lines().filter(|l| !l.starts_with("INFO:") && !l.starts_with("ERROR:")).collect();
+    assert!(!out.status.success(), "{what}: succeeded");
+    assert_eq!(lines.len(), 1, "{what}: one line: {err}");
+    assert!(lines[0].contains(want), "{what}: {want:?} in {err}");
+}
+
+fn image_exists(e: &OneEnv, spec: &ImageSpec) -> bool {
+    let names: Vec<String> = e
+        .cluster
+        .connect()
+        .ioctx(&spec.pool)
+        .unwrap()
+        .list_images()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    names.iter().any(|n| *n == spec.name || n.starts_with(&format!("{}.", spec.name)))
+}
+
+fn cli(e: &OneEnv, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--conf")
+        .arg(&e.cluster.conf)
+        .args(["--id", &e.cluster.id, "--keyring"])
+        .arg(&e.cluster.keyring)
+        .output()
+        .unwrap()
+}
+
+fn ds_message(e: &OneEnv, path: &str) -> String {
+    format!("<IMAGE><PATH><![CDATA[{path}]]></PATH><SIZE>1</SIZE></IMAGE>{}", e.image_ds(DS, true, &[]))
+}
+
+#[test]
+fn images_that_name_other_files_are_refused_everywhere() {
+    let e = OneEnv::new(Path::new(BIN), "EXECUTION = local\nCEPH_TIMEOUT = 20\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, marker) = secret(dir.path());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    std::thread::spawn(move || {
+        for _ in listener.incoming() {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let pool = e.cluster.pool.clone();
+    let mut refused = 0;
+    for (label, file, want) in hostile_images(dir.path(), &secret, port) {
+        let f = file.display().to_string();
+        let id = fresh_id();
+        let spec = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
+        let out = cli(&e, &["import", &f, &spec.to_string(), "--data-pool", &e.cluster.ec_pool]);
+        one_line_failure(&out, want, &format!("rbdx import of {label}"));
+        assert!(!image_exists(&e, &spec), "{label}: rbdx import created nothing");
+        let out = e.ds("cp", id, &ds_message(&e, &f));
+        one_line_failure(&out, want, &format!("DS cp of {label}"));
+        assert!(!image_exists(&e, &spec), "{label}: cp created nothing");
+        let out = e.ds("stat", id, &ds_message(&e, &f));
+        one_line_failure(&out, want, &format!("DS stat of {label}"));
+        refused += 3;
+    }
+    assert_eq!(refused, 30);
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing connected to the nbd: address");
+    // No image of the pool holds the host file's bytes.
+    let c = e.cluster.connect();
+    let io = c.ioctx(&pool).unwrap();
+    for entry in io.list_images().unwrap() {
+        let Ok(img) = io.open_read_only(&entry.name, None) else { continue };
+        let n = img.info().unwrap().size.min(2 << 20) as usize;
+        let mut buf = vec![0u8; n];
+        let got = img.read_at(0, &mut buf).unwrap_or(0);
+        assert!(
+            !buf[..got].windows(marker.len()).any(|w| w == marker),
+            "{} holds the host file's bytes",
+            entry.name
+        );
+    }
+}
+
+#[test]
+fn every_allowed_format_imports_byte_identical() {
+    let e = OneEnv::new(Path::new(BIN), "EXECUTION = local\nCEPH_TIMEOUT = 20\n");
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = vec![0u8; 8 << 20];
+    for (i, b) in data[(1 << 20)..(3 << 20)].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(13).wrapping_add(5);
+    }
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, &data).unwrap();
+    let c = e.cluster.connect();
+    for (fmt, opts) in [
+        ("qcow2", ""),
+        ("vmdk", "subformat=monolithicSparse"),
+        ("vmdk", "subformat=streamOptimized"),
+        ("vhdx", ""),
+        ("vdi", ""),
+        ("vpc", ""),
+        ("qed", ""),
+    ] {
+        let file = dir.path().join(format!("disk-{fmt}-{}.{fmt}", opts.len()));
+        let mut args = vec!["convert", "-q", "-f", "raw", "-O", fmt];
+        if !opts.is_empty() {
+            args.extend(["-o", opts]);
+        }
+        let (r, f) = (raw.display().to_string(), file.display().to_string());
+        args.extend([r.as_str(), f.as_str()]);
+        qemu_img(dir.path(), &args);
+        let spec = ImageSpec::new(&e.cluster.pool, &format!("one-{}", fresh_id())).unwrap();
+        let out = cli(&e, &["import", &f, &spec.to_string()]);
+        assert!(out.status.success(), "{fmt} {opts}: {}", String::from_utf8_lossy(&out.stderr));
+        let io = ops::ioctx(c, &spec).unwrap();
+        let img = io.open_read_only(&spec.name, None).unwrap();
+        let size = img.info().unwrap().size as usize;
+        assert!(size >= data.len(), "{fmt}: virtual size {size}");
+        let mut got = vec![0u8; data.len()];
+        img.read_at(0, &mut got).unwrap();
+        assert!(got == data, "{fmt} {opts}: byte-identical");
+        drop(img);
+        ops::remove(c, &spec, ops::RemoveOptions::default()).unwrap();
+    }
+}
+
+#[test]
+fn fifos_and_overlong_paths_are_refused_at_once() {
+    let e = OneEnv::new(Path::new(BIN), "EXECUTION = local\nCEPH_TIMEOUT = 20\n");
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let f = fifo.display().to_string();
+    for action in ["stat", "cp"] {
+        let t = Instant::now();
+        let out = e.ds(action, fresh_id(), &ds_message(&e, &f));
+        one_line_failure(&out, "not a regular file", &format!("{action} of a FIFO"));
+        assert!(t.elapsed() < Duration::from_secs(10), "{action} did not wait on the FIFO");
+    }
+    let long = format!("/tmp/{}", "a/".repeat(2100));
+    for action in ["stat", "cp"] {
+        let out = e.ds(action, fresh_id(), &ds_message(&e, &long));
+        assert!(!out.status.success(), "{action} of a path longer than PATH_MAX");
+    }
+    // A link into a restricted directory is refused by what it points to.
+    let restricted = dir.path().join("restricted");
+    std::fs::create_dir(&restricted).unwrap();
+    let mut target = std::fs::File::create(restricted.join("disk.raw")).unwrap();
+    target.write_all(&[1u8; 4096]).unwrap();
+    let link = dir.path().join("innocent.raw");
+    std::os::unix::fs::symlink(restricted.join("disk.raw"), &link).unwrap();
+    let msg = format!(
+        "<IMAGE><PATH>{}</PATH><SIZE>1</SIZE></IMAGE>{}",
+        link.display(),
+        e.image_ds(DS, false, &[("RESTRICTED_DIRS", restricted.display().to_string())])
+    );
+    for action in ["stat", "cp"] {
+        one_line_failure(&e.ds(action, fresh_id(), &msg), "Not allowed", &format!("{action} of a link"));
+    }
+}
