@@ -52,6 +52,10 @@ enum Command {
     },
     /// The Proxmox VE plugin's helper: one JSON request on stdin, the answer on stdout.
     Pve,
+    /// Checks what the drivers need here (Ceph access and caps, pools, EC
+    /// overwrites, qemu-img; oned, datastores and hosts on an OpenNebula
+    /// front-end; every rbdx storage on a Proxmox VE node), one line each.
+    Doctor(commands::doctor::DoctorArgs),
     /// Runs one driver job read as JSON from stdin and prints its outcome as JSON
     /// (what the front-end runs on a host over ssh).
     Remote,
@@ -82,6 +86,16 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string(&o).unwrap_or_default());
             }
             return exit(code);
+        }
+        Command::Doctor(a) => {
+            return match commands::doctor::run(&a) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("rbdx: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Image(c) => commands::image::run(c),
         Command::Snap(c) => commands::snap::run(c),

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod crash;
+pub mod doctor;
 pub mod error;
 mod ffi;
 pub mod krbd;
@@ -24,5 +25,12 @@ pub mod rados;
 pub mod rbd;
 
 pub use error::{CephError, Error, ErrorKind, Result};
+
+/// The instant `limit` from now; a limit too large to represent (a hostile or
+/// mistaken timeout of centuries) is as good as no limit, never a panic.
+pub fn deadline(limit: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(limit).unwrap_or_else(|| now + std::time::Duration::from_secs(1 << 32))
+}
 pub use rados::{Cluster, ConnectConfig, IoCtx, Timeouts};
 pub use rbd::{Image, ImageOptions};

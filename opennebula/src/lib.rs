@@ -14,7 +14,11 @@
 pub mod action_data;
 pub mod args;
 pub mod base64;
+pub mod bridge;
 pub mod config;
+pub mod datastore;
+pub mod deadline;
+pub mod doctor;
 pub mod exec;
 pub mod format;
 pub mod freeze;
@@ -22,5 +26,9 @@ pub mod hostfs;
 pub mod job;
 pub mod log;
 pub mod monitor;
+pub mod naming;
 pub mod oned;
 pub mod xml;
+
+/// The pool of a datastore without POOL_NAME, as the stock drivers default it.
+pub const DEFAULT_POOL: &str = "one";

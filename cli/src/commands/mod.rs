@@ -1,5 +1,6 @@
 //! Operator subcommands, one file per group; each is a thin layer over `rbdx_core::ops`.
 
+pub mod doctor;
 pub mod image;
 pub mod import;
 pub mod pool;
