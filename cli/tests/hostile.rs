@@ -157,6 +157,10 @@ struct Fx {
     garbage_vm: u32,
     /// A VM whose document has a DTD with entities.
     bomb_vm: u32,
+    /// A VM whose DISK 0 has two SOURCEs.
+    dup_vm: u32,
+    /// A VM with two DISKs of DISK_ID 0.
+    dup_id_vm: u32,
     /// An id nothing has: oned knows no such VM or datastore; no such image exists.
     unknown: u32,
     /// The Proxmox VM owning `vm-<pve_vm>-disk-0` (with snapshot `s1`) and `-disk-1`.
@@ -178,7 +182,8 @@ impl Fx {
         let (pool, ec) = (e.cluster.pool.clone(), e.cluster.ec_pool.clone());
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_string();
         let (img_id, pimg_id, vm, bad_vm) = (fresh_id(), fresh_id(), fresh_id(), fresh_id());
-        let (garbage_vm, bomb_vm, unknown, pve_vm) = (fresh_id(), fresh_id(), fresh_id(), fresh_id());
+        let (garbage_vm, bomb_vm, dup_vm, dup_id_vm) = (fresh_id(), fresh_id(), fresh_id(), fresh_id());
+        let (unknown, pve_vm) = (fresh_id(), fresh_id());
         // Not `one-<id>`: other users of a shared cluster may wipe `one-*`.
         let img = ImageSpec::new(&pool, &format!("hostile-{img_id}")).unwrap();
         let pimg = ImageSpec::new(&pool, &format!("hostile-{pimg_id}")).unwrap();
@@ -223,13 +228,27 @@ impl Fx {
             e.volatile_disk(2, "fs", Some("ext4"), SYSTEM_DS, 16).with("POOL_NAME", "a/b/c"),
             e.volatile_disk(3, "fs", Some(&format!("ext4;touch {MARKER}")), SYSTEM_DS, 16),
             e.image_disk(4, &format!("{pool}/one-{unknown}`touch {MARKER}`"), true, IMAGE_DS, 8),
-            e.image_disk(5, &img.to_string(), true, IMAGE_DS, 8).with("CEPH_CONF", "/nonexistent/ceph.conf"),
+            e.image_disk(5, &img.to_string(), true, IMAGE_DS, 8).with("TYPE", "fs"),
             e.image_disk(6, &img.to_string(), true, IMAGE_DS, 8).with("ORIGINAL_SIZE", "abc"),
             e.image_disk(7, &img.to_string(), true, IMAGE_DS, 8).with("TM_MAD", "../../../../bin/sh"),
+            e.volatile_disk(8, "fs", Some("ext4"), SYSTEM_DS, 16).with("SOURCE", img.to_string()),
         ];
         let bad_vm_doc = vm_doc(bad_vm, &host, 3, &bad_disks);
         o.set_vm(bad_vm, bad_vm_doc.clone());
         o.set_vm(garbage_vm, format!("<VM><ID>{garbage_vm}</ID><TEMPLATE><DISK>"));
+        let one_disk = vm_doc(dup_vm, &host, 3, &[e.image_disk(0, &img.to_string(), true, IMAGE_DS, 8)]);
+        let other = format!("<SOURCE><![CDATA[{pool}/one-{unknown}]]></SOURCE>");
+        o.set_vm(dup_vm, one_disk.replacen("<DISK>", &format!("<DISK>{other}"), 1));
+        let two = vm_doc(
+            dup_id_vm,
+            &host,
+            3,
+            &[
+                e.image_disk(0, &img.to_string(), true, IMAGE_DS, 8),
+                e.image_disk(0, &pimg.to_string(), false, IMAGE_DS, 8),
+            ],
+        );
+        o.set_vm(dup_id_vm, two);
         o.set_vm(
             bomb_vm,
             format!(
@@ -265,6 +284,8 @@ impl Fx {
             ds_docs,
             garbage_vm,
             bomb_vm,
+            dup_vm,
+            dup_id_vm,
             unknown,
             pve_vm,
             // pve_vm + 1: "another VM" in the Proxmox cases.
@@ -570,7 +591,7 @@ fn tm_cases(fx: &Fx, k: &mut Corpus) {
     for (action, args, min) in &valid {
         if *min == 0 {
             // context passes oned's arguments to OpenNebula's common action untouched.
-            tm(action, vec![], "no arguments (the common action fails)", Some("context failed"));
+            tm(action, vec![], "no arguments", Some("wrong number of arguments"));
             continue;
         }
         tm(action, vec![], "no arguments", wrong);
@@ -850,7 +871,55 @@ fn tm_cases(fx: &Fx, k: &mut Corpus) {
     let (p6, v6) = bad_disk(6);
     tm("clone", vec![src.clone(), p6, v6, ds.clone()], "DISK ORIGINAL_SIZE abc", Some("invalid size"));
     let (p5, v5) = bad_disk(5);
-    tm("clone", vec![src.clone(), p5, v5, ds.clone()], "DISK CEPH_CONF that does not exist", None);
+    tm(
+        "snap_create",
+        vec![p5.clone(), "0".into(), v5.clone(), ds.clone()],
+        "a DISK of TYPE fs",
+        Some("not supported on disk type"),
+    );
+    tm(
+        "snap_revert",
+        vec![p5.clone(), "0".into(), v5.clone(), ds.clone()],
+        "a DISK of TYPE fs",
+        Some("not supported on disk type"),
+    );
+    tm(
+        "snap_delete",
+        vec![p5, "0".into(), v5, ds.clone()],
+        "a DISK of TYPE fs",
+        Some("not supported on disk type"),
+    );
+    let (p8, v8) = bad_disk(8);
+    tm(
+        "mkimage",
+        vec!["16".into(), "raw".into(), p8.clone(), v8.clone(), sys.clone()],
+        "a volatile DISK with a SOURCE",
+        Some("has a SOURCE"),
+    );
+    tm(
+        "mkswap",
+        vec!["16".into(), p8, v8, sys.clone()],
+        "a volatile DISK with a SOURCE",
+        Some("has a SOURCE"),
+    );
+    tm("resize", vec![p(0), "0".into(), vm.clone(), ds.clone()], "size 0", Some("invalid size 0"));
+    let long = format!("{h}:/var/lib/one/datastores/0/{vm}/{}disk.0", "a/".repeat(2100));
+    tm(
+        "snap_create",
+        vec![long, "0".into(), vm.clone(), ds.clone()],
+        "a path longer than PATH_MAX",
+        Some("PATH_MAX"),
+    );
+    for (id, label) in [(fx.dup_vm, "a DISK with two SOURCEs"), (fx.dup_id_vm, "two DISKs with DISK_ID 0")] {
+        let (pd, vd) = (fx.disk_path(id, 0), id.to_string());
+        tm(
+            "clone",
+            vec![src.clone(), pd.clone(), vd.clone(), ds.clone()],
+            label,
+            Some("refusing an ambiguous document"),
+        );
+        tm("delete", vec![pd, vd, ds.clone()], label, Some("refusing an ambiguous document"));
+    }
     let (p1, v1) = bad_disk(1);
     tm("snap_create", vec![p1.clone(), "0".into(), v1.clone(), ds.clone()], "DISK SOURCE nopool", None);
     tm("delete", vec![p1, v1, ds.clone()], "DISK SOURCE nopool", Some("invalid image spec"));
@@ -869,7 +938,13 @@ fn tm_cases(fx: &Fx, k: &mut Corpus) {
     );
     tm("resize", vec![p4, "64".into(), v4, ds.clone()], "DISK SOURCE with backticks", None);
     let (p2, v2) = bad_disk(2);
-    tm("mkimage", vec!["16".into(), "raw".into(), p2, v2, sys.clone()], "DISK POOL_NAME a/b/c", None);
+    let bad_pool_ds = DS_BAD_POOL.to_string();
+    tm(
+        "mkimage",
+        vec!["16".into(), "raw".into(), p2, v2, bad_pool_ds],
+        "datastore POOL_NAME a/b/c",
+        Some("POOL_NAME"),
+    );
     let (p3, v3) = bad_disk(3);
     tm(
         "mkimage",
@@ -968,8 +1043,8 @@ fn tm_cases(fx: &Fx, k: &mut Corpus) {
     tm(
         "context",
         strings(&[&format!("$(touch {MARKER})"), &format!("`touch {MARKER}`"), "a\nb", &vm, &sys]),
-        "$(), backticks and newlines (the common action fails)",
-        Some("context failed"),
+        "$(), backticks and newlines",
+        None,
     );
 
     // stdin: the VM document of pre/postmigrate, the driver message of monitor.
@@ -1096,6 +1171,61 @@ fn ds_cases(fx: &Fx, k: &mut Corpus) {
         ds("snap_revert", &[v], m.clone(), &format!("id {v:?}"), Some("invalid id"));
     }
     ds("../../../bin/sh", &id, m.clone(), "an action name that is a path", Some("unknown datastore action"));
+    ds("rm", &["1", "2"], m.clone(), "an extra argument", Some("wrong number of arguments"));
+
+    // Ambiguous documents: one thing said twice is refused, not read one way.
+    let two_sources = format!(
+        "<IMAGE><SOURCE><![CDATA[{img}]]></SOURCE><SOURCE><![CDATA[{}/one-{new_id}]]></SOURCE></IMAGE>{ds_doc}",
+        fx.pool
+    );
+    ds("rm", &id, message(&two_sources), "an IMAGE with two SOURCEs", Some("twice"));
+    let two_pools = ds_doc.replacen("<TEMPLATE>", "<TEMPLATE><POOL_NAME>a</POOL_NAME>", 1);
+    ds("rm", &id, msg_ds(&[("SOURCE", &img)], &two_pools), "a datastore with two POOL_NAMEs", Some("twice"));
+    let two_images = format!("{}{}{ds_doc}", image_xml(&[("SOURCE", &img)]), image_xml(&[("SOURCE", &img)]));
+    ds("rm", &id, message(&two_images), "two IMAGEs", Some("twice"));
+    // Every datastore attribute rbdx reads is checked, whether the action uses it or not.
+    for (attr, v) in [
+        ("EC_POOL_NAME", "ec/x"),
+        ("STAGING_DIR", "relative"),
+        ("CEPH_USER", "a b"),
+        ("CEPH_KEY", "key"),
+        ("CEPH_TRASH", "perhaps"),
+        ("LIMIT_TRANSFER_BW", "fast"),
+        ("SAFE_DIRS", "x"),
+        ("RBDX_NOPE", "1"),
+    ] {
+        let bad = ds_doc.replacen("<TEMPLATE>", &format!("<TEMPLATE><{attr}><![CDATA[{v}]]></{attr}>"), 1);
+        let bad = if ds_doc.contains(&format!("<{attr}>")) {
+            // Replace the one the fixture sets instead of adding a second.
+            let start = ds_doc.find(&format!("<{attr}>")).unwrap();
+            let end = ds_doc.find(&format!("</{attr}>")).unwrap() + attr.len() + 3;
+            format!("{}<{attr}><![CDATA[{v}]]></{attr}>{}", &ds_doc[..start], &ds_doc[end..])
+        } else {
+            bad
+        };
+        ds(
+            "snap_delete",
+            &id,
+            msg_ds(&[("SOURCE", &img), ("TARGET_SNAPSHOT", "77")], &bad),
+            &format!("datastore {attr} {v:?}"),
+            Some(attr),
+        );
+    }
+    // What export puts into IMPORT_INFO is checked.
+    let exp = |md5: &str, fmt: &str| {
+        message(&format!(
+            "<IMAGE><SOURCE><![CDATA[{img}]]></SOURCE><SIZE>8</SIZE><TEMPLATE><MD5><![CDATA[{md5}]]></MD5>\
+             <FORMAT><![CDATA[{fmt}]]></FORMAT></TEMPLATE></IMAGE>{ds_doc}"
+        ))
+    };
+    ds("export", &id, exp("</MD5><X>", "raw"), "MD5 that is markup", Some("invalid image MD5"));
+    ds(
+        "export",
+        &id,
+        exp("d41d8cd98f00b204e9800998ecf8427e", "raw</FORMAT>"),
+        "FORMAT that is markup",
+        Some("invalid image FORMAT"),
+    );
 
     // Missing fields.
     ds("rm", &id, message(&ds_doc), "no IMAGE", Some("no IMAGE"));
@@ -1432,6 +1562,52 @@ fn pve_cases(fx: &Fx, k: &mut Corpus) {
             None,
         );
     }
+    // Names that PVE would check against one VM but that end in another VM's
+    // disk (vol0 belongs to VM pv): refused by the grammar on every method.
+    let other_vm = pv + 1;
+    for name in [
+        format!("vm-{other_vm}-x/{vol0}"),
+        format!("vm-{other_vm}-disk-9/{vol0}"),
+        format!("vm-{other_vm}-a/b/{vol0}"),
+        format!("base-{other_vm}-disk-0/x/{vol0}"),
+    ] {
+        let v = |extra: Value| {
+            let mut p = json!({"volname": name});
+            for (k, val) in extra.as_object().unwrap() {
+                p[k] = val.clone();
+            }
+            p
+        };
+        for (method, params) in [
+            ("free_image", v(json!({}))),
+            ("volume_size_info", v(json!({}))),
+            ("volume_resize", v(json!({"size": 64 << 20}))),
+            ("volume_snapshot", v(json!({"snap": "x1"}))),
+            ("volume_snapshot_rollback", v(json!({"snap": "s1"}))),
+            ("volume_snapshot_delete", v(json!({"snap": "s1"}))),
+            ("volume_snapshot_info", v(json!({}))),
+            ("create_base", v(json!({}))),
+            ("clone_image", v(json!({"vmid": other_vm, "snap": "s1"}))),
+            ("rename_volume", v(json!({"target_vmid": other_vm}))),
+            ("device_path", v(json!({"snap": null}))),
+            ("map_volume", v(json!({"snap": null, "options": []}))),
+            ("unmap_volume", v(json!({"snap": null}))),
+            ("volume_export", v(json!({"snap": null}))),
+        ] {
+            pve(
+                &format!("{method}: another VM's disk as {name}"),
+                req(method, params),
+                Some("invalid volume name"),
+            );
+        }
+        let target =
+            json!({"volname": format!("vm-{other_vm}-disk-5"), "target_vmid": pv, "target_volname": name});
+        pve(
+            &format!("rename_volume: target {name}"),
+            req("rename_volume", target),
+            Some("invalid volume name"),
+        );
+    }
     pve("free_image: volname with no owner", req("free_image", json!({"volname": "disk-0"})), None);
     pve("free_image: volname with /..", req("free_image", json!({"volname": format!("{vol0}/..")})), None);
     pve("free_image: volname as a number", req("free_image", json!({"volname": 5})), malformed);
@@ -1585,49 +1761,87 @@ fn remote_cases(fx: &Fx, k: &mut Corpus) {
     let mut remote = |label: &str, stdin: Vec<u8>, want: Option<&str>| {
         k.add("remote", label.to_string(), fx.cmd(&["remote"]), stdin, Contract::Remote, want);
     };
-    let job = |j: Value| format!("{}\n", json!({"protocol": 1, "job": j})).into_bytes();
+    let job = |j: Value| format!("{}\n", json!({"protocol": rbdx_one::job::PROTOCOL, "job": j})).into_bytes();
     let malformed = Some("malformed job");
     remote("empty stdin", Vec::new(), malformed);
     remote("not JSON", b"hello\n".to_vec(), malformed);
     remote(
-        "protocol 2",
-        b"{\"protocol\":2,\"job\":{\"job\":\"remove_dir\",\"path\":\"/x\"}}\n".to_vec(),
+        "protocol 1",
+        b"{\"protocol\":1,\"job\":{\"job\":\"remove_dir\",\"path\":{\"path\":\"/x\",\"ds\":0,\"vm\":1}}}\n"
+            .to_vec(),
         Some("onehost sync"),
     );
     remote("an unknown job", job(json!({"job": "rm_rf", "path": "/"})), malformed);
+    remote(
+        "a path without its ids",
+        job(json!({"job": "remove_dir", "path": "/var/lib/one/datastores/0/1"})),
+        malformed,
+    );
     remote("2 MiB without a newline", vec![b' '; 2 << 20], Some("too large"));
     remote("100000 nested arrays", format!("{}\n", "[".repeat(100_000)).into_bytes(), malformed);
-    for (path, label) in [
-        ("/nonexistent-rbdx-hostile".to_string(), "a shallow path"),
-        ("relative/a/b/c".into(), "a relative path"),
-        (format!("{tmp}/a/b/../../../nonexistent"), "`..`"),
-        (format!("{tmp}/a/b\nc"), "a newline"),
+    let vm = fx.unknown;
+    let vmp = |path: &str, vm: u32| json!({"path": path, "ds": 0, "vm": vm});
+    for (path, label, want) in [
+        ("/nonexistent-rbdx-hostile".to_string(), "a shallow path", "unsafe path"),
+        ("relative/a/b/c".into(), "a relative path", "unsafe path"),
+        (format!("{tmp}/a/b/../../../nonexistent"), "`..`", "unsafe path"),
+        (format!("{tmp}/a/b\nc"), "a newline", "unsafe path"),
+        (format!("{tmp}/0/{}", vm + 1), "another VM's directory", "not the directory of VM"),
+        (format!("{tmp}/1/{vm}"), "another datastore's directory", "not the directory of VM"),
+        (format!("{tmp}//0/{vm}"), "an unnormalised path", "unnormalised"),
+        (tmp.clone(), "the scratch directory itself", "not the directory of VM"),
+        ("/var/lib/one".into(), "oneadmin's home", "not the directory of VM"),
     ] {
         remote(
             &format!("remove_dir: {label}"),
-            job(json!({"job": "remove_dir", "path": path})),
-            Some("unsafe path"),
+            job(json!({"job": "remove_dir", "path": vmp(&path, vm)})),
+            Some(want),
         );
         remote(
+            &format!("send_dir: {label}"),
+            job(json!({"job": "send_dir", "path": vmp(&path, vm)})),
+            Some(want),
+        );
+    }
+    for (path, label, want) in [
+        (format!("{tmp}/0/{vm}"), "the VM directory", "not a disk of VM"),
+        (format!("{tmp}/0/{vm}/deployment.0"), "not a disk", "not a disk of VM"),
+        (format!("{tmp}/0/{}/disk.0", vm + 1), "another VM's disk", "not a disk of VM"),
+        (format!("{tmp}/0/{vm}/disk.0/../../../x/disk.0"), "`..`", "unsafe path"),
+    ] {
+        remote(
             &format!("resize_file: {label}"),
-            job(json!({"job": "resize_file", "path": path, "size_mb": 1})),
-            Some("unsafe path"),
+            job(json!({"job": "resize_file", "path": vmp(&path, vm), "size_mb": 1})),
+            Some(want),
+        );
+        remote(
+            &format!("put_file: {label}"),
+            job(json!({"job": "put_file", "path": vmp(&path, vm), "size": 0})),
+            Some(want),
         );
     }
     remote(
-        "send_dir: `..`",
-        job(json!({"job": "send_dir", "path": format!("{tmp}/a/../../x")})),
-        Some("unsafe path"),
-    );
-    remote(
         "receive_dir: a relative path",
-        job(json!({"job": "receive_dir", "path": "relative/a/b/c"})),
+        job(json!({"job": "receive_dir", "path": vmp("relative/a/b/c", vm)})),
         Some("unsafe path"),
     );
     remote(
         "resize_file: size -1",
-        job(json!({"job": "resize_file", "path": "/a/b/c/d", "size_mb": -1})),
+        job(json!({"job": "resize_file", "path": vmp("/a/b/0/1/disk.0", 1), "size_mb": -1})),
         malformed,
+    );
+    remote(
+        "snap_create: a freeze naming a program",
+        job(json!({"job": "snap_create", "ceph": ceph, "head": fx.img.to_string(), "snap": "0",
+                   "freeze": {"domain": "one-1", "virsh": format!("/bin/sh -c 'touch {MARKER}'")}})),
+        malformed,
+    );
+    remote(
+        "snap_create: a timeout of centuries",
+        job(
+            json!({"job": "snap_create", "ceph": {"conf": "/nonexistent", "timeout_secs": u64::MAX}, "head": fx.img.to_string(), "snap": "0", "freeze": null}),
+        ),
+        None,
     );
     let img = fx.img.to_string();
     for (head, label, want) in [

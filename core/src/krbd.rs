@@ -125,7 +125,7 @@ impl Krbd {
         let request = AddRequest::new(cluster, spec, options)?;
         self.write_control("add", request.0.as_bytes(), &spec.to_string())?;
         crate::crash::point("krbd add");
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline(timeout);
         loop {
             if let Some(d) = self.mapped(&fsid, spec)?.into_iter().next() {
                 return Ok(d);
@@ -159,7 +159,7 @@ impl Krbd {
     /// `Busy` while the device is open; `NotFound` if it is gone already.
     pub fn remove(&self, d: &Device, object: &str, timeout: Duration) -> Result<()> {
         self.write_control("remove", d.id.to_string().as_bytes(), object)?;
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline(timeout);
         while self.bus.join("devices").join(d.id.to_string()).exists() && Instant::now() < deadline {
             std::thread::sleep(POLL);
         }

@@ -31,12 +31,13 @@ impl DsCtx {
     ///
     /// # Errors
     /// Malformed input (nothing is changed in Ceph).
-    pub fn load(args: &[String]) -> Result<Self> {
-        let a = expect_args(args, "<action> <id> (with oned's base64 message on stdin)", 1, 2)?;
+    pub fn load(args: &[String], transfer: bool) -> Result<Self> {
+        let a = expect_args(args, "<action> <id> (with oned's base64 message on stdin)", 1, 1)?;
         let id = parse_id("id", &a[0])?;
         let data = ActionData::read(std::io::stdin().lock())?;
         let ds = data.datastore()?;
-        let cfg = Config::load()?.for_datastore(ds.template())?;
+        let cfg = ds.config(&Config::load()?)?;
+        let cfg = if transfer { cfg.for_transfer() } else { cfg };
         Ok(Self { id, data, ds, cfg })
     }
 
@@ -63,7 +64,7 @@ impl DsCtx {
 
     /// POOL_NAME (default `one`).
     pub fn pool(&self) -> String {
-        self.template().get("POOL_NAME").unwrap_or("one").to_string()
+        self.ds.settings().pool.clone()
     }
 
     /// The image this datastore gives object `id`: `<POOL_NAME>/one-<id>`.
@@ -73,33 +74,28 @@ impl DsCtx {
 
     /// The data pool (EC_POOL_NAME).
     pub fn data_pool(&self) -> Option<String> {
-        self.template().get("EC_POOL_NAME").map(str::to_string)
+        self.ds.settings().data_pool.clone()
     }
 
     /// Ceph access from the datastore (CEPH_CONF, CEPH_USER, CEPH_KEY).
     pub fn ceph(&self) -> CephAccess {
-        let t = self.template();
-        CephAccess {
-            conf: t.get("CEPH_CONF").map(str::to_string),
-            user: t.get("CEPH_USER").map(str::to_string),
-            key_file: t.get("CEPH_KEY").map(str::to_string),
-            timeout_secs: self.cfg.ceph_timeout.as_secs(),
-        }
+        // The datastore's own settings were checked when the message was read.
+        CephAccess::of(&self.ds, None, self.cfg.ceph_timeout).unwrap_or_default()
     }
 
-    /// Where the Ceph work runs: `BRIDGE_LIST[id % n]` over ssh (as the stock
-    /// driver picks), or here with `EXECUTION = local` or no BRIDGE_LIST.
+    /// Where the Ceph work runs: a BRIDGE_LIST host over ssh, picked as the stock
+    /// driver picks (off, disabled and failed hosts dropped, then `id % n`), or
+    /// here with `EXECUTION = local` or no BRIDGE_LIST.
     ///
     /// # Errors
-    /// A bridge name that is not a host name.
+    /// Every bridge is off, disabled or in error.
     pub fn target(&self) -> Result<Target> {
-        let bridges = self.ds.bridges();
-        if self.cfg.execution == Execution::Local || bridges.is_empty() {
+        if self.cfg.execution == Execution::Local || self.ds.bridges().is_empty() {
             return Ok(Target::Local);
         }
-        let host = &bridges[self.id as usize % bridges.len()];
-        rbdx_one::args::validate_host(host)?;
-        Ok(Target::Ssh(host.clone()))
+        let oned = rbdx_one::oned::Oned::from_env(self.cfg.oned_timeout).ok();
+        let host = rbdx_one::bridge::pick(&self.ds, self.id.into(), oned.as_ref(), &mut |m| log::info(m))?;
+        Ok(Target::Ssh(host))
     }
 
     /// Runs `job` where [`DsCtx::target`] says and prints its log for oned.

@@ -14,9 +14,17 @@ pub mod restricted;
 pub const ACTIONS: [&str; 10] =
     ["clone", "cp", "export", "mkfs", "monitor", "rm", "snap_delete", "snap_flatten", "snap_revert", "stat"];
 
+/// The actions that copy whole images: TRANSFER_TIMEOUT is their deadline,
+/// ACTION_TIMEOUT every other's.
+const TRANSFERS: [&str; 2] = ["cp", "export"];
+
 /// Runs DS action `action` with oned's arguments and stdin; returns the exit code.
 pub fn main(action: &str, args: &[String]) -> i32 {
-    let result = context::DsCtx::load(args).and_then(|ctx| dispatch(action, &ctx));
+    let result = context::DsCtx::load(args, TRANSFERS.contains(&action)).and_then(|ctx| {
+        rbdx_one::deadline::arm(ctx.cfg.action_timeout, rbdx_one::log::fail);
+        dispatch(action, &ctx)
+    });
+    rbdx_one::deadline::finished();
     match result {
         Ok(out) => {
             print!("{out}");

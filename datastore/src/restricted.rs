@@ -18,9 +18,7 @@ fn restricted(ctx: &DsCtx) -> Vec<String> {
         "/etc/one/".to_string(),
         format!("{}/", home.trim_end_matches('/')),
     ];
-    if let Some(more) = ctx.template().get("RESTRICTED_DIRS") {
-        dirs.extend(more.split_whitespace().map(str::to_string));
-    }
+    dirs.extend(ctx.ds.settings().restricted_dirs.iter().cloned());
     dirs
 }
 
@@ -31,8 +29,7 @@ fn allowed(ctx: &DsCtx, real: &Path) -> bool {
         let d = dir.trim_end_matches('/');
         !d.is_empty() && (real == d || real.starts_with(&format!("{d}/")))
     };
-    let safe: Vec<&str> =
-        ctx.template().get("SAFE_DIRS").map(|s| s.split_whitespace().collect()).unwrap_or_default();
+    let safe = &ctx.ds.settings().safe_dirs;
     !restricted(ctx).iter().any(|d| under(d)) || safe.iter().any(|d| under(d))
 }
 

@@ -44,6 +44,13 @@ impl ActionData {
         if root.name != "DS_DRIVER_ACTION_DATA" {
             return Err(format!("expected DS_DRIVER_ACTION_DATA, got <{}>", root.name));
         }
+        root.require_unique("the driver message", &[])?;
+        if let Some(image) = root.child("IMAGE") {
+            image.require_unique("the IMAGE", &[])?;
+            if let Some(t) = image.child("TEMPLATE") {
+                t.require_unique("the IMAGE template", &[])?;
+            }
+        }
         Ok(Self { root })
     }
 
@@ -53,7 +60,7 @@ impl ActionData {
     /// When it is missing.
     pub fn datastore(&self) -> Result<Datastore, String> {
         let doc = self.root.child("DATASTORE").ok_or("the driver message has no DATASTORE")?;
-        Ok(Datastore { doc: doc.clone() })
+        Datastore::from_element(doc.clone())
     }
 
     /// The IMAGE part, if any.

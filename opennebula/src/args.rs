@@ -63,16 +63,10 @@ impl HostPath {
         if path.split('/').any(|c| c == "..") {
             return Err(bad(format!("invalid path in {s:?}: `..` component")));
         }
-        let mut norm = String::with_capacity(path.len());
-        for c in path.chars() {
-            if !(c == '/' && norm.ends_with('/')) {
-                norm.push(c);
-            }
+        if path.len() > crate::datastore::PATH_MAX {
+            return Err(bad(format!("invalid path in {:?}…: longer than PATH_MAX", &s[..64.min(s.len())])));
         }
-        while norm.len() > 1 && norm.ends_with('/') {
-            norm.pop();
-        }
-        Ok(Self { host: host.to_string(), path: norm })
+        Ok(Self { host: host.to_string(), path: normalize_path(path) })
     }
 
     /// The disk id of a `…/disk.N` path.
@@ -104,6 +98,20 @@ impl HostPath {
             .and_then(|i| parse_num(parts[i]).ok())
             .ok_or_else(|| bad(format!("cannot find the system datastore id in {}", self.path)))
     }
+}
+
+/// A path as the stock drivers normalise it: `//` collapsed, no trailing `/`.
+pub fn normalize_path(path: &str) -> String {
+    let mut norm = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && norm.ends_with('/')) {
+            norm.push(c);
+        }
+    }
+    while norm.len() > 1 && norm.ends_with('/') {
+        norm.pop();
+    }
+    norm
 }
 
 fn parse_num(s: &str) -> Result<u32, ()> {

@@ -1,25 +1,40 @@
 //! Freezing a running guest's file systems around a live snapshot, as the stock
 //! `snap_create_live` does, but with a timeout, a thaw on every path, and the
-//! failures reported.
+//! failures reported. The virsh command, libvirt URI and timeout are this host's
+//! own settings (VIRSH, LIBVIRT_URI, FREEZE_TIMEOUT of its rbdx.conf): a job only
+//! names the domain.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::job::Freeze;
 
 /// A frozen guest; [`Thaw::thaw`] must be called (it is, on every path, by the job).
 #[derive(Debug)]
 pub struct Thaw<'a>(&'a Freeze);
 
+/// A libvirt domain name as OpenNebula makes them (`one-<vmid>`), nothing else.
+fn check_domain(d: &str) -> Result<(), String> {
+    let ok = !d.is_empty()
+        && d.len() <= 64
+        && !d.starts_with('-')
+        && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok { Ok(()) } else { Err(format!("invalid domain name {d:?}")) }
+}
+
 fn virsh(f: &Freeze, verb: &str) -> Result<(), String> {
-    let mut child = Command::new(&f.virsh)
-        .args(["-c", &f.uri, verb, &f.domain])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", f.virsh))?;
-    let limit = Duration::from_secs(f.timeout_secs.max(1));
+    check_domain(&f.domain)?;
+    let host = Config::load()?;
+    let mut child = rbdx_import::child::spawn(
+        Command::new(&host.virsh)
+            .args(["-c", &host.libvirt_uri, verb, &f.domain])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| format!("cannot run {}: {e}", host.virsh))?;
+    let limit = host.freeze_timeout.max(Duration::from_secs(1));
     let start = Instant::now();
     loop {
         match child.try_wait().map_err(|e| e.to_string())? {

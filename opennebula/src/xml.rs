@@ -132,6 +132,30 @@ impl Element {
         path.split('/').filter(|p| !p.is_empty()).try_fold(self, |e, p| e.child(p))
     }
 
+    /// The first name that occurs more than once among this element's children,
+    /// other than those in `repeatable` (a document that says one thing twice is
+    /// ambiguous, and refused rather than read one way).
+    pub fn duplicate_child(&self, repeatable: &[&str]) -> Option<&str> {
+        let mut seen = std::collections::HashSet::new();
+        self.children
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|n| !repeatable.contains(n))
+            .find(|n| !seen.insert(*n))
+    }
+
+    /// Refuses this element (named `what` in the error) if a child name occurs
+    /// twice, other than those in `repeatable`.
+    ///
+    /// # Errors
+    /// One line naming the element and the repeated child.
+    pub fn require_unique(&self, what: &str, repeatable: &[&str]) -> Result<(), String> {
+        match self.duplicate_child(repeatable) {
+            Some(d) => Err(format!("{what} has <{d}> twice: refusing an ambiguous document")),
+            None => Ok(()),
+        }
+    }
+
     /// The trimmed text at `path`, if present and not empty.
     pub fn text_at(&self, path: &str) -> Option<&str> {
         self.at(path).map(|e| e.text.trim()).filter(|t| !t.is_empty())

@@ -7,12 +7,14 @@
 
 #![deny(missing_docs)]
 
+pub mod doctor;
 pub mod protocol;
+pub mod volname;
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use rbdx_core::ops::disk::{Disk, DiskConfig, KEY_DISK, Reclaim};
+use rbdx_core::ops::disk::{Disk, DiskConfig, KEY_DISK, RBDX_NAMING, Reclaim};
 use rbdx_core::ops::{self, CloneOptions, CreateOptions, ImageSpec};
 use rbdx_core::{Cluster, ConnectConfig, Timeouts};
 use serde_json::{Value, json};
@@ -25,34 +27,24 @@ pub const BASE_SNAP: &str = "__base__";
 /// A failure: one line.
 type Result<T> = std::result::Result<T, String>;
 
-/// The RBD image of a volname: `base-X-disk-n/vm-Y-disk-m` is a linked clone
-/// whose image is `vm-Y-disk-m`.
+/// The RBD image of a volname and its owner ([`volname::parse`]):
+/// `base-X-disk-n/vm-Y-disk-m` is a linked clone whose image is `vm-Y-disk-m`.
 ///
 /// # Errors
-/// A volname that is not `(vm|base)-<vmid>-<name>`.
+/// A volname outside the grammar.
 pub fn image_of(volname: &str) -> Result<(String, u32)> {
-    let name = volname.rsplit('/').next().unwrap_or(volname);
-    owner(name).map(|vmid| (name.to_string(), vmid)).ok_or_else(|| format!("invalid volume name {volname:?}"))
+    volname::parse(volname).map(|v| (v.image, v.vmid))
 }
 
-/// The owner of an image named `vm-<vmid>-…` or `base-<vmid>-…` (what PVE lists;
-/// like the plugin's `parse_volname`, no whitespace).
-pub fn owner(name: &str) -> Option<u32> {
-    if name.contains(".rbdx-") || name.contains(['/', '@']) || name.contains(char::is_whitespace) {
-        return None;
-    }
-    let rest = name.strip_prefix("vm-").or_else(|| name.strip_prefix("base-"))?;
-    let (id, tail) = rest.split_once('-')?;
-    if tail.is_empty() || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    id.parse().ok()
-}
+pub use volname::owner;
 
-/// The kernel's rbd bus and `/dev`, under `RBDX_KRBD_ROOT` (default `/`; a
-/// host root mounted elsewhere, or a test's stand-in).
+/// The kernel's rbd bus and `/dev`: under `/`, or, in test builds only, under
+/// `RBDX_KRBD_ROOT` (a stand-in for the kernel driver and udev).
 fn kernel() -> (rbdx_core::krbd::Krbd, std::path::PathBuf) {
+    #[cfg(debug_assertions)]
     let root = std::path::PathBuf::from(std::env::var_os("RBDX_KRBD_ROOT").unwrap_or_else(|| "/".into()));
+    #[cfg(not(debug_assertions))]
+    let root = std::path::PathBuf::from("/");
     (rbdx_core::krbd::Krbd::at(root.join("sys/bus/rbd")), root.join("dev"))
 }
 
@@ -165,7 +157,7 @@ impl Helper {
     }
 
     fn disk(&self, volname: &str) -> Result<Disk<'_>> {
-        Ok(Disk::new(&self.cluster, self.spec(&image_of(volname)?.0)?))
+        Ok(Disk::new(&self.cluster, self.spec(&image_of(volname)?.0)?, &RBDX_NAMING))
     }
 
     fn disk_config(&self) -> DiskConfig {
@@ -256,7 +248,7 @@ impl Helper {
                     }
                 }
                 self.release(volname)?;
-                Disk::new(&self.cluster, spec.clone()).remove(None, Reclaim::Trash)?;
+                Disk::new(&self.cluster, spec.clone(), &RBDX_NAMING).remove(None, Reclaim::Trash)?;
                 // The volume is gone; what reclaim meets belongs to other images
                 // and the next free_image retries it.
                 if let Err(e) = rbdx_core::ops::disk::reclaim(&self.cluster, &spec) {
@@ -344,7 +336,7 @@ impl Helper {
                 // volume was renamed, the volume is the base.
                 let name =
                     if name != base && self.renamed_to_base(&name, &base)? { base.clone() } else { name };
-                let disk = Disk::new(&self.cluster, self.spec(&name)?);
+                let disk = Disk::new(&self.cluster, self.spec(&name)?, &RBDX_NAMING);
                 let user_snaps: Vec<String> =
                     disk.snapshots()?.into_iter().map(|s| s.name).filter(|n| n != BASE_SNAP).collect();
                 if !user_snaps.is_empty() {
@@ -417,7 +409,7 @@ impl Helper {
                 krbd.map(&self.cluster, &spec, &opts, self.timeout())?;
                 let path = dev.join(pve_device_path(&self.cluster.fsid()?, &spec));
                 // The symlink is udev's (pve-storage's 50-rbd-pve.rules).
-                let deadline = std::time::Instant::now() + self.timeout();
+                let deadline = rbdx_core::deadline(self.timeout());
                 while !path.exists() {
                     if std::time::Instant::now() >= deadline {
                         return Err(format!(
@@ -430,6 +422,7 @@ impl Helper {
                 Ok(json!(path.to_string_lossy()))
             }
             Call::UnmapVolume { volname, snap } => {
+                image_of(volname)?;
                 let (krbd, _) = kernel();
                 if !krbd.loaded() {
                     return Ok(json!(false));

@@ -85,6 +85,7 @@ sub lifecycle {
     my $label = $want_dp ? 'EC' : 'replicated';
     $P->on_add_hook($sid, $scfg, keyring => $keyring);
     ok(-f "$etc/priv/ceph/$sid.keyring", "$label: on_add_hook stored the keyring under priv/ceph");
+    is((stat("$etc/priv/ceph/$sid.keyring"))[2] & 07777, 0600, "$label: the keyring is readable by root only");
     my $dp = sub { my $v = shift; my $d = data_pool_of($sid, $scfg, $v); is($d, $want_dp, "$label: $v data pool " . ($d // 'none')) };
 
     my ($total, $avail, $used, $active) = $P->status($sid, $scfg, {});

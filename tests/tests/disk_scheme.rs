@@ -47,7 +47,7 @@ fn revert_restores_any_snapshot_and_every_snapshot_stays_deletable() {
     let s = Scratch::new("scheme");
     let c = s.env.connect();
     let head = vm_disk(&s, c);
-    let d = Disk::new(c, head.clone());
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
     let cfg = ec_config(&s);
 
     let mut want = Vec::new();
@@ -93,7 +93,7 @@ fn the_head_keeps_its_name_and_metadata_through_reverts() {
     let s = Scratch::new("names");
     let c = s.env.connect();
     let head = vm_disk(&s, c);
-    let d = Disk::new(c, head.clone());
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
     d.snapshot_create("0").unwrap();
     d.revert("0", &ec_config(&s)).unwrap();
     let io = ops::ioctx(c, &head).unwrap();
@@ -112,7 +112,7 @@ fn clone_chains_stay_within_the_configured_depth() {
     let s = Scratch::new("depth");
     let c = s.env.connect();
     let head = vm_disk(&s, c);
-    let d = Disk::new(c, head.clone());
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
     let cfg = DiskConfig { max_depth: 2, ..ec_config(&s) };
     let io = ops::ioctx(c, &head).unwrap();
     for i in 0..4 {
@@ -138,7 +138,7 @@ fn a_save_as_clone_outlives_its_source_disk() {
     let s = Scratch::new("saveas");
     let c = s.env.connect();
     let head = vm_disk(&s, c);
-    let d = Disk::new(c, head.clone());
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
     write(c, &head, 4 * MIB, 3);
     d.snapshot_create("rbdx.saveas.x").unwrap();
     let target = s.spec("saved");
@@ -194,7 +194,7 @@ fn disks_made_by_the_stock_drivers_are_adopted() {
     };
     ops::clone(c, &head.sibling(&carrier).unwrap().at("0").unwrap(), &head, &o).unwrap();
 
-    let d = Disk::new(c, head.clone());
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
     let snaps: Vec<(String, String)> =
         d.snapshots().unwrap().into_iter().map(|s| (s.name, s.holder)).collect();
     assert_eq!(snaps, [("0".into(), carrier.clone()), ("1".into(), carrier.clone())]);
@@ -217,7 +217,7 @@ fn an_interrupted_revert_is_finished_by_the_next_call() {
     let s = Scratch::new("resume");
     let c = s.env.connect();
     let head = vm_disk(&s, c);
-    let d = Disk::new(c, head.clone());
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
     d.snapshot_create("0").unwrap();
     let want = sum(c, &head);
     write(c, &head, 0, 77);
@@ -243,7 +243,7 @@ fn clone_format_1_reverts_and_deletes_in_any_order() {
     let s = Scratch::new("v1");
     let c = s.env.connect();
     let head = vm_disk(&s, c);
-    let d = Disk::new(c, head.clone());
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
     let cfg = DiskConfig { clone_format: CloneFormat::V1, ..ec_config(&s) };
     d.snapshot_create("0").unwrap();
     write(c, &head, 0, 5);
@@ -297,7 +297,7 @@ fn the_flatten_policy_frees_the_source_at_once() {
     let s = Scratch::new("flatpolicy");
     let c = s.env.connect();
     let head = vm_disk(&s, c);
-    let d = Disk::new(c, head.clone());
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
     write(c, &head, 4 * MIB, 3);
     d.snapshot_create("rbdx.saveas.y").unwrap();
     let target = s.spec("saved");
@@ -321,7 +321,7 @@ fn a_clone_of_a_disk_does_not_inherit_its_bookkeeping() {
     let s = Scratch::new("inherit");
     let c = s.env.connect();
     let head = vm_disk(&s, c);
-    let d = Disk::new(c, head.clone());
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
     d.snapshot_create("0").unwrap();
     d.revert("0", &ec_config(&s)).unwrap(); // the head now has a carrier
     d.snapshot_create("1").unwrap();
@@ -331,12 +331,90 @@ fn a_clone_of_a_disk_does_not_inherit_its_bookkeeping() {
     let io = ops::ioctx(c, &child).unwrap();
     assert!(io.open_read_only(&child.name, None).unwrap().metadata_list("rbdx.").unwrap().is_empty());
     let before = s.leftovers(c).0;
-    Disk::new(c, child.clone()).remove(None, Reclaim::Trash).unwrap();
+    Disk::new(c, child.clone(), &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
     let after = s.leftovers(c).0;
     assert_eq!(after.len(), before.len() - 1, "only the child went: {before:?} -> {after:?}");
     assert_eq!(d.snapshots().unwrap().len(), 2, "the parent disk keeps its snapshots");
     d.snapshot_delete("1").unwrap();
     d.snapshot_delete("0").unwrap();
     d.remove(None, Reclaim::Trash).unwrap();
+    s.finish(c);
+}
+
+#[test]
+fn removal_takes_only_the_images_the_disk_owns() {
+    let s = Scratch::new("own");
+    let c = s.env.connect();
+    let io = ops::ioctx(c, &s.spec("x")).unwrap();
+    let exists = |spec: &ImageSpec| io.open_read_only(&spec.name, None).is_ok();
+    let mk = |spec: &ImageSpec| ops::create(c, spec, 8 * MIB, &CreateOptions::default()).unwrap();
+
+    // Proxmox naming adopts nothing by name: a volume vm-100-disk-1-2 is another
+    // volume, even with the form of a stock carrier of vm-100-disk-1.
+    let (pve_head, pve_other) = (s.spec("vm-100-disk-1"), s.spec("vm-100-disk-1-2"));
+    mk(&pve_head);
+    mk(&pve_other);
+    let d = Disk::new(c, pve_head.clone(), &disk::RBDX_NAMING);
+    d.snapshot_create("s1").unwrap();
+    d.revert("s1", &DiskConfig::default()).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
+    assert!(!exists(&pve_head), "the disk is gone");
+    assert!(exists(&pve_other), "the other volume stays");
+
+    // OpenNebula naming adopts stock carriers without metadata, but never an
+    // image whose own metadata names another disk.
+    let (head, own_disk, stock) = (s.spec("one-5"), s.spec("one-5-3"), s.spec("one-5-1"));
+    mk(&head);
+    mk(&own_disk);
+    Disk::new(c, own_disk.clone(), &rbdx_one::naming::ONE).snapshot_create("1").unwrap();
+    assert_eq!(
+        io.open_read_only(&own_disk.name, None).unwrap().metadata_get(KEY_DISK).unwrap().as_deref(),
+        Some(own_disk.name.as_str()),
+        "one-5-3 is a disk of its own"
+    );
+    mk(&stock);
+    Disk::new(c, head.clone(), &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+    assert!(!exists(&head), "the disk is gone");
+    assert!(!exists(&stock), "its stock carrier (no metadata) went with it");
+    assert!(exists(&own_disk), "a disk of its own stays, whatever its name");
+    Disk::new(c, own_disk, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+    ops::remove(c, &pve_other, ops::RemoveOptions::default()).unwrap();
+    s.finish(c);
+}
+
+#[test]
+fn removing_a_parent_whose_protected_clones_wait_in_the_trash_trashes_it_for_reclaim() {
+    // CEPH_TRASH with format-1 clones (clusters below mimic, or disks the stock
+    // drivers made): the parent's protected snapshot cannot be removed while its
+    // clones sit in the RBD trash; the parent follows them there and reclaim
+    // frees it once they are purged.
+    let s = Scratch::new("trashv1");
+    let c = s.env.connect();
+    let io = ops::ioctx(c, &s.spec("x")).unwrap();
+    let parent = s.spec("one-11");
+    ops::create(c, &parent, 8 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
+    write(c, &parent, 0, 3);
+    disk::ensure_snapshot(&io, &parent.name, "snap").unwrap();
+    let child = s.spec("one-11-7-0");
+    let v1 = CloneOptions {
+        data_pool: Some(s.env.ec_pool.clone()),
+        format: CloneFormat::V1,
+        ..CloneOptions::default()
+    };
+    ops::clone(c, &parent.at("snap").unwrap(), &child, &v1).unwrap();
+    assert!(io.open_read_only(&parent.name, None).unwrap().snap_is_protected("snap").unwrap());
+    // The VM disk goes to the trash (CEPH_TRASH), then the image is removed.
+    Disk::new(c, child.clone(), &rbdx_one::naming::ONE).remove(Some(0), Reclaim::Trash).unwrap();
+    Disk::new(c, parent.clone(), &rbdx_one::naming::ONE).remove(Some(0), Reclaim::Trash).unwrap();
+    let trash: Vec<String> =
+        io.trash_list().unwrap().into_iter().map(|e| e.name).filter(|n| n.starts_with(s.prefix())).collect();
+    assert_eq!(trash.len(), 2, "both wait in the trash: {trash:?}");
+    // Reclaim waits while the clone is in the trash (no churn), and frees the
+    // parent once the clone is purged.
+    assert_eq!(disk::reclaim(c, &parent).unwrap().0, 0);
+    let child_entry = io.trash_list().unwrap().into_iter().find(|e| e.name == child.name).unwrap();
+    io.trash_remove(&child_entry.id, true).unwrap();
+    let left = rbdx_tests::reclaim_until_gone(c, &s.env.pool, |n| n == parent.name);
+    assert!(left.is_empty(), "the parent was reclaimed: {left:?}");
     s.finish(c);
 }

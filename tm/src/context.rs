@@ -4,10 +4,12 @@
 use std::cell::OnceCell;
 
 use rbdx_one::args::HostPath;
+pub use rbdx_one::config::remotes_dir;
 use rbdx_one::config::{Config, Execution};
 use rbdx_one::exec::{self, Target};
 use rbdx_one::job::{CephAccess, Job};
 use rbdx_one::log;
+use rbdx_one::naming;
 use rbdx_one::oned::{Attrs, Datastore, Oned, Vm};
 
 /// An action's failure: one line for oned.
@@ -22,12 +24,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Loads the driver config.
+    /// Loads the driver config; with `transfer`, for an action that copies
+    /// whole images or directories (its deadline is TRANSFER_TIMEOUT).
     ///
     /// # Errors
     /// A bad config file.
-    pub fn load() -> Result<Self> {
-        Ok(Self { cfg: Config::load()?, oned: OnceCell::new() })
+    pub fn load(transfer: bool) -> Result<Self> {
+        let cfg = Config::load()?;
+        Ok(Self { cfg: if transfer { cfg.for_transfer() } else { cfg }, oned: OnceCell::new() })
     }
 
     /// The oned client (made on first use).
@@ -87,17 +91,13 @@ impl Ctx {
         outcome.error.map_or(Ok(()), Err)
     }
 
-    /// Ceph access from a DISK (CEPH_CONF, CEPH_USER, CEPH_KEY), each falling back
-    /// to the datastore's.
-    pub fn ceph(&self, disk: Option<Attrs<'_>>, ds: &Datastore) -> CephAccess {
-        let t = ds.template();
-        let get = |k: &str| disk.and_then(|d| d.get(k)).or_else(|| t.get(k)).map(str::to_string);
-        CephAccess {
-            conf: get("CEPH_CONF"),
-            user: get("CEPH_USER"),
-            key_file: get("CEPH_KEY"),
-            timeout_secs: self.cfg.ceph_timeout.as_secs(),
-        }
+    /// Ceph access: the datastore's CEPH_CONF, CEPH_USER and CEPH_KEY, the DISK's
+    /// only where the datastore sets none.
+    ///
+    /// # Errors
+    /// A malformed DISK attribute that would be used.
+    pub fn ceph(&self, disk: Option<Attrs<'_>>, ds: &Datastore) -> Result<CephAccess> {
+        CephAccess::of(ds, disk, ds.ceph_timeout(&self.cfg))
     }
 
     /// The host that does the work for a VM that may be undeployed: the host in
@@ -108,20 +108,10 @@ impl Ctx {
     /// No usable bridge when one is needed.
     pub fn host_for(&self, hp: &HostPath, vm: &Vm, ds: &Datastore) -> Result<String> {
         let undeployed = vm.last_history("HOSTNAME").is_some_and(|h| h != hp.host);
-        let bridges = ds.bridges();
-        if !undeployed || bridges.is_empty() {
+        if !undeployed || ds.bridges().is_empty() {
             return Ok(hp.host.clone());
         }
-        let states = self.oned()?.hosts()?;
-        let usable: Vec<&String> = bridges
-            .iter()
-            .filter(|b| states.iter().find(|h| &h.name == *b).is_none_or(|h| h.usable()))
-            .collect();
-        let pick = usable
-            .get(vm.id().unwrap_or(0) as usize % usable.len().max(1))
-            .ok_or_else(|| format!("no usable host in BRIDGE_LIST of datastore {}", ds.id().unwrap_or(0)))?;
-        rbdx_one::args::validate_host(pick)?;
-        Ok((*pick).clone())
+        rbdx_one::bridge::pick(ds, vm.id().unwrap_or(0).into(), Some(self.oned()?), &mut |m| log::info(m))
     }
 }
 
@@ -167,7 +157,7 @@ impl DiskAction {
     /// # Errors
     /// When the VM has no such disk.
     pub fn image(&self) -> Result<String> {
-        disk_image(self.disk()?, self.vm_id, self.disk_id)
+        disk_image(self.disk()?, self.vm_id, self.disk_id, &self.ds)
     }
 
     /// Ceph access from the DISK and the datastore.
@@ -175,7 +165,19 @@ impl DiskAction {
     /// # Errors
     /// When the VM has no such disk.
     pub fn ceph(&self, ctx: &Ctx) -> Result<CephAccess> {
-        Ok(ctx.ceph(Some(self.disk()?), &self.ds))
+        ctx.ceph(Some(self.disk()?), &self.ds)
+    }
+
+    /// Refuses a disk whose snapshots are not RBD snapshots (TYPE is not RBD: a
+    /// volatile fs or swap disk), as the stock snapshot actions do.
+    ///
+    /// # Errors
+    /// One line naming the disk type.
+    pub fn require_rbd(&self) -> Result {
+        match self.disk()?.get("TYPE") {
+            Some(t) if t.eq_ignore_ascii_case("rbd") => Ok(()),
+            t => Err(format!("Operation not supported on disk type {}", t.unwrap_or("(none)"))),
+        }
     }
 
     /// The clone-depth bound for this datastore.
@@ -187,13 +189,8 @@ impl DiskAction {
     }
 
     /// The guest freeze for live actions.
-    pub fn freeze(&self, ctx: &Ctx) -> rbdx_one::job::Freeze {
-        rbdx_one::job::Freeze {
-            domain: self.vm.deploy_id().map_or_else(|| format!("one-{}", self.vm_id), str::to_string),
-            virsh: ctx.cfg.virsh.clone(),
-            uri: ctx.cfg.libvirt_uri.clone(),
-            timeout_secs: ctx.cfg.freeze_timeout.as_secs(),
-        }
+    pub fn freeze(&self) -> rbdx_one::job::Freeze {
+        freeze_of(&self.vm, self.vm_id)
     }
 }
 
@@ -207,20 +204,18 @@ pub fn source_action(ctx: &Ctx, a: &[String]) -> Result<(rbdx_core::ops::ImageSp
     Ok((source, DiskAction::load(ctx, &a[1], &a[2], &a[3])?))
 }
 
+/// The guest freeze of VM `vm_id` (its DEPLOY_ID, else `one-<vmid>`).
+pub fn freeze_of(vm: &Vm, vm_id: u32) -> rbdx_one::job::Freeze {
+    rbdx_one::job::Freeze { domain: vm.deploy_id().map_or_else(|| format!("one-{vm_id}"), str::to_string) }
+}
+
 /// True if `host` names the machine this runs on.
 pub fn is_this_host(host: &str) -> bool {
     let me = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    host == me || host.split('.').next() == Some(me.as_str()) || me.split('.').next() == Some(host)
-}
-
-/// The remotes tree (`/var/lib/one/remotes` on the front-end): `RBDX_REMOTES`, or
-/// two levels above the running binary (`<remotes>/rbdx/rbdx`).
-pub fn remotes_dir() -> std::path::PathBuf {
-    if let Some(r) = std::env::var_os("RBDX_REMOTES") {
-        return r.into();
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent().and_then(std::path::Path::parent).map_or_else(|| "/var/lib/one/remotes".into(), Into::into)
+    host == "localhost"
+        || host == me
+        || host.split('.').next() == Some(me.as_str())
+        || me.split('.').next() == Some(host)
 }
 
 /// The name this TM driver is installed under (`RBDX_TM_DRIVER`, set by the
@@ -240,18 +235,34 @@ pub fn disk<'a>(vm: &'a Vm, disk_id: u32) -> Result<Attrs<'a>> {
 /// The RBD image a DISK lives in (the stock drivers' naming, which oned and
 /// libvirt hard-code): SOURCE for a persistent image, `SOURCE-<vmid>-<diskid>`
 /// for a non-persistent clone, `<POOL_NAME>/one-sys-<vmid>-<diskid>` for a
-/// volatile disk.
+/// volatile disk, with the POOL_NAME of datastore `ds` (the DISK's only where the
+/// datastore sets none).
 ///
 /// # Errors
-/// A DISK without the attributes that decide it.
-pub fn disk_image(disk: Attrs<'_>, vm_id: u32, disk_id: u32) -> Result<String> {
+/// A DISK whose SOURCE or POOL_NAME is malformed.
+pub fn disk_image(disk: Attrs<'_>, vm_id: u32, disk_id: u32, ds: &Datastore) -> Result<String> {
     match disk.get("SOURCE") {
-        Some(src) if disk.is_yes("CLONE") => Ok(format!("{src}-{vm_id}-{disk_id}")),
-        Some(src) => Ok(src.to_string()),
-        None => {
-            let pool = disk.get("POOL_NAME").unwrap_or("one");
-            Ok(format!("{pool}/one-sys-{vm_id}-{disk_id}"))
+        Some(src) => {
+            let spec: rbdx_core::ops::ImageSpec = src.parse().map_err(|e| format!("DISK SOURCE: {e}"))?;
+            let clone = rbdx_one::datastore::yes_no("DISK CLONE", disk.get("CLONE").unwrap_or("NO"))?;
+            Ok(if clone { naming::clone_target(&spec.to_string(), vm_id, disk_id) } else { spec.to_string() })
         }
+        None => Ok(naming::volatile_image(&volatile_pool(disk, ds)?, vm_id, disk_id)),
+    }
+}
+
+/// The pool of a volatile disk: the datastore's POOL_NAME, or the DISK's when the
+/// datastore sets none.
+///
+/// # Errors
+/// A malformed DISK POOL_NAME.
+pub fn volatile_pool(disk: Attrs<'_>, ds: &Datastore) -> Result<String> {
+    if ds.template().get("POOL_NAME").is_some() {
+        return Ok(ds.settings().pool.clone());
+    }
+    match disk.get("POOL_NAME") {
+        Some(p) => rbdx_one::datastore::pool("DISK POOL_NAME", p),
+        None => Ok(rbdx_one::DEFAULT_POOL.to_string()),
     }
 }
 
@@ -262,7 +273,7 @@ pub fn is_persistent(disk: Attrs<'_>) -> bool {
 
 /// The data pool of images made in datastore `ds`.
 pub fn data_pool(ds: &Datastore) -> Option<String> {
-    ds.template().get("EC_POOL_NAME").map(str::to_string)
+    ds.settings().data_pool.clone()
 }
 
 #[cfg(test)]
@@ -276,14 +287,31 @@ mod tests {
 
     #[test]
     fn disk_image_names_follow_the_stock_scheme() {
+        let ds = |t: &str| {
+            rbdx_one::oned::Datastore::parse(&format!(
+                "<DATASTORE><ID>0</ID><TEMPLATE>{t}</TEMPLATE></DATASTORE>"
+            ))
+            .unwrap()
+        };
+        let plain = ds("");
         let clone = attrs("<DISK><SOURCE>one/one-5</SOURCE><CLONE>YES</CLONE></DISK>");
-        assert_eq!(disk_image(Attrs(&clone), 12, 0).unwrap(), "one/one-5-12-0");
+        assert_eq!(disk_image(Attrs(&clone), 12, 0, &plain).unwrap(), "one/one-5-12-0");
         let persistent = attrs("<DISK><SOURCE>one/one-5</SOURCE><CLONE>NO</CLONE></DISK>");
-        assert_eq!(disk_image(Attrs(&persistent), 12, 0).unwrap(), "one/one-5");
+        assert_eq!(disk_image(Attrs(&persistent), 12, 0, &plain).unwrap(), "one/one-5");
         assert!(is_persistent(Attrs(&persistent)));
         let volatile = attrs("<DISK><POOL_NAME>rbd</POOL_NAME><TYPE>fs</TYPE></DISK>");
-        assert_eq!(disk_image(Attrs(&volatile), 12, 3).unwrap(), "rbd/one-sys-12-3");
+        assert_eq!(disk_image(Attrs(&volatile), 12, 3, &plain).unwrap(), "rbd/one-sys-12-3");
+        let sys = ds("<POOL_NAME>sys</POOL_NAME>");
+        assert_eq!(
+            disk_image(Attrs(&volatile), 12, 3, &sys).unwrap(),
+            "sys/one-sys-12-3",
+            "the datastore's pool wins"
+        );
         let default_pool = attrs("<DISK><TYPE>swap</TYPE></DISK>");
-        assert_eq!(disk_image(Attrs(&default_pool), 1, 2).unwrap(), "one/one-sys-1-2");
+        assert_eq!(disk_image(Attrs(&default_pool), 1, 2, &plain).unwrap(), "one/one-sys-1-2");
+        let bad = attrs("<DISK><SOURCE>one/one-5</SOURCE><CLONE>maybe</CLONE></DISK>");
+        assert!(disk_image(Attrs(&bad), 1, 2, &plain).is_err());
+        let bad_pool = attrs("<DISK><POOL_NAME>a/b</POOL_NAME></DISK>");
+        assert!(disk_image(Attrs(&bad_pool), 1, 2, &plain).is_err());
     }
 }

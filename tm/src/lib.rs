@@ -37,9 +37,18 @@ pub const ACTIONS: [&str; 24] = [
     "snap_revert",
 ];
 
+/// The actions that copy whole images or directories: TRANSFER_TIMEOUT is their
+/// deadline, ACTION_TIMEOUT every other's.
+const TRANSFERS: [&str; 8] =
+    ["clone.ssh", "ln.ssh", "mvds.ssh", "cpds.ssh", "mv", "premigrate", "postmigrate", "context"];
+
 /// Runs TM action `action` with oned's arguments; returns the exit code.
 pub fn main(action: &str, args: &[String]) -> i32 {
-    let result = Ctx::load().and_then(|ctx| dispatch(action, args, &ctx));
+    let result = Ctx::load(TRANSFERS.contains(&action)).and_then(|ctx| {
+        rbdx_one::deadline::arm(ctx.cfg.action_timeout, rbdx_one::log::fail);
+        dispatch(action, args, &ctx)
+    });
+    rbdx_one::deadline::finished();
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -47,18 +56,6 @@ pub fn main(action: &str, args: &[String]) -> i32 {
             1
         }
     }
-}
-
-/// `context`: the context ISO is not Ceph's business; as in the stock driver
-/// (whose `context` is a link to `../common/context`), OpenNebula's common action
-/// builds and copies it, run with the same arguments.
-fn context_action(args: &[String]) -> context::Result {
-    let script = context::remotes_dir().join("tm/common/context");
-    let st = std::process::Command::new(&script)
-        .args(args)
-        .status()
-        .map_err(|e| format!("running {}: {e}", script.display()))?;
-    if st.success() { Ok(()) } else { Err(format!("{} failed ({st})", script.display())) }
 }
 
 fn dispatch(action: &str, args: &[String], ctx: &Ctx) -> context::Result {
@@ -84,7 +81,7 @@ fn dispatch(action: &str, args: &[String], ctx: &Ctx) -> context::Result {
         "mvds.ssh" => ssh_variants::mvds(args, ctx),
         "cpds.ssh" => ssh_variants::cpds(args, ctx),
         "resize.ssh" => ssh_variants::resize(args, ctx),
-        "context" => context_action(args),
+        "context" => actions::context::run(args, ctx),
         "monitor" => {
             let out = rbdx_one::monitor::action(args, std::io::stdin().lock(), &ctx.cfg)?;
             print!("{out}");

@@ -23,10 +23,14 @@
 //! - the head has `rbdx.snap.<name>` = the image holding snapshot `<name>`, and
 //!   `rbdx.carrier.<image>` for every carrier still alive.
 //!
-//! Disks made by the stock OpenNebula drivers (protected numeric snapshots,
-//! carriers named `<head>-<id>[:<id>…]`, no metadata) are adopted on first use:
-//! their carriers are found by following parent and child links (checking each
-//! name against the exact carrier form), and the metadata is written.
+//! Names come from the caller's [`Naming`]: where a revert moves the old head, and
+//! which images without rbdx's metadata belong to a disk by name alone (disks
+//! another driver made before rbdx, adopted on first use: their carriers are found
+//! by following parent and child links, each name checked against the naming's
+//! exact form, and the metadata is written). Core knows no orchestrator's names:
+//! [`RBDX_NAMING`] derives every name from the head with a `.rbdx-` infix and
+//! adopts nothing. An image whose metadata names another disk never belongs to
+//! this one, whatever its name.
 //!
 //! Every operation can be interrupted anywhere and re-run with the same arguments;
 //! it converges to the state an uninterrupted run leaves.
@@ -92,37 +96,40 @@ pub fn revert_temp_name(head: &str) -> String {
     format!("{head}.rbdx-new")
 }
 
-/// The name a head holding `snaps` gets when a revert turns it into a carrier:
-/// `<head>-<id>:<id>…` as the stock OpenNebula drivers name them when every
-/// snapshot name is numeric, else `<head>.rbdx-c<rbd id of the newest snapshot>`
-/// (RBD snapshot ids are unique within a pool).
-pub fn carrier_name(head: &str, snaps: &[(u64, String)]) -> String {
-    let numeric: Vec<&str> = snaps
-        .iter()
-        .map(|(_, n)| n.as_str())
-        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        .collect();
-    if !numeric.is_empty() && numeric.len() == snaps.len() {
-        format!("{head}-{}", numeric.join(":"))
-    } else {
-        let newest = snaps.iter().map(|(id, _)| *id).max().unwrap_or(0);
-        format!("{head}.rbdx-c{newest}")
+/// How a driver names its disks' images.
+pub trait Naming: Sync + std::fmt::Debug {
+    /// The name the head `head`, holding snapshots `snaps` (RBD id, name), gets
+    /// when a revert turns it into a carrier.
+    fn carrier(&self, head: &str, snaps: &[(u64, String)]) -> String {
+        rbdx_carrier(head, snaps)
+    }
+
+    /// True if `name`, an image with no rbdx metadata, is a carrier of `head` made
+    /// by another driver (adopted, and removed with the disk).
+    fn is_foreign_carrier(&self, _head: &str, _name: &str) -> bool {
+        false
     }
 }
 
-/// True if `name` has the form of a stock carrier of `head`:
-/// `<head>-<digits>[:<digits>…]`.
-pub fn is_stock_carrier(head: &str, name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(head).and_then(|r| r.strip_prefix('-')) else {
-        return false;
-    };
-    !rest.is_empty() && rest.split(':').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+/// rbdx's own names: carriers `<head>.rbdx-c<id>`; nothing is adopted by name.
+#[derive(Debug, Clone, Copy)]
+pub struct RbdxNaming;
+
+impl Naming for RbdxNaming {}
+
+/// The naming of disks no orchestrator names (Proxmox VE's, the operator CLI's).
+pub static RBDX_NAMING: RbdxNaming = RbdxNaming;
+
+/// `<head>.rbdx-c<RBD id of the newest snapshot>` (RBD snapshot ids are unique
+/// within a pool).
+pub fn rbdx_carrier(head: &str, snaps: &[(u64, String)]) -> String {
+    let newest = snaps.iter().map(|(id, _)| *id).max().unwrap_or(0);
+    format!("{head}.rbdx-c{newest}")
 }
 
-/// True if `name` could be an image of disk `head` other than the head: a stock
-/// carrier, or a name rbdx derives from the head.
-fn may_belong(head: &str, name: &str) -> bool {
-    is_stock_carrier(head, name) || name.strip_prefix(head).is_some_and(|r| r.starts_with(".rbdx-"))
+/// True if `name` is derived from `head` by rbdx (`<head>.rbdx-…`).
+fn rbdx_derived(head: &str, name: &str) -> bool {
+    name.strip_prefix(head).is_some_and(|r| r.starts_with(".rbdx-"))
 }
 
 /// One snapshot of a disk.
@@ -139,6 +146,7 @@ pub struct DiskSnapshot {
 pub struct Disk<'c> {
     cluster: &'c Cluster,
     head: ImageSpec,
+    naming: &'static dyn Naming,
 }
 
 /// The snapshot map and carriers as recorded on the head.
@@ -163,9 +171,25 @@ impl Book {
 }
 
 impl<'c> Disk<'c> {
-    /// The disk whose head is `head` (which need not exist yet).
-    pub fn new(cluster: &'c Cluster, head: ImageSpec) -> Self {
-        Self { cluster, head: head.head() }
+    /// The disk whose head is `head` (which need not exist yet), named by `naming`.
+    pub fn new(cluster: &'c Cluster, head: ImageSpec, naming: &'static dyn Naming) -> Self {
+        Self { cluster, head: head.head(), naming }
+    }
+
+    /// Whether image `name` (not the head) belongs to this disk: its metadata says
+    /// so, or, without metadata, the naming adopts it (or it is a name rbdx derives
+    /// from the head, left by an interrupted run before its metadata was written).
+    fn owns(&self, io: &IoCtx<'_>, name: &str) -> Result<bool> {
+        let head = &self.head.name;
+        if !rbdx_derived(head, name) && !self.naming.is_foreign_carrier(head, name) {
+            return Ok(false);
+        }
+        let owner = match io.open_read_only(name, None) {
+            Ok(img) => img.metadata_get(KEY_DISK)?,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(owner.is_none_or(|o| o == *head))
     }
 
     /// The head's spec.
@@ -175,6 +199,16 @@ impl<'c> Disk<'c> {
 
     fn io(&self) -> Result<IoCtx<'c>> {
         ioctx(self.cluster, &self.head)
+    }
+
+    /// Runs one whole disk operation holding the disk's guard (waiting for
+    /// another operation on the disk; see [`crate::rbd::Guard`]).
+    fn guarded<T>(&self, op: impl FnOnce(&IoCtx<'c>) -> Result<T>) -> Result<T> {
+        let io = self.io()?;
+        let guard = io.guard(&self.head.name)?;
+        let out = op(&io)?;
+        guard.release()?;
+        Ok(out)
     }
 
     fn exists(io: &IoCtx<'_>, name: &str) -> Result<bool> {
@@ -221,7 +255,7 @@ impl<'c> Disk<'c> {
         loop {
             let img = io.open_read_only(&root, None)?;
             match img.parent()? {
-                Some(p) if p.image.pool == io.pool() && is_stock_carrier(name, &p.image.name) => {
+                Some(p) if p.image.pool == io.pool() && !p.image.trash && self.owns(io, &p.image.name)? => {
                     root = p.image.name;
                 }
                 _ => break,
@@ -237,7 +271,7 @@ impl<'c> Disk<'c> {
             for s in img.snapshots()? {
                 let at = io.open_read_only(&n, Some(&s.name))?;
                 for child in at.children()? {
-                    if child.pool == io.pool() && !child.trash && is_stock_carrier(name, &child.name) {
+                    if child.pool == io.pool() && !child.trash && self.owns(io, &child.name)? {
                         todo.push(child.name);
                     }
                 }
@@ -305,8 +339,7 @@ impl<'c> Disk<'c> {
     /// # Errors
     /// `NotFound` if the disk does not exist.
     pub fn snapshots(&self) -> Result<Vec<DiskSnapshot>> {
-        let io = self.io()?;
-        let book = self.book(&io)?;
+        let book = self.guarded(|io| self.book(io))?;
         Ok(book.snaps.into_iter().map(|(name, holder)| DiskSnapshot { name, holder }).collect())
     }
 
@@ -315,8 +348,7 @@ impl<'c> Disk<'c> {
     /// # Errors
     /// `NotFound` if the disk does not exist.
     pub fn locate(&self, snap: &str) -> Result<Option<String>> {
-        let io = self.io()?;
-        let book = self.book(&io)?;
+        let book = self.guarded(|io| self.book(io))?;
         Ok(book.snaps.get(snap).cloned())
     }
 
@@ -327,8 +359,11 @@ impl<'c> Disk<'c> {
     /// `Exists` if a carrier already holds `snap`; `NotFound` for a missing disk.
     pub fn snapshot_create(&self, snap: &str) -> Result<()> {
         super::validate_name("snapshot", snap)?;
-        let io = self.io()?;
-        let book = self.book(&io)?;
+        self.guarded(|io| self.snapshot_create_in(io, snap))
+    }
+
+    fn snapshot_create_in(&self, io: &IoCtx<'c>, snap: &str) -> Result<()> {
+        let book = self.book(io)?;
         if let Some(holder) = book.snaps.get(snap) {
             if *holder != self.head.name {
                 return Err(Error::Invalid(format!(
@@ -353,17 +388,20 @@ impl<'c> Disk<'c> {
     /// disk; Ceph errors.
     pub fn snapshot_delete(&self, snap: &str) -> Result<()> {
         super::validate_name("snapshot", snap)?;
-        let io = self.io()?;
-        let book = self.book(&io)?;
+        self.guarded(|io| self.snapshot_delete_in(io, snap))
+    }
+
+    fn snapshot_delete_in(&self, io: &IoCtx<'c>, snap: &str) -> Result<()> {
+        let book = self.book(io)?;
         let head = io.open(&self.head.name)?;
         let key = format!("{KEY_SNAP_PREFIX}{snap}");
         let Some(holder) = book.snaps.get(snap) else {
             return head.metadata_remove(&key);
         };
-        remove_snapshot(self.cluster, &io, holder, snap)?;
+        remove_snapshot(self.cluster, io, holder, snap)?;
         head.metadata_remove(&key)?;
         drop(head);
-        self.collect_carriers(&io)
+        self.collect_carriers(io)
     }
 
     /// Removes carriers that hold no snapshot and feed no clone.
@@ -405,8 +443,12 @@ impl<'c> Disk<'c> {
     /// [`Error::Invalid`] for an unknown snapshot; [`Error::InUse`] while a client
     /// has the head open.
     pub fn revert(&self, snap: &str, cfg: &DiskConfig) -> Result<()> {
-        let io = self.io()?;
-        let book = self.book(&io)?;
+        super::check_data_pool(self.cluster, cfg.data_pool.as_deref())?;
+        self.guarded(|io| self.revert_in(io, snap, cfg))
+    }
+
+    fn revert_in(&self, io: &IoCtx<'c>, snap: &str, cfg: &DiskConfig) -> Result<()> {
+        let book = self.book(io)?;
         let holder = book
             .snaps
             .get(snap)
@@ -445,9 +487,9 @@ impl<'c> Disk<'c> {
             }
             v
         };
-        let carrier = (!head_snaps.is_empty()).then(|| carrier_name(&name, &head_snaps));
+        let carrier = (!head_snaps.is_empty()).then(|| self.naming.carrier(&name, &head_snaps));
 
-        if !Self::exists(&io, &temp)? {
+        if !Self::exists(io, &temp)? {
             let format = match cfg.clone_format {
                 CloneFormat::Auto => cluster_clone_format(self.cluster)?,
                 CloneFormat::V1 => 1,
@@ -466,7 +508,7 @@ impl<'c> Disk<'c> {
             )?;
         }
         // A clone left by an interrupted run may still carry its parent's keys.
-        super::strip_inherited(&io, &temp)?;
+        super::strip_inherited(io, &temp)?;
         let t = io.open(&temp)?;
         // The new head's book: the old one, with the old head's snapshots moved to
         // the carrier.
@@ -480,7 +522,7 @@ impl<'c> Disk<'c> {
         }
         t.metadata_set(KEY_REVERT_CARRIER, carrier.as_deref().unwrap_or(""))?;
         t.metadata_set(KEY_REVERT_TO, snap)?;
-        if depth(&io, &temp)? > cfg.max_depth {
+        if depth(io, &temp)? > cfg.max_depth {
             t.flatten()?;
         }
         drop(t);
@@ -491,8 +533,8 @@ impl<'c> Disk<'c> {
             Some(c) => io.rename_image(&name, c)?,
             None => io.remove_image(&name)?,
         }
-        finish_revert(&io, &temp, &name)?;
-        self.collect_carriers(&io)
+        finish_revert(io, &temp, &name)?;
+        self.collect_carriers(io)
     }
 
     /// Removes the head and every carrier with their snapshots. Images that clones
@@ -507,11 +549,14 @@ impl<'c> Disk<'c> {
     /// # Errors
     /// [`Error::InUse`] while a client has the head open; Ceph errors.
     pub fn remove(&self, trash_delay: Option<u64>, reclaim: Reclaim) -> Result<()> {
-        let io = self.io()?;
-        self.recover(&io)?;
+        self.guarded(|io| self.remove_in(io, trash_delay, reclaim))
+    }
+
+    fn remove_in(&self, io: &IoCtx<'c>, trash_delay: Option<u64>, reclaim: Reclaim) -> Result<()> {
+        self.recover(io)?;
         let name = self.head.name.clone();
         let mut images: Vec<String> = Vec::new();
-        if Self::exists(&io, &name)? {
+        if Self::exists(io, &name)? {
             let watchers = io.open_read_only(&name, None)?.watchers()?;
             if !watchers.is_empty() {
                 return Err(Error::InUse {
@@ -519,23 +564,21 @@ impl<'c> Disk<'c> {
                     watchers: watchers.into_iter().map(|w| w.addr).collect(),
                 });
             }
-            let book = self.book(&io)?;
+            let book = self.book(io)?;
             images.push(name.clone());
             images.extend(book.carriers);
         }
-        // What an interrupted removal left: images of this disk without the head.
+        // What an interrupted removal left: images of this disk without the head
+        // (by their metadata; by name only where it has none).
         for e in io.list_images()? {
-            if !images.contains(&e.name) && may_belong(&name, &e.name) {
-                let owner = io.open_read_only(&e.name, None)?.metadata_get(KEY_DISK)?;
-                if owner.as_deref() == Some(name.as_str()) || is_stock_carrier(&name, &e.name) {
-                    images.push(e.name);
-                }
+            if !images.contains(&e.name) && e.name != name && self.owns(io, &e.name)? {
+                images.push(e.name);
             }
         }
         // Children before parents.
-        let order = children_first(&io, &images)?;
+        let order = children_first(io, &images)?;
         for img in &order {
-            dispose(self.cluster, &io, img, trash_delay, reclaim)?;
+            dispose(self.cluster, io, img, trash_delay, reclaim)?;
         }
         Ok(())
     }
@@ -548,7 +591,21 @@ impl<'c> Disk<'c> {
     pub fn rename(&self, new_name: &str) -> Result<Disk<'c>> {
         super::validate_name("image", new_name)?;
         let io = self.io()?;
-        let book = self.book(&io)?;
+        // Both names, in one order for every process.
+        let (first, second) = if self.head.name.as_str() < new_name {
+            (self.head.name.as_str(), new_name)
+        } else {
+            (new_name, self.head.name.as_str())
+        };
+        let guards = (io.guard(first)?, io.guard(second)?);
+        let out = self.rename_in(&io, new_name)?;
+        guards.1.release()?;
+        guards.0.release()?;
+        Ok(out)
+    }
+
+    fn rename_in(&self, io: &IoCtx<'c>, new_name: &str) -> Result<Disk<'c>> {
+        let book = self.book(io)?;
         let watchers = io.open_read_only(&self.head.name, None)?.watchers()?;
         if !watchers.is_empty() {
             return Err(Error::InUse {
@@ -567,7 +624,7 @@ impl<'c> Disk<'c> {
         for c in &book.carriers {
             io.open(c)?.metadata_set(KEY_DISK, new_name)?;
         }
-        Ok(Disk::new(self.cluster, self.head.sibling(new_name)?))
+        Ok(Disk::new(self.cluster, self.head.sibling(new_name)?, self.naming))
     }
 
     /// Makes the disk's state that of snapshot `snap`, independent of any parent,
@@ -579,25 +636,29 @@ impl<'c> Disk<'c> {
     /// # Errors
     /// [`Error::Invalid`] for an unknown snapshot on a disk that has snapshots.
     pub fn flatten_to(&self, snap: &str, cfg: &DiskConfig) -> Result<()> {
+        super::check_data_pool(self.cluster, cfg.data_pool.as_deref())?;
+        self.guarded(|io| self.flatten_to_in(io, snap, cfg))
+    }
+
+    fn flatten_to_in(&self, io: &IoCtx<'c>, snap: &str, cfg: &DiskConfig) -> Result<()> {
         const KEY_FLATTENED: &str = "rbdx.flatten.to";
-        let io = self.io()?;
-        let book = self.book(&io)?;
+        let book = self.book(io)?;
         let marker = io.open_read_only(&self.head.name, None)?.metadata_get(KEY_FLATTENED)?;
         // An interrupted run that got past the flatten left this marker: only the
         // snapshots remain to be deleted.
         if marker.as_deref() != Some(snap) {
             if book.snaps.contains_key(snap) {
-                self.revert(snap, cfg)?;
+                self.revert_in(io, snap, cfg)?;
             } else if !book.snaps.is_empty() {
                 return Err(Error::Invalid(format!("{} has no snapshot {snap}", self.head)));
             }
             super::flatten(self.cluster, &self.head)?;
             io.open(&self.head.name)?.metadata_set(KEY_FLATTENED, snap)?;
         }
-        for s in self.book(&io)?.snaps.keys() {
-            self.snapshot_delete(s)?;
+        for s in self.book(io)?.snaps.keys() {
+            self.snapshot_delete_in(io, s)?;
         }
-        self.collect_carriers(&io)?;
+        self.collect_carriers(io)?;
         io.open(&self.head.name)?.metadata_remove(KEY_FLATTENED)
     }
 
@@ -608,8 +669,18 @@ impl<'c> Disk<'c> {
     /// # Errors
     /// [`Error::Invalid`] for an unknown snapshot; `Exists` if `target` is another image.
     pub fn clone_snapshot(&self, snap: &str, target: &ImageSpec, cfg: &DiskConfig) -> Result<()> {
-        let io = self.io()?;
-        let book = self.book(&io)?;
+        super::check_data_pool(self.cluster, cfg.data_pool.as_deref())?;
+        self.guarded(|io| self.clone_snapshot_in(io, snap, target, cfg))
+    }
+
+    fn clone_snapshot_in(
+        &self,
+        io: &IoCtx<'c>,
+        snap: &str,
+        target: &ImageSpec,
+        cfg: &DiskConfig,
+    ) -> Result<()> {
+        let book = self.book(io)?;
         let holder = book
             .snaps
             .get(snap)
@@ -684,11 +755,18 @@ fn remove_snapshot(cluster: &Cluster, io: &IoCtx<'_>, image: &str, snap: &str) -
         Err(e) if e.kind() == Some(ErrorKind::Busy) => {
             // Protected with format-1 children: make them independent first.
             let children = io.open_read_only(image, Some(snap))?.children()?;
-            for c in children {
+            let in_trash = children.iter().filter(|c| c.trash).count();
+            for c in children.into_iter().filter(|c| !c.trash) {
                 let spec = ImageSpec::new(&c.pool, &c.name)?.in_namespace(&c.namespace)?;
                 super::flatten(cluster, &spec)?;
             }
-            img.snap_remove(snap)
+            match img.snap_remove(snap) {
+                Err(e) if e.kind() == Some(ErrorKind::Busy) && in_trash > 0 => Err(Error::Invalid(format!(
+                    "snapshot {image}@{snap} is protected and {in_trash} of its clones wait in the RBD trash: \
+                     it can be removed once they are purged"
+                ))),
+                other => other,
+            }
         }
         Err(e) => Err(e),
     }
@@ -767,12 +845,13 @@ fn dispose(
         if img.snap_namespace(s.id)? != SnapNamespace::User {
             continue;
         }
-        let children = io.open_read_only(image, Some(&s.name))?.children()?;
-        // Format-1 children (a protected snapshot) can only be made independent.
-        let flatten =
-            !children.is_empty() && (reclaim == Reclaim::Flatten || img.snap_is_protected(&s.name)?);
-        if flatten {
-            for c in children {
+        let (trashed, live): (Vec<_>, Vec<_>) =
+            io.open_read_only(image, Some(&s.name))?.children()?.into_iter().partition(|c| c.trash);
+        let protected = img.snap_is_protected(&s.name)?;
+        // Format-1 children (a protected snapshot) can only be made independent;
+        // one in the trash is going away, and is waited for instead.
+        if !live.is_empty() && (reclaim == Reclaim::Flatten || protected) {
+            for c in live {
                 let spec = ImageSpec::new(&c.pool, &c.name)?.in_namespace(&c.namespace)?;
                 match super::flatten(cluster, &spec) {
                     Err(e) if e.is_not_found() => {}
@@ -782,10 +861,14 @@ fn dispose(
         }
         match img.snap_remove(&s.name) {
             Err(e) if e.is_not_found() => {}
+            // A protected snapshot whose format-1 clones wait in the RBD trash:
+            // kept until they are gone; the image goes to the trash for reclaim.
+            Err(e) if e.kind() == Some(ErrorKind::Busy) && protected && !trashed.is_empty() => {}
             other => other?,
         }
     }
-    // What is left are format-2 snapshots in the trash namespace that clones still read.
+    // What is left are snapshots that clones still read: format-2 ones in the
+    // trash namespace, protected ones of clones in the RBD trash.
     let still_used = !img.snapshots()?.is_empty();
     if still_used {
         img.metadata_set(KEY_RECLAIM, "1")?;
@@ -852,18 +935,27 @@ fn reclaim_pass(cluster: &Cluster, io: &IoCtx<'_>) -> Result<(usize, usize)> {
         }
     }
     for e in io.trash_list()? {
-        let (marked, user_snaps) = match io.open_by_id_read_only(&e.id) {
+        let (marked, user_snaps, blocked) = match io.open_by_id_read_only(&e.id) {
             Ok(img) => {
-                let mut user = false;
+                let (mut user, mut blocked) = (false, false);
                 for s in img.snapshots()? {
-                    user |= img.snap_namespace(s.id)? == SnapNamespace::User;
+                    if img.snap_namespace(s.id)? == SnapNamespace::User {
+                        user = true;
+                        // Its clones are in the trash too: nothing to do until they go.
+                        let children = io.open_by_id_read_only_at(&e.id, &s.name)?.children()?;
+                        blocked |= !children.is_empty() && children.iter().all(|c| c.trash);
+                    }
                 }
-                (img.metadata_get(KEY_RECLAIM)?.is_some(), user)
+                (img.metadata_get(KEY_RECLAIM)?.is_some(), user, blocked)
             }
-            Err(err) if err.is_not_found() => (false, false),
+            Err(err) if err.is_not_found() => (false, false, false),
             Err(err) => return Err(err),
         };
         if !marked {
+            continue;
+        }
+        if blocked {
+            waiting += 1;
             continue;
         }
         match io.trash_remove(&e.id, true) {
@@ -958,29 +1050,25 @@ mod tests {
     }
 
     #[test]
-    fn carriers_are_named_like_the_stock_drivers_when_snapshots_are_numeric() {
+    fn rbdx_carriers_are_named_after_the_newest_snapshot() {
         let s = |v: &[(u64, &str)]| v.iter().map(|(i, n)| (*i, n.to_string())).collect::<Vec<_>>();
-        assert_eq!(carrier_name("one-3-13-0", &s(&[(4, "1"), (9, "2")])), "one-3-13-0-1:2");
-        assert_eq!(carrier_name("vm-100-disk-0", &s(&[(4, "pre"), (9, "post")])), "vm-100-disk-0.rbdx-c9");
-        assert_eq!(carrier_name("one-3", &s(&[(4, "1"), (7, "rbdx.saveas")])), "one-3.rbdx-c7");
-    }
-
-    #[test]
-    fn stock_carrier_form_is_exact() {
-        assert!(is_stock_carrier("one-3-13-0", "one-3-13-0-1"));
-        assert!(is_stock_carrier("one-3-13-0", "one-3-13-0-1:2:3"));
-        assert!(!is_stock_carrier("one-5", "one-50-1"), "a prefix is not enough");
-        assert!(!is_stock_carrier("one-5", "one-5-12-0"), "a VM clone of image 5 is not a carrier");
-        assert!(!is_stock_carrier("one-5", "one-5-"));
-        assert!(!is_stock_carrier("one-5", "one-5-1::2"));
-        assert!(!is_stock_carrier("one-5", "one-5"));
+        assert_eq!(
+            RBDX_NAMING.carrier("vm-100-disk-0", &s(&[(4, "pre"), (9, "post")])),
+            "vm-100-disk-0.rbdx-c9"
+        );
+        assert_eq!(RBDX_NAMING.carrier("one-3", &s(&[(4, "1"), (7, "2")])), "one-3.rbdx-c7");
+        assert!(
+            !RBDX_NAMING.is_foreign_carrier("vm-100-disk-1", "vm-100-disk-1-2"),
+            "adopts nothing by name"
+        );
     }
 
     #[test]
     fn rbdx_derived_names_belong_to_their_disk() {
-        assert!(may_belong("one-5", "one-5.rbdx-new"));
-        assert!(may_belong("one-5", "one-5.rbdx-c12"));
-        assert!(!may_belong("one-5", "one-50.rbdx-new"));
+        assert!(rbdx_derived("one-5", "one-5.rbdx-new"));
+        assert!(rbdx_derived("one-5", "one-5.rbdx-c12"));
+        assert!(!rbdx_derived("one-5", "one-50.rbdx-new"));
+        assert!(!rbdx_derived("vm-100-disk-1", "vm-100-disk-1-2"));
         assert_eq!(revert_temp_name("one-5-1-0"), "one-5-1-0.rbdx-new");
     }
 }

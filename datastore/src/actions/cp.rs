@@ -15,19 +15,13 @@ use rbdx_one::job::Job;
 
 use crate::context::{DsCtx, Result};
 
-/// LIMIT_TRANSFER_BW: bytes per second, with an optional K, M or G suffix.
-fn parse_bw(s: &str) -> Result<u64> {
-    let (num, mult) = match s.trim().chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("invalid LIMIT_TRANSFER_BW {s:?}"))
+/// An expected digest from the image template: `len` hex digits.
+fn hex_digest(what: &str, v: &str, len: usize) -> Result<String> {
+    if v.len() == len && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        Err(format!("invalid {what} {v:?} in the image template"))
+    }
 }
 
 /// Runs the action.
@@ -39,9 +33,9 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
     let path = ctx.image_attr("PATH")?.to_string();
     let target = ctx.new_source();
     let is_url = path.starts_with("http://") || path.starts_with("https://");
-    let limit = ctx.template().get("LIMIT_TRANSFER_BW").map(parse_bw).transpose()?;
+    let limit = ctx.ds.settings().limit_bps;
     let (input, size): (Box<dyn Read>, Option<u64>) = if is_url {
-        rbdx_import::open_url(&path, Some(Duration::from_secs(60)))?
+        rbdx_import::open_url(&path, Some(ctx.cfg.idle_timeout))?
     } else {
         // Opened once; the check is on the file that is read.
         let f = crate::restricted::open(ctx, &path)?;
@@ -56,10 +50,12 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
         url: if size.is_none() { Some(path.clone()) } else { None },
         size: size.unwrap_or(0),
         min_size_mb: None,
-        md5: img.get("TEMPLATE/MD5").map(str::to_string),
-        sha1: img.get("TEMPLATE/SHA1").map(str::to_string),
+        md5: img.get("TEMPLATE/MD5").map(|v| hex_digest("MD5", v, 32)).transpose()?,
+        sha1: img.get("TEMPLATE/SHA1").map(|v| hex_digest("SHA1", v, 40)).transpose()?,
         limit_bps: limit,
-        staging_dir: ctx.template().get("STAGING_DIR").map(str::to_string),
+        staging_dir: ctx.ds.settings().staging_dir.clone(),
+        idle_secs: Some(ctx.cfg.idle_timeout.as_secs()),
+        max_size_mb: Some(ctx.cfg.max_image_size_mb),
     };
     let input: Box<dyn Read> = if size.is_none() { Box::new(std::io::empty()) } else { input };
     let total = size;
@@ -97,14 +93,15 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bw;
+    use super::hex_digest;
 
     #[test]
-    fn bandwidth_limits() {
-        assert_eq!(parse_bw("1000").unwrap(), 1000);
-        assert_eq!(parse_bw("10M").unwrap(), 10 << 20);
-        assert_eq!(parse_bw("2G").unwrap(), 2 << 30);
-        assert!(parse_bw("fast").is_err());
-        assert!(parse_bw("99999999999G").is_err(), "overflow");
+    fn digests_are_hex_of_their_length() {
+        assert_eq!(
+            hex_digest("MD5", "D41D8CD98F00B204E9800998ECF8427E", 32).unwrap(),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
+        assert!(hex_digest("MD5", "d41d8cd98f00b204e9800998ecf8427", 32).is_err());
+        assert!(hex_digest("SHA1", "x".repeat(40).as_str(), 40).is_err());
     }
 }

@@ -19,8 +19,14 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
     let size = ctx.image_attr("SIZE")?;
     rbdx_one::args::parse_size_mb(size)?;
     let format = img.get("TEMPLATE/FORMAT").or_else(|| img.get("FORMAT")).unwrap_or("raw");
+    // What goes into IMPORT_INFO is checked, not copied: a format rbdx knows, an
+    // MD5 that is one.
+    if !rbdx_import::QEMU_FORMATS.contains(&format) {
+        return Err(format!("invalid image FORMAT {format:?}"));
+    }
     let md5 = match img.get("TEMPLATE/MD5") {
-        Some(m) => m.to_string(),
+        Some(m) if m.len() == 32 && m.bytes().all(|b| b.is_ascii_hexdigit()) => m.to_ascii_lowercase(),
+        Some(m) => return Err(format!("invalid image MD5 {m:?}")),
         None => {
             let out = ctx.run(&Job::Checksum { ceph: ctx.ceph(), image: source.to_string() })?;
             out.output.unwrap_or_default()

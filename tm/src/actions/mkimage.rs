@@ -34,14 +34,19 @@ pub(crate) fn make(size: u64, format: &str, path: &str, vm: &str, ds: &str, ctx:
     }
     let vm = ctx.vm(vm_id)?;
     let d = disk(&vm, disk_id)?;
+    // A volatile disk's image is always one-sys-<vm>-<disk>: a SOURCE would make
+    // this action create (or replace) an image the DISK chose.
+    if d.get("SOURCE").is_some() {
+        return Err(format!("disk {disk_id} of VM {vm_id} has a SOURCE: it is not a volatile disk"));
+    }
     let ds = ctx.datastore(ds_id)?;
     let fs = if format == "swap" { Some("swap".to_string()) } else { d.get("FS").map(str::to_string) };
     if let Some(f) = &fs {
         rbdx_one::format::check_supported(f)?;
     }
     let job = Job::MakeImage {
-        ceph: ctx.ceph(Some(d), &ds),
-        target: disk_image(d, vm_id, disk_id)?,
+        ceph: ctx.ceph(Some(d), &ds)?,
+        target: disk_image(d, vm_id, disk_id, &ds)?,
         size_mb: size,
         data_pool: data_pool(&ds),
         fs,

@@ -2,6 +2,7 @@
 //! needs, builds a job and runs it.
 
 pub mod clone;
+pub mod context;
 pub mod cpds;
 pub mod delete;
 pub mod ln;

@@ -21,6 +21,9 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     let hp = HostPath::parse(&a[0])?;
     let disk_id = hp.disk_id()?;
     let size = parse_size_mb(&a[1])?;
+    if size == 0 {
+        return Err("invalid size 0: a disk needs at least 1 MiB".into());
+    }
     let vm_id = parse_id("VM id", &a[2])?;
     let vm = ctx.vm(vm_id)?;
     let d = disk(&vm, disk_id)?;
@@ -34,7 +37,10 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
         return Ok(());
     }
     let ds = ctx.datastore(ds_id)?;
-    let job =
-        Job::Resize { ceph: ctx.ceph(Some(d), &ds), image: disk_image(d, vm_id, disk_id)?, size_mb: size };
+    let job = Job::Resize {
+        ceph: ctx.ceph(Some(d), &ds)?,
+        image: disk_image(d, vm_id, disk_id, &ds)?,
+        size_mb: size,
+    };
     ctx.run(&job, &hp.host, &ds)
 }

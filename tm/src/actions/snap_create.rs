@@ -18,7 +18,8 @@ pub fn run(args: &[String], ctx: &Ctx, live: bool) -> Result {
     let a = expect_args(args, USAGE, 4, 4)?;
     let snap = parse_id("snapshot id", &a[1])?;
     let da = DiskAction::load(ctx, &a[0], &a[2], &a[3])?;
-    let freeze = live.then(|| da.freeze(ctx));
+    da.require_rbd()?;
+    let freeze = live.then(|| da.freeze());
     let job = Job::SnapCreate { ceph: da.ceph(ctx)?, head: da.image()?, snap: snap.to_string(), freeze };
     ctx.run(&job, &da.hp.host, &da.ds)
 }

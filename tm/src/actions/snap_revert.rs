@@ -17,6 +17,7 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     let a = expect_args(args, USAGE, 4, 4)?;
     let snap = parse_id("snapshot id", &a[1])?;
     let da = DiskAction::load(ctx, &a[0], &a[2], &a[3])?;
+    da.require_rbd()?;
     let job = Job::SnapRevert {
         ceph: da.ceph(ctx)?,
         head: da.image()?,

@@ -3,7 +3,8 @@
 //! copied from and back into RBD. They always run on that host.
 
 use rbdx_one::args::{HostPath, expect_args, parse_id, parse_size_mb};
-use rbdx_one::job::{BASE_SNAP, Freeze, Job};
+use rbdx_one::hostfs::VmPath;
+use rbdx_one::job::{BASE_SNAP, Job};
 
 use crate::context::{Ctx, Result, data_pool, disk, source_action};
 
@@ -36,6 +37,12 @@ pub fn ln(args: &[String], ctx: &Ctx) -> Result {
     export(a, ctx, None, true)
 }
 
+/// The disk file of a `*.ssh` action: `<sysdir>/disk.N` of the VM, in the system
+/// datastore the path names.
+fn disk_file(hp: &HostPath, vm_id: u32) -> Result<VmPath> {
+    VmPath::file(&hp.path, hp.system_ds_id()?, vm_id)
+}
+
 fn export(a: &[String], ctx: &Ctx, snap: Option<&str>, drop_base_snap: bool) -> Result {
     let (source, da) = source_action(ctx, a)?;
     let size = da.disk()?.get("SIZE").map(parse_size_mb).transpose()?;
@@ -44,7 +51,7 @@ fn export(a: &[String], ctx: &Ctx, snap: Option<&str>, drop_base_snap: bool) -> 
         source: source.to_string(),
         snap: snap.map(str::to_string),
         drop_base_snap,
-        path: da.hp.path.clone(),
+        path: disk_file(&da.hp, da.vm_id)?,
         size_mb: size,
     };
     ctx.run_on_host(&job, &da.hp.host, &da.ds)
@@ -72,8 +79,8 @@ pub fn mvds(args: &[String], ctx: &Ctx) -> Result {
     let ds = ctx.datastore(ds_id)?;
     let size = d.get("SIZE").map(parse_size_mb).transpose().map_err(|e| e.to_string())?;
     let job = Job::ImportFile {
-        ceph: ctx.ceph(Some(d), &ds),
-        path: hp.path.clone(),
+        ceph: ctx.ceph(Some(d), &ds)?,
+        path: disk_file(&hp, vm_id)?,
         target: target.to_string(),
         create: false,
         data_pool: None,
@@ -106,15 +113,10 @@ pub fn cpds(args: &[String], ctx: &Ctx) -> Result {
     }
     disk(&vm, disk_id)?;
     let ds = ctx.datastore(ds_id)?;
-    let freeze = (vm.lcm_state() == Some(HOTPLUG_SAVEAS)).then(|| Freeze {
-        domain: vm.deploy_id().map_or_else(|| format!("one-{vm_id}"), str::to_string),
-        virsh: ctx.cfg.virsh.clone(),
-        uri: ctx.cfg.libvirt_uri.clone(),
-        timeout_secs: ctx.cfg.freeze_timeout.as_secs(),
-    });
+    let freeze = (vm.lcm_state() == Some(HOTPLUG_SAVEAS)).then(|| crate::context::freeze_of(&vm, vm_id));
     let job = Job::ImportFile {
-        ceph: ctx.ceph(None, &ds),
-        path: hp.path.clone(),
+        ceph: ctx.ceph(None, &ds)?,
+        path: disk_file(&hp, vm_id)?,
         target: target.to_string(),
         create: true,
         data_pool: data_pool(&ds),
@@ -145,5 +147,5 @@ pub fn resize(args: &[String], ctx: &Ctx) -> Result {
         None => hp.system_ds_id()?,
     };
     let ds = ctx.datastore(ds_id)?;
-    ctx.run_on_host(&Job::ResizeFile { path: hp.path.clone(), size_mb: size }, &hp.host, &ds)
+    ctx.run_on_host(&Job::ResizeFile { path: disk_file(&hp, vm_id)?, size_mb: size }, &hp.host, &ds)
 }

@@ -17,6 +17,7 @@ package PVE::Storage::Custom::RBDXPlugin;
 use strict;
 use warnings;
 
+use Fcntl qw(O_WRONLY O_CREAT O_EXCL);
 use JSON::PP;
 use PVE::Tools qw(run_command);
 use PVE::Storage::Plugin;
@@ -120,9 +121,13 @@ sub helper_timeout {
     return ($scfg->{'rbdx-timeout'} // 60) * 10;
 }
 
-# Runs one helper call; dies with the helper's one-line error.
+# Runs one helper call; dies with the helper's one-line error. A volume name
+# outside the grammar dies here, before the helper is started.
 sub rbdx_call {
     my ($storeid, $scfg, $method, $params) = @_;
+    for my $k (qw(volname target_volname)) {
+        __PACKAGE__->parse_volname($params->{$k}) if defined $params && defined $params->{$k};
+    }
     my ($out, $err) = ('', '');
     run_command(
         [$RBDX, 'pve'],
@@ -144,12 +149,22 @@ sub rbdx_call {
 
 # --- volumes -----------------------------------------------------------------
 
+# One grammar with the helper (pve-plugin/src/volname.rs, golden/volnames.json):
+# [base-<vmid>-<rest>/](vm|base)-<vmid>-<rest>, <rest> without whitespace, '/'
+# or '@' and never rbdx's internal '.rbdx-'. The owner reported here is the one
+# the helper derives and acts on.
+my $VMID = qr/(?:0|[1-9]\d{0,8})/;
+my $REST = qr/[^\s\/\@]+/;
+
 sub parse_volname {
     my ($class, $volname) = @_;
-    if ($volname =~ m/^((base-(\d+)-\S+)\/)?((base)?(vm)?-(\d+)-\S+)$/) {
-        return ('images', $4, $7, $2, $3, $5, 'raw');
+    if (defined($volname) && $volname !~ m/\.rbdx-/
+        && $volname =~ m/^(?:(base-($VMID)-$REST)\/)?((vm|base)-($VMID)-$REST)\z/) {
+        my ($basename, $basevmid, $name, $kind, $vmid) = ($1, $2, $3, $4, $5);
+        my $isBase = $kind eq 'base' ? 'base' : undef;
+        return ('images', $name, $vmid + 0, $basename, defined($basevmid) ? $basevmid + 0 : undef, $isBase, 'raw');
     }
-    die "unable to parse rbdx volume name '$volname'\n";
+    die "unable to parse rbdx volume name '" . ($volname // '') . "'\n";
 }
 
 sub image_name {
@@ -269,6 +284,7 @@ sub krbd_has_devices {
 
 sub unmap_volume {
     my ($class, $storeid, $scfg, $volname, $snapname) = @_;
+    $class->parse_volname($volname);
     return 1 if !krbd_has_devices();
     rbdx_call($storeid, $scfg, 'unmap_volume', { volname => $volname, snap => $snapname });
     return 1;
@@ -364,6 +380,7 @@ sub volume_import_formats { my $class = shift; return $class->volume_export_form
 
 sub volume_export {
     my ($class, $scfg, $storeid, $fh, $volname, $format, $snapshot, $base_snapshot, $with_snapshots) = @_;
+    $class->parse_volname($volname);
     die "rbdx exports only raw+size\n" if $format ne 'raw+size' || $with_snapshots || defined $base_snapshot;
     my $err = '';
     run_command(
@@ -379,6 +396,7 @@ sub volume_export {
 
 sub volume_import {
     my ($class, $scfg, $storeid, $fh, $volname, $format, $snapshot, $base_snapshot, $with_snapshots, $allow_rename) = @_;
+    $class->parse_volname($volname);
     die "rbdx imports only raw+size\n" if $format ne 'raw+size' || $with_snapshots || defined $base_snapshot;
     my $out = '';
     # The stream is stdin: the request travels in the environment.
@@ -397,16 +415,24 @@ sub volume_import {
 
 # --- storage.cfg hooks: the keyring lives in /etc/pve/priv/ceph/<storeid>.keyring
 
+# Writes a secret file readable by root only: created 0600 under a temporary
+# name (never readable by others, not even for a moment), then renamed over.
+sub write_private {
+    my ($file, $content) = @_;
+    my $tmp = "$file.tmp.$$";
+    unlink $tmp;
+    sysopen(my $fh, $tmp, O_WRONLY | O_CREAT | O_EXCL, 0600) or die "unable to write $tmp: $!\n";
+    print $fh $content;
+    close($fh) or die "unable to write $tmp: $!\n";
+    rename($tmp, $file) or die "unable to write $file: $!\n";
+}
+
 sub write_keyring {
     my ($storeid, $keyring) = @_;
     my $dir = "$PVE_ETC/priv/ceph";
     mkdir "$PVE_ETC/priv";
     mkdir $dir;
-    my $file = "$dir/$storeid.keyring";
-    open(my $fh, '>', $file) or die "unable to write $file: $!\n";
-    chmod 0600, $file;
-    print $fh $keyring;
-    close($fh) or die "unable to write $file: $!\n";
+    write_private("$dir/$storeid.keyring", $keyring);
 }
 
 sub on_add_hook {
