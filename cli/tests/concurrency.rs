@@ -332,7 +332,7 @@ fn a_clone_racing_the_removal_of_its_image_leaves_nothing_behind() {
         let id = fresh_id();
         let img = image(&e, id);
         if with_snapshots {
-            let d = Disk::new(c, img.clone());
+            let d = Disk::new(c, img.clone(), &rbdx_one::naming::ONE);
             for s in ["0", "1"] {
                 d.snapshot_create(s).unwrap();
             }
@@ -496,7 +496,7 @@ fn reclaim_frees_an_image_that_got_a_snapshot_while_it_was_removed() {
     let c = e.cluster.connect();
     let pool = e.cluster.pool.clone();
     let (img, clone) = trashed_with_a_user_snapshot(&e);
-    Disk::new(c, clone).remove(None, Reclaim::Trash).unwrap();
+    Disk::new(c, clone, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
     let waiting = reclaim_until_gone(c, &pool, |n| n == img.name);
     if !waiting.is_empty() {
         let snaps = free_by_hand(c, &pool, &img.name);
@@ -541,7 +541,7 @@ fn reclaim_interrupted_while_it_requeues_an_image_converges() {
         data,
         "the clone reads the same data"
     );
-    Disk::new(c, clone).remove(None, Reclaim::Trash).unwrap();
+    Disk::new(c, clone, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
     assert_eq!(reclaim_until_gone(c, &pool, |n| n == img.name), Vec::<String>::new());
     assert_eq!(leftovers(c, &pool, &img.name), (vec![], vec![]));
 }

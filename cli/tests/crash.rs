@@ -309,7 +309,9 @@ fn remove_all(e: &OneEnv, case: &Case) {
     let pool = &e.cluster.pool;
     wait_unwatched(c, pool, case);
     let remove = |name: &str| {
-        Disk::new(c, ImageSpec::new(pool, name).unwrap()).remove(None, Reclaim::Flatten).unwrap();
+        Disk::new(c, ImageSpec::new(pool, name).unwrap(), &rbdx_one::naming::ONE)
+            .remove(None, Reclaim::Flatten)
+            .unwrap();
     };
     // Proxmox volumes `<prefix>-<n>`: the alloc and clone tests leave several.
     let volumes = |prefix: String| -> Vec<String> {
@@ -441,7 +443,7 @@ fn image_with_snapshots(e: &OneEnv, case: &Case) {
     let c = e.cluster.connect();
     let img = ImageSpec::new(&e.cluster.pool, &format!("one-{}", case.img)).unwrap();
     ops::create(c, &img, 16 * MIB, &CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
-    let d = Disk::new(c, img.clone());
+    let d = Disk::new(c, img.clone(), &rbdx_one::naming::ONE);
     for s in ["0", "1"] {
         fill(&ops::ioctx(c, &img).unwrap().open(&img.name).unwrap(), 0, MIB, s.as_bytes()[0]);
         d.snapshot_create(s).unwrap();
@@ -495,7 +497,11 @@ fn ds_rm_converges_from_every_crash_point() {
         &|e, case| {
             image_with_snapshots(e, case);
             let c = e.cluster.connect();
-            let d = Disk::new(c, ImageSpec::new(&e.cluster.pool, &format!("one-{}", case.img)).unwrap());
+            let d = Disk::new(
+                c,
+                ImageSpec::new(&e.cluster.pool, &format!("one-{}", case.img)).unwrap(),
+                &rbdx_one::naming::ONE,
+            );
             d.revert("0", &rbdx_core::ops::disk::DiskConfig::default()).unwrap();
         },
         &|e, case, k| ds(e, "rm", case.img, &ds_image(e, case, ""), k),
@@ -880,4 +886,64 @@ fn pve_clone_image_of_a_template_after_every_crash_point() {
         "pve clone_image (linked): {n} crash points; each retry made the next volume, the \
          interrupted one stays"
     );
+}
+
+/// A VM directory move killed after each of its steps (the tree received, the
+/// old destination moved aside, the swap) converges when run again: the
+/// destination holds the whole tree, the source is removed, nothing else is left.
+#[test]
+fn a_vm_directory_move_converges_from_every_crash_point() {
+    let e = env();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    e.oned.set_datastore(0, e.system_ds(0, false));
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("disk.{i}"), (0..(1u32 << 16) * (i + 1)).map(|b| (b % 251) as u8).collect()))
+        .collect();
+    let mut k = 1;
+    loop {
+        let vm = fresh_id();
+        e.oned.set_vm(vm, vm_doc(vm, &host, 3, &[]));
+        let src = dir.path().join(format!("a/datastores/0/{vm}"));
+        let dst = dir.path().join(format!("b/datastores/0/{vm}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&dst).unwrap();
+        for (n, data) in &files {
+            std::fs::write(src.join(n), data).unwrap();
+        }
+        std::fs::write(dst.join("stale"), b"an earlier attempt").unwrap();
+        let args = [
+            format!("{host}:{}", src.display()),
+            format!("{host}:{}", dst.display()),
+            vm.to_string(),
+            "0".to_string(),
+        ];
+        let crashed = tm(&e, "mv", &args, Some(k));
+        let stderr = String::from_utf8_lossy(&crashed.stderr).into_owned();
+        let done = crashed.status.success() && !stderr.contains("crash point");
+        if !done {
+            assert!(
+                src.join("disk.4").exists(),
+                "crash point {k}: the source is kept until the copy is whole"
+            );
+            assert_ok(&tm(&e, "mv", &args, None));
+        }
+        for (n, data) in &files {
+            assert_eq!(&std::fs::read(dst.join(n)).unwrap(), data, "crash point {k}: {n}");
+        }
+        assert!(!dst.join("stale").exists() && !src.exists(), "crash point {k}");
+        let left: Vec<String> = std::fs::read_dir(dst.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&vm.to_string()))
+            .collect();
+        assert_eq!(left, [vm.to_string()], "crash point {k}: no temporary sibling is left");
+        if done {
+            break;
+        }
+        k += 1;
+    }
+    assert!(k >= 4, "the move has {} crash points", k - 1);
+    eprintln!("mv: {} crash points, each re-run converged", k - 1);
 }

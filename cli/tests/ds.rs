@@ -285,7 +285,7 @@ fn snapshots_on(ec: bool) {
     let s = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
     let dp = ec.then(|| e.cluster.ec_pool.clone());
     ops::create(c, &s, 16 * MIB, &ops::CreateOptions::with_data_pool(dp.as_deref())).unwrap();
-    let d = Disk::new(c, s.clone());
+    let d = Disk::new(c, s.clone(), &rbdx_one::naming::ONE);
     let mut want = Vec::new();
     for snap in ["0", "1", "2"] {
         fill(&ops::ioctx(c, &s).unwrap().open(&s.name).unwrap(), 0, MIB, snap.as_bytes()[0]);
@@ -552,4 +552,45 @@ fn cp_restores_an_opennebula_rbd_backup_tarball() {
         "not an OpenNebula RBD backup",
     );
     gone(c, &pool, &format!("one-{id}"));
+}
+
+#[test]
+fn with_ceph_trash_parents_of_trashed_clones_are_removed_and_nothing_is_left_after_a_purge() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let trash_ds = [("CEPH_TRASH", "YES".to_string())];
+    e.oned.set_datastore(DS, e.image_ds(DS, true, &trash_ds));
+    let (img, saved, vm) = (fresh_id(), fresh_id(), fresh_id());
+    let img_s = ImageSpec::new(&pool, &format!("one-{img}")).unwrap();
+    ops::create(c, &img_s, 8 * MIB, &ops::CreateOptions::with_data_pool(Some(&e.cluster.ec_pool))).unwrap();
+    fill(&ops::ioctx(c, &img_s).unwrap().open(&img_s.name).unwrap(), 0, MIB, 4);
+    e.oned.set_vm(
+        vm,
+        rbdx_tests::one::vm_doc(vm, "localhost", 3, &[e.image_disk(0, &img_s.to_string(), true, DS, 8)]),
+    );
+    let disk = format!("localhost:/var/lib/one//datastores/0/{vm}/disk.0");
+    let (vms, ds) = (vm.to_string(), DS.to_string());
+    // A VM disk (a clone of the image), a save-as of it (a clone of its snapshot).
+    assert_ok(&e.tm("clone", &[&format!("frontend:{img_s}"), &disk, &vms, &ds]));
+    let saved_s = format!("{pool}/one-{saved}");
+    assert_ok(&e.tm("cpds", &[&disk, &saved_s, "-1", &vms, &ds]));
+    // Everything removed with CEPH_TRASH, children first, as oned does it.
+    assert_ok(&e.tm("delete", &[&disk, &vms, &ds]));
+    let msg = |source: &str| message(&e, true, &trash_ds, &[("SOURCE", source)]);
+    assert_ok(&e.ds("rm", saved, &msg(&saved_s)));
+    assert_ok(&e.ds("rm", img, &msg(&img_s.to_string())));
+    let io = c.ioctx(&pool).unwrap();
+    let ours = |n: &str| n.starts_with(&format!("one-{img}")) || n == format!("one-{saved}");
+    let names: Vec<String> =
+        io.list_images().unwrap().into_iter().map(|i| i.name).filter(|n| ours(n)).collect();
+    assert!(names.is_empty(), "nothing is left outside the trash: {names:?}");
+    // The operator purges the trash (what `rbd trash purge` does after TRASH_DELAY).
+    for entry in io.trash_list().unwrap().into_iter().filter(|t| ours(&t.name)) {
+        let _ = io.trash_remove(&entry.id, true);
+    }
+    let left = rbdx_tests::reclaim_until_gone(c, &pool, |n| ours(n));
+    assert!(left.is_empty(), "reclaim freed what waited: {left:?}");
+    gone(c, &pool, &format!("one-{img}"));
+    gone(c, &pool, &format!("one-{saved}"));
 }

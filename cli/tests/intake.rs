@@ -270,3 +270,79 @@ fn fifos_and_overlong_paths_are_refused_at_once() {
         one_line_failure(&e.ds(action, fresh_id(), &msg), "Not allowed", &format!("{action} of a link"));
     }
 }
+
+/// A tmpfs of `mib` MiB at a fresh directory, unmounted on drop.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(mib: u64) -> Self {
+        let d = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}M"), "tmpfs"])
+            .arg(d.path())
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (the tests run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(d)
+    }
+
+    fn path(&self) -> String {
+        self.0.path().display().to_string()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn oversized_images_and_a_full_staging_directory_are_refused_before_anything_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).display().to_string();
+    // A 200 KiB qcow2 that claims 2 TiB, and one that claims 100 TiB.
+    qemu_img(dir.path(), &["create", "-q", "-f", "qcow2", &d("big.qcow2"), "2T"]);
+    qemu_img(dir.path(), &["create", "-q", "-f", "qcow2", &d("huge.qcow2"), "100T"]);
+    let e = OneEnv::new(Path::new(BIN), "EXECUTION = local\nCEPH_TIMEOUT = 20\nMAX_IMAGE_SIZE = 1048576\n");
+    let pool = e.cluster.pool.clone();
+    let id = fresh_id();
+    let spec = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
+    let out = cli(&e, &["import", &d("big.qcow2"), &spec.to_string(), "--max-size", "1048576"]);
+    one_line_failure(&out, "virtual size (2097152 MiB) is above the 1048576 MiB", "rbdx import --max-size");
+    let out = cli(&e, &["import", &d("huge.qcow2"), &spec.to_string()]);
+    one_line_failure(&out, "above the 67108864 MiB", "rbdx import past the default cap");
+    let out = e.ds("cp", id, &ds_message(&e, &d("big.qcow2")));
+    one_line_failure(&out, "above the 1048576 MiB", "DS cp past MAX_IMAGE_SIZE");
+    assert!(!image_exists(&e, &spec), "nothing was created");
+
+    // Staging: a 128 MiB file system keeps 64 MiB free (half of it, as 5 % is
+    // below the 1 GiB floor). A qcow2 holding 100 MiB does not fit beside that.
+    let small = SmallFs::mount(128);
+    let data: Vec<u8> = (0..100u32 << 20).map(|i| (i % 251) as u8 | 1).collect();
+    std::fs::write(dir.path().join("data.raw"), &data).unwrap();
+    qemu_img(dir.path(), &["convert", "-q", "-f", "raw", "-O", "qcow2", &d("data.raw"), &d("data.qcow2")]);
+    let out = cli(&e, &["import", &d("data.qcow2"), &spec.to_string(), "--staging-dir", &small.path()]);
+    one_line_failure(&out, "is nearly full", "a conversion that does not fit");
+    // A download of unknown length is staged until the reserve, then stopped.
+    let server = rbdx_tests::http::FileServer::start(dir.path());
+    let url = format!("{}/nolength/data.raw", server.base);
+    let out = cli(&e, &["import", &url, &spec.to_string(), "--staging-dir", &small.path()]);
+    one_line_failure(&out, "is nearly full", "a download staged past the reserve");
+    assert!(!image_exists(&e, &spec), "nothing was created");
+    assert_eq!(
+        std::fs::read_dir(small.0.path()).unwrap().count(),
+        0,
+        "nothing is left in the staging directory"
+    );
+    // Where it fits, the same download imports.
+    let roomy = tempfile::tempdir().unwrap();
+    let out =
+        cli(&e, &["import", &url, &spec.to_string(), "--staging-dir", &roomy.path().display().to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ops::remove(e.cluster.connect(), &spec, ops::RemoveOptions::default()).unwrap();
+}

@@ -647,29 +647,93 @@ fn migrate_actions_call_the_other_drivers_of_the_vm() {
 }
 
 #[test]
-fn context_and_the_no_op_actions_take_oneds_arguments() {
+fn the_no_op_actions_take_oneds_arguments() {
     let e = env();
-    let remotes = e.dir.path().join("remotes");
-    let log = e.dir.path().join("context.log");
-    recorder(&remotes.join("tm/common/context"), &log);
-    let args = [
-        "/var/lib/one/vms/5/context.sh",
-        "/tmp/f1",
-        "localhost:/var/lib/one//datastores/0/5/disk.2",
-        "5",
-        "0",
-    ];
-    let out = e
-        .command(&["tm", "context"])
-        .args(args)
-        .env("RBDX_REMOTES", &remotes)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert_ok(&out);
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), format!("{}\n\n", args.join(" ")));
     assert_ok(&e.tm("failmigrate", &["a", "b", "/var/lib/one/datastores/0/5", "5", "0"]));
     assert_ok(&e.tm("delete.ssh", &[&disk_path(5, 0), "5", "0"]));
     assert_ok(&e.tm("mvds", &[&disk_path(5, 0), "rbdx/one-1", "5", "100"]));
     assert_fails(&e.tm("mvds", &[&disk_path(5, 0), "rbdx/one-1", "x", "100"]), "invalid VM id");
+}
+
+#[test]
+fn delete_of_the_vm_directory_removes_the_checkpoint_and_the_directory_only() {
+    let e = env();
+    let c = e.cluster.connect();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("datastores/0");
+    let mut sys = vec![("BASE_PATH", base.display().to_string()), ("POOL_NAME", e.cluster.pool.clone())];
+    sys.extend(e.ceph_attrs());
+    e.oned.set_datastore(SYSTEM_DS, rbdx_tests::one::ds_doc(SYSTEM_DS, "system", 1, &sys));
+    let vm = fresh_id();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    e.oned.set_vm(vm, vm_doc(vm, &host, 3, &[]));
+    let vm_dir = base.join(vm.to_string());
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    for f in ["deployment.0", "disk.1", "vm.xml"] {
+        std::fs::write(vm_dir.join(f), f).unwrap();
+    }
+    let other = base.join((vm + 1).to_string());
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("disk.0"), "another VM").unwrap();
+    let checkpoint = ImageSpec::new(&e.cluster.pool, &format!("one-sys-{vm}-checkpoint")).unwrap();
+    ops::create(c, &checkpoint, MIB, &ops::CreateOptions::default()).unwrap();
+    let (vms, sysid) = (vm.to_string(), SYSTEM_DS.to_string());
+    // Not this VM's directory, or not in the datastore: refused, nothing touched.
+    for bad in [
+        format!("{host}:{}", other.display()),
+        format!("{host}:/tmp/{}/0/{vm}", vm),
+        format!("{host}:{}", base.display()),
+    ] {
+        assert_fails(&e.tm("delete", &[&bad, &vms, &sysid]), "not the directory of VM");
+    }
+    assert!(other.join("disk.0").exists() && vm_dir.join("deployment.0").exists());
+    assert!(ops::stat(c, &checkpoint).is_ok(), "nothing changed for a refused delete");
+    // oned's own path (with its double slash): checkpoint and directory go.
+    let path = format!("{host}:{}//0/{vm}/", dir.path().join("datastores").display());
+    assert_ok(&e.tm("delete", &[&path, &vms, &sysid]));
+    assert!(ops::stat(c, &checkpoint).unwrap_err().is_not_found(), "the checkpoint is gone");
+    assert!(!vm_dir.exists(), "the VM directory is gone");
+    assert!(other.join("disk.0").exists(), "another VM's directory stays");
+    // Again: nothing to do, success.
+    assert_ok(&e.tm("delete", &[&path, &vms, &sysid]));
+}
+
+#[test]
+fn mkimage_of_a_1_tib_volatile_disk_reads_and_writes_only_what_mkfs_made() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let vm = fresh_id();
+    const TIB_MB: u64 = 1 << 20;
+    e.oned.set_datastore(SYSTEM_DS, e.system_ds(SYSTEM_DS, true));
+    e.oned
+        .set_vm(vm, vm_doc(vm, "localhost", 3, &[e.volatile_disk(1, "fs", Some("ext4"), SYSTEM_DS, TIB_MB)]));
+    let (vms, sys) = (vm.to_string(), SYSTEM_DS.to_string());
+    let t = std::time::Instant::now();
+    assert_ok(&e.tm("mkimage", &[&TIB_MB.to_string(), "raw", &disk_path(vm, 1), &vms, &sys]));
+    let took = t.elapsed();
+    let d = spec(&pool, &format!("one-sys-{vm}-1"));
+    assert_eq!(ops::stat(c, &d).unwrap().size, TIB_MB << 20);
+    assert_eq!(read_at(c, &d, 1024 + 56, 2), [0x53, 0xef], "an ext4 superblock");
+    assert_eq!(data_pool(c, &d), Some(e.cluster.ec_pool.clone()));
+    let io = ops::ioctx(c, &d).unwrap();
+    let mut written = 0;
+    io.open_read_only(&d.name, None)
+        .unwrap()
+        .diff_iterate(None, false, false, |_, len, exists| {
+            written += if exists { len } else { 0 };
+            Ok(())
+        })
+        .unwrap();
+    eprintln!("mkimage of a 1 TiB ext4 disk: {took:?}, {} MiB written", written >> 20);
+    assert!(written < 256 * MIB, "only what mkfs wrote is in RBD ({} MiB)", written >> 20);
+    // Reading 1 TiB of zeros would take many minutes; this is a bound on that,
+    // not a speed target (bench/ measures speed).
+    assert!(took < std::time::Duration::from_secs(120), "{took:?}");
+    drop(io);
+    let t = std::time::Instant::now();
+    assert_ok(&e.tm("delete", &[&disk_path(vm, 1), &vms, &sys]));
+    eprintln!("delete: {:?}", t.elapsed());
+    let (images, trash) = leftovers(c, &pool, &[format!("one-sys-{vm}")]);
+    assert!(images.is_empty() && trash.is_empty(), "{images:?} {trash:?}");
 }

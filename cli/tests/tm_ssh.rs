@@ -182,13 +182,97 @@ fn vm_directories_move_between_hosts() {
     assert_eq!(std::fs::read(dst.join("disk.1")).unwrap(), b"context iso");
     assert!(!dst.join("stale").exists(), "the destination is replaced");
     assert!(!src.exists(), "the source is removed after the copy");
-    let log = std::fs::read_to_string(&sshd.log).unwrap();
-    assert_eq!(
-        log.matches("Accepted publickey").count(),
-        3,
-        "send, receive and remove: one login each: {log}"
+    let names: Vec<String> = std::fs::read_dir(dst.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [vm.to_string()], "no temporary sibling is left");
+    assert!(
+        !std::fs::read_dir(&dst)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".rbdx-probe"))
     );
-    let p = q;
-    let bad = e.tm("mv", &[&format!("127.0.0.1:{p}"), "localhost:/", &vm.to_string(), "0"]);
+    // A re-run after the move (the source gone, the destination there) succeeds.
+    assert_ok(&e.tm("mv", &[&format!("127.0.0.1:{p}"), &format!("localhost:{q}"), &vm.to_string(), "0"]));
+    assert!(dst.join("deployment.0").exists());
+    let bad = e.tm("mv", &[&format!("127.0.0.1:{q}"), "localhost:/", &vm.to_string(), "0"]);
     assert!(!bad.status.success());
+}
+
+#[test]
+fn a_move_between_two_names_of_one_directory_keeps_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(dir.path());
+    let e = ssh_env(dir.path(), &sshd);
+    let vm = 3_400_000 + std::process::id() % 100_000;
+    e.oned.set_datastore(0, e.system_ds(0, false));
+    e.oned.set_vm(vm, vm_doc(vm, "127.0.0.1", 3, &[]));
+    let shared = dir.path().join(format!("shared/datastores/0/{vm}"));
+    std::fs::create_dir_all(&shared).unwrap();
+    for f in ["deployment.0", "disk.0", "disk.1", "checkpoint"] {
+        std::fs::write(shared.join(f), f.as_bytes()).unwrap();
+    }
+    // The same directory, as one host sees it and as another does (a shared
+    // file system, or two names for one machine): the paths differ only by a link.
+    let alias = dir.path().join("alias");
+    std::os::unix::fs::symlink(dir.path().join("shared"), &alias).unwrap();
+    let (p, q) =
+        (shared.display().to_string(), alias.join(format!("datastores/0/{vm}")).display().to_string());
+    let (vms, ds) = (vm.to_string(), "0".to_string());
+    assert_ok(&e.tm("mv", &[&format!("127.0.0.1:{p}"), &format!("localhost:{q}"), &vms, &ds]));
+    for f in ["deployment.0", "disk.0", "disk.1", "checkpoint"] {
+        assert_eq!(std::fs::read(shared.join(f)).unwrap(), f.as_bytes(), "{f} is kept");
+    }
+    // postmigrate between the two names does not remove it either.
+    let out = e
+        .command(&["tm", "postmigrate", "127.0.0.1", "localhost", &q, &vms, &ds])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 4, "every file is still there");
+}
+
+#[test]
+fn bridges_that_oned_reports_off_are_skipped_and_none_left_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(dir.path());
+    let e = ssh_env(dir.path(), &sshd);
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    // 10.255.255.1 answers nothing: picked, it would hang until the ssh timeout.
+    let bridges = ("BRIDGE_LIST", "10.255.255.1 127.0.0.1 10.255.255.2".to_string());
+    let ds_doc = e.image_ds(IMAGE_DS, false, &[bridges]);
+    let rm = |id: u32| {
+        let src = format!("{pool}/one-{id}");
+        let msg = format!("<IMAGE><SOURCE>{src}</SOURCE></IMAGE>{ds_doc}");
+        ops::create(c, &ImageSpec::new(&pool, &format!("one-{id}")).unwrap(), MIB, &CreateOptions::default())
+            .unwrap();
+        let t = Instant::now();
+        let out = e.ds("rm", id, &msg);
+        (out, t.elapsed())
+    };
+    e.oned.set_hosts(&[("10.255.255.1", 8), ("127.0.0.1", 2), ("10.255.255.2", 4)]);
+    let base = 3_200_000 + std::process::id() % 100_000 * 3;
+    for id in base..base + 3 {
+        let (out, took) = rm(id);
+        assert_ok(&out);
+        assert!(took < Duration::from_secs(20), "id {id} went to the live bridge ({took:?})");
+        assert!(
+            ops::stat(c, &ImageSpec::new(&pool, &format!("one-{id}")).unwrap()).unwrap_err().is_not_found()
+        );
+    }
+    let logins = std::fs::read_to_string(&sshd.log).unwrap().matches("Accepted publickey").count();
+    assert_eq!(logins, 3, "every action ran on 127.0.0.1");
+    // Every bridge off: one line, at once, nothing changed.
+    e.oned.set_hosts(&[("10.255.255.1", 8), ("127.0.0.1", 3), ("10.255.255.2", 4)]);
+    let id = base + 9;
+    let (out, took) = rm(id);
+    let line = assert_fails(&out, "no usable host in BRIDGE_LIST");
+    assert!(took < Duration::from_secs(2), "failed at once ({took:?}): {line}");
+    let img = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
+    assert!(ops::stat(c, &img).is_ok(), "nothing was removed");
+    ops::remove(c, &img, ops::RemoveOptions::default()).unwrap();
 }

@@ -116,6 +116,12 @@ pub enum Error {
         /// How long we waited.
         waited: std::time::Duration,
     },
+    /// Another client took an rbdx lock from us (after fencing this client): what
+    /// the operation did after that point may not have happened.
+    LockLost {
+        /// `pool/object` the lock was on.
+        object: String,
+    },
     /// The image or snapshot still has CoW children that depend on it.
     HasChildren {
         /// `pool/image` or `pool/image@snap`.
@@ -174,6 +180,10 @@ impl fmt::Display for Error {
             Self::HasChildren { image, children } => {
                 write!(f, "{image} has CoW children: {}", children.join(", "))
             }
+            Self::LockLost { object } => write!(
+                f,
+                "lost the rbdx lock on {object}: another client took it over after this one stopped answering; run the action again"
+            ),
             Self::Config(m) | Self::Invalid(m) => f.write_str(m),
             Self::BadReply { command, detail } => {
                 write!(f, "unexpected reply to '{command}': {detail}")

@@ -21,24 +21,32 @@ pub struct Timeouts {
     pub connect: Duration,
     /// One monitor command (`rados_mon_op_timeout`).
     pub mon_op: Duration,
-    /// One OSD operation (`rados_osd_op_timeout`).
+    /// One OSD operation (`rados_osd_op_timeout`); also how long to wait for
+    /// another rbdx action's lock ([`Cluster::busy_wait`]).
     pub osd_op: Duration,
+    /// How long the holder of an rbdx lock may go without beating before a
+    /// waiter presumes it dead, fences it (OSD blocklist) and takes the lock
+    /// (never less than six seconds: three beats). Keep it below `osd_op`, or a
+    /// waiter gives up first.
+    pub lock_grace: Duration,
 }
 
 impl Timeouts {
-    /// The same limit for every kind of call.
+    /// The same limit for every kind of call; the lock grace is half of it.
     pub fn uniform(limit: Duration) -> Self {
-        Self { connect: limit, mon_op: limit, osd_op: limit }
+        Self { connect: limit, mon_op: limit, osd_op: limit, lock_grace: limit / 2 }
     }
 }
 
 impl Default for Timeouts {
-    /// 30 s to connect, 30 s per mon command, 60 s per OSD operation.
+    /// 30 s to connect, 30 s per mon command, 60 s per OSD operation, a 30 s
+    /// lock grace.
     fn default() -> Self {
         Self {
             connect: Duration::from_secs(30),
             mon_op: Duration::from_secs(30),
             osd_op: Duration::from_secs(60),
+            lock_grace: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +106,7 @@ pub struct Cluster {
     raw: sys::rados_t,
     entity: String,
     busy_wait: Duration,
+    lock_grace: Duration,
 }
 
 // SAFETY: librados cluster handles are thread-safe: every public librados call on a
@@ -115,7 +124,7 @@ pub(crate) fn cstring(what: &str, s: &str) -> Result<CString> {
 fn secs(d: Duration) -> String {
     // librados reads these options as whole seconds; never let a limit round to 0
     // (which means "no limit").
-    d.as_secs().max(1).to_string()
+    d.as_secs().clamp(1, i32::MAX.unsigned_abs().into()).to_string()
 }
 
 impl Cluster {
@@ -138,7 +147,8 @@ impl Cluster {
         let r = unsafe { sys::rados_create2(&mut raw, c"ceph".as_ptr(), name.as_ptr(), 0) };
         check(r.into(), "rados_create2", || entity.clone())?;
         // From here on `Drop` shuts the handle down on every error path.
-        let cluster = Self { raw, entity, busy_wait: config.timeouts.osd_op };
+        let cluster =
+            Self { raw, entity, busy_wait: config.timeouts.osd_op, lock_grace: config.timeouts.lock_grace };
 
         match (&config.conf_file, &config.mon_host) {
             (Some(path), _) => {
@@ -216,6 +226,11 @@ impl Cluster {
     /// operation timeout).
     pub fn busy_wait(&self) -> Duration {
         self.busy_wait
+    }
+
+    /// How long a silent lock holder keeps its lock (see [`Timeouts::lock_grace`]).
+    pub fn lock_grace(&self) -> Duration {
+        self.lock_grace
     }
 
     /// The cephx entity this handle authenticated as.
@@ -424,6 +439,22 @@ impl<'c> IoCtx<'c> {
         let r = unsafe { sys::rados_ioctx_pool_stat(self.raw, &mut st) };
         check(r.into(), "rados_ioctx_pool_stat", || self.pool.clone())?;
         Ok(PoolObjectStats { bytes: st.num_bytes, objects: st.num_objects })
+    }
+
+    /// Whether object `oid` exists in this pool (namespace).
+    ///
+    /// # Errors
+    /// A [`CephError`] from `rados_stat` other than "not found".
+    pub fn object_exists(&self, oid: &str) -> Result<bool> {
+        let o = cstring("object name", oid)?;
+        let (mut size, mut mtime): (u64, libc::time_t) = (0, 0);
+        // SAFETY: `self.raw` is live; `o` outlives the call; the out-pointers are valid.
+        let r = unsafe { sys::rados_stat(self.raw, o.as_ptr(), &mut size, &mut mtime) };
+        if r == -libc::ENOENT {
+            return Ok(false);
+        }
+        check(r.into(), "rados_stat", || format!("{}/{oid}", self.spec()))?;
+        Ok(true)
     }
 
     pub(crate) fn raw(&self) -> sys::rados_ioctx_t {

@@ -27,6 +27,8 @@ const EXPORT_V2: &[u8] = b"rbd image v2\n";
 const DIFF_V1: &[u8] = b"rbd diff v1\n";
 const DIFF_V2: &[u8] = b"rbd diff v2\n";
 const DIFFS_V2: &[u8] = b"rbd image diffs v2\n";
+/// How long unpacking a backup tarball may take.
+const UNPACK_LIMIT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 /// Largest single write record accepted.
 const MAX_EXTENT: u64 = 1 << 30;
 
@@ -50,15 +52,18 @@ pub fn unpack(tarball: &Path, staging: &Path) -> Result<Backup> {
         .prefix("rbdx-backup-")
         .tempdir_in(staging)
         .map_err(|e| format!("staging in {}: {e}", staging.display()))?;
-    let out = Command::new("tar")
-        .args(["-xzf"])
-        .arg(tarball)
-        .arg("-C")
-        .arg(dir.path())
-        .args(["--no-same-owner", "--no-same-permissions"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running tar: {e}"))?;
+    let out = crate::child::run(
+        Command::new("tar")
+            .args(["-xzf"])
+            .arg(tarball)
+            .arg("-C")
+            .arg(dir.path())
+            .args(["--no-same-owner", "--no-same-permissions"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        UNPACK_LIMIT,
+    )?;
     if !out.status.success() {
         return Err("the gzip file is not an OpenNebula RBD backup (tar could not unpack it)".into());
     }

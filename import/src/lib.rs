@@ -167,15 +167,67 @@ pub struct Options {
     pub limit_bps: Option<u64>,
     /// Where a non-raw stream is staged for qemu-img (default: the temp dir).
     pub staging_dir: Option<PathBuf>,
-    /// Seconds an http request may wait for data.
+    /// How long an http transfer may go without data (idle, not total).
     pub timeout: Option<Duration>,
     /// How long qemu-img may take for one inspection or conversion (default 1 h).
     pub convert_timeout: Option<Duration>,
+    /// Refuse an image whose virtual size is larger (bytes; default
+    /// [`DEFAULT_MAX_SIZE`]).
+    pub max_size: Option<u64>,
+}
+
+/// The largest virtual size an import accepts unless told otherwise: 64 TiB.
+/// A 1 KiB qcow2 can claim exabytes; the claim is refused before anything is
+/// created or staged.
+pub const DEFAULT_MAX_SIZE: u64 = 64 << 40;
+
+/// Free space an import leaves on its staging file system: 5 % of it, at least
+/// 1 GiB (at most half of it). Staging and conversion stop, and fail in one
+/// line, rather than fill it.
+fn staging_reserve(total: u64) -> u64 {
+    (total / 20).max(1 << 30).min(total / 2)
+}
+
+/// Fails when the staging file system at `dir` has less than `need` bytes free
+/// above its reserve.
+fn staging_room(dir: &Path, need: u64) -> Result<()> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| format!("staging in {}: {e}", dir.display()))?;
+    let frag = st.fragment_size().max(1);
+    let total = st.blocks().saturating_mul(frag);
+    let avail = st.blocks_available().saturating_mul(frag);
+    let reserve = staging_reserve(total);
+    if avail <= reserve.saturating_add(need) {
+        let needs = if need > 0 { format!(", {} MiB more needed", need >> 20) } else { String::new() };
+        return Err(format!(
+            "stopped: the staging directory {} is nearly full ({} MiB free, {} MiB kept free{needs})",
+            dir.display(),
+            avail >> 20,
+            reserve >> 20
+        ));
+    }
+    Ok(())
 }
 
 impl Options {
     fn convert_timeout(&self) -> Duration {
         self.convert_timeout.unwrap_or(Duration::from_secs(3600))
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.staging_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// Refuses a virtual size above the cap.
+    fn check_size(&self, size: u64) -> Result<()> {
+        let max = self.max_size.unwrap_or(DEFAULT_MAX_SIZE);
+        if size > max {
+            return Err(format!(
+                "the image's virtual size ({} MiB) is above the {} MiB this datastore accepts",
+                size >> 20,
+                max >> 20
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -193,21 +245,44 @@ pub struct Report {
 }
 
 /// Opens `url` for reading; returns the body and its length if the server said.
+/// `idle` bounds each wait for the server (connecting, the response, and every
+/// read of the body): a transfer that keeps moving is never cut, however long it
+/// takes; the action's own deadline bounds the whole.
 ///
 /// # Errors
 /// One line: unreachable, HTTP error status.
-pub fn open_url(url: &str, timeout: Option<Duration>) -> Result<(Box<dyn Read>, Option<u64>)> {
+pub fn open_url(url: &str, idle: Option<Duration>) -> Result<(Box<dyn Read>, Option<u64>)> {
+    let idle = idle.unwrap_or(Duration::from_secs(60));
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(timeout.unwrap_or(Duration::from_secs(30))))
-        .timeout_recv_body(timeout.or(Some(Duration::from_secs(300))))
-        .timeout_recv_response(timeout.or(Some(Duration::from_secs(60))))
+        .timeout_connect(Some(idle.min(Duration::from_secs(30))))
+        .timeout_recv_response(Some(idle))
+        .timeout_recv_body(None)
+        .timeout_per_read(Some(idle))
         .http_status_as_error(true)
         .build()
         .into();
     let resp = agent.get(url).call().map_err(|e| format!("cannot download {url}: {e}"))?;
     let len = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let reader = resp.into_body().into_reader();
-    Ok((Box::new(reader), len))
+    let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
+    Ok((Box::new(IdleNamed { inner: reader, idle }), len))
+}
+
+/// A body reader whose idle timeout reads as a sentence.
+struct IdleNamed<R> {
+    inner: R,
+    idle: Duration,
+}
+
+impl<R: Read> Read for IdleNamed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") {
+                io::Error::new(io::ErrorKind::TimedOut, format!("no data for {}s", self.idle.as_secs()))
+            } else {
+                e
+            }
+        })
+    }
 }
 
 /// A reader that hashes, rate-limits and reports progress.
@@ -323,11 +398,14 @@ pub fn import(
         let (file, _staged) = as_file(local.as_ref().map(OpenFile::path), &head, &mut tap, opts)?;
         let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
         let b = backup::unpack(&file, &dir)?;
-        let size = backup::declared_size(&b.full)?.max(opts.min_size.unwrap_or(0));
+        let declared = backup::declared_size(&b.full)?;
+        opts.check_size(declared)?;
+        let size = declared.max(opts.min_size.unwrap_or(0));
         create(cluster, &temp, size, opts)?;
         let io = ops::ioctx(cluster, &temp).map_err(|e| e.to_string())?;
         io.open(&temp.name).map_err(|e| e.to_string()).and_then(|img| backup::apply(&img, &b)).map(|()| size)
     } else if let (Format::Raw, Some(total)) = (format, total) {
+        opts.check_size(total)?;
         let size = total.max(opts.min_size.unwrap_or(0));
         create(cluster, &temp, size, opts)?;
         let r = write_raw(cluster, &temp, head.as_slice().chain(&mut tap));
@@ -339,16 +417,17 @@ pub fn import(
         let size = len.max(opts.min_size.unwrap_or(0));
         create(cluster, &temp, size, opts)?;
         let f = File::open(staged.path()).map_err(|e| format!("reading the staged data: {e}"))?;
-        write_raw(cluster, &temp, f).map(|()| size)
+        write_file(cluster, &temp, &f).map(|()| size)
     } else {
         let (file, _staged) = as_file(local.as_ref().map(OpenFile::path), &head, &mut tap, opts)?;
         let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
         let virtual_size = intake::inspect(&file, format, &dir, opts.convert_timeout())?.virtual_size;
+        opts.check_size(virtual_size)?;
         let size = virtual_size.max(opts.min_size.unwrap_or(0));
         let raw = convert_to_raw(&file, format, virtual_size, opts)?;
         create(cluster, &temp, size, opts)?;
         let f = File::open(raw.path()).map_err(|e| format!("reading the converted image: {e}"))?;
-        write_raw(cluster, &temp, f).map(|()| size)
+        write_file(cluster, &temp, &f).map(|()| size)
     };
     let verified = result.and_then(|size| {
         // Drain what a short format read left (for the checksums), then verify.
@@ -414,14 +493,43 @@ fn write_raw(cluster: &Cluster, target: &ImageSpec, src: impl Read) -> Result<()
     Ok(())
 }
 
+/// Writes a local file into a new image: only its data extents are read.
+fn write_file(cluster: &Cluster, target: &ImageSpec, src: &File) -> Result<()> {
+    let io = ops::ioctx(cluster, target).map_err(|e| e.to_string())?;
+    let img = io.open(&target.name).map_err(|e| e.to_string())?;
+    ops::write_file_sparse(&img, src, false).map_err(|e| format!("writing {target}: {e}"))?;
+    Ok(())
+}
+
+/// Copies the stream to a file in the staging directory, never past the size
+/// cap nor into the staging file system's reserve.
 fn stage(head: &[u8], rest: &mut impl Read, opts: &Options) -> Result<tempfile::NamedTempFile> {
-    let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = opts.staging_dir();
+    staging_room(&dir, 0)?;
     let mut f = tempfile::Builder::new()
         .prefix("rbdx-import-")
         .tempfile_in(&dir)
         .map_err(|e| format!("staging in {}: {e}", dir.display()))?;
     f.write_all(head).map_err(|e| format!("staging: {e}"))?;
-    io::copy(rest, &mut f).map_err(|e| format!("staging: {e}"))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut staged = head.len() as u64;
+    let mut since_check = 0u64;
+    loop {
+        let n = match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the source: {e}")),
+        };
+        staged += n as u64;
+        opts.check_size(staged)?;
+        since_check += n as u64;
+        if since_check >= 4 << 20 {
+            since_check = 0;
+            staging_room(&dir, 0)?;
+        }
+        f.write_all(&buf[..n]).map_err(|e| format!("staging in {}: {e}", dir.display()))?;
+    }
     f.flush().map_err(|e| format!("staging: {e}"))?;
     Ok(f)
 }
@@ -498,11 +606,14 @@ pub const QEMU_FORMATS: [&str; 7] = ["raw", "qcow2", "vmdk", "vhdx", "vdi", "vpc
 /// # Errors
 /// One line when qemu-img cannot be run.
 pub fn qemu_img_formats() -> Result<Vec<String>> {
-    let out = Command::new("qemu-img")
-        .arg("--help")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run qemu-img: {e}"))?;
+    let out = child::run(
+        Command::new("qemu-img")
+            .arg("--help")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+        Duration::from_secs(30),
+    )?;
     let text = String::from_utf8_lossy(&out.stdout);
     // "Supported formats:" (older) or "Supported image formats:" (newer), then
     // the names, on the same line or the following ones.
@@ -540,7 +651,13 @@ fn convert_to_raw(
     let out = raw.path().to_string_lossy().into_owned();
     let limits =
         intake::Limits { deadline: opts.convert_timeout(), max_output: virtual_size.saturating_add(1 << 20) };
-    intake::qemu_img(&["convert", "-O", "raw", &name, &out], &dir, limits)?;
+    // The raw file holds at least the source's data (more when it is compressed:
+    // the watch below stops the conversion before the reserve is reached).
+    let data = std::fs::metadata(file).map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512).unwrap_or(0);
+    staging_room(&dir, data)?;
+    intake::qemu_img_checked(&["convert", "-O", "raw", &name, &out], &dir, limits, &mut || {
+        staging_room(&dir, 0)
+    })?;
     Ok(raw)
 }
 

@@ -31,12 +31,20 @@ pub struct Config {
     pub remote_dir: String,
     /// `SSH`: the ssh command and its options, split on spaces (default `ssh`).
     pub ssh: Vec<String>,
-    /// `ACTION_TIMEOUT`: seconds one remote action may take, ssh included (default 600).
+    /// `ACTION_TIMEOUT`: seconds one action may take, ssh and every child process
+    /// included (default 600): the action's deadline.
     pub action_timeout: Duration,
+    /// `TRANSFER_TIMEOUT`: the deadline of the actions that copy whole images or
+    /// directories (DS cp and export, the `.ssh` copies, mv and premigrate, the
+    /// context ISO) (default 86400).
+    pub transfer_timeout: Duration,
     /// `CEPH_TIMEOUT`: seconds one Ceph call may take (default 30).
     pub ceph_timeout: Duration,
     /// `ONED_TIMEOUT`: seconds one oned call may take (default 30).
     pub oned_timeout: Duration,
+    /// `IDLE_TIMEOUT`: seconds a download may go without data (default 60); the
+    /// transfer as a whole is bounded by ACTION_TIMEOUT.
+    pub idle_timeout: Duration,
     /// `MAX_CLONE_DEPTH`: longest clone chain before flattening (default 8).
     pub max_clone_depth: u32,
     /// `TRASH_DELAY`: seconds a disk deleted with CEPH_TRASH stays restorable (default 0).
@@ -51,6 +59,12 @@ pub struct Config {
     pub libvirt_uri: String,
     /// `FREEZE_TIMEOUT`: seconds a guest freeze may take (default 60).
     pub freeze_timeout: Duration,
+    /// `MAX_IMAGE_SIZE`: MiB; an image file or URL whose virtual size is larger
+    /// is refused before anything is created (default 64 TiB).
+    pub max_image_size_mb: u64,
+    /// `CONTEXT_DIRS`: directories (besides the VM's own and the datastores')
+    /// that CONTEXT/FILES may name, space-separated absolute paths (default none).
+    pub context_dirs: Vec<String>,
 }
 
 impl Default for Config {
@@ -60,14 +74,18 @@ impl Default for Config {
             remote_dir: "/var/tmp/one".into(),
             ssh: vec!["ssh".into()],
             action_timeout: Duration::from_secs(600),
+            transfer_timeout: Duration::from_secs(86400),
             ceph_timeout: Duration::from_secs(30),
             oned_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             max_clone_depth: rbdx_core::ops::disk::DEFAULT_MAX_DEPTH,
             trash_delay: 0,
             reclaim: rbdx_core::ops::disk::Reclaim::Trash,
             virsh: "virsh".into(),
             libvirt_uri: "qemu:///system".into(),
             freeze_timeout: Duration::from_secs(60),
+            max_image_size_mb: rbdx_import::DEFAULT_MAX_SIZE >> 20,
+            context_dirs: Vec::new(),
         }
     }
 }
@@ -140,8 +158,17 @@ impl Config {
                 self.ssh = words;
             }
             "ACTION_TIMEOUT" => self.action_timeout = secs(key, v)?,
+            "TRANSFER_TIMEOUT" => self.transfer_timeout = secs(key, v)?,
             "CEPH_TIMEOUT" => self.ceph_timeout = secs(key, v)?,
             "ONED_TIMEOUT" => self.oned_timeout = secs(key, v)?,
+            "IDLE_TIMEOUT" => self.idle_timeout = secs(key, v)?,
+            "MAX_IMAGE_SIZE" => {
+                self.max_image_size_mb = v
+                    .parse()
+                    .ok()
+                    .filter(|m| (1..=(1u64 << 43)).contains(m))
+                    .ok_or_else(|| format!("MAX_IMAGE_SIZE: expected MiB (1 to 2^43), got {v:?}"))?;
+            }
             "MAX_CLONE_DEPTH" => {
                 self.max_clone_depth = v
                     .parse()
@@ -163,6 +190,10 @@ impl Config {
             "VIRSH" => self.virsh = v.to_string(),
             "LIBVIRT_URI" => self.libvirt_uri = v.to_string(),
             "FREEZE_TIMEOUT" => self.freeze_timeout = secs(key, v)?,
+            "CONTEXT_DIRS" => {
+                self.context_dirs =
+                    v.split_whitespace().map(|d| crate::datastore::path(key, d)).collect::<Result<_, _>>()?;
+            }
             _ => return Err(format!("unknown setting {key}")),
         }
         Ok(())
@@ -174,14 +205,27 @@ impl Config {
     /// A message for a bad value.
     pub fn for_datastore(&self, ds: Attrs<'_>) -> Result<Self, String> {
         let mut c = self.clone();
-        for key in
-            ["EXECUTION", "MAX_CLONE_DEPTH", "TRASH_DELAY", "RECLAIM", "CEPH_TIMEOUT", "ACTION_TIMEOUT"]
-        {
+        for key in [
+            "EXECUTION",
+            "MAX_CLONE_DEPTH",
+            "TRASH_DELAY",
+            "RECLAIM",
+            "CEPH_TIMEOUT",
+            "ACTION_TIMEOUT",
+            "TRANSFER_TIMEOUT",
+        ] {
             if let Some(v) = ds.get(&format!("RBDX_{key}")) {
                 c.set(key, v).map_err(|e| format!("datastore attribute RBDX_{e}"))?;
             }
         }
         Ok(c)
+    }
+
+    /// This config for an action that copies whole images or directories: its
+    /// deadline is TRANSFER_TIMEOUT.
+    #[must_use]
+    pub fn for_transfer(&self) -> Self {
+        Self { action_timeout: self.transfer_timeout, ..self.clone() }
     }
 
     /// The rbdx binary on the hosts.
@@ -196,9 +240,22 @@ fn default_path() -> PathBuf {
     if etc.exists() {
         return etc;
     }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let remotes = exe.parent().and_then(Path::parent).unwrap_or(Path::new("/var/lib/one/remotes"));
-    remotes.join("etc/rbdx/rbdx.conf")
+    remotes_dir().join("etc/rbdx/rbdx.conf")
+}
+
+/// The remotes tree this binary belongs to (`/var/lib/one/remotes` on the
+/// front-end, `<REMOTE_DIR>` on a host): two levels above the path it was started
+/// as (`<remotes>/rbdx/rbdx`; the shims and ssh start it by that path, which may
+/// be a link), else above the executable itself. Test builds take `RBDX_REMOTES`
+/// first (a test's own tree); release builds never read it.
+pub fn remotes_dir() -> PathBuf {
+    #[cfg(debug_assertions)]
+    if let Some(r) = std::env::var_os("RBDX_REMOTES") {
+        return r.into();
+    }
+    let argv0 = std::env::args_os().next().map(PathBuf::from).filter(|p| p.is_absolute());
+    let exe = argv0.or_else(|| std::env::current_exe().ok()).unwrap_or_default();
+    exe.parent().and_then(Path::parent).map_or_else(|| "/var/lib/one/remotes".into(), Into::into)
 }
 
 #[cfg(test)]

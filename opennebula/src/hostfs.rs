@@ -12,6 +12,95 @@ use rbdx_core::ops::{self, CreateOptions, ImageSpec};
 
 use crate::job::{BASE_SNAP, Job};
 
+/// A path in a VM's directory on a host, with the ids it must carry: the VM
+/// directory `<base>/<ds>/<vm>` or a file in it `<base>/<ds>/<vm>/disk.<n>`
+/// (`<base>` at least two levels deep). The front-end builds it from oned's
+/// arguments; the host checks it again before touching anything, so a job can
+/// only ever reach the directory of the VM it names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VmPath {
+    /// The path.
+    pub path: String,
+    /// The system datastore id.
+    pub ds: u32,
+    /// The VM id.
+    pub vm: u32,
+}
+
+impl VmPath {
+    /// The VM directory `path` of VM `vm` in system datastore `ds`.
+    ///
+    /// # Errors
+    /// One line when the path is not that directory.
+    pub fn dir(path: &str, ds: u32, vm: u32) -> Result<Self, String> {
+        let p = Self { path: path.to_string(), ds, vm };
+        p.check_dir()?;
+        Ok(p)
+    }
+
+    /// A disk file `path` (`…/<ds>/<vm>/disk.<n>`) of VM `vm`.
+    ///
+    /// # Errors
+    /// One line when the path is not such a file.
+    pub fn file(path: &str, ds: u32, vm: u32) -> Result<Self, String> {
+        let p = Self { path: path.to_string(), ds, vm };
+        p.check_file()?;
+        Ok(p)
+    }
+
+    fn parts(&self) -> Result<Vec<&str>, String> {
+        check_path(&self.path)?;
+        if self.path.contains("//") || self.path.ends_with('/') || self.path.split('/').any(|c| c == ".") {
+            return Err(format!("refusing unnormalised path {:?}", self.path));
+        }
+        Ok(self.path.split('/').skip(1).collect())
+    }
+
+    /// The directory, checked.
+    ///
+    /// # Errors
+    /// One line when it is not `<base>/<ds>/<vm>`.
+    pub fn check_dir(&self) -> Result<&Path, String> {
+        let parts = self.parts()?;
+        let n = parts.len();
+        let ok = n >= 4 && parts[n - 2] == self.ds.to_string() && parts[n - 1] == self.vm.to_string();
+        if ok {
+            Ok(Path::new(&self.path))
+        } else {
+            Err(format!(
+                "refusing {:?}: not the directory of VM {} in datastore {}",
+                self.path, self.vm, self.ds
+            ))
+        }
+    }
+
+    /// The file, checked.
+    ///
+    /// # Errors
+    /// One line when it is not `<base>/<ds>/<vm>/disk.<n>`.
+    pub fn check_file(&self) -> Result<&Path, String> {
+        let parts = self.parts()?;
+        let n = parts.len();
+        let disk = parts
+            .last()
+            .and_then(|l| l.strip_prefix("disk."))
+            .is_some_and(|d| !d.is_empty() && d.len() <= 10 && d.bytes().all(|b| b.is_ascii_digit()));
+        let ok = n >= 5 && disk && parts[n - 3] == self.ds.to_string() && parts[n - 2] == self.vm.to_string();
+        if ok {
+            Ok(Path::new(&self.path))
+        } else {
+            Err(format!("refusing {:?}: not a disk of VM {} in datastore {}", self.path, self.vm, self.ds))
+        }
+    }
+
+    /// The VM directory holding this file.
+    pub fn parent_dir(&self) -> Self {
+        let dir =
+            Path::new(&self.path).parent().map_or_else(String::new, |p| p.to_string_lossy().into_owned());
+        Self { path: dir, ds: self.ds, vm: self.vm }
+    }
+}
+
 /// Checks a path on a host: absolute, no `..`, no control characters, and at
 /// least three components deep (never `/` or `/var`).
 ///
@@ -20,8 +109,11 @@ use crate::job::{BASE_SNAP, Job};
 pub fn check_path(p: &str) -> Result<&Path, String> {
     let path = Path::new(p);
     let deep = path.components().count() >= 4;
-    let ok =
-        p.starts_with('/') && deep && !p.chars().any(char::is_control) && !p.split('/').any(|c| c == "..");
+    let ok = p.starts_with('/')
+        && deep
+        && p.len() <= crate::datastore::PATH_MAX
+        && !p.chars().any(char::is_control)
+        && !p.split('/').any(|c| c == "..");
     if ok { Ok(path) } else { Err(format!("refusing unsafe path {p:?}")) }
 }
 
@@ -39,11 +131,12 @@ pub fn export(
     src: &ImageSpec,
     snap: Option<&str>,
     drop_base_snap: bool,
-    path: &str,
+    file: &VmPath,
     size_mb: Option<u64>,
     log: &mut Vec<String>,
 ) -> Result<(), String> {
-    let p = check_path(path)?;
+    let p = file.check_file()?;
+    let path = file.path.as_str();
     let io_ctx = ops::ioctx(c, src).map_err(|e| e.to_string())?;
     if drop_base_snap {
         match io_ctx.open(&src.name).and_then(|i| i.snap_remove(BASE_SNAP)) {
@@ -76,13 +169,14 @@ pub fn export(
 /// One line.
 pub fn import(
     c: &Cluster,
-    path: &str,
+    file: &VmPath,
     target: &ImageSpec,
     create: bool,
     data_pool: Option<&str>,
     size_mb: Option<u64>,
 ) -> Result<(), String> {
-    let p = check_path(path)?;
+    let p = file.check_file()?;
+    let path = file.path.as_str();
     let f = File::open(p).map_err(io("opening", path))?;
     let len = f.metadata().map_err(io("reading", path))?.len();
     let size = len.max(size_mb.unwrap_or(0) << 20);
@@ -98,20 +192,46 @@ pub fn import(
     }
     let io_ctx = ops::ioctx(c, target).map_err(|e| e.to_string())?;
     let img = io_ctx.open(&target.name).map_err(|e| e.to_string())?;
-    ops::overwrite(&img, f).map_err(|e| format!("copying {path} into {target}: {e}"))?;
+    ops::write_file_sparse(&img, &f, true).map_err(|e| format!("copying {path} into {target}: {e}"))?;
     Ok(())
 }
 
-/// Removes a file; a missing one is fine.
+/// Removes a disk file; a missing one is fine.
 ///
 /// # Errors
 /// One line.
-pub fn remove_file(path: &str) -> Result<(), String> {
-    match fs::remove_file(check_path(path)?) {
+pub fn remove_file(file: &VmPath) -> Result<(), String> {
+    match fs::remove_file(file.check_file()?) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("removing {path}: {e}")),
+        Err(e) => Err(format!("removing {}: {e}", file.path)),
     }
+}
+
+/// Writes `size` bytes of `input` to `file`: into `<file>.rbdx-part` in the VM
+/// directory (made if missing), synced, then renamed into place; nothing is left
+/// under either name when the input ends short.
+///
+/// # Errors
+/// One line.
+pub fn put_file(file: &VmPath, size: u64, input: impl std::io::Read) -> Result<(), String> {
+    use std::io::Write;
+    let p = file.check_file()?;
+    let dir = file.parent_dir();
+    fs::create_dir_all(dir.check_dir()?).map_err(io("creating", &dir.path))?;
+    let part = format!("{}.rbdx-part", file.path);
+    let write = || -> Result<(), String> {
+        let mut f = File::create(&part).map_err(io("creating", &part))?;
+        let n = std::io::copy(&mut input.take(size), &mut f).map_err(io("writing", &part))?;
+        if n != size {
+            return Err(format!("writing {}: the stream ended after {n} of {size} bytes", file.path));
+        }
+        f.flush().and_then(|()| f.sync_all()).map_err(io("writing", &part))?;
+        fs::rename(&part, p).map_err(io("renaming", &part))
+    };
+    write().inspect_err(|_| {
+        let _ = fs::remove_file(&part);
+    })
 }
 
 /// Runs the jobs that only touch files.
@@ -120,83 +240,215 @@ pub fn remove_file(path: &str) -> Result<(), String> {
 /// One line.
 pub fn run_file_job(job: &Job, log: &mut Vec<String>) -> Result<(), String> {
     match job {
-        Job::ResizeFile { path, size_mb } => {
-            let f = OpenOptions::new().write(true).open(check_path(path)?).map_err(io("opening", path))?;
-            if f.metadata().map_err(io("reading", path))?.len() < size_mb << 20 {
-                f.set_len(size_mb << 20).map_err(io("resizing", path))?;
+        Job::ResizeFile { path: file, size_mb } => {
+            let path = file.path.as_str();
+            let f = OpenOptions::new().write(true).open(file.check_file()?).map_err(io("opening", path))?;
+            let size = size_mb.checked_mul(1 << 20).ok_or("invalid size")?;
+            if f.metadata().map_err(io("reading", path))?.len() < size {
+                f.set_len(size).map_err(io("resizing", path))?;
             }
             Ok(())
         }
-        Job::RemoveDir { path } => match fs::remove_dir_all(check_path(path)?) {
+        Job::RemoveDir { path: dir } => match fs::remove_dir_all(dir.check_dir()?) {
             Ok(()) => {
-                log.push(format!("removed {path}"));
+                log.push(format!("removed {}", dir.path));
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("removing {path}: {e}")),
+            Err(e) => Err(format!("removing {}: {e}", dir.path)),
         },
         _ => Err("this job streams data: it runs through `rbdx remote`".into()),
     }
 }
 
-/// `tar` sending directory `path` (sparse) to `out`.
+/// How long sending or receiving a VM directory may take (the action's deadline
+/// bounds it too).
+const TAR_LIMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The marker the same-directory probe leaves: `.rbdx-probe-<mark>`.
+fn marker(dir: &Path, mark: &str) -> Result<std::path::PathBuf, String> {
+    if mark.is_empty() || mark.len() > 64 || !mark.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!("invalid probe marker {mark:?}"));
+    }
+    Ok(dir.join(format!(".rbdx-probe-{mark}")))
+}
+
+/// Whether VM directory `dir` exists; leaves marker `mark` in it, and reports
+/// (and removes) marker `find`.
 ///
 /// # Errors
 /// One line.
-pub fn send_dir(path: &str, out: Stdio) -> Result<(), String> {
-    let p = check_path(path)?;
-    let st = Command::new("tar")
-        .args(["--sparse", "-C"])
+pub fn probe_dir(dir: &VmPath, mark: Option<&str>, find: Option<&str>) -> Result<(bool, bool), String> {
+    let p = dir.check_dir()?;
+    let exists = p.is_dir();
+    if let (Some(m), true) = (mark, exists) {
+        File::create(marker(p, m)?).map_err(io("marking", &dir.path))?;
+    }
+    let found = match find {
+        Some(f) if exists => {
+            let m = marker(p, f)?;
+            let there = m.exists();
+            if there {
+                fs::remove_file(&m).map_err(io("unmarking", &dir.path))?;
+            }
+            there
+        }
+        _ => false,
+    };
+    Ok((exists, found))
+}
+
+/// `tar` sending directory `path` (sparse, without probe markers) to `out`.
+///
+/// # Errors
+/// One line.
+pub fn send_dir(dir: &VmPath, out: Stdio) -> Result<(), String> {
+    let p = dir.check_dir()?;
+    let mut cmd = Command::new("tar");
+    cmd.args(["--sparse", "--exclude=./.rbdx-probe-*", "-C"])
         .arg(p)
         .args(["-cf", "-", "."])
         .stdin(Stdio::null())
         .stdout(out)
-        .status()
-        .map_err(|e| format!("running tar: {e}"))?;
-    if st.success() { Ok(()) } else { Err(format!("tar of {path} failed ({st})")) }
+        .stderr(Stdio::piped());
+    let o = rbdx_import::child::run(&mut cmd, crate::deadline::bound(TAR_LIMIT))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "tar of {} failed: {}",
+            dir.path,
+            crate::log::one_line(&String::from_utf8_lossy(&o.stderr))
+        ))
+    }
 }
 
-/// Replaces directory `path` with the tar stream read from `input`.
+/// The siblings a move uses next to VM directory `p`: where the tree arrives,
+/// and where the directory it replaces waits until the swap is done.
+fn siblings(p: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    (p.with_file_name(format!("{name}.rbdx-incoming")), p.with_file_name(format!("{name}.rbdx-old")))
+}
+
+/// Removes a directory tree; a missing one is fine.
+fn remove_tree(p: &Path) -> Result<(), String> {
+    match fs::remove_dir_all(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("removing {}: {e}", p.display())),
+        _ => Ok(()),
+    }
+}
+
+/// Receives the tar stream read from `input` as directory `dir`, without ever
+/// losing either tree: it arrives in `<dir>.rbdx-incoming`, is synced to disk,
+/// and only then replaces `<dir>` (which waits as `<dir>.rbdx-old` until the
+/// swap is done). A run interrupted anywhere leaves `<dir>` or its replacement
+/// whole, and the next run finishes or redoes the swap.
 ///
 /// # Errors
 /// One line.
-pub fn receive_dir(path: &str, mut input: impl std::io::Read) -> Result<(), String> {
-    let p = check_path(path)?;
-    match fs::remove_dir_all(p) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("clearing {path}: {e}")),
-    }
-    fs::create_dir_all(p).map_err(io("creating", path))?;
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(p)
+pub fn receive_dir(dir: &VmPath, mut input: impl std::io::Read) -> Result<(), String> {
+    let p = dir.check_dir()?;
+    let path = dir.path.as_str();
+    let (incoming, old) = siblings(p);
+    remove_tree(&incoming)?;
+    fs::create_dir_all(&incoming).map_err(io("creating", &incoming.display().to_string()))?;
+    let mut cmd = Command::new("tar");
+    cmd.arg("-C")
+        .arg(&incoming)
         .args(["-xf", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("running tar: {e}"))?;
-    let copied = tar.stdin.take().map(|mut w| std::io::copy(&mut input, &mut w));
-    let out = tar.wait_with_output().map_err(|e| format!("running tar: {e}"))?;
+        .stderr(Stdio::piped());
+    let mut tar = rbdx_import::child::spawn(&mut cmd).map_err(|e| format!("running tar: {e}"))?;
+    let mut stdin = tar.stdin.take().ok_or("no stdin")?;
+    let errors = rbdx_import::child::drain(tar.stderr.take().ok_or("no stderr")?, 1 << 16);
+    // Fed from here: a tar that stalls is killed by the deadline, which ends
+    // this copy with a broken pipe.
+    let copied = std::io::copy(&mut input, &mut stdin);
+    drop(stdin);
+    let status = rbdx_import::child::wait(&mut tar, crate::deadline::bound(TAR_LIMIT))
+        .map_err(|e| format!("tar {e}"))?;
+    let out = std::process::Output { status, stdout: Vec::new(), stderr: errors.join().unwrap_or_default() };
     // tar stops reading at the end-of-archive blocks and may leave the padding
     // after them unread: a broken pipe then is no error if tar succeeded.
-    if let Some(Err(e)) = copied {
+    if let Err(e) = copied {
         if e.kind() != std::io::ErrorKind::BrokenPipe || !out.status.success() {
             return Err(format!("receiving {path}: {e}"));
         }
     }
-    if out.status.success() {
-        Ok(())
-    } else {
+    if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        Err(format!("unpacking into {path} failed: {}", err.split_whitespace().collect::<Vec<_>>().join(" ")))
+        return Err(format!("unpacking into {path} failed: {}", crate::log::one_line(&err)));
     }
+    sync_tree(&incoming)?;
+    rbdx_core::crash::point("receive_dir: received");
+    if p.exists() {
+        remove_tree(&old)?;
+        fs::rename(p, &old).map_err(io("moving aside", path))?;
+        rbdx_core::crash::point("receive_dir: old moved aside");
+    }
+    fs::rename(&incoming, p).map_err(io("moving into place", path))?;
+    sync_dir(p.parent().unwrap_or(p))?;
+    rbdx_core::crash::point("receive_dir: swapped");
+    remove_tree(&old)
+}
+
+/// Flushes every file of the tree under `root` and the directories themselves.
+fn sync_tree(root: &Path) -> Result<(), String> {
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).map_err(io("reading", &d.display().to_string()))? {
+            let e = e.map_err(|e| e.to_string())?;
+            let kind = e.file_type().map_err(|e| e.to_string())?;
+            if kind.is_dir() {
+                todo.push(e.path());
+            } else if kind.is_file() {
+                File::open(e.path())
+                    .and_then(|f| f.sync_all())
+                    .map_err(io("syncing", &e.path().display().to_string()))?;
+            }
+        }
+        sync_dir(&d)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(d: &Path) -> Result<(), String> {
+    File::open(d).and_then(|f| f.sync_all()).map_err(io("syncing", &d.display().to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_paths_reach_only_the_vm_they_name() {
+        assert!(VmPath::dir("/var/lib/one/datastores/0/42", 0, 42).is_ok());
+        assert!(VmPath::file("/var/lib/one/datastores/0/42/disk.3", 0, 42).is_ok());
+        for (p, ds, vm) in [
+            ("/var/lib/one/datastores/0/42", 0, 43),
+            ("/var/lib/one/datastores/0/42", 1, 42),
+            ("/var/lib/one/datastores/0", 0, 0),
+            ("/var/lib/one", 0, 0),
+            ("/0/42", 0, 42),
+            ("/var/lib/one/datastores/0/42/", 0, 42),
+            ("/var/lib/one//datastores/0/42", 0, 42),
+            ("/var/lib/one/datastores/0/42/..", 0, 42),
+            ("/var/lib/one/datastores/0/042", 0, 42),
+        ] {
+            assert!(VmPath::dir(p, ds, vm).is_err(), "{p} as VM {vm} of datastore {ds}");
+        }
+        for p in [
+            "/var/lib/one/datastores/0/42",
+            "/var/lib/one/datastores/0/42/deployment.0",
+            "/var/lib/one/datastores/0/42/disk.x",
+            "/var/lib/one/datastores/0/43/disk.1",
+        ] {
+            assert!(VmPath::file(p, 0, 42).is_err(), "{p}");
+        }
+        let f = VmPath::file("/var/lib/one/datastores/0/42/disk.3", 0, 42).unwrap();
+        assert_eq!(f.parent_dir(), VmPath::dir("/var/lib/one/datastores/0/42", 0, 42).unwrap());
+    }
 
     #[test]
     fn only_safe_deep_paths() {

@@ -11,8 +11,11 @@ use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec, 
 use rbdx_core::{Cluster, ConnectConfig, Timeouts};
 use serde::{Deserialize, Serialize};
 
+use crate::hostfs::VmPath;
+use crate::oned::{Attrs, Datastore};
+
 /// Version of the job protocol between the front-end and the hosts.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
 /// How to reach Ceph on the host that runs the job (the DISK's or datastore's
 /// CEPH_CONF, CEPH_USER, CEPH_KEY).
@@ -29,6 +32,36 @@ pub struct CephAccess {
 }
 
 impl CephAccess {
+    /// CEPH_CONF, CEPH_USER and CEPH_KEY of a datastore; a VM's DISK supplies only
+    /// what the datastore does not set (the datastore is the operator's, the DISK
+    /// a copy oned made that a user's template may have shaped), checked as the
+    /// datastore's are.
+    ///
+    /// # Errors
+    /// One line naming a malformed DISK attribute.
+    pub fn of(ds: &Datastore, disk: Option<Attrs<'_>>, timeout: Duration) -> Result<Self, String> {
+        use crate::datastore::{ceph_user, path};
+        let s = ds.settings();
+        let from_disk = |k: &str, check: fn(&str, &str) -> Result<String, String>| {
+            disk.and_then(|d| d.get(k)).map(|v| check(&format!("DISK {k}"), v)).transpose()
+        };
+        Ok(Self {
+            conf: match &s.ceph_conf {
+                Some(c) => Some(c.clone()),
+                None => from_disk("CEPH_CONF", path)?,
+            },
+            user: match &s.ceph_user {
+                Some(u) => Some(u.clone()),
+                None => from_disk("CEPH_USER", ceph_user)?,
+            },
+            key_file: match &s.ceph_key {
+                Some(k) => Some(k.clone()),
+                None => from_disk("CEPH_KEY", path)?,
+            },
+            timeout_secs: timeout.as_secs(),
+        })
+    }
+
     /// The connection settings.
     pub fn config(&self) -> ConnectConfig {
         ConnectConfig {
@@ -46,17 +79,14 @@ impl CephAccess {
     }
 }
 
-/// A guest to freeze around a snapshot (`snap_create_live`).
+/// A guest to freeze around a snapshot (`snap_create_live`). Only the domain:
+/// the virsh command, the libvirt URI and the time limit are the settings of the
+/// host that runs the job, never the job's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Freeze {
     /// The libvirt domain (`one-<vmid>`).
     pub domain: String,
-    /// The virsh command.
-    pub virsh: String,
-    /// The libvirt URI.
-    pub uri: String,
-    /// Seconds freeze and thaw may take.
-    pub timeout_secs: u64,
 }
 
 /// One action's Ceph work. Image names are `pool[/namespace]/image` strings.
@@ -181,7 +211,7 @@ pub enum Job {
         /// Drop the image's stale base snapshot first (ln.ssh).
         drop_base_snap: bool,
         /// The file to write.
-        path: String,
+        path: VmPath,
         /// Grow the file to this many MiB.
         size_mb: Option<u64>,
     },
@@ -190,7 +220,7 @@ pub enum Job {
         /// Ceph access.
         ceph: CephAccess,
         /// The file.
-        path: String,
+        path: VmPath,
         /// The image.
         target: String,
         /// Create the image (with this data pool) rather than overwrite it.
@@ -207,25 +237,45 @@ pub enum Job {
     /// TM resize.ssh: grow a raw disk file on the host.
     ResizeFile {
         /// The file.
-        path: String,
+        path: VmPath,
         /// New size in MiB.
         size_mb: u64,
     },
     /// Remove a VM directory on the host.
     RemoveDir {
         /// The directory.
-        path: String,
+        path: VmPath,
     },
     /// Stream a VM directory to stdout as tar (the sending half of a move).
     SendDir {
         /// The directory.
-        path: String,
+        path: VmPath,
     },
     /// Replace a VM directory with the tar stream that follows the request on
     /// stdin (the receiving half of a move).
     ReceiveDir {
         /// The directory.
-        path: String,
+        path: VmPath,
+    },
+    /// Whether a VM directory exists on its host; `mark` leaves a marker in it,
+    /// `find` reports (and removes) a marker left there: the probe that tells two
+    /// names for one directory apart. The output is `{"exists":…,"found":…}`.
+    ProbeDir {
+        /// The directory.
+        path: VmPath,
+        /// A marker to leave (`.rbdx-probe-<mark>`).
+        mark: Option<String>,
+        /// A marker to look for.
+        find: Option<String>,
+    },
+    /// Write a file in a VM directory (the context ISO) from the `size` bytes that
+    /// follow the request on stdin: into a temporary file, renamed into place once
+    /// complete.
+    PutFile {
+        /// The file.
+        path: VmPath,
+        /// Its size.
+        size: u64,
     },
     /// DS / TM monitor: capacity and usage of a datastore's pools (EC-aware), and
     /// reclaim of trashed images whose clones are gone.
@@ -263,6 +313,12 @@ pub enum Job {
         limit_bps: Option<u64>,
         /// Where non-raw data is staged for qemu-img.
         staging_dir: Option<String>,
+        /// Seconds a download may go without data.
+        #[serde(default)]
+        idle_secs: Option<u64>,
+        /// Largest virtual size accepted, MiB.
+        #[serde(default)]
+        max_size_mb: Option<u64>,
     },
     /// DS snap_flatten: the image becomes snapshot `snap`, alone.
     Flatten {
@@ -283,6 +339,12 @@ pub enum Job {
         ceph: CephAccess,
         /// The image.
         image: String,
+    },
+    /// `rbdx doctor`: the checks a host (or the front-end) runs; the findings
+    /// come back as JSON in the outcome's output.
+    Doctor {
+        /// What to check.
+        checks: crate::doctor::HostChecks,
     },
     /// TM resize: grow a disk.
     Resize {
@@ -312,7 +374,7 @@ pub struct Outcome {
 
 /// The snapshot a save-as of the current disk state takes, named after the new image.
 pub fn saveas_snapshot(target: &ImageSpec) -> String {
-    format!("rbdx.saveas.{}", target.name)
+    crate::naming::saveas_snapshot(&target.name)
 }
 
 /// What the clone of a save-as would refuse, refused before its snapshot is
@@ -352,7 +414,10 @@ impl Job {
             Self::ResizeFile { .. }
             | Self::RemoveDir { .. }
             | Self::SendDir { .. }
-            | Self::ReceiveDir { .. } => None,
+            | Self::ReceiveDir { .. }
+            | Self::PutFile { .. }
+            | Self::ProbeDir { .. }
+            | Self::Doctor { .. } => None,
             Self::CloneDisk { ceph, .. }
             | Self::LinkDisk { ceph, .. }
             | Self::MakeImage { ceph, .. }
@@ -385,6 +450,19 @@ impl Job {
                 Ok(out) => Outcome { log, output: Some(out), ..Outcome::default() },
                 Err(e) => Outcome { log, error: Some(e), ..Outcome::default() },
             };
+        }
+        if let Self::ProbeDir { path, mark, find } = self {
+            return match crate::hostfs::probe_dir(path, mark.as_deref(), find.as_deref()) {
+                Ok((exists, found)) => Outcome {
+                    output: Some(serde_json::json!({"exists": exists, "found": found}).to_string()),
+                    ..Outcome::default()
+                },
+                Err(e) => Outcome { error: Some(e), ..Outcome::default() },
+            };
+        }
+        if let Self::Doctor { checks } = self {
+            let findings = crate::doctor::run_host(checks);
+            return Outcome { output: Some(crate::doctor::to_output(&findings)), ..Outcome::default() };
         }
         if let Self::Monitor { ceph, pool, ec_pool, vm_disks } = self {
             let r = ceph.connect().and_then(|c| {
@@ -436,7 +514,7 @@ impl Job {
             }
             Self::DeleteDisk { head, base, trash_delay, reclaim, .. } => {
                 let h = spec(head)?;
-                Disk::new(c, h.clone())
+                Disk::new(c, h.clone(), &crate::naming::ONE)
                     .remove(*trash_delay, *reclaim)
                     .map_err(e(&format!("deleting {h}")))?;
                 if let Some(b) = base {
@@ -474,7 +552,7 @@ impl Job {
                     Some(f) => crate::freeze::freeze(f, log),
                     None => None,
                 };
-                let r = Disk::new(c, h.clone()).snapshot_create(snap);
+                let r = Disk::new(c, h.clone(), &crate::naming::ONE).snapshot_create(snap);
                 if let Some(t) = thaw {
                     t.thaw(log);
                 }
@@ -482,20 +560,20 @@ impl Job {
             }
             Self::SnapDelete { head, snap, .. } => {
                 let h = spec(head)?;
-                Disk::new(c, h.clone())
+                Disk::new(c, h.clone(), &crate::naming::ONE)
                     .snapshot_delete(snap)
                     .map_err(e(&format!("deleting snapshot {snap} of {h}")))?;
             }
             Self::SnapRevert { head, snap, data_pool, max_depth, .. } => {
                 let h = spec(head)?;
                 let cfg = disk_config(data_pool, *max_depth);
-                Disk::new(c, h.clone())
+                Disk::new(c, h.clone(), &crate::naming::ONE)
                     .revert(snap, &cfg)
                     .map_err(e(&format!("reverting {h} to snapshot {snap}")))?;
             }
             Self::SaveAs { head, snap, target, data_pool, max_depth, .. } => {
                 let (h, t) = (spec(head)?, spec(target)?);
-                let d = Disk::new(c, h.clone());
+                let d = Disk::new(c, h.clone(), &crate::naming::ONE);
                 let snap = match snap {
                     Some(s) => s.clone(),
                     None => {
@@ -528,7 +606,7 @@ impl Job {
             Self::Flatten { head, snap, data_pool, max_depth, .. } => {
                 let h = spec(head)?;
                 let cfg = disk_config(data_pool, *max_depth);
-                Disk::new(c, h.clone())
+                Disk::new(c, h.clone(), &crate::naming::ONE)
                     .flatten_to(snap, &cfg)
                     .map_err(e(&format!("flattening {h} to snapshot {snap}")))?;
             }
@@ -536,14 +614,20 @@ impl Job {
             | Self::RemoveDir { .. }
             | Self::SendDir { .. }
             | Self::ReceiveDir { .. }
+            | Self::PutFile { .. }
+            | Self::ProbeDir { .. }
             | Self::Import { .. }
             | Self::Checksum { .. }
-            | Self::Monitor { .. } => {
+            | Self::Monitor { .. }
+            | Self::Doctor { .. } => {
                 return crate::hostfs::run_file_job(self, log);
             }
             Self::Resize { image, size_mb, .. } => {
                 let i = spec(image)?;
-                grow(c, &i, *size_mb).map_err(e(&format!("resizing {i}")))?;
+                // A shrink would lose data: refused, as `rbd resize` without
+                // --allow-shrink refuses it.
+                ops::resize(c, &i, size_mb.saturating_mul(1 << 20), false)
+                    .map_err(e(&format!("resizing {i}")))?;
             }
         }
         Ok(())
@@ -569,6 +653,8 @@ impl Job {
             sha1,
             limit_bps,
             staging_dir,
+            idle_secs,
+            max_size_mb,
         } = self
         else {
             return Outcome { error: Some("not an import job".into()), ..Outcome::default() };
@@ -587,7 +673,9 @@ impl Job {
                 sha1: sha1.clone(),
                 limit_bps: *limit_bps,
                 staging_dir: staging_dir.as_ref().map(Into::into),
-                timeout: Some(Duration::from_secs(ceph.timeout_secs.max(30))),
+                timeout: Some(Duration::from_secs(idle_secs.unwrap_or(60).max(1))),
+                convert_timeout: None,
+                max_size: max_size_mb.map(|m| m.saturating_mul(1 << 20)),
             };
             let r = rbdx_import::import(&c, source, &t, &opts, Some(progress))?;
             Ok(if r.already_done {
@@ -626,8 +714,7 @@ fn disk_config(data_pool: &Option<String>, max_depth: u32) -> DiskConfig {
     DiskConfig { data_pool: data_pool.clone(), clone_format: CloneFormat::Auto, max_depth }
 }
 
-/// The base snapshot non-persistent disks are cloned from, as the stock drivers name it.
-pub const BASE_SNAP: &str = "snap";
+pub use crate::naming::BASE_SNAP;
 
 fn grow(c: &Cluster, image: &ImageSpec, size_mb: u64) -> rbdx_core::Result<()> {
     let size = size_mb << 20;
@@ -657,6 +744,7 @@ fn clone_disk(
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e),
     }
+    ops::check_data_pool(c, data_pool)?;
     let io = ops::ioctx(c, src)?;
     let opts = CloneOptions { data_pool: data_pool.map(str::to_string), ..CloneOptions::default() };
     for attempt in 0..3 {
@@ -678,6 +766,11 @@ fn clone_disk(
     Ok(())
 }
 
+/// A volatile disk: made under a temporary name (`<target>.rbdx-make`), formatted
+/// there, and renamed into place only once complete. A re-run finds the finished
+/// image and is done; what an interrupted run left under the temporary name is
+/// removed and made again. An image already at the target name is never removed
+/// or replaced: if it is not what this action makes, the action fails.
 fn make_image(
     c: &Cluster,
     dst: &ImageSpec,
@@ -686,43 +779,34 @@ fn make_image(
     fs: Option<&str>,
     log: &mut Vec<String>,
 ) -> Result<(), String> {
-    let size = size_mb << 20;
+    let size = size_mb.checked_mul(1 << 20).ok_or("invalid size: too large")?;
     // A file system this driver cannot make is refused before anything is created.
     if let Some(fs) = fs {
         crate::format::check_supported(fs)?;
     }
-    // A re-run finds the image; a half-formatted one (no marker) is made again.
+    ops::check_data_pool(c, data_pool).map_err(|e| e.to_string())?;
     // Only "not found" means there is none (a timeout fails the action at once).
-    let existing = match ops::stat(c, dst) {
-        Ok(st) => Some(st),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.to_string()),
-    };
-    if let Some(st) = existing {
-        let io = ops::ioctx(c, dst).map_err(|e| e.to_string())?;
-        let done = io
-            .open_read_only(&dst.name, None)
-            .and_then(|i| i.metadata_get(MADE_KEY))
-            .map_err(|e| e.to_string())?;
-        if done.is_some() && st.size == size {
-            return Ok(());
+    match ops::stat(c, dst) {
+        Ok(st) if st.size == size => return Ok(()),
+        Ok(st) => {
+            return Err(format!("{dst} exists already ({} bytes, not {size}): not replacing it", st.size));
         }
-        ops::remove(c, dst, RemoveOptions::default())
-            .map_err(|e| format!("removing the unfinished {dst}: {e}"))?;
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.to_string()),
     }
-    ops::create(c, dst, size, &CreateOptions::with_data_pool(data_pool))
+    let temp = dst.sibling(&format!("{}.rbdx-make", dst.name)).map_err(|e| e.to_string())?;
+    ops::remove(c, &temp, RemoveOptions::default())
+        .map_err(|e| format!("removing the unfinished {temp}: {e}"))?;
+    ops::create(c, &temp, size, &CreateOptions::with_data_pool(data_pool))
         .map_err(|e| format!("creating {dst}: {e}"))?;
-    let io = ops::ioctx(c, dst).map_err(|e| e.to_string())?;
-    let img = io.open(&dst.name).map_err(|e| e.to_string())?;
     if let Some(fs) = fs {
+        let io = ops::ioctx(c, &temp).map_err(|e| e.to_string())?;
+        let img = io.open(&temp.name).map_err(|e| e.to_string())?;
         crate::format::format_image(&img, size, fs).map_err(|e| format!("formatting {dst} as {fs}: {e}"))?;
         log.push(format!("formatted {dst} as {fs}"));
     }
-    img.metadata_set(MADE_KEY, fs.unwrap_or("raw")).map_err(|e| e.to_string())
+    ops::rename(c, &temp, &dst.name).map_err(|e| format!("renaming {temp} to {dst}: {e}"))
 }
-
-/// Marks a volatile disk as completely made (formatted, if asked).
-const MADE_KEY: &str = "rbdx.made";
 
 #[cfg(test)]
 mod tests {

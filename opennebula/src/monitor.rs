@@ -203,27 +203,23 @@ pub fn measure_action(
     cfg: &crate::config::Config,
 ) -> Result<String, String> {
     let ds = data.datastore()?;
-    let t = ds.template();
-    let cfg = cfg.for_datastore(t)?;
-    let pool = t.get("POOL_NAME").unwrap_or("one").to_string();
-    rbdx_core::ops::validate_name("pool", &pool).map_err(|e| e.to_string())?;
+    let cfg = ds.config(cfg)?;
+    let s = ds.settings();
     let job = crate::job::Job::Monitor {
-        ceph: crate::job::CephAccess {
-            conf: t.get("CEPH_CONF").map(str::to_string),
-            user: t.get("CEPH_USER").map(str::to_string),
-            key_file: t.get("CEPH_KEY").map(str::to_string),
-            timeout_secs: cfg.ceph_timeout.as_secs(),
-        },
-        pool,
-        ec_pool: t.get("EC_POOL_NAME").map(str::to_string),
+        ceph: crate::job::CephAccess::of(&ds, None, cfg.ceph_timeout)?,
+        pool: s.pool.clone(),
+        ec_pool: s.data_pool.clone(),
         vm_disks: data.text("MONITOR_VM_DISKS") == Some("1"),
     };
-    let bridges = ds.bridges();
-    let target = match (cfg.execution, bridges.is_empty()) {
+    let target = match (cfg.execution, ds.bridges().is_empty()) {
         (crate::config::Execution::Ssh, false) => {
+            // A different live bridge each time, as the stock monitor picks at random.
             let tick =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            crate::exec::Target::Ssh(bridges[(tick as usize + id as usize) % bridges.len()].clone())
+            let oned = crate::oned::Oned::from_env(cfg.oned_timeout).ok();
+            let host =
+                crate::bridge::pick(&ds, tick + u64::from(id), oned.as_ref(), &mut |m| crate::log::info(m))?;
+            crate::exec::Target::Ssh(host)
         }
         _ => crate::exec::Target::Local,
     };

@@ -123,9 +123,11 @@ impl Oned {
             .map_err(|e| format!("cannot resolve {}: {e}", self.host))?
             .next()
             .ok_or_else(|| format!("cannot resolve {}", self.host))?;
+        // One limit for the whole call: every read gets what is left of it, so a
+        // server that answers a byte at a time cannot stretch it.
+        let end = rbdx_core::deadline(self.timeout);
         let mut s = TcpStream::connect_timeout(&addr, self.timeout)
             .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
-        s.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
         s.set_write_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
         let req = format!(
             "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -135,7 +137,7 @@ impl Oned {
             body.len()
         );
         s.write_all(req.as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
-        let mut r = BufReader::new(s);
+        let mut r = BufReader::new(Until { stream: s, end, limit: self.timeout });
         let mut status = String::new();
         r.read_line(&mut status).map_err(|e| format!("reading the reply: {e}"))?;
         let code = status.split_whitespace().nth(1).unwrap_or("");
@@ -204,7 +206,7 @@ impl Oned {
         Datastore::parse(&doc)
     }
 
-    /// `one.hostpool.info`: every host's name and state.
+    /// `one.hostpool.info`: every host's name, state and hypervisor.
     ///
     /// # Errors
     /// [`OnedError`] when oned fails or answers something unreadable.
@@ -214,9 +216,47 @@ impl Oned {
         Ok(root
             .children_named("HOST")
             .filter_map(|h| {
-                Some(Host { name: h.text_at("NAME")?.to_string(), state: h.text_at("STATE")?.parse().ok()? })
+                Some(Host {
+                    name: h.text_at("NAME")?.to_string(),
+                    state: h.text_at("STATE")?.parse().ok()?,
+                    vm_mad: h.text_at("VM_MAD").unwrap_or("").to_string(),
+                })
             })
             .collect())
+    }
+
+    /// `one.datastorepool.info`: every datastore, or why it cannot be used.
+    ///
+    /// # Errors
+    /// [`OnedError`] when oned fails or answers something unreadable.
+    pub fn datastores(&self) -> Result<Vec<Result<Datastore, String>>, OnedError> {
+        let doc = self.call("one.datastorepool.info", &[])?;
+        let root = Element::parse(&doc).map_err(|e| err(format!("datastore pool: {e}")))?;
+        if root.name != "DATASTORE_POOL" {
+            return Err(err(format!("expected a DATASTORE_POOL document, got <{}>", root.name)));
+        }
+        Ok(root.children_named("DATASTORE").map(|d| Datastore::from_element(d.clone())).collect())
+    }
+}
+
+/// A connection whose reads all end by `end`.
+struct Until {
+    stream: TcpStream,
+    end: std::time::Instant,
+    limit: Duration,
+}
+
+impl Read for Until {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no complete reply within {}s (ONED_TIMEOUT)", self.limit.as_secs()),
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
     }
 }
 
@@ -265,13 +305,16 @@ pub struct Host {
     pub name: String,
     /// oned's host state.
     pub state: u32,
+    /// The hypervisor driver (`kvm`, `lxc`, …).
+    pub vm_mad: String,
 }
 
 impl Host {
-    /// Hosts in these states are skipped as bridges (error, disabled, offline), as
-    /// the stock drivers do.
+    /// Hosts in these states are skipped as bridges, as the stock drivers skip
+    /// what `onehost list` shows as `err`, `dsbl` or `off`: ERROR (3), DISABLED
+    /// (4), MONITORING_ERROR (5), MONITORING_DISABLED (7), OFFLINE (8).
     pub fn usable(&self) -> bool {
-        !matches!(self.state, 3 | 4 | 8)
+        !matches!(self.state, 3 | 4 | 5 | 7 | 8)
     }
 }
 
@@ -292,7 +335,30 @@ impl Vm {
         if doc.name != "VM" {
             return Err(err(format!("expected a VM document, got <{}>", doc.name)));
         }
+        Self::check(&doc).map_err(err)?;
         Ok(Self { doc })
+    }
+
+    /// Refuses a document that says what rbdx reads twice: an element of the VM
+    /// rbdx reads, an attribute of a DISK, or a DISK_ID.
+    fn check(doc: &Element) -> Result<(), String> {
+        for name in ["ID", "LCM_STATE", "DEPLOY_ID", "TEMPLATE", "HISTORY_RECORDS"] {
+            if doc.children_named(name).count() > 1 {
+                return Err(format!("the VM document has <{name}> twice: refusing an ambiguous document"));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for d in doc.at("TEMPLATE").into_iter().flat_map(|t| t.children_named("DISK")) {
+            d.require_unique("a DISK", &[])?;
+            if let Some(id) = d.text_at("DISK_ID")
+                && !ids.insert(id)
+            {
+                return Err(format!(
+                    "the VM has two DISKs with DISK_ID {id}: refusing an ambiguous document"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The VM id.
@@ -331,45 +397,7 @@ impl Vm {
     }
 }
 
-/// A datastore document.
-#[derive(Debug, Clone)]
-pub struct Datastore {
-    /// The `<DATASTORE>` element.
-    pub doc: Element,
-}
-
-impl Datastore {
-    /// Parses `<DATASTORE>…</DATASTORE>`.
-    ///
-    /// # Errors
-    /// [`OnedError`] for anything but a datastore document.
-    pub fn parse(doc: &str) -> Result<Self, OnedError> {
-        let doc = Element::parse(doc).map_err(|e| err(format!("datastore document: {e}")))?;
-        if doc.name != "DATASTORE" {
-            return Err(err(format!("expected a DATASTORE document, got <{}>", doc.name)));
-        }
-        Ok(Self { doc })
-    }
-
-    /// The datastore id.
-    pub fn id(&self) -> Option<u32> {
-        self.doc.text_at("ID")?.parse().ok()
-    }
-
-    /// The datastore's template attributes.
-    pub fn template(&self) -> Attrs<'_> {
-        static EMPTY: std::sync::OnceLock<Element> = std::sync::OnceLock::new();
-        Attrs(self.doc.at("TEMPLATE").unwrap_or_else(|| EMPTY.get_or_init(Element::default)))
-    }
-
-    /// BRIDGE_LIST, split on spaces.
-    pub fn bridges(&self) -> Vec<String> {
-        self.template()
-            .get("BRIDGE_LIST")
-            .map(|b| b.split_whitespace().map(str::to_string).collect())
-            .unwrap_or_default()
-    }
-}
+pub use crate::datastore::Datastore;
 
 /// The attributes of a template section (a DISK, a datastore TEMPLATE).
 #[derive(Debug, Clone, Copy)]

@@ -1,10 +1,39 @@
 //! A static file server on 127.0.0.1 for the import tests: `GET /<name>` serves
 //! `<dir>/<name>` with a Content-Length, or without one (read until close) for
-//! paths under `/nolength/`.
+//! paths under `/nolength/`. Generated bodies, for long transfers without files:
+//! `/slow/<bytes per second>/<size>` sends [`slow_body`] of `size` bytes at that
+//! rate, never idle for long; `/stall/<size>` sends the headers and 1 KiB, then
+//! nothing.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+
+/// Byte `i` of a generated body: in each MiB, the MiB's index in its first
+/// 8 bytes (little-endian), zeros after.
+pub fn slow_body(i: u64) -> u8 {
+    let (block, off) = (i >> 20, i & ((1 << 20) - 1));
+    if off < 8 { block.to_le_bytes()[off as usize] } else { 0 }
+}
+
+fn serve_slow(mut w: std::net::TcpStream, rate: u64, size: u64) {
+    let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n");
+    let start = std::time::Instant::now();
+    let tick = (rate / 20).max(1);
+    let mut sent = 0u64;
+    while sent < size {
+        let n = tick.min(size - sent);
+        let chunk: Vec<u8> = (sent..sent + n).map(slow_body).collect();
+        if w.write_all(&chunk).is_err() {
+            return;
+        }
+        sent += n;
+        let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
 
 /// A running server.
 #[derive(Debug)]
@@ -32,6 +61,22 @@ impl FileServer {
                         if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
                             break;
                         }
+                    }
+                    if let Some(rest) = path.strip_prefix("/slow/") {
+                        let mut p = rest.split('/').map(|x| x.parse::<u64>().unwrap_or(0));
+                        let (rate, size) = (p.next().unwrap_or(1).max(1), p.next().unwrap_or(0));
+                        serve_slow(conn, rate, size);
+                        return;
+                    }
+                    if let Some(size) = path.strip_prefix("/stall/") {
+                        let mut w = conn;
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+                        );
+                        let _ = w.write_all(&[1u8; 1024]);
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                        return;
                     }
                     let (no_len, name) = match path.strip_prefix("/nolength/") {
                         Some(n) => (true, n.to_string()),

@@ -103,6 +103,21 @@ impl TestCluster {
         Cluster::connect(&self.config()).expect("connect to the test cluster")
     }
 
+    /// Runs `ceph <args>` as client.admin (test tooling only: fixtures the
+    /// restricted client cannot make, such as pools and clients); panics unless
+    /// it succeeds. Returns its stdout.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new("timeout")
+            .args(["60", "ceph", "--name", "client.admin", "--conf"])
+            .arg(&self.conf)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the ceph CLI (ceph-common)");
+        assert!(out.status.success(), "ceph {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The data pool for a pool under test: the EC pool when `ec`, else none.
     pub fn data_pool(&self, ec: bool) -> Option<&str> {
         ec.then_some(self.ec_pool.as_str())

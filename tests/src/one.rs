@@ -1,5 +1,5 @@
 //! OpenNebula test doubles: a faithful stand-in for oned's XML-RPC endpoint (the
-//! three calls the drivers make, with oned's reply shapes and error texts, and a
+//! calls the drivers make, with oned's reply shapes and error texts, and a
 //! session check), documents shaped like oned's, and an environment that runs the
 //! real `rbdx` binary as oned would run a driver action.
 
@@ -75,7 +75,9 @@ impl OnedDouble {
         let body: String = hosts
             .iter()
             .enumerate()
-            .map(|(i, (n, s))| format!("<HOST><ID>{i}</ID><NAME>{n}</NAME><STATE>{s}</STATE></HOST>"))
+            .map(|(i, (n, s))| {
+                format!("<HOST><ID>{i}</ID><NAME>{n}</NAME><STATE>{s}</STATE><VM_MAD>kvm</VM_MAD></HOST>")
+            })
             .collect();
         self.state.lock().unwrap().hosts = format!("<HOST_POOL>{body}</HOST_POOL>");
     }
@@ -166,6 +168,12 @@ fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
                     1024,
                 ),
             },
+            "one.datastorepool.info" => {
+                let mut ids: Vec<&u32> = st.datastores.keys().collect();
+                ids.sort();
+                let body: String = ids.into_iter().map(|i| st.datastores[i].clone()).collect();
+                reply(true, &format!("<DATASTORE_POOL>{body}</DATASTORE_POOL>"), 0)
+            }
             "one.hostpool.info" => {
                 reply(true, &from_dir(&st, "hosts.xml").unwrap_or_else(|| st.hosts.clone()), 0)
             }
@@ -217,11 +225,18 @@ pub fn vm_doc(id: u32, host: &str, lcm_state: u32, disks: &[DiskDoc]) -> String 
 
 /// A datastore document with these TEMPLATE attributes.
 pub fn ds_doc(id: u32, name: &str, kind: u32, template: &[(&str, String)]) -> String {
+    // oned repeats the template's drivers at the top (ceph unless it says
+    // otherwise); BASE_PATH is oned's (a test may give its own, at the top).
+    let get = |k: &str| template.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let base = get("BASE_PATH").unwrap_or_else(|| format!("/var/lib/one//datastores/{id}"));
+    let rest: Vec<(&str, String)> = template.iter().filter(|(k, _)| *k != "BASE_PATH").cloned().collect();
     format!(
-        "<DATASTORE><ID>{id}</ID><UID>0</UID><NAME>{name}</NAME><DS_MAD><![CDATA[ceph]]></DS_MAD>\
-         <TM_MAD><![CDATA[ceph]]></TM_MAD><BASE_PATH><![CDATA[/var/lib/one//datastores/{id}]]></BASE_PATH>\
+        "<DATASTORE><ID>{id}</ID><UID>0</UID><NAME>{name}</NAME><DS_MAD><![CDATA[{}]]></DS_MAD>\
+         <TM_MAD><![CDATA[{}]]></TM_MAD><BASE_PATH><![CDATA[{base}]]></BASE_PATH>\
          <TYPE>{kind}</TYPE><TEMPLATE>{}</TEMPLATE></DATASTORE>",
-        attrs(template)
+        get("DS_MAD").unwrap_or_else(|| "ceph".into()),
+        get("TM_MAD").unwrap_or_else(|| "ceph".into()),
+        attrs(&rest)
     )
 }
 
@@ -265,6 +280,7 @@ impl OneEnv {
             .to_string();
         let key_file = dir.path().join("client.key");
         std::fs::write(&key_file, key).unwrap();
+        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         Self { cluster, oned, config: cfg, key_file, bin: bin.to_path_buf(), dir }
     }
 
@@ -295,6 +311,8 @@ impl OneEnv {
             t.push(("EC_POOL_NAME", self.cluster.ec_pool.clone()));
         }
         t.extend(self.ceph_attrs());
+        // An attribute in `extra` replaces the default of the same name.
+        t.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         t.extend(extra.iter().cloned());
         ds_doc(id, &format!("ceph-img-{id}"), 0, &t)
     }
@@ -398,7 +416,12 @@ pub fn assert_ok(out: &Output) {
 /// Asserts an action failed with exactly one non-log line on stderr containing
 /// `want`, and returns that line.
 pub fn assert_fails(out: &Output, want: &str) -> String {
-    assert!(!out.status.success(), "action should have failed");
+    assert!(
+        !out.status.success(),
+        "action should have failed; stdout: {} stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     let msgs: Vec<&str> = err
         .lines()

@@ -107,3 +107,139 @@ fn a_live_holder_makes_others_fail_in_one_line_and_a_dead_one_is_taken_over() {
     drop(io);
     s.finish(c);
 }
+
+/// A connection of its own that waits `wait` for a lock and gives a silent
+/// holder `grace`.
+fn connect_with_grace(wait: Duration, grace: Duration) -> Cluster {
+    let env = rbdx_tests::cluster();
+    let mut config = env.config();
+    config.timeouts =
+        Timeouts { osd_op: wait, lock_grace: grace, ..Timeouts::uniform(Duration::from_secs(20)) };
+    Cluster::connect(&config).expect("connect")
+}
+
+/// `hold-image` in a PID namespace of its own, in a process group of its own:
+/// a holder this machine cannot see (as on another host, or in a container).
+struct Elsewhere {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Elsewhere {
+    fn hold(pool: &str, image: &str, guard: bool) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--kill-child", env!("CARGO_BIN_EXE_hold-image"), pool, image]);
+        if guard {
+            cmd.arg("guard");
+        }
+        let mut child =
+            cmd.process_group(0).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("unshare");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "holding");
+        Self { child, stdin, stdout }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pgid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: signals the process group this test started.
+        assert_eq!(unsafe { libc::kill(-pgid, sig) }, 0);
+    }
+
+    fn ask(&mut self, what: &str) -> String {
+        use std::io::Write;
+        writeln!(self.stdin, "{what}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+}
+
+impl Drop for Elsewhere {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_silent_holder_elsewhere_is_fenced_before_its_lock_is_taken_and_cannot_write_after() {
+    let s = Scratch::new("lockfence");
+    let c = s.env.connect();
+    let spec = s.spec("disk");
+    ops::create(c, &spec, 4 * MIB, &CreateOptions::default()).unwrap();
+    let mut holder = Elsewhere::hold(&spec.pool, &spec.name, false);
+
+    // Alive and beating: a waiter gives up after its wait (longer than the grace)
+    // without taking the lock.
+    let grace = Duration::from_secs(6);
+    let patient = connect_with_grace(Duration::from_secs(10), grace);
+    let io = patient.ioctx(&spec.pool).unwrap();
+    let t = Instant::now();
+    let e = io.open(&spec.name).map(drop).unwrap_err();
+    assert!(matches!(e, Error::Busy { .. }), "{e}");
+    assert!(t.elapsed() >= Duration::from_secs(10), "a beating holder keeps its lock past the grace");
+    assert_eq!(holder.ask("write"), "wrote", "the live holder still writes");
+
+    // Stopped (a paused process, a host cut off): after the grace without a beat,
+    // it is blocklisted and its lock taken.
+    holder.signal(libc::SIGSTOP);
+    let waiter = connect_with_grace(Duration::from_secs(30), grace);
+    let wio = waiter.ioctx(&spec.pool).unwrap();
+    let t = Instant::now();
+    let img = wio.open(&spec.name).expect("the silent holder's lock is taken over");
+    let took = t.elapsed();
+    assert!(took >= grace && took < grace + Duration::from_secs(8), "taken over after the grace: {took:?}");
+    img.write_at(0, &[0x11; 4096]).unwrap();
+    img.close().unwrap();
+
+    // Back: it cannot write any more, and knows it lost the lock.
+    holder.signal(libc::SIGCONT);
+    let wrote = holder.ask("write");
+    assert!(wrote.starts_with("write failed"), "a fenced holder must not write: {wrote}");
+    let closed = holder.ask("close");
+    assert!(closed.starts_with("close failed: lost the rbdx lock"), "{closed}");
+    eprintln!("taken over after {took:?}; the fenced holder: {wrote}; {closed}");
+    let mut got = [0u8; 4096];
+    c.ioctx(&spec.pool).unwrap().open_read_only(&spec.name, None).unwrap().read_at(0, &mut got).unwrap();
+    assert!(got.iter().all(|b| *b == 0x11), "only the new holder's data is there");
+    drop(holder);
+    drop((wio, io));
+    s.finish(c);
+}
+
+#[test]
+fn a_disk_operation_holds_the_disk_for_its_whole_length() {
+    let s = Scratch::new("lockguard");
+    let c = s.env.connect();
+    let spec = s.spec("disk");
+    ops::create(c, &spec, 4 * MIB, &CreateOptions::default()).unwrap();
+    // Another operation on the disk, from a process this machine cannot see.
+    let mut holder = Elsewhere::hold(&spec.pool, &spec.name, true);
+    let short = connect_waiting(Duration::from_secs(2));
+    let disk = ops::disk::Disk::new(&short, spec.clone(), &ops::disk::RBDX_NAMING);
+    let e = disk.snapshot_create("s1").unwrap_err();
+    assert!(matches!(e, Error::Busy { .. }), "{e}");
+    assert!(e.to_string().contains(&spec.name) && !e.to_string().contains('\n'), "{e}");
+    // The images themselves are not locked: only disk operations wait.
+    short.ioctx(&spec.pool).unwrap().open(&spec.name).unwrap().close().unwrap();
+    assert_eq!(holder.ask("close"), "closed");
+    disk.snapshot_create("s1").unwrap();
+    let io = c.ioctx(&spec.pool).unwrap();
+    assert!(
+        !io.object_exists(&format!("rbdx_lock.{}", spec.name)).unwrap(),
+        "a released guard leaves no object"
+    );
+    drop(holder);
+    drop(io);
+    drop(disk);
+    ops::disk::Disk::new(c, spec.clone(), &ops::disk::RBDX_NAMING)
+        .remove(None, ops::disk::Reclaim::Trash)
+        .unwrap();
+    s.finish(c);
+}

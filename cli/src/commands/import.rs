@@ -38,6 +38,10 @@ pub struct ImportArgs {
     /// Where a non-raw download is staged for qemu-img.
     #[arg(long)]
     staging_dir: Option<PathBuf>,
+    /// Refuse an image whose virtual size is larger than this many MiB
+    /// (default 64 TiB).
+    #[arg(long, value_name = "MIB")]
+    max_size: Option<u64>,
     #[command(flatten)]
     conn: ConnectArgs,
 }
@@ -54,6 +58,7 @@ pub fn run(a: ImportArgs) -> Result<(), String> {
         staging_dir: a.staging_dir,
         timeout: None,
         convert_timeout: None,
+        max_size: a.max_size.map(|m| m.saturating_mul(1 << 20)),
     };
     let tty = std::io::stderr().is_terminal();
     let start = Instant::now();

@@ -9,8 +9,8 @@ use crate::error::{CephError, Error, Result, check};
 use crate::ffi::rbd as sys;
 use crate::rados::{IoCtx, cstring};
 
-use super::action::ActionLock;
 use super::list::{CList, grow_list};
+use super::lock::ObjectLock;
 use super::options::ImageOptions;
 
 /// Size, layout and identity of an image.
@@ -154,7 +154,7 @@ pub struct Image<'io> {
     snap: Option<String>,
     /// Read-write opens: the `rbdx_action` lock, released after the close
     /// (fields drop after `Drop::drop` has run).
-    _lock: Option<ActionLock<'io>>,
+    _lock: Option<ObjectLock<'io>>,
 }
 
 // SAFETY: librbd image handles may be used from any thread; rbdx never calls one
@@ -200,12 +200,23 @@ impl<'io> Image<'io> {
     }
 
     /// Opens image `name` at its head, read-write, once this process holds its
-    /// `rbdx_action` lock (see [`super::action`]).
+    /// `rbdx_action` lock (see [`super::lock`]).
     pub(crate) fn open_locked(io: &'io IoCtx<'io>, name: &str) -> Result<Self> {
-        let lock = ActionLock::by_name(io, name)?;
+        let lock = ObjectLock::image(io, name)?;
         let mut img = Self::open(io, name, None, false, false)?;
         img._lock = lock;
         Ok(img)
+    }
+
+    /// Closes the image and releases its `rbdx_action` lock, reporting a lock
+    /// that was taken away meanwhile (dropping the image ignores that).
+    ///
+    /// # Errors
+    /// [`crate::Error::LockLost`].
+    pub fn close(mut self) -> Result<()> {
+        let lock = self._lock.take();
+        drop(self);
+        lock.map_or(Ok(()), ObjectLock::release)
     }
 
     /// The image name.

@@ -1,21 +1,22 @@
 //! librbd's safe API: pool-level calls on an [`IoCtx`] (create, clone, remove,
 //! rename, list, trash) and [`Image`] for everything done on an open image.
 
-mod action;
 mod image;
 mod list;
+mod lock;
 mod options;
 
 pub use image::{Image, ImageInfo, LinkedImage, Parent, SnapNamespace, Snapshot, Watcher};
+pub use lock::{Guard, HEARTBEAT, MIN_GRACE};
 pub use options::{ImageOptions, features};
 
 use crate::error::{Result, check};
 use crate::ffi::rbd as sys;
 use crate::rados::{IoCtx, cstring};
 
-use action::ActionLock;
 use image::{owned, spec};
 use list::{CList, grow_list};
+use lock::ObjectLock;
 
 /// Largest image size accepted (2^63 - 1 bytes). librbd refuses larger sizes
 /// except near 2^64, where its arithmetic overflows and it accepts them (an image
@@ -81,7 +82,7 @@ pub fn version() -> (i32, i32, i32) {
 
 impl<'c> IoCtx<'c> {
     /// Opens image `name` at its head, read-write. Waits for another rbdx action
-    /// that has it open read-write (see the `action` module).
+    /// that has it open read-write (see the `lock` module).
     ///
     /// # Errors
     /// `NotFound` if there is no such image; [`crate::Error::Busy`] if another
@@ -115,6 +116,15 @@ impl<'c> IoCtx<'c> {
     /// `NotFound` if there is no such image.
     pub fn open_by_id_read_only<'io>(&'io self, id: &str) -> Result<Image<'io>> {
         Image::open(self, id, None, true, true)
+    }
+
+    /// Opens the image with id `id` read-only at snapshot `snap` (images in the
+    /// trash too).
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such image or snapshot.
+    pub fn open_by_id_read_only_at<'io>(&'io self, id: &str, snap: &str) -> Result<Image<'io>> {
+        Image::open(self, id, Some(snap), true, true)
     }
 
     /// Creates image `name` of `size` bytes.
@@ -165,7 +175,7 @@ impl<'c> IoCtx<'c> {
     /// `NotFound`, `Busy`, `NotEmpty`.
     pub fn remove_image(&self, name: &str) -> Result<()> {
         let n = cstring("image name", name)?;
-        let _lock = ActionLock::by_name(self, name)?;
+        let _lock = ObjectLock::image(self, name)?;
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_remove(self.raw(), n.as_ptr()) };
         check(r.into(), "rbd_remove", || spec(self, name, None))?;
@@ -179,7 +189,7 @@ impl<'c> IoCtx<'c> {
     /// `NotFound`, `Exists`.
     pub fn rename_image(&self, from: &str, to: &str) -> Result<()> {
         let (f, t) = (cstring("image name", from)?, cstring("image name", to)?);
-        let _lock = ActionLock::by_name(self, from)?;
+        let _lock = ObjectLock::image(self, from)?;
         // SAFETY: `self.raw()` is live; both strings outlive the call.
         let r = unsafe { sys::rbd_rename(self.raw(), f.as_ptr(), t.as_ptr()) };
         check(r.into(), "rbd_rename", || format!("{} -> {to}", spec(self, from, None)))?;
@@ -241,7 +251,7 @@ impl<'c> IoCtx<'c> {
     /// `NotFound`; `Busy` while it has watchers.
     pub fn trash_move(&self, name: &str, delay_secs: u64) -> Result<()> {
         let n = cstring("image name", name)?;
-        let _lock = ActionLock::by_name(self, name)?;
+        let _lock = ObjectLock::image(self, name)?;
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_trash_move(self.raw(), n.as_ptr(), delay_secs) };
         check(r.into(), "rbd_trash_move", || spec(self, name, None))?;
@@ -289,7 +299,7 @@ impl<'c> IoCtx<'c> {
     /// `NotEmpty`/`Busy` while it has snapshots with children.
     pub fn trash_remove(&self, id: &str, force: bool) -> Result<()> {
         let i = cstring("image id", id)?;
-        let _lock = ActionLock::by_id(self, id, &format!("trash id {id}"))?;
+        let _lock = ObjectLock::image_by_id(self, id, &format!("trash id {id}"))?;
         // SAFETY: `self.raw()` is live; `i` outlives the call.
         let r = unsafe { sys::rbd_trash_remove(self.raw(), i.as_ptr(), force) };
         check(r.into(), "rbd_trash_remove", || format!("{} trash id {id}", self.spec()))?;

@@ -2,19 +2,37 @@
 //! `premigrate` and `postmigrate` (live migration, with the VM document as base64
 //! on stdin), and `migrate_other`: the same call for every other TM driver the
 //! VM's disks use, as the stock drivers do.
+//!
+//! A move never loses the directory ([`rbdx_one::exec::move_dir`]): when the two
+//! ends are one directory (a shared file system, two names for one machine) a
+//! marker left on one side is found on the other and nothing is done; otherwise
+//! the tree arrives in a temporary sibling, is synced and swapped into place, and
+//! the source is removed only after that. `postmigrate` removes the source only
+//! when it is not the destination's directory too.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use rbdx_one::args::{HostPath, expect_args, parse_id, validate_host};
-use rbdx_one::exec;
+use rbdx_one::args::{HostPath, expect_args, normalize_path, parse_id, validate_host};
+use rbdx_one::exec::{self, Moved, Target};
+use rbdx_one::hostfs::VmPath;
 use rbdx_one::job::Job;
-use rbdx_one::oned::Vm;
+use rbdx_one::oned::{Datastore, Vm};
 
 use crate::context::{Ctx, Result, driver_name, is_this_host, remotes_dir};
 
 /// LCM states where the source host is unknown or failed: nothing to copy from.
 const SOURCE_UNREACHABLE: [u32; 3] = [16, 60, 61];
+
+/// How long another driver's pre/postmigrate may take (the action's deadline
+/// bounds it too).
+const OTHER_DRIVER_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Where the files of `host` are reached: here, or over ssh.
+fn target(host: &str) -> Target {
+    if is_this_host(host) { Target::Local } else { Target::Ssh(host.to_string()) }
+}
 
 /// `mv src_host:path dst_host:path VMID DSID`.
 ///
@@ -29,8 +47,8 @@ pub fn mv(args: &[String], ctx: &Ctx) -> Result {
     if src.is_disk() {
         return Ok(()); // the disk stays in RBD
     }
-    rbdx_one::hostfs::check_path(&src.path)?;
-    rbdx_one::hostfs::check_path(&dst.path)?;
+    let from = VmPath::dir(&src.path, ds_id, vm_id)?;
+    let to = VmPath::dir(&dst.path, ds_id, vm_id)?;
     if src.host == dst.host && src.path == dst.path {
         return Ok(());
     }
@@ -39,79 +57,31 @@ pub fn mv(args: &[String], ctx: &Ctx) -> Result {
         return Ok(());
     }
     let ds = ctx.datastore(ds_id)?;
-    move_dir(ctx, &src.host, &dst.host, &src.path, &dst.path, &ds)?;
-    ctx.run_on_host(&Job::RemoveDir { path: src.path.clone() }, &src.host, &ds)
+    move_and_remove(ctx, &src.host, &from, &dst.host, &to, &ds)
 }
 
-fn move_dir(ctx: &Ctx, src: &str, dst: &str, from: &str, to: &str, ds: &rbdx_one::oned::Datastore) -> Result {
-    let cfg = ctx.cfg.for_datastore(ds.template())?;
-    if is_this_host(dst) || is_this_host(src) {
-        // One end is the front-end itself: stream through a local tar.
-        return local_move(&cfg, src, from, dst, to);
-    }
-    exec::move_dir(src, from, dst, to, &cfg)
-}
-
-fn local_move(cfg: &rbdx_one::config::Config, src: &str, from: &str, dst: &str, to: &str) -> Result {
-    let here_is_dst = is_this_host(dst);
-    let remote = if here_is_dst { src } else { dst };
-    validate_host(remote)?;
-    let job =
-        if here_is_dst { Job::SendDir { path: from.into() } } else { Job::ReceiveDir { path: to.into() } };
-    let req = exec::request_line(job)?;
-    let mut child = exec::ssh(cfg, remote)?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    stdin.write_all(&req).map_err(|e| format!("{remote}: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    if here_is_dst {
-        drop(stdin);
-        rbdx_one::hostfs::receive_dir(to, stdout)?;
-    } else {
-        let mut tar = Command::new("tar")
-            .args(["--sparse", "-C", from, "-cf", "-", "."])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running tar: {e}"))?;
-        let mut out = tar.stdout.take().ok_or("no tar output")?;
-        // tar's messages become the one-line error, never lines of our stderr.
-        let mut tar_err = tar.stderr.take().ok_or("no tar stderr")?;
-        let tar_err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = tar_err.read_to_string(&mut s);
-            s
-        });
-        match std::io::copy(&mut out, &mut stdin) {
-            // The remote tar may stop before the archive's padding: its outcome says.
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(format!("{remote}: {e}")),
-            _ => {}
+/// Moves the directory, then removes the source if the move copied it.
+fn move_and_remove(ctx: &Ctx, src: &str, from: &VmPath, dst: &str, to: &VmPath, ds: &Datastore) -> Result {
+    let cfg = ds.config(&ctx.cfg)?;
+    let (ts, td) = (target(src), target(dst));
+    match exec::move_dir(&ts, from, &td, to, &cfg)? {
+        Moved::Copied => {
+            rbdx_one::log::info(&format!("moved {} from {src} to {dst}", from.path));
+            ctx.run_on_host(&Job::RemoveDir { path: from.clone() }, src, ds)
         }
-        drop(stdin);
-        let st = tar.wait().map_err(|e| e.to_string())?;
-        let err = tar_err.join().unwrap_or_default();
-        if !st.success() {
-            let first = err.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output");
-            return Err(format!("tar of {from} failed ({st}): {first}"));
+        Moved::SameDirectory => {
+            rbdx_one::log::info(&format!("{src} and {dst} share {}: nothing to move", from.path));
+            Ok(())
         }
-        let mut o = Vec::new();
-        let mut so = stdout;
-        let _ = so.read_to_end(&mut o);
-        if let Ok(rbdx_one::job::Outcome { error: Some(e), .. }) = serde_json::from_slice(&o) {
-            return Err(format!("{remote}: {e}"));
-        }
+        Moved::AlreadyMoved => Ok(()),
     }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("{remote}: moving {from} to {to} failed: {}", err.lines().last().unwrap_or("")));
-    }
-    Ok(())
 }
 
 /// `premigrate SRC DST VM_DIR VMID DSID [CALLER]` / `postmigrate …`, stdin the
 /// base64 VM document. Copies the VM directory to DST first (pre) or removes it
-/// from SRC after (post), and runs the same action of every other TM driver the
-/// VM's disks use. Called by another driver (CALLER set), it does nothing.
+/// from SRC after (post, unless SRC and DST share it), and runs the same action
+/// of every other TM driver the VM's disks use. Called by another driver
+/// (CALLER set), it does nothing.
 ///
 /// # Errors
 /// One line for oned.
@@ -121,9 +91,9 @@ pub fn premigrate(args: &[String], ctx: &Ctx, post: bool) -> Result {
     let a = expect_args(args, &usage, 5, 6)?;
     validate_host(&a[0])?;
     validate_host(&a[1])?;
-    rbdx_one::hostfs::check_path(&a[2])?;
-    parse_id("VM id", &a[3])?;
+    let vm_id = parse_id("VM id", &a[3])?;
     let ds_id = parse_id("datastore id", &a[4])?;
+    let dir = VmPath::dir(&normalize_path(&a[2]), ds_id, vm_id)?;
     if a.len() == 6 {
         return Ok(());
     }
@@ -132,20 +102,26 @@ pub fn premigrate(args: &[String], ctx: &Ctx, post: bool) -> Result {
         .take(64 << 20)
         .read_to_string(&mut b64)
         .map_err(|e| format!("reading the VM document: {e}"))?;
-    let (src, dst, dir) = (&a[0], &a[1], &a[2]);
+    let (src, dst) = (&a[0], &a[1]);
     if src != dst {
         let ds = ctx.datastore(ds_id)?;
         if post {
-            ctx.run_on_host(&Job::RemoveDir { path: dir.clone() }, src, &ds)?;
+            let cfg = ds.config(&ctx.cfg)?;
+            if exec::same_directory(&target(src), &dir, &target(dst), &dir, &cfg)? {
+                rbdx_one::log::info(&format!("{src} and {dst} share {}: it stays", dir.path));
+            } else {
+                ctx.run_on_host(&Job::RemoveDir { path: dir }, src, &ds)?;
+            }
         } else {
-            move_dir(ctx, src, dst, dir, dir, &ds)?;
+            let cfg = ds.config(&ctx.cfg)?;
+            exec::move_dir(&target(src), &dir, &target(dst), &dir, &cfg)?;
         }
     }
     migrate_other(name, a, &b64)
 }
 
 /// Runs `<remotes>/tm/<TM>/<action> <args…> <this driver>` for every other
-/// TM_MAD of the VM's disks, with the same stdin.
+/// TM_MAD of the VM's disks, with the same stdin, each under the deadline.
 fn migrate_other(action: &str, args: &[String], b64: &str) -> Result {
     let trimmed: String = b64.split_whitespace().collect();
     if trimmed.is_empty() {
@@ -163,18 +139,16 @@ fn migrate_other(action: &str, args: &[String], b64: &str) -> Result {
             return Err(format!("invalid TM_MAD {tm:?} in the VM document"));
         }
         let script = remotes_dir().join("tm").join(&tm).join(action);
-        let mut child = Command::new(&script)
-            .args(args)
-            .arg(&me)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        let mut cmd = Command::new(&script);
+        cmd.args(args).arg(&me).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child =
+            rbdx_import::child::spawn(&mut cmd).map_err(|e| format!("running {}: {e}", script.display()))?;
         if let Some(mut w) = child.stdin.take() {
             let _ = w.write_all(b64.as_bytes());
         }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let limit = rbdx_one::deadline::bound(OTHER_DRIVER_LIMIT);
+        let out = rbdx_import::child::wait_output(child, limit)
+            .map_err(|e| format!("{action} of driver {tm} {e}"))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             return Err(format!("{action} of driver {tm} failed: {}", rbdx_one::log::one_line(&err)));
