@@ -41,6 +41,7 @@ impl ConnectArgs {
             key_file: self.key_file.clone(),
             mon_host: self.mon_host.clone(),
             timeouts: Timeouts::uniform(Duration::from_secs(self.timeout)),
+            auth_none: false,
         }
     }
 

@@ -166,3 +166,74 @@ fn map_errors_are_one_line_and_map_nothing() {
     assert_eq!(e.call_at(none.path(), "unmap_volume", json!({"volname": vol})), Ok(json!(false)));
     e.ok("free_image", json!({"volname": vol}));
 }
+
+#[test]
+fn a_windows_guest_volume_mapped_without_rxbounce_is_mapped_again_when_safe() {
+    let e = Env::new();
+    let vm = vmid() + 7;
+    let vol = e.ok("alloc_image", json!({"vmid": vm, "size_kib": 4096}));
+    let vol = vol.as_str().unwrap().to_string();
+    let requests =
+        || e.double.requests().lines().filter(|l| l.contains(&vol)).map(str::to_string).collect::<Vec<_>>();
+    e.ok("map_volume", json!({"volname": vol}));
+    assert_eq!(requests().len(), 1);
+    // PVE says deactivating is not safe: the mapping stays (a warning only).
+    let out = call(
+        &e.bin,
+        &e.ceph,
+        "map_volume",
+        json!({"volname": vol, "options": ["rxbounce"]}),
+        &[("RBDX_KRBD_ROOT", e.root.path().as_os_str())],
+    );
+    answer(&out).unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not unmapping"), "warned");
+    assert_eq!(requests().len(), 1, "not mapped again");
+    // Safe: unmapped and mapped again with rxbounce.
+    e.ok("map_volume", json!({"volname": vol, "options": ["rxbounce"], "may_remap": true}));
+    let r = requests();
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(r[1].split(' ').nth(1).unwrap().split(',').any(|o| o == "rxbounce"), "{}", r[1]);
+    assert_eq!(e.devices().len(), 1, "one device, with rxbounce");
+    // Asked again: already mapped with it, nothing to do.
+    e.ok("map_volume", json!({"volname": vol, "options": ["rxbounce"], "may_remap": true}));
+    assert_eq!(requests().len(), 2);
+    e.ok("free_image", json!({"volname": vol}));
+    assert!(e.devices().is_empty());
+}
+
+#[test]
+fn snapshots_qemu_takes_on_the_volume_join_its_snapshots() {
+    let e = Env::new();
+    let cluster = rbdx_tests::cluster();
+    let c = cluster.connect();
+    let vm = vmid() + 11;
+    let vol = e.ok("alloc_image", json!({"vmid": vm, "size_kib": 4096}));
+    let vol = vol.as_str().unwrap().to_string();
+    assert_eq!(e.ok("qemu_snapshot_method", json!({"volname": vol})), json!("qemu"));
+    e.ok("volume_snapshot", json!({"volname": vol, "snap": "by-rbdx"}));
+    // qemu's rbd driver snapshots the image it has open, outside rbdx.
+    let io = c.ioctx(&e.pool).unwrap();
+    io.open_as_client(&vol).unwrap().snap_create("by-qemu").unwrap();
+    let info = e.ok("volume_snapshot_info", json!({"volname": vol}));
+    let mut names: Vec<&String> = info.as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(names, ["by-qemu", "by-rbdx"], "the snapshot qemu took is the volume's");
+    // It rolls back and deletes like any other, carriers and all.
+    e.ok("volume_snapshot_rollback", json!({"volname": vol, "snap": "by-qemu"}));
+    assert_eq!(e.ok("qemu_snapshot_method", json!({"volname": vol})), json!("storage"));
+    e.ok("volume_snapshot_delete", json!({"volname": vol, "snap": "by-qemu"}));
+    e.ok("volume_snapshot_delete", json!({"volname": vol, "snap": "by-rbdx"}));
+    assert_eq!(e.ok("volume_snapshot_info", json!({"volname": vol})), json!({}));
+    assert_eq!(
+        e.ok("qemu_snapshot_method", json!({"volname": vol})),
+        json!("qemu"),
+        "all on its image again"
+    );
+    // qemu deletes a snapshot it took: the bookkeeping forgets it.
+    io.open_as_client(&vol).unwrap().snap_create("gone").unwrap();
+    assert!(e.ok("volume_snapshot_info", json!({"volname": vol})).get("gone").is_some());
+    io.open_as_client(&vol).unwrap().snap_remove("gone").unwrap();
+    assert_eq!(e.ok("volume_snapshot_info", json!({"volname": vol})), json!({}));
+    drop(io);
+    e.ok("free_image", json!({"volname": vol}));
+}

@@ -141,6 +141,14 @@ impl Krbd {
         }
     }
 
+    /// The options device `d` was mapped with (the second field of its
+    /// `config_info`, comma-separated); `None` when the kernel does not say.
+    pub fn options(&self, d: &Device) -> Option<Vec<String>> {
+        let info = attribute(&self.bus.join("devices").join(d.id.to_string()), "config_info")?;
+        let options = info.split_whitespace().nth(1)?;
+        Some(options.split(',').map(str::to_string).collect())
+    }
+
     /// Unmaps `spec` if it is mapped (one device per call, like `rbd unmap`);
     /// returns whether a device was removed.
     ///

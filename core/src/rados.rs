@@ -68,6 +68,9 @@ pub struct ConnectConfig {
     pub mon_host: Option<String>,
     /// Call time limits.
     pub timeouts: Timeouts,
+    /// Connect without cephx (`auth_client_required = none`), to a cluster
+    /// whose authentication is disabled.
+    pub auth_none: bool,
 }
 
 impl ConnectConfig {
@@ -175,6 +178,9 @@ impl Cluster {
         }
         if let Some(k) = &config.key_file {
             cluster.set_option("keyfile", &k.to_string_lossy())?;
+        }
+        if config.auth_none {
+            cluster.set_option("auth_client_required", "none")?;
         }
         // Our errors are one line each; librados must not add its own to stderr.
         cluster.set_option("log_to_stderr", "false")?;

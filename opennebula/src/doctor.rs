@@ -254,7 +254,9 @@ pub fn front_end() -> Vec<Finding> {
             )),
         }
     }
-    if ours.is_empty() {
+    // A datastore whose attributes are refused was reported above, rbdx's or not.
+    let refused = datastores.iter().any(Result::is_err);
+    if ours.is_empty() && !refused {
         out.push(Finding::fail(
             "some datastore uses rbdx",
             "no datastore has TM_MAD or DS_MAD ceph or rbdx",

@@ -71,6 +71,7 @@ impl CephAccess {
             key_file: self.key_file.as_ref().map(Into::into),
             mon_host: None,
             timeouts: Timeouts::uniform(Duration::from_secs(self.timeout_secs.max(1))),
+            auth_none: false,
         }
     }
 

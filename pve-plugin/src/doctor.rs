@@ -50,26 +50,28 @@ pub fn parse_storage_cfg(text: &str) -> Vec<Storage> {
 }
 
 /// How the plugin reaches a storage's cluster (as `ceph_options` in
-/// RBDXPlugin.pm): a `monhost` storage reads `priv/ceph/<id>.conf`, any other
-/// the cluster's `ceph.conf`; the keyring is `priv/ceph/<id>.keyring` when it
-/// exists.
+/// RBDXPlugin.pm): a `monhost` storage reads `priv/ceph/<id>.conf` when it
+/// exists, any other the cluster's `ceph.conf`; the keyring is
+/// `priv/ceph/<id>.keyring` when it exists, else no cephx.
 pub fn connect_config(s: &Storage, pve_etc: &Path, timeout: Duration) -> ConnectConfig {
     let priv_ceph = pve_etc.join("priv/ceph");
     let keyring = priv_ceph.join(format!("{}.keyring", s.id));
-    let conf: PathBuf = if s.get("monhost").is_some() {
-        priv_ceph.join(format!("{}.conf", s.id))
+    let keyring_exists = keyring.exists();
+    let conf: Option<PathBuf> = if s.get("monhost").is_some() {
+        Some(priv_ceph.join(format!("{}.conf", s.id))).filter(|c| c.exists())
     } else {
-        pve_etc.join("ceph.conf")
+        Some(pve_etc.join("ceph.conf"))
     };
     ConnectConfig {
-        conf_file: Some(conf),
+        conf_file: conf,
         client_id: Some(s.get("username").unwrap_or("admin").to_string()),
-        keyring: keyring.exists().then_some(keyring),
+        keyring: keyring_exists.then_some(keyring),
         key_file: None,
         mon_host: s
             .get("monhost")
             .map(|m| m.split([' ', ',', ';']).filter(|x| !x.is_empty()).collect::<Vec<_>>().join(",")),
         timeouts: Timeouts::uniform(timeout),
+        auth_none: !keyring_exists,
     }
 }
 

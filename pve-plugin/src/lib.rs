@@ -14,7 +14,7 @@ pub mod volname;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use rbdx_core::ops::disk::{Disk, DiskConfig, KEY_DISK, RBDX_NAMING, Reclaim};
+use rbdx_core::ops::disk::{Disk, DiskConfig, KEY_DISK, Naming, Reclaim};
 use rbdx_core::ops::{self, CloneOptions, CreateOptions, ImageSpec};
 use rbdx_core::{Cluster, ConnectConfig, Timeouts};
 use serde_json::{Value, json};
@@ -26,6 +26,26 @@ pub const BASE_SNAP: &str = "__base__";
 
 /// A failure: one line.
 type Result<T> = std::result::Result<T, String>;
+
+/// How Proxmox VE disks are named: rbdx's own carrier names; snapshots that
+/// qemu takes of a running disk on its image (`volume_qemu_snapshot_method`
+/// `qemu`) join the disk's snapshots, except the template snapshot and rbdx's
+/// own.
+#[derive(Debug, Clone, Copy)]
+pub struct PveNaming;
+
+impl Naming for PveNaming {
+    fn adopts_snapshots(&self) -> bool {
+        true
+    }
+
+    fn adopts_snapshot(&self, name: &str) -> bool {
+        name != BASE_SNAP && !name.starts_with("rbdx.")
+    }
+}
+
+/// The naming of every Proxmox VE disk.
+pub static PVE_NAMING: PveNaming = PveNaming;
 
 /// The RBD image of a volname and its owner ([`volname::parse`]):
 /// `base-X-disk-n/vm-Y-disk-m` is a linked clone whose image is `vm-Y-disk-m`.
@@ -75,7 +95,11 @@ impl Helper {
             keyring: ceph.keyring.as_ref().map(Into::into),
             key_file: None,
             mon_host: ceph.mon_host.clone(),
-            timeouts: Timeouts::uniform(Duration::from_secs(ceph.timeout.unwrap_or(60))),
+            timeouts: Timeouts {
+                connect: Duration::from_secs(ceph.connect_timeout.or(ceph.timeout).unwrap_or(60).max(1)),
+                ..Timeouts::uniform(Duration::from_secs(ceph.timeout.unwrap_or(60).max(1)))
+            },
+            auth_none: ceph.auth_none,
         };
         let cluster = Cluster::connect(&cfg).map_err(|e| format!("cannot connect to Ceph: {e}"))?;
         Ok(Self { cluster, ceph: ceph.clone() })
@@ -157,7 +181,7 @@ impl Helper {
     }
 
     fn disk(&self, volname: &str) -> Result<Disk<'_>> {
-        Ok(Disk::new(&self.cluster, self.spec(&image_of(volname)?.0)?, &RBDX_NAMING))
+        Ok(Disk::new(&self.cluster, self.spec(&image_of(volname)?.0)?, &PVE_NAMING))
     }
 
     fn disk_config(&self) -> DiskConfig {
@@ -248,7 +272,7 @@ impl Helper {
                     }
                 }
                 self.release(volname)?;
-                Disk::new(&self.cluster, spec.clone(), &RBDX_NAMING).remove(None, Reclaim::Trash)?;
+                Disk::new(&self.cluster, spec.clone(), &PVE_NAMING).remove(None, Reclaim::Trash)?;
                 // The volume is gone; what reclaim meets belongs to other images
                 // and the next free_image retries it.
                 if let Err(e) = rbdx_core::ops::disk::reclaim(&self.cluster, &spec) {
@@ -313,7 +337,12 @@ impl Helper {
                 let d = self.disk(volname)?;
                 let io = ops::ioctx(&self.cluster, d.head())?;
                 let mut info = serde_json::Map::new();
-                for s in d.snapshots()? {
+                let snaps = match d.snapshots() {
+                    // A volume that is gone has no snapshots (PVE asks after a removal).
+                    Err(e) if e.is_not_found() => return Ok(Value::Object(info)),
+                    other => other?,
+                };
+                for s in snaps {
                     if s.name.starts_with("rbdx.") || s.name == BASE_SNAP {
                         continue;
                     }
@@ -336,7 +365,7 @@ impl Helper {
                 // volume was renamed, the volume is the base.
                 let name =
                     if name != base && self.renamed_to_base(&name, &base)? { base.clone() } else { name };
-                let disk = Disk::new(&self.cluster, self.spec(&name)?, &RBDX_NAMING);
+                let disk = Disk::new(&self.cluster, self.spec(&name)?, &PVE_NAMING);
                 let user_snaps: Vec<String> =
                     disk.snapshots()?.into_iter().map(|s| s.name).filter(|n| n != BASE_SNAP).collect();
                 if !user_snaps.is_empty() {
@@ -397,15 +426,50 @@ impl Helper {
                 Ok(json!(format!("{prefix}{target}")))
             }
             Call::Fsid {} => Ok(json!(self.cluster.fsid()?)),
+            Call::SnapshotImage { volname, snap } => {
+                Ok(json!(self.existing_kernel_spec(volname, Some(snap))?.name))
+            }
+            Call::QemuSnapshotMethod { volname } => {
+                let d = self.disk(volname)?;
+                let head = d.head().name.clone();
+                let elsewhere = d.snapshots()?.into_iter().any(|s| s.holder != head);
+                Ok(json!(if elsewhere { "storage" } else { "qemu" }))
+            }
+            Call::CacheWriteback { volname } => {
+                let spec = self.spec(&image_of(volname)?.0)?;
+                let io = ops::ioctx(&self.cluster, &spec)?;
+                io.open(&spec.name)?.metadata_set("conf_rbd_cache_policy", "writeback")?;
+                Ok(Value::Null)
+            }
             Call::DevicePath { volname, snap } => {
                 let spec = self.existing_kernel_spec(volname, snap.as_deref())?;
                 let (_, dev) = kernel();
                 Ok(json!(dev.join(pve_device_path(&self.cluster.fsid()?, &spec)).to_string_lossy()))
             }
-            Call::MapVolume { volname, snap, options } => {
+            Call::MapVolume { volname, snap, options, may_remap } => {
                 let spec = self.existing_kernel_spec(volname, snap.as_deref())?;
                 let opts: Vec<&str> = options.iter().map(String::as_str).collect();
                 let (krbd, dev) = kernel();
+                let fsid = self.cluster.fsid()?;
+                // Mapped without an option it now needs (rxbounce for a Windows
+                // guest): mapped again, if PVE says deactivating is safe.
+                if let Some(d) = krbd.mapped(&fsid, &spec)?.into_iter().next() {
+                    let has = krbd.options(&d).unwrap_or_default();
+                    let missing: Vec<&str> =
+                        opts.iter().copied().filter(|o| !has.iter().any(|h| h == o)).collect();
+                    if !missing.is_empty() {
+                        if *may_remap {
+                            if let Err(e) = krbd.remove(&d, &spec.to_string(), self.timeout()) {
+                                eprintln!("could not unmap {spec} to apply {}: {e}", missing.join(","));
+                            }
+                        } else {
+                            eprintln!(
+                                "not unmapping {spec} to apply {} since it is not safe",
+                                missing.join(",")
+                            );
+                        }
+                    }
+                }
                 krbd.map(&self.cluster, &spec, &opts, self.timeout())?;
                 let path = dev.join(pve_device_path(&self.cluster.fsid()?, &spec));
                 // The symlink is udev's (pve-storage's 50-rbd-pve.rules).
@@ -436,9 +500,10 @@ impl Helper {
     }
 
     fn export(&self, volname: &str, snap: Option<&str>, out: &mut impl Write) -> Result<()> {
-        let (name, _) = image_of(volname)?;
-        let io = ops::ioctx(&self.cluster, &self.spec(&name)?)?;
-        let img = io.open_read_only(&name, snap)?;
+        // A snapshot is read where it is kept (after a rollback, an older image).
+        let spec = self.existing_kernel_spec(volname, snap)?;
+        let io = ops::ioctx(&self.cluster, &spec)?;
+        let img = io.open_read_only(&spec.name, snap)?;
         let size = img.info()?.size;
         out.write_all(&size.to_le_bytes()).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; 4 << 20];

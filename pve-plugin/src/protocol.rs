@@ -45,6 +45,14 @@ pub struct Ceph {
     /// Seconds one Ceph call may take (default 60).
     #[serde(default)]
     pub timeout: Option<u64>,
+    /// Seconds connecting may take (default: `timeout`); `status` asks for a
+    /// short one, so that a dead cluster never blocks pvestatd.
+    #[serde(default)]
+    pub connect_timeout: Option<u64>,
+    /// No keyring: connect without cephx, as the built-in type's
+    /// `auth_supported none`.
+    #[serde(default)]
+    pub auth_none: bool,
 }
 
 /// One request.
@@ -178,6 +186,10 @@ pub enum Call {
         /// Extra kernel map options (`rxbounce` for Windows guests).
         #[serde(default)]
         options: Vec<String>,
+        /// An existing mapping without `options` may be unmapped and mapped
+        /// again with them (PVE's `plugin-may-deactivate-volume` hint).
+        #[serde(default)]
+        may_remap: bool,
     },
     /// Unmap the volume's (or snapshot's) kernel device if there is one. Returns
     /// whether one was unmapped.
@@ -187,6 +199,26 @@ pub enum Call {
         /// The snapshot's device.
         #[serde(default)]
         snap: Option<String>,
+    },
+    /// The image that holds snapshot `snap` of the volume: its own image, or,
+    /// after a rollback, the older image of the disk that kept it.
+    SnapshotImage {
+        /// The volname.
+        volname: String,
+        /// The snapshot.
+        snap: String,
+    },
+    /// `qemu` while every snapshot of the volume is on its own image (qemu can
+    /// take and delete them there), else `storage`.
+    QemuSnapshotMethod {
+        /// The volname.
+        volname: String,
+    },
+    /// Sets the image's `rbd_cache_policy` to writeback (an EFI disk's flash
+    /// does many read-modify-writes), as `rbd image config set` does.
+    CacheWriteback {
+        /// The volname.
+        volname: String,
     },
     /// `raw+size` to stdout.
     VolumeExport {

@@ -186,6 +186,7 @@ fn add(root: &Path, request: &str, held: &Held) -> Result<(), String> {
         key_file: None,
         mon_host: Some(mon_host),
         timeouts: Timeouts::uniform(Duration::from_secs(10)),
+        auth_none: false,
     };
     let (pool_, image_, snap_, ns_) = (pool.to_string(), image.to_string(), snap.to_string(), ns.clone());
     let (opened, result) = mpsc::channel();
@@ -245,6 +246,9 @@ fn add(root: &Path, request: &str, held: &Held) -> Result<(), String> {
         ("current_snap", snap.to_string()),
         ("cluster_fsid", fsid.clone()),
         ("size", size.to_string()),
+        // The kernel keeps the whole request (key included, root-only); the
+        // stand-in keeps it with the secret masked.
+        ("config_info", format!("{mons} {} {pool} {image} {snap}", masked.join(","))),
     ] {
         fs::write(d.join(attr), format!("{value}\n")).map_err(|e| e.to_string())?;
     }

@@ -87,6 +87,7 @@ impl TestCluster {
             key_file: None,
             mon_host: None,
             timeouts: Timeouts::uniform(Duration::from_secs(20)),
+            auth_none: false,
         }
     }
 

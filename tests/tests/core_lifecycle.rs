@@ -254,6 +254,7 @@ fn a_cluster_that_is_down_fails_within_the_timeout() {
         keyring: Some(env.keyring.clone()),
         key_file: None,
         timeouts: Timeouts::uniform(limit),
+        auth_none: false,
     };
     let t = Instant::now();
     let e = Cluster::connect(&cfg).unwrap_err();

@@ -202,6 +202,14 @@ fn info(args: &InfoArgs) -> Result<()> {
     let c = args.conn.connect()?;
     let st = ops::stat(&c, &args.image)?;
     let parent = st.parent.as_ref().map(|p| format!("{}@{}", p.image.spec(), p.snap));
+    // Image metadata: rbdx's bookkeeping (rbdx.*) and per-image config (conf_*).
+    let io = ops::ioctx(&c, &args.image)?;
+    let metadata: serde_json::Map<String, serde_json::Value> = io
+        .open_read_only(&args.image.name, None)?
+        .metadata_list("")?
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
     if args.json {
         print_json(&json!({
             "image": args.image.to_string(),
@@ -213,6 +221,7 @@ fn info(args: &InfoArgs) -> Result<()> {
             "parent": parent,
             "overlap": st.parent.as_ref().map(|p| p.overlap),
             "snapshots": st.snapshots.iter().map(|s| json!({"id": s.id, "name": s.name, "size": s.size})).collect::<Vec<_>>(),
+            "metadata": metadata,
         }));
         return Ok(());
     }
@@ -228,5 +237,8 @@ fn info(args: &InfoArgs) -> Result<()> {
     }
     let snaps: Vec<&str> = st.snapshots.iter().map(|s| s.name.as_str()).collect();
     println!("snapshots:   {}", if snaps.is_empty() { "-".to_string() } else { snaps.join(", ") });
+    for (k, v) in &metadata {
+        println!("metadata:    {k} = {}", v.as_str().unwrap_or_default());
+    }
     Ok(())
 }

@@ -109,6 +109,19 @@ pub trait Naming: Sync + std::fmt::Debug {
     fn is_foreign_carrier(&self, _head: &str, _name: &str) -> bool {
         false
     }
+
+    /// True if snapshots found on the head but not in the disk's book may have
+    /// been taken by someone else on the driver's behalf (a hypervisor taking a
+    /// running disk's snapshots itself): those [`Naming::adopts_snapshot`]
+    /// accepts join the disk's snapshots.
+    fn adopts_snapshots(&self) -> bool {
+        false
+    }
+
+    /// Whether head snapshot `name` is adopted (see [`Naming::adopts_snapshots`]).
+    fn adopts_snapshot(&self, _name: &str) -> bool {
+        self.adopts_snapshots()
+    }
 }
 
 /// rbdx's own names: carriers `<head>.rbdx-c<id>`; nothing is adopted by name.
@@ -239,6 +252,7 @@ impl<'c> Disk<'c> {
         if head.metadata_get(KEY_DISK)?.as_deref() == Some(self.head.name.as_str()) {
             let mut book = Book::read(&head)?;
             self.prune(io, &head, &mut book)?;
+            self.adopt_head_snapshots(&head, &mut book)?;
             return Ok(book);
         }
         // No book, or one that is not this head's (copied by a clone, or left
@@ -296,6 +310,24 @@ impl<'c> Disk<'c> {
         book.carriers = carriers;
         head.metadata_set(KEY_DISK, name)?;
         Ok(book)
+    }
+
+    /// Enters the head's snapshots that the naming adopts and the book lacks.
+    fn adopt_head_snapshots(&self, head: &crate::Image<'_>, book: &mut Book) -> Result<()> {
+        if !self.naming.adopts_snapshots() {
+            return Ok(());
+        }
+        for s in head.snapshots()? {
+            if book.snaps.contains_key(&s.name)
+                || !self.naming.adopts_snapshot(&s.name)
+                || head.snap_namespace(s.id)? != SnapNamespace::User
+            {
+                continue;
+            }
+            head.metadata_set(&format!("{KEY_SNAP_PREFIX}{}", s.name), &self.head.name)?;
+            book.snaps.insert(s.name, self.head.name.clone());
+        }
+        Ok(())
     }
 
     /// Drops book entries an interrupted run left behind: snapshots that are no

@@ -7,7 +7,8 @@ package PVE::Storage::Custom::RBDXPlugin;
 # JSON answer on stdout. Keys and keyrings never go on a command line: the
 # helper is told the keyring's *path*.
 #
-# storage.cfg:
+# storage.cfg (hyper-converged; add `monhost` and `--keyring` for an external
+# cluster):
 #   rbdx: ceph-ec
 #       pool rbd
 #       data-pool rbd-ec
@@ -39,12 +40,12 @@ our $PVE_ETC = $ENV{RBDX_PVE_ETC} // '/etc/pve';
 sub api {
     my $apiver = eval { PVE::Storage::APIVER() };
     return $TESTED_APIVER if !defined($apiver);
-    my $apiage = eval { PVE::Storage::APIAGE() } // 0;
-    # Speak the running PVE's version when we know it; else the newest we know,
-    # if it is still within the accepted window.
-    return $apiver if $apiver >= $MIN_APIVER && $apiver <= $TESTED_APIVER;
-    return $TESTED_APIVER if $apiver - $apiage <= $TESTED_APIVER;
-    return $apiver;    # older than we support: PVE will refuse it with a clear message
+    # Speak the running PVE's version when we know it. A newer PVE is told the
+    # newest version this plugin was tested with: it loads the plugin only while
+    # that is inside its accepted window (APIVER - APIAGE), never as "current"
+    # after an APIAGE reset. An older one than we support refuses it clearly.
+    return $apiver if $apiver <= $TESTED_APIVER;
+    return $TESTED_APIVER;
 }
 
 sub type { return 'rbdx'; }
@@ -82,35 +83,80 @@ sub options {
         username => { optional => 1 },
         krbd => { optional => 1 },
         keyring => { optional => 1 },
+        bwlimit => { optional => 1 },
         'rbdx-timeout' => { optional => 1 },
     };
 }
 
-# --- talking to the helper -------------------------------------------------
+# --- Ceph access, as pve-storage's CephConfig sets it up -----------------------
+#
+# Hyper-converged (no monhost): $PVE_ETC/ceph.conf. External (monhost): the
+# monitors from storage.cfg and $PVE_ETC/priv/ceph/<storeid>.conf, which names
+# the keyring; the keyring is $PVE_ETC/priv/ceph/<storeid>.keyring either way.
+# Same file names and contents as the built-in rbd type, so that rbd and qemu
+# see what the helper sees.
+
+sub priv_dir { return "$PVE_ETC/priv/ceph"; }
+sub keyring_file { my ($storeid) = @_; return priv_dir() . "/$storeid.keyring"; }
+sub conf_file { my ($storeid) = @_; return priv_dir() . "/$storeid.conf"; }
+
+# host[:port], [v6][:port] or a bare v6 address: (host, port or undef).
+sub parse_host_and_port {
+    my ($hp) = @_;
+    return ($1, $2) if $hp =~ m/^\[([^\]]+)\](?::(\d+))?$/;
+    return ($hp, undef) if ($hp =~ tr/://) > 1;
+    return ($1, $2) if $hp =~ m/^([^:]+)(?::(\d+))?$/;
+    return (undef, undef);
+}
+
+# The monitors of `monhost`, joined by $sep, IPv6 addresses in brackets.
+sub hostlist {
+    my ($monhost, $sep) = @_;
+    my @hosts;
+    for my $m (PVE::Tools::split_list($monhost)) {
+        my ($host, $port) = parse_host_and_port($m);
+        next if !defined $host;
+        $host = "[$host]" if $host =~ m/:/;
+        push @hosts, $host . (defined $port ? ":$port" : '');
+    }
+    return join($sep, @hosts);
+}
 
 sub ceph_options {
     my ($storeid, $scfg) = @_;
-    my $keyring = "$PVE_ETC/priv/ceph/$storeid.keyring";
-    my $conf = $scfg->{monhost} ? "$PVE_ETC/priv/ceph/$storeid.conf" : "$PVE_ETC/ceph.conf";
+    my $keyring = keyring_file($storeid);
     my $o = {
         pool => $scfg->{pool} // 'rbd',
         id => $scfg->{username} // 'admin',
-        conf => $conf,
     };
+    if ($scfg->{monhost}) {
+        # A storage added before its configuration existed gets one now.
+        create_configuration($storeid) if !-e conf_file($storeid);
+        $o->{conf} = conf_file($storeid) if -e conf_file($storeid);
+        $o->{mon_host} = hostlist($scfg->{monhost}, ',');
+    } else {
+        $o->{conf} = "$PVE_ETC/ceph.conf";
+    }
     $o->{data_pool} = $scfg->{'data-pool'} if defined $scfg->{'data-pool'};
     $o->{namespace} = $scfg->{namespace} if defined $scfg->{namespace};
-    $o->{keyring} = $keyring if -f $keyring;
-    $o->{mon_host} = join(',', PVE::Tools::split_list($scfg->{monhost})) if $scfg->{monhost};
+    $o->{keyring} = $keyring if -e $keyring;
+    $o->{auth_supported} = defined $o->{keyring} ? 'cephx' : 'none';
     $o->{timeout} = $scfg->{'rbdx-timeout'} + 0 if defined $scfg->{'rbdx-timeout'};
     return $o;
 }
 
+# --- talking to the helper -------------------------------------------------
+
 sub request {
-    my ($storeid, $scfg, $method, $params) = @_;
+    my ($storeid, $scfg, $method, $params, $ceph_extra) = @_;
+    my $ceph = ceph_options($storeid, $scfg);
+    my $auth = delete $ceph->{auth_supported};
+    $ceph->{auth_none} = JSON::PP::true if $auth eq 'none';
+    %$ceph = (%$ceph, %$ceph_extra) if $ceph_extra;
     return JSON::PP->new->canonical->encode({
         version => 1,
         storeid => "$storeid",
-        ceph => ceph_options($storeid, $scfg),
+        ceph => $ceph,
         method => $method,
         params => $params // {},
     });
@@ -124,17 +170,17 @@ sub helper_timeout {
 # Runs one helper call; dies with the helper's one-line error. A volume name
 # outside the grammar dies here, before the helper is started.
 sub rbdx_call {
-    my ($storeid, $scfg, $method, $params) = @_;
+    my ($storeid, $scfg, $method, $params, %opt) = @_;
     for my $k (qw(volname target_volname)) {
         __PACKAGE__->parse_volname($params->{$k}) if defined $params && defined $params->{$k};
     }
     my ($out, $err) = ('', '');
     run_command(
         [$RBDX, 'pve'],
-        input => request($storeid, $scfg, $method, $params) . "\n",
+        input => request($storeid, $scfg, $method, $params, $opt{ceph}) . "\n",
         outfunc => sub { $out .= shift },
         errfunc => sub { $err .= shift . "\n" },
-        timeout => helper_timeout($scfg),
+        timeout => $opt{timeout} // helper_timeout($scfg),
         noerr => 1,
     );
     my $resp = eval { decode_json($out) };
@@ -173,26 +219,35 @@ sub image_name {
     return $name;
 }
 
-# QEMU's librbd path (PVE 8): rbd:<pool>[/<ns>]/<image>[@snap]:conf=…[:id=…:keyring=…]
+# The image that holds snapshot $snap of $volname: the volume's own image, or,
+# after a rollback, the older image of the disk that kept it.
+sub snapshot_image {
+    my ($storeid, $scfg, $volname, $snap) = @_;
+    return rbdx_call($storeid, $scfg, 'snapshot_image', { volname => $volname, snap => $snap });
+}
+
+# QEMU's librbd path (PVE 8): rbd:<pool>[/<ns>]/<image>[@snap]:conf=…
+# [:mon_host=…:auth_supported=…][:id=…:keyring=…], as the built-in rbd type.
 sub path {
     my ($class, $scfg, $volname, $storeid, $snapname) = @_;
     my ($vtype, $name, $vmid) = $class->parse_volname($volname);
-    my $o = ceph_options($storeid, $scfg);
     if ($scfg->{krbd}) {
         # /dev/rbd-pve/<fsid>/<pool>[/<ns>]/<image>[@snap], with the image that
         # holds the snapshot (after a rollback, an older image of the disk).
         my $dev = rbdx_call($storeid, $scfg, 'device_path', { volname => $volname, snap => $snapname });
         return ($dev, $vmid, $vtype);
     }
+    my $o = ceph_options($storeid, $scfg);
+    $name = snapshot_image($storeid, $scfg, $volname, $snapname) if $snapname;
     my $esc = sub { my $s = shift; $s =~ s/([\\:])/\\$1/g; return $s };
     my $path = "rbd:" . $esc->($o->{pool});
     $path .= "/" . $esc->($o->{namespace}) if defined $o->{namespace};
     $path .= "/" . $esc->($name);
-    $path .= "\@" . $esc->($snapname) if defined $snapname;
-    $path .= ":conf=" . $esc->($o->{conf});
-    if ($o->{mon_host}) {
-        (my $mon = $o->{mon_host}) =~ s/,/;/g;
-        $path .= ":mon_host=" . $esc->($mon);
+    $path .= "\@" . $esc->($snapname) if $snapname;
+    $path .= ":conf=" . $esc->($o->{conf}) if $o->{conf};
+    if ($scfg->{monhost}) {
+        $path .= ":mon_host=" . $esc->(hostlist($scfg->{monhost}, ';'));
+        $path .= ":auth_supported=" . ($o->{keyring} ? 'cephx' : 'none');
     }
     if ($o->{keyring}) {
         $path .= ":id=" . $esc->($o->{id}) . ":keyring=" . $esc->($o->{keyring});
@@ -200,7 +255,8 @@ sub path {
     return ($path, $vmid, $vtype);
 }
 
-# PVE 9: the rbd block driver, or the krbd device.
+# PVE 9: the rbd block driver (servers and auth for external clusters), or the
+# krbd device.
 sub qemu_blockdev_options {
     my ($class, $scfg, $storeid, $volname, $machine_version, $options) = @_;
     my (undef, $name) = $class->parse_volname($volname);
@@ -210,10 +266,24 @@ sub qemu_blockdev_options {
         return { driver => 'host_device', filename => $dev };
     }
     my $o = ceph_options($storeid, $scfg);
-    my $b = { driver => 'rbd', pool => "$o->{pool}", image => "$name", conf => "$o->{conf}" };
+    $name = snapshot_image($storeid, $scfg, $volname, $snap) if $snap;
+    my $b = { driver => 'rbd', pool => "$o->{pool}", image => "$name" };
+    $b->{conf} = "$o->{conf}" if $o->{conf};
     $b->{namespace} = "$o->{namespace}" if defined $o->{namespace};
-    $b->{snapshot} = "$snap" if defined $snap;
+    $b->{snapshot} = "$snap" if $snap;
+    if ($scfg->{monhost}) {
+        my @server;
+        for my $m (PVE::Tools::split_list($scfg->{monhost})) {
+            my ($host, $port) = parse_host_and_port($m);
+            push @server, { host => "$host", port => defined $port ? "$port" : '3300' } if defined $host;
+        }
+        $b->{server} = \@server;
+        $b->{'auth-client-required'} = [$o->{keyring} ? 'cephx' : 'none'];
+    }
     $b->{user} = "$o->{id}" if $o->{keyring};
+    # SPI flash does many read-modify-writes: without writeback it is very slow.
+    rbdx_call($storeid, $scfg, 'cache_writeback', { volname => $volname })
+        if $options->{hints} && $options->{hints}->{'efi-disk'};
     return $b;
 }
 
@@ -258,20 +328,36 @@ sub list_images {
     return $res;
 }
 
+# Asked every few seconds by pvestatd: a cluster that does not answer within
+# $STATUS_TIMEOUT makes the storage inactive instead of blocking the daemon.
+our $STATUS_TIMEOUT = 5;
+
 sub status {
     my ($class, $storeid, $scfg, $cache) = @_;
-    my $s = rbdx_call($storeid, $scfg, 'status', {});
+    my $s = eval {
+        rbdx_call($storeid, $scfg, 'status', {},
+            ceph => { connect_timeout => $STATUS_TIMEOUT, timeout => $STATUS_TIMEOUT },
+            timeout => 3 * $STATUS_TIMEOUT);
+    };
+    if (my $err = $@) {
+        warn "rbdx storage '$storeid' is not available: $err";
+        return (0, 0, 0, 0);
+    }
     return ($s->{total}, $s->{avail}, $s->{used}, $s->{active});
 }
 
 sub activate_storage { return 1; }
 sub deactivate_storage { return 1; }
 # krbd: a block device for containers (always) and for VMs of krbd storages.
+# A Windows guest's volume is mapped with rxbounce; one mapped without it is
+# mapped again when PVE says deactivating it is safe.
 sub map_volume {
     my ($class, $storeid, $scfg, $volname, $snapname, $hints) = @_;
     my @options;
     push @options, 'rxbounce' if $hints && $hints->{'guest-is-windows'};
-    return rbdx_call($storeid, $scfg, 'map_volume', { volname => $volname, snap => $snapname, options => \@options });
+    my $may_remap = $hints && $hints->{'plugin-may-deactivate-volume'} ? JSON::PP::true : JSON::PP::false;
+    return rbdx_call($storeid, $scfg, 'map_volume',
+        { volname => $volname, snap => $snapname, options => \@options, may_remap => $may_remap });
 }
 
 # Whether the kernel has any rbd device (RBDX_KRBD_ROOT: the host's root
@@ -310,7 +396,7 @@ sub volume_size_info {
 
 sub volume_resize {
     my ($class, $scfg, $storeid, $volname, $size, $running, $snapname) = @_;
-    die "rbdx cannot resize a snapshot\n" if defined $snapname;
+    die "resizing a snapshot is not supported for $class\n" if $snapname;
     # QEMU resizes a running librbd disk itself.
     return 1 if $running && !$scfg->{krbd};
     rbdx_call($storeid, $scfg, 'volume_resize', { volname => $volname, size => $size + 0 });    # bytes
@@ -335,6 +421,7 @@ sub volume_snapshot_delete {
     return undef;
 }
 
+# { name => { id, timestamp, virtual-size } }; {} for a volume that is gone.
 sub volume_snapshot_info {
     my ($class, $scfg, $storeid, $volname) = @_;
     return rbdx_call($storeid, $scfg, 'volume_snapshot_info', { volname => $volname });
@@ -342,10 +429,15 @@ sub volume_snapshot_info {
 
 sub volume_snapshot_needs_fsfreeze { return 1; }
 
+# As the built-in rbd type, qemu takes the snapshots of a running librbd disk
+# (on its image, which rbdx's bookkeeping adopts) — while every snapshot is on
+# that image. Once a rollback kept older snapshots on another image of the disk,
+# qemu could not delete them there: rbdx does (and krbd disks always).
 sub volume_qemu_snapshot_method {
     my ($class, $storeid, $scfg, $volname) = @_;
-    # Snapshots go through rbdx so that they join its scheme (O(1) rollback).
-    return 'storage';
+    return 'storage' if $scfg->{krbd};
+    my $m = eval { rbdx_call($storeid, $scfg, 'qemu_snapshot_method', { volname => $volname }) };
+    return defined $m && $m eq 'qemu' ? 'qemu' : 'storage';
 }
 
 sub rename_volume {
@@ -413,31 +505,75 @@ sub volume_import {
     return "$storeid:$resp->{result}";
 }
 
-# --- storage.cfg hooks: the keyring lives in /etc/pve/priv/ceph/<storeid>.keyring
+# --- storage.cfg hooks: the keyring and configuration files -------------------
 
-# Writes a secret file readable by root only: created 0600 under a temporary
-# name (never readable by others, not even for a moment), then renamed over.
+# Writes a file atomically with `mode`: created under a temporary name with that
+# mode from the start (a secret is never readable by others, not for a moment),
+# then renamed over.
 sub write_private {
-    my ($file, $content) = @_;
+    my ($file, $content, $mode) = @_;
     my $tmp = "$file.tmp.$$";
     unlink $tmp;
-    sysopen(my $fh, $tmp, O_WRONLY | O_CREAT | O_EXCL, 0600) or die "unable to write $tmp: $!\n";
+    sysopen(my $fh, $tmp, O_WRONLY | O_CREAT | O_EXCL, $mode) or die "unable to write $tmp: $!\n";
     print $fh $content;
     close($fh) or die "unable to write $tmp: $!\n";
     rename($tmp, $file) or die "unable to write $file: $!\n";
 }
 
-sub write_keyring {
-    my ($storeid, $keyring) = @_;
-    my $dir = "$PVE_ETC/priv/ceph";
+sub make_priv_dir {
     mkdir "$PVE_ETC/priv";
-    mkdir $dir;
-    write_private("$dir/$storeid.keyring", $keyring);
+    mkdir priv_dir();
+}
+
+# As pve-storage's ceph_create_keyfile: the given keyring (0400), else, on a
+# hyper-converged node, a copy of the admin keyring; refused if the file exists
+# and no keyring is given.
+sub create_keyfile {
+    my ($storeid, $secret) = @_;
+    my $admin = "$PVE_ETC/priv/ceph.client.admin.keyring";
+    my $file = keyring_file($storeid);
+    die "ceph authx keyring file for storage '$storeid' already exists!\n" if -e $file && !defined $secret;
+    if (!defined $secret && !-e $admin) {
+        warn "$admin not found, authentication is disabled.\n";
+        return;
+    }
+    eval {
+        make_priv_dir();
+        if (defined $secret) {
+            chomp $secret;
+            write_private($file, "$secret\n", 0400);
+        } else {
+            open(my $in, '<', $admin) or die "unable to read $admin: $!\n";
+            my $content = do { local $/; <$in> };
+            close($in);
+            write_private($file, $content, 0400);
+        }
+    };
+    if (my $err = $@) {
+        unlink $file;
+        die "failed to copy ceph authx keyring for storage '$storeid': $err\n";
+    }
+}
+
+# As pve-storage's ceph_create_configuration: `[global] keyring = …` (0600) for a
+# storage with monhost, once there is a keyring; an existing file is kept.
+sub create_configuration {
+    my ($storeid) = @_;
+    my $keyring = keyring_file($storeid);
+    return if !-e $keyring;
+    my $conf = conf_file($storeid);
+    if (-e $conf) {
+        warn "file $conf already exists, check manually and ensure 'keyring' option is set to '$keyring'!\n";
+        return;
+    }
+    make_priv_dir();
+    write_private($conf, "[global]\n\tkeyring = $keyring\n\n", 0600);
 }
 
 sub on_add_hook {
     my ($class, $storeid, $scfg, %sensitive) = @_;
-    write_keyring($storeid, $sensitive{keyring}) if defined $sensitive{keyring};
+    create_keyfile($storeid, $sensitive{keyring});
+    create_configuration($storeid) if $scfg->{monhost};
     return;
 }
 
@@ -445,17 +581,18 @@ sub on_update_hook {
     my ($class, $storeid, $scfg, %sensitive) = @_;
     return if !exists $sensitive{keyring};
     if (defined $sensitive{keyring}) {
-        write_keyring($storeid, $sensitive{keyring});
-    } else {
-        unlink "$PVE_ETC/priv/ceph/$storeid.keyring";
+        create_keyfile($storeid, $sensitive{keyring});
+    } elsif (-f keyring_file($storeid)) {
+        unlink keyring_file($storeid) or warn "removing keyring of storage failed: $!\n";
     }
     return;
 }
 
 sub on_delete_hook {
     my ($class, $storeid, $scfg) = @_;
-    unlink "$PVE_ETC/priv/ceph/$storeid.keyring";
-    unlink "$PVE_ETC/priv/ceph/$storeid.conf";
+    for my $f (keyring_file($storeid), conf_file($storeid)) {
+        unlink $f or warn "removing $f failed: $!\n" if -f $f;
+    }
     return;
 }
 
