@@ -129,6 +129,17 @@ pub enum Error {
         /// The children, `pool/image` each.
         children: Vec<String>,
     },
+    /// What the operation needs does not exist (a snapshot of a disk, a pool).
+    NotFound(String),
+    /// What the operation would make exists already and is something else.
+    Exists(String),
+    /// Reading or writing a local file or stream failed.
+    Io {
+        /// What was being read or written.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Connection settings or arguments that cannot work.
     Config(String),
     /// A request that is well-formed but not valid for this state, e.g. a shrink
@@ -150,6 +161,8 @@ impl Error {
             Self::Ceph(e) => Some(e.kind()),
             Self::InUse { .. } | Self::Busy { .. } => Some(ErrorKind::Busy),
             Self::HasChildren { .. } => Some(ErrorKind::NotEmpty),
+            Self::NotFound(_) => Some(ErrorKind::NotFound),
+            Self::Exists(_) => Some(ErrorKind::Exists),
             _ => None,
         }
     }
@@ -184,7 +197,8 @@ impl fmt::Display for Error {
                 f,
                 "lost the rbdx lock on {object}: another client took it over after this one stopped answering; run the action again"
             ),
-            Self::Config(m) | Self::Invalid(m) => f.write_str(m),
+            Self::Io { what, source } => write!(f, "{what}: {source}"),
+            Self::Config(m) | Self::Invalid(m) | Self::NotFound(m) | Self::Exists(m) => f.write_str(m),
             Self::BadReply { command, detail } => {
                 write!(f, "unexpected reply to '{command}': {detail}")
             }
@@ -196,6 +210,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Ceph(e) => Some(e),
+            Self::Io { source, .. } => Some(source),
             _ => None,
         }
     }

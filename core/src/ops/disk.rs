@@ -130,7 +130,7 @@ pub struct RbdxNaming;
 
 impl Naming for RbdxNaming {}
 
-/// The naming of disks no orchestrator names (Proxmox VE's, the operator CLI's).
+/// The naming of disks whose names rbdx alone derives (no other driver made them).
 pub static RBDX_NAMING: RbdxNaming = RbdxNaming;
 
 /// `<head>.rbdx-c<RBD id of the newest snapshot>` (RBD snapshot ids are unique
@@ -263,7 +263,7 @@ impl<'c> Disk<'c> {
             }
         }
         // Adopt: the carriers are the head's ancestors and their descendants whose
-        // names have the stock carrier form.
+        // names the naming adopts.
         let name = &self.head.name;
         let mut root = name.clone();
         loop {
@@ -398,7 +398,7 @@ impl<'c> Disk<'c> {
         let book = self.book(io)?;
         if let Some(holder) = book.snaps.get(snap) {
             if *holder != self.head.name {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Exists(format!(
                     "snapshot {snap} of {} already exists (held by {holder})",
                     self.head
                 )));
@@ -484,7 +484,7 @@ impl<'c> Disk<'c> {
         let holder = book
             .snaps
             .get(snap)
-            .ok_or_else(|| Error::Invalid(format!("{} has no snapshot {snap}", self.head)))?
+            .ok_or_else(|| Error::NotFound(format!("{} has no snapshot {snap}", self.head)))?
             .clone();
         let name = self.head.name.clone();
         let watchers = io.open_read_only(&name, None)?.watchers()?;
@@ -660,7 +660,7 @@ impl<'c> Disk<'c> {
     }
 
     /// Makes the disk's state that of snapshot `snap`, independent of any parent,
-    /// with no snapshots left (OpenNebula's image snapshot flatten): a revert,
+    /// with no snapshots left (an image-level "flatten to snapshot"): a revert,
     /// a flatten of the head (O(data); the data pool is kept), then every snapshot
     /// and carrier removed. Re-running after it finished finds no snapshot and
     /// only makes sure the head has no parent.
@@ -682,7 +682,7 @@ impl<'c> Disk<'c> {
             if book.snaps.contains_key(snap) {
                 self.revert_in(io, snap, cfg)?;
             } else if !book.snaps.is_empty() {
-                return Err(Error::Invalid(format!("{} has no snapshot {snap}", self.head)));
+                return Err(Error::NotFound(format!("{} has no snapshot {snap}", self.head)));
             }
             super::flatten(self.cluster, &self.head)?;
             io.open(&self.head.name)?.metadata_set(KEY_FLATTENED, snap)?;
@@ -716,14 +716,14 @@ impl<'c> Disk<'c> {
         let holder = book
             .snaps
             .get(snap)
-            .ok_or_else(|| Error::Invalid(format!("{} has no snapshot {snap}", self.head)))?;
+            .ok_or_else(|| Error::NotFound(format!("{} has no snapshot {snap}", self.head)))?;
         let tio = ioctx(self.cluster, target)?;
         let exists = match tio.open_read_only(&target.name, None) {
             Ok(t) => {
                 let ours = t.parent()?.is_some_and(|p| p.image.name == *holder && p.snap_name == snap)
-                    || t.metadata_get("rbdx.cloned-from")?.as_deref() == Some(&format!("{holder}@{snap}"));
+                    || t.metadata_get(KEY_CLONED_FROM)?.as_deref() == Some(&format!("{holder}@{snap}"));
                 if !ours {
-                    return Err(Error::Invalid(format!("{target} already exists")));
+                    return Err(Error::Exists(format!("{target} already exists")));
                 }
                 true
             }
@@ -733,7 +733,7 @@ impl<'c> Disk<'c> {
         if exists {
             // Made by an interrupted run: finish what it did after the clone.
             super::strip_inherited(&tio, &target.name)?;
-            tio.open(&target.name)?.metadata_set("rbdx.cloned-from", &format!("{holder}@{snap}"))?;
+            tio.open(&target.name)?.metadata_set(KEY_CLONED_FROM, &format!("{holder}@{snap}"))?;
             return Ok(());
         }
         let opts = super::CloneOptions {
@@ -743,11 +743,48 @@ impl<'c> Disk<'c> {
         };
         super::clone(self.cluster, &self.head.sibling(holder)?.at(snap)?, target, &opts)?;
         let t = tio.open(&target.name)?;
-        t.metadata_set("rbdx.cloned-from", &format!("{holder}@{snap}"))?;
+        t.metadata_set(KEY_CLONED_FROM, &format!("{holder}@{snap}"))?;
         if depth(&tio, &target.name)? > cfg.max_depth {
             t.flatten()?;
         }
         Ok(())
+    }
+}
+
+/// On a clone of a disk's snapshot: `<holder>@<snap>` it was cloned from (kept
+/// after a flatten drops the parent link).
+const KEY_CLONED_FROM: &str = "rbdx.cloned-from";
+
+/// The disk (head name) image `name` belongs to, by its rbdx metadata; `None`
+/// for an image rbdx has no book on.
+///
+/// # Errors
+/// `NotFound` for a missing image; Ceph errors.
+pub fn owner_of(io: &IoCtx<'_>, name: &str) -> Result<Option<String>> {
+    io.open_read_only(name, None)?.metadata_get(KEY_DISK)
+}
+
+impl Disk<'_> {
+    /// Refuses, before anything is changed, what [`Disk::clone_snapshot`] of
+    /// `snap` into `target` would refuse once the snapshot is taken: a `target`
+    /// that exists and is not a clone of a snapshot named `snap` (a re-run's
+    /// own clone passes), or a data pool that does not exist.
+    ///
+    /// # Errors
+    /// [`Error::Exists`], [`Error::NotFound`] for the data pool; Ceph errors.
+    pub fn check_clone_target(&self, snap: &str, target: &ImageSpec, data_pool: Option<&str>) -> Result<()> {
+        super::check_data_pool(self.cluster, data_pool)?;
+        let io = ioctx(self.cluster, target)?;
+        let t = match io.open_read_only(&target.name, None) {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let from_parent = t.parent()?.is_some_and(|p| p.snap_name == snap);
+        let from_marker = t
+            .metadata_get(KEY_CLONED_FROM)?
+            .is_some_and(|m| m.rsplit_once('@').is_some_and(|(_, s)| s == snap));
+        if from_parent || from_marker { Ok(()) } else { Err(Error::Exists(format!("{target} already exists"))) }
     }
 }
 

@@ -10,11 +10,15 @@
 //! - clone format 1 needs a protected parent snapshot; [`clone`] picks the format
 //!   the cluster allows and protects only when needed.
 
+mod build;
 pub mod disk;
 mod pool;
+mod read;
 mod spec;
 
+pub use build::{Cloned, clone_from_snapshot, make_image, make_temp_name};
 pub use pool::{PoolKind, PoolUsage, pool_usage};
+pub use read::ImageReader;
 pub use spec::{ImageSpec, MAX_NAME_LEN, validate_name};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -213,7 +217,7 @@ pub fn check_data_pool(cluster: &Cluster, dp: Option<&str>) -> Result<()> {
     let Some(dp) = dp else { return Ok(()) };
     match cluster.pool_id(dp) {
         Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() => Err(Error::Invalid(format!("data pool {dp} does not exist"))),
+        Err(e) if e.is_not_found() => Err(Error::NotFound(format!("data pool {dp} does not exist"))),
         Err(e) => Err(e),
     }
 }
@@ -542,7 +546,7 @@ pub fn write_sparse(img: &Image<'_>, mut src: impl std::io::Read) -> Result<u64>
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Invalid(format!("reading the source: {e}"))),
+                Err(e) => return Err(Error::Io { what: "reading the source".into(), source: e }),
             }
         }
         if n == 0 {
@@ -573,8 +577,8 @@ pub fn write_sparse(img: &Image<'_>, mut src: impl std::io::Read) -> Result<u64>
 pub fn write_file_sparse(img: &Image<'_>, src: &std::fs::File, discard: bool) -> Result<u64> {
     use nix::unistd::{Whence, lseek};
     use std::os::unix::fs::FileExt;
-    let read_err = |e: &dyn std::fmt::Display| Error::Invalid(format!("reading the source: {e}"));
-    let len = src.metadata().map_err(|e| read_err(&e))?.len();
+    let read_err = |e: std::io::Error| Error::Io { what: "reading the source".into(), source: e };
+    let len = src.metadata().map_err(read_err)?.len();
     let mut buf = vec![0u8; SPARSE_CHUNK];
     let (mut pos, mut written) = (0u64, 0u64);
     let as_off = |p: u64| i64::try_from(p).map_err(|_| Error::Invalid("the source is too large".into()));
@@ -585,7 +589,7 @@ pub fn write_file_sparse(img: &Image<'_>, src: &std::fs::File, discard: bool) ->
             Ok(d) => as_pos(d),
             Err(nix::errno::Errno::ENXIO) => len,
             Err(nix::errno::Errno::EINVAL) => pos,
-            Err(e) => return Err(read_err(&e)),
+            Err(e) => return Err(read_err(std::io::Error::from(e))),
         };
         let hole = if data >= len {
             len
@@ -593,7 +597,7 @@ pub fn write_file_sparse(img: &Image<'_>, src: &std::fs::File, discard: bool) ->
             match lseek(src, as_off(data)?, Whence::SeekHole) {
                 Ok(h) => as_pos(h).min(len),
                 Err(nix::errno::Errno::EINVAL) => len,
-                Err(e) => return Err(read_err(&e)),
+                Err(e) => return Err(read_err(std::io::Error::from(e))),
             }
         };
         if discard && data > pos {
@@ -603,7 +607,7 @@ pub fn write_file_sparse(img: &Image<'_>, src: &std::fs::File, discard: bool) ->
         while at < hole {
             let n = usize::try_from((hole - at).min(SPARSE_CHUNK as u64)).unwrap_or(SPARSE_CHUNK);
             let chunk = &mut buf[..n];
-            src.read_exact_at(chunk, at).map_err(|e| read_err(&e))?;
+            src.read_exact_at(chunk, at).map_err(read_err)?;
             if chunk.iter().any(|b| *b != 0) {
                 img.write_at(at, chunk)?;
                 written += n as u64;
@@ -633,7 +637,7 @@ pub fn export_sparse(img: &Image<'_>, dst: &mut std::fs::File) -> Result<u64> {
         }
         Ok(())
     })?;
-    let io_err = |e: std::io::Error| Error::Invalid(format!("writing the file: {e}"));
+    let io_err = |e: std::io::Error| Error::Io { what: "writing the file".into(), source: e };
     let mut buf = vec![0u8; SPARSE_CHUNK];
     let mut copied = 0;
     for (off, len) in extents {

@@ -89,7 +89,7 @@ pub fn pool_usage(cluster: &Cluster, pools: &[&str]) -> Result<Vec<PoolUsage>> {
             let d = df_pools
                 .iter()
                 .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-                .ok_or_else(|| Error::Invalid(format!("pool {name} does not exist")))?;
+                .ok_or_else(|| Error::NotFound(format!("pool {name} does not exist")))?;
             let o = osd_pools
                 .iter()
                 .find(|p| p.get("pool_name").and_then(Value::as_str) == Some(name))

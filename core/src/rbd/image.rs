@@ -666,6 +666,7 @@ impl<'io> Image<'io> {
         struct State<'a> {
             f: &'a mut dyn FnMut(u64, u64, bool) -> Result<()>,
             failed: Option<Error>,
+            panic: Option<Box<dyn std::any::Any + Send>>,
         }
         unsafe extern "C" fn trampoline(
             ofs: u64,
@@ -683,15 +684,16 @@ impl<'io> Image<'io> {
                     st.failed = Some(e);
                     -libc::ECANCELED
                 }
-                Err(_) => {
-                    st.failed = Some(Error::Invalid("diff callback panicked".into()));
+                Err(p) => {
+                    // Resumed once librbd has returned (as git2-rs does).
+                    st.panic = Some(p);
                     -libc::ECANCELED
                 }
             }
         }
         let size = self.info()?.size;
         let from = from_snap.map(|s| cstring("snapshot name", s)).transpose()?;
-        let mut st = State { f: &mut f, failed: None };
+        let mut st = State { f: &mut f, failed: None, panic: None };
         // SAFETY: `self.raw` is open; `from` (or NULL) outlives the call; `st` lives
         // across the call and the trampoline is the only user of the pointer.
         let r = unsafe {
@@ -706,6 +708,9 @@ impl<'io> Image<'io> {
                 (&raw mut st).cast(),
             )
         };
+        if let Some(p) = st.panic {
+            std::panic::resume_unwind(p);
+        }
         if let Some(e) = st.failed {
             return Err(e);
         }

@@ -1,0 +1,126 @@
+//! Building disks from others, each step re-runnable: a CoW clone of an image's
+//! snapshot (taken once however many callers race for it) with a bounded clone
+//! chain, and a new image made under a temporary name and renamed into place
+//! only once complete.
+
+use crate::error::{Error, Result};
+use crate::rados::Cluster;
+use crate::rbd::Image;
+
+use super::{
+    CloneOptions, CreateOptions, ImageSpec, RemoveOptions, check_data_pool, clone, create, disk, ioctx, remove,
+    rename, stat, strip_inherited,
+};
+
+/// What [`clone_from_snapshot`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cloned {
+    /// The clone was there already (made by an earlier run).
+    pub existed: bool,
+    /// This call took the source snapshot.
+    pub took_snapshot: bool,
+    /// The clone was flattened: its chain would have been longer than allowed.
+    pub flattened: bool,
+}
+
+/// Clones `src@snap` into `dst`, taking the snapshot first if `take_snapshot`
+/// and it is missing (exactly one is taken however many callers race; one
+/// removed under us by a racing delete is taken again). A `dst` that exists is
+/// taken as this clone made by an earlier run. A clone whose chain (parents
+/// above it) would be longer than `max_depth` is flattened.
+///
+/// # Errors
+/// `NotFound` for a missing source (or snapshot, without `take_snapshot`); a
+/// missing data pool; Ceph errors.
+pub fn clone_from_snapshot(
+    cluster: &Cluster,
+    src: &ImageSpec,
+    snap: &str,
+    dst: &ImageSpec,
+    opts: &CloneOptions,
+    take_snapshot: bool,
+    max_depth: u32,
+) -> Result<Cloned> {
+    let mut done = Cloned::default();
+    // Only "not found" means there is no such clone yet: any other failure (a
+    // timeout) is the caller's, not a reason to go on.
+    match stat(cluster, dst) {
+        Ok(_) => {
+            // An earlier run may have stopped right after the clone.
+            strip_inherited(&ioctx(cluster, dst)?, &dst.name)?;
+            done.existed = true;
+            return Ok(done);
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    check_data_pool(cluster, opts.data_pool.as_deref())?;
+    let io = ioctx(cluster, src)?;
+    for attempt in 0..3 {
+        if take_snapshot && disk::ensure_snapshot(&io, &src.name, snap)? {
+            done.took_snapshot = true;
+        }
+        match clone(cluster, &src.at(snap)?, dst, opts) {
+            Ok(_) => break,
+            // The snapshot was removed under us: take it again.
+            Err(e) if e.is_not_found() && take_snapshot && attempt < 2 => {}
+            // A concurrent run made it.
+            Err(e) if e.is_exists() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let dio = ioctx(cluster, dst)?;
+    if disk::depth(&dio, &dst.name)? > max_depth {
+        dio.open(&dst.name)?.flatten()?;
+        done.flattened = true;
+    }
+    Ok(done)
+}
+
+/// The temporary name [`make_image`] builds `dst` under.
+pub fn make_temp_name(dst: &str) -> String {
+    format!("{dst}.rbdx-make")
+}
+
+/// Makes a new image `dst` of `size` bytes with `data_pool`, under a temporary
+/// name first ([`make_temp_name`]), where `fill` (formatting, say) runs on it;
+/// it is renamed into place only once complete. Returns false when `dst` was
+/// there already with that size (an earlier run finished): nothing is done.
+/// What an interrupted run left under the temporary name is removed and made
+/// again. An image at `dst` is never removed or replaced.
+///
+/// # Errors
+/// [`Error::Exists`] for an image at `dst` of another size; a missing data pool;
+/// `fill`'s error; Ceph errors.
+pub fn make_image(
+    cluster: &Cluster,
+    dst: &ImageSpec,
+    size: u64,
+    data_pool: Option<&str>,
+    fill: &mut dyn FnMut(&Image<'_>) -> Result<()>,
+) -> Result<bool> {
+    check_data_pool(cluster, data_pool)?;
+    // Only "not found" means there is none (a timeout fails at once).
+    match stat(cluster, dst) {
+        Ok(st) if st.size == size => return Ok(false),
+        Ok(st) => {
+            return Err(Error::Exists(format!(
+                "{dst} exists already ({} bytes, not {size}): not replacing it",
+                st.size
+            )));
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    let temp = dst.sibling(&make_temp_name(&dst.name))?;
+    remove(cluster, &temp, RemoveOptions::default())?;
+    create(cluster, &temp, size, &CreateOptions::with_data_pool(data_pool))?;
+    {
+        let io = ioctx(cluster, &temp)?;
+        let img = io.open(&temp.name)?;
+        fill(&img)?;
+        img.close()?;
+    }
+    rename(cluster, &temp, &dst.name)?;
+    Ok(true)
+}
