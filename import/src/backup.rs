@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 
 use rbdx_core::Image;
 
-use crate::Result;
+use crate::{Error, Result};
 
 const EXPORT_V2: &[u8] = b"rbd image v2\n";
 const DIFF_V1: &[u8] = b"rbd diff v1\n";
@@ -51,7 +51,7 @@ pub fn unpack(tarball: &Path, staging: &Path) -> Result<Backup> {
     let dir = tempfile::Builder::new()
         .prefix("rbdx-backup-")
         .tempdir_in(staging)
-        .map_err(|e| format!("staging in {}: {e}", staging.display()))?;
+        .map_err(Error::io(format!("staging in {}", staging.display())))?;
     let out = crate::child::run(
         Command::new("tar")
             .args(["-xzf"])
@@ -65,7 +65,7 @@ pub fn unpack(tarball: &Path, staging: &Path) -> Result<Backup> {
         UNPACK_LIMIT,
     )?;
     if !out.status.success() {
-        return Err("the gzip file is not an OpenNebula RBD backup (tar could not unpack it)".into());
+        return Err(Error::Refused("the gzip file is not an OpenNebula RBD backup (tar could not unpack it)".into()));
     }
     let mut full = None;
     let mut incs: Vec<(u64, PathBuf)> = Vec::new();
@@ -75,14 +75,16 @@ pub fn unpack(tarball: &Path, staging: &Path) -> Result<Backup> {
         match parts.as_slice() {
             ["disk", _, "rbd2"] => full = Some(entry),
             ["disk", _, n, "rbdiff"] => {
-                let n = n.parse().map_err(|_| format!("unexpected backup file {name}"))?;
+                let n = n.parse().map_err(|_| Error::Refused(format!("unexpected backup file {name}")))?;
                 incs.push((n, entry));
             }
             _ => {}
         }
     }
     incs.sort();
-    let full = full.ok_or("the gzip file is not an OpenNebula RBD backup (no disk.*.rbd2 inside)")?;
+    let full = full.ok_or_else(|| {
+        Error::Refused("the gzip file is not an OpenNebula RBD backup (no disk.*.rbd2 inside)".into())
+    })?;
     Ok(Backup { dir, full, incrementals: incs.into_iter().map(|(_, p)| p).collect() })
 }
 
@@ -108,7 +110,7 @@ struct Stream<R> {
 impl<R: Read> Stream<R> {
     fn exact(&mut self, n: usize) -> Result<Vec<u8>> {
         let mut v = vec![0u8; n];
-        self.r.read_exact(&mut v).map_err(|e| format!("truncated backup stream: {e}"))?;
+        self.r.read_exact(&mut v).map_err(Error::io("truncated backup stream"))?;
         Ok(v)
     }
     fn u8(&mut self) -> Result<u8> {
@@ -122,8 +124,8 @@ impl<R: Read> Stream<R> {
     }
     fn skip(&mut self, n: u64) -> Result<()> {
         let copied =
-            std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(|e| e.to_string())?;
-        if copied == n { Ok(()) } else { Err("truncated backup stream".into()) }
+            std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(Error::io("reading the backup"))?;
+        if copied == n { Ok(()) } else { Err(Error::Refused("truncated backup stream".into())) }
     }
 }
 
@@ -132,24 +134,24 @@ impl<R: Read> Stream<R> {
 /// # Errors
 /// A malformed stream.
 pub fn declared_size(full: &Path) -> Result<u64> {
-    let mut s = Stream { r: BufReader::new(File::open(full).map_err(|e| e.to_string())?) };
+    let mut s = Stream { r: BufReader::new(File::open(full).map_err(Error::io(full.display().to_string()))?) };
     if s.exact(EXPORT_V2.len())? != EXPORT_V2 {
-        return Err("disk.*.rbd2 is not an rbd export-format 2 stream".into());
+        return Err(Error::Refused("disk.*.rbd2 is not an rbd export-format 2 stream".into()));
     }
     skip_header_tags(&mut s)?;
     let count = s.u64()?;
     if count == 0 {
-        return Err("the backup holds no data".into());
+        return Err(Error::Refused("the backup holds no data".into()));
     }
     if s.exact(DIFF_V2.len())? != DIFF_V2 {
-        return Err("unexpected diff format in disk.*.rbd2".into());
+        return Err(Error::Refused("unexpected diff format in disk.*.rbd2".into()));
     }
     loop {
         let tag = s.u8()?;
         let len = s.u64()?;
         match tag {
             b's' => return s.u64(),
-            b'e' => return Err("the backup declares no size".into()),
+            b'e' => return Err(Error::Refused("the backup declares no size".into())),
             b'p' => s.skip(1)?, // protection status: one byte, whatever the length says
             _ => s.skip(len)?,
         }
@@ -167,7 +169,7 @@ fn skip_header_tags<R: Read>(s: &mut Stream<R>) -> Result<()> {
         s.skip(len)?;
     }
     if s.exact(DIFFS_V2.len())? != DIFFS_V2 {
-        return Err("disk.*.rbd2: missing the image diffs banner".into());
+        return Err(Error::Refused("disk.*.rbd2: missing the image diffs banner".into()));
     }
     Ok(())
 }
@@ -177,9 +179,10 @@ fn skip_header_tags<R: Read>(s: &mut Stream<R>) -> Result<()> {
 /// # Errors
 /// A malformed stream or a Ceph error.
 pub fn apply(img: &Image<'_>, backup: &Backup) -> Result<()> {
-    let mut s = Stream { r: BufReader::new(File::open(&backup.full).map_err(|e| e.to_string())?) };
+    let mut s =
+        Stream { r: BufReader::new(File::open(&backup.full).map_err(Error::io(backup.full.display().to_string()))?) };
     if s.exact(EXPORT_V2.len())? != EXPORT_V2 {
-        return Err("disk.*.rbd2 is not an rbd export-format 2 stream".into());
+        return Err(Error::Refused("disk.*.rbd2 is not an rbd export-format 2 stream".into()));
     }
     skip_header_tags(&mut s)?;
     let count = s.u64()?;
@@ -187,10 +190,10 @@ pub fn apply(img: &Image<'_>, backup: &Backup) -> Result<()> {
         apply_diff(img, &mut s)?;
     }
     for inc in &backup.incrementals {
-        let mut s = Stream { r: BufReader::new(File::open(inc).map_err(|e| e.to_string())?) };
+        let mut s = Stream { r: BufReader::new(File::open(inc).map_err(Error::io(inc.display().to_string()))?) };
         apply_diff(img, &mut s)?;
     }
-    img.flush().map_err(|e| e.to_string())
+    Ok(img.flush()?)
 }
 
 fn apply_diff<R: Read>(img: &Image<'_>, s: &mut Stream<R>) -> Result<()> {
@@ -198,7 +201,7 @@ fn apply_diff<R: Read>(img: &Image<'_>, s: &mut Stream<R>) -> Result<()> {
     let v2 = match magic.as_slice() {
         DIFF_V1 => false,
         DIFF_V2 => true,
-        _ => return Err("unexpected diff stream in the backup".into()),
+        _ => return Err(Error::Refused("unexpected diff stream in the backup".into())),
     };
     loop {
         let tag = s.u8()?;
@@ -212,27 +215,27 @@ fn apply_diff<R: Read>(img: &Image<'_>, s: &mut Stream<R>) -> Result<()> {
             }
             b's' => {
                 let size = s.u64()?;
-                if img.info().map_err(|e| e.to_string())?.size != size {
-                    img.resize(size, true).map_err(|e| e.to_string())?;
+                if img.info()?.size != size {
+                    img.resize(size, true)?;
                 }
             }
             b'w' => {
                 let (off, len) = (s.u64()?, s.u64()?);
                 if len > MAX_EXTENT {
-                    return Err(format!("backup record of {len} bytes is too large"));
+                    return Err(Error::Refused(format!("backup record of {len} bytes is too large")));
                 }
                 let data = s.exact(len as usize)?;
-                img.write_at(off, &data).map_err(|e| e.to_string())?;
+                img.write_at(off, &data)?;
             }
             b'z' => {
                 let (off, len) = (s.u64()?, s.u64()?);
-                img.discard(off, len).map_err(|e| e.to_string())?;
+                img.discard(off, len)?;
             }
             // Snapshot protection status (export v2): one byte, whatever the
             // length field says.
             b'p' => s.skip(1)?,
             b'e' => return Ok(()),
-            other => return Err(format!("unknown record {:?} in the backup stream", other as char)),
+            other => return Err(Error::Refused(format!("unknown record {:?} in the backup stream", other as char))),
         }
     }
 }

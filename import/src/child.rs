@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use crate::error::{Error, Result};
+
 /// The process groups of the children started and not yet reaped.
 static RUNNING: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
@@ -76,7 +78,7 @@ pub fn drain(from: impl Read + Send + 'static, limit: u64) -> JoinHandle<Vec<u8>
 ///
 /// # Errors
 /// One line when it could not be waited for or ran too long.
-pub fn wait(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus, String> {
+pub fn wait(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
     wait_checked(child, limit, &mut || Ok(()))
 }
 
@@ -88,20 +90,20 @@ pub fn wait(child: &mut Child, limit: Duration) -> Result<std::process::ExitStat
 pub fn wait_checked(
     child: &mut Child,
     limit: Duration,
-    check: &mut dyn FnMut() -> Result<(), String>,
-) -> Result<std::process::ExitStatus, String> {
+    check: &mut dyn FnMut() -> Result<()>,
+) -> Result<std::process::ExitStatus> {
     let start = Instant::now();
     let mut checked = start;
     let mut pause = Duration::from_millis(1);
     let pgid = i32::try_from(child.id()).unwrap_or(i32::MAX);
     loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(st) = child.try_wait().map_err(Error::io("waiting"))? {
             record(pgid, false);
             return Ok(st);
         }
         if start.elapsed() > limit {
             kill(child);
-            return Err(format!("did not finish within {}s and was stopped", limit.as_secs()));
+            return Err(Error::TimedOut(format!("did not finish within {}s and was stopped", limit.as_secs())));
         }
         if checked.elapsed() >= Duration::from_millis(250) {
             checked = Instant::now();
@@ -120,7 +122,7 @@ pub fn wait_checked(
 ///
 /// # Errors
 /// One line when it could not be waited for or ran too long.
-pub fn wait_output(child: Child, limit: Duration) -> Result<Output, String> {
+pub fn wait_output(child: Child, limit: Duration) -> Result<Output> {
     wait_output_checked(child, limit, &mut || Ok(()))
 }
 
@@ -131,8 +133,8 @@ pub fn wait_output(child: Child, limit: Duration) -> Result<Output, String> {
 pub fn wait_output_checked(
     mut child: Child,
     limit: Duration,
-    check: &mut dyn FnMut() -> Result<(), String>,
-) -> Result<Output, String> {
+    check: &mut dyn FnMut() -> Result<()>,
+) -> Result<Output> {
     let out = child.stdout.take().map(|o| drain(o, 16 << 20));
     let err = child.stderr.take().map(|e| drain(e, 1 << 20));
     let status = wait_checked(&mut child, limit, check)?;
@@ -144,10 +146,10 @@ pub fn wait_output_checked(
 ///
 /// # Errors
 /// One line naming the program: it could not start, or ran too long.
-pub fn run(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
+pub fn run(cmd: &mut Command, limit: Duration) -> Result<Output> {
     let name = cmd.get_program().to_string_lossy().into_owned();
-    let child = spawn(cmd).map_err(|e| format!("cannot run {name}: {e}"))?;
-    wait_output(child, limit).map_err(|e| format!("{name} {e}"))
+    let child = spawn(cmd).map_err(Error::io(format!("cannot run {name}")))?;
+    wait_output(child, limit).map_err(|e| e.prefixed(&name))
 }
 
 #[cfg(test)]
@@ -165,7 +167,7 @@ mod tests {
         cmd.args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::piped());
         let t = Instant::now();
         let e = run(&mut cmd, Duration::from_millis(300)).unwrap_err();
-        assert!(e.contains("did not finish"), "{e}");
+        assert!(matches!(e, Error::TimedOut(_)) && e.to_string().contains("sh did not finish"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(2));
         std::thread::sleep(Duration::from_millis(2500));
         assert!(!marker.exists(), "the grandchild was killed with its group");

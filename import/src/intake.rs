@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{Format, Result};
+use crate::{Error, Format, Result};
 
 /// Largest header region read for the checks.
 const HEADER: usize = 64 << 10;
@@ -35,9 +35,9 @@ const MAX_AS: u64 = 4 << 30;
 
 /// Reads up to [`HEADER`] bytes from `off` of `f`.
 fn read_at(f: &mut std::fs::File, off: u64, len: usize) -> Result<Vec<u8>> {
-    f.seek(SeekFrom::Start(off)).map_err(|e| format!("reading the image: {e}"))?;
+    f.seek(SeekFrom::Start(off)).map_err(Error::io("reading the image"))?;
     let mut buf = Vec::with_capacity(len.min(HEADER));
-    f.take(len.min(HEADER) as u64).read_to_end(&mut buf).map_err(|e| format!("reading the image: {e}"))?;
+    f.take(len.min(HEADER) as u64).read_to_end(&mut buf).map_err(Error::io("reading the image"))?;
     Ok(buf)
 }
 
@@ -54,8 +54,8 @@ fn le64(b: &[u8], at: usize) -> u64 {
     b.get(at..at + 8).map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap_or_default()))
 }
 
-fn refuse(what: impl std::fmt::Display) -> String {
-    format!("refusing the image: {what}")
+fn refuse(what: impl std::fmt::Display) -> Error {
+    Error::Refused(format!("refusing the image: {what}"))
 }
 
 /// The header checks for `format` (step 1 of the module docs), on the file.
@@ -63,7 +63,7 @@ fn refuse(what: impl std::fmt::Display) -> String {
 /// # Errors
 /// One line naming what the image references or why its kind is refused.
 pub fn check_header(file: &Path, format: Format) -> Result<()> {
-    let mut f = std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let mut f = std::fs::File::open(file).map_err(Error::io(format!("cannot read {}", file.display())))?;
     let head = read_at(&mut f, 0, HEADER)?;
     check_head(&head, format, &mut |off, len| read_at(&mut f, off, len))
 }
@@ -230,7 +230,7 @@ pub fn check_info(info: &Value, format: Format, file: &Path) -> Result<Info> {
     let virtual_size = info
         .get("virtual-size")
         .and_then(Value::as_u64)
-        .ok_or_else(|| "qemu-img info gave no virtual size".to_string())?;
+        .ok_or_else(|| Error::Tool("qemu-img info gave no virtual size".into()))?;
     Ok(Info { virtual_size })
 }
 
@@ -286,13 +286,17 @@ pub fn qemu_img_checked(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = crate::child::spawn(&mut cmd)
-        .map_err(|e| format!("running qemu-img (qemu-utils) under prlimit (util-linux): {e}"))?;
-    let out = crate::child::wait_output_checked(child, limits.deadline, check)
-        .map_err(|e| format!("qemu-img {e}"))?;
+        .map_err(Error::io("running qemu-img (qemu-utils) under prlimit (util-linux)"))?;
+    let out =
+        crate::child::wait_output_checked(child, limits.deadline, check).map_err(|e| e.prefixed("qemu-img"))?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
-        Err(format!("qemu-img {} failed: {}", args.first().unwrap_or(&""), crate::one_line(&out.stderr)))
+        Err(Error::Tool(format!(
+            "qemu-img {} failed: {}",
+            args.first().unwrap_or(&""),
+            crate::one_line(&out.stderr)
+        )))
     }
 }
 
@@ -304,7 +308,7 @@ pub fn inspect(file: &Path, format: Format, cwd: &Path, deadline: Duration) -> R
     check_header(file, format)?;
     let name = qemu_filename(file, format);
     let out = qemu_img(&["info", "--output=json", &name], cwd, Limits { deadline, max_output: 1 })?;
-    let v: Value = serde_json::from_slice(&out).map_err(|e| format!("qemu-img info: {e}"))?;
+    let v: Value = serde_json::from_slice(&out).map_err(|e| Error::Tool(format!("qemu-img info: {e}")))?;
     check_info(&v, format, file)
 }
 
@@ -344,7 +348,7 @@ mod tests {
             (qcow2_header(3, 0, 1 << 40, &[]), "unknown qcow2 incompatible"),
         ] {
             let e = qcow2(&h).unwrap_err();
-            assert!(e.contains(want), "{e}");
+            assert!(matches!(e, Error::Refused(_)) && e.to_string().contains(want), "{e}");
         }
     }
 
@@ -363,11 +367,11 @@ mod tests {
         let ok = json!({"format": "qcow2", "virtual-size": 1048576, "format-specific": {"type": "qcow2", "data": {"compat": "1.1"}}});
         assert_eq!(check_info(&ok, Format::Qcow2, f).unwrap().virtual_size, 1 << 20);
         let backing = json!({"format": "qcow2", "virtual-size": 1, "backing-filename": "/etc/shadow"});
-        assert!(check_info(&backing, Format::Qcow2, f).unwrap_err().contains("backing"));
+        assert!(check_info(&backing, Format::Qcow2, f).unwrap_err().to_string().contains("backing"));
         let data =
             json!({"format": "qcow2", "virtual-size": 1, "format-specific": {"data": {"data-file": "/x"}}});
-        assert!(check_info(&data, Format::Qcow2, f).unwrap_err().contains("data file"));
-        assert!(check_info(&ok, Format::Vmdk, f).unwrap_err().contains("reads it as"));
+        assert!(check_info(&data, Format::Qcow2, f).unwrap_err().to_string().contains("data file"));
+        assert!(check_info(&ok, Format::Vmdk, f).unwrap_err().to_string().contains("reads it as"));
         let extents = |name: &str| json!({"format": "vmdk", "virtual-size": 1, "format-specific": {"data": {"create-type": "monolithicSparse", "extents": [{"filename": name}]}}});
         assert!(check_info(&extents("/staging/x.vmdk"), Format::Vmdk, f).is_ok());
         assert!(check_info(&extents("/var/lib/one/.one/one_auth"), Format::Vmdk, f).is_err());

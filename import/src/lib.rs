@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod backup;
+pub mod error;
 pub mod child;
 pub mod intake;
 
@@ -110,8 +111,7 @@ pub fn sniff(head: &[u8]) -> Format {
     }
 }
 
-/// An import failure: one line.
-pub type Result<T> = std::result::Result<T, String>;
+pub use error::{Context, Error, Result};
 
 /// Where the data comes from.
 pub enum Source {
@@ -191,19 +191,20 @@ fn staging_reserve(total: u64) -> u64 {
 /// Fails when the staging file system at `dir` has less than `need` bytes free
 /// above its reserve.
 fn staging_room(dir: &Path, need: u64) -> Result<()> {
-    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| format!("staging in {}: {e}", dir.display()))?;
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| Error::Io { context: format!("staging in {}", dir.display()), source: e.into() })?;
     let frag = st.fragment_size().max(1);
     let total = st.blocks().saturating_mul(frag);
     let avail = st.blocks_available().saturating_mul(frag);
     let reserve = staging_reserve(total);
     if avail <= reserve.saturating_add(need) {
         let needs = if need > 0 { format!(", {} MiB more needed", need >> 20) } else { String::new() };
-        return Err(format!(
+        return Err(Error::NoSpace(format!(
             "stopped: the staging directory {} is nearly full ({} MiB free, {} MiB kept free{needs})",
             dir.display(),
             avail >> 20,
             reserve >> 20
-        ));
+        )));
     }
     Ok(())
 }
@@ -221,11 +222,11 @@ impl Options {
     fn check_size(&self, size: u64) -> Result<()> {
         let max = self.max_size.unwrap_or(DEFAULT_MAX_SIZE);
         if size > max {
-            return Err(format!(
+            return Err(Error::Refused(format!(
                 "the image's virtual size ({} MiB) is above the {} MiB this datastore accepts",
                 size >> 20,
                 max >> 20
-            ));
+            )));
         }
         Ok(())
     }
@@ -261,7 +262,7 @@ pub fn open_url(url: &str, idle: Option<Duration>) -> Result<(Box<dyn Read>, Opt
         .http_status_as_error(true)
         .build()
         .into();
-    let resp = agent.get(url).call().map_err(|e| format!("cannot download {url}: {e}"))?;
+    let resp = agent.get(url).call().map_err(|e| Error::Download(format!("cannot download {url}: {e}")))?;
     let len = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
     Ok((Box::new(IdleNamed { inner: reader, idle }), len))
@@ -341,28 +342,27 @@ pub fn import(
     let existing = match ops::stat(cluster, target) {
         Ok(st) => Some(st),
         Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     if let Some(st) = existing {
-        let io = ops::ioctx(cluster, target).map_err(|e| e.to_string())?;
+        let io = ops::ioctx(cluster, target)?;
         let marker = io.open_read_only(&target.name, None).and_then(|i| i.metadata_get(KEY_IMPORTING));
-        match marker.map_err(|e| e.to_string())? {
+        match marker? {
             None => return Ok(Report { format: Format::Raw, read: 0, size: st.size, already_done: true }),
             Some(_) => {
                 ops::remove(cluster, target, RemoveOptions::default())
-                    .map_err(|e| format!("removing the unfinished {target}: {e}"))?;
+                    .context(format!("removing the unfinished {target}"))?;
             }
         }
     }
-    let temp = target.sibling(&temp_name(&target.name)).map_err(|e| e.to_string())?;
-    ops::remove(cluster, &temp, RemoveOptions::default())
-        .map_err(|e| format!("removing the unfinished {temp}: {e}"))?;
+    let temp = target.sibling(&temp_name(&target.name))?;
+    ops::remove(cluster, &temp, RemoveOptions::default()).context(format!("removing the unfinished {temp}"))?;
     // A local file is opened once: qemu-img reads that open file (through an
     // inherited descriptor), never the path again.
     let (reader, total, local): (Box<dyn Read>, Option<u64>, Option<OpenFile>) = match source {
         Source::File(p) => {
             let (f, _) = open_regular(&p)?;
-            let len = f.metadata().map_err(|e| e.to_string())?.len();
+            let len = f.metadata().map_err(Error::io(p.display().to_string()))?.len();
             let shared = OpenFile::new(&f)?;
             (Box::new(f), Some(len), Some(shared))
         }
@@ -385,7 +385,7 @@ pub fn import(
     let mut head = vec![0u8; SNIFF];
     let mut got = 0;
     while got < head.len() {
-        let n = tap.read(&mut head[got..]).map_err(|e| format!("reading the source: {e}"))?;
+        let n = tap.read(&mut head[got..]).map_err(Error::io("reading the source"))?;
         if n == 0 {
             break;
         }
@@ -402,8 +402,8 @@ pub fn import(
         opts.check_size(declared)?;
         let size = declared.max(opts.min_size.unwrap_or(0));
         create(cluster, &temp, size, opts)?;
-        let io = ops::ioctx(cluster, &temp).map_err(|e| e.to_string())?;
-        io.open(&temp.name).map_err(|e| e.to_string()).and_then(|img| backup::apply(&img, &b)).map(|()| size)
+        let io = ops::ioctx(cluster, &temp)?;
+        io.open(&temp.name).map_err(Error::from).and_then(|img| backup::apply(&img, &b)).map(|()| size)
     } else if let (Format::Raw, Some(total)) = (format, total) {
         opts.check_size(total)?;
         let size = total.max(opts.min_size.unwrap_or(0));
@@ -413,10 +413,10 @@ pub fn import(
     } else if format == Format::Raw {
         // A server that does not say the size: stage the data to learn it.
         let staged = stage(&head, &mut tap, opts)?;
-        let len = staged.as_file().metadata().map_err(|e| e.to_string())?.len();
+        let len = staged.as_file().metadata().map_err(Error::io("reading the staged data"))?.len();
         let size = len.max(opts.min_size.unwrap_or(0));
         create(cluster, &temp, size, opts)?;
-        let f = File::open(staged.path()).map_err(|e| format!("reading the staged data: {e}"))?;
+        let f = File::open(staged.path()).map_err(Error::io("reading the staged data"))?;
         write_file(cluster, &temp, &f).map(|()| size)
     } else {
         let (file, _staged) = as_file(local.as_ref().map(OpenFile::path), &head, &mut tap, opts)?;
@@ -426,13 +426,13 @@ pub fn import(
         let size = virtual_size.max(opts.min_size.unwrap_or(0));
         let raw = convert_to_raw(&file, format, virtual_size, opts)?;
         create(cluster, &temp, size, opts)?;
-        let f = File::open(raw.path()).map_err(|e| format!("reading the converted image: {e}"))?;
+        let f = File::open(raw.path()).map_err(Error::io("reading the converted image"))?;
         write_file(cluster, &temp, &f).map(|()| size)
     };
     let verified = result.and_then(|size| {
         // Drain what a short format read left (for the checksums), then verify.
         if opts.md5.is_some() || opts.sha1.is_some() {
-            io::copy(&mut tap, &mut io::sink()).map_err(|e| format!("reading the source: {e}"))?;
+            io::copy(&mut tap, &mut io::sink()).map_err(Error::io("reading the source"))?;
         }
         let checks = [
             ("MD5", opts.md5.as_ref(), tap.md5.take().map(|h| hex(&h.finalize()))),
@@ -441,7 +441,7 @@ pub fn import(
         for (name, want, got) in checks {
             if let (Some(want), Some(got)) = (want, got) {
                 if !want.eq_ignore_ascii_case(got.trim()) {
-                    return Err(format!("{name} mismatch: expected {want}, the source has {got}"));
+                    return Err(Error::Refused(format!("{name} mismatch: expected {want}, the source has {got}")));
                 }
             }
         }
@@ -454,7 +454,7 @@ pub fn import(
             return Err(e);
         }
     };
-    ops::rename(cluster, &temp, &target.name).map_err(|e| format!("renaming {temp} to {target}: {e}"))?;
+    ops::rename(cluster, &temp, &target.name).context(format!("renaming {temp} to {target}"))?;
     Ok(Report { format, read: tap.read, size, already_done: false })
 }
 
@@ -470,7 +470,7 @@ fn as_file(
     match local {
         Some(p) => {
             if opts.md5.is_some() || opts.sha1.is_some() {
-                io::copy(rest, &mut io::sink()).map_err(|e| format!("reading the source: {e}"))?;
+                io::copy(rest, &mut io::sink()).map_err(Error::io("reading the source"))?;
             }
             Ok((p.to_path_buf(), None))
         }
@@ -483,21 +483,21 @@ fn as_file(
 
 fn create(cluster: &Cluster, image: &ImageSpec, size: u64, opts: &Options) -> Result<()> {
     ops::create(cluster, image, size, &CreateOptions::with_data_pool(opts.data_pool.as_deref()))
-        .map_err(|e| format!("creating {image}: {e}"))
+        .context(format!("creating {image}"))
 }
 
 fn write_raw(cluster: &Cluster, target: &ImageSpec, src: impl Read) -> Result<()> {
-    let io = ops::ioctx(cluster, target).map_err(|e| e.to_string())?;
-    let img = io.open(&target.name).map_err(|e| e.to_string())?;
-    ops::write_sparse(&img, src).map_err(|e| format!("writing {target}: {e}"))?;
+    let io = ops::ioctx(cluster, target)?;
+    let img = io.open(&target.name)?;
+    ops::write_sparse(&img, src).context(format!("writing {target}"))?;
     Ok(())
 }
 
 /// Writes a local file into a new image: only its data extents are read.
 fn write_file(cluster: &Cluster, target: &ImageSpec, src: &File) -> Result<()> {
-    let io = ops::ioctx(cluster, target).map_err(|e| e.to_string())?;
-    let img = io.open(&target.name).map_err(|e| e.to_string())?;
-    ops::write_file_sparse(&img, src, false).map_err(|e| format!("writing {target}: {e}"))?;
+    let io = ops::ioctx(cluster, target)?;
+    let img = io.open(&target.name)?;
+    ops::write_file_sparse(&img, src, false).context(format!("writing {target}"))?;
     Ok(())
 }
 
@@ -509,8 +509,8 @@ fn stage(head: &[u8], rest: &mut impl Read, opts: &Options) -> Result<tempfile::
     let mut f = tempfile::Builder::new()
         .prefix("rbdx-import-")
         .tempfile_in(&dir)
-        .map_err(|e| format!("staging in {}: {e}", dir.display()))?;
-    f.write_all(head).map_err(|e| format!("staging: {e}"))?;
+        .map_err(Error::io(format!("staging in {}", dir.display())))?;
+    f.write_all(head).map_err(Error::io("staging"))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut staged = head.len() as u64;
     let mut since_check = 0u64;
@@ -519,7 +519,7 @@ fn stage(head: &[u8], rest: &mut impl Read, opts: &Options) -> Result<tempfile::
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading the source: {e}")),
+            Err(e) => return Err(Error::Io { context: "reading the source".into(), source: e }),
         };
         staged += n as u64;
         opts.check_size(staged)?;
@@ -528,9 +528,9 @@ fn stage(head: &[u8], rest: &mut impl Read, opts: &Options) -> Result<tempfile::
             since_check = 0;
             staging_room(&dir, 0)?;
         }
-        f.write_all(&buf[..n]).map_err(|e| format!("staging in {}: {e}", dir.display()))?;
+        f.write_all(&buf[..n]).map_err(Error::io(format!("staging in {}", dir.display())))?;
     }
-    f.flush().map_err(|e| format!("staging: {e}"))?;
+    f.flush().map_err(Error::io("staging"))?;
     Ok(f)
 }
 
@@ -553,19 +553,19 @@ pub fn virtual_size(file: &Path, format: Format, cwd: &Path, deadline: Duration)
 pub fn open_regular(path: &Path) -> Result<(File, PathBuf)> {
     use std::os::unix::fs::OpenOptionsExt;
     if path.as_os_str().len() >= 4096 {
-        return Err(format!("path too long ({} bytes)", path.as_os_str().len()));
+        return Err(Error::Refused(format!("path too long ({} bytes)", path.as_os_str().len())));
     }
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let meta = f.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(Error::io(format!("cannot read {}", path.display())))?;
+    let meta = f.metadata().map_err(Error::io(format!("cannot read {}", path.display())))?;
     if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+        return Err(Error::Refused(format!("{} is not a regular file", path.display())));
     }
     let real = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)))
-        .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+        .map_err(Error::io(format!("cannot resolve {}", path.display())))?;
     Ok((f, real))
 }
 
@@ -585,9 +585,9 @@ impl OpenFile {
     /// One line.
     pub fn new(f: &File) -> Result<Self> {
         use std::os::fd::{AsFd, AsRawFd};
-        let dup = f.as_fd().try_clone_to_owned().map_err(|e| format!("duplicating the file: {e}"))?;
+        let dup = f.as_fd().try_clone_to_owned().map_err(Error::io("duplicating the file"))?;
         nix::fcntl::fcntl(&dup, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-            .map_err(|e| format!("sharing the file: {e}"))?;
+            .map_err(|e| Error::Io { context: "sharing the file".into(), source: e.into() })?;
         let path = PathBuf::from(format!("/dev/fd/{}", dup.as_raw_fd()));
         Ok(Self { _dup: dup, path })
     }
@@ -646,7 +646,7 @@ fn convert_to_raw(
         .prefix("rbdx-import-")
         .suffix(".raw")
         .tempfile_in(&dir)
-        .map_err(|e| format!("staging in {}: {e}", dir.display()))?;
+        .map_err(Error::io(format!("staging in {}", dir.display())))?;
     let name = intake::qemu_filename(file, format);
     let out = raw.path().to_string_lossy().into_owned();
     let limits =
