@@ -3,6 +3,7 @@
 
 mod commands;
 mod connection;
+mod error;
 mod size;
 
 use std::process::ExitCode;
@@ -97,11 +98,11 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Image(c) => commands::image::run(c),
-        Command::Snap(c) => commands::snap::run(c),
-        Command::Trash(c) => commands::trash::run(c),
-        Command::Pool(c) => commands::pool::run(c),
-        Command::Import(a) => commands::import::run(a).map_err(rbdx_core::Error::Invalid),
+        Command::Image(c) => commands::image::run(c).map_err(error::Error::from),
+        Command::Snap(c) => commands::snap::run(c).map_err(error::Error::from),
+        Command::Trash(c) => commands::trash::run(c).map_err(error::Error::from),
+        Command::Pool(c) => commands::pool::run(c).map_err(error::Error::from),
+        Command::Import(a) => commands::import::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,15 +1,19 @@
 //! Sizes on the command line: `1073741824`, `512M`, `1G`, `10GiB`, `2T` (binary units).
 
+use crate::error::{Error, Result};
+
 /// Parses a size in bytes with an optional binary unit suffix (K, M, G, T, P; with
 /// or without `iB`/`B`).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!("invalid size {s:?}: expected a number with an optional unit (K, M, G, T)"));
+        return Err(Error::Usage(format!(
+            "invalid size {s:?}: expected a number with an optional unit (K, M, G, T)"
+        )));
     }
-    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: number too large"))?;
+    let n: u64 = num.parse().map_err(|_| Error::Usage(format!("invalid size {s:?}: number too large")))?;
     let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
         "" => 0,
         "K" => 10,
@@ -17,9 +21,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "G" => 30,
         "T" => 40,
         "P" => 50,
-        _ => return Err(format!("invalid size {s:?}: unknown unit {unit:?}")),
+        _ => return Err(Error::Usage(format!("invalid size {s:?}: unknown unit {unit:?}"))),
     };
-    n.checked_mul(1u64 << shift).ok_or_else(|| format!("invalid size {s:?}: too large"))
+    n.checked_mul(1u64 << shift).ok_or_else(|| Error::Usage(format!("invalid size {s:?}: too large")))
 }
 
 /// Formats bytes for people: `1.5 GiB`, `12 MiB`, `512 B`.

@@ -31,13 +31,13 @@ pub struct Finding {
 
 impl Finding {
     /// A check that holds.
-    pub fn pass(check: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { check: check.into(), ok: true, detail: detail.into(), fix: None }
+    pub fn pass(check: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self { check: check.into(), ok: true, detail: detail.to_string(), fix: None }
     }
 
     /// A check that does not hold, with its fix.
-    pub fn fail(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self { check: check.into(), ok: false, detail: detail.into(), fix: Some(fix.into()) }
+    pub fn fail(check: impl Into<String>, detail: impl std::fmt::Display, fix: impl Into<String>) -> Self {
+        Self { check: check.into(), ok: false, detail: detail.to_string(), fix: Some(fix.into()) }
     }
 
     /// This finding with `prefix: ` before its check (which datastore, storage or host).

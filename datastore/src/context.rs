@@ -2,6 +2,7 @@
 //! the driver config with the datastore's overrides, and where the Ceph work runs
 //! (a BRIDGE_LIST host over ssh, as upstream, or here).
 
+use rbdx_one::Error;
 use rbdx_one::action_data::ActionData;
 use rbdx_one::args::{expect_args, parse_id};
 use rbdx_one::config::{Config, Execution};
@@ -11,7 +12,7 @@ use rbdx_one::log;
 use rbdx_one::oned::{Attrs, Datastore};
 
 /// An action's failure: one line for oned.
-pub type Result<T = ()> = std::result::Result<T, String>;
+pub type Result<T = ()> = std::result::Result<T, rbdx_one::Error>;
 
 /// A DS action's inputs.
 #[derive(Debug)]
@@ -51,7 +52,7 @@ impl DsCtx {
     /// # Errors
     /// When the message has none.
     pub fn image(&self) -> Result<Attrs<'_>> {
-        self.data.image().ok_or_else(|| "the driver message has no IMAGE".into())
+        self.data.image().ok_or_else(|| Error::Invalid("the driver message has no IMAGE".into()))
     }
 
     /// A required IMAGE attribute.
@@ -59,7 +60,9 @@ impl DsCtx {
     /// # Errors
     /// When it is missing.
     pub fn image_attr(&self, name: &str) -> Result<&str> {
-        self.image()?.get(name).ok_or_else(|| format!("the driver message has no IMAGE/{name}"))
+        self.image()?
+            .get(name)
+            .ok_or_else(|| Error::Invalid(format!("the driver message has no IMAGE/{name}")))
     }
 
     /// POOL_NAME (default `one`).
@@ -105,9 +108,6 @@ impl DsCtx {
     pub fn run(&self, job: &Job) -> Result<Outcome> {
         let outcome = exec::run(job, &self.target()?, &self.cfg);
         outcome.log.iter().for_each(|l| log::info(l));
-        match outcome.error {
-            Some(e) => Err(e),
-            None => Ok(outcome),
-        }
+        outcome.into_result()
     }
 }

@@ -10,6 +10,8 @@ pub mod actions;
 pub mod context;
 pub mod restricted;
 
+use rbdx_one::Error;
+
 /// Every action name, as installed under `remotes/datastore/<driver>/`.
 pub const ACTIONS: [&str; 10] =
     ["clone", "cp", "export", "mkfs", "monitor", "rm", "snap_delete", "snap_flatten", "snap_revert", "stat"];
@@ -21,7 +23,7 @@ const TRANSFERS: [&str; 2] = ["cp", "export"];
 /// Runs DS action `action` with oned's arguments and stdin; returns the exit code.
 pub fn main(action: &str, args: &[String]) -> i32 {
     let result = context::DsCtx::load(args, TRANSFERS.contains(&action)).and_then(|ctx| {
-        rbdx_one::deadline::arm(ctx.cfg.action_timeout, rbdx_one::log::fail);
+        rbdx_one::deadline::arm(ctx.cfg.action_timeout, |m| rbdx_one::log::fail(m));
         dispatch(action, &ctx)
     });
     rbdx_one::deadline::finished();
@@ -50,6 +52,6 @@ fn dispatch(action: &str, ctx: &context::DsCtx) -> context::Result<String> {
         "snap_flatten" => snap::flatten(ctx),
         "export" => export::run(ctx),
         "monitor" => rbdx_one::monitor::measure_action(ctx.id, &ctx.data, &ctx.cfg),
-        other => Err(format!("unknown datastore action {other:?}")),
+        other => Err(Error::Invalid(format!("unknown datastore action {other:?}"))),
     }
 }

@@ -9,6 +9,7 @@ use std::fs::File;
 use std::path::Path;
 
 use crate::context::{DsCtx, Result};
+use rbdx_one::Error;
 
 /// Directories images may never be read from, plus the datastore's RESTRICTED_DIRS.
 fn restricted(ctx: &DsCtx) -> Vec<String> {
@@ -40,11 +41,13 @@ fn allowed(ctx: &DsCtx, real: &Path) -> bool {
 /// file …" as the stock driver says.
 pub fn open(ctx: &DsCtx, path: &str) -> Result<File> {
     if !Path::new(path).is_absolute() {
-        return Err(format!("invalid image path {path:?}: expected an absolute path or an http(s) URL"));
+        return Err(Error::Invalid(format!(
+            "invalid image path {path:?}: expected an absolute path or an http(s) URL"
+        )));
     }
     let (f, real) = rbdx_import::open_regular(Path::new(path))?;
     if !allowed(ctx, &real) {
-        return Err(format!("Not allowed to copy image file {path}"));
+        return Err(Error::Invalid(format!("Not allowed to copy image file {path}")));
     }
     Ok(f)
 }

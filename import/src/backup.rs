@@ -65,7 +65,9 @@ pub fn unpack(tarball: &Path, staging: &Path) -> Result<Backup> {
         UNPACK_LIMIT,
     )?;
     if !out.status.success() {
-        return Err(Error::Refused("the gzip file is not an OpenNebula RBD backup (tar could not unpack it)".into()));
+        return Err(Error::Refused(
+            "the gzip file is not an OpenNebula RBD backup (tar could not unpack it)".into(),
+        ));
     }
     let mut full = None;
     let mut incs: Vec<(u64, PathBuf)> = Vec::new();
@@ -123,8 +125,8 @@ impl<R: Read> Stream<R> {
         Ok(u64::from_le_bytes(self.exact(8)?.try_into().unwrap_or_default()))
     }
     fn skip(&mut self, n: u64) -> Result<()> {
-        let copied =
-            std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(Error::io("reading the backup"))?;
+        let copied = std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink())
+            .map_err(Error::io("reading the backup"))?;
         if copied == n { Ok(()) } else { Err(Error::Refused("truncated backup stream".into())) }
     }
 }
@@ -134,7 +136,8 @@ impl<R: Read> Stream<R> {
 /// # Errors
 /// A malformed stream.
 pub fn declared_size(full: &Path) -> Result<u64> {
-    let mut s = Stream { r: BufReader::new(File::open(full).map_err(Error::io(full.display().to_string()))?) };
+    let mut s =
+        Stream { r: BufReader::new(File::open(full).map_err(Error::io(full.display().to_string()))?) };
     if s.exact(EXPORT_V2.len())? != EXPORT_V2 {
         return Err(Error::Refused("disk.*.rbd2 is not an rbd export-format 2 stream".into()));
     }
@@ -179,8 +182,9 @@ fn skip_header_tags<R: Read>(s: &mut Stream<R>) -> Result<()> {
 /// # Errors
 /// A malformed stream or a Ceph error.
 pub fn apply(img: &Image<'_>, backup: &Backup) -> Result<()> {
-    let mut s =
-        Stream { r: BufReader::new(File::open(&backup.full).map_err(Error::io(backup.full.display().to_string()))?) };
+    let mut s = Stream {
+        r: BufReader::new(File::open(&backup.full).map_err(Error::io(backup.full.display().to_string()))?),
+    };
     if s.exact(EXPORT_V2.len())? != EXPORT_V2 {
         return Err(Error::Refused("disk.*.rbd2 is not an rbd export-format 2 stream".into()));
     }
@@ -190,7 +194,8 @@ pub fn apply(img: &Image<'_>, backup: &Backup) -> Result<()> {
         apply_diff(img, &mut s)?;
     }
     for inc in &backup.incrementals {
-        let mut s = Stream { r: BufReader::new(File::open(inc).map_err(Error::io(inc.display().to_string()))?) };
+        let mut s =
+            Stream { r: BufReader::new(File::open(inc).map_err(Error::io(inc.display().to_string()))?) };
         apply_diff(img, &mut s)?;
     }
     Ok(img.flush()?)
@@ -235,7 +240,12 @@ fn apply_diff<R: Read>(img: &Image<'_>, s: &mut Stream<R>) -> Result<()> {
             // length field says.
             b'p' => s.skip(1)?,
             b'e' => return Ok(()),
-            other => return Err(Error::Refused(format!("unknown record {:?} in the backup stream", other as char))),
+            other => {
+                return Err(Error::Refused(format!(
+                    "unknown record {:?} in the backup stream",
+                    other as char
+                )));
+            }
         }
     }
 }

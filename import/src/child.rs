@@ -103,7 +103,10 @@ pub fn wait_checked(
         }
         if start.elapsed() > limit {
             kill(child);
-            return Err(Error::TimedOut(format!("did not finish within {}s and was stopped", limit.as_secs())));
+            return Err(Error::TimedOut(format!(
+                "did not finish within {}s and was stopped",
+                limit.as_secs()
+            )));
         }
         if checked.elapsed() >= Duration::from_millis(250) {
             checked = Instant::now();

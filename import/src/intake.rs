@@ -287,8 +287,8 @@ pub fn qemu_img_checked(
         .stderr(Stdio::piped());
     let child = crate::child::spawn(&mut cmd)
         .map_err(Error::io("running qemu-img (qemu-utils) under prlimit (util-linux)"))?;
-    let out =
-        crate::child::wait_output_checked(child, limits.deadline, check).map_err(|e| e.prefixed("qemu-img"))?;
+    let out = crate::child::wait_output_checked(child, limits.deadline, check)
+        .map_err(|e| e.prefixed("qemu-img"))?;
     if out.status.success() {
         Ok(out.stdout)
     } else {

@@ -26,8 +26,8 @@
 #![deny(missing_docs)]
 
 pub mod backup;
-pub mod error;
 pub mod child;
+pub mod error;
 pub mod intake;
 
 use std::fs::File;
@@ -356,7 +356,8 @@ pub fn import(
         }
     }
     let temp = target.sibling(&temp_name(&target.name))?;
-    ops::remove(cluster, &temp, RemoveOptions::default()).context(format!("removing the unfinished {temp}"))?;
+    ops::remove(cluster, &temp, RemoveOptions::default())
+        .context(format!("removing the unfinished {temp}"))?;
     // A local file is opened once: qemu-img reads that open file (through an
     // inherited descriptor), never the path again.
     let (reader, total, local): (Box<dyn Read>, Option<u64>, Option<OpenFile>) = match source {
@@ -441,7 +442,9 @@ pub fn import(
         for (name, want, got) in checks {
             if let (Some(want), Some(got)) = (want, got) {
                 if !want.eq_ignore_ascii_case(got.trim()) {
-                    return Err(Error::Refused(format!("{name} mismatch: expected {want}, the source has {got}")));
+                    return Err(Error::Refused(format!(
+                        "{name} mismatch: expected {want}, the source has {got}"
+                    )));
                 }
             }
         }

@@ -6,6 +6,8 @@ use std::io::Read;
 use crate::oned::{Attrs, Datastore};
 use crate::xml::Element;
 
+use crate::error::{Context, Error, Result};
+
 /// Largest message read from stdin.
 pub const MAX_MESSAGE: u64 = 16 << 20;
 
@@ -21,14 +23,11 @@ impl ActionData {
     ///
     /// # Errors
     /// One line: unreadable, not base64, not XML, or not a driver action document.
-    pub fn read(input: impl Read) -> Result<Self, String> {
+    pub fn read(input: impl Read) -> Result<Self> {
         let mut text = String::new();
-        input
-            .take(MAX_MESSAGE + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| format!("reading the driver message: {e}"))?;
+        input.take(MAX_MESSAGE + 1).read_to_string(&mut text).context("reading the driver message")?;
         if text.len() as u64 > MAX_MESSAGE {
-            return Err("the driver message is too large".into());
+            return Err(Error::Invalid("the driver message is too large".into()));
         }
         Self::decode(&text)
     }
@@ -37,12 +36,14 @@ impl ActionData {
     ///
     /// # Errors
     /// As [`ActionData::read`].
-    pub fn decode(text: &str) -> Result<Self, String> {
-        let xml = crate::base64::decode(text).ok_or("the driver message on stdin is not base64")?;
-        let xml = String::from_utf8(xml).map_err(|_| "the driver message is not UTF-8")?;
-        let root = Element::parse(&xml).map_err(|e| format!("the driver message: {e}"))?;
+    pub fn decode(text: &str) -> Result<Self> {
+        let xml = crate::base64::decode(text)
+            .ok_or_else(|| Error::Invalid("the driver message on stdin is not base64".into()))?;
+        let xml =
+            String::from_utf8(xml).map_err(|_| Error::Invalid("the driver message is not UTF-8".into()))?;
+        let root = Element::parse(&xml).map_err(|e| Error::Invalid(format!("the driver message: {e}")))?;
         if root.name != "DS_DRIVER_ACTION_DATA" {
-            return Err(format!("expected DS_DRIVER_ACTION_DATA, got <{}>", root.name));
+            return Err(Error::Invalid(format!("expected DS_DRIVER_ACTION_DATA, got <{}>", root.name)));
         }
         root.require_unique("the driver message", &[])?;
         if let Some(image) = root.child("IMAGE") {
@@ -58,8 +59,11 @@ impl ActionData {
     ///
     /// # Errors
     /// When it is missing.
-    pub fn datastore(&self) -> Result<Datastore, String> {
-        let doc = self.root.child("DATASTORE").ok_or("the driver message has no DATASTORE")?;
+    pub fn datastore(&self) -> Result<Datastore> {
+        let doc = self
+            .root
+            .child("DATASTORE")
+            .ok_or_else(|| Error::Invalid("the driver message has no DATASTORE".into()))?;
         Datastore::from_element(doc.clone())
     }
 

@@ -1,36 +1,19 @@
 //! Driver arguments as oned writes them: `host:path`, ids, sizes. Everything is
 //! validated here, before any connection is made.
 
-use std::fmt;
+use crate::error::{Error, Result};
 
 /// A bad argument: the message oned shows the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgError(pub String);
-
-impl fmt::Display for ArgError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ArgError {}
-
-impl From<ArgError> for String {
-    fn from(e: ArgError) -> Self {
-        e.0
-    }
-}
-
-fn bad(msg: impl Into<String>) -> ArgError {
-    ArgError(msg.into())
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
 }
 
 /// Checks a host name from the arguments or a BRIDGE_LIST: letters, digits and
 /// `.-_:` (IPv6), not starting with `-` (so it can never be read as an ssh option).
 ///
 /// # Errors
-/// [`ArgError`] naming the host.
-pub fn validate_host(host: &str) -> Result<(), ArgError> {
+/// [`Error::Invalid`] naming the host.
+pub fn validate_host(host: &str) -> Result<()> {
     let ok = !host.is_empty()
         && host.len() <= 253
         && !host.starts_with('-')
@@ -52,9 +35,9 @@ impl HostPath {
     /// Parses `host:path`.
     ///
     /// # Errors
-    /// [`ArgError`] when there is no `host:` part, the host is invalid, or the
+    /// [`Error::Invalid`] when there is no `host:` part, the host is invalid, or the
     /// path is empty, contains control characters or a `..` component.
-    pub fn parse(s: &str) -> Result<Self, ArgError> {
+    pub fn parse(s: &str) -> Result<Self> {
         let (host, path) = s.split_once(':').ok_or_else(|| bad(format!("expected host:path, got {s:?}")))?;
         validate_host(host).map_err(|e| bad(format!("{e} in {s:?}")))?;
         if path.is_empty() || path.chars().any(char::is_control) {
@@ -72,8 +55,8 @@ impl HostPath {
     /// The disk id of a `…/disk.N` path.
     ///
     /// # Errors
-    /// [`ArgError`] if the path does not end in `disk.<number>`.
-    pub fn disk_id(&self) -> Result<u32, ArgError> {
+    /// [`Error::Invalid`] if the path does not end in `disk.<number>`.
+    pub fn disk_id(&self) -> Result<u32> {
         let last = self.path.rsplit('/').next().unwrap_or("");
         last.strip_prefix("disk.")
             .and_then(|n| parse_num(n).ok())
@@ -88,8 +71,8 @@ impl HostPath {
     /// The system datastore id in `…/<sys_ds>/<vmid>/disk.N` (or `…/<sys_ds>/<vmid>`).
     ///
     /// # Errors
-    /// [`ArgError`] if that component is not a number.
-    pub fn system_ds_id(&self) -> Result<u32, ArgError> {
+    /// [`Error::Invalid`] if that component is not a number.
+    pub fn system_ds_id(&self) -> Result<u32> {
         let parts: Vec<&str> = self.path.split('/').filter(|p| !p.is_empty()).collect();
         let back = if self.is_disk() { 3 } else { 2 };
         parts
@@ -124,16 +107,16 @@ fn parse_num(s: &str) -> Result<u32, ()> {
 /// Parses an object id (VM, datastore, image, snapshot): 0 to 2^31-1, as oned's ids.
 ///
 /// # Errors
-/// [`ArgError`] naming what was expected.
-pub fn parse_id(what: &str, s: &str) -> Result<u32, ArgError> {
+/// [`Error::Invalid`] naming what was expected.
+pub fn parse_id(what: &str, s: &str) -> Result<u32> {
     parse_num(s).map_err(|()| bad(format!("invalid {what} {s:?}: expected a non-negative integer")))
 }
 
 /// Parses a size in MiB (oned's unit), at most 2^40 MiB.
 ///
 /// # Errors
-/// [`ArgError`] for anything else.
-pub fn parse_size_mb(s: &str) -> Result<u64, ArgError> {
+/// [`Error::Invalid`] for anything else.
+pub fn parse_size_mb(s: &str) -> Result<u64> {
     let n: u64 = s
         .parse()
         .ok()
@@ -148,13 +131,8 @@ pub fn parse_size_mb(s: &str) -> Result<u64, ArgError> {
 /// Checks the argument count of an action.
 ///
 /// # Errors
-/// [`ArgError`] with the expected usage.
-pub fn expect_args<'a>(
-    args: &'a [String],
-    usage: &str,
-    min: usize,
-    max: usize,
-) -> Result<&'a [String], ArgError> {
+/// [`Error::Invalid`] with the expected usage.
+pub fn expect_args<'a>(args: &'a [String], usage: &str, min: usize, max: usize) -> Result<&'a [String]> {
     if args.len() < min || args.len() > max {
         return Err(bad(format!("wrong number of arguments ({}); usage: {usage}", args.len())));
     }
@@ -207,6 +185,6 @@ mod tests {
         let a: Vec<String> = vec!["a".into(), "b".into()];
         assert!(expect_args(&a, "x y", 2, 2).is_ok());
         let e = expect_args(&a, "x y z", 3, 3).unwrap_err();
-        assert_eq!(e.0, "wrong number of arguments (2); usage: x y z");
+        assert!(matches!(&e, Error::Invalid(m) if m == "wrong number of arguments (2); usage: x y z"), "{e}");
     }
 }

@@ -6,6 +6,8 @@
 use crate::datastore::Datastore;
 use crate::oned::{Host, Oned};
 
+use crate::error::{Error, Result};
+
 /// The BRIDGE_LIST hosts that `hosts` (oned's host pool) does not report as off,
 /// disabled or in error, in BRIDGE_LIST order. Hosts oned does not know stay.
 pub fn usable(bridges: &[String], hosts: &[Host]) -> Vec<String> {
@@ -22,12 +24,7 @@ pub fn usable(bridges: &[String], hosts: &[Host]) -> Vec<String> {
 ///
 /// # Errors
 /// One line when every bridge is off, disabled or in error.
-pub fn pick(
-    ds: &Datastore,
-    id: u64,
-    oned: Option<&Oned>,
-    note: &mut dyn FnMut(&str),
-) -> Result<String, String> {
+pub fn pick(ds: &Datastore, id: u64, oned: Option<&Oned>, note: &mut dyn FnMut(&str)) -> Result<String> {
     let bridges = ds.bridges();
     let candidates = match oned.map(Oned::hosts) {
         Some(Ok(hosts)) => usable(&bridges, &hosts),
@@ -38,11 +35,11 @@ pub fn pick(
         None => bridges.clone(),
     };
     if candidates.is_empty() {
-        return Err(format!(
+        return Err(Error::Invalid(format!(
             "no usable host in BRIDGE_LIST of datastore {} ({}): every one is off, disabled or in error",
             ds.id().unwrap_or(0),
             bridges.join(" ")
-        ));
+        )));
     }
     let n = candidates.len() as u64;
     Ok(candidates[usize::try_from(id % n).unwrap_or(0)].clone())

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use crate::oned::Attrs;
 
+use crate::error::{Context, Error, Result};
+
 /// Where the Ceph work of an action runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Execution {
@@ -90,17 +92,19 @@ impl Default for Config {
     }
 }
 
-fn secs(key: &str, v: &str) -> Result<Duration, String> {
-    v.parse::<u64>().map(Duration::from_secs).map_err(|_| format!("{key}: expected seconds, got {v:?}"))
+fn secs(key: &str, v: &str) -> Result<Duration> {
+    v.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| Error::Invalid(format!("{key}: expected seconds, got {v:?}")))
 }
 
 /// A remote directory is put into the one command line ssh runs: only plain path
 /// characters are allowed.
-fn safe_path(key: &str, v: &str) -> Result<String, String> {
+fn safe_path(key: &str, v: &str) -> Result<String> {
     if v.starts_with('/') && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
         Ok(v.to_string())
     } else {
-        Err(format!("{key}: {v:?} must be an absolute path of letters, digits and /._-"))
+        Err(Error::Invalid(format!("{key}: {v:?} must be an absolute path of letters, digits and /._-")))
     }
 }
 
@@ -109,15 +113,15 @@ impl Config {
     ///
     /// # Errors
     /// A message for an unreadable file or a bad value.
-    pub fn load() -> Result<Self, String> {
+    pub fn load() -> Result<Self> {
         let (path, required) = match std::env::var_os("RBDX_ONE_CONFIG") {
             Some(p) => (PathBuf::from(p), true),
             None => (default_path(), false),
         };
         match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => Self::parse(&text).context(format!("{}", path.display())),
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => Err(Error::Invalid(format!("cannot read {}: {e}", path.display()))),
         }
     }
 
@@ -125,35 +129,36 @@ impl Config {
     ///
     /// # Errors
     /// A message naming the bad line.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self> {
         let mut c = Self::default();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (k, v) =
-                line.split_once('=').ok_or_else(|| format!("line {}: expected KEY = value", n + 1))?;
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| Error::Invalid(format!("line {}: expected KEY = value", n + 1)))?;
             let v = v.trim().trim_matches('"');
-            c.set(k.trim(), v).map_err(|e| format!("line {}: {e}", n + 1))?;
+            c.set(k.trim(), v).context(format!("line {}", n + 1))?;
         }
         Ok(c)
     }
 
-    fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+    fn set(&mut self, key: &str, v: &str) -> Result<()> {
         match key {
             "EXECUTION" => {
                 self.execution = match v {
                     "ssh" => Execution::Ssh,
                     "local" => Execution::Local,
-                    _ => return Err(format!("EXECUTION: expected ssh or local, got {v:?}")),
+                    _ => return Err(Error::Invalid(format!("EXECUTION: expected ssh or local, got {v:?}"))),
                 }
             }
             "REMOTE_DIR" => self.remote_dir = safe_path(key, v)?,
             "SSH" => {
                 let words: Vec<String> = v.split_whitespace().map(str::to_string).collect();
                 if words.is_empty() {
-                    return Err("SSH: empty command".into());
+                    return Err(Error::Invalid("SSH: empty command".into()));
                 }
                 self.ssh = words;
             }
@@ -163,28 +168,28 @@ impl Config {
             "ONED_TIMEOUT" => self.oned_timeout = secs(key, v)?,
             "IDLE_TIMEOUT" => self.idle_timeout = secs(key, v)?,
             "MAX_IMAGE_SIZE" => {
-                self.max_image_size_mb = v
-                    .parse()
-                    .ok()
-                    .filter(|m| (1..=(1u64 << 43)).contains(m))
-                    .ok_or_else(|| format!("MAX_IMAGE_SIZE: expected MiB (1 to 2^43), got {v:?}"))?;
+                self.max_image_size_mb =
+                    v.parse().ok().filter(|m| (1..=(1u64 << 43)).contains(m)).ok_or_else(|| {
+                        Error::Invalid(format!("MAX_IMAGE_SIZE: expected MiB (1 to 2^43), got {v:?}"))
+                    })?;
             }
             "MAX_CLONE_DEPTH" => {
-                self.max_clone_depth = v
-                    .parse()
-                    .ok()
-                    .filter(|d| *d >= 1)
-                    .ok_or_else(|| format!("MAX_CLONE_DEPTH: expected 1 or more, got {v:?}"))?;
+                self.max_clone_depth = v.parse().ok().filter(|d| *d >= 1).ok_or_else(|| {
+                    Error::Invalid(format!("MAX_CLONE_DEPTH: expected 1 or more, got {v:?}"))
+                })?;
             }
             "TRASH_DELAY" => {
-                self.trash_delay =
-                    v.parse().map_err(|_| format!("TRASH_DELAY: expected seconds, got {v:?}"))?
+                self.trash_delay = v
+                    .parse()
+                    .map_err(|_| Error::Invalid(format!("TRASH_DELAY: expected seconds, got {v:?}")))?
             }
             "RECLAIM" => {
                 self.reclaim = match v {
                     "trash" => rbdx_core::ops::disk::Reclaim::Trash,
                     "flatten" => rbdx_core::ops::disk::Reclaim::Flatten,
-                    _ => return Err(format!("RECLAIM: expected trash or flatten, got {v:?}")),
+                    _ => {
+                        return Err(Error::Invalid(format!("RECLAIM: expected trash or flatten, got {v:?}")));
+                    }
                 }
             }
             "VIRSH" => self.virsh = v.to_string(),
@@ -194,7 +199,7 @@ impl Config {
                 self.context_dirs =
                     v.split_whitespace().map(|d| crate::datastore::path(key, d)).collect::<Result<_, _>>()?;
             }
-            _ => return Err(format!("unknown setting {key}")),
+            _ => return Err(Error::Invalid(format!("unknown setting {key}"))),
         }
         Ok(())
     }
@@ -203,7 +208,7 @@ impl Config {
     ///
     /// # Errors
     /// A message for a bad value.
-    pub fn for_datastore(&self, ds: Attrs<'_>) -> Result<Self, String> {
+    pub fn for_datastore(&self, ds: Attrs<'_>) -> Result<Self> {
         let mut c = self.clone();
         for key in [
             "EXECUTION",
@@ -215,7 +220,7 @@ impl Config {
             "TRANSFER_TIMEOUT",
         ] {
             if let Some(v) = ds.get(&format!("RBDX_{key}")) {
-                c.set(key, v).map_err(|e| format!("datastore attribute RBDX_{e}"))?;
+                c.set(key, v).map_err(|e| Error::Invalid(format!("datastore attribute RBDX_{e}")))?;
             }
         }
         Ok(c)
@@ -284,7 +289,7 @@ mod tests {
             ("no equals sign", "line 1"),
         ] {
             let e = Config::parse(text).unwrap_err();
-            assert!(e.contains(want), "{text}: {e}");
+            assert!(matches!(e, Error::Invalid(_)) && e.to_string().contains(want), "{text}: {e}");
         }
     }
 

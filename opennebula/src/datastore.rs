@@ -10,8 +10,10 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::oned::{Attrs, OnedError};
+use crate::oned::Attrs;
 use crate::xml::Element;
+
+use crate::error::{Context, Error, Result};
 
 /// Longest path accepted (Linux PATH_MAX, counting the final NUL).
 pub const PATH_MAX: usize = 4095;
@@ -60,20 +62,20 @@ const RBDX_KEYS: [&str; 7] = [
 ///
 /// # Errors
 /// One line naming the attribute.
-pub fn path(what: &str, v: &str) -> Result<String, String> {
+pub fn path(what: &str, v: &str) -> Result<String> {
     let ok = v.starts_with('/')
         && v.len() <= PATH_MAX
         && !v.chars().any(char::is_control)
         && !v.split('/').any(|c| c == "..");
-    if ok { Ok(v.to_string()) } else { Err(format!("{what}: {v:?} is not an absolute path")) }
+    if ok { Ok(v.to_string()) } else { Err(Error::Invalid(format!("{what}: {v:?} is not an absolute path"))) }
 }
 
 /// A pool name as RBD accepts it.
 ///
 /// # Errors
 /// One line naming the attribute.
-pub fn pool(what: &str, v: &str) -> Result<String, String> {
-    rbdx_core::ops::validate_name("pool", v).map_err(|e| format!("{what}: {e}"))?;
+pub fn pool(what: &str, v: &str) -> Result<String> {
+    rbdx_core::ops::validate_name("pool", v).context(format!("{what}"))?;
     Ok(v.to_string())
 }
 
@@ -81,36 +83,40 @@ pub fn pool(what: &str, v: &str) -> Result<String, String> {
 ///
 /// # Errors
 /// One line naming the attribute.
-pub fn ceph_user(what: &str, v: &str) -> Result<String, String> {
+pub fn ceph_user(what: &str, v: &str) -> Result<String> {
     let ok =
         !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok { Ok(v.to_string()) } else { Err(format!("{what}: {v:?} is not a cephx client id")) }
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(Error::Invalid(format!("{what}: {v:?} is not a cephx client id")))
+    }
 }
 
 /// `yes`/`no` as OpenNebula writes them (`YES`, `true`, `FALSE`…).
 ///
 /// # Errors
 /// One line naming the attribute.
-pub fn yes_no(what: &str, v: &str) -> Result<bool, String> {
+pub fn yes_no(what: &str, v: &str) -> Result<bool> {
     match v {
         "yes" | "YES" | "Yes" | "true" | "TRUE" | "True" => Ok(true),
         "no" | "NO" | "No" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("{what}: expected yes or no, got {v:?}")),
+        _ => Err(Error::Invalid(format!("{what}: expected yes or no, got {v:?}"))),
     }
 }
 
-fn uuid(what: &str, v: &str) -> Result<String, String> {
+fn uuid(what: &str, v: &str) -> Result<String> {
     let groups: Vec<&str> = v.split('-').collect();
     let lens = groups.iter().map(|g| g.len()).collect::<Vec<_>>();
     let ok = lens == [8, 4, 4, 4, 12] && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
-    if ok { Ok(v.to_string()) } else { Err(format!("{what}: {v:?} is not a UUID")) }
+    if ok { Ok(v.to_string()) } else { Err(Error::Invalid(format!("{what}: {v:?} is not a UUID"))) }
 }
 
 /// LIMIT_TRANSFER_BW: bytes per second, with an optional K, M or G suffix.
 ///
 /// # Errors
 /// One line.
-pub fn bandwidth(s: &str) -> Result<u64, String> {
+pub fn bandwidth(s: &str) -> Result<u64> {
     let (num, mult) = match s.chars().last() {
         Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
         Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
@@ -121,7 +127,7 @@ pub fn bandwidth(s: &str) -> Result<u64, String> {
         .ok()
         .filter(|n| *n > 0 && !num.starts_with('+'))
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("LIMIT_TRANSFER_BW: invalid bandwidth {s:?}"))
+        .ok_or_else(|| Error::Invalid(format!("LIMIT_TRANSFER_BW: invalid bandwidth {s:?}")))
 }
 
 impl Settings {
@@ -129,16 +135,16 @@ impl Settings {
     ///
     /// # Errors
     /// One line naming the first attribute that is malformed.
-    pub fn parse(t: Attrs<'_>) -> Result<Self, String> {
+    pub fn parse(t: Attrs<'_>) -> Result<Self> {
         t.0.require_unique("the datastore template", &[])?;
         let get = |k: &str| t.get(k);
         let list =
             |k: &str| get(k).map(|v| v.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
         let bridges: Vec<String> = list("BRIDGE_LIST");
         for b in &bridges {
-            crate::args::validate_host(b).map_err(|e| format!("BRIDGE_LIST: {e}"))?;
+            crate::args::validate_host(b).context("BRIDGE_LIST")?;
         }
-        let dirs = |k: &str| -> Result<Vec<String>, String> { list(k).iter().map(|d| path(k, d)).collect() };
+        let dirs = |k: &str| -> Result<Vec<String>> { list(k).iter().map(|d| path(k, d)).collect() };
         let s = Self {
             pool: get("POOL_NAME").map_or(Ok(crate::DEFAULT_POOL.to_string()), |v| pool("POOL_NAME", v))?,
             data_pool: get("EC_POOL_NAME").map(|v| pool("EC_POOL_NAME", v)).transpose()?,
@@ -157,7 +163,7 @@ impl Settings {
             if let Some(key) = c.name.strip_prefix("RBDX_")
                 && !RBDX_KEYS.contains(&key)
             {
-                return Err(format!("unknown datastore attribute {}", c.name));
+                return Err(Error::Invalid(format!("unknown datastore attribute {}", c.name)));
             }
         }
         Config::default().for_datastore(t)?;
@@ -177,23 +183,24 @@ impl Datastore {
     /// Parses `<DATASTORE>…</DATASTORE>`.
     ///
     /// # Errors
-    /// [`OnedError`] for anything but a datastore document with valid settings.
-    pub fn parse(doc: &str) -> Result<Self, OnedError> {
-        let doc = Element::parse(doc).map_err(|e| OnedError(format!("datastore document: {e}")))?;
-        Self::from_element(doc).map_err(OnedError)
+    /// [`Error::Invalid`] for anything but a datastore document with valid
+    /// settings.
+    pub fn parse(doc: &str) -> Result<Self> {
+        let doc = Element::parse(doc).map_err(|e| Error::Invalid(format!("datastore document: {e}")))?;
+        Self::from_element(doc)
     }
 
     /// A datastore from its element (of oned's pool, or of a driver message).
     ///
     /// # Errors
     /// One line: not a datastore, ambiguous, or a malformed setting.
-    pub fn from_element(doc: Element) -> Result<Self, String> {
+    pub fn from_element(doc: Element) -> Result<Self> {
         if doc.name != "DATASTORE" {
-            return Err(format!("expected a DATASTORE document, got <{}>", doc.name));
+            return Err(Error::Invalid(format!("expected a DATASTORE document, got <{}>", doc.name)));
         }
         doc.require_unique("the datastore document", &[])?;
         let id = doc.text_at("ID").unwrap_or("?").to_string();
-        let settings = Settings::parse(template_of(&doc)).map_err(|e| format!("datastore {id}: {e}"))?;
+        let settings = Settings::parse(template_of(&doc)).context(format!("datastore {id}"))?;
         Ok(Self { doc, settings })
     }
 
@@ -221,7 +228,7 @@ impl Datastore {
     ///
     /// # Errors
     /// Never for a parsed datastore (its overrides were checked).
-    pub fn config(&self, base: &Config) -> Result<Config, String> {
+    pub fn config(&self, base: &Config) -> Result<Config> {
         base.for_datastore(self.template())
     }
 
@@ -235,10 +242,10 @@ impl Datastore {
     ///
     /// # Errors
     /// One line when the path is not `<BASE_PATH>/<vm>`.
-    pub fn confine_vm_dir(&self, path: &str, vm: u32) -> Result<crate::hostfs::VmPath, String> {
+    pub fn confine_vm_dir(&self, path: &str, vm: u32) -> Result<crate::hostfs::VmPath> {
         let id = self.id().unwrap_or(0);
         if self.vm_dir(vm).as_deref() != Some(path) {
-            return Err(format!("{path} is not the directory of VM {vm} in datastore {id}"));
+            return Err(Error::Invalid(format!("{path} is not the directory of VM {vm} in datastore {id}")));
         }
         crate::hostfs::VmPath::dir(path, id, vm)
     }
@@ -258,7 +265,7 @@ fn template_of(doc: &Element) -> Attrs<'_> {
 mod tests {
     use super::*;
 
-    fn ds(template: &str) -> Result<Datastore, String> {
+    fn ds(template: &str) -> Result<Datastore> {
         Datastore::from_element(
             Element::parse(&format!("<DATASTORE><ID>5</ID><TEMPLATE>{template}</TEMPLATE></DATASTORE>"))
                 .unwrap(),
@@ -303,7 +310,11 @@ mod tests {
             (&format!("<STAGING_DIR>/{}</STAGING_DIR>", "a".repeat(PATH_MAX)), "STAGING_DIR"),
         ] {
             let e = ds(t).unwrap_err();
-            assert!(e.contains(want) && e.starts_with("datastore 5: "), "{t}: {e}");
+            let m = e.to_string();
+            assert!(
+                matches!(e, Error::Invalid(_)) && m.contains(want) && m.starts_with("datastore 5: "),
+                "{t}: {e}"
+            );
         }
     }
 }

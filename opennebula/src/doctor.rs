@@ -20,6 +20,8 @@ use crate::exec::{self, Target};
 use crate::job::{CephAccess, Job};
 use crate::oned::{Datastore, Host, Oned};
 
+use crate::error::{Context, Error, Result};
+
 /// How long connecting to Ceph may take in a check.
 const CONNECT: Duration = Duration::from_secs(10);
 
@@ -112,9 +114,9 @@ pub fn qemu_img() -> Finding {
 
 /// The key of `user` as this host has it: the key file, else the keyrings Ceph
 /// reads by default.
-fn key_of(user: &str, key_file: Option<&str>) -> Result<String, String> {
+fn key_of(user: &str, key_file: Option<&str>) -> Result<String> {
     if let Some(k) = key_file {
-        let text = std::fs::read_to_string(k).map_err(|e| format!("cannot read {k}: {e}"))?;
+        let text = std::fs::read_to_string(k).context(format!("cannot read {k}"))?;
         return Ok(text.trim().to_string());
     }
     let section = format!("[client.{user}]");
@@ -132,7 +134,7 @@ fn key_of(user: &str, key_file: Option<&str>) -> Result<String, String> {
             }
         }
     }
-    Err(format!("no key for client.{user} (no CEPH_KEY, and no /etc/ceph keyring has it)"))
+    Err(Error::Failed(format!("no key for client.{user} (no CEPH_KEY, and no /etc/ceph keyring has it)")))
 }
 
 fn libvirt_secret(s: &SecretProbe, virsh: &str, uri: &str) -> Finding {
@@ -168,12 +170,12 @@ fn libvirt_secret(s: &SecretProbe, virsh: &str, uri: &str) -> Finding {
 }
 
 /// Runs `cmd` with its output captured, killed after `limit`.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<std::process::Output, String> {
+fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<std::process::Output> {
     let name = cmd.get_program().to_string_lossy().into_owned();
     let child =
         rbdx_import::child::spawn(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()))
-            .map_err(|e| format!("cannot run {name}: {e}"))?;
-    crate::exec::wait_output(child, limit).map_err(|e| format!("{name}: {e}"))
+            .context(format!("cannot run {name}"))?;
+    crate::exec::wait_output(child, limit).context(format!("{name}"))
 }
 
 /// True if the datastore is driven by rbdx (`ceph` or `rbdx` as TM_MAD or DS_MAD).
@@ -247,11 +249,9 @@ pub fn front_end() -> Vec<Finding> {
         match d {
             Ok(d) if uses_rbdx(d) => ours.push(d),
             Ok(_) => {}
-            Err(e) => out.push(Finding::fail(
-                "datastore attributes are valid",
-                e.clone(),
-                "fix the datastore template",
-            )),
+            Err(e) => {
+                out.push(Finding::fail("datastore attributes are valid", e, "fix the datastore template"))
+            }
         }
     }
     // A datastore whose attributes are refused was reported above, rbdx's or not.

@@ -23,6 +23,8 @@ use crate::job::{Job, Outcome, PROTOCOL};
 pub use rbdx_import::child::wait_output;
 use rbdx_import::child::{self, drain};
 
+use crate::error::{Context, Error, Result};
+
 /// Where a job runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -58,10 +60,10 @@ pub struct Request {
 ///
 /// # Errors
 /// Never in practice (jobs always serialise).
-pub fn request_line_within(job: Job, limit: Duration) -> Result<Vec<u8>, String> {
+pub fn request_line_within(job: Job, limit: Duration) -> Result<Vec<u8>> {
     let ms = u64::try_from(deadline::for_host(limit).as_millis()).unwrap_or(u64::MAX);
     let req = Request { protocol: PROTOCOL, job, deadline_ms: Some(ms) };
-    let mut v = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+    let mut v = serde_json::to_vec(&req).map_err(|e| Error::Invalid(format!("the job: {e}")))?;
     v.push(b'\n');
     Ok(v)
 }
@@ -78,25 +80,20 @@ pub fn run(job: &Job, target: &Target, cfg: &Config) -> Outcome {
 }
 
 /// The outcome an answer on stdout carries, or why there is none.
-fn outcome_of(
-    host: &str,
-    out: &[u8],
-    err: &[u8],
-    status: std::process::ExitStatus,
-) -> Result<Outcome, String> {
+fn outcome_of(host: &str, out: &[u8], err: &[u8], status: std::process::ExitStatus) -> Result<Outcome> {
     serde_json::from_slice::<Outcome>(out).map_err(|_| {
         let err = String::from_utf8_lossy(err);
         let last = err.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output");
-        format!("{host}: running rbdx over ssh failed ({status}): {last}")
+        Error::Host(format!("{host}: running rbdx over ssh failed ({status}): {last}"))
     })
 }
 
-fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome, String> {
+fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome> {
     let request = request_line_within(job.clone(), cfg.action_timeout)?;
     let mut child = ssh(cfg, host)?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let out_reader = drain(child.stdout.take().ok_or("no stdout")?, 16 << 20);
-    let err_reader = drain(child.stderr.take().ok_or("no stderr")?, 1 << 20);
+    let mut stdin = child.stdin.take().ok_or_else(|| Error::Host("no stdin".into()))?;
+    let out_reader = drain(child.stdout.take().ok_or_else(|| Error::Host("no stdout".into()))?, 16 << 20);
+    let err_reader = drain(child.stderr.take().ok_or_else(|| Error::Host("no stderr".into()))?, 1 << 20);
     let writer = std::thread::spawn(move || stdin.write_all(&request));
     let status = wait(&mut child, cfg, host)?;
     let _ = writer.join();
@@ -118,26 +115,27 @@ pub fn run_with_input(
     let host = match target {
         Target::Local => {
             return match job {
-                Job::PutFile { path, size } => {
-                    Outcome { error: crate::hostfs::put_file(path, *size, input).err(), ..Outcome::default() }
-                }
+                Job::PutFile { path, size } => Outcome {
+                    error: crate::hostfs::put_file(path, *size, input).err().map(|e| e.to_string()),
+                    ..Outcome::default()
+                },
                 _ => job.import(input, progress),
             };
         }
         Target::Ssh(h) => h.clone(),
     };
-    let mut run = || -> Result<Outcome, String> {
+    let mut run = || -> Result<Outcome> {
         let request = request_line_within(job.clone(), cfg.action_timeout)?;
         let mut child = ssh(cfg, &host)?;
-        let mut stdin = child.stdin.take().ok_or("no stdin")?;
-        let out_reader = drain(child.stdout.take().ok_or("no stdout")?, 16 << 20);
+        let mut stdin = child.stdin.take().ok_or_else(|| Error::Host("no stdin".into()))?;
+        let out_reader = drain(child.stdout.take().ok_or_else(|| Error::Host("no stdout".into()))?, 16 << 20);
         // ssh's own messages are drained too: a full stderr pipe would stop it.
-        let err_reader = drain(child.stderr.take().ok_or("no stderr")?, 1 << 20);
-        stdin.write_all(&request).map_err(|e| format!("{host}: {e}"))?;
+        let err_reader = drain(child.stderr.take().ok_or_else(|| Error::Host("no stderr".into()))?, 1 << 20);
+        stdin.write_all(&request).context(format!("{host}"))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut sent = 0u64;
         loop {
-            let n = input.read(&mut buf).map_err(|e| format!("reading the source: {e}"))?;
+            let n = input.read(&mut buf).context("reading the source")?;
             if n == 0 {
                 break;
             }
@@ -169,28 +167,31 @@ pub fn serve(mut input: impl Read + 'static) -> (Option<Outcome>, i32) {
             Ok(0) => break,
             Ok(_) if byte[0] == b'\n' => break,
             Ok(_) => line.push(byte[0]),
-            Err(e) => return (Some(failed(format!("reading the job: {e}"))), 0),
+            Err(e) => return (Some(failed(Error::Io { context: "reading the job".into(), source: e })), 0),
         }
         if line.len() as u64 > MAX_REQUEST {
-            return (Some(failed("the job is too large".into())), 0);
+            return (Some(failed(Error::Invalid("the job is too large".into()))), 0);
         }
     }
     let req: Request = match serde_json::from_slice(&line) {
         Ok(r) => r,
-        Err(e) => return (Some(failed(format!("malformed job: {e}"))), 0),
+        Err(e) => return (Some(failed(Error::Invalid(format!("malformed job: {e}")))), 0),
     };
     if req.protocol != PROTOCOL {
         return (
-            Some(failed(format!(
+            Some(failed(Error::Invalid(format!(
                 "job protocol {} but this host's rbdx speaks {PROTOCOL}: run `onehost sync` so both run the same version",
                 req.protocol
-            ))),
+            )))),
             0,
         );
     }
     if let Some(ms) = req.deadline_ms {
         deadline::arm(Duration::from_millis(ms), |msg| {
-            println!("{}", serde_json::to_string(&failed(msg.to_string())).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string(&failed(Error::TimedOut(msg.to_string()))).unwrap_or_default()
+            );
         });
     }
     let result = match &req.job {
@@ -204,11 +205,11 @@ pub fn serve(mut input: impl Read + 'static) -> (Option<Outcome>, i32) {
         Job::Import { .. } => (Some(req.job.import(Box::new(input), &mut |_, _| {})), 0),
         Job::PutFile { path, size } => {
             let r = crate::hostfs::put_file(path, *size, input);
-            (Some(Outcome { error: r.err(), ..Outcome::default() }), 0)
+            (Some(Outcome { error: r.err().map(|e| e.to_string()), ..Outcome::default() }), 0)
         }
         Job::ReceiveDir { path } => {
             let r = crate::hostfs::receive_dir(path, input);
-            (Some(Outcome { error: r.err(), ..Outcome::default() }), 0)
+            (Some(Outcome { error: r.err().map(|e| e.to_string()), ..Outcome::default() }), 0)
         }
         job => (Some(job.run()), 0),
     };
@@ -244,12 +245,12 @@ fn probe(
     mark: Option<&str>,
     find: Option<&str>,
     cfg: &Config,
-) -> Result<(bool, bool), String> {
+) -> Result<(bool, bool)> {
     let job =
         Job::ProbeDir { path: dir.clone(), mark: mark.map(str::to_string), find: find.map(str::to_string) };
     let o = run(&job, target, cfg);
     if let Some(e) = o.error {
-        return Err(format!("{}: {e}", target.name()));
+        return Err(Error::Host(format!("{}: {e}", target.name())));
     }
     let v: serde_json::Value =
         o.output.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
@@ -261,13 +262,7 @@ fn probe(
 ///
 /// # Errors
 /// One line naming the host that failed.
-pub fn same_directory(
-    ta: &Target,
-    a: &VmPath,
-    tb: &Target,
-    b: &VmPath,
-    cfg: &Config,
-) -> Result<bool, String> {
+pub fn same_directory(ta: &Target, a: &VmPath, tb: &Target, b: &VmPath, cfg: &Config) -> Result<bool> {
     let m = probe_marker();
     let (exists, _) = probe(ta, a, Some(&m), None, cfg)?;
     if !exists {
@@ -285,13 +280,7 @@ pub fn same_directory(
 ///
 /// # Errors
 /// One line naming the host that failed.
-pub fn move_dir(
-    src: &Target,
-    from: &VmPath,
-    dst: &Target,
-    to: &VmPath,
-    cfg: &Config,
-) -> Result<Moved, String> {
+pub fn move_dir(src: &Target, from: &VmPath, dst: &Target, to: &VmPath, cfg: &Config) -> Result<Moved> {
     from.check_dir()?;
     to.check_dir()?;
     let m = probe_marker();
@@ -301,7 +290,7 @@ pub fn move_dir(
         return if dst_exists {
             Ok(Moved::AlreadyMoved)
         } else {
-            Err(format!("{} exists neither on {} nor on {}", from.path, src.name(), dst.name()))
+            Err(Error::Host(format!("{} exists neither on {} nor on {}", from.path, src.name(), dst.name())))
         };
     }
     let (_, same) = probe(dst, to, None, Some(&m), cfg)?;
@@ -310,22 +299,22 @@ pub fn move_dir(
     }
     let mut receiver = remote(cfg, dst)?;
     let mut sender = remote(cfg, src)?;
-    let mut rin = receiver.stdin.take().ok_or("no stdin")?;
+    let mut rin = receiver.stdin.take().ok_or_else(|| Error::Host("no stdin".into()))?;
     rin.write_all(&request_line_within(Job::ReceiveDir { path: to.clone() }, cfg.action_timeout)?)
-        .map_err(|e| format!("{}: {e}", dst.name()))?;
-    let mut sin = sender.stdin.take().ok_or("no stdin")?;
+        .context(format!("{}", dst.name()))?;
+    let mut sin = sender.stdin.take().ok_or_else(|| Error::Host("no stdin".into()))?;
     sin.write_all(&request_line_within(Job::SendDir { path: from.clone() }, cfg.action_timeout)?)
-        .map_err(|e| format!("{}: {e}", src.name()))?;
+        .context(format!("{}", src.name()))?;
     drop(sin);
-    let mut sout = sender.stdout.take().ok_or("no stdout")?;
+    let mut sout = sender.stdout.take().ok_or_else(|| Error::Host("no stdout".into()))?;
     let pump = std::thread::spawn(move || {
         let r = std::io::copy(&mut sout, &mut rin);
         drop(rin);
         r
     });
-    let rout = drain(receiver.stdout.take().ok_or("no stdout")?, 1 << 20);
-    let serr = drain(sender.stderr.take().ok_or("no stderr")?, 1 << 16);
-    let rerr = drain(receiver.stderr.take().ok_or("no stderr")?, 1 << 16);
+    let rout = drain(receiver.stdout.take().ok_or_else(|| Error::Host("no stdout".into()))?, 1 << 20);
+    let serr = drain(sender.stderr.take().ok_or_else(|| Error::Host("no stderr".into()))?, 1 << 16);
+    let rerr = drain(receiver.stderr.take().ok_or_else(|| Error::Host("no stderr".into()))?, 1 << 16);
     let sent = wait(&mut sender, cfg, src.name());
     let received = wait(&mut receiver, cfg, dst.name());
     // Both ends are done (or killed): the pump has nothing left to wait for.
@@ -337,12 +326,12 @@ pub fn move_dir(
     };
     let out = rout.join().unwrap_or_default();
     if !sent.success() {
-        return Err(format!("{}: sending {} failed: {}", src.name(), from.path, last(serr)));
+        return Err(Error::Host(format!("{}: sending {} failed: {}", src.name(), from.path, last(serr))));
     }
     match serde_json::from_slice::<Outcome>(&out) {
-        Ok(Outcome { error: Some(e), .. }) => Err(format!("{}: {e}", dst.name())),
+        Ok(Outcome { error: Some(e), .. }) => Err(Error::Host(format!("{}: {e}", dst.name()))),
         Ok(_) if received.success() => Ok(Moved::Copied),
-        _ => Err(format!("{}: receiving {} failed: {}", dst.name(), to.path, last(rerr))),
+        _ => Err(Error::Host(format!("{}: receiving {} failed: {}", dst.name(), to.path, last(rerr)))),
     }
 }
 
@@ -351,14 +340,14 @@ pub fn move_dir(
 ///
 /// # Errors
 /// When it cannot be started.
-pub fn remote(cfg: &Config, target: &Target) -> Result<Child, String> {
+pub fn remote(cfg: &Config, target: &Target) -> Result<Child> {
     match target {
         Target::Ssh(host) => ssh(cfg, host),
         Target::Local => {
-            let me = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
+            let me = std::env::current_exe().context("finding this program")?;
             let mut cmd = Command::new(me);
             cmd.arg("remote").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-            child::spawn(&mut cmd).map_err(|e| format!("cannot run rbdx remote: {e}"))
+            child::spawn(&mut cmd).context("cannot run rbdx remote")
         }
     }
 }
@@ -368,8 +357,8 @@ pub fn remote(cfg: &Config, target: &Target) -> Result<Child, String> {
 ///
 /// # Errors
 /// When ssh cannot be started.
-pub fn ssh(cfg: &Config, host: &str) -> Result<Child, String> {
-    validate_host(host).map_err(|e| e.to_string())?;
+pub fn ssh(cfg: &Config, host: &str) -> Result<Child> {
+    validate_host(host).map_err(Error::from)?;
     let connect = cfg.action_timeout.min(Duration::from_secs(30)).as_secs().max(1);
     let mut cmd = Command::new(&cfg.ssh[0]);
     cmd.args(&cfg.ssh[1..])
@@ -379,18 +368,21 @@ pub fn ssh(cfg: &Config, host: &str) -> Result<Child, String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    child::spawn(&mut cmd).map_err(|e| format!("cannot run {}: {e}", cfg.ssh[0]))
+    child::spawn(&mut cmd).context(format!("cannot run {}", cfg.ssh[0]))
 }
 
-fn wait(child: &mut Child, cfg: &Config, host: &str) -> Result<std::process::ExitStatus, String> {
+fn wait(child: &mut Child, cfg: &Config, host: &str) -> Result<std::process::ExitStatus> {
     let limit = deadline::bound(cfg.action_timeout);
     child::wait(child, limit).map_err(|_| {
-        format!("{host}: the action did not finish within {}s (ACTION_TIMEOUT)", cfg.action_timeout.as_secs())
+        Error::TimedOut(format!(
+            "{host}: the action did not finish within {}s (ACTION_TIMEOUT)",
+            cfg.action_timeout.as_secs()
+        ))
     })
 }
 
-fn failed(msg: String) -> Outcome {
-    Outcome { error: Some(msg), ..Outcome::default() }
+fn failed(e: Error) -> Outcome {
+    Outcome { error: Some(e.to_string()), ..Outcome::default() }
 }
 
 #[cfg(test)]

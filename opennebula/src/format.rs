@@ -7,6 +7,8 @@ use std::process::Command;
 
 use rbdx_core::Image;
 
+use crate::error::{Context, Error, Result};
+
 /// File systems (and `swap`) this driver can format.
 pub const SUPPORTED: [&str; 6] = ["ext2", "ext3", "ext4", "xfs", "vfat", "swap"];
 
@@ -14,16 +16,16 @@ pub const SUPPORTED: [&str; 6] = ["ext2", "ext3", "ext4", "xfs", "vfat", "swap"]
 ///
 /// # Errors
 /// One line naming the supported ones.
-pub fn check_supported(fs: &str) -> Result<(), String> {
+pub fn check_supported(fs: &str) -> Result<()> {
     if SUPPORTED.contains(&fs) {
         Ok(())
     } else {
-        Err(format!("unsupported file system {fs:?} (supported: {})", SUPPORTED.join(", ")))
+        Err(Error::Failed(format!("unsupported file system {fs:?} (supported: {})", SUPPORTED.join(", "))))
     }
 }
 
 /// The mkfs command line for `fs` on `path`: arguments, never a shell string.
-fn mkfs_command(fs: &str, path: &str) -> Result<Command, String> {
+fn mkfs_command(fs: &str, path: &str) -> Result<Command> {
     let mut cmd = match fs {
         "swap" => {
             let mut c = Command::new("mkswap");
@@ -42,7 +44,10 @@ fn mkfs_command(fs: &str, path: &str) -> Result<Command, String> {
         }
         "vfat" => Command::new("mkfs.vfat"),
         _ => {
-            return Err(format!("unsupported file system {fs:?} (supported: {})", SUPPORTED.join(", ")));
+            return Err(Error::Failed(format!(
+                "unsupported file system {fs:?} (supported: {})",
+                SUPPORTED.join(", ")
+            )));
         }
     };
     cmd.arg(path);
@@ -56,28 +61,25 @@ const MKFS_LIMIT: std::time::Duration = std::time::Duration::from_secs(1800);
 ///
 /// # Errors
 /// A message for an unsupported file system, a failed mkfs, or a failed write.
-pub fn format_image(img: &Image<'_>, size: u64, fs: &str) -> Result<(), String> {
-    let tmp = tempfile::Builder::new()
-        .prefix("rbdx-mkfs-")
-        .tempfile()
-        .map_err(|e| format!("temporary file: {e}"))?;
-    tmp.as_file().set_len(size).map_err(|e| format!("temporary file: {e}"))?;
+pub fn format_image(img: &Image<'_>, size: u64, fs: &str) -> Result<()> {
+    let tmp = tempfile::Builder::new().prefix("rbdx-mkfs-").tempfile().context("temporary file")?;
+    tmp.as_file().set_len(size).context("temporary file")?;
     let path = tmp.path().to_string_lossy().into_owned();
     let mut cmd = mkfs_command(fs, &path)?;
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let out = rbdx_import::child::run(&mut cmd, MKFS_LIMIT).map_err(|e| format!("mkfs for {fs}: {e}"))?;
+    let out = rbdx_import::child::run(&mut cmd, MKFS_LIMIT).context(format!("mkfs for {fs}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
+        return Err(Error::Failed(format!(
             "mkfs for {fs} failed: {}",
             err.split_whitespace().collect::<Vec<_>>().join(" ")
-        ));
+        )));
     }
-    let f = File::open(tmp.path()).map_err(|e| e.to_string())?;
+    let f = File::open(tmp.path()).context("reading the formatted file")?;
     // Only what mkfs wrote is read: a 1 TiB file system is a few MiB of data.
-    rbdx_core::ops::write_file_sparse(img, &f, false).map_err(|e| e.to_string())?;
+    rbdx_core::ops::write_file_sparse(img, &f, false).map_err(Error::from)?;
     Ok(())
 }
 

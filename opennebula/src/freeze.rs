@@ -10,20 +10,22 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::job::Freeze;
 
+use crate::error::{Context, Error, Result};
+
 /// A frozen guest; [`Thaw::thaw`] must be called (it is, on every path, by the job).
 #[derive(Debug)]
 pub struct Thaw<'a>(&'a Freeze);
 
 /// A libvirt domain name as OpenNebula makes them (`one-<vmid>`), nothing else.
-fn check_domain(d: &str) -> Result<(), String> {
+fn check_domain(d: &str) -> Result<()> {
     let ok = !d.is_empty()
         && d.len() <= 64
         && !d.starts_with('-')
         && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok { Ok(()) } else { Err(format!("invalid domain name {d:?}")) }
+    if ok { Ok(()) } else { Err(Error::Failed(format!("invalid domain name {d:?}"))) }
 }
 
-fn virsh(f: &Freeze, verb: &str) -> Result<(), String> {
+fn virsh(f: &Freeze, verb: &str) -> Result<()> {
     check_domain(&f.domain)?;
     let host = Config::load()?;
     let mut child = rbdx_import::child::spawn(
@@ -33,11 +35,11 @@ fn virsh(f: &Freeze, verb: &str) -> Result<(), String> {
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     )
-    .map_err(|e| format!("cannot run {}: {e}", host.virsh))?;
+    .context(format!("cannot run {}", host.virsh))?;
     let limit = host.freeze_timeout.max(Duration::from_secs(1));
     let start = Instant::now();
     loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
+        match child.try_wait().context("waiting for virsh")? {
             Some(st) if st.success() => return Ok(()),
             Some(_) => {
                 let mut err = String::new();
@@ -45,12 +47,12 @@ fn virsh(f: &Freeze, verb: &str) -> Result<(), String> {
                     use std::io::Read;
                     let _ = e.read_to_string(&mut err);
                 }
-                return Err(err.split_whitespace().collect::<Vec<_>>().join(" "));
+                return Err(Error::Failed(err.split_whitespace().collect::<Vec<_>>().join(" ")));
             }
             None if start.elapsed() > limit => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("timed out after {}s", limit.as_secs()));
+                return Err(Error::Failed(format!("timed out after {}s", limit.as_secs())));
             }
             None => std::thread::sleep(Duration::from_millis(50)),
         }

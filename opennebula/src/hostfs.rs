@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use rbdx_core::Cluster;
 use rbdx_core::ops::{self, CreateOptions, ImageSpec};
 
-use crate::job::{BASE_SNAP, Job};
+use crate::job::BASE_SNAP;
+
+use crate::error::{Context, Error, Result};
 
 /// A path in a VM's directory on a host, with the ids it must carry: the VM
 /// directory `<base>/<ds>/<vm>` or a file in it `<base>/<ds>/<vm>/disk.<n>`
@@ -32,7 +34,7 @@ impl VmPath {
     ///
     /// # Errors
     /// One line when the path is not that directory.
-    pub fn dir(path: &str, ds: u32, vm: u32) -> Result<Self, String> {
+    pub fn dir(path: &str, ds: u32, vm: u32) -> Result<Self> {
         let p = Self { path: path.to_string(), ds, vm };
         p.check_dir()?;
         Ok(p)
@@ -42,16 +44,16 @@ impl VmPath {
     ///
     /// # Errors
     /// One line when the path is not such a file.
-    pub fn file(path: &str, ds: u32, vm: u32) -> Result<Self, String> {
+    pub fn file(path: &str, ds: u32, vm: u32) -> Result<Self> {
         let p = Self { path: path.to_string(), ds, vm };
         p.check_file()?;
         Ok(p)
     }
 
-    fn parts(&self) -> Result<Vec<&str>, String> {
+    fn parts(&self) -> Result<Vec<&str>> {
         check_path(&self.path)?;
         if self.path.contains("//") || self.path.ends_with('/') || self.path.split('/').any(|c| c == ".") {
-            return Err(format!("refusing unnormalised path {:?}", self.path));
+            return Err(Error::Failed(format!("refusing unnormalised path {:?}", self.path)));
         }
         Ok(self.path.split('/').skip(1).collect())
     }
@@ -60,17 +62,17 @@ impl VmPath {
     ///
     /// # Errors
     /// One line when it is not `<base>/<ds>/<vm>`.
-    pub fn check_dir(&self) -> Result<&Path, String> {
+    pub fn check_dir(&self) -> Result<&Path> {
         let parts = self.parts()?;
         let n = parts.len();
         let ok = n >= 4 && parts[n - 2] == self.ds.to_string() && parts[n - 1] == self.vm.to_string();
         if ok {
             Ok(Path::new(&self.path))
         } else {
-            Err(format!(
+            Err(Error::Failed(format!(
                 "refusing {:?}: not the directory of VM {} in datastore {}",
                 self.path, self.vm, self.ds
-            ))
+            )))
         }
     }
 
@@ -78,7 +80,7 @@ impl VmPath {
     ///
     /// # Errors
     /// One line when it is not `<base>/<ds>/<vm>/disk.<n>`.
-    pub fn check_file(&self) -> Result<&Path, String> {
+    pub fn check_file(&self) -> Result<&Path> {
         let parts = self.parts()?;
         let n = parts.len();
         let disk = parts
@@ -89,7 +91,10 @@ impl VmPath {
         if ok {
             Ok(Path::new(&self.path))
         } else {
-            Err(format!("refusing {:?}: not a disk of VM {} in datastore {}", self.path, self.vm, self.ds))
+            Err(Error::Failed(format!(
+                "refusing {:?}: not a disk of VM {} in datastore {}",
+                self.path, self.vm, self.ds
+            )))
         }
     }
 
@@ -106,7 +111,7 @@ impl VmPath {
 ///
 /// # Errors
 /// A message naming the path.
-pub fn check_path(p: &str) -> Result<&Path, String> {
+pub fn check_path(p: &str) -> Result<&Path> {
     let path = Path::new(p);
     let deep = path.components().count() >= 4;
     let ok = p.starts_with('/')
@@ -114,12 +119,11 @@ pub fn check_path(p: &str) -> Result<&Path, String> {
         && p.len() <= crate::datastore::PATH_MAX
         && !p.chars().any(char::is_control)
         && !p.split('/').any(|c| c == "..");
-    if ok { Ok(path) } else { Err(format!("refusing unsafe path {p:?}")) }
+    if ok { Ok(path) } else { Err(Error::Failed(format!("refusing unsafe path {p:?}"))) }
 }
 
-fn io(what: &str, p: &str) -> impl Fn(std::io::Error) -> String {
-    let m = format!("{what} {p}");
-    move |e| format!("{m}: {e}")
+fn io(what: &str, p: &str) -> impl FnOnce(std::io::Error) -> Error {
+    Error::io(format!("{what} {p}"))
 }
 
 /// Writes image `src` (at `snap`) to file `path`, creating its directory.
@@ -134,26 +138,25 @@ pub fn export(
     file: &VmPath,
     size_mb: Option<u64>,
     log: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<()> {
     let p = file.check_file()?;
     let path = file.path.as_str();
-    let io_ctx = ops::ioctx(c, src).map_err(|e| e.to_string())?;
+    let io_ctx = ops::ioctx(c, src).map_err(Error::from)?;
     if drop_base_snap {
         match io_ctx.open(&src.name).and_then(|i| i.snap_remove(BASE_SNAP)) {
             Ok(()) | Err(_) => {}
         }
     }
     if let Some(s) = snap {
-        rbdx_core::ops::disk::ensure_snapshot(&io_ctx, &src.name, s)
-            .map_err(|e| format!("snapshot of {src}: {e}"))?;
+        rbdx_core::ops::disk::ensure_snapshot(&io_ctx, &src.name, s).context(format!("snapshot of {src}"))?;
     }
     if let Some(dir) = p.parent() {
         fs::create_dir_all(dir).map_err(io("creating", &dir.display().to_string()))?;
     }
-    let img = io_ctx.open_read_only(&src.name, snap).map_err(|e| e.to_string())?;
+    let img = io_ctx.open_read_only(&src.name, snap).map_err(Error::from)?;
     let mut f =
         OpenOptions::new().write(true).create(true).truncate(true).open(p).map_err(io("creating", path))?;
-    let n = ops::export_sparse(&img, &mut f).map_err(|e| format!("copying {src} to {path}: {e}"))?;
+    let n = ops::export_sparse(&img, &mut f).context(format!("copying {src} to {path}"))?;
     log.push(format!("copied {} MiB of {src} to {path}", n >> 20));
     if let Some(mb) = size_mb {
         if f.metadata().map_err(io("reading", path))?.len() < mb << 20 {
@@ -174,7 +177,7 @@ pub fn import(
     create: bool,
     data_pool: Option<&str>,
     size_mb: Option<u64>,
-) -> Result<(), String> {
+) -> Result<()> {
     let p = file.check_file()?;
     let path = file.path.as_str();
     let f = File::open(p).map_err(io("opening", path))?;
@@ -185,14 +188,14 @@ pub fn import(
             Ok(()) => {}
             // A re-run: the earlier run's image is overwritten below.
             Err(e) if e.is_exists() => {}
-            Err(e) => return Err(format!("creating {target}: {e}")),
+            Err(e) => return Err(Error::Failed(format!("creating {target}: {e}"))),
         }
-    } else if ops::stat(c, target).map_err(|e| e.to_string())?.size < size {
-        ops::resize(c, target, size, false).map_err(|e| e.to_string())?;
+    } else if ops::stat(c, target).map_err(Error::from)?.size < size {
+        ops::resize(c, target, size, false).map_err(Error::from)?;
     }
-    let io_ctx = ops::ioctx(c, target).map_err(|e| e.to_string())?;
-    let img = io_ctx.open(&target.name).map_err(|e| e.to_string())?;
-    ops::write_file_sparse(&img, &f, true).map_err(|e| format!("copying {path} into {target}: {e}"))?;
+    let io_ctx = ops::ioctx(c, target).map_err(Error::from)?;
+    let img = io_ctx.open(&target.name).map_err(Error::from)?;
+    ops::write_file_sparse(&img, &f, true).context(format!("copying {path} into {target}"))?;
     Ok(())
 }
 
@@ -200,11 +203,11 @@ pub fn import(
 ///
 /// # Errors
 /// One line.
-pub fn remove_file(file: &VmPath) -> Result<(), String> {
+pub fn remove_file(file: &VmPath) -> Result<()> {
     match fs::remove_file(file.check_file()?) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("removing {}: {e}", file.path)),
+        Err(e) => Err(Error::Failed(format!("removing {}: {e}", file.path))),
     }
 }
 
@@ -214,17 +217,20 @@ pub fn remove_file(file: &VmPath) -> Result<(), String> {
 ///
 /// # Errors
 /// One line.
-pub fn put_file(file: &VmPath, size: u64, input: impl std::io::Read) -> Result<(), String> {
+pub fn put_file(file: &VmPath, size: u64, input: impl std::io::Read) -> Result<()> {
     use std::io::Write;
     let p = file.check_file()?;
     let dir = file.parent_dir();
     fs::create_dir_all(dir.check_dir()?).map_err(io("creating", &dir.path))?;
     let part = format!("{}.rbdx-part", file.path);
-    let write = || -> Result<(), String> {
+    let write = || -> Result<()> {
         let mut f = File::create(&part).map_err(io("creating", &part))?;
         let n = std::io::copy(&mut input.take(size), &mut f).map_err(io("writing", &part))?;
         if n != size {
-            return Err(format!("writing {}: the stream ended after {n} of {size} bytes", file.path));
+            return Err(Error::Failed(format!(
+                "writing {}: the stream ended after {n} of {size} bytes",
+                file.path
+            )));
         }
         f.flush().and_then(|()| f.sync_all()).map_err(io("writing", &part))?;
         fs::rename(&part, p).map_err(io("renaming", &part))
@@ -234,41 +240,14 @@ pub fn put_file(file: &VmPath, size: u64, input: impl std::io::Read) -> Result<(
     })
 }
 
-/// Runs the jobs that only touch files.
-///
-/// # Errors
-/// One line.
-pub fn run_file_job(job: &Job, log: &mut Vec<String>) -> Result<(), String> {
-    match job {
-        Job::ResizeFile { path: file, size_mb } => {
-            let path = file.path.as_str();
-            let f = OpenOptions::new().write(true).open(file.check_file()?).map_err(io("opening", path))?;
-            let size = size_mb.checked_mul(1 << 20).ok_or("invalid size")?;
-            if f.metadata().map_err(io("reading", path))?.len() < size {
-                f.set_len(size).map_err(io("resizing", path))?;
-            }
-            Ok(())
-        }
-        Job::RemoveDir { path: dir } => match fs::remove_dir_all(dir.check_dir()?) {
-            Ok(()) => {
-                log.push(format!("removed {}", dir.path));
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("removing {}: {e}", dir.path)),
-        },
-        _ => Err("this job streams data: it runs through `rbdx remote`".into()),
-    }
-}
-
 /// How long sending or receiving a VM directory may take (the action's deadline
 /// bounds it too).
 const TAR_LIMIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The marker the same-directory probe leaves: `.rbdx-probe-<mark>`.
-fn marker(dir: &Path, mark: &str) -> Result<std::path::PathBuf, String> {
+fn marker(dir: &Path, mark: &str) -> Result<std::path::PathBuf> {
     if mark.is_empty() || mark.len() > 64 || !mark.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(format!("invalid probe marker {mark:?}"));
+        return Err(Error::Failed(format!("invalid probe marker {mark:?}")));
     }
     Ok(dir.join(format!(".rbdx-probe-{mark}")))
 }
@@ -278,7 +257,7 @@ fn marker(dir: &Path, mark: &str) -> Result<std::path::PathBuf, String> {
 ///
 /// # Errors
 /// One line.
-pub fn probe_dir(dir: &VmPath, mark: Option<&str>, find: Option<&str>) -> Result<(bool, bool), String> {
+pub fn probe_dir(dir: &VmPath, mark: Option<&str>, find: Option<&str>) -> Result<(bool, bool)> {
     let p = dir.check_dir()?;
     let exists = p.is_dir();
     if let (Some(m), true) = (mark, exists) {
@@ -302,7 +281,7 @@ pub fn probe_dir(dir: &VmPath, mark: Option<&str>, find: Option<&str>) -> Result
 ///
 /// # Errors
 /// One line.
-pub fn send_dir(dir: &VmPath, out: Stdio) -> Result<(), String> {
+pub fn send_dir(dir: &VmPath, out: Stdio) -> Result<()> {
     let p = dir.check_dir()?;
     let mut cmd = Command::new("tar");
     cmd.args(["--sparse", "--exclude=./.rbdx-probe-*", "-C"])
@@ -315,11 +294,11 @@ pub fn send_dir(dir: &VmPath, out: Stdio) -> Result<(), String> {
     if o.status.success() {
         Ok(())
     } else {
-        Err(format!(
+        Err(Error::Failed(format!(
             "tar of {} failed: {}",
             dir.path,
             crate::log::one_line(&String::from_utf8_lossy(&o.stderr))
-        ))
+        )))
     }
 }
 
@@ -331,9 +310,11 @@ fn siblings(p: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 /// Removes a directory tree; a missing one is fine.
-fn remove_tree(p: &Path) -> Result<(), String> {
+fn remove_tree(p: &Path) -> Result<()> {
     match fs::remove_dir_all(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("removing {}: {e}", p.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::Failed(format!("removing {}: {e}", p.display())))
+        }
         _ => Ok(()),
     }
 }
@@ -346,7 +327,7 @@ fn remove_tree(p: &Path) -> Result<(), String> {
 ///
 /// # Errors
 /// One line.
-pub fn receive_dir(dir: &VmPath, mut input: impl std::io::Read) -> Result<(), String> {
+pub fn receive_dir(dir: &VmPath, mut input: impl std::io::Read) -> Result<()> {
     let p = dir.check_dir()?;
     let path = dir.path.as_str();
     let (incoming, old) = siblings(p);
@@ -359,26 +340,29 @@ pub fn receive_dir(dir: &VmPath, mut input: impl std::io::Read) -> Result<(), St
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut tar = rbdx_import::child::spawn(&mut cmd).map_err(|e| format!("running tar: {e}"))?;
-    let mut stdin = tar.stdin.take().ok_or("no stdin")?;
-    let errors = rbdx_import::child::drain(tar.stderr.take().ok_or("no stderr")?, 1 << 16);
+    let mut tar = rbdx_import::child::spawn(&mut cmd).context("running tar")?;
+    let mut stdin = tar.stdin.take().ok_or_else(|| Error::Failed("no stdin".into()))?;
+    let errors = rbdx_import::child::drain(
+        tar.stderr.take().ok_or_else(|| Error::Failed("no stderr".into()))?,
+        1 << 16,
+    );
     // Fed from here: a tar that stalls is killed by the deadline, which ends
     // this copy with a broken pipe.
     let copied = std::io::copy(&mut input, &mut stdin);
     drop(stdin);
     let status = rbdx_import::child::wait(&mut tar, crate::deadline::bound(TAR_LIMIT))
-        .map_err(|e| format!("tar {e}"))?;
+        .map_err(|e| Error::Failed(format!("tar {e}")))?;
     let out = std::process::Output { status, stdout: Vec::new(), stderr: errors.join().unwrap_or_default() };
     // tar stops reading at the end-of-archive blocks and may leave the padding
     // after them unread: a broken pipe then is no error if tar succeeded.
     if let Err(e) = copied {
         if e.kind() != std::io::ErrorKind::BrokenPipe || !out.status.success() {
-            return Err(format!("receiving {path}: {e}"));
+            return Err(Error::Failed(format!("receiving {path}: {e}")));
         }
     }
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("unpacking into {path} failed: {}", crate::log::one_line(&err)));
+        return Err(Error::Failed(format!("unpacking into {path} failed: {}", crate::log::one_line(&err))));
     }
     sync_tree(&incoming)?;
     rbdx_core::crash::point("receive_dir: received");
@@ -394,12 +378,12 @@ pub fn receive_dir(dir: &VmPath, mut input: impl std::io::Read) -> Result<(), St
 }
 
 /// Flushes every file of the tree under `root` and the directories themselves.
-fn sync_tree(root: &Path) -> Result<(), String> {
+fn sync_tree(root: &Path) -> Result<()> {
     let mut todo = vec![root.to_path_buf()];
     while let Some(d) = todo.pop() {
         for e in fs::read_dir(&d).map_err(io("reading", &d.display().to_string()))? {
-            let e = e.map_err(|e| e.to_string())?;
-            let kind = e.file_type().map_err(|e| e.to_string())?;
+            let e = e.map_err(io("reading", &d.display().to_string()))?;
+            let kind = e.file_type().map_err(io("reading", &e.path().display().to_string()))?;
             if kind.is_dir() {
                 todo.push(e.path());
             } else if kind.is_file() {
@@ -413,7 +397,7 @@ fn sync_tree(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn sync_dir(d: &Path) -> Result<(), String> {
+fn sync_dir(d: &Path) -> Result<()> {
     File::open(d).and_then(|f| f.sync_all()).map_err(io("syncing", &d.display().to_string()))
 }
 

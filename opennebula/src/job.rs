@@ -4,81 +4,17 @@
 //! ([`crate::exec`]), where it is read from stdin as JSON. It never carries a
 //! secret: only the paths of the host's ceph.conf and key file.
 
-use std::time::Duration;
-
-use rbdx_core::ops::disk::{self, Disk, DiskConfig, Reclaim};
-use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec, Removal, RemoveOptions};
-use rbdx_core::{Cluster, ConnectConfig, Timeouts};
+use rbdx_core::ops::disk::Reclaim;
 use serde::{Deserialize, Serialize};
 
+pub use crate::access::CephAccess;
+use crate::error::{Error, Result};
 use crate::hostfs::VmPath;
-use crate::oned::{Attrs, Datastore};
+pub use crate::jobs::import::ImportJob;
+use crate::jobs::{self, Done};
 
 /// Version of the job protocol between the front-end and the hosts.
 pub const PROTOCOL: u32 = 2;
-
-/// How to reach Ceph on the host that runs the job (the DISK's or datastore's
-/// CEPH_CONF, CEPH_USER, CEPH_KEY).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CephAccess {
-    /// ceph.conf path on that host.
-    pub conf: Option<String>,
-    /// cephx user (without `client.`).
-    pub user: Option<String>,
-    /// Path of a key file on that host.
-    pub key_file: Option<String>,
-    /// Seconds one Ceph call may take.
-    pub timeout_secs: u64,
-}
-
-impl CephAccess {
-    /// CEPH_CONF, CEPH_USER and CEPH_KEY of a datastore; a VM's DISK supplies only
-    /// what the datastore does not set (the datastore is the operator's, the DISK
-    /// a copy oned made that a user's template may have shaped), checked as the
-    /// datastore's are.
-    ///
-    /// # Errors
-    /// One line naming a malformed DISK attribute.
-    pub fn of(ds: &Datastore, disk: Option<Attrs<'_>>, timeout: Duration) -> Result<Self, String> {
-        use crate::datastore::{ceph_user, path};
-        let s = ds.settings();
-        let from_disk = |k: &str, check: fn(&str, &str) -> Result<String, String>| {
-            disk.and_then(|d| d.get(k)).map(|v| check(&format!("DISK {k}"), v)).transpose()
-        };
-        Ok(Self {
-            conf: match &s.ceph_conf {
-                Some(c) => Some(c.clone()),
-                None => from_disk("CEPH_CONF", path)?,
-            },
-            user: match &s.ceph_user {
-                Some(u) => Some(u.clone()),
-                None => from_disk("CEPH_USER", ceph_user)?,
-            },
-            key_file: match &s.ceph_key {
-                Some(k) => Some(k.clone()),
-                None => from_disk("CEPH_KEY", path)?,
-            },
-            timeout_secs: timeout.as_secs(),
-        })
-    }
-
-    /// The connection settings.
-    pub fn config(&self) -> ConnectConfig {
-        ConnectConfig {
-            conf_file: self.conf.as_ref().map(Into::into),
-            client_id: self.user.clone(),
-            keyring: None,
-            key_file: self.key_file.as_ref().map(Into::into),
-            mon_host: None,
-            timeouts: Timeouts::uniform(Duration::from_secs(self.timeout_secs.max(1))),
-            auth_none: false,
-        }
-    }
-
-    fn connect(&self) -> Result<Cluster, String> {
-        Cluster::connect(&self.config()).map_err(|e| format!("cannot connect to Ceph: {e}"))
-    }
-}
 
 /// A guest to freeze around a snapshot (`snap_create_live`). Only the domain:
 /// the virsh command, the libvirt URI and the time limit are the settings of the
@@ -293,34 +229,7 @@ pub enum Job {
     },
     /// DS cp: import an image. The data follows the request on stdin (`size`
     /// bytes) when `url` is `None`.
-    Import {
-        /// Ceph access.
-        ceph: CephAccess,
-        /// The image to create (`pool/one-<id>`).
-        target: String,
-        /// Its data pool.
-        data_pool: Option<String>,
-        /// Download from here (on this host) instead of reading stdin.
-        url: Option<String>,
-        /// Bytes that follow on stdin.
-        size: u64,
-        /// Make the image at least this many MiB.
-        min_size_mb: Option<u64>,
-        /// Expected MD5.
-        md5: Option<String>,
-        /// Expected SHA1.
-        sha1: Option<String>,
-        /// Bytes per second at most.
-        limit_bps: Option<u64>,
-        /// Where non-raw data is staged for qemu-img.
-        staging_dir: Option<String>,
-        /// Seconds a download may go without data.
-        #[serde(default)]
-        idle_secs: Option<u64>,
-        /// Largest virtual size accepted, MiB.
-        #[serde(default)]
-        max_size_mb: Option<u64>,
-    },
+    Import(ImportJob),
     /// DS snap_flatten: the image becomes snapshot `snap`, alone.
     Flatten {
         /// Ceph access.
@@ -373,269 +282,43 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+impl Outcome {
+    /// The outcome, or its failure (a job's one-line message, as
+    /// [`Error::Host`]).
+    ///
+    /// # Errors
+    /// The job's failure.
+    pub fn into_result(self) -> Result<Self> {
+        match self.error {
+            Some(e) => Err(Error::Host(e)),
+            None => Ok(self),
+        }
+    }
+}
+
 /// The snapshot a save-as of the current disk state takes, named after the new image.
-pub fn saveas_snapshot(target: &ImageSpec) -> String {
+pub fn saveas_snapshot(target: &rbdx_core::ops::ImageSpec) -> String {
     crate::naming::saveas_snapshot(&target.name)
 }
 
-/// What the clone of a save-as would refuse, refused before its snapshot is
-/// taken (so a failed save-as leaves nothing): a target that exists and is not
-/// this save-as's own clone (a re-run), or a data pool that does not exist.
-fn saveas_precheck(
-    c: &Cluster,
-    target: &ImageSpec,
-    snap: &str,
-    data_pool: Option<&str>,
-) -> Result<(), String> {
-    if let Some(dp) = data_pool {
-        c.pool_id(dp).map_err(|err| format!("data pool {dp}: {err}"))?;
-    }
-    let io = ops::ioctx(c, target).map_err(|err| format!("{target}: {err}"))?;
-    let t = match io.open_read_only(&target.name, None) {
-        Ok(t) => t,
-        Err(err) if err.is_not_found() => return Ok(()),
-        Err(err) => return Err(format!("{target}: {err}")),
-    };
-    let from_parent = t.parent().ok().flatten().is_some_and(|p| p.snap_name == snap);
-    let from_marker = t
-        .metadata_get("rbdx.cloned-from")
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.rsplit_once('@').is_some_and(|(_, s)| s == snap));
-    if from_parent || from_marker { Ok(()) } else { Err(format!("{target} already exists")) }
-}
-
-fn spec(s: &str) -> Result<ImageSpec, String> {
-    s.parse().map_err(|e: rbdx_core::Error| e.to_string())
-}
+pub use crate::naming::BASE_SNAP;
 
 impl Job {
-    fn ceph(&self) -> Option<&CephAccess> {
-        match self {
-            Self::ResizeFile { .. }
-            | Self::RemoveDir { .. }
-            | Self::SendDir { .. }
-            | Self::ReceiveDir { .. }
-            | Self::PutFile { .. }
-            | Self::ProbeDir { .. }
-            | Self::Doctor { .. } => None,
-            Self::CloneDisk { ceph, .. }
-            | Self::LinkDisk { ceph, .. }
-            | Self::MakeImage { ceph, .. }
-            | Self::DeleteDisk { ceph, .. }
-            | Self::RemoveImage { ceph, .. }
-            | Self::SnapCreate { ceph, .. }
-            | Self::SnapDelete { ceph, .. }
-            | Self::SnapRevert { ceph, .. }
-            | Self::SaveAs { ceph, .. }
-            | Self::ExportToFile { ceph, .. }
-            | Self::ImportFile { ceph, .. }
-            | Self::Monitor { ceph, .. }
-            | Self::Import { ceph, .. }
-            | Self::Flatten { ceph, .. }
-            | Self::Checksum { ceph, .. }
-            | Self::Resize { ceph, .. } => Some(ceph),
-        }
-    }
-
-    /// Runs the job here; the outcome carries the log and any error. Jobs that
-    /// stream (`SendDir`, `ReceiveDir`) need [`crate::exec::serve`].
+    /// Runs the job here; the outcome carries the log, the output and any
+    /// error. Jobs that stream (`SendDir`, `ReceiveDir`, `PutFile`, and
+    /// `Import` from stdin) run through [`crate::exec::serve`]; here an import
+    /// has no data but its URL's.
     pub fn run(&self) -> Outcome {
+        if let Self::Import(job) = self {
+            return Self::import_outcome(jobs::import::run(job, Box::new(std::io::empty()), &mut |_, _| {}));
+        }
         let mut log = Vec::new();
-        if let Self::Import { .. } = self {
-            return self.import(Box::new(std::io::empty()), &mut |_, _| {});
+        match self.dispatch(&mut log) {
+            Ok(done) => Outcome { log, output: done.output, vm_disks: done.vm_disks, error: None },
+            Err(e) => Outcome { log, error: Some(e.to_string()), ..Outcome::default() },
         }
-        if let Self::Checksum { ceph, image } = self {
-            let r = ceph.connect().and_then(|c| checksum(&c, &spec(image)?));
-            return match r {
-                Ok(out) => Outcome { log, output: Some(out), ..Outcome::default() },
-                Err(e) => Outcome { log, error: Some(e), ..Outcome::default() },
-            };
-        }
-        if let Self::ProbeDir { path, mark, find } = self {
-            return match crate::hostfs::probe_dir(path, mark.as_deref(), find.as_deref()) {
-                Ok((exists, found)) => Outcome {
-                    output: Some(serde_json::json!({"exists": exists, "found": found}).to_string()),
-                    ..Outcome::default()
-                },
-                Err(e) => Outcome { error: Some(e), ..Outcome::default() },
-            };
-        }
-        if let Self::Doctor { checks } = self {
-            let findings = crate::doctor::run_host(checks);
-            return Outcome { output: Some(crate::doctor::to_output(&findings)), ..Outcome::default() };
-        }
-        if let Self::Monitor { ceph, pool, ec_pool, vm_disks } = self {
-            let r = ceph.connect().and_then(|c| {
-                let report = crate::monitor::measure(&c, pool, ec_pool.as_deref(), &mut log)?;
-                let disks = if *vm_disks { crate::monitor::vm_disks(&c, pool)? } else { Vec::new() };
-                Ok((report, disks))
-            });
-            return match r {
-                Ok((out, vm_disks)) => Outcome { log, output: Some(out), error: None, vm_disks },
-                Err(e) => Outcome { log, error: Some(e), ..Outcome::default() },
-            };
-        }
-        let result = match self.ceph() {
-            Some(access) => access.connect().and_then(|c| self.run_on(&c, &mut log)),
-            None => crate::hostfs::run_file_job(self, &mut log),
-        };
-        Outcome { log, error: result.err(), ..Outcome::default() }
     }
 
-    fn run_on(&self, c: &Cluster, log: &mut Vec<String>) -> Result<(), String> {
-        let e = |what: &str| {
-            let what = what.to_string();
-            move |err: rbdx_core::Error| format!("{what}: {err}")
-        };
-        match self {
-            Self::CloneDisk { source, target, data_pool, size_mb, max_depth, .. } => {
-                let (src, dst) = (spec(source)?, spec(target)?);
-                clone_disk(c, &src, &dst, data_pool.as_deref(), *max_depth, log)
-                    .map_err(e(&format!("cloning {src} to {dst}")))?;
-                if let Some(mb) = size_mb {
-                    grow(c, &dst, *mb).map_err(e(&format!("resizing {dst}")))?;
-                }
-            }
-            Self::LinkDisk { source, .. } => {
-                let src = spec(source)?;
-                let io = ops::ioctx(c, &src).map_err(e(&src.to_string()))?;
-                // A base snapshot from a non-persistent past must not be cloned
-                // again once the image changes in place; clones that still use it
-                // keep it (format 2 moves it to the trash namespace).
-                match io.open(&src.name).and_then(|img| img.snap_remove(BASE_SNAP)) {
-                    Ok(()) => log.push(format!("removed the base snapshot {src}@{BASE_SNAP}")),
-                    Err(err) if err.is_not_found() => {}
-                    Err(err) => return Err(format!("dropping {src}@{BASE_SNAP}: {err}")),
-                }
-            }
-            Self::MakeImage { target, size_mb, data_pool, fs, .. } => {
-                let dst = spec(target)?;
-                make_image(c, &dst, *size_mb, data_pool.as_deref(), fs.as_deref(), log)?;
-            }
-            Self::DeleteDisk { head, base, trash_delay, reclaim, .. } => {
-                let h = spec(head)?;
-                Disk::new(c, h.clone(), &crate::naming::ONE)
-                    .remove(*trash_delay, *reclaim)
-                    .map_err(e(&format!("deleting {h}")))?;
-                if let Some(b) = base {
-                    let b = spec(b)?;
-                    let io = ops::ioctx(c, &b).map_err(e(&b.to_string()))?;
-                    match disk::drop_unused_snapshot(&io, &b.name, BASE_SNAP) {
-                        Ok(true) => log.push(format!("removed the unused base snapshot {b}@{BASE_SNAP}")),
-                        Ok(false) => {}
-                        Err(err) if err.is_not_found() => {}
-                        Err(err) => return Err(format!("dropping {b}@{BASE_SNAP}: {err}")),
-                    }
-                }
-                // The disk is gone; what reclaim meets belongs to other images and
-                // the monitor retries it.
-                match disk::reclaim(c, &h) {
-                    Ok((0, _)) => {}
-                    Ok((freed, _)) => log.push(format!("reclaimed {freed} image(s) whose clones are gone")),
-                    Err(err) => {
-                        log.push(format!("reclaiming trashed images failed (the monitor retries): {err}"))
-                    }
-                }
-            }
-            Self::RemoveImage { image, trash_delay, .. } => {
-                let i = spec(image)?;
-                match ops::remove(c, &i, RemoveOptions { trash_delay: *trash_delay })
-                    .map_err(e(&format!("removing {i}")))?
-                {
-                    Removal::AlreadyGone => {}
-                    _ => log.push(format!("removed {i}")),
-                }
-            }
-            Self::SnapCreate { head, snap, freeze, .. } => {
-                let h = spec(head)?;
-                let thaw = match freeze {
-                    Some(f) => crate::freeze::freeze(f, log),
-                    None => None,
-                };
-                let r = Disk::new(c, h.clone(), &crate::naming::ONE).snapshot_create(snap);
-                if let Some(t) = thaw {
-                    t.thaw(log);
-                }
-                r.map_err(e(&format!("creating snapshot {snap} of {h}")))?;
-            }
-            Self::SnapDelete { head, snap, .. } => {
-                let h = spec(head)?;
-                Disk::new(c, h.clone(), &crate::naming::ONE)
-                    .snapshot_delete(snap)
-                    .map_err(e(&format!("deleting snapshot {snap} of {h}")))?;
-            }
-            Self::SnapRevert { head, snap, data_pool, max_depth, .. } => {
-                let h = spec(head)?;
-                let cfg = disk_config(data_pool, *max_depth);
-                Disk::new(c, h.clone(), &crate::naming::ONE)
-                    .revert(snap, &cfg)
-                    .map_err(e(&format!("reverting {h} to snapshot {snap}")))?;
-            }
-            Self::SaveAs { head, snap, target, data_pool, max_depth, .. } => {
-                let (h, t) = (spec(head)?, spec(target)?);
-                let d = Disk::new(c, h.clone(), &crate::naming::ONE);
-                let snap = match snap {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s = saveas_snapshot(&t);
-                        saveas_precheck(c, &t, &s, data_pool.as_deref())?;
-                        d.snapshot_create(&s).map_err(e(&format!("taking a snapshot of {h}")))?;
-                        s
-                    }
-                };
-                let cfg = disk_config(data_pool, *max_depth);
-                d.clone_snapshot(&snap, &t, &cfg).map_err(e(&format!("saving {h}@{snap} as {t}")))?;
-                log.push(format!("saved {h}@{snap} as {t} (copy-on-write)"));
-            }
-            Self::ExportToFile { source, snap, drop_base_snap, path, size_mb, .. } => {
-                let src = spec(source)?;
-                crate::hostfs::export(c, &src, snap.as_deref(), *drop_base_snap, path, *size_mb, log)?;
-            }
-            Self::ImportFile { path, target, create, data_pool, size_mb, remove_file, freeze, .. } => {
-                let thaw = freeze.as_ref().and_then(|f| crate::freeze::freeze(f, log));
-                let r =
-                    crate::hostfs::import(c, path, &spec(target)?, *create, data_pool.as_deref(), *size_mb);
-                if let Some(t) = thaw {
-                    t.thaw(log);
-                }
-                r?;
-                if *remove_file {
-                    crate::hostfs::remove_file(path)?;
-                }
-            }
-            Self::Flatten { head, snap, data_pool, max_depth, .. } => {
-                let h = spec(head)?;
-                let cfg = disk_config(data_pool, *max_depth);
-                Disk::new(c, h.clone(), &crate::naming::ONE)
-                    .flatten_to(snap, &cfg)
-                    .map_err(e(&format!("flattening {h} to snapshot {snap}")))?;
-            }
-            Self::ResizeFile { .. }
-            | Self::RemoveDir { .. }
-            | Self::SendDir { .. }
-            | Self::ReceiveDir { .. }
-            | Self::PutFile { .. }
-            | Self::ProbeDir { .. }
-            | Self::Import { .. }
-            | Self::Checksum { .. }
-            | Self::Monitor { .. }
-            | Self::Doctor { .. } => {
-                return crate::hostfs::run_file_job(self, log);
-            }
-            Self::Resize { image, size_mb, .. } => {
-                let i = spec(image)?;
-                // A shrink would lose data: refused, as `rbd resize` without
-                // --allow-shrink refuses it.
-                ops::resize(c, &i, size_mb.saturating_mul(1 << 20), false)
-                    .map_err(e(&format!("resizing {i}")))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Job {
     /// Runs an `Import` job, reading the data (when no URL) from `input`, and
     /// reporting progress.
     pub fn import(
@@ -643,170 +326,91 @@ impl Job {
         input: Box<dyn std::io::Read>,
         progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
     ) -> Outcome {
-        let Self::Import {
-            ceph,
-            target,
-            data_pool,
-            url,
-            size,
-            min_size_mb,
-            md5,
-            sha1,
-            limit_bps,
-            staging_dir,
-            idle_secs,
-            max_size_mb,
-        } = self
-        else {
-            return Outcome { error: Some("not an import job".into()), ..Outcome::default() };
-        };
-        let run = || -> Result<String, String> {
-            let t = spec(target)?;
-            let c = ceph.connect()?;
-            let source = match url {
-                Some(u) => rbdx_import::Source::Url(u.clone()),
-                None => rbdx_import::Source::Stream { reader: input, size: *size },
-            };
-            let opts = rbdx_import::Options {
-                data_pool: data_pool.clone(),
-                min_size: min_size_mb.map(|m| m << 20),
-                md5: md5.clone(),
-                sha1: sha1.clone(),
-                limit_bps: *limit_bps,
-                staging_dir: staging_dir.as_ref().map(Into::into),
-                timeout: Some(Duration::from_secs(idle_secs.unwrap_or(60).max(1))),
-                convert_timeout: None,
-                max_size: max_size_mb.map(|m| m.saturating_mul(1 << 20)),
-            };
-            let r = rbdx_import::import(&c, source, &t, &opts, Some(progress))?;
-            Ok(if r.already_done {
-                format!("{t} was imported already")
-            } else {
-                format!("imported {} MiB ({}) into {t}", r.read >> 20, r.format.qemu_name())
-            })
-        };
-        match run() {
+        match self {
+            Self::Import(job) => Self::import_outcome(jobs::import::run(job, input, progress)),
+            _ => Outcome { error: Some("not an import job".into()), ..Outcome::default() },
+        }
+    }
+
+    fn import_outcome(r: Result<String>) -> Outcome {
+        match r {
             Ok(msg) => Outcome { log: vec![msg], ..Outcome::default() },
-            Err(e) => Outcome { error: Some(e), ..Outcome::default() },
+            Err(e) => Outcome { error: Some(e.to_string()), ..Outcome::default() },
         }
     }
-}
 
-/// The MD5 (hex) of an image's whole contents.
-fn checksum(c: &Cluster, image: &ImageSpec) -> Result<String, String> {
-    use md5::Digest;
-    let io = ops::ioctx(c, image).map_err(|e| e.to_string())?;
-    let img = io.open_read_only(&image.name, None).map_err(|e| e.to_string())?;
-    let size = img.info().map_err(|e| e.to_string())?.size;
-    let mut h = md5::Md5::new();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut pos = 0;
-    while pos < size {
-        let n = (size - pos).min(buf.len() as u64) as usize;
-        img.read_at(pos, &mut buf[..n]).map_err(|e| e.to_string())?;
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The scheme's settings for images a job creates.
-fn disk_config(data_pool: &Option<String>, max_depth: u32) -> DiskConfig {
-    DiskConfig { data_pool: data_pool.clone(), clone_format: CloneFormat::Auto, max_depth }
-}
-
-pub use crate::naming::BASE_SNAP;
-
-fn grow(c: &Cluster, image: &ImageSpec, size_mb: u64) -> rbdx_core::Result<()> {
-    let size = size_mb << 20;
-    if ops::stat(c, image)?.size < size { ops::resize(c, image, size, false) } else { Ok(()) }
-}
-
-/// Clones `src@snap` into `dst`: re-running when `dst` exists (as that clone) is a
-/// no-op; the base snapshot is taken once however many deploy at the same time; a
-/// snapshot removed by a racing delete is taken again.
-fn clone_disk(
-    c: &Cluster,
-    src: &ImageSpec,
-    dst: &ImageSpec,
-    data_pool: Option<&str>,
-    max_depth: u32,
-    log: &mut Vec<String>,
-) -> rbdx_core::Result<()> {
-    // Only "not found" means there is no such clone yet: any other failure (a
-    // timeout) is the action's, not a reason to go on and wait again.
-    match ops::stat(c, dst) {
-        Ok(_) => {
-            // Made by an earlier run (which may have stopped right after the clone).
-            ops::strip_inherited(&ops::ioctx(c, dst)?, &dst.name)?;
-            log.push(format!("{dst} exists already"));
-            return Ok(());
+    /// Each job to its file in [`crate::jobs`].
+    fn dispatch(&self, log: &mut Vec<String>) -> Result<Done> {
+        use jobs::*;
+        match self {
+            Self::CloneDisk { ceph, source, target, data_pool, size_mb, max_depth } => clone_disk::run(
+                &ceph.connect()?,
+                source,
+                target,
+                data_pool.as_deref(),
+                *size_mb,
+                *max_depth,
+                log,
+            ),
+            Self::LinkDisk { ceph, source } => link_disk::run(&ceph.connect()?, source, log),
+            Self::MakeImage { ceph, target, size_mb, data_pool, fs } => {
+                make_image::run(&ceph.connect()?, target, *size_mb, data_pool.as_deref(), fs.as_deref(), log)
+            }
+            Self::DeleteDisk { ceph, head, base, trash_delay, reclaim } => {
+                delete_disk::run(&ceph.connect()?, head, base.as_deref(), *trash_delay, *reclaim, log)
+            }
+            Self::RemoveImage { ceph, image, trash_delay } => {
+                remove_image::run(&ceph.connect()?, image, *trash_delay, log)
+            }
+            Self::SnapCreate { ceph, head, snap, freeze } => {
+                snap_create::run(&ceph.connect()?, head, snap, freeze.as_ref(), log)
+            }
+            Self::SnapDelete { ceph, head, snap } => snap_delete::run(&ceph.connect()?, head, snap),
+            Self::SnapRevert { ceph, head, snap, data_pool, max_depth } => {
+                snap_revert::run(&ceph.connect()?, head, snap, data_pool, *max_depth)
+            }
+            Self::SaveAs { ceph, head, snap, target, data_pool, max_depth } => {
+                save_as::run(&ceph.connect()?, head, snap.as_deref(), target, data_pool, *max_depth, log)
+            }
+            Self::ExportToFile { ceph, source, snap, drop_base_snap, path, size_mb } => export_to_file::run(
+                &ceph.connect()?,
+                source,
+                snap.as_deref(),
+                *drop_base_snap,
+                path,
+                *size_mb,
+                log,
+            ),
+            Self::ImportFile { ceph, path, target, create, data_pool, size_mb, remove_file, freeze } => {
+                import_file::run(
+                    &ceph.connect()?,
+                    path,
+                    target,
+                    *create,
+                    data_pool.as_deref(),
+                    *size_mb,
+                    *remove_file,
+                    freeze.as_ref(),
+                    log,
+                )
+            }
+            Self::Flatten { ceph, head, snap, data_pool, max_depth } => {
+                flatten::run(&ceph.connect()?, head, snap, data_pool, *max_depth)
+            }
+            Self::Resize { ceph, image, size_mb } => resize::run(&ceph.connect()?, image, *size_mb),
+            Self::Checksum { ceph, image } => checksum::run(&ceph.connect()?, image),
+            Self::Monitor { ceph, pool, ec_pool, vm_disks } => {
+                monitor::run(&ceph.connect()?, pool, ec_pool.as_deref(), *vm_disks, log)
+            }
+            Self::ResizeFile { path, size_mb } => resize_file::run(path, *size_mb),
+            Self::RemoveDir { path } => remove_dir::run(path, log),
+            Self::ProbeDir { path, mark, find } => probe_dir::run(path, mark.as_deref(), find.as_deref()),
+            Self::Doctor { checks } => doctor::run(checks),
+            Self::Import(_) | Self::SendDir { .. } | Self::ReceiveDir { .. } | Self::PutFile { .. } => {
+                Err(Error::Invalid("this job streams data: it runs through `rbdx remote`".into()))
+            }
         }
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e),
     }
-    ops::check_data_pool(c, data_pool)?;
-    let io = ops::ioctx(c, src)?;
-    let opts = CloneOptions { data_pool: data_pool.map(str::to_string), ..CloneOptions::default() };
-    for attempt in 0..3 {
-        if disk::ensure_snapshot(&io, &src.name, BASE_SNAP)? {
-            log.push(format!("took the base snapshot {src}@{BASE_SNAP}"));
-        }
-        match ops::clone(c, &src.at(BASE_SNAP)?, dst, &opts) {
-            Ok(_) => break,
-            Err(e) if e.is_not_found() && attempt < 2 => continue, // snapshot removed under us
-            Err(e) if e.is_exists() => break,                      // a concurrent run made it
-            Err(e) => return Err(e),
-        }
-    }
-    let dio = ops::ioctx(c, dst)?;
-    if disk::depth(&dio, &dst.name)? > max_depth {
-        dio.open(&dst.name)?.flatten()?;
-        log.push(format!("flattened {dst}: clone chain longer than {max_depth}"));
-    }
-    Ok(())
-}
-
-/// A volatile disk: made under a temporary name (`<target>.rbdx-make`), formatted
-/// there, and renamed into place only once complete. A re-run finds the finished
-/// image and is done; what an interrupted run left under the temporary name is
-/// removed and made again. An image already at the target name is never removed
-/// or replaced: if it is not what this action makes, the action fails.
-fn make_image(
-    c: &Cluster,
-    dst: &ImageSpec,
-    size_mb: u64,
-    data_pool: Option<&str>,
-    fs: Option<&str>,
-    log: &mut Vec<String>,
-) -> Result<(), String> {
-    let size = size_mb.checked_mul(1 << 20).ok_or("invalid size: too large")?;
-    // A file system this driver cannot make is refused before anything is created.
-    if let Some(fs) = fs {
-        crate::format::check_supported(fs)?;
-    }
-    ops::check_data_pool(c, data_pool).map_err(|e| e.to_string())?;
-    // Only "not found" means there is none (a timeout fails the action at once).
-    match ops::stat(c, dst) {
-        Ok(st) if st.size == size => return Ok(()),
-        Ok(st) => {
-            return Err(format!("{dst} exists already ({} bytes, not {size}): not replacing it", st.size));
-        }
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    let temp = dst.sibling(&format!("{}.rbdx-make", dst.name)).map_err(|e| e.to_string())?;
-    ops::remove(c, &temp, RemoveOptions::default())
-        .map_err(|e| format!("removing the unfinished {temp}: {e}"))?;
-    ops::create(c, &temp, size, &CreateOptions::with_data_pool(data_pool))
-        .map_err(|e| format!("creating {dst}: {e}"))?;
-    if let Some(fs) = fs {
-        let io = ops::ioctx(c, &temp).map_err(|e| e.to_string())?;
-        let img = io.open(&temp.name).map_err(|e| e.to_string())?;
-        crate::format::format_image(&img, size, fs).map_err(|e| format!("formatting {dst} as {fs}: {e}"))?;
-        log.push(format!("formatted {dst} as {fs}"));
-    }
-    ops::rename(c, &temp, &dst.name).map_err(|e| format!("renaming {temp} to {dst}: {e}"))
 }
 
 #[cfg(test)]

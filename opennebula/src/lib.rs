@@ -7,10 +7,11 @@
 //! - [`config`]: the driver's settings file and per-datastore overrides.
 //! - [`job`]: an action's Ceph work as data; [`exec`] runs it here or on a host
 //!   over one ssh round trip; [`mod@format`] and [`mod@freeze`] are its helpers.
-//! - [`log`]: the stderr protocol oned reads.
+//! - [`log`]: the stderr protocol oned reads; [`error`]: what can go wrong, by kind.
 
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod action_data;
 pub mod args;
 pub mod base64;
@@ -19,16 +20,20 @@ pub mod config;
 pub mod datastore;
 pub mod deadline;
 pub mod doctor;
+pub mod error;
 pub mod exec;
 pub mod format;
 pub mod freeze;
 pub mod hostfs;
 pub mod job;
+pub mod jobs;
 pub mod log;
 pub mod monitor;
 pub mod naming;
 pub mod oned;
 pub mod xml;
+
+pub use error::{Context, Error, Result};
 
 /// The pool of a datastore without POOL_NAME, as the stock drivers default it.
 pub const DEFAULT_POOL: &str = "one";

@@ -8,8 +8,8 @@ pub fn info(msg: &str) {
 }
 
 /// Writes an `ERROR:` log line and then the one-line failure message.
-pub fn fail(msg: &str) {
-    let m = one_line(msg);
+pub fn fail(msg: impl std::fmt::Display) {
+    let m = one_line(&msg.to_string());
     eprintln!("ERROR: {m}");
     eprintln!("{m}");
 }

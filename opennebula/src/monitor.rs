@@ -6,6 +6,8 @@
 use rbdx_core::Cluster;
 use rbdx_core::ops::{self, ImageSpec, PoolUsage};
 
+use crate::error::{Context, Error, Result};
+
 const MIB: u64 = 1 << 20;
 
 /// `USED_MB`, `TOTAL_MB`, `FREE_MB` for a datastore on `pool` with an optional EC
@@ -24,17 +26,12 @@ pub fn report(pool: &PoolUsage, ec: Option<&PoolUsage>) -> String {
 ///
 /// # Errors
 /// One line.
-pub fn measure(
-    c: &Cluster,
-    pool: &str,
-    ec_pool: Option<&str>,
-    log: &mut Vec<String>,
-) -> Result<String, String> {
+pub fn measure(c: &Cluster, pool: &str, ec_pool: Option<&str>, log: &mut Vec<String>) -> Result<String> {
     let mut names = vec![pool];
     names.extend(ec_pool);
-    let usage = ops::pool_usage(c, &names).map_err(|e| format!("reading pool usage: {e}"))?;
+    let usage = ops::pool_usage(c, &names).context("reading pool usage")?;
     // Reclaim is housekeeping: a failure is logged, never fatal to monitoring.
-    let spec = ImageSpec::new(pool, "-").map_err(|e| e.to_string())?;
+    let spec = ImageSpec::new(pool, "-").map_err(Error::from)?;
     match ops::disk::reclaim(c, &spec) {
         Ok((0, _)) => {}
         Ok((freed, _)) => log.push(format!("reclaimed {freed} trashed image(s) whose clones are gone")),
@@ -66,11 +63,11 @@ pub fn vm_disk_of(name: &str) -> Option<(u32, u32)> {
 ///
 /// # Errors
 /// One line.
-pub fn vm_disks(c: &Cluster, pool: &str) -> Result<Vec<(u32, u32, u64)>, String> {
-    let io = c.ioctx(pool).map_err(|e| e.to_string())?;
+pub fn vm_disks(c: &Cluster, pool: &str) -> Result<Vec<(u32, u32, u64)>> {
+    let io = c.ioctx(pool).map_err(Error::from)?;
     let names: Vec<(String, u32, u32)> = io
         .list_images()
-        .map_err(|e| e.to_string())?
+        .map_err(Error::from)?
         .into_iter()
         .filter_map(|e| vm_disk_of(&e.name).map(|(vm, d)| (e.name, vm, d)))
         .collect();
@@ -82,7 +79,7 @@ pub fn vm_disks(c: &Cluster, pool: &str) -> Result<Vec<(u32, u32, u64)>, String>
             .into_iter()
             .map(|chunk| {
                 scope.spawn(move || {
-                    let io = c.ioctx(pool).map_err(|e| e.to_string())?;
+                    let io = c.ioctx(pool).map_err(Error::from)?;
                     let mut out = Vec::new();
                     for (name, vm, d) in chunk {
                         // An image removed while we look is simply not reported.
@@ -91,13 +88,13 @@ pub fn vm_disks(c: &Cluster, pool: &str) -> Result<Vec<(u32, u32, u64)>, String>
                             out.push((vm, d, used.div_ceil(MIB)));
                         }
                     }
-                    Ok::<_, String>(out)
+                    Ok::<_, Error>(out)
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into())))
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Failed("a worker panicked".into()))))
             .collect::<Vec<_>>()
     });
     let mut all = Vec::new();
@@ -128,19 +125,20 @@ pub fn vm_disks_payload(disks: &[(u32, u32, u64)]) -> String {
 /// Where monitord listens, from `monitord.conf` (`/etc/one/monitord.conf`, or
 /// `$ONE_LOCATION/etc/monitord.conf`): its NETWORK `MONITOR_ADDRESS` (`auto` is
 /// 127.0.0.1) and `PORT`, and whether it wants encrypted messages (`PUBKEY`).
-fn monitord_address() -> Result<(String, u16, bool), String> {
+fn monitord_address() -> Result<(String, u16, bool)> {
     let conf = match std::env::var_os("ONE_LOCATION") {
         Some(l) => std::path::PathBuf::from(l).join("etc/monitord.conf"),
         None => "/etc/one/monitord.conf".into(),
     };
-    let text = std::fs::read_to_string(&conf).map_err(|e| format!("reading {}: {e}", conf.display()))?;
+    let text = std::fs::read_to_string(&conf).context(format!("reading {}", conf.display()))?;
     let value = |key: &str| conf_value(&text, key);
     let mut addr = value("MONITOR_ADDRESS").unwrap_or_else(|| "auto".into());
     if addr.contains("auto") {
         addr = "127.0.0.1".into();
     }
-    let port =
-        value("PORT").and_then(|p| p.parse().ok()).ok_or_else(|| format!("no PORT in {}", conf.display()))?;
+    let port = value("PORT")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| Error::Failed(format!("no PORT in {}", conf.display())))?;
     let encrypted = value("PUBKEY").is_some_and(|k| !k.is_empty());
     Ok((addr, port, encrypted))
 }
@@ -160,19 +158,21 @@ fn conf_value(text: &str, key: &str) -> Option<String> {
 ///
 /// # Errors
 /// One line (monitord.conf unreadable, encryption configured, socket error).
-pub fn send_to_monitord(kind: &str, payload: &str) -> Result<(), String> {
+pub fn send_to_monitord(kind: &str, payload: &str) -> Result<()> {
     use std::io::Write;
     let (addr, port, encrypted) = monitord_address()?;
     if encrypted {
-        return Err("monitord expects encrypted messages (PUBKEY), which rbdx does not send yet".into());
+        return Err(Error::Failed(
+            "monitord expects encrypted messages (PUBKEY), which rbdx does not send yet".into(),
+        ));
     }
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(payload.as_bytes()).map_err(|e| e.to_string())?;
-    let packed = z.finish().map_err(|e| e.to_string())?;
+    z.write_all(payload.as_bytes()).context("compressing the monitor message")?;
+    let packed = z.finish().context("compressing the monitor message")?;
     let msg = format!("{kind} SUCCESS -1 0 {}\n", crate::base64::encode(&packed));
-    let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| e.to_string())?;
+    let sock = std::net::UdpSocket::bind(("0.0.0.0", 0)).context("opening a UDP socket")?;
     sock.send_to(msg.as_bytes(), (addr.as_str(), port))
-        .map_err(|e| format!("sending to monitord at {addr}:{port}: {e}"))?;
+        .context(format!("sending to monitord at {addr}:{port}"))?;
     Ok(())
 }
 
@@ -182,13 +182,9 @@ pub fn send_to_monitord(kind: &str, payload: &str) -> Result<(), String> {
 ///
 /// # Errors
 /// One line for oned.
-pub fn action(
-    args: &[String],
-    input: impl std::io::Read,
-    cfg: &crate::config::Config,
-) -> Result<String, String> {
-    let a = crate::args::expect_args(args, "monitor <ds_id>", 1, 1).map_err(|e| e.to_string())?;
-    let id = crate::args::parse_id("datastore id", &a[0]).map_err(|e| e.to_string())?;
+pub fn action(args: &[String], input: impl std::io::Read, cfg: &crate::config::Config) -> Result<String> {
+    let a = crate::args::expect_args(args, "monitor <ds_id>", 1, 1).map_err(Error::from)?;
+    let id = crate::args::parse_id("datastore id", &a[0]).map_err(Error::from)?;
     let data = crate::action_data::ActionData::read(input)?;
     measure_action(id, &data, cfg)
 }
@@ -201,7 +197,7 @@ pub fn measure_action(
     id: u32,
     data: &crate::action_data::ActionData,
     cfg: &crate::config::Config,
-) -> Result<String, String> {
+) -> Result<String> {
     let ds = data.datastore()?;
     let cfg = ds.config(cfg)?;
     let s = ds.settings();
@@ -233,9 +229,9 @@ pub fn measure_action(
         }
     }
     match (outcome.error, outcome.output) {
-        (Some(e), _) => Err(e),
+        (Some(e), _) => Err(Error::Host(e)),
         (None, Some(out)) => Ok(out),
-        (None, None) => Err("the monitor job returned nothing".into()),
+        (None, None) => Err(Error::Failed("the monitor job returned nothing".into())),
     }
 }
 

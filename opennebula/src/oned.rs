@@ -11,6 +11,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::{Error, Result};
 use crate::xml::{Element, escape};
 
 /// The default oned endpoint.
@@ -19,25 +20,13 @@ pub const DEFAULT_ENDPOINT: &str = "http://localhost:2633/RPC2";
 const MAX_REPLY: usize = 64 << 20;
 
 /// A failed oned call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnedError(pub String);
-
-impl std::fmt::Display for OnedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+fn err(msg: impl Into<String>) -> Error {
+    Error::Oned(msg.into())
 }
 
-impl std::error::Error for OnedError {}
-
-impl From<OnedError> for String {
-    fn from(e: OnedError) -> Self {
-        e.0
-    }
-}
-
-fn err(msg: impl Into<String>) -> OnedError {
-    OnedError(msg.into())
+/// A network or reply failure talking to oned, while doing `context`.
+fn net<E: std::fmt::Display>(context: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::Oned(format!("{context}: {e}"))
 }
 
 /// A connection to oned's XML-RPC endpoint.
@@ -58,8 +47,8 @@ impl Oned {
     /// Connects the way the OpenNebula CLI does (see the module docs).
     ///
     /// # Errors
-    /// [`OnedError`] for missing credentials or an unusable endpoint.
-    pub fn from_env(timeout: Duration) -> Result<Self, OnedError> {
+    /// [`Error::Oned`] for missing credentials or an unusable endpoint.
+    pub fn from_env(timeout: Duration) -> Result<Self> {
         let auth_file =
             std::env::var_os("ONE_AUTH").map_or_else(|| home().join(".one/one_auth"), PathBuf::from);
         let auth = std::fs::read_to_string(&auth_file)
@@ -82,8 +71,8 @@ impl Oned {
     /// A client for `endpoint` (`http://host:port/path`) with `session` (`user:password`).
     ///
     /// # Errors
-    /// [`OnedError`] for an endpoint that is not plain http.
-    pub fn new(endpoint: &str, session: &str, timeout: Duration) -> Result<Self, OnedError> {
+    /// [`Error::Oned`] for an endpoint that is not plain http.
+    pub fn new(endpoint: &str, session: &str, timeout: Duration) -> Result<Self> {
         let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
             err(format!("unsupported oned endpoint {endpoint:?}: only http:// is supported"))
         })?;
@@ -98,7 +87,7 @@ impl Oned {
         Ok(Self { host: host.to_string(), port, path, session: session.to_string(), timeout })
     }
 
-    fn call(&self, method: &str, args: &[Value]) -> Result<String, OnedError> {
+    fn call(&self, method: &str, args: &[Value]) -> Result<String> {
         let mut body = format!(
             "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params>\
              <param><value><string>{}</string></value></param>",
@@ -117,18 +106,18 @@ impl Oned {
         parse_response(&reply).map_err(|e| err(format!("oned {method}: {e}")))
     }
 
-    fn post(&self, body: &str) -> Result<String, String> {
+    fn post(&self, body: &str) -> Result<String> {
         let addr = (self.host.as_str(), self.port)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", self.host))?
+            .map_err(|e| Error::Oned(format!("cannot resolve {}: {e}", self.host)))?
             .next()
-            .ok_or_else(|| format!("cannot resolve {}", self.host))?;
+            .ok_or_else(|| Error::Oned(format!("cannot resolve {}", self.host)))?;
         // One limit for the whole call: every read gets what is left of it, so a
         // server that answers a byte at a time cannot stretch it.
         let end = rbdx_core::deadline(self.timeout);
         let mut s = TcpStream::connect_timeout(&addr, self.timeout)
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
-        s.set_write_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Oned(format!("cannot connect to {}:{}: {e}", self.host, self.port)))?;
+        s.set_write_timeout(Some(self.timeout)).map_err(|e| Error::Oned(e.to_string()))?;
         let req = format!(
             "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.path,
@@ -136,18 +125,18 @@ impl Oned {
             self.port,
             body.len()
         );
-        s.write_all(req.as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
+        s.write_all(req.as_bytes()).map_err(net("sending the request"))?;
         let mut r = BufReader::new(Until { stream: s, end, limit: self.timeout });
         let mut status = String::new();
-        r.read_line(&mut status).map_err(|e| format!("reading the reply: {e}"))?;
+        r.read_line(&mut status).map_err(net("reading the reply"))?;
         let code = status.split_whitespace().nth(1).unwrap_or("");
         if code != "200" {
-            return Err(format!("HTTP status {:?}", status.trim()));
+            return Err(Error::Oned(format!("HTTP status {:?}", status.trim())));
         }
         let (mut len, mut chunked) = (None, false);
         loop {
             let mut line = String::new();
-            r.read_line(&mut line).map_err(|e| format!("reading the reply: {e}"))?;
+            r.read_line(&mut line).map_err(net("reading the reply"))?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -163,36 +152,36 @@ impl Oned {
         if chunked {
             loop {
                 let mut size = String::new();
-                r.read_line(&mut size).map_err(|e| e.to_string())?;
+                r.read_line(&mut size).map_err(|e| Error::Oned(e.to_string()))?;
                 let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-                    .map_err(|_| "bad chunk size".to_string())?;
+                    .map_err(|_| Error::Oned("bad chunk size".into()))?;
                 if n == 0 {
                     break;
                 }
                 if out.len() + n > MAX_REPLY {
-                    return Err("reply too large".into());
+                    return Err(Error::Oned("reply too large".into()));
                 }
                 let mut chunk = vec![0; n + 2];
-                r.read_exact(&mut chunk).map_err(|e| e.to_string())?;
+                r.read_exact(&mut chunk).map_err(|e| Error::Oned(e.to_string()))?;
                 out.extend_from_slice(&chunk[..n]);
             }
         } else if let Some(n) = len {
             if n > MAX_REPLY {
-                return Err("reply too large".into());
+                return Err(Error::Oned("reply too large".into()));
             }
             out.resize(n, 0);
-            r.read_exact(&mut out).map_err(|e| format!("reading the reply: {e}"))?;
+            r.read_exact(&mut out).map_err(net("reading the reply"))?;
         } else {
-            r.take(MAX_REPLY as u64).read_to_end(&mut out).map_err(|e| e.to_string())?;
+            r.take(MAX_REPLY as u64).read_to_end(&mut out).map_err(|e| Error::Oned(e.to_string()))?;
         }
-        String::from_utf8(out).map_err(|_| "reply is not UTF-8".into())
+        String::from_utf8(out).map_err(|_| Error::Oned("reply is not UTF-8".into()))
     }
 
     /// `one.vm.info`.
     ///
     /// # Errors
-    /// [`OnedError`] when oned fails or answers something unreadable.
-    pub fn vm(&self, id: u32) -> Result<Vm, OnedError> {
+    /// [`Error::Oned`] when oned fails or answers something unreadable.
+    pub fn vm(&self, id: u32) -> Result<Vm> {
         let doc = self.call("one.vm.info", &[Value::Int(id.into()), Value::Bool(false)])?;
         Vm::parse(&doc)
     }
@@ -200,8 +189,8 @@ impl Oned {
     /// `one.datastore.info`.
     ///
     /// # Errors
-    /// [`OnedError`] when oned fails or answers something unreadable.
-    pub fn datastore(&self, id: u32) -> Result<Datastore, OnedError> {
+    /// [`Error::Oned`] when oned fails or answers something unreadable.
+    pub fn datastore(&self, id: u32) -> Result<Datastore> {
         let doc = self.call("one.datastore.info", &[Value::Int(id.into()), Value::Bool(false)])?;
         Datastore::parse(&doc)
     }
@@ -209,8 +198,8 @@ impl Oned {
     /// `one.hostpool.info`: every host's name, state and hypervisor.
     ///
     /// # Errors
-    /// [`OnedError`] when oned fails or answers something unreadable.
-    pub fn hosts(&self) -> Result<Vec<Host>, OnedError> {
+    /// [`Error::Oned`] when oned fails or answers something unreadable.
+    pub fn hosts(&self) -> Result<Vec<Host>> {
         let doc = self.call("one.hostpool.info", &[])?;
         let root = Element::parse(&doc).map_err(|e| err(format!("host pool: {e}")))?;
         Ok(root
@@ -228,8 +217,8 @@ impl Oned {
     /// `one.datastorepool.info`: every datastore, or why it cannot be used.
     ///
     /// # Errors
-    /// [`OnedError`] when oned fails or answers something unreadable.
-    pub fn datastores(&self) -> Result<Vec<Result<Datastore, String>>, OnedError> {
+    /// [`Error::Oned`] when oned fails or answers something unreadable.
+    pub fn datastores(&self) -> Result<Vec<Result<Datastore>>> {
         let doc = self.call("one.datastorepool.info", &[])?;
         let root = Element::parse(&doc).map_err(|e| err(format!("datastore pool: {e}")))?;
         if root.name != "DATASTORE_POOL" {
@@ -266,23 +255,25 @@ enum Value {
 }
 
 /// Reads an XML-RPC response: `[success, body_or_error, code, …]`.
-fn parse_response(reply: &str) -> Result<String, String> {
-    let root = Element::parse(reply).map_err(|e| e.to_string())?;
+fn parse_response(reply: &str) -> Result<String> {
+    let root = Element::parse(reply).map_err(|e| Error::Oned(e.to_string()))?;
     if let Some(fault) = root.at("fault") {
-        return Err(format!("XML-RPC fault: {}", fault_text(fault)));
+        return Err(Error::Oned(format!("XML-RPC fault: {}", fault_text(fault))));
     }
-    let data = root.at("params/param/value/array/data").ok_or("unexpected XML-RPC reply")?;
+    let data = root
+        .at("params/param/value/array/data")
+        .ok_or_else(|| Error::Oned("unexpected XML-RPC reply".into()))?;
     let values: Vec<&Element> = data.children_named("value").collect();
     let ok = values
         .first()
         .and_then(|v| v.child("boolean"))
         .map(|b| b.text.trim() == "1")
-        .ok_or("unexpected XML-RPC reply")?;
+        .ok_or_else(|| Error::Oned("unexpected XML-RPC reply".into()))?;
     let text = values
         .get(1)
         .map(|v| v.child("string").map_or_else(|| v.text.clone(), |s| s.text.clone()))
         .unwrap_or_default();
-    if ok { Ok(text) } else { Err(text.trim().to_string()) }
+    if ok { Ok(text) } else { Err(Error::Oned(text.trim().to_string())) }
 }
 
 fn fault_text(f: &Element) -> String {
@@ -329,22 +320,24 @@ impl Vm {
     /// Parses `<VM>…</VM>`.
     ///
     /// # Errors
-    /// [`OnedError`] for anything but a VM document.
-    pub fn parse(doc: &str) -> Result<Self, OnedError> {
+    /// [`Error::Oned`] for anything but a VM document.
+    pub fn parse(doc: &str) -> Result<Self> {
         let doc = Element::parse(doc).map_err(|e| err(format!("VM document: {e}")))?;
         if doc.name != "VM" {
             return Err(err(format!("expected a VM document, got <{}>", doc.name)));
         }
-        Self::check(&doc).map_err(err)?;
+        Self::check(&doc).map_err(|e| err(e.to_string()))?;
         Ok(Self { doc })
     }
 
     /// Refuses a document that says what rbdx reads twice: an element of the VM
     /// rbdx reads, an attribute of a DISK, or a DISK_ID.
-    fn check(doc: &Element) -> Result<(), String> {
+    fn check(doc: &Element) -> Result<()> {
         for name in ["ID", "LCM_STATE", "DEPLOY_ID", "TEMPLATE", "HISTORY_RECORDS"] {
             if doc.children_named(name).count() > 1 {
-                return Err(format!("the VM document has <{name}> twice: refusing an ambiguous document"));
+                return Err(Error::Oned(format!(
+                    "the VM document has <{name}> twice: refusing an ambiguous document"
+                )));
             }
         }
         let mut ids = std::collections::HashSet::new();
@@ -353,9 +346,9 @@ impl Vm {
             if let Some(id) = d.text_at("DISK_ID")
                 && !ids.insert(id)
             {
-                return Err(format!(
+                return Err(Error::Oned(format!(
                     "the VM has two DISKs with DISK_ID {id}: refusing an ambiguous document"
-                ));
+                )));
             }
         }
         Ok(())
@@ -430,8 +423,11 @@ mod tests {
             "&lt;VM&gt;&lt;ID&gt;3&lt;/ID&gt;&lt;/VM&gt;",
             "[one.vm.info] Error getting virtual machine [3].",
         );
-        assert_eq!(parse_response(&fail).unwrap_err(), "[one.vm.info] Error getting virtual machine [3].");
-        assert!(parse_response("<methodResponse><fault><value><struct><member><name>faultString</name><value><string>boom</string></value></member></struct></value></fault></methodResponse>").unwrap_err().contains("boom"));
+        assert_eq!(
+            parse_response(&fail).unwrap_err().to_string(),
+            "[one.vm.info] Error getting virtual machine [3]."
+        );
+        assert!(parse_response("<methodResponse><fault><value><struct><member><name>faultString</name><value><string>boom</string></value></member></struct></value></fault></methodResponse>").unwrap_err().to_string().contains("boom"));
         assert!(parse_response("garbage").is_err());
     }
 

@@ -8,6 +8,8 @@
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
+use crate::error::{Error, Result};
+
 /// Deepest nesting accepted.
 pub const MAX_DEPTH: usize = 64;
 /// Most elements accepted in one document.
@@ -149,9 +151,9 @@ impl Element {
     ///
     /// # Errors
     /// One line naming the element and the repeated child.
-    pub fn require_unique(&self, what: &str, repeatable: &[&str]) -> Result<(), String> {
+    pub fn require_unique(&self, what: &str, repeatable: &[&str]) -> Result<()> {
         match self.duplicate_child(repeatable) {
-            Some(d) => Err(format!("{what} has <{d}> twice: refusing an ambiguous document")),
+            Some(d) => Err(Error::Invalid(format!("{what} has <{d}> twice: refusing an ambiguous document"))),
             None => Ok(()),
         }
     }

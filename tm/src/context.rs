@@ -11,9 +11,10 @@ use rbdx_one::job::{CephAccess, Job};
 use rbdx_one::log;
 use rbdx_one::naming;
 use rbdx_one::oned::{Attrs, Datastore, Oned, Vm};
+use rbdx_one::{Context, Error};
 
 /// An action's failure: one line for oned.
-pub type Result<T = ()> = std::result::Result<T, String>;
+pub type Result<T = ()> = std::result::Result<T, rbdx_one::Error>;
 
 /// The action's environment: settings and a lazily made oned client.
 #[derive(Debug)]
@@ -75,7 +76,7 @@ impl Ctx {
         };
         let outcome = exec::run(job, &target, &cfg);
         outcome.log.iter().for_each(|l| log::info(l));
-        outcome.error.map_or(Ok(()), Err)
+        outcome.into_result().map(drop)
     }
 
     /// Runs `job` on `host` over ssh whatever the execution setting (its files
@@ -88,7 +89,7 @@ impl Ctx {
         let target = if is_this_host(host) { Target::Local } else { Target::Ssh(host.to_string()) };
         let outcome = exec::run(job, &target, &cfg);
         outcome.log.iter().for_each(|l| log::info(l));
-        outcome.error.map_or(Ok(()), Err)
+        outcome.into_result().map(drop)
     }
 
     /// Ceph access: the datastore's CEPH_CONF, CEPH_USER and CEPH_KEY, the DISK's
@@ -176,7 +177,9 @@ impl DiskAction {
     pub fn require_rbd(&self) -> Result {
         match self.disk()?.get("TYPE") {
             Some(t) if t.eq_ignore_ascii_case("rbd") => Ok(()),
-            t => Err(format!("Operation not supported on disk type {}", t.unwrap_or("(none)"))),
+            t => {
+                Err(Error::Invalid(format!("Operation not supported on disk type {}", t.unwrap_or("(none)"))))
+            }
         }
     }
 
@@ -229,7 +232,8 @@ pub fn driver_name() -> String {
 /// # Errors
 /// A message when the VM has no such disk.
 pub fn disk<'a>(vm: &'a Vm, disk_id: u32) -> Result<Attrs<'a>> {
-    vm.disk(disk_id).ok_or_else(|| format!("VM {} has no disk {disk_id}", vm.id().unwrap_or(0)))
+    vm.disk(disk_id)
+        .ok_or_else(|| Error::Invalid(format!("VM {} has no disk {disk_id}", vm.id().unwrap_or(0))))
 }
 
 /// The RBD image a DISK lives in (the stock drivers' naming, which oned and
@@ -243,7 +247,8 @@ pub fn disk<'a>(vm: &'a Vm, disk_id: u32) -> Result<Attrs<'a>> {
 pub fn disk_image(disk: Attrs<'_>, vm_id: u32, disk_id: u32, ds: &Datastore) -> Result<String> {
     match disk.get("SOURCE") {
         Some(src) => {
-            let spec: rbdx_core::ops::ImageSpec = src.parse().map_err(|e| format!("DISK SOURCE: {e}"))?;
+            let spec: rbdx_core::ops::ImageSpec =
+                src.parse::<rbdx_core::ops::ImageSpec>().context("DISK SOURCE")?;
             let clone = rbdx_one::datastore::yes_no("DISK CLONE", disk.get("CLONE").unwrap_or("NO"))?;
             Ok(if clone { naming::clone_target(&spec.to_string(), vm_id, disk_id) } else { spec.to_string() })
         }

@@ -8,6 +8,7 @@ pub mod actions;
 pub mod context;
 
 use context::Ctx;
+use rbdx_one::Error;
 
 /// Every action name, as installed under `remotes/tm/<driver>/`.
 pub const ACTIONS: [&str; 24] = [
@@ -45,7 +46,7 @@ const TRANSFERS: [&str; 8] =
 /// Runs TM action `action` with oned's arguments; returns the exit code.
 pub fn main(action: &str, args: &[String]) -> i32 {
     let result = Ctx::load(TRANSFERS.contains(&action)).and_then(|ctx| {
-        rbdx_one::deadline::arm(ctx.cfg.action_timeout, rbdx_one::log::fail);
+        rbdx_one::deadline::arm(ctx.cfg.action_timeout, |m| rbdx_one::log::fail(m));
         dispatch(action, args, &ctx)
     });
     rbdx_one::deadline::finished();
@@ -89,6 +90,6 @@ fn dispatch(action: &str, args: &[String], ctx: &Ctx) -> context::Result {
         }
         "failmigrate" => noop::failmigrate(args),
         "delete.ssh" => noop::delete_ssh(args),
-        other => Err(format!("unknown TM action {other:?}")),
+        other => Err(Error::Invalid(format!("unknown TM action {other:?}"))),
     }
 }

@@ -8,6 +8,7 @@ use clap::Args;
 use rbdx_core::doctor::{self, Finding, PoolUse};
 
 use crate::connection::ConnectArgs;
+use crate::error::{Error, Result};
 
 /// What to check; with none of `--pool`, `--one`, `--pve`, whatever this machine
 /// is: a Proxmox VE node (storage.cfg exists), an OpenNebula front-end (oned
@@ -41,12 +42,12 @@ pub struct DoctorArgs {
 }
 
 /// Runs the checks, prints them; returns whether all passed.
-pub fn run(a: &DoctorArgs) -> Result<bool, String> {
+pub fn run(a: &DoctorArgs) -> Result<bool> {
     let auto = a.pool.is_none() && !a.one && !a.pve;
     let pve = a.pve || (auto && a.storage_cfg.exists());
     let one = a.one || (auto && !pve && rbdx_one::doctor::has_credentials());
     if a.pool.is_none() && !pve && !one {
-        return Err("nothing to check here: give --pool, --one or --pve".into());
+        return Err(Error::Usage("nothing to check here: give --pool, --one or --pve".into()));
     }
     let mut findings: Vec<Finding> = Vec::new();
     if let Some(pool) = &a.pool {

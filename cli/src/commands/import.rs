@@ -10,6 +10,7 @@ use rbdx_core::ops::ImageSpec;
 
 use super::spec_arg;
 use crate::connection::ConnectArgs;
+use crate::error::Result;
 use crate::size::{human, parse_size};
 
 /// `rbdx import` arguments.
@@ -47,7 +48,7 @@ pub struct ImportArgs {
 }
 
 /// Runs the import.
-pub fn run(a: ImportArgs) -> Result<(), String> {
+pub fn run(a: ImportArgs) -> Result<()> {
     let cluster = a.conn.connect()?;
     let opts = rbdx_import::Options {
         data_pool: a.data_pool,

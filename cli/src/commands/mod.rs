@@ -15,6 +15,6 @@ pub fn print_json(value: &serde_json::Value) {
 }
 
 /// Parses an image spec argument for clap.
-pub fn spec_arg(s: &str) -> Result<ImageSpec, String> {
-    s.parse().map_err(|e: rbdx_core::Error| e.to_string())
+pub fn spec_arg(s: &str) -> rbdx_core::Result<ImageSpec> {
+    s.parse()
 }

@@ -8,8 +8,8 @@ use crate::rados::Cluster;
 use crate::rbd::Image;
 
 use super::{
-    CloneOptions, CreateOptions, ImageSpec, RemoveOptions, check_data_pool, clone, create, disk, ioctx, remove,
-    rename, stat, strip_inherited,
+    CloneOptions, CreateOptions, ImageSpec, RemoveOptions, check_data_pool, clone, create, disk, ioctx,
+    remove, rename, stat, strip_inherited,
 };
 
 /// What [`clone_from_snapshot`] did.

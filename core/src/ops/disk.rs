@@ -784,7 +784,11 @@ impl Disk<'_> {
         let from_marker = t
             .metadata_get(KEY_CLONED_FROM)?
             .is_some_and(|m| m.rsplit_once('@').is_some_and(|(_, s)| s == snap));
-        if from_parent || from_marker { Ok(()) } else { Err(Error::Exists(format!("{target} already exists"))) }
+        if from_parent || from_marker {
+            Ok(())
+        } else {
+            Err(Error::Exists(format!("{target} already exists")))
+        }
     }
 }
 

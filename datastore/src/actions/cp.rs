@@ -14,13 +14,14 @@ use rbdx_one::exec;
 use rbdx_one::job::Job;
 
 use crate::context::{DsCtx, Result};
+use rbdx_one::{Context, Error};
 
 /// An expected digest from the image template: `len` hex digits.
 fn hex_digest(what: &str, v: &str, len: usize) -> Result<String> {
     if v.len() == len && v.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(v.to_ascii_lowercase())
     } else {
-        Err(format!("invalid {what} {v:?} in the image template"))
+        Err(Error::Invalid(format!("invalid {what} {v:?} in the image template")))
     }
 }
 
@@ -39,10 +40,10 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
     } else {
         // Opened once; the check is on the file that is read.
         let f = crate::restricted::open(ctx, &path)?;
-        let len = f.metadata().map_err(|e| e.to_string())?.len();
+        let len = f.metadata().context(format!("reading {path}"))?.len();
         (Box::new(f), Some(len))
     };
-    let job = Job::Import {
+    let job = Job::Import(rbdx_one::job::ImportJob {
         ceph: ctx.ceph(),
         target: target.clone(),
         data_pool: ctx.data_pool(),
@@ -56,7 +57,7 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
         staging_dir: ctx.ds.settings().staging_dir.clone(),
         idle_secs: Some(ctx.cfg.idle_timeout.as_secs()),
         max_size_mb: Some(ctx.cfg.max_image_size_mb),
-    };
+    });
     let input: Box<dyn Read> = if size.is_none() { Box::new(std::io::empty()) } else { input };
     let total = size;
     let start = Instant::now();
@@ -85,9 +86,7 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
     };
     let outcome = exec::run_with_input(&job, &ctx.target()?, &ctx.cfg, input, &mut progress);
     outcome.log.iter().for_each(|l| rbdx_one::log::info(l));
-    if let Some(e) = outcome.error {
-        return Err(e);
-    }
+    outcome.into_result()?;
     Ok(format!("{target} raw\n"))
 }
 

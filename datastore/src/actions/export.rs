@@ -8,6 +8,7 @@ use rbdx_one::job::Job;
 use rbdx_one::xml::escape;
 
 use crate::context::{DsCtx, Result};
+use rbdx_one::Error;
 
 /// Runs the action.
 ///
@@ -22,11 +23,11 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
     // What goes into IMPORT_INFO is checked, not copied: a format rbdx knows, an
     // MD5 that is one.
     if !rbdx_import::QEMU_FORMATS.contains(&format) {
-        return Err(format!("invalid image FORMAT {format:?}"));
+        return Err(Error::Invalid(format!("invalid image FORMAT {format:?}")));
     }
     let md5 = match img.get("TEMPLATE/MD5") {
         Some(m) if m.len() == 32 && m.bytes().all(|b| b.is_ascii_hexdigit()) => m.to_ascii_lowercase(),
-        Some(m) => return Err(format!("invalid image MD5 {m:?}")),
+        Some(m) => return Err(Error::Invalid(format!("invalid image MD5 {m:?}"))),
         None => {
             let out = ctx.run(&Job::Checksum { ceph: ctx.ceph(), image: source.to_string() })?;
             out.output.unwrap_or_default()

@@ -7,6 +7,7 @@ use rbdx_one::args::parse_size_mb;
 use rbdx_one::job::Job;
 
 use crate::context::{DsCtx, Result};
+use rbdx_one::Error;
 
 /// Runs the action.
 ///
@@ -20,7 +21,7 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
     }
     let size = parse_size_mb(ctx.image_attr("SIZE")?)?;
     if size == 0 {
-        return Err("invalid size 0: an image needs at least 1 MiB".into());
+        return Err(Error::Invalid("invalid size 0: an image needs at least 1 MiB".into()));
     }
     let fs = img.get("FS").map(str::to_string);
     if let Some(f) = &fs {

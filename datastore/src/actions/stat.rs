@@ -10,6 +10,7 @@ use std::time::Duration;
 use rbdx_import::{Format, OpenFile, intake, sniff};
 
 use crate::context::{DsCtx, Result};
+use rbdx_one::{Context, Error};
 
 const MIB: u64 = 1 << 20;
 
@@ -24,7 +25,7 @@ pub fn run(ctx: &DsCtx) -> Result<String> {
     } else {
         local_size(ctx, path, ctx.cfg.action_timeout)
     }
-    .map_err(|e| format!("Cannot determine size for {path}: {e}"))?;
+    .context(format!("Cannot determine size for {path}"))?;
     Ok(format!("{}\n", bytes.div_ceil(MIB)))
 }
 
@@ -33,10 +34,10 @@ fn local_size(ctx: &DsCtx, path: &str, deadline: Duration) -> Result<u64> {
     let mut head = vec![0u8; 64 << 10];
     let got = read_head(&mut f, &mut head)?;
     match sniff(&head[..got]) {
-        Format::Raw => Ok(f.metadata().map_err(|e| e.to_string())?.len()),
+        Format::Raw => Ok(f.metadata().context(format!("reading {path}"))?.len()),
         format => {
             let shared = OpenFile::new(&f)?;
-            rbdx_import::virtual_size(shared.path(), format, &std::env::temp_dir(), deadline)
+            Ok(rbdx_import::virtual_size(shared.path(), format, &std::env::temp_dir(), deadline)?)
         }
     }
 }
@@ -44,7 +45,7 @@ fn local_size(ctx: &DsCtx, path: &str, deadline: Duration) -> Result<u64> {
 fn read_head(r: &mut impl Read, head: &mut [u8]) -> Result<usize> {
     let mut got = 0;
     while got < head.len() {
-        match r.read(&mut head[got..]).map_err(|e| e.to_string())? {
+        match r.read(&mut head[got..]).context("reading the image")? {
             0 => break,
             n => got += n,
         }
@@ -58,13 +59,15 @@ fn remote_size(url: &str, timeout: Duration) -> Result<u64> {
     let got = read_head(&mut body, &mut head)?;
     let head = &head[..got];
     match sniff(head) {
-        Format::Raw => len.ok_or_else(|| "the server does not say the size".to_string()),
+        Format::Raw => len.ok_or_else(|| Error::Invalid("the server does not say the size".into())),
         // qcow2 header: virtual size, big endian, at byte 24 (after the intake's
         // header checks: no backing or data file).
         Format::Qcow2 if got >= 32 => {
-            intake::check_head(head, Format::Qcow2, &mut |_, _| Err("beyond the header".into()))?;
+            intake::check_head(head, Format::Qcow2, &mut |_, _| {
+                Err(rbdx_import::Error::Refused("beyond the header".into()))
+            })?;
             Ok(u64::from_be_bytes(head[24..32].try_into().unwrap_or_default()))
         }
-        f => Err(format!("cannot read the size of a remote {} image", f.qemu_name())),
+        f => Err(Error::Invalid(format!("cannot read the size of a remote {} image", f.qemu_name()))),
     }
 }

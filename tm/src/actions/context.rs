@@ -26,6 +26,7 @@ use rbdx_one::hostfs::VmPath;
 use rbdx_one::job::Job;
 
 use crate::context::{Ctx, Result, is_this_host, remotes_dir};
+use rbdx_one::{Context, Error};
 
 /// Usage as oned writes it.
 pub const USAGE: &str = "context <context.sh> [file…] <host:path/disk.N> <vmid> <dsid>";
@@ -52,7 +53,11 @@ fn iso_name(n: &str) -> Result<String> {
         && n != ".."
         && !n.contains('/')
         && !n.chars().any(char::is_control);
-    if ok { Ok(n.to_string()) } else { Err(format!("invalid file name {n:?} for the context ISO")) }
+    if ok {
+        Ok(n.to_string())
+    } else {
+        Err(Error::Invalid(format!("invalid file name {n:?} for the context ISO")))
+    }
 }
 
 /// Parses one source argument: `path`, `path:name`, `path:'name'` or an
@@ -62,7 +67,7 @@ fn iso_name(n: &str) -> Result<String> {
 /// One line naming the argument.
 pub fn parse_source(arg: &str) -> Result<Source> {
     if arg.chars().any(char::is_control) || arg.len() > rbdx_one::datastore::PATH_MAX {
-        return Err(format!("invalid context file {arg:?}"));
+        return Err(Error::Invalid(format!("invalid context file {arg:?}")));
     }
     if arg.starts_with("http://") || arg.starts_with("https://") {
         let last = arg.rsplit('/').next().unwrap_or("");
@@ -77,7 +82,7 @@ pub fn parse_source(arg: &str) -> Result<Source> {
         None => (arg, iso_name(arg.rsplit('/').next().unwrap_or(""))?),
     };
     if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
-        return Err(format!("invalid context file {path:?}: expected an absolute path"));
+        return Err(Error::Invalid(format!("invalid context file {path:?}: expected an absolute path")));
     }
     Ok(Source { from: path.to_string(), name })
 }
@@ -110,26 +115,26 @@ impl Allowed {
 fn stage_local(s: &Source, allowed: &Allowed, dir: &Path) -> Result {
     let (mut f, real) = rbdx_import::open_regular(Path::new(&s.from))?;
     if !allowed.permits(&real) {
-        return Err(format!(
+        return Err(Error::Invalid(format!(
             "context file {} is outside the directories context files may come from",
             s.from
-        ));
+        )));
     }
-    let mut out = File::create(dir.join(&s.name)).map_err(|e| format!("staging {}: {e}", s.name))?;
-    std::io::copy(&mut f, &mut out).map_err(|e| format!("copying {}: {e}", s.from))?;
+    let mut out = File::create(dir.join(&s.name)).context(format!("staging {}", s.name))?;
+    std::io::copy(&mut f, &mut out).context(format!("copying {}", s.from))?;
     Ok(())
 }
 
 /// Downloads URL source `s` into the staging directory.
 fn stage_url(s: &Source, dir: &Path, idle: Duration) -> Result {
     let (body, _) = rbdx_import::open_url(&s.from, Some(idle))?;
-    let mut out = File::create(dir.join(&s.name)).map_err(|e| format!("staging {}: {e}", s.name))?;
+    let mut out = File::create(dir.join(&s.name)).context(format!("staging {}", s.name))?;
     let n = std::io::copy(&mut body.take(MAX_DOWNLOAD + 1), &mut out)
-        .map_err(|e| format!("downloading {}: {e}", s.from))?;
+        .context(format!("downloading {}", s.from))?;
     if n > MAX_DOWNLOAD {
-        return Err(format!("{} is larger than {} MiB", s.from, MAX_DOWNLOAD >> 20));
+        return Err(Error::Invalid(format!("{} is larger than {} MiB", s.from, MAX_DOWNLOAD >> 20)));
     }
-    out.flush().map_err(|e| e.to_string())
+    out.flush().context(format!("staging {}", s.name))
 }
 
 /// The ISO maker: xorriso, else genisoimage, else mkisofs.
@@ -145,7 +150,7 @@ fn iso_tool() -> Result<Command> {
             return Ok(c);
         }
     }
-    Err("no ISO tool: install xorriso (or genisoimage)".into())
+    Err(Error::Invalid("no ISO tool: install xorriso (or genisoimage)".into()))
 }
 
 /// Makes `iso` from the files in `files`, within `deadline`.
@@ -154,15 +159,15 @@ fn make_iso(files: &Path, iso: &Path, deadline: Duration) -> Result {
     cmd.arg("-o").arg(iso).args(["-V", "CONTEXT", "-J", "-R", "-quiet"]).arg(files);
     let child =
         rbdx_import::child::spawn(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()))
-            .map_err(|e| format!("running {}: {e}", cmd.get_program().to_string_lossy()))?;
-    let out = rbdx_import::child::wait_output(child, deadline).map_err(|e| format!("making the ISO: {e}"))?;
+            .map_err(|e| Error::Invalid(format!("running {}: {e}", cmd.get_program().to_string_lossy())))?;
+    let out = rbdx_import::child::wait_output(child, deadline).context("making the ISO")?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
+        Err(Error::Invalid(format!(
             "making the ISO failed: {}",
             rbdx_one::log::one_line(&String::from_utf8_lossy(&out.stderr))
-        ))
+        )))
     }
 }
 
@@ -181,14 +186,17 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     let mut names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(format!("two context files are named {}", w[0]));
+        return Err(Error::Invalid(format!("two context files are named {}", w[0])));
     }
     let ds = ctx.datastore(ds_id)?;
     let cfg = ds.config(&ctx.cfg)?;
     // The VM directory must be where the system datastore keeps VMs.
     let base = ds.doc.text_at("BASE_PATH").map(rbdx_one::args::normalize_path);
     if base.is_none_or(|b| file.parent_dir().path != format!("{b}/{vm_id}")) {
-        return Err(format!("{} is not in the directory of VM {vm_id} of datastore {ds_id}", dst.path));
+        return Err(Error::Invalid(format!(
+            "{} is not in the directory of VM {vm_id} of datastore {ds_id}",
+            dst.path
+        )));
     }
     let var = remotes_dir().parent().map_or_else(|| PathBuf::from("/var/lib/one"), Path::to_path_buf);
     let datastores =
@@ -202,9 +210,9 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     let staging = tempfile::Builder::new()
         .prefix(&format!("rbdx-context-{vm_id}-"))
         .tempdir()
-        .map_err(|e| format!("staging the context ISO: {e}"))?;
+        .context("staging the context ISO")?;
     let files = staging.path().join("files");
-    std::fs::create_dir(&files).map_err(|e| format!("staging the context ISO: {e}"))?;
+    std::fs::create_dir(&files).context("staging the context ISO")?;
     for s in &sources {
         if s.from.contains("://") {
             stage_url(s, &files, cfg.oned_timeout)?;
@@ -214,15 +222,15 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     }
     let iso = staging.path().join("context.iso");
     make_iso(&files, &iso, cfg.action_timeout)?;
-    let f = File::open(&iso).map_err(|e| format!("reading the ISO: {e}"))?;
-    let size = f.metadata().map_err(|e| e.to_string())?.len();
+    let f = File::open(&iso).context("reading the ISO")?;
+    let size = f.metadata().context("reading the ISO")?.len();
     let target = if is_this_host(&dst.host) { Target::Local } else { Target::Ssh(dst.host.clone()) };
     let job = Job::PutFile { path: file, size };
     let outcome = exec::run_with_input(&job, &target, &cfg, Box::new(f), &mut |_, _| {});
     outcome.log.iter().for_each(|l| rbdx_one::log::info(l));
-    match outcome.error {
-        Some(e) => Err(e),
-        None => {
+    match outcome.into_result() {
+        Err(e) => Err(e),
+        Ok(_) => {
             rbdx_one::log::info(&format!("wrote the context ISO ({} files) to {}", sources.len(), a[n - 3]));
             Ok(())
         }

@@ -21,6 +21,7 @@ use rbdx_one::job::Job;
 use rbdx_one::oned::{Datastore, Vm};
 
 use crate::context::{Ctx, Result, driver_name, is_this_host, remotes_dir};
+use rbdx_one::{Context, Error};
 
 /// LCM states where the source host is unknown or failed: nothing to copy from.
 const SOURCE_UNREACHABLE: [u32; 3] = [16, 60, 61];
@@ -98,10 +99,7 @@ pub fn premigrate(args: &[String], ctx: &Ctx, post: bool) -> Result {
         return Ok(());
     }
     let mut b64 = String::new();
-    std::io::stdin()
-        .take(64 << 20)
-        .read_to_string(&mut b64)
-        .map_err(|e| format!("reading the VM document: {e}"))?;
+    std::io::stdin().take(64 << 20).read_to_string(&mut b64).context("reading the VM document")?;
     let (src, dst) = (&a[0], &a[1]);
     if src != dst {
         let ds = ctx.datastore(ds_id)?;
@@ -127,8 +125,9 @@ fn migrate_other(action: &str, args: &[String], b64: &str) -> Result {
     if trimmed.is_empty() {
         return Ok(());
     }
-    let xml = rbdx_one::base64::decode(&trimmed).ok_or("the VM document on stdin is not base64")?;
-    let vm = Vm::parse(&String::from_utf8_lossy(&xml)).map_err(|e| e.to_string())?;
+    let xml = rbdx_one::base64::decode(&trimmed)
+        .ok_or_else(|| Error::Invalid("the VM document on stdin is not base64".into()))?;
+    let vm = Vm::parse(&String::from_utf8_lossy(&xml)).map_err(Error::from)?;
     let me = driver_name();
     let mut others: Vec<String> =
         vm.disks().iter().filter_map(|d| d.get("TM_MAD")).map(str::to_string).collect();
@@ -136,22 +135,25 @@ fn migrate_other(action: &str, args: &[String], b64: &str) -> Result {
     others.dedup();
     for tm in others.into_iter().filter(|t| *t != me) {
         if !tm.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            return Err(format!("invalid TM_MAD {tm:?} in the VM document"));
+            return Err(Error::Invalid(format!("invalid TM_MAD {tm:?} in the VM document")));
         }
         let script = remotes_dir().join("tm").join(&tm).join(action);
         let mut cmd = Command::new(&script);
         cmd.args(args).arg(&me).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child =
-            rbdx_import::child::spawn(&mut cmd).map_err(|e| format!("running {}: {e}", script.display()))?;
+            rbdx_import::child::spawn(&mut cmd).context(format!("running {}", script.display()))?;
         if let Some(mut w) = child.stdin.take() {
             let _ = w.write_all(b64.as_bytes());
         }
         let limit = rbdx_one::deadline::bound(OTHER_DRIVER_LIMIT);
         let out = rbdx_import::child::wait_output(child, limit)
-            .map_err(|e| format!("{action} of driver {tm} {e}"))?;
+            .map_err(|e| Error::Invalid(format!("{action} of driver {tm} {e}")))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            return Err(format!("{action} of driver {tm} failed: {}", rbdx_one::log::one_line(&err)));
+            return Err(Error::Invalid(format!(
+                "{action} of driver {tm} failed: {}",
+                rbdx_one::log::one_line(&err)
+            )));
         }
     }
     Ok(())

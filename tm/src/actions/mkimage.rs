@@ -6,6 +6,7 @@ use rbdx_one::args::{HostPath, expect_args, parse_id, parse_size_mb};
 use rbdx_one::job::Job;
 
 use crate::context::{Ctx, Result, data_pool, disk, disk_image};
+use rbdx_one::Error;
 
 /// Usage as oned writes it.
 pub const USAGE: &str = "mkimage <size MB> <format> <host:path/disk.N> <vmid> <dsid>";
@@ -27,17 +28,19 @@ pub(crate) fn make(size: u64, format: &str, path: &str, vm: &str, ds: &str, ctx:
     let vm_id = parse_id("VM id", vm)?;
     let ds_id = parse_id("datastore id", ds)?;
     if size == 0 {
-        return Err("invalid size 0: a disk needs at least 1 MiB".into());
+        return Err(Error::Invalid("invalid size 0: a disk needs at least 1 MiB".into()));
     }
     if !format.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || format.is_empty() {
-        return Err(format!("invalid format {format:?}"));
+        return Err(Error::Invalid(format!("invalid format {format:?}")));
     }
     let vm = ctx.vm(vm_id)?;
     let d = disk(&vm, disk_id)?;
     // A volatile disk's image is always one-sys-<vm>-<disk>: a SOURCE would make
     // this action create (or replace) an image the DISK chose.
     if d.get("SOURCE").is_some() {
-        return Err(format!("disk {disk_id} of VM {vm_id} has a SOURCE: it is not a volatile disk"));
+        return Err(Error::Invalid(format!(
+            "disk {disk_id} of VM {vm_id} has a SOURCE: it is not a volatile disk"
+        )));
     }
     let ds = ctx.datastore(ds_id)?;
     let fs = if format == "swap" { Some("swap".to_string()) } else { d.get("FS").map(str::to_string) };

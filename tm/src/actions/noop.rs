@@ -5,6 +5,7 @@
 use rbdx_one::args::{HostPath, expect_args, parse_id, validate_host};
 
 use crate::context::Result;
+use rbdx_one::Error;
 
 /// `mvds host:path SOURCE VMID DSID`.
 ///
@@ -59,5 +60,5 @@ pub fn mv(args: &[String]) -> Result {
     if src.is_disk() {
         return Ok(());
     }
-    Err("moving a VM directory between hosts is not supported by rbdx yet".into())
+    Err(Error::Invalid("moving a VM directory between hosts is not supported by rbdx yet".into()))
 }

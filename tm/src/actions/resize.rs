@@ -5,6 +5,7 @@ use rbdx_one::args::{HostPath, expect_args, parse_id, parse_size_mb};
 use rbdx_one::job::Job;
 
 use crate::context::{Ctx, Result, disk, disk_image};
+use rbdx_one::Error;
 
 /// Usage as oned writes it.
 pub const USAGE: &str = "resize <host:path/disk.N> <size MB> <vmid> [dsid]";
@@ -22,7 +23,7 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     let disk_id = hp.disk_id()?;
     let size = parse_size_mb(&a[1])?;
     if size == 0 {
-        return Err("invalid size 0: a disk needs at least 1 MiB".into());
+        return Err(Error::Invalid("invalid size 0: a disk needs at least 1 MiB".into()));
     }
     let vm_id = parse_id("VM id", &a[2])?;
     let vm = ctx.vm(vm_id)?;
@@ -30,7 +31,7 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     let ds_id = match a.get(3) {
         Some(s) => parse_id("datastore id", s)?,
         None => parse_id("datastore id", d.get("DATASTORE_ID").unwrap_or(""))
-            .map_err(|_| "the DISK has no DATASTORE_ID and none was given".to_string())?,
+            .map_err(|_| Error::Invalid("the DISK has no DATASTORE_ID and none was given".into()))?,
     };
     if vm.lcm_state() == Some(DISK_RESIZE) {
         rbdx_one::log::info("the VM is running: the hypervisor resizes the disk");

@@ -7,6 +7,7 @@ use rbdx_one::hostfs::VmPath;
 use rbdx_one::job::{BASE_SNAP, Job};
 
 use crate::context::{Ctx, Result, data_pool, disk, source_action};
+use rbdx_one::Error;
 
 /// LCM_STATE HOTPLUG_SAVEAS: a save-as of a running VM's disk.
 const HOTPLUG_SAVEAS: u32 = 26;
@@ -66,18 +67,21 @@ pub fn mvds(args: &[String], ctx: &Ctx) -> Result {
     let a = expect_args(args, "mvds.ssh <host:path/disk.N> <source> <vmid> <dsid>", 4, 4)?;
     let hp = HostPath::parse(&a[0])?;
     let disk_id = hp.disk_id()?;
-    let target: rbdx_core::ops::ImageSpec = a[1].parse().map_err(|e: rbdx_core::Error| e.to_string())?;
+    let target: rbdx_core::ops::ImageSpec = a[1].parse::<rbdx_core::ops::ImageSpec>()?;
     let (vm_id, ds_id) = ids(a, 2, 3)?;
     let vm = ctx.vm(vm_id)?;
     if vm.lcm_state() == Some(HOTPLUG_SAVEAS) && vm.last_history("VM_MAD") != Some("kvm") {
-        return Err("saving a disk of a running VM is only supported with KVM".into());
+        return Err(Error::Invalid("saving a disk of a running VM is only supported with KVM".into()));
     }
     if vm.last_history("HOSTNAME").is_some_and(|h| h != hp.host) {
-        return Err(format!("VM {vm_id} is not on {}: its disk file cannot be saved", hp.host));
+        return Err(Error::Invalid(format!(
+            "VM {vm_id} is not on {}: its disk file cannot be saved",
+            hp.host
+        )));
     }
     let d = disk(&vm, disk_id)?;
     let ds = ctx.datastore(ds_id)?;
-    let size = d.get("SIZE").map(parse_size_mb).transpose().map_err(|e| e.to_string())?;
+    let size = d.get("SIZE").map(parse_size_mb).transpose().map_err(Error::from)?;
     let job = Job::ImportFile {
         ceph: ctx.ceph(Some(d), &ds)?,
         path: disk_file(&hp, vm_id)?,
@@ -101,15 +105,20 @@ pub fn cpds(args: &[String], ctx: &Ctx) -> Result {
     let a = expect_args(args, "cpds.ssh <host:path/disk.N> <new_source> <snap_id|-1> <vmid> <dsid>", 5, 5)?;
     let hp = HostPath::parse(&a[0])?;
     let disk_id = hp.disk_id()?;
-    let target: rbdx_core::ops::ImageSpec = a[1].parse().map_err(|e: rbdx_core::Error| e.to_string())?;
+    let target: rbdx_core::ops::ImageSpec = a[1].parse::<rbdx_core::ops::ImageSpec>()?;
     if a[2] != "-1" {
         parse_id("snapshot id", &a[2])?;
-        return Err("saving a snapshot of a disk on an ssh system datastore is not supported".into());
+        return Err(Error::Invalid(
+            "saving a snapshot of a disk on an ssh system datastore is not supported".into(),
+        ));
     }
     let (vm_id, ds_id) = ids(a, 3, 4)?;
     let vm = ctx.vm(vm_id)?;
     if vm.last_history("HOSTNAME").is_some_and(|h| h != hp.host) {
-        return Err(format!("VM {vm_id} is not on {}: its disk file cannot be read", hp.host));
+        return Err(Error::Invalid(format!(
+            "VM {vm_id} is not on {}: its disk file cannot be read",
+            hp.host
+        )));
     }
     disk(&vm, disk_id)?;
     let ds = ctx.datastore(ds_id)?;

@@ -1,0 +1,64 @@
+//! What each [`crate::job::Job`] does, one file per job. The enum stays in
+//! `job.rs` for the wire format; [`crate::job::Job::run`] dispatches here.
+//! Ceph jobs take the connected cluster; file jobs only touch the host's files.
+
+pub mod checksum;
+pub mod clone_disk;
+pub mod delete_disk;
+pub mod doctor;
+pub mod export_to_file;
+pub mod flatten;
+pub mod import;
+pub mod import_file;
+pub mod link_disk;
+pub mod make_image;
+pub mod monitor;
+pub mod probe_dir;
+pub mod remove_dir;
+pub mod remove_image;
+pub mod resize;
+pub mod resize_file;
+pub mod save_as;
+pub mod snap_create;
+pub mod snap_delete;
+pub mod snap_revert;
+
+use rbdx_core::ops::disk::DiskConfig;
+use rbdx_core::ops::{CloneFormat, ImageSpec};
+
+use crate::error::{Error, Result};
+
+/// What a job hands back besides its log: its output (what the action prints
+/// for oned) and the VM disk sizes a monitor measured.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// The output.
+    pub output: Option<String>,
+    /// `(vm, disk, MiB)` of each VM disk measured.
+    pub vm_disks: Vec<(u32, u32, u64)>,
+}
+
+impl Done {
+    /// A job with nothing to hand back.
+    pub fn nothing() -> Result<Self> {
+        Ok(Self::default())
+    }
+
+    /// A job whose output is `output`.
+    pub fn output(output: String) -> Result<Self> {
+        Ok(Self { output: Some(output), ..Self::default() })
+    }
+}
+
+/// An image spec from a job (`pool[/namespace]/image[@snap]`).
+///
+/// # Errors
+/// [`Error::Invalid`] for a malformed spec.
+pub fn spec(s: &str) -> Result<ImageSpec> {
+    s.parse().map_err(|e: rbdx_core::Error| Error::Invalid(e.to_string()))
+}
+
+/// The scheme's settings for images a job creates.
+pub fn disk_config(data_pool: &Option<String>, max_depth: u32) -> DiskConfig {
+    DiskConfig { data_pool: data_pool.clone(), clone_format: CloneFormat::Auto, max_depth }
+}
