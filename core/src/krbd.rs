@@ -266,7 +266,7 @@ impl AddRequest {
 }
 
 /// The monitors' addresses from `mon dump`, msgr2 (`v2`) or legacy (`v1`) ones.
-fn mon_addrs(dump: &Value, msgr2: bool) -> Result<String> {
+fn mon_addrs(dump: &Value, msgr2: bool) -> Result<String, crate::Error> {
     let want = if msgr2 { "v2" } else { "v1" };
     let mut out = Vec::new();
     for mon in dump["mons"].as_array().into_iter().flatten() {
@@ -288,7 +288,7 @@ fn mon_addrs(dump: &Value, msgr2: bool) -> Result<String> {
 }
 
 /// The client's key, as librados found it: `key`, `keyfile` or the keyring.
-fn find_key(cluster: &Cluster, entity: &str) -> Result<String> {
+fn find_key(cluster: &Cluster, entity: &str) -> Result<String, crate::Error> {
     let key = cluster.conf_get("key")?;
     if !key.trim().is_empty() {
         return Ok(key.trim().to_string());

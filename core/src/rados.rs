@@ -120,7 +120,7 @@ unsafe impl Send for Cluster {}
 // by librados.
 unsafe impl Sync for Cluster {}
 
-pub(crate) fn cstring(what: &str, s: &str) -> Result<CString> {
+pub(crate) fn cstring(what: &str, s: &str) -> Result<CString, crate::Error> {
     CString::new(s).map_err(|_| Error::Invalid(format!("{what} contains a NUL byte: {s:?}")))
 }
 
@@ -211,7 +211,7 @@ impl Cluster {
     ///
     /// # Errors
     /// `NotFound` for an unknown option.
-    pub fn conf_get(&self, option: &str) -> Result<String> {
+    pub fn conf_get(&self, option: &str) -> Result<String, crate::Error> {
         let o = cstring("option", option)?;
         let mut buf = vec![0 as libc::c_char; 4096];
         loop {
@@ -248,7 +248,7 @@ impl Cluster {
     ///
     /// # Errors
     /// A [`CephError`] from `rados_cluster_fsid`.
-    pub fn fsid(&self) -> Result<String> {
+    pub fn fsid(&self) -> Result<String, crate::Error> {
         let mut buf = [0 as libc::c_char; 64];
         // SAFETY: `self.raw` is connected; `buf` is writable for its full length.
         let r = unsafe { sys::rados_cluster_fsid(self.raw, buf.as_mut_ptr(), buf.len()) };
@@ -273,7 +273,7 @@ impl Cluster {
     ///
     /// # Errors
     /// `NotFound` if there is no such pool.
-    pub fn pool_name(&self, id: i64) -> Result<String> {
+    pub fn pool_name(&self, id: i64) -> Result<String, crate::Error> {
         let mut buf = vec![0 as libc::c_char; 256];
         loop {
             // SAFETY: `self.raw` is connected; `buf` is writable for `buf.len()`.

@@ -12,7 +12,7 @@ use rbdx_one::log;
 use rbdx_one::oned::{Attrs, Datastore};
 
 /// An action's failure: one line for oned.
-pub type Result<T = ()> = std::result::Result<T, rbdx_one::Error>;
+pub type Result<T = (), E = rbdx_one::Error> = std::result::Result<T, E>;
 
 /// A DS action's inputs.
 #[derive(Debug)]

@@ -39,7 +39,7 @@ pub fn main(action: &str, args: &[String]) -> i32 {
     }
 }
 
-fn dispatch(action: &str, ctx: &context::DsCtx) -> context::Result<String> {
+fn dispatch(action: &str, ctx: &context::DsCtx) -> context::Result<String, Error> {
     use actions::*;
     match action {
         "cp" => cp::run(ctx),

@@ -608,7 +608,7 @@ pub const QEMU_FORMATS: [&str; 7] = ["raw", "qcow2", "vmdk", "vhdx", "vdi", "vpc
 ///
 /// # Errors
 /// One line when qemu-img cannot be run.
-pub fn qemu_img_formats() -> Result<Vec<String>> {
+pub fn qemu_img_formats() -> Result<Vec<String>, crate::Error> {
     let out = child::run(
         Command::new("qemu-img")
             .arg("--help")

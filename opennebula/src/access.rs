@@ -34,7 +34,7 @@ impl CephAccess {
     pub fn of(ds: &Datastore, disk: Option<Attrs<'_>>, timeout: Duration) -> Result<Self> {
         use crate::datastore::{ceph_user, path};
         let s = ds.settings();
-        let from_disk = |k: &str, check: fn(&str, &str) -> Result<String>| {
+        let from_disk = |k: &str, check: fn(&str, &str) -> Result<String, crate::Error>| {
             disk.and_then(|d| d.get(k)).map(|v| check(&format!("DISK {k}"), v)).transpose()
         };
         Ok(Self {

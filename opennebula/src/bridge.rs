@@ -24,7 +24,12 @@ pub fn usable(bridges: &[String], hosts: &[Host]) -> Vec<String> {
 ///
 /// # Errors
 /// One line when every bridge is off, disabled or in error.
-pub fn pick(ds: &Datastore, id: u64, oned: Option<&Oned>, note: &mut dyn FnMut(&str)) -> Result<String> {
+pub fn pick(
+    ds: &Datastore,
+    id: u64,
+    oned: Option<&Oned>,
+    note: &mut dyn FnMut(&str),
+) -> Result<String, crate::Error> {
     let bridges = ds.bridges();
     let candidates = match oned.map(Oned::hosts) {
         Some(Ok(hosts)) => usable(&bridges, &hosts),

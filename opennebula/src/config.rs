@@ -100,7 +100,7 @@ fn secs(key: &str, v: &str) -> Result<Duration> {
 
 /// A remote directory is put into the one command line ssh runs: only plain path
 /// characters are allowed.
-fn safe_path(key: &str, v: &str) -> Result<String> {
+fn safe_path(key: &str, v: &str) -> Result<String, crate::Error> {
     if v.starts_with('/') && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
         Ok(v.to_string())
     } else {

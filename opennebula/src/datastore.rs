@@ -62,7 +62,7 @@ const RBDX_KEYS: [&str; 7] = [
 ///
 /// # Errors
 /// One line naming the attribute.
-pub fn path(what: &str, v: &str) -> Result<String> {
+pub fn path(what: &str, v: &str) -> Result<String, crate::Error> {
     let ok = v.starts_with('/')
         && v.len() <= PATH_MAX
         && !v.chars().any(char::is_control)
@@ -74,8 +74,8 @@ pub fn path(what: &str, v: &str) -> Result<String> {
 ///
 /// # Errors
 /// One line naming the attribute.
-pub fn pool(what: &str, v: &str) -> Result<String> {
-    rbdx_core::ops::validate_name("pool", v).context(format!("{what}"))?;
+pub fn pool(what: &str, v: &str) -> Result<String, crate::Error> {
+    rbdx_core::ops::validate_name("pool", v).context(what)?;
     Ok(v.to_string())
 }
 
@@ -83,7 +83,7 @@ pub fn pool(what: &str, v: &str) -> Result<String> {
 ///
 /// # Errors
 /// One line naming the attribute.
-pub fn ceph_user(what: &str, v: &str) -> Result<String> {
+pub fn ceph_user(what: &str, v: &str) -> Result<String, crate::Error> {
     let ok =
         !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
@@ -105,7 +105,7 @@ pub fn yes_no(what: &str, v: &str) -> Result<bool> {
     }
 }
 
-fn uuid(what: &str, v: &str) -> Result<String> {
+fn uuid(what: &str, v: &str) -> Result<String, crate::Error> {
     let groups: Vec<&str> = v.split('-').collect();
     let lens = groups.iter().map(|g| g.len()).collect::<Vec<_>>();
     let ok = lens == [8, 4, 4, 4, 12] && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -144,7 +144,7 @@ impl Settings {
         for b in &bridges {
             crate::args::validate_host(b).context("BRIDGE_LIST")?;
         }
-        let dirs = |k: &str| -> Result<Vec<String>> { list(k).iter().map(|d| path(k, d)).collect() };
+        let dirs = |k: &str| -> Result<Vec<String>, Error> { list(k).iter().map(|d| path(k, d)).collect() };
         let s = Self {
             pool: get("POOL_NAME").map_or(Ok(crate::DEFAULT_POOL.to_string()), |v| pool("POOL_NAME", v))?,
             data_pool: get("EC_POOL_NAME").map(|v| pool("EC_POOL_NAME", v)).transpose()?,

@@ -114,7 +114,7 @@ pub fn qemu_img() -> Finding {
 
 /// The key of `user` as this host has it: the key file, else the keyrings Ceph
 /// reads by default.
-fn key_of(user: &str, key_file: Option<&str>) -> Result<String> {
+fn key_of(user: &str, key_file: Option<&str>) -> Result<String, crate::Error> {
     if let Some(k) = key_file {
         let text = std::fs::read_to_string(k).context(format!("cannot read {k}"))?;
         return Ok(text.trim().to_string());
@@ -175,7 +175,7 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<std::process::Outpu
     let child =
         rbdx_import::child::spawn(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()))
             .context(format!("cannot run {name}"))?;
-    crate::exec::wait_output(child, limit).context(format!("{name}"))
+    crate::exec::wait_output(child, limit).context(name)
 }
 
 /// True if the datastore is driven by rbdx (`ceph` or `rbdx` as TM_MAD or DS_MAD).

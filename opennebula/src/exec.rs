@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use crate::args::validate_host;
 use crate::config::Config;
 use crate::deadline;
-use crate::hostfs::VmPath;
 use crate::job::{Job, Outcome, PROTOCOL};
 pub use rbdx_import::child::wait_output;
 use rbdx_import::child::{self, drain};
@@ -35,7 +34,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self {
             Self::Local => "this host",
             Self::Ssh(h) => h,
@@ -131,7 +130,7 @@ pub fn run_with_input(
         let out_reader = drain(child.stdout.take().ok_or_else(|| Error::Host("no stdout".into()))?, 16 << 20);
         // ssh's own messages are drained too: a full stderr pipe would stop it.
         let err_reader = drain(child.stderr.take().ok_or_else(|| Error::Host("no stderr".into()))?, 1 << 20);
-        stdin.write_all(&request).context(format!("{host}"))?;
+        stdin.write_all(&request).context(host.as_str())?;
         let mut buf = vec![0u8; 1 << 20];
         let mut sent = 0u64;
         loop {
@@ -217,124 +216,6 @@ pub fn serve(mut input: impl Read + 'static) -> (Option<Outcome>, i32) {
     result
 }
 
-/// What a move of a VM directory found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Moved {
-    /// The tree was copied; the source can go.
-    Copied,
-    /// Source and destination are one directory (a shared file system, two
-    /// names for one host): nothing was done, and nothing may be removed.
-    SameDirectory,
-    /// The source is gone and the destination exists: an earlier run moved it.
-    AlreadyMoved,
-}
-
-/// A marker name nobody can guess: the same-directory probe's.
-fn probe_marker() -> String {
-    let mut b = [0u8; 16];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{}{t:x}{:x}", b.iter().map(|x| format!("{x:02x}")).collect::<String>(), std::process::id())
-}
-
-/// Whether `dir` exists on `target` (`mark` left in it), and whether marker
-/// `find` was there (and is removed).
-fn probe(
-    target: &Target,
-    dir: &VmPath,
-    mark: Option<&str>,
-    find: Option<&str>,
-    cfg: &Config,
-) -> Result<(bool, bool)> {
-    let job =
-        Job::ProbeDir { path: dir.clone(), mark: mark.map(str::to_string), find: find.map(str::to_string) };
-    let o = run(&job, target, cfg);
-    if let Some(e) = o.error {
-        return Err(Error::Host(format!("{}: {e}", target.name())));
-    }
-    let v: serde_json::Value =
-        o.output.as_deref().and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
-    Ok((v["exists"] == true, v["found"] == true))
-}
-
-/// Whether `a` on `ta` and `b` on `tb` are one directory: a marker left in one is
-/// looked for in the other (as the stock driver probes). Both must exist.
-///
-/// # Errors
-/// One line naming the host that failed.
-pub fn same_directory(ta: &Target, a: &VmPath, tb: &Target, b: &VmPath, cfg: &Config) -> Result<bool> {
-    let m = probe_marker();
-    let (exists, _) = probe(ta, a, Some(&m), None, cfg)?;
-    if !exists {
-        return Ok(false);
-    }
-    let (_, found) = probe(tb, b, None, Some(&m), cfg)?;
-    Ok(found)
-}
-
-/// Moves VM directory `from` on `src` to `to` on `dst`, without ever losing it:
-/// nothing is done when both are one directory; the tree is received into a
-/// temporary sibling of `to`, synced, and swapped into place only once complete;
-/// the caller removes the source only after this returns [`Moved::Copied`]. A
-/// re-run after any interruption converges.
-///
-/// # Errors
-/// One line naming the host that failed.
-pub fn move_dir(src: &Target, from: &VmPath, dst: &Target, to: &VmPath, cfg: &Config) -> Result<Moved> {
-    from.check_dir()?;
-    to.check_dir()?;
-    let m = probe_marker();
-    let (src_exists, _) = probe(src, from, Some(&m), None, cfg)?;
-    if !src_exists {
-        let (dst_exists, _) = probe(dst, to, None, None, cfg)?;
-        return if dst_exists {
-            Ok(Moved::AlreadyMoved)
-        } else {
-            Err(Error::Host(format!("{} exists neither on {} nor on {}", from.path, src.name(), dst.name())))
-        };
-    }
-    let (_, same) = probe(dst, to, None, Some(&m), cfg)?;
-    if same {
-        return Ok(Moved::SameDirectory);
-    }
-    let mut receiver = remote(cfg, dst)?;
-    let mut sender = remote(cfg, src)?;
-    let mut rin = receiver.stdin.take().ok_or_else(|| Error::Host("no stdin".into()))?;
-    rin.write_all(&request_line_within(Job::ReceiveDir { path: to.clone() }, cfg.action_timeout)?)
-        .context(format!("{}", dst.name()))?;
-    let mut sin = sender.stdin.take().ok_or_else(|| Error::Host("no stdin".into()))?;
-    sin.write_all(&request_line_within(Job::SendDir { path: from.clone() }, cfg.action_timeout)?)
-        .context(format!("{}", src.name()))?;
-    drop(sin);
-    let mut sout = sender.stdout.take().ok_or_else(|| Error::Host("no stdout".into()))?;
-    let pump = std::thread::spawn(move || {
-        let r = std::io::copy(&mut sout, &mut rin);
-        drop(rin);
-        r
-    });
-    let rout = drain(receiver.stdout.take().ok_or_else(|| Error::Host("no stdout".into()))?, 1 << 20);
-    let serr = drain(sender.stderr.take().ok_or_else(|| Error::Host("no stderr".into()))?, 1 << 16);
-    let rerr = drain(receiver.stderr.take().ok_or_else(|| Error::Host("no stderr".into()))?, 1 << 16);
-    let sent = wait(&mut sender, cfg, src.name());
-    let received = wait(&mut receiver, cfg, dst.name());
-    // Both ends are done (or killed): the pump has nothing left to wait for.
-    let _ = pump.join();
-    let (sent, received) = (sent?, received?);
-    let last = |h: std::thread::JoinHandle<Vec<u8>>| {
-        let e = String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned();
-        e.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output").to_string()
-    };
-    let out = rout.join().unwrap_or_default();
-    if !sent.success() {
-        return Err(Error::Host(format!("{}: sending {} failed: {}", src.name(), from.path, last(serr))));
-    }
-    match serde_json::from_slice::<Outcome>(&out) {
-        Ok(Outcome { error: Some(e), .. }) => Err(Error::Host(format!("{}: {e}", dst.name()))),
-        Ok(_) if received.success() => Ok(Moved::Copied),
-        _ => Err(Error::Host(format!("{}: receiving {} failed: {}", dst.name(), to.path, last(rerr)))),
-    }
-}
-
 /// Starts `rbdx remote` on `target`, stdin/stdout/stderr piped: over ssh, or as
 /// a child of this process when the target is this host.
 ///
@@ -358,7 +239,7 @@ pub fn remote(cfg: &Config, target: &Target) -> Result<Child> {
 /// # Errors
 /// When ssh cannot be started.
 pub fn ssh(cfg: &Config, host: &str) -> Result<Child> {
-    validate_host(host).map_err(Error::from)?;
+    validate_host(host)?;
     let connect = cfg.action_timeout.min(Duration::from_secs(30)).as_secs().max(1);
     let mut cmd = Command::new(&cfg.ssh[0]);
     cmd.args(&cfg.ssh[1..])
@@ -371,7 +252,7 @@ pub fn ssh(cfg: &Config, host: &str) -> Result<Child> {
     child::spawn(&mut cmd).context(format!("cannot run {}", cfg.ssh[0]))
 }
 
-fn wait(child: &mut Child, cfg: &Config, host: &str) -> Result<std::process::ExitStatus> {
+pub(crate) fn wait(child: &mut Child, cfg: &Config, host: &str) -> Result<std::process::ExitStatus> {
     let limit = deadline::bound(cfg.action_timeout);
     child::wait(child, limit).map_err(|_| {
         Error::TimedOut(format!(
@@ -388,6 +269,7 @@ fn failed(e: Error) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hostfs::VmPath;
 
     #[test]
     fn the_remote_side_refuses_bad_requests_in_one_line() {

@@ -267,34 +267,7 @@ pub enum Job {
     },
 }
 
-/// What a job reports: log lines for oned, its output, and its failure.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// INFO lines for oned's log.
-    pub log: Vec<String>,
-    /// What the action prints on stdout for oned (monitor data, …).
-    #[serde(default)]
-    pub output: Option<String>,
-    /// Per VM disk: (VM id, disk id, MiB allocated), for MONITOR_VM_DISKS.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub vm_disks: Vec<(u32, u32, u64)>,
-    /// The failure, if it failed: one line.
-    pub error: Option<String>,
-}
-
-impl Outcome {
-    /// The outcome, or its failure (a job's one-line message, as
-    /// [`Error::Host`]).
-    ///
-    /// # Errors
-    /// The job's failure.
-    pub fn into_result(self) -> Result<Self> {
-        match self.error {
-            Some(e) => Err(Error::Host(e)),
-            None => Ok(self),
-        }
-    }
-}
+pub use crate::outcome::Outcome;
 
 /// The snapshot a save-as of the current disk state takes, named after the new image.
 pub fn saveas_snapshot(target: &rbdx_core::ops::ImageSpec) -> String {
@@ -332,7 +305,7 @@ impl Job {
         }
     }
 
-    fn import_outcome(r: Result<String>) -> Outcome {
+    fn import_outcome(r: Result<String, crate::Error>) -> Outcome {
         match r {
             Ok(msg) => Outcome { log: vec![msg], ..Outcome::default() },
             Err(e) => Outcome { error: Some(e.to_string()), ..Outcome::default() },
@@ -410,25 +383,5 @@ impl Job {
                 Err(Error::Invalid("this job streams data: it runs through `rbdx remote`".into()))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jobs_are_tagged_json() {
-        let j =
-            Job::SnapDelete { ceph: CephAccess::default(), head: "one/one-5-3-0".into(), snap: "2".into() };
-        let s = serde_json::to_string(&j).unwrap();
-        assert!(s.starts_with("{\"job\":\"snap_delete\""), "{s}");
-        assert_eq!(serde_json::from_str::<Job>(&s).unwrap(), j);
-        assert!(serde_json::from_str::<Job>("{\"job\":\"format_everything\"}").is_err());
-    }
-
-    #[test]
-    fn saveas_snapshots_are_named_after_the_new_image() {
-        assert_eq!(saveas_snapshot(&"one/one-42".parse().unwrap()), "rbdx.saveas.one-42");
     }
 }

@@ -26,7 +26,12 @@ pub fn report(pool: &PoolUsage, ec: Option<&PoolUsage>) -> String {
 ///
 /// # Errors
 /// One line.
-pub fn measure(c: &Cluster, pool: &str, ec_pool: Option<&str>, log: &mut Vec<String>) -> Result<String> {
+pub fn measure(
+    c: &Cluster,
+    pool: &str,
+    ec_pool: Option<&str>,
+    log: &mut Vec<String>,
+) -> Result<String, crate::Error> {
     let mut names = vec![pool];
     names.extend(ec_pool);
     let usage = ops::pool_usage(c, &names).context("reading pool usage")?;
@@ -182,9 +187,13 @@ pub fn send_to_monitord(kind: &str, payload: &str) -> Result<()> {
 ///
 /// # Errors
 /// One line for oned.
-pub fn action(args: &[String], input: impl std::io::Read, cfg: &crate::config::Config) -> Result<String> {
-    let a = crate::args::expect_args(args, "monitor <ds_id>", 1, 1).map_err(Error::from)?;
-    let id = crate::args::parse_id("datastore id", &a[0]).map_err(Error::from)?;
+pub fn action(
+    args: &[String],
+    input: impl std::io::Read,
+    cfg: &crate::config::Config,
+) -> Result<String, crate::Error> {
+    let a = crate::args::expect_args(args, "monitor <ds_id>", 1, 1)?;
+    let id = crate::args::parse_id("datastore id", &a[0])?;
     let data = crate::action_data::ActionData::read(input)?;
     measure_action(id, &data, cfg)
 }
@@ -197,7 +206,7 @@ pub fn measure_action(
     id: u32,
     data: &crate::action_data::ActionData,
     cfg: &crate::config::Config,
-) -> Result<String> {
+) -> Result<String, crate::Error> {
     let ds = data.datastore()?;
     let cfg = ds.config(cfg)?;
     let s = ds.settings();

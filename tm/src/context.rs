@@ -14,7 +14,7 @@ use rbdx_one::oned::{Attrs, Datastore, Oned, Vm};
 use rbdx_one::{Context, Error};
 
 /// An action's failure: one line for oned.
-pub type Result<T = ()> = std::result::Result<T, rbdx_one::Error>;
+pub type Result<T = (), E = rbdx_one::Error> = std::result::Result<T, E>;
 
 /// The action's environment: settings and a lazily made oned client.
 #[derive(Debug)]
@@ -52,7 +52,7 @@ impl Ctx {
     /// # Errors
     /// oned's failure.
     pub fn vm(&self, id: u32) -> Result<Vm> {
-        Ok(self.oned()?.vm(id)?)
+        self.oned()?.vm(id)
     }
 
     /// `one.datastore.info`.
@@ -60,7 +60,7 @@ impl Ctx {
     /// # Errors
     /// oned's failure.
     pub fn datastore(&self, id: u32) -> Result<Datastore> {
-        Ok(self.oned()?.datastore(id)?)
+        self.oned()?.datastore(id)
     }
 
     /// Runs `job` where the datastore's settings say: on `host` over ssh, or here.
@@ -107,7 +107,7 @@ impl Ctx {
     ///
     /// # Errors
     /// No usable bridge when one is needed.
-    pub fn host_for(&self, hp: &HostPath, vm: &Vm, ds: &Datastore) -> Result<String> {
+    pub fn host_for(&self, hp: &HostPath, vm: &Vm, ds: &Datastore) -> Result<String, rbdx_one::Error> {
         let undeployed = vm.last_history("HOSTNAME").is_some_and(|h| h != hp.host);
         if !undeployed || ds.bridges().is_empty() {
             return Ok(hp.host.clone());
@@ -157,7 +157,7 @@ impl DiskAction {
     ///
     /// # Errors
     /// When the VM has no such disk.
-    pub fn image(&self) -> Result<String> {
+    pub fn image(&self) -> Result<String, rbdx_one::Error> {
         disk_image(self.disk()?, self.vm_id, self.disk_id, &self.ds)
     }
 
@@ -244,7 +244,12 @@ pub fn disk<'a>(vm: &'a Vm, disk_id: u32) -> Result<Attrs<'a>> {
 ///
 /// # Errors
 /// A DISK whose SOURCE or POOL_NAME is malformed.
-pub fn disk_image(disk: Attrs<'_>, vm_id: u32, disk_id: u32, ds: &Datastore) -> Result<String> {
+pub fn disk_image(
+    disk: Attrs<'_>,
+    vm_id: u32,
+    disk_id: u32,
+    ds: &Datastore,
+) -> Result<String, rbdx_one::Error> {
     match disk.get("SOURCE") {
         Some(src) => {
             let spec: rbdx_core::ops::ImageSpec =
@@ -261,7 +266,7 @@ pub fn disk_image(disk: Attrs<'_>, vm_id: u32, disk_id: u32, ds: &Datastore) -> 
 ///
 /// # Errors
 /// A malformed DISK POOL_NAME.
-pub fn volatile_pool(disk: Attrs<'_>, ds: &Datastore) -> Result<String> {
+pub fn volatile_pool(disk: Attrs<'_>, ds: &Datastore) -> Result<String, rbdx_one::Error> {
     if ds.template().get("POOL_NAME").is_some() {
         return Ok(ds.settings().pool.clone());
     }

@@ -379,7 +379,7 @@ impl<'c> Disk<'c> {
     ///
     /// # Errors
     /// `NotFound` if the disk does not exist.
-    pub fn locate(&self, snap: &str) -> Result<Option<String>> {
+    pub fn locate(&self, snap: &str) -> Result<Option<String>, crate::Error> {
         let book = self.guarded(|io| self.book(io))?;
         Ok(book.snaps.get(snap).cloned())
     }
@@ -760,7 +760,7 @@ const KEY_CLONED_FROM: &str = "rbdx.cloned-from";
 ///
 /// # Errors
 /// `NotFound` for a missing image; Ceph errors.
-pub fn owner_of(io: &IoCtx<'_>, name: &str) -> Result<Option<String>> {
+pub fn owner_of(io: &IoCtx<'_>, name: &str) -> Result<Option<String>, crate::Error> {
     io.open_read_only(name, None)?.metadata_get(KEY_DISK)
 }
 
@@ -871,7 +871,7 @@ pub fn depth(io: &IoCtx<'_>, image: &str) -> Result<u32> {
 }
 
 /// Orders `images` so that each comes before its parent.
-fn children_first(io: &IoCtx<'_>, images: &[String]) -> Result<Vec<String>> {
+fn children_first(io: &IoCtx<'_>, images: &[String]) -> Result<Vec<String>, crate::Error> {
     let mut parent: BTreeMap<&str, Option<String>> = BTreeMap::new();
     for i in images {
         let p = io.open_read_only(i, None)?.parent()?.map(|p| p.image.name);

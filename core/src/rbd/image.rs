@@ -524,7 +524,7 @@ impl<'io> Image<'io> {
     ///
     /// # Errors
     /// A [`CephError`] other than `ENOENT`.
-    pub fn metadata_get(&self, key: &str) -> Result<Option<String>> {
+    pub fn metadata_get(&self, key: &str) -> Result<Option<String>, crate::Error> {
         let k = cstring("metadata key", key)?;
         let mut buf = vec![0 as libc::c_char; 256];
         loop {

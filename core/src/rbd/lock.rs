@@ -282,7 +282,7 @@ fn header(id: &str) -> String {
 }
 
 /// The id of image `name`, or `None` if there is no such image.
-fn image_id(io: &IoCtx<'_>, name: &str) -> Result<Option<String>> {
+fn image_id(io: &IoCtx<'_>, name: &str) -> Result<Option<String>, crate::Error> {
     let oid = cstring("image name", &format!("rbd_id.{name}"))?;
     let mut buf = vec![0u8; 256];
     // SAFETY: `io.raw()` is a live I/O context; `oid` outlives the call; `buf` is

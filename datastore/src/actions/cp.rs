@@ -17,7 +17,7 @@ use crate::context::{DsCtx, Result};
 use rbdx_one::{Context, Error};
 
 /// An expected digest from the image template: `len` hex digits.
-fn hex_digest(what: &str, v: &str, len: usize) -> Result<String> {
+fn hex_digest(what: &str, v: &str, len: usize) -> Result<String, rbdx_one::Error> {
     if v.len() == len && v.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(v.to_ascii_lowercase())
     } else {
@@ -29,7 +29,7 @@ fn hex_digest(what: &str, v: &str, len: usize) -> Result<String> {
 ///
 /// # Errors
 /// One line for oned.
-pub fn run(ctx: &DsCtx) -> Result<String> {
+pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let img = ctx.image()?;
     let path = ctx.image_attr("PATH")?.to_string();
     let target = ctx.new_source();

@@ -14,7 +14,7 @@ use rbdx_one::Error;
 ///
 /// # Errors
 /// One line for oned.
-pub fn run(ctx: &DsCtx) -> Result<String> {
+pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let img = ctx.image()?;
     let source: rbdx_core::ops::ImageSpec = ctx.image_attr("SOURCE")?.parse()?;
     let size = ctx.image_attr("SIZE")?;

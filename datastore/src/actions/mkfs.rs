@@ -13,7 +13,7 @@ use rbdx_one::Error;
 ///
 /// # Errors
 /// One line for oned.
-pub fn run(ctx: &DsCtx) -> Result<String> {
+pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let source = ctx.new_source();
     let img = ctx.image()?;
     if img.get("FORMAT") == Some("save_as") {

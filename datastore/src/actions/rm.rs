@@ -11,7 +11,7 @@ use crate::context::{DsCtx, Result};
 ///
 /// # Errors
 /// One line for oned.
-pub fn run(ctx: &DsCtx) -> Result<String> {
+pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let source: rbdx_core::ops::ImageSpec = ctx.image_attr("SOURCE")?.parse()?;
     let trash = ctx.template().is_yes("CEPH_TRASH");
     let job = Job::DeleteDisk {

@@ -18,7 +18,7 @@ fn target(ctx: &DsCtx) -> Result<(String, String)> {
 ///
 /// # Errors
 /// One line for oned.
-pub fn delete(ctx: &DsCtx) -> Result<String> {
+pub fn delete(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let (head, snap) = target(ctx)?;
     ctx.run(&Job::SnapDelete { ceph: ctx.ceph(), head, snap })?;
     Ok(String::new())
@@ -28,7 +28,7 @@ pub fn delete(ctx: &DsCtx) -> Result<String> {
 ///
 /// # Errors
 /// One line for oned.
-pub fn revert(ctx: &DsCtx) -> Result<String> {
+pub fn revert(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let (head, snap) = target(ctx)?;
     let job = Job::SnapRevert {
         ceph: ctx.ceph(),
@@ -45,7 +45,7 @@ pub fn revert(ctx: &DsCtx) -> Result<String> {
 ///
 /// # Errors
 /// One line for oned.
-pub fn flatten(ctx: &DsCtx) -> Result<String> {
+pub fn flatten(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let (head, snap) = target(ctx)?;
     let job = Job::Flatten {
         ceph: ctx.ceph(),

@@ -18,7 +18,7 @@ const MIB: u64 = 1 << 20;
 ///
 /// # Errors
 /// One line for oned.
-pub fn run(ctx: &DsCtx) -> Result<String> {
+pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let path = ctx.image_attr("PATH")?;
     let bytes = if path.starts_with("http://") || path.starts_with("https://") {
         remote_size(path, ctx.cfg.oned_timeout)

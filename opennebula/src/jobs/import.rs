@@ -49,7 +49,7 @@ pub fn run(
     job: &ImportJob,
     input: Box<dyn std::io::Read>,
     progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
-) -> Result<String> {
+) -> Result<String, crate::Error> {
     let t = spec(&job.target)?;
     let c = job.ceph.connect()?;
     let source = match &job.url {

@@ -62,3 +62,23 @@ pub fn spec(s: &str) -> Result<ImageSpec> {
 pub fn disk_config(data_pool: &Option<String>, max_depth: u32) -> DiskConfig {
     DiskConfig { data_pool: data_pool.clone(), clone_format: CloneFormat::Auto, max_depth }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::job::*;
+
+    #[test]
+    fn jobs_are_tagged_json() {
+        let j =
+            Job::SnapDelete { ceph: CephAccess::default(), head: "one/one-5-3-0".into(), snap: "2".into() };
+        let s = serde_json::to_string(&j).unwrap();
+        assert!(s.starts_with("{\"job\":\"snap_delete\""), "{s}");
+        assert_eq!(serde_json::from_str::<Job>(&s).unwrap(), j);
+        assert!(serde_json::from_str::<Job>("{\"job\":\"format_everything\"}").is_err());
+    }
+
+    #[test]
+    fn saveas_snapshots_are_named_after_the_new_image() {
+        assert_eq!(saveas_snapshot(&"one/one-42".parse().unwrap()), "rbdx.saveas.one-42");
+    }
+}

@@ -46,7 +46,7 @@ pub struct Source {
 }
 
 /// A file name in the ISO: one path component, printable, not `.` or `..`.
-fn iso_name(n: &str) -> Result<String> {
+fn iso_name(n: &str) -> Result<String, rbdx_one::Error> {
     let ok = !n.is_empty()
         && n.len() <= 255
         && n != "."

@@ -3,7 +3,7 @@
 //! on stdin), and `migrate_other`: the same call for every other TM driver the
 //! VM's disks use, as the stock drivers do.
 //!
-//! A move never loses the directory ([`rbdx_one::exec::move_dir`]): when the two
+//! A move never loses the directory ([`rbdx_one::moves::move_dir`]): when the two
 //! ends are one directory (a shared file system, two names for one machine) a
 //! marker left on one side is found on the other and nothing is done; otherwise
 //! the tree arrives in a temporary sibling, is synced and swapped into place, and
@@ -15,9 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rbdx_one::args::{HostPath, expect_args, normalize_path, parse_id, validate_host};
-use rbdx_one::exec::{self, Moved, Target};
+use rbdx_one::exec::Target;
 use rbdx_one::hostfs::VmPath;
 use rbdx_one::job::Job;
+use rbdx_one::moves::Moved;
 use rbdx_one::oned::{Datastore, Vm};
 
 use crate::context::{Ctx, Result, driver_name, is_this_host, remotes_dir};
@@ -65,7 +66,7 @@ pub fn mv(args: &[String], ctx: &Ctx) -> Result {
 fn move_and_remove(ctx: &Ctx, src: &str, from: &VmPath, dst: &str, to: &VmPath, ds: &Datastore) -> Result {
     let cfg = ds.config(&ctx.cfg)?;
     let (ts, td) = (target(src), target(dst));
-    match exec::move_dir(&ts, from, &td, to, &cfg)? {
+    match rbdx_one::moves::move_dir(&ts, from, &td, to, &cfg)? {
         Moved::Copied => {
             rbdx_one::log::info(&format!("moved {} from {src} to {dst}", from.path));
             ctx.run_on_host(&Job::RemoveDir { path: from.clone() }, src, ds)
@@ -105,14 +106,14 @@ pub fn premigrate(args: &[String], ctx: &Ctx, post: bool) -> Result {
         let ds = ctx.datastore(ds_id)?;
         if post {
             let cfg = ds.config(&ctx.cfg)?;
-            if exec::same_directory(&target(src), &dir, &target(dst), &dir, &cfg)? {
+            if rbdx_one::moves::same_directory(&target(src), &dir, &target(dst), &dir, &cfg)? {
                 rbdx_one::log::info(&format!("{src} and {dst} share {}: it stays", dir.path));
             } else {
                 ctx.run_on_host(&Job::RemoveDir { path: dir }, src, &ds)?;
             }
         } else {
             let cfg = ds.config(&ctx.cfg)?;
-            exec::move_dir(&target(src), &dir, &target(dst), &dir, &cfg)?;
+            rbdx_one::moves::move_dir(&target(src), &dir, &target(dst), &dir, &cfg)?;
         }
     }
     migrate_other(name, a, &b64)
@@ -127,7 +128,7 @@ fn migrate_other(action: &str, args: &[String], b64: &str) -> Result {
     }
     let xml = rbdx_one::base64::decode(&trimmed)
         .ok_or_else(|| Error::Invalid("the VM document on stdin is not base64".into()))?;
-    let vm = Vm::parse(&String::from_utf8_lossy(&xml)).map_err(Error::from)?;
+    let vm = Vm::parse(&String::from_utf8_lossy(&xml))?;
     let me = driver_name();
     let mut others: Vec<String> =
         vm.disks().iter().filter_map(|d| d.get("TM_MAD")).map(str::to_string).collect();

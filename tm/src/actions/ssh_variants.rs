@@ -81,7 +81,7 @@ pub fn mvds(args: &[String], ctx: &Ctx) -> Result {
     }
     let d = disk(&vm, disk_id)?;
     let ds = ctx.datastore(ds_id)?;
-    let size = d.get("SIZE").map(parse_size_mb).transpose().map_err(Error::from)?;
+    let size = d.get("SIZE").map(parse_size_mb).transpose()?;
     let job = Job::ImportFile {
         ceph: ctx.ceph(Some(d), &ds)?,
         path: disk_file(&hp, vm_id)?,
