@@ -137,5 +137,5 @@ fn exit(code: i32) -> ExitCode {
 
 /// Errors are one line: whatever a lower layer put on several lines is joined.
 fn one_line(msg: &str) -> String {
-    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+    rbdx_one::log::one_line(msg)
 }

@@ -51,7 +51,7 @@ fn dispatch(action: &str, ctx: &context::DsCtx) -> context::Result<String, Error
         "snap_revert" => snap::revert(ctx),
         "snap_flatten" => snap::flatten(ctx),
         "export" => export::run(ctx),
-        "monitor" => rbdx_one::monitor::measure_action(ctx.id, &ctx.data, &ctx.cfg),
+        "monitor" => monitor::run(ctx),
         other => Err(Error::Invalid(format!("unknown datastore action {other:?}"))),
     }
 }

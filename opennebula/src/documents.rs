@@ -4,6 +4,44 @@
 use crate::error::{Error, Result};
 use crate::xml::Element;
 
+/// The LCM states the drivers act on (oned's `VirtualMachine::LcmState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LcmState {
+    /// `UNKNOWN` (16): the host was lost.
+    Unknown,
+    /// `HOTPLUG_SAVEAS` (26): a disk is being saved as an image while running.
+    HotplugSaveas,
+    /// `PROLOG_MIGRATE_UNKNOWN` (60).
+    PrologMigrateUnknown,
+    /// `PROLOG_MIGRATE_UNKNOWN_FAILURE` (61).
+    PrologMigrateUnknownFailure,
+    /// `DISK_RESIZE` (62): a disk is being resized while running.
+    DiskResize,
+    /// Any other state, by number.
+    Other(u32),
+}
+
+impl From<u32> for LcmState {
+    fn from(n: u32) -> Self {
+        match n {
+            16 => Self::Unknown,
+            26 => Self::HotplugSaveas,
+            60 => Self::PrologMigrateUnknown,
+            61 => Self::PrologMigrateUnknownFailure,
+            62 => Self::DiskResize,
+            n => Self::Other(n),
+        }
+    }
+}
+
+impl LcmState {
+    /// True where the VM's source host is unknown or failed (nothing to copy
+    /// from in a migration).
+    pub fn source_unreachable(self) -> bool {
+        matches!(self, Self::Unknown | Self::PrologMigrateUnknown | Self::PrologMigrateUnknownFailure)
+    }
+}
+
 fn err(msg: impl Into<String>) -> Error {
     Error::Oned(msg.into())
 }
@@ -78,9 +116,14 @@ impl Vm {
         self.doc.text_at("ID")?.parse().ok()
     }
 
-    /// The LCM state.
+    /// The LCM state's number.
     pub fn lcm_state(&self) -> Option<u32> {
         self.doc.text_at("LCM_STATE")?.parse().ok()
+    }
+
+    /// The LCM state.
+    pub fn lcm(&self) -> Option<LcmState> {
+        self.lcm_state().map(LcmState::from)
     }
 
     /// The hypervisor's name for the VM (`one-<id>`).

@@ -72,10 +72,7 @@ pub fn format_image(img: &Image<'_>, size: u64, fs: &str) -> Result<()> {
     let out = rbdx_import::child::run(&mut cmd, MKFS_LIMIT).context(format!("mkfs for {fs}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::Failed(format!(
-            "mkfs for {fs} failed: {}",
-            err.split_whitespace().collect::<Vec<_>>().join(" ")
-        )));
+        return Err(Error::Failed(format!("mkfs for {fs} failed: {}", crate::log::one_line(&err))));
     }
     let f = File::open(tmp.path()).context("reading the formatted file")?;
     // Only what mkfs wrote is read: a 1 TiB file system is a few MiB of data.

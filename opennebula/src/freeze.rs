@@ -47,7 +47,7 @@ fn virsh(f: &Freeze, verb: &str) -> Result<()> {
                     use std::io::Read;
                     let _ = e.read_to_string(&mut err);
                 }
-                return Err(Error::Failed(err.split_whitespace().collect::<Vec<_>>().join(" ")));
+                return Err(Error::Failed(crate::log::one_line(&err)));
             }
             None if start.elapsed() > limit => {
                 let _ = child.kill();

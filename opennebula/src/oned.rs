@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::datastore::Datastore;
-pub use crate::documents::{Attrs, Host, Vm};
+pub use crate::documents::{Attrs, Host, LcmState, Vm};
 use crate::error::{Error, Result};
 use crate::xml::{Element, escape};
 

@@ -487,13 +487,7 @@ impl<'c> Disk<'c> {
             .ok_or_else(|| Error::NotFound(format!("{} has no snapshot {snap}", self.head)))?
             .clone();
         let name = self.head.name.clone();
-        let watchers = io.open_read_only(&name, None)?.watchers()?;
-        if !watchers.is_empty() {
-            return Err(Error::InUse {
-                image: self.head.to_string(),
-                watchers: watchers.into_iter().map(|w| w.addr).collect(),
-            });
-        }
+        super::refuse_in_use(&io.open_read_only(&name, None)?, &self.head)?;
         let temp = revert_temp_name(&name);
 
         // A clone left by an interrupted run is reused only if it is the one this
@@ -589,13 +583,7 @@ impl<'c> Disk<'c> {
         let name = self.head.name.clone();
         let mut images: Vec<String> = Vec::new();
         if Self::exists(io, &name)? {
-            let watchers = io.open_read_only(&name, None)?.watchers()?;
-            if !watchers.is_empty() {
-                return Err(Error::InUse {
-                    image: self.head.to_string(),
-                    watchers: watchers.into_iter().map(|w| w.addr).collect(),
-                });
-            }
+            super::refuse_in_use(&io.open_read_only(&name, None)?, &self.head)?;
             let book = self.book(io)?;
             images.push(name.clone());
             images.extend(book.carriers);
@@ -638,13 +626,7 @@ impl<'c> Disk<'c> {
 
     fn rename_in(&self, io: &IoCtx<'c>, new_name: &str) -> Result<Disk<'c>> {
         let book = self.book(io)?;
-        let watchers = io.open_read_only(&self.head.name, None)?.watchers()?;
-        if !watchers.is_empty() {
-            return Err(Error::InUse {
-                image: self.head.to_string(),
-                watchers: watchers.into_iter().map(|w| w.addr).collect(),
-            });
-        }
+        super::refuse_in_use(&io.open_read_only(&self.head.name, None)?, &self.head)?;
         io.rename_image(&self.head.name, new_name)?;
         let head = io.open(new_name)?;
         head.metadata_set(KEY_DISK, new_name)?;

@@ -270,6 +270,20 @@ pub fn clone(cluster: &Cluster, parent: &ImageSpec, child: &ImageSpec, opts: &Cl
     Ok(format)
 }
 
+/// Refuses with [`Error::InUse`], naming the watchers, while a client (a VM,
+/// a kernel mapping) has `img` open: removing or replacing it would pull it
+/// from under them.
+///
+/// # Errors
+/// [`Error::InUse`]; Ceph errors listing the watchers.
+pub fn refuse_in_use(img: &Image<'_>, spec: &ImageSpec) -> Result<()> {
+    let watchers = img.watchers()?;
+    if watchers.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InUse { image: spec.to_string(), watchers: watchers.into_iter().map(|w| w.addr).collect() })
+}
+
 /// Removes the rbdx metadata an image inherited from its parent when it was
 /// cloned: every `rbdx.` key, unless the image's own `rbdx.disk` names it (then
 /// the keys are its own book). Called right after a clone, and again by a re-run
@@ -413,14 +427,8 @@ pub fn remove(cluster: &Cluster, spec: &ImageSpec, opts: RemoveOptions) -> Resul
         Err(e) if e.is_not_found() => return Ok(Removal::AlreadyGone),
         other => other?,
     };
-    let watchers = probe.watchers()?;
+    refuse_in_use(&probe, spec)?;
     drop(probe);
-    if !watchers.is_empty() {
-        return Err(Error::InUse {
-            image: spec.to_string(),
-            watchers: watchers.into_iter().map(|w| w.addr).collect(),
-        });
-    }
     let img = match io.open(&spec.name) {
         Err(e) if e.is_not_found() => return Ok(Removal::AlreadyGone),
         other => other?,

@@ -24,9 +24,6 @@ use rbdx_one::oned::{Datastore, Vm};
 use crate::context::{Ctx, Result, driver_name, is_this_host, remotes_dir};
 use rbdx_one::{Context, Error};
 
-/// LCM states where the source host is unknown or failed: nothing to copy from.
-const SOURCE_UNREACHABLE: [u32; 3] = [16, 60, 61];
-
 /// How long another driver's pre/postmigrate may take (the action's deadline
 /// bounds it too).
 const OTHER_DRIVER_LIMIT: Duration = Duration::from_secs(3600);
@@ -55,7 +52,7 @@ pub fn mv(args: &[String], ctx: &Ctx) -> Result {
         return Ok(());
     }
     let vm = ctx.vm(vm_id)?;
-    if vm.lcm_state().is_some_and(|s| SOURCE_UNREACHABLE.contains(&s)) {
+    if vm.lcm().is_some_and(rbdx_one::oned::LcmState::source_unreachable) {
         return Ok(());
     }
     let ds = ctx.datastore(ds_id)?;

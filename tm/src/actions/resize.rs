@@ -3,15 +3,13 @@
 
 use rbdx_one::args::{HostPath, expect_args, parse_id, parse_size_mb};
 use rbdx_one::job::Job;
+use rbdx_one::oned::LcmState;
 
 use crate::context::{Ctx, Result, disk, disk_image};
 use rbdx_one::Error;
 
 /// Usage as oned writes it.
 pub const USAGE: &str = "resize <host:path/disk.N> <size MB> <vmid> [dsid]";
-
-/// LCM_STATE DISK_RESIZE: the VM is running and the VMM driver resizes.
-const DISK_RESIZE: u32 = 62;
 
 /// Runs the action.
 ///
@@ -33,7 +31,7 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
         None => parse_id("datastore id", d.get("DATASTORE_ID").unwrap_or(""))
             .map_err(|_| Error::Invalid("the DISK has no DATASTORE_ID and none was given".into()))?,
     };
-    if vm.lcm_state() == Some(DISK_RESIZE) {
+    if vm.lcm() == Some(LcmState::DiskResize) {
         rbdx_one::log::info("the VM is running: the hypervisor resizes the disk");
         return Ok(());
     }

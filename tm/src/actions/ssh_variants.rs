@@ -5,14 +5,10 @@
 use rbdx_one::args::{HostPath, expect_args, parse_id, parse_size_mb};
 use rbdx_one::hostfs::VmPath;
 use rbdx_one::job::{BASE_SNAP, Job};
+use rbdx_one::oned::LcmState;
 
 use crate::context::{Ctx, Result, data_pool, disk, source_action};
 use rbdx_one::Error;
-
-/// LCM_STATE HOTPLUG_SAVEAS: a save-as of a running VM's disk.
-const HOTPLUG_SAVEAS: u32 = 26;
-/// LCM_STATE DISK_RESIZE.
-const DISK_RESIZE: u32 = 62;
 
 fn ids(a: &[String], vm: usize, ds: usize) -> Result<(u32, u32)> {
     Ok((parse_id("VM id", &a[vm])?, parse_id("datastore id", &a[ds])?))
@@ -70,7 +66,7 @@ pub fn mvds(args: &[String], ctx: &Ctx) -> Result {
     let target: rbdx_core::ops::ImageSpec = a[1].parse::<rbdx_core::ops::ImageSpec>()?;
     let (vm_id, ds_id) = ids(a, 2, 3)?;
     let vm = ctx.vm(vm_id)?;
-    if vm.lcm_state() == Some(HOTPLUG_SAVEAS) && vm.last_history("VM_MAD") != Some("kvm") {
+    if vm.lcm() == Some(LcmState::HotplugSaveas) && vm.last_history("VM_MAD") != Some("kvm") {
         return Err(Error::Invalid("saving a disk of a running VM is only supported with KVM".into()));
     }
     if vm.last_history("HOSTNAME").is_some_and(|h| h != hp.host) {
@@ -122,7 +118,7 @@ pub fn cpds(args: &[String], ctx: &Ctx) -> Result {
     }
     disk(&vm, disk_id)?;
     let ds = ctx.datastore(ds_id)?;
-    let freeze = (vm.lcm_state() == Some(HOTPLUG_SAVEAS)).then(|| crate::context::freeze_of(&vm, vm_id));
+    let freeze = (vm.lcm() == Some(LcmState::HotplugSaveas)).then(|| crate::context::freeze_of(&vm, vm_id));
     let job = Job::ImportFile {
         ceph: ctx.ceph(None, &ds)?,
         path: disk_file(&hp, vm_id)?,
@@ -147,7 +143,7 @@ pub fn resize(args: &[String], ctx: &Ctx) -> Result {
     let size = parse_size_mb(&a[1])?;
     let vm_id = parse_id("VM id", &a[2])?;
     let vm = ctx.vm(vm_id)?;
-    if vm.lcm_state() == Some(DISK_RESIZE) {
+    if vm.lcm() == Some(LcmState::DiskResize) {
         rbdx_one::log::info("the VM is running: the hypervisor resizes the disk");
         return Ok(());
     }
