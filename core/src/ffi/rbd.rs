@@ -18,6 +18,9 @@ pub type rbd_image_t = *mut c_void;
 pub type rbd_image_options_t = *mut c_void;
 pub type librbd_progress_fn_t =
     Option<unsafe extern "C" fn(offset: u64, total: u64, ptr: *mut c_void) -> c_int>;
+/// `rbd_snap_namespace_type_t`, a C enum (an `int`).
+pub type rbd_snap_namespace_type_t = c_int;
+/// The callback of `rbd_diff_iterate2` (the header writes the type inline).
 pub type rbd_diff_cb_t =
     Option<unsafe extern "C" fn(offs: u64, len: size_t, exists: c_int, arg: *mut c_void) -> c_int>;
 
@@ -228,8 +231,11 @@ unsafe extern "C" {
     pub fn rbd_snap_list_end(snaps: *mut rbd_snap_info_t);
     pub fn rbd_snap_set(image: rbd_image_t, snapname: *const c_char) -> c_int;
     pub fn rbd_snap_get_timestamp(image: rbd_image_t, snap_id: u64, timestamp: *mut timespec) -> c_int;
-    pub fn rbd_snap_get_namespace_type(image: rbd_image_t, snap_id: u64, namespace_type: *mut c_int)
-    -> c_int;
+    pub fn rbd_snap_get_namespace_type(
+        image: rbd_image_t,
+        snap_id: u64,
+        namespace_type: *mut rbd_snap_namespace_type_t,
+    ) -> c_int;
 
     pub fn rbd_metadata_get(
         image: rbd_image_t,
@@ -291,4 +297,168 @@ unsafe extern "C" {
     ) -> ssize_t;
     pub fn rbd_discard(image: rbd_image_t, ofs: u64, len: u64) -> c_int;
     pub fn rbd_flush(image: rbd_image_t) -> c_int;
+}
+
+/// The declarations above against the installed `rbd/librbd.h`, as git2-rs's
+/// systest checks its bindings: a C program compiled with the header prints
+/// every struct's size, alignment and field offsets and every constant, which
+/// must equal Rust's; and every function is assigned to a pointer of the type
+/// its Rust declaration says, which the C compiler refuses on any mismatch.
+#[cfg(test)]
+mod layout {
+    use std::fmt::Write as _;
+    use std::mem::{align_of, offset_of, size_of};
+
+    use super::*;
+
+    macro_rules! structs {
+        ($($t:ident { $($f:ident),* }),* $(,)?) => {
+            vec![$((stringify!($t), size_of::<$t>(), align_of::<$t>(),
+                    vec![$((stringify!($f), offset_of!($t, $f))),*])),*]
+        };
+    }
+
+    macro_rules! consts {
+        ($($c:ident),* $(,)?) => { vec![$((stringify!($c), i128::try_from($c).unwrap_or(-1))),*] };
+    }
+
+    /// The C type of a parameter or return type as written in the declarations.
+    fn c_type(rust: &str) -> String {
+        let rust = rust.trim();
+        if let Some(inner) = rust.strip_prefix("*const ") {
+            return format!("const {} *", c_type(inner));
+        }
+        if let Some(inner) = rust.strip_prefix("*mut ") {
+            return format!("{} *", c_type(inner));
+        }
+        match rust {
+            "c_char" => "char",
+            "c_int" => "int",
+            "c_void" => "void",
+            "u8" => "uint8_t",
+            "u32" => "uint32_t",
+            "u64" => "uint64_t",
+            "i64" => "int64_t",
+            "size_t" => "size_t",
+            "ssize_t" => "ssize_t",
+            "bool" => "bool",
+            "timespec" => "struct timespec",
+            "rbd_diff_cb_t" => "int (*)(uint64_t, size_t, int, void *)",
+            other => other,
+        }
+        .to_string()
+    }
+
+    /// `(name, return type, parameter types)` of every `pub fn` in the extern block.
+    fn functions() -> Vec<(String, String, Vec<String>)> {
+        let src = include_str!("rbd.rs");
+        let block = &src
+            [src.find("unsafe extern \"C\" {").unwrap_or(0)..src.find("#[cfg(test)]").unwrap_or(src.len())];
+        let mut out = Vec::new();
+        for decl in block.split("pub fn ").skip(1) {
+            let decl = &decl[..decl.find(';').unwrap_or(decl.len())];
+            let (name, rest) = decl.split_once('(').expect("a parameter list");
+            let close = rest.rfind(')').expect("a closing parenthesis");
+            let params: Vec<String> = rest[..close]
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| c_type(p.split_once(':').map_or(p, |(_, t)| t)))
+                .collect();
+            let ret = rest[close + 1..].trim().strip_prefix("->").map_or("void".to_string(), c_type);
+            out.push((name.trim().to_string(), ret, params));
+        }
+        out
+    }
+
+    #[test]
+    fn the_declarations_match_the_installed_librbd_header() {
+        let structs = structs![
+            rbd_image_info_t { size, obj_size, num_objs, order, block_name_prefix, parent_pool, parent_name },
+            rbd_snap_info_t { id, size, name },
+            rbd_image_spec_t { id, name },
+            rbd_linked_image_spec_t { pool_id, pool_name, pool_namespace, image_id, image_name, trash },
+            rbd_snap_spec_t { id, namespace_type, name },
+            rbd_image_watcher_t { addr, id, cookie },
+            rbd_trash_image_info_t { id, name, source, deletion_time, deferment_end_time },
+        ];
+        let consts = consts![
+            RBD_MAX_IMAGE_NAME_SIZE,
+            RBD_MAX_BLOCK_NAME_SIZE,
+            RBD_IMAGE_OPTION_FORMAT,
+            RBD_IMAGE_OPTION_FEATURES,
+            RBD_IMAGE_OPTION_ORDER,
+            RBD_IMAGE_OPTION_DATA_POOL,
+            RBD_IMAGE_OPTION_FLATTEN,
+            RBD_IMAGE_OPTION_CLONE_FORMAT,
+            RBD_SNAP_NAMESPACE_TYPE_USER,
+            RBD_SNAP_NAMESPACE_TYPE_GROUP,
+            RBD_SNAP_NAMESPACE_TYPE_TRASH,
+            RBD_SNAP_NAMESPACE_TYPE_MIRROR,
+            RBD_SNAP_REMOVE_UNPROTECT,
+            RBD_TRASH_IMAGE_SOURCE_USER,
+            RBD_TRASH_IMAGE_SOURCE_MIRRORING,
+            RBD_TRASH_IMAGE_SOURCE_MIGRATION,
+            RBD_TRASH_IMAGE_SOURCE_REMOVING,
+            RBD_TRASH_IMAGE_SOURCE_USER_PARENT,
+        ];
+        let fns = functions();
+        assert!(fns.len() >= 50, "the declarations were read ({} functions)", fns.len());
+
+        let mut c = String::from(
+            "#include <stdbool.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <stdio.h>\n\
+             #include <time.h>\n#include <sys/types.h>\n#include <rbd/librbd.h>\n",
+        );
+        for (name, ret, params) in &fns {
+            let params = if params.is_empty() { "void".to_string() } else { params.join(", ") };
+            let _ = writeln!(c, "{ret} (*check_{name})({params}) = {name};");
+        }
+        c.push_str("int main(void) {\n");
+        let mut want = String::new();
+        for (name, size, align, fields) in &structs {
+            let _ = writeln!(c, "printf(\"{name} %zu %zu\\n\", sizeof({name}), _Alignof({name}));");
+            let _ = writeln!(want, "{name} {size} {align}");
+            for (f, off) in fields {
+                let _ = writeln!(c, "printf(\"{name}.{f} %zu\\n\", offsetof({name}, {f}));");
+                let _ = writeln!(want, "{name}.{f} {off}");
+            }
+        }
+        for (name, value) in &consts {
+            let _ = writeln!(c, "printf(\"{name} %lld\\n\", (long long){name});");
+            let _ = writeln!(want, "{name} {value}");
+        }
+        c.push_str("return 0;\n}\n");
+
+        let dir = tempfile_dir();
+        let (src, bin) = (dir.join("layout.c"), dir.join("layout"));
+        std::fs::write(&src, &c).expect("write the C program");
+        let cc = std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .args(["-std=c11", "-Werror=incompatible-pointer-types", "-Werror=discarded-qualifiers", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .args(["-lrbd", "-lrados"])
+            .output()
+            .expect("run the C compiler (build-essential)");
+        assert!(
+            cc.status.success(),
+            "the C compiler refused the declarations:\n{}",
+            String::from_utf8_lossy(&cc.stderr)
+        );
+        let out = std::process::Command::new(&bin).output().expect("run the layout program");
+        let _ = std::fs::remove_dir_all(&dir);
+        let got = String::from_utf8_lossy(&out.stdout);
+        let differ: Vec<String> = got
+            .lines()
+            .zip(want.lines())
+            .filter(|(g, w)| g != w)
+            .map(|(g, w)| format!("C: {g}, Rust: {w}"))
+            .collect();
+        assert!(differ.is_empty() && got.lines().count() == want.lines().count(), "{}", differ.join("; "));
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("rbdx-layout-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("a temporary directory");
+        d
+    }
 }
