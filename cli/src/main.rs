@@ -1,5 +1,7 @@
-//! `rbdx`: one binary for every entry point. `main` parses the command line and is
-//! the one place that turns errors into exit codes (0 ok, 1 failed, 2 bad usage).
+//! `rbdx`: one binary for every entry point. `main` parses the command line and
+//! turns the operator commands' errors into one line and an exit code (0 ok, 1
+//! failed, 2 bad usage); the driver entry points (`tm`, `ds`, `pve`, `remote`)
+//! answer in their callers' protocols and return their own codes.
 
 mod commands;
 mod connection;

@@ -10,7 +10,8 @@
 //! - [`error`]: [`CephError`] keeps the errno, the C call and the object;
 //!   [`Error`] adds what the domain operations refuse.
 //!
-//! `unsafe` code lives only in `ffi`, [`rados`] and [`rbd`]; each block states the
+//! `unsafe` code lives only in `ffi`, [`rados`], [`rbd`] (the image handles and
+//! rbdx's rados locks) and [`krbd`] (the kernel keyring); each block states the
 //! invariant it relies on.
 
 #![deny(missing_docs)]

@@ -1,6 +1,9 @@
 //! The RBD domain operations the drivers are built from. Each takes a connected
-//! [`Cluster`] and [`ImageSpec`]s, and is safe to re-run: a step that an earlier,
-//! interrupted run already did is detected and not repeated.
+//! [`Cluster`] and [`ImageSpec`]s. The procedures ([`disk`], [`clone_from_snapshot`],
+//! [`make_image`], [`remove`], [`copy`]) are safe to re-run: a step an earlier,
+//! interrupted run already did is detected and not repeated. The single calls
+//! ([`create`], [`clone`], [`rename`]) report what is in the way (`Exists`,
+//! `NotFound`) for their caller to decide.
 //!
 //! Rules that come from Ceph's behaviour (see `docs/ceph-behaviour.md`):
 //! - a clone never inherits its parent's data pool, so every create, clone and copy
