@@ -368,9 +368,37 @@ fn export_describes_the_image_for_the_marketplace() {
 #[test]
 fn monitor_is_the_same_action_as_the_tms() {
     let e = env();
-    let out = stdout(&e.ds("monitor", DS, &e.image_ds(DS, true, &[])));
-    let keys: Vec<&str> = out.lines().map(|l| l.split('=').next().unwrap()).collect();
+    let doc = e.image_ds(DS, true, &[]);
+    let values = |text: &str| -> Vec<(String, u64)> {
+        text.lines()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("KEY=value lines: {text}"));
+                (k.to_string(), v.parse().unwrap_or_else(|_| panic!("a number of MiB: {l}")))
+            })
+            .collect()
+    };
+    let ds = values(&stdout(&e.ds("monitor", DS, &doc)));
+    let keys: Vec<&str> = ds.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["USED_MB", "TOTAL_MB", "FREE_MB"]);
+    // As the stock monitor, each value is rounded down from bytes: the total
+    // is the sum of the two within 1 MiB.
+    assert!(ds[1].1.abs_diff(ds[0].1 + ds[2].1) <= 1, "TOTAL = USED + FREE: {ds:?}");
+    // The TM's monitor of the same datastore reports the same capacity (other
+    // tests write meanwhile: within a few percent).
+    let mut child = e
+        .command(&["tm", "monitor", &DS.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let msg =
+        rbdx_one::base64::encode(format!("<DS_DRIVER_ACTION_DATA>{doc}</DS_DRIVER_ACTION_DATA>").as_bytes());
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), msg.as_bytes()).unwrap();
+    let tm = values(&stdout(&child.wait_with_output().unwrap()));
+    for ((k, a), (_, b)) in ds.iter().zip(&tm) {
+        assert!(a.abs_diff(*b) <= b / 20 + 64, "{k}: DS {a} MiB, TM {b} MiB");
+    }
 }
 
 #[test]

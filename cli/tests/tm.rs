@@ -426,12 +426,12 @@ fn monitor_reports_ec_aware_capacity() {
     let e = env();
     let c = e.cluster.connect();
     let (used, total, free) = monitor(&e, &e.system_ds(SYSTEM_DS, false));
-    assert_eq!(total, used + free);
+    assert!(total.abs_diff(used + free) <= 1, "{total} = {used} + {free}, rounded as the stock monitor");
     let u = ops::pool_usage(c, &[&e.cluster.pool, &e.cluster.ec_pool]).unwrap();
     let near = |a: u64, b: u64| a.abs_diff(b) <= b / 20 + 64;
     assert!(near(free, u[0].available() >> 20), "replicated: free {free} vs {}", u[0].available() >> 20);
     let (used_ec, total_ec, free_ec) = monitor(&e, &e.system_ds(SYSTEM_DS, true));
-    assert_eq!(total_ec, used_ec + free_ec);
+    assert!(total_ec.abs_diff(used_ec + free_ec) <= 1, "{total_ec} = {used_ec} + {free_ec}");
     assert!(near(free_ec, u[1].available() >> 20), "EC: free {free_ec} vs {}", u[1].available() >> 20);
     assert!(free_ec < free, "the EC pool's capacity (k=2,m=1) is what an EC datastore reports");
     // Other tests write meanwhile: compare with the pools measured right after.
