@@ -3,16 +3,18 @@
 //!
 //! - [`rados`]: the cluster connection ([`Cluster`]), pool I/O contexts
 //!   ([`IoCtx`]), mon commands. Timeouts are set before connecting.
-//! - [`rbd`]: librbd's safe API ([`Image`], [`ImageOptions`], pool-level calls).
+//! - [`rbd`]: librbd's safe API ([`Image`], [`ImageOptions`], pool-level calls),
+//!   free of policy.
+//! - [`lock`]: rbdx's locks: read-write opens and removals that take an image's
+//!   lock ([`lock::LockedImage`]), and a disk operation's [`lock::Guard`].
 //! - [`ops`]: the RBD domain operations the drivers are built from (create with a
 //!   data pool, clone with the right format, safe copy, safe removal, trash, usage,
 //!   pool capacity).
 //! - [`error`]: [`CephError`] keeps the errno, the C call and the object;
 //!   [`Error`] adds what the domain operations refuse.
 //!
-//! `unsafe` code lives only in `ffi`, [`rados`], [`rbd`] (the image handles and
-//! rbdx's rados locks) and [`krbd`] (the kernel keyring); each block states the
-//! invariant it relies on.
+//! `unsafe` code lives only in `ffi`, [`rados`], [`rbd`], [`lock`] (cls_lock calls)
+//! and [`krbd`] (the kernel keyring); each block states the invariant it relies on.
 
 #![deny(missing_docs)]
 
@@ -21,6 +23,7 @@ pub mod doctor;
 pub mod error;
 mod ffi;
 pub mod krbd;
+pub mod lock;
 pub mod ops;
 pub mod rados;
 pub mod rbd;

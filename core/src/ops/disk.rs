@@ -215,7 +215,7 @@ impl<'c> Disk<'c> {
     }
 
     /// Runs one whole disk operation holding the disk's guard (waiting for
-    /// another operation on the disk; see [`crate::rbd::Guard`]).
+    /// another operation on the disk; see [`crate::lock::Guard`]).
     fn guarded<T>(&self, op: impl FnOnce(&IoCtx<'c>) -> Result<T>) -> Result<T> {
         let io = self.io()?;
         let guard = io.guard(&self.head.name)?;

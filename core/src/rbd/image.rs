@@ -10,7 +10,6 @@ use crate::ffi::rbd as sys;
 use crate::rados::{IoCtx, cstring};
 
 use super::list::{CList, grow_list};
-use super::lock::ObjectLock;
 use super::options::ImageOptions;
 
 /// Size, layout and identity of an image.
@@ -152,9 +151,6 @@ pub struct Image<'io> {
     io: &'io IoCtx<'io>,
     name: String,
     snap: Option<String>,
-    /// Read-write opens: the `rbdx_action` lock, released after the close
-    /// (fields drop after `Drop::drop` has run).
-    _lock: Option<ObjectLock<'io>>,
 }
 
 // SAFETY: librbd image handles may be used from any thread; rbdx never calls one
@@ -196,27 +192,7 @@ impl<'io> Image<'io> {
             ("rbd_open", unsafe { sys::rbd_open(io.raw(), n.as_ptr(), &mut raw, sp) })
         };
         check(r.into(), op, || spec(io, name, snap))?;
-        Ok(Self { raw, io, name: name.to_string(), snap: snap.map(str::to_string), _lock: None })
-    }
-
-    /// Opens image `name` at its head, read-write, once this process holds its
-    /// `rbdx_action` lock (see [`super::lock`]).
-    pub(crate) fn open_locked(io: &'io IoCtx<'io>, name: &str) -> Result<Self> {
-        let lock = ObjectLock::image(io, name)?;
-        let mut img = Self::open(io, name, None, false, false)?;
-        img._lock = lock;
-        Ok(img)
-    }
-
-    /// Closes the image and releases its `rbdx_action` lock, reporting a lock
-    /// that was taken away meanwhile (dropping the image ignores that).
-    ///
-    /// # Errors
-    /// [`crate::Error::LockLost`].
-    pub fn close(mut self) -> Result<()> {
-        let lock = self._lock.take();
-        drop(self);
-        lock.map_or(Ok(()), ObjectLock::release)
+        Ok(Self { raw, io, name: name.to_string(), snap: snap.map(str::to_string) })
     }
 
     /// The image name.

@@ -3,11 +3,9 @@
 
 mod image;
 mod list;
-mod lock;
 mod options;
 
 pub use image::{Image, ImageInfo, LinkedImage, Parent, SnapNamespace, Snapshot, Watcher};
-pub use lock::{Guard, HEARTBEAT, MIN_GRACE};
 pub use options::{ImageOptions, features};
 
 use crate::error::{Result, check};
@@ -16,7 +14,6 @@ use crate::rados::{IoCtx, cstring};
 
 use image::{owned, spec};
 use list::{CList, grow_list};
-use lock::ObjectLock;
 
 /// Largest image size accepted (2^63 - 1 bytes). librbd refuses larger sizes
 /// except near 2^64, where its arithmetic overflows and it accepts them (an image
@@ -81,19 +78,9 @@ pub fn version() -> (i32, i32, i32) {
 }
 
 impl<'c> IoCtx<'c> {
-    /// Opens image `name` at its head, read-write. Waits for another rbdx action
-    /// that has it open read-write (see the `lock` module).
-    ///
-    /// # Errors
-    /// `NotFound` if there is no such image; [`crate::Error::Busy`] if another
-    /// rbdx action kept it for longer than [`crate::Cluster::busy_wait`].
-    pub fn open<'io>(&'io self, name: &str) -> Result<Image<'io>> {
-        Image::open_locked(self, name)
-    }
-
     /// Opens image `name` at its head, read-write, *without* the `rbdx_action`
     /// lock: as a hypervisor (qemu, the kernel driver) opens a disk. Only for
-    /// stand-ins of those; rbdx actions use [`IoCtx::open`].
+    /// stand-ins of those; rbdx actions use [`IoCtx::open`] (see [`crate::lock`]).
     ///
     /// # Errors
     /// `NotFound` if there is no such image.
@@ -173,9 +160,8 @@ impl<'c> IoCtx<'c> {
     ///
     /// # Errors
     /// `NotFound`, `Busy`, `NotEmpty`.
-    pub fn remove_image(&self, name: &str) -> Result<()> {
+    pub(crate) fn remove_image_unlocked(&self, name: &str) -> Result<()> {
         let n = cstring("image name", name)?;
-        let _lock = ObjectLock::image(self, name)?;
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_remove(self.raw(), n.as_ptr()) };
         check(r.into(), "rbd_remove", || spec(self, name, None))?;
@@ -187,9 +173,8 @@ impl<'c> IoCtx<'c> {
     ///
     /// # Errors
     /// `NotFound`, `Exists`.
-    pub fn rename_image(&self, from: &str, to: &str) -> Result<()> {
+    pub(crate) fn rename_image_unlocked(&self, from: &str, to: &str) -> Result<()> {
         let (f, t) = (cstring("image name", from)?, cstring("image name", to)?);
-        let _lock = ObjectLock::image(self, from)?;
         // SAFETY: `self.raw()` is live; both strings outlive the call.
         let r = unsafe { sys::rbd_rename(self.raw(), f.as_ptr(), t.as_ptr()) };
         check(r.into(), "rbd_rename", || format!("{} -> {to}", spec(self, from, None)))?;
@@ -249,9 +234,8 @@ impl<'c> IoCtx<'c> {
     ///
     /// # Errors
     /// `NotFound`; `Busy` while it has watchers.
-    pub fn trash_move(&self, name: &str, delay_secs: u64) -> Result<()> {
+    pub(crate) fn trash_move_unlocked(&self, name: &str, delay_secs: u64) -> Result<()> {
         let n = cstring("image name", name)?;
-        let _lock = ObjectLock::image(self, name)?;
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_trash_move(self.raw(), n.as_ptr(), delay_secs) };
         check(r.into(), "rbd_trash_move", || spec(self, name, None))?;
@@ -297,9 +281,8 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound`; `PermissionDenied` before the deferment end without `force`;
     /// `NotEmpty`/`Busy` while it has snapshots with children.
-    pub fn trash_remove(&self, id: &str, force: bool) -> Result<()> {
+    pub(crate) fn trash_remove_unlocked(&self, id: &str, force: bool) -> Result<()> {
         let i = cstring("image id", id)?;
-        let _lock = ObjectLock::image_by_id(self, id, &format!("trash id {id}"))?;
         // SAFETY: `self.raw()` is live; `i` outlives the call.
         let r = unsafe { sys::rbd_trash_remove(self.raw(), i.as_ptr(), force) };
         check(r.into(), "rbd_trash_remove", || format!("{} trash id {id}", self.spec()))?;

@@ -52,6 +52,7 @@ use serde_json::json;
 use crate::error::{CephError, Error, ErrorKind, Result, check};
 use crate::ffi::rados as sys;
 use crate::rados::{IoCtx, cstring};
+use crate::rbd::Image;
 
 /// The rados lock name.
 const LOCK_NAME: &CStr = c"rbdx_action";
@@ -394,6 +395,93 @@ impl Drop for ObjectLock<'_> {
             // Dropped on an error path: the operation's own error is what counts.
             let _ = self.unlock();
         }
+    }
+}
+
+/// An image open read-write with its `rbdx_action` lock: the image is closed
+/// before the lock is released (fields drop in order). Used as the [`Image`] it
+/// derefs to.
+#[derive(Debug)]
+pub struct LockedImage<'io> {
+    image: Image<'io>,
+    lock: Option<ObjectLock<'io>>,
+}
+
+impl<'io> std::ops::Deref for LockedImage<'io> {
+    type Target = Image<'io>;
+
+    fn deref(&self) -> &Image<'io> {
+        &self.image
+    }
+}
+
+impl LockedImage<'_> {
+    /// Closes the image and releases its lock, reporting a lock that was taken
+    /// away meanwhile (dropping the image ignores that).
+    ///
+    /// # Errors
+    /// [`Error::LockLost`].
+    pub fn close(self) -> Result<()> {
+        let Self { image, lock } = self;
+        drop(image);
+        lock.map_or(Ok(()), ObjectLock::release)
+    }
+}
+
+/// The read-write opens and the librbd calls that open an image inside, each
+/// once this process holds the image's `rbdx_action` lock: the binding layer
+/// ([`crate::rbd`]) has the same calls without it.
+impl<'c> IoCtx<'c> {
+    /// Opens image `name` at its head, read-write, holding its lock (waiting for
+    /// another rbdx action that has it).
+    ///
+    /// # Errors
+    /// `NotFound` if there is no such image; [`Error::Busy`] if another rbdx
+    /// action kept it for longer than [`crate::Cluster::busy_wait`].
+    pub fn open<'io>(&'io self, name: &str) -> Result<LockedImage<'io>> {
+        let lock = ObjectLock::image(self, name)?;
+        let image = Image::open(self, name, None, false, false)?;
+        Ok(LockedImage { image, lock })
+    }
+
+    /// Removes image `name`, holding its lock (librbd refuses with `Busy` while
+    /// it has watchers and `NotEmpty` while it has snapshots).
+    ///
+    /// # Errors
+    /// `NotFound`, `Busy`, `NotEmpty`.
+    pub fn remove_image(&self, name: &str) -> Result<()> {
+        let _lock = ObjectLock::image(self, name)?;
+        self.remove_image_unlocked(name)
+    }
+
+    /// Renames image `from` to `to` within this pool, holding its lock.
+    ///
+    /// # Errors
+    /// `NotFound`, `Exists`.
+    pub fn rename_image(&self, from: &str, to: &str) -> Result<()> {
+        let _lock = ObjectLock::image(self, from)?;
+        self.rename_image_unlocked(from, to)
+    }
+
+    /// Moves image `name` to the trash, holding its lock; it cannot be removed
+    /// from there before `delay_secs` have passed (without `force`).
+    ///
+    /// # Errors
+    /// `NotFound`; `Busy` while it has watchers.
+    pub fn trash_move(&self, name: &str, delay_secs: u64) -> Result<()> {
+        let _lock = ObjectLock::image(self, name)?;
+        self.trash_move_unlocked(name, delay_secs)
+    }
+
+    /// Removes trash entry `id` for good, holding its lock; `force` ignores the
+    /// deferment time.
+    ///
+    /// # Errors
+    /// `NotFound`; `PermissionDenied` before the deferment end without `force`;
+    /// `NotEmpty`/`Busy` while it has snapshots with children.
+    pub fn trash_remove(&self, id: &str, force: bool) -> Result<()> {
+        let _lock = ObjectLock::image_by_id(self, id, &format!("trash id {id}"))?;
+        self.trash_remove_unlocked(id, force)
     }
 }
 
