@@ -566,17 +566,21 @@ fn cp_restores_an_opennebula_rbd_backup_tarball() {
     for spec in [&s, &src] {
         ops::remove(c, spec, ops::RemoveOptions::default()).unwrap();
     }
-    // A gzip file that is not a backup: one clear line, nothing created.
-    let plain = e.dir.path().join("plain.gz");
+    // A gzipped tarball that is not a backup: one clear line, nothing created.
+    let other = e.dir.path().join("other.tar.gz");
     let ok = Command::new("sh")
         .arg("-c")
-        .arg(format!("echo hello | gzip > '{}'", plain.display()))
+        .arg(format!(
+            "cd '{}' && echo hi > note && tar czf '{}' note",
+            e.dir.path().display(),
+            other.display()
+        ))
         .status()
         .unwrap();
     assert!(ok.success());
     let id = fresh_id();
     assert_fails(
-        &e.ds("cp", id, &message(&e, false, &[], &[("PATH", &plain.display().to_string())])),
+        &e.ds("cp", id, &message(&e, false, &[], &[("PATH", &other.display().to_string())])),
         "not an OpenNebula RBD backup",
     );
     gone(c, &pool, &format!("one-{id}"));

@@ -346,3 +346,73 @@ fn oversized_images_and_a_full_staging_directory_are_refused_before_anything_is_
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     ops::remove(e.cluster.connect(), &spec, ops::RemoveOptions::default()).unwrap();
 }
+
+#[test]
+fn compressed_images_are_decompressed_and_sized_as_the_stock_driver_does() {
+    let e = OneEnv::new(Path::new(BIN), "EXECUTION = local\nCEPH_TIMEOUT = 20\n");
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).display().to_string();
+    // 8 MiB of raw data with a hole, and the same as qcow2.
+    let mut data = vec![0u8; 8 << 20];
+    for (i, b) in data.iter_mut().enumerate().take(3 << 20) {
+        *b = (i % 253) as u8 | 1;
+    }
+    std::fs::write(dir.path().join("disk.raw"), &data).unwrap();
+    qemu_img(dir.path(), &["convert", "-q", "-f", "raw", "-O", "qcow2", &d("disk.raw"), &d("disk.qcow2")]);
+    let compress = |tool: &str, src: &str, ext: &str| -> String {
+        let out = format!("{src}.{ext}");
+        let ok = Command::new("sh").arg("-c").arg(format!("{tool} -c '{src}' > '{out}'")).status().unwrap();
+        assert!(ok.success(), "{tool}");
+        out
+    };
+    let pool = e.cluster.pool.clone();
+    let c = e.cluster.connect();
+    for (tool, ext) in [("gzip", "gz"), ("xz", "xz"), ("bzip2", "bz2")] {
+        for src in [d("disk.raw"), d("disk.qcow2")] {
+            let file = compress(tool, &src, ext);
+            let what = format!("{}", Path::new(&file).file_name().unwrap().to_string_lossy());
+            // stat: the image's size, as the stock driver computes it.
+            let out = e.ds("stat", fresh_id(), &ds_message(&e, &file));
+            assert!(out.status.success(), "stat of {what}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8", "stat of {what} in MiB");
+            // cp and rbdx import: the decompressed image, byte for byte.
+            let id = fresh_id();
+            let out = e.ds("cp", id, &ds_message(&e, &file));
+            assert!(out.status.success(), "cp of {what}: {}", String::from_utf8_lossy(&out.stderr));
+            let spec = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
+            let io = ops::ioctx(c, &spec).unwrap();
+            let img = io.open_read_only(&spec.name, None).unwrap();
+            assert_eq!(img.info().unwrap().size, 8 << 20, "{what}");
+            let mut got = vec![0u8; 8 << 20];
+            img.read_at(0, &mut got).unwrap();
+            assert!(got == data, "{what}: the decompressed image, byte for byte");
+            drop(img);
+            drop(io);
+            ops::remove(c, &spec, ops::RemoveOptions::default()).unwrap();
+        }
+    }
+    // A corrupt stream, and a file compressed twice: one line, nothing made.
+    let raw_xz = compress("xz", &d("disk.raw"), "xz");
+    let mut bytes = std::fs::read(&raw_xz).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n / 2);
+    std::fs::write(dir.path().join("cut.xz"), &bytes).unwrap();
+    let twice = compress("gzip", &raw_xz, "gz");
+    for (file, want) in [(d("cut.xz"), "cannot decompress"), (twice, "inside a compressed file")] {
+        let id = fresh_id();
+        one_line_failure(&e.ds("cp", id, &ds_message(&e, &file)), want, &file);
+        assert!(
+            !image_exists(&e, &ImageSpec::new(&pool, &format!("one-{id}")).unwrap()),
+            "{file}: nothing made"
+        );
+    }
+    // A bomb: 64 MiB of zeros that decompresses past the cap is stopped there.
+    let zeros = dir.path().join("zeros.raw");
+    std::fs::File::create(&zeros).unwrap().set_len(64 << 20).unwrap();
+    let bomb = compress("xz", &zeros.display().to_string(), "xz");
+    let id = fresh_id();
+    let spec = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
+    let out = cli(&e, &["import", &bomb, &spec.to_string(), "--max-size", "16"]);
+    one_line_failure(&out, "larger than the 16 MiB accepted", "a decompression bomb");
+    assert!(!image_exists(&e, &spec));
+}

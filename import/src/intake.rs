@@ -86,7 +86,7 @@ pub fn check_head(
         // parent locators qemu does not open; qemu-img info is checked for a
         // backing file anyway, and conversion never opens one.
         Format::Vhdx | Format::Vdi | Format::Vpc | Format::Raw => Ok(()),
-        Format::Gzip => Err(refuse("a compressed file is not a disk image")),
+        Format::Gzip | Format::Xz | Format::Bzip2 => Err(refuse("a compressed file is not a disk image")),
     }
 }
 

@@ -70,8 +70,12 @@ pub enum Format {
     Vpc,
     /// QEMU enhanced disk.
     Qed,
-    /// gzip: a compressed file (or an OpenNebula RBD backup tarball).
+    /// gzip: a compressed image, or an OpenNebula RBD backup tarball.
     Gzip,
+    /// xz: a compressed image.
+    Xz,
+    /// bzip2: a compressed image.
+    Bzip2,
 }
 
 impl Format {
@@ -86,7 +90,14 @@ impl Format {
             Self::Vpc => "vpc",
             Self::Qed => "qed",
             Self::Gzip => "gzip",
+            Self::Xz => "xz",
+            Self::Bzip2 => "bzip2",
         }
+    }
+
+    /// True for the compressions an image may arrive in.
+    pub fn is_compressed(self) -> bool {
+        matches!(self, Self::Gzip | Self::Xz | Self::Bzip2)
     }
 }
 
@@ -106,6 +117,10 @@ pub fn sniff(head: &[u8]) -> Format {
         Format::Qed
     } else if head.starts_with(&[0x1f, 0x8b]) {
         Format::Gzip
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Format::Xz
+    } else if head.len() >= 4 && head.starts_with(b"BZh") && (b'1'..=b'9').contains(&head[3]) {
+        Format::Bzip2
     } else {
         Format::Raw
     }
@@ -394,17 +409,24 @@ pub fn import(
     }
     head.truncate(got);
     let format = sniff(&head);
-    let result = if format == Format::Gzip {
-        // An OpenNebula RBD backup tarball, as the stock driver treats every gzip file.
+    let result = if format.is_compressed() {
+        // Read (and hashed) whole, then decompressed beside it: a gzip holding an
+        // OpenNebula RBD backup tarball is restored; anything else compressed is
+        // the image it decompresses to.
         let (file, _staged) = as_file(local.as_ref().map(OpenFile::path), &head, &mut tap, opts)?;
-        let dir = opts.staging_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let b = backup::unpack(&file, &dir)?;
-        let declared = backup::declared_size(&b.full)?;
-        opts.check_size(declared)?;
-        let size = declared.max(opts.min_size.unwrap_or(0));
-        create(cluster, &temp, size, opts)?;
-        let io = ops::ioctx(cluster, &temp)?;
-        io.open(&temp.name).map_err(Error::from).and_then(|img| backup::apply(&img, &b)).map(|()| size)
+        let dir = opts.staging_dir();
+        if format == Format::Gzip && gzip_holds_tar(&file)? {
+            let b = backup::unpack(&file, &dir)?;
+            let declared = backup::declared_size(&b.full)?;
+            opts.check_size(declared)?;
+            let size = declared.max(opts.min_size.unwrap_or(0));
+            create(cluster, &temp, size, opts)?;
+            let io = ops::ioctx(cluster, &temp)?;
+            io.open(&temp.name).map_err(Error::from).and_then(|img| backup::apply(&img, &b)).map(|()| size)
+        } else {
+            let plain = decompress(&file, format, opts)?;
+            from_file(cluster, &temp, plain.path(), opts)
+        }
     } else if let (Format::Raw, Some(total)) = (format, total) {
         opts.check_size(total)?;
         let size = total.max(opts.min_size.unwrap_or(0));
@@ -459,6 +481,155 @@ pub fn import(
     };
     ops::rename(cluster, &temp, &target.name).context(format!("renaming {temp} to {target}"))?;
     Ok(Report { format, read: tap.read, size, already_done: false })
+}
+
+/// True if the gzip file's content starts with a tar header (`ustar` at 257).
+fn gzip_holds_tar(file: &Path) -> Result<bool> {
+    let f = File::open(file).map_err(Error::io("reading the compressed file"))?;
+    let mut head = Vec::with_capacity(512);
+    // A corrupt stream is no tarball; the decompression says what is wrong.
+    let _ = flate2::read::MultiGzDecoder::new(f).take(512).read_to_end(&mut head);
+    Ok(head.get(257..262) == Some(b"ustar"))
+}
+
+/// Decompresses `file` (`format`: gzip, xz or bzip2) into a sparse file in the
+/// staging directory (removed when the handle drops), never past the size cap
+/// (counted as it streams) nor into the staging file system's reserve.
+fn decompress(file: &Path, format: Format, opts: &Options) -> Result<tempfile::NamedTempFile> {
+    use std::io::{Seek, SeekFrom};
+    let dir = opts.staging_dir();
+    staging_room(&dir, 0)?;
+    let mut out = tempfile::Builder::new()
+        .prefix("rbdx-import-")
+        .suffix(".plain")
+        .tempfile_in(&dir)
+        .map_err(Error::io(format!("staging in {}", dir.display())))?;
+    let input = File::open(file).map_err(Error::io("reading the compressed file"))?;
+    let tool = format.qemu_name();
+    let mut cmd = Command::new(tool);
+    cmd.arg("-dc").stdin(input).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = child::spawn(&mut cmd).map_err(Error::io(format!("running {tool}")))?;
+    let errors = child.stderr.take().map(|e| child::drain(e, 1 << 16));
+    let mut from = child.stdout.take().ok_or_else(|| Error::Tool(format!("{tool}: no output")))?;
+    let max = opts.max_size.unwrap_or(DEFAULT_MAX_SIZE);
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut len, mut since_check) = (0u64, 0u64);
+    let copied = (|| -> Result<()> {
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Io { context: format!("reading {tool}'s output"), source: e }),
+            };
+            len += n as u64;
+            if len > max {
+                return Err(Error::Refused(format!(
+                    "the decompressed image is larger than the {} MiB accepted",
+                    max >> 20
+                )));
+            }
+            let f = out.as_file_mut();
+            if buf[..n].iter().all(|b| *b == 0) {
+                f.seek(SeekFrom::Current(n as i64)).map_err(Error::io("staging"))?;
+            } else {
+                f.write_all(&buf[..n]).map_err(Error::io(format!("staging in {}", dir.display())))?;
+            }
+            since_check += n as u64;
+            if since_check >= 64 << 20 {
+                since_check = 0;
+                staging_room(&dir, 0)?;
+            }
+        }
+    })();
+    drop(from);
+    if let Err(e) = copied {
+        child::kill(&mut child);
+        return Err(e);
+    }
+    let status = child::wait(&mut child, opts.convert_timeout())?;
+    if !status.success() {
+        let err = errors.and_then(|h| h.join().ok()).unwrap_or_default();
+        return Err(Error::Refused(format!("cannot decompress the {tool} file: {}", one_line(&err))));
+    }
+    out.as_file().set_len(len).map_err(Error::io("staging"))?;
+    Ok(out)
+}
+
+/// The size of the image compressed in local file `file` (`format`: gzip, xz or
+/// bzip2), as the stock `stat` reports it: a raw image's decompressed length
+/// (counted, never stored), or a qcow2's virtual size from its header (after
+/// the intake's header checks). Another format inside is refused.
+///
+/// # Errors
+/// One line: refused, or the decompressor failed.
+pub fn compressed_image_size(file: &Path, format: Format, deadline: Duration) -> Result<u64> {
+    let input = File::open(file).map_err(Error::io(format!("cannot read {}", file.display())))?;
+    let mut cmd = Command::new(format.qemu_name());
+    cmd.arg("-dc").stdin(input).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = child::spawn(&mut cmd).map_err(Error::io(format!("running {}", format.qemu_name())))?;
+    let mut out = child.stdout.take().ok_or_else(|| Error::Tool("no decompressor output".into()))?;
+    let mut head = Vec::with_capacity(64 << 10);
+    let read = (&mut out).take(64 << 10).read_to_end(&mut head);
+    let inner = sniff(&head);
+    let size = match (read, inner) {
+        (Err(e), _) => Err(Error::Io { context: "decompressing".into(), source: e }),
+        (Ok(_), Format::Qcow2) if head.len() >= 32 => {
+            intake::check_head(&head, Format::Qcow2, &mut |_, _| {
+                Err(Error::Refused("beyond the header".into()))
+            })
+            .map(|()| u64::from_be_bytes(head[24..32].try_into().unwrap_or_default()))
+        }
+        (Ok(_), Format::Raw) => {
+            let n = io::copy(&mut out, &mut io::sink()).map_err(Error::io("decompressing"))?;
+            drop(out);
+            // A corrupt stream ends early: only a clean end gives the size.
+            let status = child::wait(&mut child, deadline)?;
+            return if status.success() {
+                Ok(n + head.len() as u64)
+            } else {
+                Err(Error::Refused(format!("cannot decompress the {} file", format.qemu_name())))
+            };
+        }
+        (Ok(_), f) => Err(Error::Refused(format!(
+            "cannot read the size of a {} image inside a {} file",
+            f.qemu_name(),
+            format.qemu_name()
+        ))),
+    };
+    drop(out);
+    child::kill(&mut child);
+    size
+}
+
+/// The image in local file `file` (raw, or a qemu-img format; a file compressed
+/// again is refused) written into the new image `temp`; returns its size.
+fn from_file(cluster: &Cluster, temp: &ImageSpec, file: &Path, opts: &Options) -> Result<u64> {
+    let f = File::open(file).map_err(Error::io("reading the decompressed image"))?;
+    let len = f.metadata().map_err(Error::io("reading the decompressed image"))?.len();
+    let mut head = Vec::with_capacity(SNIFF);
+    (&f).take(SNIFF as u64).read_to_end(&mut head).map_err(Error::io("reading the decompressed image"))?;
+    let format = sniff(&head);
+    if format.is_compressed() {
+        return Err(Error::Refused(format!(
+            "a {} file inside a compressed file is not an image",
+            format.qemu_name()
+        )));
+    }
+    if format == Format::Raw {
+        opts.check_size(len)?;
+        let size = len.max(opts.min_size.unwrap_or(0));
+        create(cluster, temp, size, opts)?;
+        return write_file(cluster, temp, &f).map(|()| size);
+    }
+    let dir = opts.staging_dir();
+    let virtual_size = intake::inspect(file, format, &dir, opts.convert_timeout())?.virtual_size;
+    opts.check_size(virtual_size)?;
+    let size = virtual_size.max(opts.min_size.unwrap_or(0));
+    let raw = convert_to_raw(file, format, virtual_size, opts)?;
+    create(cluster, temp, size, opts)?;
+    let f = File::open(raw.path()).map_err(Error::io("reading the converted image"))?;
+    write_file(cluster, temp, &f).map(|()| size)
 }
 
 /// The data as a file for tools that need one (qemu-img, tar): the source file

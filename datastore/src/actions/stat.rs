@@ -35,6 +35,10 @@ fn local_size(ctx: &DsCtx, path: &str, deadline: Duration) -> Result<u64> {
     let got = read_head(&mut f, &mut head)?;
     match sniff(&head[..got]) {
         Format::Raw => Ok(f.metadata().context(format!("reading {path}"))?.len()),
+        format if format.is_compressed() => {
+            let shared = OpenFile::new(&f)?;
+            Ok(rbdx_import::compressed_image_size(shared.path(), format, deadline)?)
+        }
         format => {
             let shared = OpenFile::new(&f)?;
             Ok(rbdx_import::virtual_size(shared.path(), format, &std::env::temp_dir(), deadline)?)
