@@ -121,6 +121,11 @@ fn an_ssh_system_datastore_copies_disks_to_files_and_back() {
     let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
 
     assert_ok(&e.tm("clone.ssh", &[&format!("frontend:{img_s}"), &path(0), &vms, &ds]));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("datastores/0/.monitor")).unwrap(),
+        "ssh\n",
+        "the system datastore is marked for local monitoring, as upstream"
+    );
     let file0 = std::fs::read(sysdir.join("disk.0")).unwrap();
     assert_eq!(file0.len() as u64, 32 * MIB, "grown to the DISK SIZE");
     let mut want = vec![0u8; 16 * MIB as usize];
@@ -275,4 +280,94 @@ fn bridges_that_oned_reports_off_are_skipped_and_none_left_fails_at_once() {
     let img = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
     assert!(ops::stat(c, &img).is_ok(), "nothing was removed");
     ops::remove(c, &img, ops::RemoveOptions::default()).unwrap();
+}
+
+/// A virsh (and lxc-freeze) stand-in on the host: records its calls, and fails
+/// the verbs named in `<dir>/fail` (one per line).
+fn recording_quiescers(dir: &Path) -> (std::path::PathBuf, String) {
+    let log = dir.join("quiesce.log");
+    let script = |name: &str| {
+        let p = dir.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{log}'\nfor v in \"$@\"; do grep -qx \"$v\" '{fail}' 2>/dev/null && {{ echo \"error: $v failed\" >&2; exit 1; }}; done\nexit 0\n",
+                log = log.display(),
+                fail = dir.join("fail").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p.display().to_string()
+    };
+    let (virsh, freeze, unfreeze) = (script("virsh"), script("lxc-freeze"), script("lxc-unfreeze"));
+    (log, format!("VIRSH = {virsh}\nLXC_FREEZE = {freeze}\nLXC_UNFREEZE = {unfreeze}\n"))
+}
+
+#[test]
+fn a_running_disk_is_saved_frozen_else_suspended_else_not_at_all_and_containers_freeze_with_lxc() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(dir.path());
+    let (log, host_conf) = recording_quiescers(dir.path());
+    std::fs::create_dir_all(dir.path().join("remotes/etc/rbdx")).unwrap();
+    std::fs::write(dir.path().join("remotes/etc/rbdx/rbdx.conf"), &host_conf).unwrap();
+    let e = ssh_env(dir.path(), &sshd);
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let id = 3_400_000 + std::process::id() % 100_000;
+    let (pimg, vm) = (id, id + 1);
+    let pimg_s = ImageSpec::new(&pool, &format!("one-{pimg}")).unwrap();
+    ops::create(c, &pimg_s, 8 * MIB, &CreateOptions::default()).unwrap();
+    e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
+    let disks = [e.image_disk(1, &pimg_s.to_string(), false, IMAGE_DS, 8)];
+    // LCM 26: HOTPLUG_SAVEAS, a save-as of the running VM's disk.
+    e.oned.set_vm(vm, vm_doc(vm, "127.0.0.1", 26, &disks));
+    let sysdir = dir.path().join(format!("datastores/0/{vm}"));
+    let disk = format!("127.0.0.1:{}/disk.1", sysdir.display());
+    let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
+    assert_ok(&e.tm("ln.ssh", &[&format!("frontend:{pimg_s}"), &disk, &vms, &ds]));
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+    let fail = |verbs: &str| std::fs::write(dir.path().join("fail"), verbs).unwrap();
+
+    // Frozen and thawed.
+    let saved = |n: u32| ImageSpec::new(&pool, &format!("one-{}", id + 10 + n)).unwrap();
+    assert_ok(&e.tm("cpds.ssh", &[&disk, &saved(0).to_string(), "-1", &vms, &ds]));
+    assert_eq!(
+        calls(),
+        format!("virsh -c qemu:///system domfsfreeze one-{vm}\nvirsh -c qemu:///system domfsthaw one-{vm}\n")
+    );
+    // The guest agent does not answer: suspended and resumed.
+    std::fs::remove_file(&log).unwrap();
+    fail("domfsfreeze\n");
+    assert_ok(&e.tm("cpds.ssh", &[&disk, &saved(1).to_string(), "-1", &vms, &ds]));
+    let got = calls();
+    assert!(
+        got.contains(&format!("suspend one-{vm}")) && got.ends_with(&format!("resume one-{vm}\n")),
+        "{got}"
+    );
+    // Neither: the copy is refused and nothing is made.
+    fail("domfsfreeze\nsuspend\n");
+    let out = e.tm("cpds.ssh", &[&disk, &saved(2).to_string(), "-1", &vms, &ds]);
+    assert_fails(&out, "could not domfsfreeze or suspend");
+    assert!(
+        ops::stat(c, &saved(2)).unwrap_err().is_not_found(),
+        "nothing is saved from a live, unquiesced disk"
+    );
+    for n in 0..2 {
+        assert!(ops::stat(c, &saved(n)).is_ok());
+        ops::remove(c, &saved(n), ops::RemoveOptions::default()).unwrap();
+    }
+
+    // An LXC container: lxc-freeze and lxc-unfreeze around a live snapshot.
+    fail("");
+    std::fs::remove_file(&log).unwrap();
+    let lxc_vm = vm_doc(vm, "127.0.0.1", 3, &disks).replace("<![CDATA[kvm]]>", "<![CDATA[lxc]]>");
+    e.oned.set_vm(vm, lxc_vm);
+    assert_ok(&e.tm("snap_create_live", &[&disk, "0", &vms, &ds]));
+    assert_eq!(calls(), format!("lxc-freeze -n one-{vm}\nlxc-unfreeze -n one-{vm}\n"));
+    let snaps: Vec<String> = ops::stat(c, &pimg_s).unwrap().snapshots.into_iter().map(|s| s.name).collect();
+    assert!(snaps.contains(&"0".to_string()), "{snaps:?}");
+    ops::disk::Disk::new(c, pimg_s.clone(), &rbdx_one::naming::ONE)
+        .remove(None, ops::disk::Reclaim::Trash)
+        .unwrap();
 }

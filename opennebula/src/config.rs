@@ -59,6 +59,11 @@ pub struct Config {
     pub virsh: String,
     /// `LIBVIRT_URI` (default `qemu:///system`).
     pub libvirt_uri: String,
+    /// `LXC_FREEZE`: the command that freezes an LXC container (`-n <name>` is
+    /// added; default `sudo lxc-freeze`).
+    pub lxc_freeze: Vec<String>,
+    /// `LXC_UNFREEZE`: the command that thaws it (default `sudo lxc-unfreeze`).
+    pub lxc_unfreeze: Vec<String>,
     /// `FREEZE_TIMEOUT`: seconds a guest freeze may take (default 60).
     pub freeze_timeout: Duration,
     /// `MAX_IMAGE_SIZE`: MiB; an image file or URL whose virtual size is larger
@@ -85,11 +90,22 @@ impl Default for Config {
             reclaim: rbdx_core::ops::disk::Reclaim::Trash,
             virsh: "virsh".into(),
             libvirt_uri: "qemu:///system".into(),
+            lxc_freeze: vec!["sudo".into(), "lxc-freeze".into()],
+            lxc_unfreeze: vec!["sudo".into(), "lxc-unfreeze".into()],
             freeze_timeout: Duration::from_secs(60),
             max_image_size_mb: rbdx_import::DEFAULT_MAX_SIZE >> 20,
             context_dirs: Vec::new(),
         }
     }
+}
+
+/// A command and its options, split on spaces (never through a shell).
+fn command(key: &str, v: &str) -> Result<Vec<String>> {
+    let words: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+    if words.is_empty() {
+        return Err(Error::Invalid(format!("{key}: empty command")));
+    }
+    Ok(words)
 }
 
 fn secs(key: &str, v: &str) -> Result<Duration> {
@@ -155,13 +171,7 @@ impl Config {
                 }
             }
             "REMOTE_DIR" => self.remote_dir = safe_path(key, v)?,
-            "SSH" => {
-                let words: Vec<String> = v.split_whitespace().map(str::to_string).collect();
-                if words.is_empty() {
-                    return Err(Error::Invalid("SSH: empty command".into()));
-                }
-                self.ssh = words;
-            }
+            "SSH" => self.ssh = command(key, v)?,
             "ACTION_TIMEOUT" => self.action_timeout = secs(key, v)?,
             "TRANSFER_TIMEOUT" => self.transfer_timeout = secs(key, v)?,
             "CEPH_TIMEOUT" => self.ceph_timeout = secs(key, v)?,
@@ -195,6 +205,8 @@ impl Config {
             "VIRSH" => self.virsh = v.to_string(),
             "LIBVIRT_URI" => self.libvirt_uri = v.to_string(),
             "FREEZE_TIMEOUT" => self.freeze_timeout = secs(key, v)?,
+            "LXC_FREEZE" => self.lxc_freeze = command(key, v)?,
+            "LXC_UNFREEZE" => self.lxc_unfreeze = command(key, v)?,
             "CONTEXT_DIRS" => {
                 self.context_dirs =
                     v.split_whitespace().map(|d| crate::datastore::path(key, d)).collect::<Result<_, _>>()?;

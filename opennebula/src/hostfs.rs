@@ -126,7 +126,8 @@ pub(crate) fn io(what: &str, p: &str) -> impl FnOnce(std::io::Error) -> Error {
     Error::io(format!("{what} {p}"))
 }
 
-/// Writes image `src` (at `snap`) to file `path`, creating its directory.
+/// Writes image `src` (at `snap`) to file `path`, creating its directory, and
+/// marks the datastore directory for local monitoring.
 ///
 /// # Errors
 /// One line.
@@ -162,6 +163,19 @@ pub fn export(
         if f.metadata().map_err(io("reading", path))?.len() < mb << 20 {
             f.set_len(mb << 20).map_err(io("resizing", path))?;
         }
+    }
+    enable_local_monitoring(p)
+}
+
+/// Marks the system datastore as monitored by its hosts (`<ds dir>/.monitor`
+/// holding `ssh`), as the stock ssh actions do: the disk files live there, so
+/// the host reports their sizes.
+fn enable_local_monitoring(disk: &Path) -> Result<()> {
+    let Some(ds_dir) = disk.parent().and_then(Path::parent) else { return Ok(()) };
+    let marker = ds_dir.join(".monitor");
+    let now = fs::read_to_string(&marker).unwrap_or_default();
+    if now.trim_end_matches('\n') != "ssh" {
+        fs::write(&marker, "ssh\n").map_err(io("writing", &marker.display().to_string()))?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ pub use crate::jobs::import::ImportJob;
 use crate::jobs::{self, Done};
 
 /// Version of the job protocol between the front-end and the hosts.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// A guest to freeze around a snapshot (`snap_create_live`). Only the domain:
 /// the virsh command, the libvirt URI and the time limit are the settings of the
@@ -22,8 +22,15 @@ pub const PROTOCOL: u32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Freeze {
-    /// The libvirt domain (`one-<vmid>`).
+    /// The libvirt domain or LXC container (`one-<vmid>`).
     pub domain: String,
+    /// An LXC container (`lxc-freeze`), not a libvirt domain.
+    #[serde(default)]
+    pub lxc: bool,
+    /// Suspend the VM when its file systems cannot be frozen, and fail when
+    /// neither works (a save-as of a running disk must be consistent).
+    #[serde(default)]
+    pub or_suspend: bool,
 }
 
 /// One action's Ceph work. Image names are `pool[/namespace]/image` strings.

@@ -207,9 +207,14 @@ pub fn source_action(ctx: &Ctx, a: &[String]) -> Result<(rbdx_core::ops::ImageSp
     Ok((source, DiskAction::load(ctx, &a[1], &a[2], &a[3])?))
 }
 
-/// The guest freeze of VM `vm_id` (its DEPLOY_ID, else `one-<vmid>`).
+/// The guest freeze of VM `vm_id` (its DEPLOY_ID, else `one-<vmid>`): an LXC
+/// container's for VM_MAD lxc, else a libvirt domain's.
 pub fn freeze_of(vm: &Vm, vm_id: u32) -> rbdx_one::job::Freeze {
-    rbdx_one::job::Freeze { domain: vm.deploy_id().map_or_else(|| format!("one-{vm_id}"), str::to_string) }
+    rbdx_one::job::Freeze {
+        domain: vm.deploy_id().map_or_else(|| format!("one-{vm_id}"), str::to_string),
+        lxc: vm.last_history("VM_MAD") == Some("lxc"),
+        or_suspend: false,
+    }
 }
 
 /// True if `host` names the machine this runs on.

@@ -24,7 +24,10 @@ pub fn run(
     freeze: Option<&Freeze>,
     log: &mut Vec<String>,
 ) -> Result<Done> {
-    let thaw = freeze.and_then(|f| crate::freeze::freeze(f, log));
+    let thaw = match freeze {
+        Some(f) => crate::freeze::freeze(f, log)?,
+        None => None,
+    };
     let r = crate::hostfs::import(c, path, &spec(target)?, create, data_pool, size_mb);
     if let Some(t) = thaw {
         t.thaw(log);

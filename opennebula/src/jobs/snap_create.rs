@@ -20,7 +20,10 @@ pub fn run(
     log: &mut Vec<String>,
 ) -> Result<Done> {
     let h = spec(head)?;
-    let thaw = freeze.and_then(|f| crate::freeze::freeze(f, log));
+    let thaw = match freeze {
+        Some(f) => crate::freeze::freeze(f, log)?,
+        None => None,
+    };
     let r = Disk::new(c, h.clone(), &crate::naming::ONE).snapshot_create(snap);
     if let Some(t) = thaw {
         t.thaw(log);

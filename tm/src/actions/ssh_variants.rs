@@ -118,7 +118,10 @@ pub fn cpds(args: &[String], ctx: &Ctx) -> Result {
     }
     disk(&vm, disk_id)?;
     let ds = ctx.datastore(ds_id)?;
-    let freeze = (vm.lcm() == Some(LcmState::HotplugSaveas)).then(|| crate::context::freeze_of(&vm, vm_id));
+    // A running VM's disk is copied frozen, else suspended, else not at all
+    // (as upstream's cpds.ssh).
+    let freeze = (vm.lcm() == Some(LcmState::HotplugSaveas))
+        .then(|| rbdx_one::job::Freeze { or_suspend: true, ..crate::context::freeze_of(&vm, vm_id) });
     let job = Job::ImportFile {
         ceph: ctx.ceph(None, &ds)?,
         path: disk_file(&hp, vm_id)?,
