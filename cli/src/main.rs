@@ -36,6 +36,9 @@ enum Command {
     /// Pool capacity and usage (EC-aware).
     #[command(subcommand)]
     Pool(commands::pool::PoolCommand),
+    /// OpenNebula front-end commands (`detach`: before putting the stock drivers back).
+    #[command(subcommand)]
+    One(commands::one::OneCommand),
     /// An OpenNebula TM action, with oned's arguments (what the action shims run).
     Tm {
         /// The action (clone, ln, mkimage, delete, snap_create, …).
@@ -89,6 +92,16 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string(&o).unwrap_or_default());
             }
             return exit(code);
+        }
+        Command::One(c) => {
+            return match commands::one::run(c) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("rbdx: {}", one_line(&e.to_string()));
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Doctor(a) => {
             return match commands::doctor::run(&a) {

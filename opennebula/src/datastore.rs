@@ -180,6 +180,11 @@ pub struct Datastore {
 }
 
 impl Datastore {
+    /// True if rbdx drives the datastore (`ceph` or `rbdx` as TM_MAD or DS_MAD).
+    pub fn uses_rbdx(&self) -> bool {
+        ["TM_MAD", "DS_MAD"].iter().any(|k| matches!(self.doc.text_at(k), Some("ceph" | "rbdx")))
+    }
+
     /// Parses `<DATASTORE>…</DATASTORE>`.
     ///
     /// # Errors

@@ -178,11 +178,6 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<std::process::Outpu
     crate::exec::wait_output(child, limit).context(name)
 }
 
-/// True if the datastore is driven by rbdx (`ceph` or `rbdx` as TM_MAD or DS_MAD).
-fn uses_rbdx(ds: &Datastore) -> bool {
-    ["TM_MAD", "DS_MAD"].iter().any(|k| matches!(ds.doc.text_at(k), Some("ceph" | "rbdx")))
-}
-
 fn label(ds: &Datastore) -> String {
     format!("datastore {} ({})", ds.id().unwrap_or(0), ds.doc.text_at("NAME").unwrap_or(""))
 }
@@ -247,7 +242,7 @@ pub fn front_end() -> Vec<Finding> {
     let mut ours: Vec<&Datastore> = Vec::new();
     for d in &datastores {
         match d {
-            Ok(d) if uses_rbdx(d) => ours.push(d),
+            Ok(d) if d.uses_rbdx() => ours.push(d),
             Ok(_) => {}
             Err(e) => {
                 out.push(Finding::fail("datastore attributes are valid", e, "fix the datastore template"))

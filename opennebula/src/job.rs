@@ -263,6 +263,16 @@ pub enum Job {
         /// What to check.
         checks: crate::doctor::HostChecks,
     },
+    /// `rbdx one detach`: the pool's images that depend on another disk's
+    /// snapshot, listed, or flattened with `flatten`.
+    Detach {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The pool.
+        pool: String,
+        /// Flatten them (else only list them).
+        flatten: bool,
+    },
     /// TM resize: grow a disk.
     Resize {
         /// Ceph access.
@@ -379,6 +389,7 @@ impl Job {
             }
             Self::Resize { ceph, image, size_mb } => resize::run(&ceph.connect()?, image, *size_mb),
             Self::Checksum { ceph, image } => checksum::run(&ceph.connect()?, image),
+            Self::Detach { ceph, pool, flatten } => detach::run(&ceph.connect()?, pool, *flatten, log),
             Self::Monitor { ceph, pool, ec_pool, vm_disks } => {
                 monitor::run(&ceph.connect()?, pool, ec_pool.as_deref(), *vm_disks, log)
             }

@@ -19,6 +19,7 @@ pub mod bridge;
 pub mod config;
 pub mod datastore;
 pub mod deadline;
+pub mod detach;
 pub mod doctor;
 pub mod documents;
 pub mod error;

@@ -3,6 +3,7 @@
 pub mod doctor;
 pub mod image;
 pub mod import;
+pub mod one;
 pub mod pool;
 pub mod snap;
 pub mod trash;

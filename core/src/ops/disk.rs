@@ -737,6 +737,29 @@ impl<'c> Disk<'c> {
 /// after a flatten drops the parent link).
 const KEY_CLONED_FROM: &str = "rbdx.cloned-from";
 
+/// The images of the pool (namespace) that rbdx made as CoW clones of another
+/// disk's snapshot (save-as, image clones) and that still read from it: what a
+/// driver that removes a snapshot's children with the snapshot (the stock
+/// OpenNebula drivers) would delete along with their source.
+///
+/// # Errors
+/// Ceph errors listing or opening the images.
+pub fn dependent_clones(io: &IoCtx<'_>) -> Result<Vec<String>, crate::Error> {
+    let mut out = Vec::new();
+    for e in io.list_images()? {
+        let img = match io.open_read_only(&e.name, None) {
+            Ok(i) => i,
+            // Removed while we look: nothing depends on it any more.
+            Err(err) if err.is_not_found() => continue,
+            Err(err) => return Err(err),
+        };
+        if img.parent()?.is_some() && img.metadata_get(KEY_CLONED_FROM)?.is_some() {
+            out.push(e.name);
+        }
+    }
+    Ok(out)
+}
+
 /// The disk (head name) image `name` belongs to, by its rbdx metadata; `None`
 /// for an image rbdx has no book on.
 ///

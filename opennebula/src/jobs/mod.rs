@@ -5,6 +5,7 @@
 pub mod checksum;
 pub mod clone_disk;
 pub mod delete_disk;
+pub mod detach;
 pub mod doctor;
 pub mod export_to_file;
 pub mod flatten;
