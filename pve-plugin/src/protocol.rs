@@ -9,10 +9,16 @@
 //!  "conf":"/etc/pve/ceph.conf","keyring":"/etc/pve/priv/ceph/ec.keyring"},
 //!  "method":"alloc_image","params":{"vmid":100,"name":null,"size_kib":4194304}}
 //! {"ok":true,"result":"vm-100-disk-0"}
-//! {"ok":false,"error":"rbd/vm-100-disk-0 is in use by 1 client(s): 10.0.0.5:0/123"}
+//! {"ok":false,"error":"rbd/vm-100-disk-0 is in use by 1 client(s): 10.0.0.5:0/123","kind":"in_use"}
 //! ```
+//!
+//! A result is the method's own type (`crate::methods`); a failure is one line
+//! and its [`Kind`]. The plugin dies with the line; `kind` tells a missing
+//! volume from a busy one without reading it.
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Kind};
 
 /// The protocol version this helper speaks.
 pub const VERSION: u32 = 1;
@@ -238,15 +244,31 @@ pub enum Call {
     },
 }
 
-/// The answer.
+/// The answer: `result` (a method's result type, `null` for none) when `ok`,
+/// else the one-line `error` and its `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Response {
+pub struct Response<T = serde_json::Value> {
     /// Success.
     pub ok: bool,
     /// The result when `ok`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub result: Option<serde_json::Value>,
+    pub result: Option<T>,
     /// One line when not `ok`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// What kind of failure, when not `ok`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kind: Option<Kind>,
+}
+
+impl<T> Response<T> {
+    /// A success with `result`.
+    pub fn success(result: T) -> Self {
+        Self { ok: true, result: Some(result), error: None, kind: None }
+    }
+
+    /// A failure: its line and kind.
+    pub fn failure(e: &Error) -> Self {
+        Self { ok: false, result: None, error: Some(e.line()), kind: Some(e.kind()) }
+    }
 }
