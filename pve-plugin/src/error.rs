@@ -233,6 +233,22 @@ impl Error {
         }
     }
 
+    /// The error of reading an image through [`rbdx_core::ops::ImageReader`]:
+    /// the Ceph error it carries, else the I/O error.
+    pub fn reading_image(e: std::io::Error) -> Self {
+        const WHAT: &str = "reading the image";
+        if !e.get_ref().is_some_and(|inner| inner.is::<rbdx_core::Error>()) {
+            return Self::Stream { what: WHAT, source: e };
+        }
+        let io_kind = e.kind();
+        match e.into_inner().map(|inner| inner.downcast::<rbdx_core::Error>()) {
+            Some(Ok(core)) => Self::Ceph(*core),
+            // Not reached: the check above saw a core error inside.
+            Some(Err(inner)) => Self::Stream { what: WHAT, source: std::io::Error::new(io_kind, inner) },
+            None => Self::Stream { what: WHAT, source: io_kind.into() },
+        }
+    }
+
     /// The answer's message: one line.
     pub fn line(&self) -> String {
         self.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
@@ -258,5 +274,15 @@ mod tests {
             assert_eq!(serde_json::to_value(k).unwrap(), serde_json::json!(k.as_str()));
             assert_eq!(k.to_string(), k.as_str());
         }
+    }
+
+    #[test]
+    fn an_image_read_error_keeps_its_ceph_kind() {
+        let core = rbdx_core::Error::Ceph(rbdx_core::CephError::new("rbd_read2", -2, "rbd/x"));
+        let e = Error::reading_image(std::io::Error::other(core));
+        assert!(matches!(e, Error::Ceph(_)), "{e:?}");
+        assert_eq!(e.kind(), Kind::NotFound);
+        let eof = Error::reading_image(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short"));
+        assert_eq!((eof.kind(), eof.line()), (Kind::Io, "reading the image: short".to_string()));
     }
 }

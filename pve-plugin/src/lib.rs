@@ -3,7 +3,7 @@
 //! volume names and units; everything Ceph goes through rbdx-core: images with
 //! the storage's data pool on every path, the disk snapshot scheme (O(1)
 //! rollback, snapshots deletable with clones), CoW clones of templates and of
-//! snapshots, EC-aware status.
+//! snapshots with a bounded clone chain, EC-aware status.
 //!
 //! - [`protocol`]: the JSON request and answer ([`serve`] reads one and writes
 //!   the other);

@@ -1,6 +1,7 @@
 //! `clone_image`: a CoW clone of a template (a linked clone) or of a
-//! snapshot, with the storage's data pool.
+//! snapshot, with the storage's data pool; its clone chain is bounded.
 
+use rbdx_core::ops::disk::DEFAULT_MAX_DEPTH;
 use rbdx_core::ops::{self, CloneOptions};
 
 use crate::error::{Error, Result};
@@ -11,7 +12,8 @@ use crate::{BASE_SNAP, image_of};
 pub type Output = String;
 
 /// Clones `volname`'s `snap` (a template's `__base__` if none) for `vmid`,
-/// as the VM's lowest free `vm-<vmid>-disk-<n>`.
+/// as the VM's lowest free `vm-<vmid>-disk-<n>`. A clone whose chain would be
+/// longer than the default bound is flattened.
 ///
 /// # Errors
 /// [`Error::NotATemplate`] for no snapshot of a volume that is not a
@@ -27,7 +29,8 @@ pub fn run(h: &Helper, volname: &str, vmid: u32, snap: Option<&str>) -> Result<O
     let tspec = h.spec(&target)?;
     if snap == BASE_SNAP {
         let opts = CloneOptions { data_pool: h.ceph.data_pool.clone(), ..CloneOptions::default() };
-        ops::clone(&h.cluster, &h.spec(&name)?.at(BASE_SNAP)?, &tspec, &opts)?;
+        let src = h.spec(&name)?;
+        ops::clone_from_snapshot(&h.cluster, &src, BASE_SNAP, &tspec, &opts, false, DEFAULT_MAX_DEPTH)?;
         Ok(format!("{name}/{target}"))
     } else {
         h.disk(volname)?.clone_snapshot(snap, &tspec, &h.disk_config())?;

@@ -44,17 +44,18 @@ pub fn run(h: &Helper, volname: &str) -> Result<Output> {
 }
 
 /// True if `vm` is gone because a `create_base` renamed it to `base` (and was
-/// interrupted before it answered): `base` exists and its `rbdx.disk` names
+/// interrupted before it answered): `base` exists and belongs to the disk of
 /// one of the two (the bookkeeping moves to the new name after the rename).
 fn renamed_to_base(h: &Helper, vm: &str, base: &str) -> Result<bool> {
     let io = ops::ioctx(&h.cluster, &h.spec(base)?)?;
-    let owner = match io.open_read_only(vm, None) {
+    match io.open_read_only(vm, None) {
         Ok(_) => return Ok(false),
-        Err(e) if e.is_not_found() => match io.open_read_only(base, None) {
-            Ok(img) => img.metadata_get(disk::KEY_DISK)?,
-            Err(e) if e.is_not_found() => return Ok(false),
-            Err(e) => return Err(e.into()),
-        },
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let owner = match disk::owner_of(&io, base) {
+        Ok(owner) => owner,
+        Err(e) if e.is_not_found() => return Ok(false),
         Err(e) => return Err(e.into()),
     };
     Ok(owner.as_deref() == Some(vm) || owner.as_deref() == Some(base))

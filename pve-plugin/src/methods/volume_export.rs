@@ -1,9 +1,9 @@
 //! `volume_export`: a volume (or snapshot) as `raw+size` on stdout: its size
 //! (8 bytes, little-endian), then its bytes.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
-use rbdx_core::ops;
+use rbdx_core::ops::{self, ImageReader};
 
 use crate::error::{Error, Result};
 use crate::helper::Helper;
@@ -20,16 +20,16 @@ pub fn run(h: &Helper, volname: &str, snap: Option<&str>, out: &mut impl Write) 
     let spec = h.existing_kernel_spec(volname, snap)?;
     let io = ops::ioctx(&h.cluster, &spec)?;
     let img = io.open_read_only(&spec.name, snap)?;
-    let size = img.info()?.size;
+    let mut reader = ImageReader::new(&img)?;
     let writing = |source| Error::Stream { what: "writing the stream", source };
-    out.write_all(&size.to_le_bytes()).map_err(writing)?;
+    out.write_all(&reader.size().to_le_bytes()).map_err(writing)?;
     let mut buf = vec![0u8; CHUNK];
-    let mut pos = 0;
-    while pos < size {
-        let n = (size - pos).min(buf.len() as u64) as usize;
-        img.read_at(pos, &mut buf[..n])?;
+    loop {
+        let n = reader.read(&mut buf).map_err(Error::reading_image)?;
+        if n == 0 {
+            break;
+        }
         out.write_all(&buf[..n]).map_err(writing)?;
-        pos += n as u64;
     }
     out.flush().map_err(writing)
 }
