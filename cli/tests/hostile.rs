@@ -1616,11 +1616,8 @@ fn pve_cases(fx: &Fx, k: &mut Corpus) {
         req("volume_snapshot_info", json!({"volname": "vm-1-a@b"})),
         None,
     );
-    pve(
-        "volume_snapshot_info: a volume that does not exist",
-        req("volume_snapshot_info", json!({"volname": format!("vm-{pv}-disk-9")})),
-        None,
-    );
+    // volume_snapshot_info of a volume that does not exist answers `{}` (PVE
+    // asks after a removal): not a failure, so not a case here (storages.t).
 
     // Sizes.
     let resize = |size: Value| req("volume_resize", json!({"volname": vol0, "size": size}));
