@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 use crate::protocol::Ceph;
 use crate::{PVE_NAMING, image_of};
 
+/// An RBD image's name.
+pub(crate) type ImageName = String;
+
 /// A request's connection to its storage's cluster, with the storage's
 /// settings.
 #[derive(Debug)]
@@ -173,13 +176,13 @@ impl Helper {
     }
 
     /// Every image of the storage's pool and namespace.
-    pub(crate) fn names(&self) -> Result<Vec<String>> {
+    pub(crate) fn names(&self) -> Result<Vec<ImageName>> {
         let io = ops::ioctx(&self.cluster, &self.spec("-")?)?;
         Ok(io.list_images()?.into_iter().map(|e| e.name).collect())
     }
 
     /// `vm-<vmid>-disk-<n>` with the lowest free `n` (as PVE's find_free_diskname).
-    pub(crate) fn free_name(&self, vmid: u32) -> Result<String> {
+    pub(crate) fn free_name(&self, vmid: u32) -> Result<ImageName> {
         let names = self.names()?;
         (0..1024)
             .map(|n| (format!("vm-{vmid}-disk-{n}"), format!("base-{vmid}-disk-{n}")))

@@ -1,6 +1,6 @@
 //! One module per Proxmox VE method, each a `run` taking the [`Helper`] and
 //! the method's parameters and returning its result type (`Output`), which
-//! [`dispatch`] serializes into the answer's `result`.
+//! `dispatch` serializes into the answer's `result`.
 
 use std::io::{Read, Write};
 
