@@ -11,8 +11,7 @@ use crate::{BASE_SNAP, PVE_NAMING, image_of};
 /// The template's volname.
 pub type Output = String;
 
-/// Renames `volname` to its `base-` name and takes `__base__`. A volume with
-/// snapshots is refused.
+/// Renames `volname` to its `base-` name and takes `__base__`; refuses a volume with snapshots.
 ///
 /// # Errors
 /// [`Error::HasSnapshots`]; Ceph and kernel errors.
@@ -23,8 +22,7 @@ pub fn run(h: &Helper, volname: &str) -> Result<Output> {
         None if name.starts_with("base-") => name.clone(),
         None => return Err(Error::NotTemplatable(volname.to_string())),
     };
-    // PVE retries a call that failed: after one interrupted once the volume
-    // was renamed, the volume is the base.
+    // PVE retries a call that failed: after one interrupted once the volume was renamed, it is the base.
     let name = if name != base && renamed_to_base(h, &name, &base)? { base.clone() } else { name };
     let disk = Disk::new(&h.cluster, h.spec(&name)?, &PVE_NAMING);
     let snaps: Vec<String> =
@@ -43,9 +41,9 @@ pub fn run(h: &Helper, volname: &str) -> Result<Output> {
     Ok(base)
 }
 
-/// True if `vm` is gone because a `create_base` renamed it to `base` (and was
-/// interrupted before it answered): `base` exists and belongs to the disk of
-/// one of the two (the bookkeeping moves to the new name after the rename).
+/// True if `vm` is gone because a `create_base` renamed it to `base` (and was interrupted before it
+/// answered): `base` exists and belongs to the disk of one of the two (the bookkeeping moves to the
+/// new name after the rename).
 fn renamed_to_base(h: &Helper, vm: &str, base: &str) -> Result<bool> {
     let io = ops::ioctx(&h.cluster, &h.spec(base)?)?;
     match io.open_read_only(vm, None) {
