@@ -13,7 +13,7 @@ pub type Output = String;
 
 /// Clones `volname`'s `snap` (a template's `__base__` if none) for `vmid`,
 /// as the VM's lowest free `vm-<vmid>-disk-<n>`. A clone whose chain would be
-/// longer than the default bound is flattened.
+/// longer than the default bound is flattened (and named without its base).
 ///
 /// # Errors
 /// [`Error::NotATemplate`] for no snapshot of a volume that is not a
@@ -30,8 +30,10 @@ pub fn run(h: &Helper, volname: &str, vmid: u32, snap: Option<&str>) -> Result<O
     if snap == BASE_SNAP {
         let opts = CloneOptions { data_pool: h.ceph.data_pool.clone(), ..CloneOptions::default() };
         let src = h.spec(&name)?;
-        ops::clone_from_snapshot(&h.cluster, &src, BASE_SNAP, &tspec, &opts, false, DEFAULT_MAX_DEPTH)?;
-        Ok(format!("{name}/{target}"))
+        let cloned =
+            ops::clone_from_snapshot(&h.cluster, &src, BASE_SNAP, &tspec, &opts, false, DEFAULT_MAX_DEPTH)?;
+        // Flattened, it is no linked clone: named as list_images will list it.
+        Ok(if cloned.flattened { target } else { format!("{name}/{target}") })
     } else {
         h.disk(volname)?.clone_snapshot(snap, &tspec, &h.disk_config())?;
         Ok(target)
