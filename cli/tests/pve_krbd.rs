@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use rbdx_tests::krbd::KernelDouble;
-use rbdx_tests::pve::{answer, call, storage};
+use rbdx_tests::pve::{answer, call, failure, storage};
 use serde_json::{Value, json};
 
 struct Env {
@@ -46,6 +46,11 @@ impl Env {
     /// A call that finds the kernel's sysfs and /dev under `root`.
     fn call_at(&self, root: &Path, method: &str, params: Value) -> Result<Value, String> {
         answer(&call(&self.bin, &self.ceph, method, params, &[("RBDX_KRBD_ROOT", root.as_os_str())]))
+    }
+
+    /// The error and kind of a call that must fail, with the kernel under `root`.
+    fn fail_at(&self, root: &Path, method: &str, params: Value) -> (String, String) {
+        failure(&call(&self.bin, &self.ceph, method, params, &[("RBDX_KRBD_ROOT", root.as_os_str())]))
     }
 
     fn ok(&self, method: &str, params: Value) -> Value {
@@ -149,20 +154,25 @@ fn map_unmap_and_every_path_that_must_unmap_first() {
 fn map_errors_are_one_line_and_map_nothing() {
     let e = Env::new();
     let vm = vmid() + 1;
-    let err = e.call("map_volume", json!({"volname": format!("vm-{vm}-disk-9")})).unwrap_err();
+    let root = e.root.path();
+    let (err, kind) = e.fail_at(root, "map_volume", json!({"volname": format!("vm-{vm}-disk-9")}));
     assert!(err.contains("no such file"), "{err}");
+    assert_eq!(kind, "not_found");
     let vol = e.ok("alloc_image", json!({"vmid": vm, "size_kib": 1024}));
-    let err = e.call("map_volume", json!({"volname": vol, "snap": "nope"})).unwrap_err();
+    let (err, kind) = e.fail_at(root, "map_volume", json!({"volname": vol, "snap": "nope"}));
     assert!(err.contains("snapshot nope"), "{err}");
+    assert_eq!(kind, "not_found");
     for bad in ["a,b", "secret=x", "two words", ""] {
-        let err = e.call("map_volume", json!({"volname": vol, "options": [bad]})).unwrap_err();
+        let (err, kind) = e.fail_at(root, "map_volume", json!({"volname": vol, "options": [bad]}));
         assert!(err.contains("invalid krbd map option"), "{bad:?}: {err}");
+        assert_eq!(kind, "invalid", "{bad:?}");
     }
     assert_eq!(e.double.requests(), "", "no request reached the kernel");
     // Without the rbd driver: a clear error for map; nothing to unmap.
     let none = tempfile::tempdir().unwrap();
-    let err = e.call_at(none.path(), "map_volume", json!({"volname": vol})).unwrap_err();
+    let (err, kind) = e.fail_at(none.path(), "map_volume", json!({"volname": vol}));
     assert!(err.contains("rbd driver is not loaded"), "{err}");
+    assert_eq!(kind, "invalid");
     assert_eq!(e.call_at(none.path(), "unmap_volume", json!({"volname": vol})), Ok(json!(false)));
     e.ok("free_image", json!({"volname": vol}));
 }

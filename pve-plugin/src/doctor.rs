@@ -125,8 +125,15 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!((s[1].kind.as_str(), s[1].id.as_str()), ("rbdx", "ceph-ec"));
         assert_eq!(s[1].get("data-pool"), Some("rbd-ec"));
-        let c = connect_config(&s[1], Path::new("/etc/pve"), Duration::from_secs(5));
-        assert_eq!(c.conf_file.unwrap(), Path::new("/etc/pve/priv/ceph/ceph-ec.conf"));
+        // An external cluster's own conf is read when it exists, as the plugin does.
+        let etc = std::env::temp_dir().join(format!("rbdx-pve-doctor-{}", std::process::id()));
+        std::fs::create_dir_all(etc.join("priv/ceph")).unwrap();
+        let c = connect_config(&s[1], &etc, Duration::from_secs(5));
+        assert_eq!(c.conf_file, None, "no ceph-ec.conf yet");
+        std::fs::write(etc.join("priv/ceph/ceph-ec.conf"), "[global]\n").unwrap();
+        let c = connect_config(&s[1], &etc, Duration::from_secs(5));
+        std::fs::remove_dir_all(&etc).unwrap();
+        assert_eq!(c.conf_file.unwrap(), etc.join("priv/ceph/ceph-ec.conf"));
         assert_eq!(c.mon_host.as_deref(), Some("10.0.0.1,10.0.0.2"));
         let local = Storage { kind: "rbdx".into(), id: "hc".into(), props: vec![] };
         let c = connect_config(&local, Path::new("/etc/pve"), Duration::from_secs(5));

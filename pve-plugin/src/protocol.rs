@@ -2,56 +2,64 @@
 //! stdin (one line; for `volume_import` the raw stream follows it), one JSON
 //! answer on stdout (for `volume_export` the stream *is* stdout and errors go to
 //! stderr). Versioned; every method tagged. Golden files in `pve-plugin/golden/`
-//! are read by both the Rust and the Perl tests.
+//! are read by both the Rust and the Perl tests: one request and one answer
+//! per method (`volume_export` answers with its stream).
 //!
 //! ```json
 //! {"version":1,"storeid":"ec","ceph":{"pool":"rbd","data_pool":"rbd-ec","id":"admin",
 //!  "conf":"/etc/pve/ceph.conf","keyring":"/etc/pve/priv/ceph/ec.keyring"},
 //!  "method":"alloc_image","params":{"vmid":100,"name":null,"size_kib":4194304}}
 //! {"ok":true,"result":"vm-100-disk-0"}
-//! {"ok":false,"error":"rbd/vm-100-disk-0 is in use by 1 client(s): 10.0.0.5:0/123"}
+//! {"ok":false,"error":"rbd/vm-100-disk-0 is in use by 1 client(s): 10.0.0.5:0/123","kind":"in_use"}
 //! ```
+//!
+//! A result is the method's own type (`crate::methods`); a failure is one line
+//! and its [`Kind`]. The plugin dies with the line; `kind` tells a missing
+//! volume from a busy one without reading it.
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Kind};
 
 /// The protocol version this helper speaks.
 pub const VERSION: u32 = 1;
 
 /// How to reach the storage's pool (built by the plugin from `storage.cfg`; file
-/// paths only, never a key).
+/// paths only, never a key). Serialized as the plugin sends it: keys it has no
+/// value for are left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ceph {
     /// `pool` (default `rbd`).
     pub pool: String,
     /// `data-pool`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_pool: Option<String>,
     /// `namespace`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// `username` (default `admin`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The ceph.conf.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conf: Option<String>,
     /// The keyring file.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyring: Option<String>,
     /// `monhost`, for external clusters.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mon_host: Option<String>,
     /// Seconds one Ceph call may take (default 60).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
     /// Seconds connecting may take (default: `timeout`); `status` asks for a
     /// short one, so that a dead cluster never blocks pvestatd.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<u64>,
     /// No keyring: connect without cephx, as the built-in type's
     /// `auth_supported none`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auth_none: bool,
 }
 
@@ -94,8 +102,8 @@ pub enum Call {
     },
     /// Every image (optionally of one VM).
     ListImages {
-        /// Only this VM's.
-        #[serde(default)]
+        /// Only this VM's (left out, as the plugin does, for every VM's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         vmid: Option<u32>,
     },
     /// Size, usage, parent.
@@ -238,15 +246,31 @@ pub enum Call {
     },
 }
 
-/// The answer.
+/// The answer: `result` (a method's result type, `null` for none) when `ok`,
+/// else the one-line `error` and its `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Response {
+pub struct Response<T = serde_json::Value> {
     /// Success.
     pub ok: bool,
     /// The result when `ok`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub result: Option<serde_json::Value>,
+    pub result: Option<T>,
     /// One line when not `ok`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// What kind of failure, when not `ok`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kind: Option<Kind>,
+}
+
+impl<T> Response<T> {
+    /// A success with `result`.
+    pub fn success(result: T) -> Self {
+        Self { ok: true, result: Some(result), error: None, kind: None }
+    }
+
+    /// A failure: its line and kind.
+    pub fn failure(e: &Error) -> Self {
+        Self { ok: false, result: None, error: Some(e.line()), kind: Some(e.kind()) }
+    }
 }

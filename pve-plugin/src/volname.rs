@@ -13,6 +13,8 @@
 //!           never containing ".rbdx-" (rbdx's internal images)
 //! ```
 
+use crate::error::{Error, Result};
+
 /// A parsed volume name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolName {
@@ -48,9 +50,9 @@ pub fn owner(image: &str) -> Option<u32> {
 /// Parses a volume name.
 ///
 /// # Errors
-/// One line naming the volume.
-pub fn parse(volname: &str) -> Result<VolName, String> {
-    let bad = || format!("invalid volume name {volname:?}");
+/// [`Error::VolumeName`] naming the volume.
+pub fn parse(volname: &str) -> Result<VolName> {
+    let bad = || Error::VolumeName(volname.to_string());
     let (base, image) = match volname.split_once('/') {
         Some((b, i)) => (Some(b), i),
         None => (None, volname),

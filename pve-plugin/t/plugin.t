@@ -185,6 +185,35 @@ sub lifecycle {
 lifecycle('rbdx-rep', { type => 'rbdx', pool => $ENV{RBDX_TEST_POOL}, username => $ENV{RBDX_TEST_ID} }, undef);
 lifecycle('rbdx-ec', { type => 'rbdx', pool => $ENV{RBDX_TEST_POOL}, 'data-pool' => $ENV{RBDX_TEST_EC_POOL}, username => $ENV{RBDX_TEST_ID} }, $ENV{RBDX_TEST_EC_POOL});
 
+# A template made of a linked clone of a template, and so on: a linked clone
+# whose clone chain would be longer than rbdx's bound (8) is flattened, and
+# named as list_images lists it (no base).
+{
+    my $sid = 'rbdx-chain';
+    my $scfg = { type => 'rbdx', pool => $ENV{RBDX_TEST_POOL}, username => $ENV{RBDX_TEST_ID} };
+    $P->on_add_hook($sid, $scfg, keyring => $keyring);
+    my $vm = vmid();
+    my $vol = $P->alloc_image($sid, $scfg, $vm, 'raw', undef, 1024);
+    my @bases;
+    for my $depth (1 .. 9) {
+        my $base = $P->create_base($sid, $scfg, $vol);
+        push @bases, $base;
+        $vol = $P->clone_image($scfg, $sid, $base, $vm);
+        my ($img) = grep { $_->{volid} eq "$sid:$vol" } @{ $P->list_images($sid, $scfg, $vm) };
+        ok($img, "chain: clone $depth is listed as $vol");
+        if ($depth < 9) {
+            is($vol, "$base/vm-$vm-disk-$depth", "chain: clone $depth is a linked clone");
+            is($img && $img->{parent}, "$base\@__base__", "chain: clone $depth reads from its template");
+        } else {
+            is($vol, "vm-$vm-disk-$depth", 'chain: clone 9 is no linked clone');
+            is($img && $img->{parent}, undef, 'chain: clone 9 is flattened');
+        }
+    }
+    $P->free_image($sid, $scfg, $_, /^base-/ ? 1 : 0) for ($vol, reverse @bases);
+    is(scalar @{ $P->list_images($sid, $scfg, $vm) }, 0, 'chain: no volume left');
+    $P->on_delete_hook($sid, $scfg);
+}
+
 # --- krbd: activate maps, path and blockdev name the udev link, deactivate and
 # free unmap; the kernel rbd driver and PVE's udev rule are played by
 # krbd-double (tests/src/krbd.rs), which reaches the cluster with what the

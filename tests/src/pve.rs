@@ -43,3 +43,17 @@ pub fn answer(out: &Output) -> Result<Value, String> {
         Err(v["error"].as_str().unwrap_or_default().to_string())
     }
 }
+
+/// The error and its kind (`not_found`, `invalid`, …) of an answer that is a
+/// failure.
+///
+/// # Panics
+/// If the answer is not the protocol's JSON, or a success.
+pub fn failure(out: &Output) -> (String, String) {
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+        panic!("no JSON answer ({err}); stderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert_eq!(v["ok"], json!(false), "a failure: {v}");
+    let text = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("no {k} in {v}")).to_string();
+    (text("error"), text("kind"))
+}

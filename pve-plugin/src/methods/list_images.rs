@@ -1,0 +1,56 @@
+//! `list_images`: every volume of the storage (or of one VM), linked clones
+//! named after their template.
+
+use rbdx_core::ops;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::helper::Helper;
+use crate::methods::Format;
+use crate::{BASE_SNAP, owner};
+
+/// One volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListedImage {
+    /// The volname (`base-X/vm-Y-…` for a linked clone).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// The owner.
+    pub vmid: u32,
+    /// `image@snap` the volume is a clone of.
+    pub parent: Option<String>,
+    /// Always raw.
+    pub format: Format,
+}
+
+/// The volumes.
+pub type Output = Vec<ListedImage>;
+
+/// The storage's volumes, or `vmid`'s. rbdx's internal images are not listed;
+/// an image removed while listing is left out.
+///
+/// # Errors
+/// Ceph errors.
+pub fn run(h: &Helper, vmid: Option<u32>) -> Result<Output> {
+    let io = ops::ioctx(&h.cluster, &h.spec("-")?)?;
+    let mut out = Vec::new();
+    for name in h.names()? {
+        let Some(owner) = owner(&name) else { continue };
+        if vmid.is_some_and(|v| v != owner) {
+            continue;
+        }
+        // An image removed while we list is simply not listed.
+        let Ok(img) = io.open_read_only(&name, None) else { continue };
+        let size = img.info()?.size;
+        let parent =
+            img.parent()?.filter(|p| !p.image.trash).map(|p| format!("{}@{}", p.image.name, p.snap_name));
+        let volname = match parent.as_deref().and_then(|p| p.strip_suffix(&format!("@{BASE_SNAP}"))) {
+            Some(base) => format!("{base}/{name}"),
+            None => name.clone(),
+        };
+        out.push(ListedImage { name: volname, size, vmid: owner, parent, format: Format::Raw });
+    }
+    Ok(out)
+}
