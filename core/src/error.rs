@@ -216,13 +216,6 @@ impl std::error::Error for Error {
     }
 }
 
-/// Driver layers report failures as one line of text.
-impl From<Error> for String {
-    fn from(e: Error) -> Self {
-        e.to_string()
-    }
-}
-
 impl From<CephError> for Error {
     fn from(e: CephError) -> Self {
         Self::Ceph(e)
