@@ -9,7 +9,7 @@
 //! image at once died that way in our concurrency tests (docs/ceph-behaviour.md).
 //! So every read-write open, and every librbd call that opens the image inside
 //! (remove, rename, trash move, trash remove), first takes the advisory rados lock
-//! [`LOCK_NAME`] on the image's header object; it is released after the image is
+//! `rbdx_action` on the image's header object; it is released after the image is
 //! closed. Read-only opens take no lock: librbd registers no watch for them, so no
 //! request can reach them.
 //!
@@ -23,7 +23,7 @@
 //! with a one-line [`Error::Busy`] naming the holder.
 //!
 //! **Holders that are gone.** Every holder beats: a thread rewrites the xattr
-//! [`BEAT_XATTR`] on the locked object every [`HEARTBEAT`], in one compound
+//! `rbdx.lock.beat` on the locked object every [`HEARTBEAT`], in one compound
 //! operation with cls_lock's `assert_locked`, so a holder whose lock was taken
 //! from it notices. A waiter takes the lock over
 //! - at once, from a holder on this machine that is known to be gone: the lock's
