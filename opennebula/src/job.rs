@@ -286,11 +286,6 @@ pub enum Job {
 
 pub use crate::outcome::Outcome;
 
-/// The snapshot a save-as of the current disk state takes, named after the new image.
-pub fn saveas_snapshot(target: &rbdx_core::ops::ImageSpec) -> String {
-    crate::naming::saveas_snapshot(&target.name)
-}
-
 pub use crate::naming::BASE_SNAP;
 
 impl Job {

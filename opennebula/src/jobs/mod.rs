@@ -80,6 +80,6 @@ mod tests {
 
     #[test]
     fn saveas_snapshots_are_named_after_the_new_image() {
-        assert_eq!(saveas_snapshot(&"one/one-42".parse().unwrap()), "rbdx.saveas.one-42");
+        assert_eq!(crate::naming::saveas_snapshot("one-42"), "rbdx.saveas.one-42");
     }
 }
