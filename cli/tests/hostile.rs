@@ -1332,8 +1332,23 @@ fn ds_cases(fx: &Fx, k: &mut Corpus) {
         ("file:///etc/passwd".into(), "a file: URL", Some("invalid image path")),
         ("http://127.0.0.1:9/x".into(), "a URL nothing serves", Some("cannot download")),
         (fx.e.dir.path().display().to_string(), "a directory", None),
+        (
+            format!("s3://b/x';touch {MARKER}'"),
+            "a delegated URL with quotes",
+            Some("characters a download cannot take"),
+        ),
+        (
+            format!("rsync://h/x$(touch {MARKER})"),
+            "a delegated URL with $()",
+            Some("characters a download cannot take"),
+        ),
+        ("ssh://h:/x y".into(), "a delegated URL with a space", Some("characters a download cannot take")),
+        ("lxd://c/x".into(), "a delegated scheme without downloader.sh", Some("downloader.sh (not found)")),
     ] {
         ds("cp", &id, msg(&[("PATH", &v)]), &format!("PATH {label}"), want);
+        if label.contains("delegated") {
+            ds("stat", &id, msg(&[("PATH", &v)]), &format!("stat PATH {label}"), want);
+        }
     }
     for v in ["fast", "99999999999G", "-5M", "1.5G"] {
         let d = fx.e.image_ds(IMAGE_DS, true, &[("LIMIT_TRANSFER_BW", v.to_string())]);

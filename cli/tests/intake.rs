@@ -416,3 +416,80 @@ fn compressed_images_are_decompressed_and_sized_as_the_stock_driver_does() {
     one_line_failure(&out, "larger than the 16 MiB accepted", "a decompression bomb");
     assert!(!image_exists(&e, &spec));
 }
+
+#[test]
+fn other_sources_come_through_opennebulas_downloader_with_argv_only() {
+    // A remotes tree with a downloader.sh stand-in: it records its argv and
+    // serves s3://bucket/<name> from a directory; anything else fails.
+    let dir = tempfile::tempdir().unwrap();
+    let remotes = dir.path().join("remotes");
+    std::fs::create_dir_all(remotes.join("datastore")).unwrap();
+    std::fs::create_dir_all(remotes.join("rbdx")).unwrap();
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let log = dir.path().join("argv.log");
+    let downloader = remotes.join("datastore/downloader.sh");
+    std::fs::write(
+        &downloader,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{log}'\ncase \"$2\" in\n  s3://bucket/*) cat '{served}'/\"${{2#s3://bucket/}}\" ;;\n  *) echo 'Error copying' >&2; exit 255 ;;\nesac\n",
+            log = log.display(),
+            served = served.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&downloader, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut data = vec![0u8; 4 << 20];
+    for (i, b) in data.iter_mut().enumerate().take(1 << 20) {
+        *b = (i % 251) as u8 | 1;
+    }
+    std::fs::write(served.join("disk.raw"), &data).unwrap();
+    let e = OneEnv::new(Path::new(BIN), "EXECUTION = local\n");
+    let run = |action: &str, id: u32, url: &str| -> Output {
+        let msg = ds_message_with(url);
+        let b64 = rbdx_one::base64::encode(
+            format!("<DS_DRIVER_ACTION_DATA>{msg}{}</DS_DRIVER_ACTION_DATA>", e.image_ds(DS, true, &[]))
+                .as_bytes(),
+        );
+        let mut cmd = e.command(&["ds", action, &id.to_string()]);
+        cmd.env("RBDX_REMOTES", &remotes)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b64.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        if action == "cp" && out.status.success() {
+            let spec = ImageSpec::new(&e.cluster.pool, &format!("one-{id}")).unwrap();
+            let c = e.cluster.connect();
+            let io = ops::ioctx(c, &spec).unwrap();
+            let img = io.open_read_only(&spec.name, None).unwrap();
+            let mut got = vec![0u8; data.len()];
+            img.read_at(0, &mut got).unwrap();
+            assert!(
+                got == data && img.info().unwrap().size == data.len() as u64,
+                "the downloaded image, byte for byte"
+            );
+            drop(img);
+            drop(io);
+            ops::remove(c, &spec, ops::RemoveOptions::default()).unwrap();
+        }
+        out
+    };
+    let out = run("stat", fresh_id(), "s3://bucket/disk.raw");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4");
+    let out = run("cp", fresh_id(), "s3://bucket/disk.raw");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The downloader got an argument vector: no decompression, the URL, stdout.
+    let argv = std::fs::read_to_string(&log).unwrap();
+    assert!(argv.ends_with("--nodecomp\ns3://bucket/disk.raw\n-\n"), "{argv:?}");
+    // A failed download imports nothing.
+    let id = fresh_id();
+    one_line_failure(&run("cp", id, "rsync://host/nothing"), "failed: Error copying", "a failed download");
+    assert!(!image_exists(&e, &ImageSpec::new(&e.cluster.pool, &format!("one-{id}")).unwrap()));
+}
+
+fn ds_message_with(path: &str) -> String {
+    format!("<IMAGE><PATH><![CDATA[{path}]]></PATH><SIZE>1</SIZE></IMAGE>")
+}

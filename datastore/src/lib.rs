@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod context;
+pub mod fetch;
 pub mod restricted;
 
 use rbdx_one::Error;

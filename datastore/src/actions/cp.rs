@@ -35,8 +35,18 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let target = ctx.new_source();
     let is_url = path.starts_with("http://") || path.starts_with("https://");
     let limit = ctx.ds.settings().limit_bps;
+    // A source downloader.sh fetches: staged here, then sent as a local file.
+    let mut fetched = None;
     let (input, size): (Box<dyn Read>, Option<u64>) = if is_url {
         rbdx_import::open_url(&path, Some(ctx.cfg.idle_timeout))?
+    } else if crate::fetch::delegated_scheme(&path).is_some() {
+        let staging = ctx.ds.settings().staging_dir.clone().map_or_else(std::env::temp_dir, Into::into);
+        let remotes = rbdx_one::config::remotes_dir();
+        let staged = crate::fetch::fetch(&path, &remotes, &staging, ctx.cfg.transfer_timeout)?;
+        let f = staged.reopen().context("reading the download")?;
+        let len = f.metadata().context("reading the download")?.len();
+        fetched = Some(staged);
+        (Box::new(f), Some(len))
     } else {
         // Opened once; the check is on the file that is read.
         let f = crate::restricted::open(ctx, &path)?;
@@ -87,6 +97,7 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let outcome = exec::run_with_input(&job, &ctx.target()?, &ctx.cfg, input, &mut progress);
     outcome.log.iter().for_each(|l| rbdx_one::log::info(l));
     outcome.into_result()?;
+    drop(fetched);
     Ok(format!("{target} raw\n"))
 }
 

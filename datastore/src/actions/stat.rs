@@ -22,6 +22,13 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let path = ctx.image_attr("PATH")?;
     let bytes = if path.starts_with("http://") || path.starts_with("https://") {
         remote_size(path, ctx.cfg.oned_timeout)
+    } else if crate::fetch::delegated_scheme(path).is_some() {
+        // As upstream: the size of what downloader.sh brings, read here.
+        let staging = ctx.ds.settings().staging_dir.clone().map_or_else(std::env::temp_dir, Into::into);
+        let staged =
+            crate::fetch::fetch(path, &rbdx_one::config::remotes_dir(), &staging, ctx.cfg.transfer_timeout)?;
+        let f = staged.reopen().context("reading the download")?;
+        file_size(f, path, ctx.cfg.action_timeout)
     } else {
         local_size(ctx, path, ctx.cfg.action_timeout)
     }
@@ -30,7 +37,11 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
 }
 
 fn local_size(ctx: &DsCtx, path: &str, deadline: Duration) -> Result<u64> {
-    let mut f = crate::restricted::open(ctx, path)?;
+    file_size(crate::restricted::open(ctx, path)?, path, deadline)
+}
+
+/// The image size of open file `f` (raw, compressed, or a qemu-img format).
+fn file_size(mut f: std::fs::File, path: &str, deadline: Duration) -> Result<u64> {
     let mut head = vec![0u8; 64 << 10];
     let got = read_head(&mut f, &mut head)?;
     match sniff(&head[..got]) {
