@@ -131,6 +131,7 @@ fn cp_refuses_bad_sources_and_leaves_nothing() {
     let pool = e.cluster.pool.clone();
     let (raw, _) = raw_file(e.dir.path());
     let restricted = e.dir.path().display().to_string();
+    let server = FileServer::start(e.dir.path());
     /// Datastore attributes, PATH, MD5, the error expected.
     type Case<'a> = (Vec<(&'a str, String)>, String, String, &'a str);
     let cases: Vec<Case> = vec![
@@ -144,6 +145,13 @@ fn cp_refuses_bad_sources_and_leaves_nothing() {
         (vec![], "/nonexistent/disk.raw".into(), String::new(), "cannot read"),
         (vec![], "http://127.0.0.1:9/disk.raw".into(), String::new(), "cannot download"),
         (vec![], raw.display().to_string(), "0123456789abcdef0123456789abcdef".into(), "MD5 mismatch"),
+        // A download cut short is not an image with zeros where its end was.
+        (
+            vec![],
+            format!("{}/short/{}/{}", server.base, 8 << 20, 3 << 20),
+            String::new(),
+            "reading the source",
+        ),
     ];
     for (extra, path, md5, want) in cases {
         let id = fresh_id();

@@ -431,8 +431,14 @@ pub fn import(
         opts.check_size(total)?;
         let size = total.max(opts.min_size.unwrap_or(0));
         create(cluster, &temp, size, opts)?;
-        let r = write_raw(cluster, &temp, head.as_slice().chain(&mut tap));
-        r.map(|()| size)
+        write_raw(cluster, &temp, head.as_slice().chain(&mut tap)).and_then(|()| {
+            // A source that ends early would leave zeros where its data was.
+            if tap.read == total {
+                Ok(size)
+            } else {
+                Err(Error::Refused(format!("the source ended after {} of its {total} bytes", tap.read)))
+            }
+        })
     } else if format == Format::Raw {
         // A server that does not say the size: stage the data to learn it.
         let staged = stage(&head, &mut tap, opts)?;

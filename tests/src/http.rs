@@ -3,7 +3,7 @@
 //! paths under `/nolength/`. Generated bodies, for long transfers without files:
 //! `/slow/<bytes per second>/<size>` sends [`slow_body`] of `size` bytes at that
 //! rate, never idle for long; `/stall/<size>` sends the headers and 1 KiB, then
-//! nothing.
+//! nothing; `/short/<claimed>/<sent>` says `claimed` bytes, sends `sent` and closes.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -66,6 +66,17 @@ impl FileServer {
                         let mut p = rest.split('/').map(|x| x.parse::<u64>().unwrap_or(0));
                         let (rate, size) = (p.next().unwrap_or(1).max(1), p.next().unwrap_or(0));
                         serve_slow(conn, rate, size);
+                        return;
+                    }
+                    if let Some(rest) = path.strip_prefix("/short/") {
+                        let mut p = rest.split('/').map(|x| x.parse::<usize>().unwrap_or(0));
+                        let (claimed, sent) = (p.next().unwrap_or(0), p.next().unwrap_or(0));
+                        let mut w = conn;
+                        let _ = write!(
+                            w,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {claimed}\r\nConnection: close\r\n\r\n"
+                        );
+                        let _ = w.write_all(&vec![7u8; sent.min(claimed)]);
                         return;
                     }
                     if let Some(size) = path.strip_prefix("/stall/") {
