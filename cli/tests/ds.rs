@@ -280,6 +280,58 @@ fn clone_on(ec: bool) {
 }
 
 #[test]
+fn clones_of_an_unchanged_image_share_one_snapshot_and_a_change_takes_a_new_one() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let src = fresh_id();
+    let src_s = ImageSpec::new(&pool, &format!("one-{src}")).unwrap();
+    ops::create(c, &src_s, 16 * MIB, &ops::CreateOptions::default()).unwrap();
+    let write = |seed| fill(&ops::ioctx(c, &src_s).unwrap().open(&src_s.name).unwrap(), 0, 4 * MIB, seed);
+    let sum = |s: &ImageSpec| checksum(&ops::ioctx(c, s).unwrap().open_read_only(&s.name, None).unwrap());
+    let clone = || {
+        let dst = fresh_id();
+        let m = message(&e, false, &[], &[("PATH", &src_s.to_string()), ("SIZE", "16")]);
+        assert_eq!(stdout(&e.ds("clone", dst, &m)), format!("{pool}/one-{dst} raw\n"));
+        let dst_s = ImageSpec::new(&pool, &format!("one-{dst}")).unwrap();
+        let parent = ops::stat(c, &dst_s).unwrap().parent.expect("a CoW clone");
+        (dst_s, parent.snap)
+    };
+    let snapshots = || ops::stat(c, &src_s).unwrap().snapshots.len();
+    write(1);
+    let first = sum(&src_s);
+    let (a, a_snap) = clone();
+    let (b, b_snap) = clone();
+    assert_eq!(a_snap, b_snap, "the unchanged source's snapshot is cloned again");
+    assert_eq!(snapshots(), 1);
+    assert_eq!((sum(&a), sum(&b)), (first, first));
+    // A write since the snapshot: the next clone sees it, the earlier ones do not.
+    write(2);
+    let second = sum(&src_s);
+    assert_ne!(first, second);
+    let (d, d_snap) = clone();
+    assert_ne!(d_snap, a_snap);
+    assert_eq!(snapshots(), 2);
+    assert_eq!((sum(&a), sum(&b), sum(&d)), (first, first, second));
+    // A resize since the last snapshot: a new one, at the new size.
+    ops::resize(c, &src_s, 32 * MIB, false).unwrap();
+    let grown = sum(&src_s);
+    let (g, g_snap) = clone();
+    assert!(g_snap != d_snap && snapshots() == 3);
+    assert_eq!(ops::stat(c, &g).unwrap().size, 32 * MIB);
+    // A discard since the last snapshot is a change too.
+    ops::ioctx(c, &src_s).unwrap().open(&src_s.name).unwrap().discard(0, 4 * MIB).unwrap();
+    let (h, h_snap) = clone();
+    assert!(h_snap != g_snap && snapshots() == 4);
+    assert_eq!(sum(&g), grown, "a clone taken before the discard keeps the data");
+    for dst in [a, b, d, g, h] {
+        let id: u32 = dst.name.trim_start_matches("one-").parse().unwrap();
+        assert_ok(&e.ds("rm", id, &message(&e, false, &[], &[("SOURCE", &dst.to_string())])));
+    }
+    assert_ok(&e.ds("rm", src, &message(&e, false, &[], &[("SOURCE", &src_s.to_string())])));
+}
+
+#[test]
 fn image_snapshots_revert_flatten_and_delete() {
     snapshots_on(false);
     snapshots_on(true);

@@ -32,6 +32,13 @@ pub fn saveas_snapshot(target_image: &str) -> String {
     format!("rbdx.saveas.{target_image}")
 }
 
+/// Whether a save-as may clone `snap` in place of a new snapshot when the disk
+/// has not changed since it: an earlier save-as's snapshot, or [`BASE_SNAP`]
+/// (never a user's snapshot, which the user may delete or revert to).
+pub fn is_reusable_snapshot(snap: &str) -> bool {
+    snap.starts_with("rbdx.saveas.") || snap == BASE_SNAP
+}
+
 /// OpenNebula's naming of a disk's carriers: `<head>-<id>[:<id>…]` when every
 /// snapshot name is numeric (oned's snapshot ids), as the stock drivers rename a
 /// reverted head; otherwise rbdx's `<head>.rbdx-c<id>`. Stock carriers (no rbdx
@@ -88,6 +95,10 @@ mod tests {
         assert_eq!(volatile_image("rbd", 12, 3), "rbd/one-sys-12-3");
         assert_eq!(checkpoint("one", 7), "one/one-sys-7-checkpoint");
         assert_eq!(saveas_snapshot("one-42"), "rbdx.saveas.one-42");
+        assert!(is_reusable_snapshot(&saveas_snapshot("one-42")) && is_reusable_snapshot(BASE_SNAP));
+        for user in ["rbdx.saveas", "0", "12", "one_backup_1", "snap2"] {
+            assert!(!is_reusable_snapshot(user), "{user}");
+        }
     }
 
     #[test]
