@@ -68,6 +68,37 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `RBDX_TRACE=<file>`: append where this run's time went (see `write_trace`).
+    let trace = std::env::var_os("RBDX_TRACE").filter(|p| !p.is_empty());
+    if trace.is_some() {
+        rbdx_core::trace::enable();
+    }
+    let started = std::time::Instant::now();
+    let code = run();
+    if let Some(path) = trace {
+        write_trace(std::path::Path::new(&path), started.elapsed());
+    }
+    code
+}
+
+/// Appends one JSON line to `path`: the arguments, the microseconds from `main`
+/// to its end, and the spans (Ceph calls, oned calls, ssh, a host's spans
+/// prefixed `host: `). Names and times only; never a value from a message.
+fn write_trace(path: &std::path::Path, took: std::time::Duration) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let line = serde_json::json!({
+        "args": std::env::args().skip(1).take(2).collect::<Vec<_>>(),
+        "us": u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        "spans": rbdx_core::trace::take(),
+    });
+    let file = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path);
+    if let Err(e) = file.and_then(|mut f| writeln!(f, "{line}")) {
+        eprintln!("rbdx: RBDX_TRACE {}: {e}", path.display());
+    }
+}
+
+fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),

@@ -225,6 +225,49 @@ fn actions_converge_when_run_again() {
 }
 
 #[test]
+fn rbdx_trace_records_where_an_actions_time_went() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let (img, vm) = (fresh_id(), fresh_id());
+    let img_s = spec(&pool, &format!("one-{img}"));
+    make_image(c, &img_s, None, 16, 5);
+    e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
+    e.oned.set_vm(vm, vm_doc(vm, "localhost", 3, &[e.image_disk(0, &img_s.to_string(), true, IMAGE_DS, 16)]));
+    let (vms, ds) = (vm.to_string(), IMAGE_DS.to_string());
+    let trace = e.dir.path().join("trace.jsonl");
+    let run = |action: &str, args: &[&str]| {
+        let out = e.command(&["tm", action]).args(args).env("RBDX_TRACE", &trace).output().unwrap();
+        assert_ok(&out);
+    };
+    run("clone", &[&format!("frontend:{img_s}"), &disk_path(vm, 0), &vms, &ds]);
+    run("snap_create", &[&disk_path(vm, 0), "0", &vms, &ds]);
+    run("snap_delete", &[&disk_path(vm, 0), "0", &vms, &ds]);
+    run("delete", &[&disk_path(vm, 0), &vms, &ds]);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    assert!(!text.contains(&e.key()), "no secret in a trace");
+    let runs: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let actions: Vec<&str> = runs.iter().map(|r| r["args"][1].as_str().unwrap()).collect();
+    assert_eq!(actions, ["clone", "snap_create", "snap_delete", "delete"]);
+    // Span names with a host's prefix dropped, and how often each came.
+    let count = |run: &serde_json::Value, name: &str| {
+        let spans = run["spans"].as_array().unwrap();
+        spans.iter().filter(|s| s["name"].as_str().unwrap().trim_start_matches("host: ") == name).count()
+    };
+    for r in &runs {
+        assert!(r["us"].as_u64().unwrap() > 0);
+        assert!(count(r, "connect") >= 1, "{r}");
+        assert!(count(r, "oned one.vm.info") >= 1, "{r}");
+    }
+    assert_eq!(count(&runs[0], "clone"), 1, "{}", runs[0]);
+    assert_eq!(count(&runs[0], "snapshot create"), 1, "the base snapshot: {}", runs[0]);
+    assert_eq!(count(&runs[1], "snapshot create"), 1, "{}", runs[1]);
+    assert_eq!(count(&runs[2], "snapshot remove"), 1, "{}", runs[2]);
+    assert_eq!(count(&runs[3], "snapshot create") + count(&runs[3], "snapshot remove"), 1, "{}", runs[3]);
+    ops::remove(c, &img_s, ops::RemoveOptions::default()).unwrap();
+}
+
+#[test]
 fn bad_input_fails_in_one_line_and_changes_nothing() {
     let e = env();
     let c = e.cluster.connect();

@@ -50,7 +50,17 @@ fn actions_run_on_the_host_through_one_ssh_round_trip() {
     let st = ops::stat(c, &d0).unwrap();
     assert_eq!(st.data_pool.as_deref(), Some(e.cluster.ec_pool.as_str()));
     assert!(st.parent.is_some());
-    assert_ok(&e.tm("snap_create", &[&disk_path("127.0.0.1", vm, 0), "0", &vms, &ds]));
+    // Traced: the front-end's ssh round trip, and the host's own spans inside it.
+    let trace = e.dir.path().join("trace.jsonl");
+    let mut cmd = e.command(&["tm", "snap_create"]);
+    cmd.args([&disk_path("127.0.0.1", vm, 0), "0", &vms, &ds]).env("RBDX_TRACE", &trace);
+    assert_ok(&cmd.output().unwrap());
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let names: Vec<&str> =
+        run["spans"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for want in ["ssh", "host: connect", "host: snapshot create", "host: job"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
     let want = checksum(&ops::ioctx(c, &d0).unwrap().open_read_only(&d0.name, None).unwrap());
     fill(&ops::ioctx(c, &d0).unwrap().open(&d0.name).unwrap(), 0, MIB, 9);
     let out = e.tm("snap_revert", &[&disk_path("127.0.0.1", vm, 0), "0", &vms, &ds]);

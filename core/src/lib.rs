@@ -10,6 +10,7 @@
 //! - [`ops`]: the RBD domain operations the drivers are built from (create with a
 //!   data pool, clone with the right format, safe copy, safe removal, trash, usage,
 //!   pool capacity).
+//! - [`trace`]: where an action's time goes (named spans, off unless enabled).
 //! - [`error`]: [`CephError`] keeps the errno, the C call and the object;
 //!   [`Error`] adds what the domain operations refuse.
 //!
@@ -27,6 +28,7 @@ pub mod lock;
 pub mod ops;
 pub mod rados;
 pub mod rbd;
+pub mod trace;
 
 pub use error::{CephError, Error, ErrorKind, Result};
 

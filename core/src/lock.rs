@@ -623,6 +623,7 @@ unsafe fn beat(io: sys::rados_ioctx_t, oid: &CStr, assert: &[u8], value: &[u8]) 
 /// Takes the lock on `oid` with `cookie`, waiting; false if it is an image header
 /// that does not exist.
 fn acquire(io: &IoCtx<'_>, oid: &str, kind: Kind, cookie: &str, what: &str) -> Result<bool> {
+    let _span = crate::trace::span("lock");
     let m = me();
     let description = format!("rbdx action, pid {} on {}", m.pid, m.host);
     let started = Instant::now();

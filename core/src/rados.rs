@@ -142,6 +142,7 @@ impl Cluster {
     }
 
     fn connect_serialised(config: &ConnectConfig) -> Result<Self> {
+        let _span = crate::trace::span("connect");
         let entity = config.entity();
         let name = cstring("client id", &entity)?;
         let mut raw: sys::rados_t = ptr::null_mut();
@@ -309,6 +310,7 @@ impl Cluster {
     /// A [`CephError`] for a refused command, [`Error::BadReply`] for a reply that
     /// is not JSON.
     pub fn mon_command(&self, command: &Value) -> Result<Value> {
+        let _span = crate::trace::span("mon command");
         let mut command = command.clone();
         if let Value::Object(map) = &mut command {
             map.entry("format").or_insert_with(|| Value::String("json".into()));

@@ -52,6 +52,9 @@ pub struct Request {
     /// Milliseconds the job may take; the host stops it when they pass.
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// Return the job's spans ([`rbdx_core::trace`]) with its outcome.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trace: bool,
 }
 
 /// A job as the one request line the remote side reads, with `limit` (bounded by
@@ -61,7 +64,7 @@ pub struct Request {
 /// Never in practice (jobs always serialise).
 pub fn request_line_within(job: Job, limit: Duration) -> Result<Vec<u8>> {
     let ms = u64::try_from(deadline::for_host(limit).as_millis()).unwrap_or(u64::MAX);
-    let req = Request { protocol: PROTOCOL, job, deadline_ms: Some(ms) };
+    let req = Request { protocol: PROTOCOL, job, deadline_ms: Some(ms), trace: rbdx_core::trace::enabled() };
     let mut v = serde_json::to_vec(&req).map_err(|e| Error::Invalid(format!("the job: {e}")))?;
     v.push(b'\n');
     Ok(v)
@@ -80,14 +83,17 @@ pub fn run(job: &Job, target: &Target, cfg: &Config) -> Outcome {
 
 /// The outcome an answer on stdout carries, or why there is none.
 fn outcome_of(host: &str, out: &[u8], err: &[u8], status: std::process::ExitStatus) -> Result<Outcome> {
-    serde_json::from_slice::<Outcome>(out).map_err(|_| {
+    let mut outcome = serde_json::from_slice::<Outcome>(out).map_err(|_| {
         let err = String::from_utf8_lossy(err);
         let last = err.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output");
         Error::Host(format!("{host}: running rbdx over ssh failed ({status}): {last}"))
-    })
+    })?;
+    rbdx_core::trace::extend("host: ", std::mem::take(&mut outcome.trace));
+    Ok(outcome)
 }
 
 fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome> {
+    let _span = rbdx_core::trace::span("ssh");
     let request = request_line_within(job.clone(), cfg.action_timeout)?;
     let mut child = ssh(cfg, host)?;
     let mut stdin = child.stdin.take().ok_or_else(|| Error::Host("no stdin".into()))?;
@@ -185,6 +191,10 @@ pub fn serve(mut input: impl Read + 'static) -> (Option<Outcome>, i32) {
             0,
         );
     }
+    if req.trace {
+        rbdx_core::trace::enable();
+    }
+    let started = std::time::Instant::now();
     if let Some(ms) = req.deadline_ms {
         deadline::arm(Duration::from_millis(ms), |msg| {
             println!(
@@ -213,7 +223,12 @@ pub fn serve(mut input: impl Read + 'static) -> (Option<Outcome>, i32) {
         job => (Some(job.run()), 0),
     };
     deadline::finished();
-    result
+    let (mut outcome, code) = result;
+    if let Some(o) = outcome.as_mut().filter(|_| req.trace) {
+        rbdx_core::trace::record("job".into(), started.elapsed());
+        o.trace = rbdx_core::trace::take();
+    }
+    (outcome, code)
 }
 
 /// Starts `rbdx remote` on `target`, stdin/stdout/stderr piped: over ssh, or as

@@ -299,7 +299,9 @@ impl Job {
         }
         let mut log = Vec::new();
         match self.dispatch(&mut log) {
-            Ok(done) => Outcome { log, output: done.output, vm_disks: done.vm_disks, error: None },
+            Ok(done) => {
+                Outcome { log, output: done.output, vm_disks: done.vm_disks, error: None, trace: Vec::new() }
+            }
             Err(e) => Outcome { log, error: Some(e.to_string()), ..Outcome::default() },
         }
     }

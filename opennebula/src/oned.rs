@@ -90,6 +90,13 @@ impl Oned {
     }
 
     fn call(&self, method: &str, args: &[Value]) -> Result<String, crate::Error> {
+        let started = std::time::Instant::now();
+        let answer = self.call_untimed(method, args);
+        rbdx_core::trace::record(format!("oned {method}"), started.elapsed());
+        answer
+    }
+
+    fn call_untimed(&self, method: &str, args: &[Value]) -> Result<String, crate::Error> {
         let mut body = format!(
             "<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName><params>\
              <param><value><string>{}</string></value></param>",

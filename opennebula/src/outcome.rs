@@ -18,6 +18,9 @@ pub struct Outcome {
     pub vm_disks: Vec<(u32, u32, u64)>,
     /// The failure, if it failed: one line.
     pub error: Option<String>,
+    /// Where the job's time went, when the request asked ([`rbdx_core::trace`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<rbdx_core::trace::Span>,
 }
 
 impl Outcome {

@@ -174,6 +174,7 @@ impl<'io> Image<'io> {
         read_only: bool,
         by_id: bool,
     ) -> Result<Self> {
+        let _span = crate::trace::span("open");
         let n = cstring("image name", name)?;
         let s = snap.map(|s| cstring("snapshot name", s)).transpose()?;
         let sp = s.as_ref().map_or(ptr::null(), |s| s.as_ptr());
@@ -303,6 +304,7 @@ impl<'io> Image<'io> {
     /// # Errors
     /// A [`CephError`] from `rbd_list_children3`.
     pub fn children(&self) -> Result<Vec<LinkedImage>> {
+        let _span = crate::trace::span("children");
         // SAFETY: `rbd_list_children3` fills at most `*n` entries and on success
         // sets `*n` to the number filled.
         let raw = unsafe {
@@ -392,6 +394,7 @@ impl<'io> Image<'io> {
     /// # Errors
     /// `Exists` if the name is taken.
     pub fn snap_create(&self, snap: &str) -> Result<()> {
+        let _span = crate::trace::span("snapshot create");
         self.snap_call("rbd_snap_create", snap, sys::rbd_snap_create)
     }
 
@@ -401,6 +404,7 @@ impl<'io> Image<'io> {
     /// # Errors
     /// `NotFound`; `Busy` for a protected snapshot with clone-v1 children.
     pub fn snap_remove(&self, snap: &str) -> Result<()> {
+        let _span = crate::trace::span("snapshot remove");
         let s = cstring("snapshot name", snap)?;
         // SAFETY: `self.raw` is open; `s` outlives the call; `no_progress` ignores
         // its (null) argument.
@@ -489,6 +493,7 @@ impl<'io> Image<'io> {
     /// # Errors
     /// `InvalidArgument` when the image has no parent.
     pub fn flatten(&self) -> Result<()> {
+        let _span = crate::trace::span("flatten");
         // SAFETY: `self.raw` is open.
         let r = unsafe { sys::rbd_flatten(self.raw) };
         check(r.into(), "rbd_flatten", || self.spec())?;
@@ -501,6 +506,7 @@ impl<'io> Image<'io> {
     /// # Errors
     /// A [`CephError`] other than `ENOENT`.
     pub fn metadata_get(&self, key: &str) -> Result<Option<String>, crate::Error> {
+        let _span = crate::trace::span("metadata");
         let k = cstring("metadata key", key)?;
         let mut buf = vec![0 as libc::c_char; 256];
         loop {
@@ -524,6 +530,7 @@ impl<'io> Image<'io> {
     /// # Errors
     /// A [`CephError`] from `rbd_metadata_set`.
     pub fn metadata_set(&self, key: &str, value: &str) -> Result<()> {
+        let _span = crate::trace::span("metadata");
         let k = cstring("metadata key", key)?;
         let v = cstring("metadata value", value)?;
         // SAFETY: `self.raw` is open; both strings outlive the call.
@@ -538,6 +545,7 @@ impl<'io> Image<'io> {
     /// # Errors
     /// A [`CephError`] other than `ENOENT`.
     pub fn metadata_remove(&self, key: &str) -> Result<()> {
+        let _span = crate::trace::span("metadata");
         let k = cstring("metadata key", key)?;
         // SAFETY: `self.raw` is open; `k` outlives the call.
         let r = unsafe { sys::rbd_metadata_remove(self.raw, k.as_ptr()) };
@@ -554,6 +562,7 @@ impl<'io> Image<'io> {
     /// # Errors
     /// A [`CephError`] from `rbd_metadata_list`.
     pub fn metadata_list(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let _span = crate::trace::span("metadata");
         // librbd lists the keys strictly after `start`, `PAGE` at a time; the
         // prefix itself can be a key, so it is looked up on its own.
         const PAGE: u64 = 256;
@@ -639,6 +648,7 @@ impl<'io> Image<'io> {
         whole_object: bool,
         mut f: impl FnMut(u64, u64, bool) -> Result<()>,
     ) -> Result<()> {
+        let _span = crate::trace::span("diff");
         struct State<'a> {
             f: &'a mut dyn FnMut(u64, u64, bool) -> Result<()>,
             failed: Option<Error>,

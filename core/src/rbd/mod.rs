@@ -142,6 +142,7 @@ impl<'c> IoCtx<'c> {
         child: &str,
         opts: &ImageOptions,
     ) -> Result<()> {
+        let _span = crate::trace::span("clone");
         let (p, s, c) =
             (cstring("image name", parent)?, cstring("snapshot name", snap)?, cstring("image name", child)?);
         // SAFETY: both I/O contexts are live; every string and `opts` outlive the call.
@@ -161,6 +162,7 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound`, `Busy`, `NotEmpty`.
     pub(crate) fn remove_image_unlocked(&self, name: &str) -> Result<()> {
+        let _span = crate::trace::span("remove");
         let n = cstring("image name", name)?;
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_remove(self.raw(), n.as_ptr()) };
@@ -174,6 +176,7 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound`, `Exists`.
     pub(crate) fn rename_image_unlocked(&self, from: &str, to: &str) -> Result<()> {
+        let _span = crate::trace::span("rename");
         let (f, t) = (cstring("image name", from)?, cstring("image name", to)?);
         // SAFETY: `self.raw()` is live; both strings outlive the call.
         let r = unsafe { sys::rbd_rename(self.raw(), f.as_ptr(), t.as_ptr()) };
@@ -187,6 +190,7 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// A [`crate::CephError`] from `rbd_list2`.
     pub fn list_images(&self) -> Result<Vec<ImageEntry>> {
+        let _span = crate::trace::span("list");
         // SAFETY: `rbd_list2` fills at most `*n` entries and sets `*n` to the count.
         let raw = unsafe {
             grow_list("rbd_list2", &|| self.spec(), |buf, n| {
@@ -235,6 +239,7 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound`; `Busy` while it has watchers.
     pub(crate) fn trash_move_unlocked(&self, name: &str, delay_secs: u64) -> Result<()> {
+        let _span = crate::trace::span("remove");
         let n = cstring("image name", name)?;
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_trash_move(self.raw(), n.as_ptr(), delay_secs) };

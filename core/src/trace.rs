@@ -1,0 +1,103 @@
+//! Where an action's time goes: named spans, kept only once [`enable`] was
+//! called (the CLI does when `RBDX_TRACE` names a file); otherwise a span costs
+//! one relaxed atomic load.
+//!
+//! Core names the Ceph calls it times after what they wait for: `connect`,
+//! `open`, `mon command`, `lock` (waiting for a disk's guard or an image's lock),
+//! `snapshot create` and `snapshot remove` (each waits for an OSD map update),
+//! `clone`, `remove`, `rename`, `flatten`, `diff`, `metadata`, `list`. The
+//! orchestrator layers add their own (`oned …`, `ssh`).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+static ON: AtomicBool = AtomicBool::new(false);
+static SPANS: Mutex<Vec<Span>> = Mutex::new(Vec::new());
+
+/// One timed step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// What was waited for (`snapshot create`, `oned one.vm.info`, …).
+    pub name: String,
+    /// Microseconds it took.
+    pub us: u64,
+}
+
+/// Starts keeping spans in this process.
+pub fn enable() {
+    ON.store(true, Ordering::Relaxed);
+}
+
+/// Whether spans are kept.
+pub fn enabled() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// Times `name` until the returned guard drops.
+#[must_use = "the span ends when the guard drops"]
+pub fn span(name: &'static str) -> Timer {
+    Timer { name: enabled().then_some(name), start: Instant::now() }
+}
+
+/// A running span (see [`span`]).
+#[derive(Debug)]
+pub struct Timer {
+    name: Option<&'static str>,
+    start: Instant,
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if let Some(name) = self.name {
+            record(name.to_string(), self.start.elapsed());
+        }
+    }
+}
+
+/// Keeps a span measured elsewhere (a host's spans, an oned call's name).
+pub fn record(name: String, took: std::time::Duration) {
+    if enabled() {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        lock().push(Span { name, us });
+    }
+}
+
+/// Adds spans measured in another process, their names prefixed.
+pub fn extend(prefix: &str, spans: Vec<Span>) {
+    if enabled() {
+        lock().extend(spans.into_iter().map(|s| Span { name: format!("{prefix}{}", s.name), us: s.us }));
+    }
+}
+
+/// The spans kept so far, emptied.
+pub fn take() -> Vec<Span> {
+    std::mem::take(&mut *lock())
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Vec<Span>> {
+    // A panic while pushing leaves a valid vector.
+    SPANS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_are_kept_only_once_enabled() {
+        drop(span("before"));
+        assert!(take().is_empty());
+        enable();
+        drop(span("open"));
+        record("oned one.vm.info".into(), std::time::Duration::from_micros(1500));
+        extend("host: ", vec![Span { name: "connect".into(), us: 7 }]);
+        let names: Vec<(String, bool)> = take().into_iter().map(|s| (s.name, s.us > 0)).collect();
+        assert_eq!(names[0].0, "open");
+        assert_eq!(names[1], ("oned one.vm.info".to_string(), true));
+        assert_eq!(names[2], ("host: connect".to_string(), true));
+        assert!(take().is_empty());
+    }
+}
