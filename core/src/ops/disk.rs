@@ -38,6 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::lock::LockedImage;
 use crate::rados::{Cluster, IoCtx};
 use crate::rbd::SnapNamespace;
 
@@ -234,7 +235,9 @@ impl<'c> Disk<'c> {
 
     /// Finishes a revert that was interrupted after the old head was moved away.
     fn recover(&self, io: &IoCtx<'_>) -> Result<()> {
-        if Self::exists(io, &self.head.name)? {
+        // The head's id object is one OSD read where an open is several; without
+        // it (an image of another format), the open decides.
+        if io.object_exists(&format!("rbd_id.{}", self.head.name))? || Self::exists(io, &self.head.name)? {
             return Ok(());
         }
         let temp = revert_temp_name(&self.head.name);
@@ -247,13 +250,19 @@ impl<'c> Disk<'c> {
     /// Reads the bookkeeping, adopting a disk made by other drivers (no metadata)
     /// by walking its parent and child links.
     fn book(&self, io: &IoCtx<'_>) -> Result<Book> {
+        Ok(self.book_and_head(io)?.0)
+    }
+
+    /// [`Self::book`], and the head opened read-write to read it (one open
+    /// for the whole operation).
+    fn book_and_head<'io>(&self, io: &'io IoCtx<'_>) -> Result<(Book, LockedImage<'io>)> {
         self.recover(io)?;
         let head = io.open(&self.head.name)?;
         if head.metadata_get(KEY_DISK)?.as_deref() == Some(self.head.name.as_str()) {
             let mut book = Book::read(&head)?;
             self.prune(io, &head, &mut book)?;
             self.adopt_head_snapshots(&head, &mut book)?;
-            return Ok(book);
+            return Ok((book, head));
         }
         // No book, or one that is not this head's (copied by a clone, or left
         // from another name): start from what the images say.
@@ -267,8 +276,9 @@ impl<'c> Disk<'c> {
         let name = &self.head.name;
         let mut root = name.clone();
         loop {
-            let img = io.open_read_only(&root, None)?;
-            match img.parent()? {
+            let parent =
+                if root == *name { head.parent()? } else { io.open_read_only(&root, None)?.parent()? };
+            match parent {
                 Some(p) if p.image.pool == io.pool() && !p.image.trash && self.owns(io, &p.image.name)? => {
                     root = p.image.name;
                 }
@@ -281,8 +291,9 @@ impl<'c> Disk<'c> {
             if n != *name && !carriers.insert(n.clone()) {
                 continue;
             }
-            let img = io.open_read_only(&n, None)?;
-            for s in img.snapshots()? {
+            let snaps =
+                if n == *name { head.snapshots()? } else { io.open_read_only(&n, None)?.snapshots()? };
+            for s in snaps {
                 let at = io.open_read_only(&n, Some(&s.name))?;
                 for child in at.children()? {
                     if child.pool == io.pool() && !child.trash && self.owns(io, &child.name)? {
@@ -293,7 +304,13 @@ impl<'c> Disk<'c> {
         }
         let mut book = Book::default();
         for holder in carriers.iter().chain(std::iter::once(name)) {
-            let img = io.open(holder)?;
+            let carrier;
+            let img: &crate::Image<'_> = if holder == name {
+                &head
+            } else {
+                carrier = io.open(holder)?;
+                &carrier
+            };
             for s in img.snapshots()? {
                 if img.snap_namespace(s.id)? == SnapNamespace::User {
                     book.snaps.insert(s.name, holder.clone());
@@ -309,7 +326,7 @@ impl<'c> Disk<'c> {
         }
         book.carriers = carriers;
         head.metadata_set(KEY_DISK, name)?;
-        Ok(book)
+        Ok((book, head))
     }
 
     /// Enters the head's snapshots that the naming adopts and the book lacks.
@@ -338,18 +355,23 @@ impl<'c> Disk<'c> {
             if present.contains_key(holder) {
                 continue;
             }
-            let names = match io.open_read_only(holder, None) {
-                Ok(img) => {
-                    let mut v = BTreeSet::new();
-                    for s in img.snapshots()? {
-                        if img.snap_namespace(s.id)? == SnapNamespace::User {
-                            v.insert(s.name);
-                        }
+            let user_snaps = |img: &crate::Image<'_>| -> Result<BTreeSet<String>> {
+                let mut v = BTreeSet::new();
+                for s in img.snapshots()? {
+                    if img.snap_namespace(s.id)? == SnapNamespace::User {
+                        v.insert(s.name);
                     }
-                    v
                 }
-                Err(e) if e.is_not_found() => BTreeSet::new(),
-                Err(e) => return Err(e),
+                Ok(v)
+            };
+            let names = if *holder == self.head.name {
+                user_snaps(head)?
+            } else {
+                match io.open_read_only(holder, None) {
+                    Ok(img) => user_snaps(&img)?,
+                    Err(e) if e.is_not_found() => BTreeSet::new(),
+                    Err(e) => return Err(e),
+                }
             };
             present.insert(holder.clone(), names);
         }
@@ -395,7 +417,7 @@ impl<'c> Disk<'c> {
     }
 
     fn snapshot_create_in(&self, io: &IoCtx<'c>, snap: &str) -> Result<()> {
-        let book = self.book(io)?;
+        let (book, head) = self.book_and_head(io)?;
         if let Some(holder) = book.snaps.get(snap) {
             if *holder != self.head.name {
                 return Err(Error::Exists(format!(
@@ -404,7 +426,6 @@ impl<'c> Disk<'c> {
                 )));
             }
         }
-        let head = io.open(&self.head.name)?;
         match head.snap_create(snap) {
             Err(e) if e.is_exists() => {}
             other => other?,
@@ -424,23 +445,34 @@ impl<'c> Disk<'c> {
     }
 
     fn snapshot_delete_in(&self, io: &IoCtx<'c>, snap: &str) -> Result<()> {
-        let book = self.book(io)?;
-        let head = io.open(&self.head.name)?;
+        let (book, head) = self.book_and_head(io)?;
         let key = format!("{KEY_SNAP_PREFIX}{snap}");
         let Some(holder) = book.snaps.get(snap) else {
             return head.metadata_remove(&key);
         };
-        remove_snapshot(self.cluster, io, holder, snap)?;
+        if *holder == self.head.name {
+            remove_snapshot_of(self.cluster, io, &head, snap)?;
+        } else {
+            remove_snapshot(self.cluster, io, holder, snap)?;
+        }
         head.metadata_remove(&key)?;
-        drop(head);
-        self.collect_carriers(io)
+        self.collect_carriers(io, &head, &book.carriers)
+    }
+
+    /// [`Self::collect_carriers`] of every carrier in the book.
+    fn collect_all_carriers(&self, io: &IoCtx<'_>) -> Result<()> {
+        let (book, head) = self.book_and_head(io)?;
+        self.collect_carriers(io, &head, &book.carriers)
     }
 
     /// Removes carriers that hold no snapshot and feed no clone.
-    fn collect_carriers(&self, io: &IoCtx<'_>) -> Result<()> {
-        let book = self.book(io)?;
-        let head = io.open(&self.head.name)?;
-        for c in &book.carriers {
+    fn collect_carriers(
+        &self,
+        io: &IoCtx<'_>,
+        head: &crate::Image<'_>,
+        carriers: &BTreeSet<String>,
+    ) -> Result<()> {
+        for c in carriers {
             let gone = match io.open_read_only(c, None) {
                 Err(e) if e.is_not_found() => true,
                 Err(e) => return Err(e),
@@ -560,7 +592,7 @@ impl<'c> Disk<'c> {
             None => io.remove_image(&name)?,
         }
         finish_revert(io, &temp, &name)?;
-        self.collect_carriers(io)
+        self.collect_all_carriers(io)
     }
 
     /// Removes the head and every carrier with their snapshots. Images that clones
@@ -582,8 +614,14 @@ impl<'c> Disk<'c> {
         self.recover(io)?;
         let name = self.head.name.clone();
         let mut images: Vec<String> = Vec::new();
-        if Self::exists(io, &name)? {
-            super::refuse_in_use(&io.open_read_only(&name, None)?, &self.head)?;
+        let head = match io.open_read_only(&name, None) {
+            Ok(h) => Some(h),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(h) = head {
+            super::refuse_in_use(&h, &self.head)?;
+            drop(h);
             let book = self.book(io)?;
             images.push(name.clone());
             images.extend(book.carriers);
@@ -672,7 +710,7 @@ impl<'c> Disk<'c> {
         for s in self.book(io)?.snaps.keys() {
             self.snapshot_delete_in(io, s)?;
         }
-        self.collect_carriers(io)?;
+        self.collect_all_carriers(io)?;
         io.open(&self.head.name)?.metadata_remove(KEY_FLATTENED)
     }
 
@@ -882,7 +920,12 @@ fn strip_book(io: &IoCtx<'_>, image: &str) -> Result<()> {
 /// Removes snapshot `snap` of `image`; with format-1 children (protected), flattens
 /// them first.
 fn remove_snapshot(cluster: &Cluster, io: &IoCtx<'_>, image: &str, snap: &str) -> Result<()> {
-    let img = io.open(image)?;
+    remove_snapshot_of(cluster, io, &*io.open(image)?, snap)
+}
+
+/// [`remove_snapshot`] of an image already open read-write.
+fn remove_snapshot_of(cluster: &Cluster, io: &IoCtx<'_>, img: &crate::Image<'_>, snap: &str) -> Result<()> {
+    let image = img.name();
     match img.snap_remove(snap) {
         Ok(()) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
@@ -933,6 +976,9 @@ pub fn depth(io: &IoCtx<'_>, image: &str) -> Result<u32> {
 
 /// Orders `images` so that each comes before its parent.
 fn children_first(io: &IoCtx<'_>, images: &[String]) -> Result<Vec<String>, crate::Error> {
+    if images.len() < 2 {
+        return Ok(images.to_vec());
+    }
     let mut parent: BTreeMap<&str, Option<String>> = BTreeMap::new();
     for i in images {
         let p = io.open_read_only(i, None)?.parent()?.map(|p| p.image.name);
