@@ -80,6 +80,45 @@ fn actions_run_on_the_host_through_one_ssh_round_trip() {
 }
 
 #[test]
+fn one_ping_times_the_oned_call_the_hop_and_the_connection_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(dir.path());
+    let config = format!(
+        "EXECUTION = ssh\nSSH = {}\nREMOTE_DIR = {}\nACTION_TIMEOUT = 120\n",
+        sshd.ssh_setting(),
+        remotes(dir.path())
+    );
+    let e = OneEnv::new(Path::new(env!("CARGO_BIN_EXE_rbdx")), &config);
+    e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
+    let trace = e.dir.path().join("trace.jsonl");
+    let ds = IMAGE_DS.to_string();
+    let ping = |args: &[&str]| {
+        e.command(&["one", "ping", "--datastore"]).args(args).env("RBDX_TRACE", &trace).output().unwrap()
+    };
+    let out = ping(&[&ds, "--host", "127.0.0.1"]);
+    assert_ok(&out);
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let want = format!(
+        "datastore {ds}: pool {} reached from 127.0.0.1 as client.{} in ",
+        e.cluster.pool, e.cluster.id
+    );
+    assert!(line.starts_with(&want) && line.ends_with(" ms"), "{line}");
+    let run: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&trace).unwrap().trim()).unwrap();
+    let mut names: Vec<&str> =
+        run["spans"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["host: connect", "host: job", "oned one.datastore.info", "ssh"]);
+    // A host name that is an option, a datastore that is not there: one line, exit 2.
+    for (args, want) in [(vec![ds.as_str(), "--host=-oProxyCommand=x"], "host"), (vec!["4242"], "4242")] {
+        let out = ping(&args);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.lines().count() == 1 && err.contains(want), "{err}");
+    }
+}
+
+#[test]
 fn a_host_without_rbdx_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let sshd = Sshd::start(dir.path());

@@ -273,6 +273,14 @@ pub enum Job {
         /// Flatten them (else only list them).
         flatten: bool,
     },
+    /// `rbdx one ping`: connect to Ceph and open the pool, nothing else (the
+    /// floor every action pays).
+    Ping {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The pool.
+        pool: String,
+    },
     /// TM resize: grow a disk.
     Resize {
         /// Ceph access.
@@ -385,6 +393,7 @@ impl Job {
                 flatten::run(&ceph.connect()?, head, snap, data_pool, *max_depth)
             }
             Self::Resize { ceph, image, size_mb } => resize::run(&ceph.connect()?, image, *size_mb),
+            Self::Ping { ceph, pool } => ping::run(&ceph.connect()?, pool),
             Self::Checksum { ceph, image } => checksum::run(&ceph.connect()?, image),
             Self::Detach { ceph, pool, flatten } => detach::run(&ceph.connect()?, pool, *flatten, log),
             Self::Monitor { ceph, pool, ec_pool, vm_disks } => {

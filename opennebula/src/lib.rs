@@ -36,6 +36,7 @@ pub mod moves;
 pub mod naming;
 pub mod oned;
 pub mod outcome;
+pub mod ping;
 pub mod xml;
 
 pub use error::{Context, Error, Result};

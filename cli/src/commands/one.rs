@@ -20,6 +20,17 @@ pub enum OneCommand {
         #[arg(long)]
         check: bool,
     },
+    /// Times the smallest round trip an action makes: one oned call, the ssh hop
+    /// to the host (a bridge of the datastore, or --host), a Ceph connection with
+    /// the datastore's credentials and its pool opened. Nothing is changed.
+    Ping {
+        /// The datastore.
+        #[arg(long, value_name = "ID")]
+        datastore: u32,
+        /// Run it on this host (default: where the datastore's actions run).
+        #[arg(long)]
+        host: Option<String>,
+    },
 }
 
 /// Runs the command; returns whether all is well (nothing depends, or all was
@@ -28,8 +39,22 @@ pub enum OneCommand {
 /// # Errors
 /// oned, the driver config, or a datastore's job failed.
 pub fn run(cmd: OneCommand) -> Result<bool> {
-    let OneCommand::Detach { datastore, check } = cmd;
     let cfg = rbdx_one::config::Config::load().map_err(|e| Error::Usage(e.to_string()))?;
+    let (datastore, check) = match cmd {
+        OneCommand::Detach { datastore, check } => (datastore, check),
+        OneCommand::Ping { datastore, host } => {
+            let p = rbdx_one::ping::run(&cfg, datastore, host.as_deref(), &mut |m| eprintln!("{m}"))
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            let from = p.host.as_deref().unwrap_or("this host");
+            println!(
+                "datastore {datastore}: pool {} reached from {from} as client.{} in {} ms",
+                p.pool,
+                p.user,
+                p.took.as_millis()
+            );
+            return Ok(true);
+        }
+    };
     let found = rbdx_one::detach::run(&cfg, datastore, check, &mut |m| eprintln!("{m}"))
         .map_err(|e| Error::Usage(e.to_string()))?;
     let mut dependent = 0;

@@ -14,6 +14,7 @@ pub mod import_file;
 pub mod link_disk;
 pub mod make_image;
 pub mod monitor;
+pub mod ping;
 pub mod probe_dir;
 pub mod remove_dir;
 pub mod remove_image;
