@@ -6,6 +6,7 @@
 //! Run it through `tests/bench` (or `make bench`), which starts the cluster and
 //! builds the release binary.
 
+mod breakdown;
 mod measure;
 mod one;
 mod pve;
@@ -169,8 +170,8 @@ fn main() {
             "--only" => only = Some(args.next().expect("--only TEXT").to_lowercase()),
             "--render" => {
                 // Render README.md and chart.png again from results.json.
-                let (meta, ws) = report::read(&out).expect("reading results.json");
-                report::write(&out, &meta, &ws).expect("writing the report");
+                let (meta, ws, bs) = report::read(&out).expect("reading results.json");
+                report::write(&out, &meta, &ws, &bs).expect("writing the report");
                 return;
             }
             _ => {
@@ -244,6 +245,11 @@ fn main() {
         let (p, d) = o.ds_monitor(1000, scratch.path());
         vec![p, d]
     });
+    let mut breakdowns = Vec::new();
+    step("Breakdown", &mut || {
+        breakdowns = breakdown::run(&b, &o, reps.min(3), scratch.path());
+        Vec::new()
+    });
     let p = pve::Pve::new(&b);
     step("Proxmox alloc", &mut || vec![p.alloc()]);
     step("Proxmox clones", &mut || {
@@ -263,6 +269,6 @@ fn main() {
         rados_bench_mbs: rados_mbs,
     };
     std::fs::create_dir_all(&out).unwrap();
-    report::write(&out, &meta, &results).expect("writing the report");
+    report::write(&out, &meta, &results, &breakdowns).expect("writing the report");
     eprintln!("==> wrote {} in {:.0} s", out.display(), meta.seconds);
 }

@@ -61,6 +61,57 @@ impl<'b> One<'b> {
         format!("{}/{name}", self.b.pool)
     }
 
+    /// A VM's life on image `one-<img>` of `size` bytes as the commands oned
+    /// would run, with what happens between them (the guest writing): the
+    /// null action, TM clone, snap_create, snap_revert, cpds, snap_delete,
+    /// delete, then DS clone of the (unchanged) image and DS rm of the copies.
+    pub fn lifecycle(&self, img: u32, size: u64) -> Vec<Step<'_>> {
+        let vm = self.vm(img, true, size);
+        let (vms, dp) = (vm.to_string(), disk_path(vm, 0));
+        let disk = format!("one-{img}-{vm}-0");
+        let (saved, cloned) = (self.b.id(), self.b.id());
+        let tm = |action: &'static str, args: &[&str]| {
+            let mut cmd = self.e.command(&["tm", action]);
+            cmd.args(args);
+            Step { action: leak(format!("tm {action}")), cmd, stdin: Vec::new(), after: None }
+        };
+        let ds = |action: &'static str, id: u32, image: &[(&str, &str)]| {
+            let img: String = image.iter().map(|(k, v)| format!("<{k}><![CDATA[{v}]]></{k}>")).collect();
+            let msg = format!(
+                "<DS_DRIVER_ACTION_DATA><IMAGE>{img}</IMAGE>{}</DS_DRIVER_ACTION_DATA>",
+                self.e.image_ds(IMAGE_DS, true, &[])
+            );
+            let mut cmd = self.e.command(&["ds", action]);
+            cmd.arg(id.to_string());
+            let stdin = rbdx_one::base64::encode(msg.as_bytes()).into_bytes();
+            Step { action: leak(format!("ds {action}")), cmd, stdin, after: None }
+        };
+        let write = |disk: String| -> Option<Box<dyn FnOnce() + '_>> {
+            Some(Box::new(move || self.b.rewrite(&disk, 16 * MIB)))
+        };
+        let ping = {
+            let cmd = self.e.command(&["one", "ping", "--datastore", &IMAGE_DS.to_string()]);
+            Step { action: "null action (one ping)", cmd, stdin: Vec::new(), after: None }
+        };
+        let src = self.spec(&format!("one-{img}"));
+        let (saved_s, cloned_s) = (self.spec(&format!("one-{saved}")), self.spec(&format!("one-{cloned}")));
+        vec![
+            ping,
+            Step {
+                after: write(disk.clone()),
+                ..tm("clone", &[&format!("localhost:{src}"), &dp, &vms, "100"])
+            },
+            Step { after: write(disk.clone()), ..tm("snap_create", &[&dp, "0", &vms, "100"]) },
+            tm("snap_revert", &[&dp, "0", &vms, "100"]),
+            tm("cpds", &[&dp, &saved_s, "-1", &vms, "100"]),
+            tm("snap_delete", &[&dp, "0", &vms, "100"]),
+            tm("delete", &[&dp, &vms, "100"]),
+            ds("clone", cloned, &[("PATH", &src), ("SIZE", &(size / MIB).to_string())]),
+            ds("rm", cloned, &[("SOURCE", &cloned_s)]),
+            ds("rm", saved, &[("SOURCE", &saved_s)]),
+        ]
+    }
+
     /// A VM in state RUNNING on localhost whose disk 0 is image `one-<img>`.
     fn vm(&self, img: u32, clone: bool, size: u64) -> u32 {
         let vm = self.b.id();
@@ -723,4 +774,20 @@ impl<'b> One<'b> {
             ),
         )
     }
+}
+
+/// One command of a [`One::lifecycle`].
+pub struct Step<'a> {
+    /// What it is, for the report (`tm clone`).
+    pub action: &'static str,
+    /// The command, environment set.
+    pub cmd: Command,
+    /// Its stdin (a DS action's message).
+    pub stdin: Vec<u8>,
+    /// What happens before the next one (the guest writes).
+    pub after: Option<Box<dyn FnOnce() + 'a>>,
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }

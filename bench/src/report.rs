@@ -6,6 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::breakdown::{self, Breakdown};
 use crate::measure::{Target, Workload};
 
 /// Where and how the numbers were taken.
@@ -244,10 +245,11 @@ fn value(w: &Workload, series: &str) -> Option<f64> {
 /// The chart: median times (log scale) and import throughputs, grouped per workload.
 pub fn chart(path: &Path, ws: &[Workload]) -> Result<(), Box<dyn std::error::Error>> {
     font()?;
-    let root = BitMapBackend::new(path, (1600, 1100)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1600, 1230)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(700);
-    // Bars are labelled with the workload's number in the table (README.md).
+    let (charts, key) = root.split_vertically(1100);
+    let (top, bottom) = charts.split_vertically(700);
+    // Bars are labelled with the workload's number in the table (README.md) and its id.
     let times: Vec<(usize, &Workload)> = ws.iter().enumerate().filter(|(_, w)| w.unit == "s").collect();
     let rates: Vec<(usize, &Workload)> = ws.iter().enumerate().filter(|(_, w)| w.unit != "s").collect();
     panel(
@@ -258,6 +260,16 @@ pub fn chart(path: &Path, ws: &[Workload]) -> Result<(), Box<dyn std::error::Err
         true,
     )?;
     panel(&bottom, &rates, "imports: throughput (higher is better)", "MiB/s", false)?;
+    // The workloads by name, numbered as on the bars.
+    let names: Vec<String> = ws.iter().enumerate().map(|(i, w)| format!("{} {}", i + 1, w.id)).collect();
+    let style = ("sans-serif", 15).into_font().color(&BLACK);
+    for (row, line) in names.chunks(7).enumerate() {
+        let y = 10 + 22 * i32::try_from(row).unwrap_or(0);
+        for (col, name) in line.iter().enumerate() {
+            let x = 80 + 215 * i32::try_from(col).unwrap_or(0);
+            key.draw(&Text::new(name.clone(), (x, y), style.clone()))?;
+        }
+    }
     root.present()?;
     Ok(())
 }
@@ -294,7 +306,7 @@ fn panel(
                 .x_labels(n)
                 .x_label_formatter(&label)
                 .x_label_style(("sans-serif", 15))
-                .x_desc("workload (# in the table)")
+                .x_desc("workload (# in the table; names below)")
                 .y_desc(unit)
                 .draw()?;
             for (k, (name, color)) in SERIES.iter().enumerate() {
@@ -331,26 +343,37 @@ fn panel(
 }
 
 /// The results of an earlier run (`results.json`), to render again.
-pub fn read(dir: &Path) -> Result<(Meta, Vec<Workload>), Box<dyn std::error::Error>> {
+pub fn read(dir: &Path) -> Result<(Meta, Vec<Workload>, Vec<Breakdown>), Box<dyn std::error::Error>> {
     #[derive(Deserialize)]
     struct Doc {
         meta: Meta,
         workloads: Vec<Workload>,
+        #[serde(default)]
+        breakdown: Vec<Breakdown>,
     }
     let d: Doc = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json"))?)?;
-    Ok((d.meta, d.workloads))
+    Ok((d.meta, d.workloads, d.breakdown))
 }
 
 /// Writes `results.json`, `README.md` and `chart.png` into `dir`.
-pub fn write(dir: &Path, meta: &Meta, ws: &[Workload]) -> Result<(), Box<dyn std::error::Error>> {
+pub fn write(
+    dir: &Path,
+    meta: &Meta,
+    ws: &[Workload],
+    bs: &[Breakdown],
+) -> Result<(), Box<dyn std::error::Error>> {
     #[derive(Serialize)]
     struct Doc<'a> {
         meta: &'a Meta,
         workloads: &'a [Workload],
+        breakdown: &'a [Breakdown],
     }
-    let json = serde_json::to_string_pretty(&Doc { meta, workloads: ws })?;
+    let json = serde_json::to_string_pretty(&Doc { meta, workloads: ws, breakdown: bs })?;
     std::fs::write(dir.join("results.json"), json + "\n")?;
-    std::fs::write(dir.join("README.md"), markdown(meta, ws))?;
+    std::fs::write(dir.join("README.md"), markdown(meta, ws) + &breakdown::markdown(bs))?;
     chart(&dir.join("chart.png"), ws)?;
+    if !bs.is_empty() {
+        breakdown::chart(&dir.join("breakdown.png"), bs)?;
+    }
     Ok(())
 }

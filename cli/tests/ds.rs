@@ -270,11 +270,9 @@ fn clone_on(ec: bool) {
     assert_ok(&e.ds("rm", src, &message(&e, false, &[], &[("SOURCE", &src_s.to_string())])));
     assert!(ops::stat(c, &src_s).unwrap_err().is_not_found());
     assert_eq!(checksum(&ops::ioctx(c, &dst_s).unwrap().open_read_only(&dst_s.name, None).unwrap()), want);
-    // Then the clone: nothing is left, in the pools or the trash. The source is
-    // freed by reclaim, which `rm` runs and monitor runs periodically; concurrent
-    // tests reclaim in the same pool, so give it a few passes.
+    // Then the clone: nothing is left, in the pools or the trash. Removing the
+    // last clone frees the source it kept in the trash, there and then.
     assert_ok(&e.ds("rm", dst, &message(&e, ec, &[], &[("SOURCE", &dst_s.to_string())])));
-    rbdx_tests::reclaim_until_gone(c, &pool, |n| n == src_s.name);
     gone(c, &pool, &src_s.name);
     gone(c, &pool, &dst_s.name);
 }

@@ -355,6 +355,7 @@ impl<'io> ObjectLock<'io> {
     }
 
     fn unlock(&self) -> Result<()> {
+        let _span = crate::trace::span("unlock");
         let entry = {
             let mut map = held().lock().unwrap_or_else(PoisonError::into_inner);
             let Some(h) = map.get_mut(&self.key) else { return Ok(()) };

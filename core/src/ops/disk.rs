@@ -619,8 +619,10 @@ impl<'c> Disk<'c> {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
+        let mut parents = Vec::new();
         if let Some(h) = head {
             super::refuse_in_use(&h, &self.head)?;
+            parents.extend(h.parent()?);
             drop(h);
             let book = self.book(io)?;
             images.push(name.clone());
@@ -635,9 +637,18 @@ impl<'c> Disk<'c> {
         }
         // Children before parents.
         let order = children_first(io, &images)?;
+        for img in order.iter().filter(|i| **i != name) {
+            if let Some(p) = io.open_read_only(img, None)?.parent()? {
+                parents.push(p);
+            }
+        }
+        parents.retain(|p| p.image.pool != io.pool() || !images.contains(&p.image.name));
         for img in &order {
             dispose(self.cluster, io, img, trash_delay, reclaim)?;
         }
+        // The disk is gone; an ancestor it kept in the trash may be free now. What
+        // this cannot free, the periodic `reclaim` retries.
+        let _ = reclaim_ancestors(self.cluster, parents);
         Ok(())
     }
 
@@ -1115,41 +1126,88 @@ fn reclaim_pass(cluster: &Cluster, io: &IoCtx<'_>) -> Result<(usize, usize)> {
         }
     }
     for e in io.trash_list()? {
-        let (marked, user_snaps, blocked) = match io.open_by_id_read_only(&e.id) {
-            Ok(img) => {
-                let (mut user, mut blocked) = (false, false);
-                for s in img.snapshots()? {
-                    if img.snap_namespace(s.id)? == SnapNamespace::User {
-                        user = true;
-                        // Its clones are in the trash too: nothing to do until they go.
-                        let children = io.open_by_id_read_only_at(&e.id, &s.name)?.children()?;
-                        blocked |= !children.is_empty() && children.iter().all(|c| c.trash);
-                    }
-                }
-                (img.metadata_get(KEY_RECLAIM)?.is_some(), user, blocked)
-            }
-            Err(err) if err.is_not_found() => (false, false, false),
-            Err(err) => return Err(err),
-        };
-        if !marked {
-            continue;
-        }
-        if blocked {
-            waiting += 1;
-            continue;
-        }
-        match io.trash_remove(&e.id, true) {
-            Ok(()) => freed += 1,
-            Err(err) if err.is_not_found() => {}
-            Err(err) if err.kind() == Some(ErrorKind::NotEmpty) && user_snaps => {
-                requeue(cluster, io, &e.id, &e.name)?;
-                waiting += 1;
-            }
-            Err(err) if matches!(err.kind(), Some(ErrorKind::Busy | ErrorKind::NotEmpty)) => waiting += 1,
-            Err(err) => return Err(err),
+        match reclaim_entry(cluster, io, &e.id, &e.name)? {
+            Reclaimed::Freed => freed += 1,
+            Reclaimed::Waiting => waiting += 1,
+            Reclaimed::NotOurs => {}
         }
     }
     Ok((freed, waiting))
+}
+
+/// What [`reclaim_entry`] did with a trash entry.
+enum Reclaimed {
+    Freed,
+    Waiting,
+    NotOurs,
+}
+
+/// Frees trash entry `id` (named `name`) if rbdx moved it there for reclaim and
+/// its last clone is gone.
+fn reclaim_entry(cluster: &Cluster, io: &IoCtx<'_>, id: &str, name: &str) -> Result<Reclaimed> {
+    let (marked, user_snaps, blocked) = match io.open_by_id_read_only(id) {
+        Ok(img) => {
+            let (mut user, mut blocked) = (false, false);
+            for s in img.snapshots()? {
+                if img.snap_namespace(s.id)? == SnapNamespace::User {
+                    user = true;
+                    // Its clones are in the trash too: nothing to do until they go.
+                    let children = io.open_by_id_read_only_at(id, &s.name)?.children()?;
+                    blocked |= !children.is_empty() && children.iter().all(|c| c.trash);
+                }
+            }
+            (img.metadata_get(KEY_RECLAIM)?.is_some(), user, blocked)
+        }
+        Err(err) if err.is_not_found() => (false, false, false),
+        Err(err) => return Err(err),
+    };
+    if !marked {
+        return Ok(Reclaimed::NotOurs);
+    }
+    if blocked {
+        return Ok(Reclaimed::Waiting);
+    }
+    match io.trash_remove(id, true) {
+        Ok(()) => Ok(Reclaimed::Freed),
+        Err(err) if err.is_not_found() => Ok(Reclaimed::NotOurs),
+        Err(err) if err.kind() == Some(ErrorKind::NotEmpty) && user_snaps => {
+            requeue(cluster, io, id, name)?;
+            Ok(Reclaimed::Waiting)
+        }
+        Err(err) if matches!(err.kind(), Some(ErrorKind::Busy | ErrorKind::NotEmpty)) => {
+            Ok(Reclaimed::Waiting)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Frees, after a removal, the trashed ancestors it may have released: each of
+/// `parents` (the removed images' parents, read before) that waits in the trash
+/// for reclaim and has no clone left, then that one's parent, and so on. The
+/// rest of the pool is the periodic [`reclaim`]'s. Returns how many were freed.
+///
+/// # Errors
+/// Ceph errors.
+fn reclaim_ancestors(cluster: &Cluster, parents: Vec<crate::rbd::Parent>) -> Result<usize> {
+    let mut freed = 0;
+    let mut todo = parents;
+    while let Some(p) = todo.pop() {
+        if !p.image.trash {
+            continue;
+        }
+        let spec = ImageSpec::new(&p.image.pool, &p.image.name)?.in_namespace(&p.image.namespace)?;
+        let io = ioctx(cluster, &spec)?;
+        let up = match io.open_by_id_read_only(&p.image.id) {
+            Ok(img) => img.parent()?,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        if let Reclaimed::Freed = reclaim_entry(cluster, &io, &p.image.id, &p.image.name)? {
+            freed += 1;
+            todo.extend(up);
+        }
+    }
+    Ok(freed)
 }
 
 /// The infix of the name [`requeue`] restores a trashed image under:

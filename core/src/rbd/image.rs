@@ -781,6 +781,7 @@ impl<'io> Image<'io> {
 
 impl Drop for Image<'_> {
     fn drop(&mut self) {
+        let _span = crate::trace::span("close");
         // SAFETY: `self.raw` came from `rbd_open*`; closed only here.
         unsafe { sys::rbd_close(self.raw) };
     }

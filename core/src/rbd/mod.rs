@@ -287,6 +287,7 @@ impl<'c> IoCtx<'c> {
     /// `NotFound`; `PermissionDenied` before the deferment end without `force`;
     /// `NotEmpty`/`Busy` while it has snapshots with children.
     pub(crate) fn trash_remove_unlocked(&self, id: &str, force: bool) -> Result<()> {
+        let _span = crate::trace::span("remove");
         let i = cstring("image id", id)?;
         // SAFETY: `self.raw()` is live; `i` outlives the call.
         let r = unsafe { sys::rbd_trash_remove(self.raw(), i.as_ptr(), force) };

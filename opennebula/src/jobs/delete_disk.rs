@@ -1,6 +1,6 @@
-//! TM delete of a disk: the disk with every image and snapshot it owns; then the
-//! base snapshot of the image it was cloned from, once no clone uses it; then
-//! whatever trashed images their last clone no longer holds.
+//! TM delete of a disk: the disk with every image and snapshot it owns (and the
+//! trashed ancestors it was the last clone of); then the base snapshot of the
+//! image it was cloned from, once no clone uses it.
 
 use rbdx_core::Cluster;
 use rbdx_core::ops;
@@ -36,12 +36,7 @@ pub fn run(
             Err(e) => return Err(e).context(format!("dropping {b}@{BASE_SNAP}")),
         }
     }
-    // The disk is gone; what reclaim meets belongs to other images and the
-    // monitor retries it.
-    match disk::reclaim(c, &h) {
-        Ok((0, _)) => {}
-        Ok((freed, _)) => log.push(format!("reclaimed {freed} image(s) whose clones are gone")),
-        Err(e) => log.push(format!("reclaiming trashed images failed (the monitor retries): {e}")),
-    }
+    // The ancestors the disk kept in the trash were freed with it; the rest of
+    // the pool is the monitor's periodic reclaim.
     Done::nothing()
 }
