@@ -342,8 +342,11 @@ fn panel(
     Ok(())
 }
 
+/// What a run measured: where, the workloads, and where the time goes.
+pub type Results = (Meta, Vec<Workload>, Vec<Breakdown>);
+
 /// The results of an earlier run (`results.json`), to render again.
-pub fn read(dir: &Path) -> Result<(Meta, Vec<Workload>, Vec<Breakdown>), Box<dyn std::error::Error>> {
+pub fn read(dir: &Path) -> Result<Results, Box<dyn std::error::Error>> {
     #[derive(Deserialize)]
     struct Doc {
         meta: Meta,

@@ -134,6 +134,30 @@ fn clone_chains_stay_within_the_configured_depth() {
 }
 
 #[test]
+fn an_unchanged_snapshot_taken_outside_the_book_is_entered_and_cloned() {
+    let s = Scratch::new("reuse");
+    let c = s.env.connect();
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
+    write(c, &head, 4 * MIB, 5);
+    d.snapshot_create("0").unwrap(); // the disk has a book
+    let io = ops::ioctx(c, &head).unwrap();
+    disk::ensure_snapshot(&io, &head.name, "snap").unwrap(); // as TM clone takes its base
+    let reusable = |n: &str| n == "snap";
+    assert_eq!(d.unchanged_snapshot(reusable).unwrap().as_deref(), Some("snap"));
+    assert_eq!(d.locate("snap").unwrap().as_deref(), Some(head.name.as_str()), "now in the book");
+    let target = s.spec("saved");
+    d.clone_snapshot("snap", &target, &ec_config(&s)).unwrap();
+    assert_eq!(sum(c, &target), sum(c, &head));
+    assert_eq!(d.cloned_into(&target).unwrap().as_deref(), Some("snap"));
+    write(c, &head, MIB, 6);
+    assert_eq!(d.unchanged_snapshot(reusable).unwrap(), None, "written since");
+    Disk::new(c, target, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
+    s.finish(c);
+}
+
+#[test]
 fn a_save_as_clone_outlives_its_source_disk() {
     let s = Scratch::new("saveas");
     let c = s.env.connect();

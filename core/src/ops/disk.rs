@@ -519,24 +519,10 @@ impl<'c> Disk<'c> {
             .ok_or_else(|| Error::NotFound(format!("{} has no snapshot {snap}", self.head)))?
             .clone();
         let name = self.head.name.clone();
-        super::refuse_in_use(&io.open_read_only(&name, None)?, &self.head)?;
-        let temp = revert_temp_name(&name);
-
-        // A clone left by an interrupted run is reused only if it is the one this
-        // run would build.
-        if let Ok(t) = io.open_read_only(&temp, None) {
-            // An interrupted run may not have written its markers yet: the
-            // parent link alone says whether this is the clone we want.
-            let same = t.parent()?.is_some_and(|p| p.image.name == holder && p.snap_name == snap);
-            drop(t);
-            if !same {
-                super::remove(self.cluster, &self.head.sibling(&temp)?, super::RemoveOptions::default())?;
-            }
-        }
-
         // What the old head becomes: a carrier if it holds snapshots.
         let head_snaps: Vec<(u64, String)> = {
             let h = io.open_read_only(&name, None)?;
+            super::refuse_in_use(&h, &self.head)?;
             let mut v = Vec::new();
             for s in h.snapshots()? {
                 if h.snap_namespace(s.id)? == SnapNamespace::User {
@@ -546,8 +532,26 @@ impl<'c> Disk<'c> {
             v
         };
         let carrier = (!head_snaps.is_empty()).then(|| self.naming.carrier(&name, &head_snaps));
+        let temp = revert_temp_name(&name);
 
-        if !Self::exists(io, &temp)? {
+        // A clone left by an interrupted run is reused only if it is the one this
+        // run would build. (No id object: no such image, without opening it.)
+        let mut have_temp = io.object_exists(&format!("rbd_id.{temp}"))? || Self::exists(io, &temp)?;
+        if have_temp {
+            // An interrupted run may not have written its markers yet: the
+            // parent link alone says whether this is the clone we want.
+            let same = match io.open_read_only(&temp, None) {
+                Ok(t) => t.parent()?.is_some_and(|p| p.image.name == holder && p.snap_name == snap),
+                Err(e) if e.is_not_found() => false,
+                Err(e) => return Err(e),
+            };
+            if !same {
+                super::remove(self.cluster, &self.head.sibling(&temp)?, super::RemoveOptions::default())?;
+                have_temp = false;
+            }
+        }
+
+        if !have_temp {
             let format = match cfg.clone_format {
                 CloneFormat::Auto => cluster_clone_format(self.cluster)?,
                 CloneFormat::V1 => 1,
@@ -565,9 +569,9 @@ impl<'c> Disk<'c> {
                 &opts,
             )?;
         }
-        // A clone left by an interrupted run may still carry its parent's keys.
-        super::strip_inherited(io, &temp)?;
         let t = io.open(&temp)?;
+        // A clone left by an interrupted run may still carry its parent's keys.
+        super::strip_inherited_of(&t)?;
         // The new head's book: the old one, with the old head's snapshots moved to
         // the carrier.
         t.metadata_set(KEY_DISK, &name)?;
@@ -591,8 +595,9 @@ impl<'c> Disk<'c> {
             Some(c) => io.rename_image(&name, c)?,
             None => io.remove_image(&name)?,
         }
-        finish_revert(io, &temp, &name)?;
-        self.collect_all_carriers(io)
+        let head = finish_revert_to(io, &temp, &name, carrier.as_deref())?;
+        let carriers: BTreeSet<String> = book.carriers.into_iter().chain(carrier).collect();
+        self.collect_carriers(io, &head, &carriers)
     }
 
     /// Removes the head and every carrier with their snapshots. Images that clones
@@ -749,8 +754,8 @@ impl<'c> Disk<'c> {
             .get(snap)
             .ok_or_else(|| Error::NotFound(format!("{} has no snapshot {snap}", self.head)))?;
         let tio = ioctx(self.cluster, target)?;
-        let exists = match tio.open_read_only(&target.name, None) {
-            Ok(t) => {
+        let exists = match new_image(&tio, &target.name)? {
+            Some(t) => {
                 let ours = t.parent()?.is_some_and(|p| p.image.name == *holder && p.snap_name == snap)
                     || t.metadata_get(KEY_CLONED_FROM)?.as_deref() == Some(&format!("{holder}@{snap}"));
                 if !ours {
@@ -758,8 +763,7 @@ impl<'c> Disk<'c> {
                 }
                 true
             }
-            Err(e) if e.is_not_found() => false,
-            Err(e) => return Err(e),
+            None => false,
         };
         if exists {
             // Made by an interrupted run: finish what it did after the clone.
@@ -824,7 +828,8 @@ impl Disk<'_> {
     /// after it, read from the object maps (fast-diff; no data is read). A clone
     /// of it holds what a clone of a snapshot taken now would, without the OSD
     /// map update every new snapshot waits for. `None` when there is no such
-    /// snapshot, or when the head has no valid fast-diff to answer cheaply.
+    /// snapshot, or when the head has no valid fast-diff to answer cheaply. A
+    /// snapshot the disk's book lacks is entered in it (no new snapshot).
     ///
     /// # Errors
     /// `NotFound` for a missing head; Ceph errors.
@@ -848,7 +853,17 @@ impl Disk<'_> {
             changed = true;
             Ok(())
         })?;
-        Ok((!changed).then_some(base.name))
+        if changed {
+            return Ok(None);
+        }
+        // Taken outside the book (a base snapshot, or a run interrupted before
+        // its entry was written): enter it, as taking it again would.
+        let booked = head.metadata_get(&format!("{KEY_SNAP_PREFIX}{}", base.name))?;
+        drop(head);
+        if booked.as_deref() != Some(self.head.name.as_str()) {
+            self.snapshot_create(&base.name)?;
+        }
+        Ok(Some(base.name))
     }
 
     /// The snapshot of this disk's head that `target` is a clone of (by its
@@ -859,10 +874,8 @@ impl Disk<'_> {
     /// Ceph errors.
     pub fn cloned_into(&self, target: &ImageSpec) -> Result<Option<String>> {
         let io = ioctx(self.cluster, target)?;
-        let t = match io.open_read_only(&target.name, None) {
-            Ok(t) => t,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(t) = new_image(&io, &target.name)? else {
+            return Ok(None);
         };
         if let Some(p) = t.parent()? {
             let same_pool = p.image.pool == self.head.pool && p.image.namespace == self.head.namespace;
@@ -885,10 +898,8 @@ impl Disk<'_> {
     pub fn check_clone_target(&self, snap: &str, target: &ImageSpec, data_pool: Option<&str>) -> Result<()> {
         super::check_data_pool(self.cluster, data_pool)?;
         let io = ioctx(self.cluster, target)?;
-        let t = match io.open_read_only(&target.name, None) {
-            Ok(t) => t,
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) => return Err(e),
+        let Some(t) = new_image(&io, &target.name)? else {
+            return Ok(());
         };
         let from_parent = t.parent()?.is_some_and(|p| p.snap_name == snap);
         let from_marker = t
@@ -902,11 +913,36 @@ impl Disk<'_> {
     }
 }
 
+/// Image `name` that rbdx creates (format 2), opened read-only, or `None` when
+/// it does not exist: its id object answers that in one read, where a failed
+/// open costs several.
+fn new_image<'io>(io: &'io IoCtx<'_>, name: &str) -> Result<Option<crate::Image<'io>>> {
+    if !io.object_exists(&format!("rbd_id.{name}"))? {
+        return Ok(None);
+    }
+    match io.open_read_only(name, None) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Renames the finished revert clone into place and clears its revert markers.
 fn finish_revert(io: &IoCtx<'_>, temp: &str, head: &str) -> Result<()> {
     let carrier = io.open_read_only(temp, None)?.metadata_get(KEY_REVERT_CARRIER)?;
-    if let Some(c) = carrier.filter(|c| !c.is_empty()) {
-        match strip_book(io, &c) {
+    finish_revert_to(io, temp, head, carrier.as_deref().filter(|c| !c.is_empty())).map(drop)
+}
+
+/// [`finish_revert`] when the carrier (the old head, if it was kept) is known;
+/// returns the new head, open.
+fn finish_revert_to<'io>(
+    io: &'io IoCtx<'_>,
+    temp: &str,
+    head: &str,
+    carrier: Option<&str>,
+) -> Result<LockedImage<'io>> {
+    if let Some(c) = carrier {
+        match strip_book(io, c) {
             Err(e) if e.is_not_found() => {}
             other => other?,
         }
@@ -914,7 +950,8 @@ fn finish_revert(io: &IoCtx<'_>, temp: &str, head: &str) -> Result<()> {
     io.rename_image(temp, head)?;
     let img = io.open(head)?;
     img.metadata_remove(KEY_REVERT_TO)?;
-    img.metadata_remove(KEY_REVERT_CARRIER)
+    img.metadata_remove(KEY_REVERT_CARRIER)?;
+    Ok(img)
 }
 
 /// Removes the head-only bookkeeping from an image that became a carrier.

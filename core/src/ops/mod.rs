@@ -295,7 +295,15 @@ pub fn refuse_in_use(img: &Image<'_>, spec: &ImageSpec) -> Result<()> {
 /// # Errors
 /// Ceph errors.
 pub fn strip_inherited(io: &IoCtx<'_>, name: &str) -> Result<()> {
-    let img = io.open(name)?;
+    strip_inherited_of(&*io.open(name)?)
+}
+
+/// [`strip_inherited`] of an image already open read-write.
+///
+/// # Errors
+/// Ceph errors.
+pub fn strip_inherited_of(img: &Image<'_>) -> Result<()> {
+    let name = img.name();
     if img.metadata_get(disk::KEY_DISK)?.as_deref() == Some(name) {
         return Ok(());
     }
