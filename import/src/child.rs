@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,6 +21,9 @@ use crate::error::{Error, Result};
 
 /// The process groups of the children started and not yet reaped.
 static RUNNING: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Set by [`kill_all`]: nothing is started any more.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 fn record(pgid: i32, running: bool) {
     let mut set = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
@@ -37,8 +41,14 @@ fn record(pgid: i32, running: bool) {
 /// # Errors
 /// The spawn error.
 pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    // Spawned and recorded under the lock `kill_all` takes: a child started
+    // while the deadline passes is either killed with the others or not started.
+    let mut set = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
+    if STOPPING.load(Ordering::SeqCst) {
+        return Err(std::io::Error::other("the action is past its deadline"));
+    }
     let child = cmd.process_group(0).spawn()?;
-    record(i32::try_from(child.id()).unwrap_or(i32::MAX), true);
+    set.get_or_insert_with(HashSet::new).insert(i32::try_from(child.id()).unwrap_or(i32::MAX));
     Ok(child)
 }
 
@@ -53,10 +63,10 @@ pub fn kill(child: &mut Child) {
 
 /// Kills every recorded child and what it started (an action past its deadline).
 pub fn kill_all() {
-    let groups: Vec<i32> =
-        RUNNING.lock().unwrap_or_else(PoisonError::into_inner).iter().flatten().copied().collect();
-    for g in groups {
-        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    let set = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
+    STOPPING.store(true, Ordering::SeqCst);
+    for g in set.iter().flatten() {
+        let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
     }
 }
 
