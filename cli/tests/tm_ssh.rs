@@ -83,12 +83,7 @@ fn actions_run_on_the_host_through_one_ssh_round_trip() {
 fn one_ping_times_the_oned_call_the_hop_and_the_connection_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sshd = Sshd::start(dir.path());
-    let config = format!(
-        "EXECUTION = ssh\nSSH = {}\nREMOTE_DIR = {}\nACTION_TIMEOUT = 120\n",
-        sshd.ssh_setting(),
-        remotes(dir.path())
-    );
-    let e = OneEnv::new(Path::new(env!("CARGO_BIN_EXE_rbdx")), &config);
+    let e = ssh_env(dir.path(), &sshd);
     e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, false, &[]));
     let trace = e.dir.path().join("trace.jsonl");
     let ds = IMAGE_DS.to_string();
