@@ -225,7 +225,13 @@ impl<'c> Disk<'c> {
         Ok(out)
     }
 
+    /// Whether image `name` exists: its id object answers in one OSD read where
+    /// an open takes several; without it (an image of another format), the open
+    /// decides.
     fn exists(io: &IoCtx<'_>, name: &str) -> Result<bool> {
+        if has_id_object(io, name)? {
+            return Ok(true);
+        }
         match io.open_read_only(name, None) {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
@@ -235,9 +241,7 @@ impl<'c> Disk<'c> {
 
     /// Finishes a revert that was interrupted after the old head was moved away.
     fn recover(&self, io: &IoCtx<'_>) -> Result<()> {
-        // The head's id object is one OSD read where an open is several; without
-        // it (an image of another format), the open decides.
-        if io.object_exists(&format!("rbd_id.{}", self.head.name))? || Self::exists(io, &self.head.name)? {
+        if Self::exists(io, &self.head.name)? {
             return Ok(());
         }
         let temp = revert_temp_name(&self.head.name);
@@ -311,10 +315,8 @@ impl<'c> Disk<'c> {
                 carrier = io.open(holder)?;
                 &carrier
             };
-            for s in img.snapshots()? {
-                if img.snap_namespace(s.id)? == SnapNamespace::User {
-                    book.snaps.insert(s.name, holder.clone());
-                }
+            for s in user_snapshots(img)? {
+                book.snaps.insert(s.name, holder.clone());
             }
             img.metadata_set(KEY_DISK, name)?;
         }
@@ -356,13 +358,7 @@ impl<'c> Disk<'c> {
                 continue;
             }
             let user_snaps = |img: &crate::Image<'_>| -> Result<BTreeSet<String>> {
-                let mut v = BTreeSet::new();
-                for s in img.snapshots()? {
-                    if img.snap_namespace(s.id)? == SnapNamespace::User {
-                        v.insert(s.name);
-                    }
-                }
-                Ok(v)
+                Ok(user_snapshots(img)?.into_iter().map(|s| s.name).collect())
             };
             let names = if *holder == self.head.name {
                 user_snaps(head)?
@@ -523,20 +519,14 @@ impl<'c> Disk<'c> {
         let head_snaps: Vec<(u64, String)> = {
             let h = io.open_read_only(&name, None)?;
             super::refuse_in_use(&h, &self.head)?;
-            let mut v = Vec::new();
-            for s in h.snapshots()? {
-                if h.snap_namespace(s.id)? == SnapNamespace::User {
-                    v.push((s.id, s.name));
-                }
-            }
-            v
+            user_snapshots(&h)?.into_iter().map(|s| (s.id, s.name)).collect()
         };
         let carrier = (!head_snaps.is_empty()).then(|| self.naming.carrier(&name, &head_snaps));
         let temp = revert_temp_name(&name);
 
         // A clone left by an interrupted run is reused only if it is the one this
-        // run would build. (No id object: no such image, without opening it.)
-        let mut have_temp = io.object_exists(&format!("rbd_id.{temp}"))? || Self::exists(io, &temp)?;
+        // run would build.
+        let mut have_temp = Self::exists(io, &temp)?;
         if have_temp {
             // An interrupted run may not have written its markers yet: the
             // parent link alone says whether this is the clone we want.
@@ -917,7 +907,7 @@ impl Disk<'_> {
 /// it does not exist: its id object answers that in one read, where a failed
 /// open costs several.
 fn new_image<'io>(io: &'io IoCtx<'_>, name: &str) -> Result<Option<crate::Image<'io>>> {
-    if !io.object_exists(&format!("rbd_id.{name}"))? {
+    if !has_id_object(io, name)? {
         return Ok(None);
     }
     match io.open_read_only(name, None) {
@@ -925,6 +915,22 @@ fn new_image<'io>(io: &'io IoCtx<'_>, name: &str) -> Result<Option<crate::Image<
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Whether image `name` has the id object librbd gives every format-2 image.
+fn has_id_object(io: &IoCtx<'_>, name: &str) -> Result<bool> {
+    io.object_exists(&format!("rbd_id.{name}"))
+}
+
+/// The user snapshots of `img` (not those librbd keeps in the trash namespace).
+fn user_snapshots(img: &crate::Image<'_>) -> Result<Vec<crate::rbd::Snapshot>> {
+    let mut v = Vec::new();
+    for s in img.snapshots()? {
+        if img.snap_namespace(s.id)? == SnapNamespace::User {
+            v.push(s);
+        }
+    }
+    Ok(v)
 }
 
 /// Renames the finished revert clone into place and clears its revert markers.
