@@ -435,7 +435,9 @@ fn removing_a_parent_whose_protected_clones_wait_in_the_trash_trashes_it_for_rec
     assert_eq!(trash.len(), 2, "both wait in the trash: {trash:?}");
     // Reclaim waits while the clone is in the trash (no churn), and frees the
     // parent once the clone is purged.
-    assert_eq!(disk::reclaim(c, &parent).unwrap().0, 0);
+    // (The count is pool-wide and other tests reclaim in parallel: look at ours.)
+    disk::reclaim(c, &parent).unwrap();
+    assert!(io.trash_list().unwrap().iter().any(|e| e.name == parent.name), "the parent still waits");
     let child_entry = io.trash_list().unwrap().into_iter().find(|e| e.name == child.name).unwrap();
     io.trash_remove(&child_entry.id, true).unwrap();
     let left = rbdx_tests::reclaim_until_gone(c, &s.env.pool, |n| n == parent.name);
