@@ -28,6 +28,7 @@
 pub mod backup;
 pub mod child;
 pub mod error;
+pub mod export;
 pub mod intake;
 
 use std::fs::File;

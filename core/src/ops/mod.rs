@@ -14,6 +14,7 @@
 //!   the cluster allows and protects only when needed.
 
 mod build;
+pub mod changes;
 pub mod disk;
 mod pool;
 mod read;
