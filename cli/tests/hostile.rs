@@ -558,6 +558,8 @@ fn tm_cases(fx: &Fx, k: &mut Corpus) {
         k.add("tm", format!("{action}: {label}"), fx.tm(action, &args), Vec::new(), Contract::Stderr, want);
     };
 
+    let backup_args =
+        vec![format!("{h}:{vm_dir}"), "0".into(), format!("one-{vm}"), "-".into(), vm.clone(), sys.clone()];
     // Every action, with oned's valid arguments as the base of the variants.
     let valid: Vec<(&str, Vec<String>, usize)> = vec![
         ("clone", vec![src.clone(), p(0), vm.clone(), ds.clone()], 4),
@@ -576,7 +578,11 @@ fn tm_cases(fx: &Fx, k: &mut Corpus) {
         ("mv", vec![format!("{h}:{vm_dir}"), format!("otherhost:{vm_dir}"), vm.clone(), sys.clone()], 4),
         ("mvds", vec![p(1), fx.pimg.to_string(), vm.clone(), ds.clone()], 4),
         ("mvds.ssh", vec![ps(1), fx.pimg.to_string(), vm.clone(), ds.clone()], 4),
+        ("postbackup", backup_args.clone(), 6),
+        ("postbackup_live", backup_args.clone(), 6),
         ("postmigrate", vec![h.into(), h.into(), vm_dir.clone(), vm.clone(), sys.clone()], 5),
+        ("prebackup", backup_args.clone(), 6),
+        ("prebackup_live", backup_args.clone(), 6),
         ("premigrate", vec![h.into(), h.into(), vm_dir.clone(), vm.clone(), sys.clone()], 5),
         ("resize", vec![p(0), "64".into(), vm.clone(), ds.clone()], 3),
         ("resize.ssh", vec![ps(0), "64".into(), vm.clone(), ds.clone()], 3),
@@ -601,6 +607,19 @@ fn tm_cases(fx: &Fx, k: &mut Corpus) {
         tm(action, args[..min - 1].to_vec(), "one argument too few", wrong);
     }
     tm("../../../bin/sh", vec![], "an action name that is a path", Some("unknown TM action"));
+    for (at, v, label, want) in [
+        (1, "0:x", "a disk id list with a word", "invalid disk id"),
+        (1, "0;id", "a disk id list with `;`", "invalid disk id"),
+        (1, "", "an empty disk id list", "invalid disk id"),
+        (4, "-1", "a negative VM id", "invalid VM id"),
+        (5, "x", "a bad datastore id", "invalid datastore id"),
+        (0, "h$(id):/var/lib/one/datastores/0/1", "a host with $()", "invalid host"),
+        (0, "localhost:/var/lib/one/datastores/0/../../../etc", "a system dir with `..`", ".."),
+        (0, "localhost:/", "the root as the system dir", "refusing"),
+    ] {
+        tm("prebackup", with(&backup_args, at, v), label, Some(want));
+        tm("postbackup", with(&backup_args, at, v), label, Some(want));
+    }
     tm("", vec![], "an empty action name", Some("unknown TM action"));
 
     // Malformed host:path where a disk path is needed.

@@ -106,6 +106,89 @@ impl VmPath {
     }
 }
 
+/// A VM's backup directory on a host: `<sysdir>/backup` (`…/<ds>/<vm>/backup`)
+/// or, with `BACKUP_BASE_PATH`, `<base>/<vm>/backup`, where `<base>/<vm>` is
+/// the VM's own and removed with it. Checked again on the host before use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupDir {
+    /// The path.
+    pub path: String,
+    /// The VM id.
+    pub vm: u32,
+    /// Under BACKUP_BASE_PATH: `<base>/<vm>` goes with the backup directory.
+    pub own_parent: bool,
+}
+
+impl BackupDir {
+    /// The backup directory of VM `vm`: `<sysdir>/backup`, or
+    /// `<base>/<vm>/backup` with a BACKUP_BASE_PATH.
+    ///
+    /// # Errors
+    /// One line when the result is not such a directory.
+    pub fn new(sysdir: &str, base: Option<&str>, vm: u32) -> Result<Self> {
+        let d = match base {
+            Some(b) => {
+                Self { path: format!("{}/{vm}/backup", b.trim_end_matches('/')), vm, own_parent: true }
+            }
+            None => Self { path: format!("{}/backup", sysdir.trim_end_matches('/')), vm, own_parent: false },
+        };
+        d.check()?;
+        Ok(d)
+    }
+
+    /// The directory, checked: normalised, deep enough, ending in `<vm>/backup`.
+    ///
+    /// # Errors
+    /// One line naming the path.
+    pub fn check(&self) -> Result<&Path> {
+        check_path(&self.path)?;
+        let normal = !self.path.contains("//") && !self.path.split('/').any(|c| c == ".");
+        let parts: Vec<&str> = self.path.split('/').collect();
+        let n = parts.len();
+        if normal && n >= 4 && parts[n - 1] == "backup" && parts[n - 2] == self.vm.to_string() {
+            Ok(Path::new(&self.path))
+        } else {
+            Err(Error::Failed(format!(
+                "refusing {:?}: not the backup directory of VM {}",
+                self.path, self.vm
+            )))
+        }
+    }
+
+    /// What is removed after the backup: the directory, or `<base>/<vm>`.
+    ///
+    /// # Errors
+    /// One line naming the path.
+    pub fn removable(&self) -> Result<&Path> {
+        let p = self.check()?;
+        match (self.own_parent, p.parent()) {
+            (true, Some(parent)) => Ok(check_path(parent.to_str().unwrap_or(""))?),
+            _ => Ok(p),
+        }
+    }
+}
+
+/// Removes `path` and what is under it, without following a symlink at any
+/// level (a link in its place is removed, not its target); a missing path is
+/// fine.
+///
+/// # Errors
+/// File errors.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    let r = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::Io { context: format!("removing {}", path.display()), source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks a path on a host: absolute, no `..`, no control characters, and at
 /// least three components deep (never `/` or `/var`).
 ///

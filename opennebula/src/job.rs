@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::access::CephAccess;
 use crate::error::{Error, Result};
-use crate::hostfs::VmPath;
+use crate::hostfs::{BackupDir, VmPath};
 pub use crate::jobs::import::ImportJob;
 use crate::jobs::{self, Done};
 
@@ -31,6 +31,35 @@ pub struct Freeze {
     /// neither works (a save-as of a running disk must be consistent).
     #[serde(default)]
     pub or_suspend: bool,
+}
+
+/// What one disk's backup is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BackupKind {
+    /// A full backup.
+    Full,
+    /// An incremental backup: the first (`last` none) or the one after `last`.
+    Increment {
+        /// The last increment taken.
+        last: Option<u32>,
+        /// As an `rbd export-diff` stream (backup image FORMAT rbd), not qcow2.
+        rbdiff: bool,
+    },
+}
+
+/// One disk of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupDisk {
+    /// The DISK_ID.
+    pub id: u32,
+    /// Ceph access for it.
+    pub ceph: CephAccess,
+    /// Its image.
+    pub image: String,
+    /// Full or incremental.
+    pub kind: BackupKind,
 }
 
 /// One action's Ceph work. Image names are `pool[/namespace]/image` strings.
@@ -177,6 +206,30 @@ pub enum Job {
         remove_file: bool,
         /// Freeze the guest while reading the file.
         freeze: Option<Freeze>,
+    },
+    /// TM prebackup(_live): the VM's disks written into its backup directory on
+    /// the host (see [`crate::jobs::backup`]).
+    Backup {
+        /// The backup directory (emptied first).
+        dir: BackupDir,
+        /// `vm.xml`: the VM document, base64, as the stock driver writes it.
+        vm_xml: String,
+        /// The disks.
+        disks: Vec<BackupDisk>,
+        /// A running VM: snapshot it rather than read the head.
+        live: bool,
+        /// Quiesce the guest around the snapshots.
+        freeze: Option<Freeze>,
+    },
+    /// TM postbackup(_live): the backup directory removed and each disk's
+    /// backup snapshots but the next increment's base.
+    BackupCleanup {
+        /// The backup directory.
+        dir: BackupDir,
+        /// The disks.
+        disks: Vec<BackupDisk>,
+        /// Whether the backup reached the datastore.
+        success: bool,
     },
     /// TM resize.ssh: grow a raw disk file on the host.
     ResizeFile {
@@ -399,6 +452,10 @@ impl Job {
             Self::Monitor { ceph, pool, ec_pool, vm_disks } => {
                 monitor::run(&ceph.connect()?, pool, ec_pool.as_deref(), *vm_disks, log)
             }
+            Self::Backup { dir, vm_xml, disks, live, freeze } => {
+                backup::run(dir, vm_xml, disks, *live, freeze.as_ref(), log)
+            }
+            Self::BackupCleanup { dir, disks, success } => backup::cleanup(dir, disks, *success, log),
             Self::ResizeFile { path, size_mb } => resize_file::run(path, *size_mb),
             Self::RemoveDir { path } => remove_dir::run(path, log),
             Self::ProbeDir { path, mark, find } => probe_dir::run(path, mark.as_deref(), find.as_deref()),

@@ -32,6 +32,30 @@ pub fn saveas_snapshot(target_image: &str) -> String {
     format!("rbdx.saveas.{target_image}")
 }
 
+/// The snapshot a full live backup exports (removed after it), as the stock drivers name it.
+pub const BACKUP_SNAP: &str = "one_backup";
+
+/// The snapshot an incremental backup keeps as the base of the next one:
+/// `one_backup_<n>` (the stock name, so a chain survives a driver switch).
+pub fn backup_increment_snap(n: u32) -> String {
+    format!("one_backup_{n}")
+}
+
+/// `n` if `snap` is an incremental backup's snapshot `one_backup_<n>`.
+pub fn backup_increment_of(snap: &str) -> Option<u32> {
+    let n = snap.strip_prefix("one_backup_")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// Whether `snap` is a backup's snapshot (never a user's: it does not name the
+/// carrier a revert makes).
+pub fn is_backup_snapshot(snap: &str) -> bool {
+    snap == BACKUP_SNAP || backup_increment_of(snap).is_some()
+}
+
 /// Whether a save-as may clone `snap` in place of a new snapshot when the disk
 /// has not changed since it: an earlier save-as's snapshot, or [`BASE_SNAP`]
 /// (never a user's snapshot, which the user may delete or revert to).
@@ -51,13 +75,12 @@ pub static ONE: OneNaming = OneNaming;
 
 impl Naming for OneNaming {
     fn carrier(&self, head: &str, snaps: &[(u64, String)]) -> String {
-        let numeric: Vec<&str> = snaps
-            .iter()
-            .map(|(_, n)| n.as_str())
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            .collect();
-        if !numeric.is_empty() && numeric.len() == snaps.len() {
-            format!("{head}-{}", numeric.join(":"))
+        // Backup snapshots ride along on the carrier without naming it.
+        let named: Vec<&str> =
+            snaps.iter().map(|(_, n)| n.as_str()).filter(|n| !is_backup_snapshot(n)).collect();
+        let numeric = |n: &&str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+        if !named.is_empty() && named.iter().all(numeric) {
+            format!("{head}-{}", named.join(":"))
         } else {
             disk::rbdx_carrier(head, snaps)
         }
@@ -86,6 +109,8 @@ mod tests {
         let s = |v: &[(u64, &str)]| v.iter().map(|(i, n)| (*i, n.to_string())).collect::<Vec<_>>();
         assert_eq!(ONE.carrier("one-3-13-0", &s(&[(4, "1"), (9, "2")])), "one-3-13-0-1:2");
         assert_eq!(ONE.carrier("one-3", &s(&[(4, "1"), (7, "rbdx.saveas")])), "one-3.rbdx-c7");
+        assert_eq!(ONE.carrier("one-3", &s(&[(4, "1"), (5, "one_backup_3"), (6, "2")])), "one-3-1:2");
+        assert_eq!(ONE.carrier("one-3", &s(&[(5, "one_backup")])), "one-3.rbdx-c5");
     }
 
     #[test]
@@ -99,6 +124,17 @@ mod tests {
         for user in ["rbdx.saveas", "0", "12", "one_backup_1", "snap2"] {
             assert!(!is_reusable_snapshot(user), "{user}");
         }
+    }
+
+    #[test]
+    fn backup_snapshots_keep_the_stock_names() {
+        assert_eq!(backup_increment_snap(7), "one_backup_7");
+        assert_eq!(backup_increment_of("one_backup_12"), Some(12));
+        for other in ["one_backup", "one_backup_", "one_backup_x", "one_backup_-1", "1", "one_backup_1a"] {
+            assert_eq!(backup_increment_of(other), None, "{other}");
+        }
+        assert!(is_backup_snapshot("one_backup") && is_backup_snapshot("one_backup_0"));
+        assert!(!is_backup_snapshot("0") && !is_backup_snapshot("snap"));
     }
 
     #[test]

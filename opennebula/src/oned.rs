@@ -204,6 +204,19 @@ impl Oned {
         Datastore::parse(&doc)
     }
 
+    /// `one.image.info`: the `<IMAGE>` document.
+    ///
+    /// # Errors
+    /// [`Error::Oned`] when oned fails or answers something unreadable.
+    pub fn image(&self, id: u32) -> Result<Element> {
+        let doc = self.call("one.image.info", &[Value::Int(id.into()), Value::Bool(false)])?;
+        let root = Element::parse(&doc).map_err(|e| err(format!("image document: {e}")))?;
+        if root.name != "IMAGE" {
+            return Err(err(format!("expected an IMAGE document, got <{}>", root.name)));
+        }
+        Ok(root)
+    }
+
     /// `one.hostpool.info`: every host's name, state and hypervisor.
     ///
     /// # Errors

@@ -19,6 +19,7 @@ struct State {
     dir: Option<PathBuf>,
     vms: HashMap<u32, String>,
     datastores: HashMap<u32, String>,
+    images: HashMap<u32, String>,
     hosts: String,
     calls: Vec<String>,
     requests: Vec<String>,
@@ -68,6 +69,11 @@ impl OnedDouble {
     /// Serves `<DATASTORE>` document `xml` for datastore `id`.
     pub fn set_datastore(&self, id: u32, xml: String) {
         self.state.lock().unwrap().datastores.insert(id, xml);
+    }
+
+    /// Serves `<IMAGE>` document `xml` for image `id`.
+    pub fn set_image(&self, id: u32, xml: String) {
+        self.state.lock().unwrap().images.insert(id, xml);
     }
 
     /// Serves this host pool: `(name, state)` each.
@@ -165,6 +171,14 @@ fn serve(conn: TcpStream, state: &Mutex<State>, session: &str) {
                 None => reply(
                     false,
                     &format!("[one.datastore.info] Error getting datastore [{}].", id.unwrap_or(0)),
+                    1024,
+                ),
+            },
+            "one.image.info" => match id.and_then(|i| st.images.get(&i).cloned()).as_deref() {
+                Some(doc) => reply(true, doc, 0),
+                None => reply(
+                    false,
+                    &format!("[one.image.info] Error getting image [{}].", id.unwrap_or(0)),
                     1024,
                 ),
             },

@@ -11,7 +11,7 @@ use context::Ctx;
 use rbdx_one::Error;
 
 /// Every action name, as installed under `remotes/tm/<driver>/`.
-pub const ACTIONS: [&str; 24] = [
+pub const ACTIONS: [&str; 28] = [
     "clone",
     "clone.ssh",
     "context",
@@ -28,7 +28,11 @@ pub const ACTIONS: [&str; 24] = [
     "mv",
     "mvds",
     "mvds.ssh",
+    "postbackup",
+    "postbackup_live",
     "postmigrate",
+    "prebackup",
+    "prebackup_live",
     "premigrate",
     "resize",
     "resize.ssh",
@@ -40,8 +44,18 @@ pub const ACTIONS: [&str; 24] = [
 
 /// The actions that copy whole images or directories: TRANSFER_TIMEOUT is their
 /// deadline, ACTION_TIMEOUT every other's.
-const TRANSFERS: [&str; 8] =
-    ["clone.ssh", "ln.ssh", "mvds.ssh", "cpds.ssh", "mv", "premigrate", "postmigrate", "context"];
+const TRANSFERS: [&str; 10] = [
+    "clone.ssh",
+    "ln.ssh",
+    "mvds.ssh",
+    "cpds.ssh",
+    "mv",
+    "premigrate",
+    "postmigrate",
+    "context",
+    "prebackup",
+    "prebackup_live",
+];
 
 /// Runs TM action `action` with oned's arguments; returns the exit code.
 pub fn main(action: &str, args: &[String]) -> i32 {
@@ -75,6 +89,9 @@ fn dispatch(action: &str, args: &[String], ctx: &Ctx) -> context::Result {
         "resize" => resize::run(args, ctx),
         "mvds" => noop::mvds(args),
         "mv" => migrate::mv(args, ctx),
+        "prebackup" => backup::pre(args, ctx, false),
+        "prebackup_live" => backup::pre(args, ctx, true),
+        "postbackup" | "postbackup_live" => backup::post(args, ctx),
         "premigrate" => migrate::premigrate(args, ctx, false),
         "postmigrate" => migrate::premigrate(args, ctx, true),
         "clone.ssh" => ssh_variants::clone(args, ctx),

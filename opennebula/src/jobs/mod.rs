@@ -2,6 +2,7 @@
 //! `job.rs` for the wire format; [`crate::job::Job::run`] dispatches here.
 //! Ceph jobs take the connected cluster; file jobs only touch the host's files.
 
+pub mod backup;
 pub mod checksum;
 pub mod clone_disk;
 pub mod delete_disk;

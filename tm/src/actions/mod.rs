@@ -1,6 +1,7 @@
 //! One file per action; each parses and validates its argv, asks oned for what it
 //! needs, builds a job and runs it.
 
+pub mod backup;
 pub mod clone;
 pub mod context;
 pub mod cpds;
