@@ -947,3 +947,80 @@ fn a_vm_directory_move_converges_from_every_crash_point() {
     assert!(k >= 4, "the move has {} crash points", k - 1);
     eprintln!("mv: {} crash points, each re-run converged", k - 1);
 }
+
+/// A reverted disk whose incremental backup chain is at `one_backup_0`, in a
+/// VM whose BACKUP_CONFIG asks for the next increment.
+fn vm_with_backup_chain(e: &OneEnv, case: &Case) {
+    vm_with_snapshots(e, case, true);
+    let c = e.cluster.connect();
+    let head = ImageSpec::new(&e.cluster.pool, &format!("one-{}-{}-0", case.img, case.vm)).unwrap();
+    let io = ops::ioctx(c, &head).unwrap();
+    let img = io.open(&head.name).unwrap();
+    img.snap_create("one_backup_0").unwrap();
+    fill(&img, 2 * MIB, MIB, 7);
+    drop(img);
+    e.oned.set_datastore(SYSTEM_DS, e.system_ds(SYSTEM_DS, false));
+    let disk = e.image_disk(0, &format!("{}/one-{}", e.cluster.pool, case.img), true, IMAGE_DS, 16);
+    let doc = vm_doc(case.vm, "localhost", 3, &[disk]).replace(
+        "</VM>",
+        "<BACKUPS><BACKUP_CONFIG><MODE>INCREMENT</MODE><LAST_INCREMENT_ID>0</LAST_INCREMENT_ID>\
+         </BACKUP_CONFIG></BACKUPS></VM>",
+    );
+    e.oned.set_vm(case.vm, doc);
+}
+
+fn backup(e: &OneEnv, case: &Case, action: &str, crash: Option<u32>) -> Output {
+    let sysdir = e.dir.path().join(format!("datastores/{SYSTEM_DS}/{}", case.vm));
+    let mut cmd = e.command(&["tm", action]);
+    cmd.args([
+        format!("localhost:{}", sysdir.display()),
+        "0".into(),
+        format!("one-{}", case.vm),
+        "-".into(),
+        case.vm.to_string(),
+        SYSTEM_DS.to_string(),
+    ]);
+    if let Some(k) = crash {
+        cmd.env("RBDX_CRASH_AT", k.to_string());
+    }
+    let doc = format!("<VM><ID>{}</ID><BACKUP_RESULT>SUCCESS</BACKUP_RESULT></VM>", case.vm);
+    rbdx_tests::run_with_stdin(&mut cmd, doc.as_bytes())
+}
+
+#[test]
+fn backups_converge_from_every_crash_point() {
+    let e = env();
+    let increment = |e: &OneEnv, case: &Case| {
+        let f = e.dir.path().join(format!("datastores/{SYSTEM_DS}/{}/backup/disk.0.1", case.vm));
+        format!("{:x}", checksum_file(&f))
+    };
+    let pre = converges(
+        &e,
+        &Scenario {
+            setup: &vm_with_backup_chain,
+            action: &|e, case, k| backup(e, case, "prebackup_live", k),
+            result: &|e, case, _| increment(e, case),
+            cleanup: &remove_all,
+        },
+    );
+    eprintln!("prebackup_live: {pre} crash points, each re-run converged on the same increment");
+    let post = every_crash_point(
+        &e,
+        &|e, case| {
+            vm_with_backup_chain(e, case);
+            assert_ok(&backup(e, case, "prebackup_live", None));
+        },
+        &|e, case, k| backup(e, case, "postbackup_live", k),
+        &remove_all,
+    );
+    assert!(pre >= 1 && post >= 1, "prebackup has {pre} and postbackup {post} crash points");
+    eprintln!("postbackup_live: {post} crash points, each re-run converged");
+}
+
+/// FNV-1a of a file's bytes.
+fn checksum_file(p: &Path) -> u64 {
+    std::fs::read(p)
+        .unwrap_or_default()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
