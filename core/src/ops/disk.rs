@@ -53,6 +53,9 @@ pub const KEY_CARRIER_PREFIX: &str = "rbdx.carrier.";
 /// On an image moved to the trash because clones still read from it: free it
 /// once they are gone.
 pub const KEY_RECLAIM: &str = "rbdx.reclaim";
+/// Prefix of the keys on an image put in a disk's place ([`Disk::replace_with`])
+/// naming the old disk's images still to remove.
+pub const KEY_REPLACED_PREFIX: &str = "rbdx.replaced.";
 /// On the clone a revert is building: the snapshot it reverts to.
 const KEY_REVERT_TO: &str = "rbdx.revert.to";
 /// On the clone a revert is building: what the old head becomes (`""`: removed).
@@ -647,6 +650,108 @@ impl<'c> Disk<'c> {
         Ok(())
     }
 
+    /// Puts image `new` (made beside the head, e.g. restored from a backup) in
+    /// the disk's place: the disk moves aside to `old` ([`Disk::rename`]), `new`
+    /// takes the head's name, and the old disk is removed as [`Disk::remove`]
+    /// removes (images that clones outside the disk read from wait in the trash:
+    /// nothing another image depends on is deleted). The new head starts with
+    /// no snapshots.
+    ///
+    /// Re-runnable: with `new` gone and `old` present, an earlier run put `new`
+    /// in place and only the removal of `old` is left; with both present, `old`
+    /// is an earlier run's and goes first. Nothing is ever removed before `new`
+    /// exists.
+    ///
+    /// # Errors
+    /// `NotFound` when neither `new` nor the head exists; [`Error::InUse`] while
+    /// a client has the head open; Ceph errors.
+    pub fn replace_with(
+        &self,
+        new: &str,
+        old: &str,
+        trash_delay: Option<u64>,
+        reclaim: Reclaim,
+    ) -> Result<()> {
+        let io = self.io()?;
+        let old_disk = Disk::new(self.cluster, self.head.sibling(old)?, self.naming);
+        // What an earlier run put in place may still have its old disk to remove.
+        self.dispose_replaced(&io, &old_disk, trash_delay, reclaim)?;
+        if !Self::exists(&io, new)? {
+            if Self::exists(&io, &self.head.name)? {
+                return Ok(());
+            }
+            return Err(Error::NotFound(format!("{} has no image {new} to put in place", self.head)));
+        }
+        if self.rename_unfinished(&io, old)? {
+            // The disk moved aside before an interruption: finish that first.
+            self.guarded(|io| self.retag(io, old))?;
+        }
+        // The new image records what it replaces (the disk's images, as they
+        // will be named), so that the removal can be finished whatever stops it
+        // (a re-run may bring a new image of its own: the disk may already be
+        // aside, its book on `old`).
+        let book = if Self::exists(&io, &self.head.name)? {
+            Some(self.guarded(|io| self.book(io))?)
+        } else if Self::exists(&io, old)? {
+            Some(old_disk.guarded(|io| old_disk.book(io))?)
+        } else {
+            None
+        };
+        if let Some(book) = book {
+            let n = io.open(new)?;
+            for name in book.carriers.iter().map(String::as_str).chain(std::iter::once(old)) {
+                n.metadata_set(&format!("{KEY_REPLACED_PREFIX}{name}"), "")?;
+            }
+        }
+        if Self::exists(&io, &self.head.name)? {
+            self.rename(old)?;
+        }
+        let guard = io.guard(&self.head.name)?;
+        io.rename_image(new, &self.head.name)?;
+        guard.release()?;
+        self.dispose_replaced(&io, &old_disk, trash_delay, reclaim)
+    }
+
+    /// Removes what the head records it replaced ([`KEY_REPLACED_PREFIX`]): the
+    /// old disk as [`Disk::remove`] removes it, then any recorded image an
+    /// interrupted removal left (children first, with the same trash rules),
+    /// then the record.
+    fn dispose_replaced(
+        &self,
+        io: &IoCtx<'c>,
+        old_disk: &Disk<'c>,
+        trash_delay: Option<u64>,
+        reclaim: Reclaim,
+    ) -> Result<()> {
+        let recorded: Vec<String> = match io.open_read_only(&self.head.name, None) {
+            Ok(h) => h
+                .metadata_list(KEY_REPLACED_PREFIX)?
+                .into_iter()
+                .filter_map(|(k, _)| k.strip_prefix(KEY_REPLACED_PREFIX).map(str::to_string))
+                .collect(),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        old_disk.remove(trash_delay, reclaim)?;
+        let mut left = Vec::new();
+        for name in &recorded {
+            if Self::exists(io, name)? {
+                left.push(name.clone());
+            }
+        }
+        for name in children_first(io, &left)? {
+            dispose(self.cluster, io, &name, trash_delay, reclaim)?;
+        }
+        let head = io.open(&self.head.name)?;
+        for name in &recorded {
+            head.metadata_remove(&format!("{KEY_REPLACED_PREFIX}{name}"))?;
+        }
+        Ok(())
+    }
+
     /// Renames the disk's head to `new_name` (same pool and namespace) and moves
     /// the bookkeeping with it; carriers keep their names (the book lists them).
     ///
@@ -669,20 +774,49 @@ impl<'c> Disk<'c> {
     }
 
     fn rename_in(&self, io: &IoCtx<'c>, new_name: &str) -> Result<Disk<'c>> {
-        let book = self.book(io)?;
+        let renamed = Disk::new(self.cluster, self.head.sibling(new_name)?, self.naming);
+        // A rename interrupted after the image moved: finish its bookkeeping.
+        if !Self::exists(io, &self.head.name)? && self.rename_unfinished(io, new_name)? {
+            self.retag(io, new_name)?;
+            return Ok(renamed);
+        }
+        self.book(io)?;
         super::refuse_in_use(&io.open_read_only(&self.head.name, None)?, &self.head)?;
         io.rename_image(&self.head.name, new_name)?;
+        self.retag(io, new_name)?;
+        Ok(renamed)
+    }
+
+    /// Whether image `moved` is this disk's head renamed, its bookkeeping not
+    /// yet moved with it (its [`KEY_DISK`] still names the old head).
+    fn rename_unfinished(&self, io: &IoCtx<'_>, moved: &str) -> Result<bool> {
+        match io.open_read_only(moved, None) {
+            Ok(img) => Ok(img.metadata_get(KEY_DISK)?.as_deref() == Some(self.head.name.as_str())),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves the bookkeeping of this disk's head, now image `new_name`, to that
+    /// name: the carriers and the head's own snapshots first, the head's
+    /// [`KEY_DISK`] last (it says the rename is complete), so an interrupted
+    /// call is finished by the next.
+    fn retag(&self, io: &IoCtx<'_>, new_name: &str) -> Result<()> {
         let head = io.open(new_name)?;
-        head.metadata_set(KEY_DISK, new_name)?;
+        let book = Book::read(&head)?;
+        for c in &book.carriers {
+            match io.open(c) {
+                Ok(img) => img.metadata_set(KEY_DISK, new_name)?,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
         for (s, holder) in &book.snaps {
             if *holder == self.head.name {
                 head.metadata_set(&format!("{KEY_SNAP_PREFIX}{s}"), new_name)?;
             }
         }
-        for c in &book.carriers {
-            io.open(c)?.metadata_set(KEY_DISK, new_name)?;
-        }
-        Ok(Disk::new(self.cluster, self.head.sibling(new_name)?, self.naming))
+        head.metadata_set(KEY_DISK, new_name)
     }
 
     /// Makes the disk's state that of snapshot `snap`, independent of any parent,
