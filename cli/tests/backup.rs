@@ -274,6 +274,12 @@ fn a_chain_the_stock_scripts_started_continues_as_rbd_export_diffs() {
         img.snap_protect("one_backup_0").unwrap();
     }
     let base = bytes(c, &vm.img.at("one_backup_0").unwrap());
+    // What the stock full increment of an rbd chain was (fixture: Ceph's CLI).
+    let rbd2 = files.path().join("disk.0.rbd2");
+    rbd_admin(
+        &vm.e,
+        &["export", "--export-format", "2", &format!("{}@one_backup_0", vm.img), rbd2.to_str().unwrap()],
+    );
     vm.write(3 * MIB, MIB, 4);
     io.open(&vm.img.name).unwrap().discard(0, MIB).unwrap();
     // The chain's backup image says FORMAT rbd (a chain of .rbd2 + .rbdiff).
@@ -289,7 +295,62 @@ fn a_chain_the_stock_scripts_started_continues_as_rbd_export_diffs() {
     assert_eq!(applied, bytes(c, &vm.img));
     let snaps = vm.snapshots(&vm.img);
     assert_eq!(snaps, ["one_backup_1"], "the protected stock base is gone, the new one kept");
+    let want = bytes(c, &vm.img);
+
+    // Ceph's own `rbd import-diff` applies the stream onto the chain's base.
+    let check = ImageSpec::new(&vm.img.pool, &format!("one-{}", fresh_id())).unwrap();
+    rbd_admin(&vm.e, &["import", "--export-format", "2", rbd2.to_str().unwrap(), &check.to_string()]);
+    let rbdiff = files.path().join("disk.0.1.rbdiff");
+    rbd_admin(&vm.e, &["import-diff", rbdiff.to_str().unwrap(), &check.to_string()]);
+    assert_eq!(bytes(c, &check), want, "rbd import-diff reads the same");
+    assert!(vm.snapshots(&check).contains(&"one_backup_1".to_string()));
+    ops::disk::Disk::new(c, check, &rbdx_one::naming::ONE).remove(None, ops::disk::Reclaim::Flatten).unwrap();
+
+    // Restored in place from the chain, as the rsync downloader serves an rbd
+    // chain (a tarball of the links), after the disk moved on.
+    vm.write(0, 4 * MIB, 8);
+    let tarball = files.path().join("disk.0.1.tar.gz");
+    let ok = Command::new("tar")
+        .arg("czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(files.path())
+        .args(["disk.0.rbd2", "disk.0.1.rbdiff"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let url = format!("rsync+rbd://150/0/0:aa,1:bb/{}", tarball.display());
+    let remotes = backup_remotes(files.path(), &format!("{{\"0\":\"{url}\"}}"));
+    vm.e.oned.set_datastore(150, rbdx_tests::one::ds_doc(150, "backups", 2, &[("DS_MAD", "rsync".into())]));
+    vm.e.oned.set_image(
+        4242,
+        "<IMAGE><ID>4242</ID><DATASTORE_ID>150</DATASTORE_ID><FORMAT>rbd</FORMAT></IMAGE>".into(),
+    );
+    let mut cmd = vm.e.command(&["tm", "restore"]);
+    cmd.args([
+        format!("localhost:{}", vm.sysdir.display()),
+        vm.id.to_string(),
+        "4242".into(),
+        "1".into(),
+        "-1".into(),
+    ])
+    .env("RBDX_REMOTES", &remotes);
+    assert_ok(&rbdx_tests::run_with_stdin(&mut cmd, b""));
+    assert_eq!(bytes(c, &vm.img), want, "the disk reads as increment 1");
+    assert!(vm.snapshots(&vm.img).is_empty(), "no backup snapshots left on the restored disk");
+    assert_eq!(std::fs::read_to_string(files.path().join("ls.log")).unwrap().trim(), "-i 1");
     vm.finish();
+}
+
+/// Ceph's `rbd` CLI as the admin (test fixtures only).
+fn rbd_admin(e: &OneEnv, args: &[&str]) {
+    let ok = Command::new("rbd")
+        .args(["--name", "client.admin", "--conf"])
+        .arg(&e.cluster.conf)
+        .args(args)
+        .status()
+        .expect("the rbd CLI (ceph-common) for the fixture");
+    assert!(ok.success(), "rbd {args:?}");
 }
 
 #[test]
@@ -365,4 +426,152 @@ fn a_backup_snapshot_does_not_change_the_carrier_a_revert_makes() {
     assert_ok(&vm.e.tm("snap_delete", &[&disk, "0", &vms, &ds]));
     vm.finish();
     assert!(ops::stat(c, &carrier).unwrap_err().is_not_found(), "removed with the disk");
+}
+
+/// A remotes tree with stand-ins for the backup datastore's `ls` (answers
+/// `listing`, records its argv and checks its stdin) and for `downloader.sh`
+/// (streams the file an rsync URL ends with, as the rsync downloader streams
+/// the chain it merged).
+fn backup_remotes(root: &Path, listing: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let remotes = root.join("remotes");
+    let ls = remotes.join("datastore/rsync/ls");
+    let dl = remotes.join("datastore/downloader.sh");
+    std::fs::create_dir_all(ls.parent().unwrap()).unwrap();
+    let log = root.join("ls.log");
+    std::fs::write(
+        &ls,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{log}'\ninput=$(cat)\n\
+             case \"$input\" in *'<DATASTORE>'*'<VM>'*'<IMAGE>'*) ;; *) echo 'bad input' >&2; exit 1;; esac\n\
+             echo '{listing}'\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&dl, "#!/bin/sh\n[ \"$1\" = --nodecomp ] || exit 2\nexec cat \"/${2#*//*/*/*/}\"\n")
+        .unwrap();
+    for f in [&ls, &dl] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    remotes
+}
+
+#[test]
+fn restore_puts_the_backup_in_place_and_never_deletes_a_save_as_child() {
+    const BACKUP_DS: u32 = 150;
+    const BACKUP_IMAGE: u32 = 4343;
+    let vm = Vm::new();
+    let c = vm.c();
+    let files = tempfile::tempdir().unwrap();
+    let (vms, ds) = (vm.id.to_string(), IMAGE_DS.to_string());
+    let disk = format!("localhost:{}/disk.0", vm.sysdir.display());
+
+    // A disk with a carrier (snapshot 0, reverted) and a save-as child.
+    assert_ok(&vm.e.tm("snap_create", &[&disk, "0", &vms, &ds]));
+    vm.write(2 * MIB, MIB, 2);
+    assert_ok(&vm.e.tm("snap_revert", &[&disk, "0", &vms, &ds]));
+    let child = ImageSpec::new(&vm.img.pool, &format!("one-{}", fresh_id())).unwrap();
+    assert_ok(&vm.e.tm("cpds", &[&disk, &child.to_string(), "-1", &vms, &ds]));
+    let child_bytes = bytes(c, &child);
+
+    // Two increments; the state of the second is what the restore brings back.
+    vm.set_backup_config("INCREMENT", -1, None);
+    vm.backup(files.path());
+    vm.write(5 * MIB, MIB, 3);
+    vm.set_backup_config("INCREMENT", 0, None);
+    vm.backup(files.path());
+    let want = bytes(c, &vm.img);
+    // What the rsync downloader streams for a chain: the links rebased and merged.
+    let merged = files.path().join("merged.qcow2");
+    let raw = chain_bytes(files.path(), &["disk.0.0", "disk.0.1"]);
+    assert_eq!(raw, want);
+    qemu_img(&[
+        "convert",
+        "-O",
+        "qcow2",
+        files.path().join("disk.0.1").to_str().unwrap(),
+        merged.to_str().unwrap(),
+    ]);
+
+    // The disk moves on: new data, a new snapshot.
+    vm.write(0, 4 * MIB, 4);
+    assert_ok(&vm.e.tm("snap_create", &[&disk, "1", &vms, &ds]));
+    assert_ne!(bytes(c, &vm.img), want);
+
+    let url = format!("rsync://{BACKUP_DS}/0/0:aa,1:bb/{}", merged.display());
+    let remotes = backup_remotes(files.path(), &format!("{{\"0\":\"{url}\",\"tpm\":\"{url}.tpm\"}}"));
+    vm.e.oned.set_datastore(
+        BACKUP_DS,
+        rbdx_tests::one::ds_doc(
+            BACKUP_DS,
+            "backups",
+            2,
+            &[("DS_MAD", "rsync".into()), ("TM_MAD", "-".into())],
+        ),
+    );
+    vm.e.oned.set_image(
+        BACKUP_IMAGE,
+        format!("<IMAGE><ID>{BACKUP_IMAGE}</ID><DATASTORE_ID>{BACKUP_DS}</DATASTORE_ID><FORMAT>raw</FORMAT></IMAGE>"),
+    );
+    let restore = |disk_id: &str| {
+        let mut cmd = vm.e.command(&["tm", "restore"]);
+        cmd.args([
+            format!("localhost:{}", vm.sysdir.display()),
+            vms.clone(),
+            BACKUP_IMAGE.to_string(),
+            "-1".into(),
+            disk_id.into(),
+        ])
+        .env("RBDX_REMOTES", &remotes);
+        rbdx_tests::run_with_stdin(&mut cmd, b"")
+    };
+    let out = restore("0");
+    assert_ok(&out);
+    assert_eq!(std::fs::read_to_string(files.path().join("ls.log")).unwrap().trim(), "-i -1");
+    assert_eq!(bytes(c, &vm.img), want, "the disk reads as the backup");
+    assert!(vm.snapshots(&vm.img).is_empty(), "the restored disk starts with no snapshots");
+    assert_eq!(bytes(c, &child), child_bytes, "the save-as child still reads the same bytes");
+    let left: Vec<String> = c
+        .ioctx(&vm.img.pool)
+        .unwrap()
+        .list_images()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| {
+            n.starts_with(&format!("{}.", vm.img.name)) || n.starts_with(&format!("{}-", vm.img.name))
+        })
+        .collect();
+    assert!(left.is_empty(), "nothing of the old disk left in the pool: {left:?}");
+
+    // Restored as a new image instead: the backup datastore's `restore` has
+    // oned register the URL in an image datastore, whose `cp` fetches it.
+    let new_id = fresh_id();
+    let msg = format!(
+        "<IMAGE><ID>{new_id}</ID><PATH><![CDATA[{url}]]></PATH><SIZE>{SIZE_MB}</SIZE></IMAGE>{}",
+        vm.e.image_ds(IMAGE_DS, true, &[])
+    );
+    let b64 =
+        rbdx_one::base64::encode(format!("<DS_DRIVER_ACTION_DATA>{msg}</DS_DRIVER_ACTION_DATA>").as_bytes());
+    let mut cmd = vm.e.command(&["ds", "cp", &new_id.to_string()]);
+    cmd.env("RBDX_REMOTES", &remotes);
+    let out = rbdx_tests::run_with_stdin(&mut cmd, b64.as_bytes());
+    assert_ok(&out);
+    let new_img = ImageSpec::new(&vm.img.pool, &format!("one-{new_id}")).unwrap();
+    assert_eq!(bytes(c, &new_img), want, "the new image reads as the backup");
+    ops::remove(c, &new_img, ops::RemoveOptions::default()).unwrap();
+
+    // A download that fails changes nothing, and leaves no image behind.
+    vm.write(0, MIB, 5);
+    let before = bytes(c, &vm.img);
+    std::fs::remove_file(&merged).unwrap();
+    let out = restore("-1");
+    assert_fails(&out, "downloading");
+    assert_eq!(bytes(c, &vm.img), before);
+    assert!(ops::stat(c, &vm.img.sibling(&format!("{}.rbdx-restore", vm.img.name)).unwrap()).is_err());
+
+    let _ = ops::disk::Disk::new(c, child, &rbdx_one::naming::ONE).remove(None, ops::disk::Reclaim::Flatten);
+    ops::disk::reclaim(c, &vm.img).unwrap();
+    vm.finish();
 }

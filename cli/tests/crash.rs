@@ -1024,3 +1024,72 @@ fn checksum_file(p: &Path) -> u64 {
         .iter()
         .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
+
+/// A reverted disk ([`vm_with_snapshots`]), a backup of other content as a
+/// qcow2 file, and the backup datastore's `ls` and `downloader.sh` stand-ins
+/// that hand it out; returns the remotes tree.
+fn vm_with_a_backup(e: &OneEnv, case: &Case) -> PathBuf {
+    vm_with_snapshots(e, case, true);
+    let dir = e.dir.path().join(format!("restore-{}", case.vm));
+    std::fs::create_dir_all(dir.join("remotes/datastore/rsync")).unwrap();
+    let raw = dir.join("backup.raw");
+    let mut data = vec![0u8; 16 << 20];
+    data[MIB as usize..2 * MIB as usize].fill(0x5a);
+    std::fs::write(&raw, &data).unwrap();
+    let qcow = dir.join("backup.qcow2");
+    let ok =
+        Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&qcow).status();
+    assert!(ok.unwrap().success());
+    let url = format!("rsync://150/0/0:aa//{}", qcow.display());
+    let ls = dir.join("remotes/datastore/rsync/ls");
+    std::fs::write(&ls, format!("#!/bin/sh\ncat >/dev/null\necho '{{\"0\":\"{url}\"}}'\n")).unwrap();
+    let dl = dir.join("remotes/datastore/downloader.sh");
+    std::fs::write(&dl, "#!/bin/sh\nexec cat \"/${2#*//*/*/*/}\"\n").unwrap();
+    for f in [&ls, &dl] {
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    e.oned.set_datastore(150, rbdx_tests::one::ds_doc(150, "backups", 2, &[("DS_MAD", "rsync".into())]));
+    e.oned.set_image(
+        4444,
+        "<IMAGE><ID>4444</ID><DATASTORE_ID>150</DATASTORE_ID><FORMAT>raw</FORMAT></IMAGE>".into(),
+    );
+    dir.join("remotes")
+}
+
+#[test]
+fn restore_converges_from_every_crash_point() {
+    let e = env();
+    let restore = |e: &OneEnv, case: &Case, k: Option<u32>| {
+        let remotes = e.dir.path().join(format!("restore-{}/remotes", case.vm));
+        let mut cmd = e.command(&["tm", "restore"]);
+        cmd.args([
+            format!("localhost:/var/lib/one//datastores/{SYSTEM_DS}/{}", case.vm),
+            case.vm.to_string(),
+            "4444".into(),
+            "-1".into(),
+            "0".into(),
+        ])
+        .env("RBDX_REMOTES", remotes)
+        .stdin(std::process::Stdio::null());
+        if let Some(k) = k {
+            cmd.env("RBDX_CRASH_AT", k.to_string());
+        }
+        cmd.output().unwrap()
+    };
+    let n = converges(
+        &e,
+        &Scenario {
+            setup: &|e, case| drop(vm_with_a_backup(e, case)),
+            action: &restore,
+            result: &|e, case, _| {
+                let head =
+                    ImageSpec::new(&e.cluster.pool, &format!("one-{}-{}-0", case.img, case.vm)).unwrap();
+                let io = ops::ioctx(e.cluster.connect(), &head).unwrap();
+                format!("{:x}", checksum(&io.open_read_only(&head.name, None).unwrap()))
+            },
+            cleanup: &remove_all,
+        },
+    );
+    assert!(n >= 3, "restore has {n} crash points");
+    eprintln!("restore: {n} crash points, each re-run converged on the restored disk");
+}

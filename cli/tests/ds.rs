@@ -684,3 +684,67 @@ fn with_ceph_trash_parents_of_trashed_clones_are_removed_and_nothing_is_left_aft
     gone(c, &pool, &format!("one-{img}"));
     gone(c, &pool, &format!("one-{saved}"));
 }
+
+#[test]
+fn cp_reads_rbd_sources_natively_where_the_datastore_allows_them() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let src = ImageSpec::new(&pool, &format!("one-{}", fresh_id())).unwrap();
+    ops::create(c, &src, 12 * MIB, &ops::CreateOptions::default()).unwrap();
+    let io = ops::ioctx(c, &src).unwrap();
+    fill(&io.open(&src.name).unwrap(), 3 * MIB, 2 * MIB, 6);
+    io.open(&src.name).unwrap().snap_create("v1").unwrap();
+    fill(&io.open(&src.name).unwrap(), 0, MIB, 7);
+    let at_v1 = {
+        let img = io.open_read_only(&src.name, Some("v1")).unwrap();
+        let mut v = vec![0u8; 12 << 20];
+        ops::changes::read_exact_at(&img, 0, &mut v).unwrap();
+        v
+    };
+    let query = format!(
+        "CEPH_USER={}&CEPH_KEY={}&CEPH_CONF={}",
+        e.cluster.id,
+        e.key_file.display(),
+        e.cluster.conf.display()
+    );
+    let url = format!("rbd://localhost/{src}@v1?{query}");
+    let allow = [("RBDX_RBD_SOURCES", "yes".to_string())];
+
+    // Off by default: one line, nothing made.
+    let id = fresh_id();
+    let msg = message(&e, false, &[], &[("PATH", &url), ("SIZE", "12")]);
+    assert_fails(&e.ds("cp", id, &msg), "RBD_SOURCES is off");
+    assert!(ops::stat(c, &ImageSpec::new(&pool, &format!("one-{id}")).unwrap()).is_err());
+
+    // Allowed: the snapshot's bytes, sparse, in a new image; stat says 12 MiB.
+    let msg = message(&e, true, &allow, &[("PATH", &url), ("SIZE", "12")]);
+    assert_eq!(stdout(&e.ds("stat", id, &msg)), "12\n");
+    assert_eq!(stdout(&e.ds("cp", id, &msg)), format!("{pool}/one-{id} raw\n"));
+    let t = std::time::Instant::now();
+    assert_eq!(stdout(&e.ds("cp", id, &msg)), format!("{pool}/one-{id} raw\n"), "a re-run succeeds");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "and does not wait for the sender");
+    let new = ImageSpec::new(&pool, &format!("one-{id}")).unwrap();
+    assert!(image_bytes(c, &new) == at_v1, "the snapshot's content");
+    assert_eq!(ops::stat(c, &new).unwrap().data_pool, Some(e.cluster.ec_pool.clone()));
+    let used = ops::used_bytes(&ops::ioctx(c, &new).unwrap().open_read_only(&new.name, None).unwrap(), None)
+        .unwrap();
+    // 2 MiB of data across two 4 MiB objects; the third (all zeros) not written.
+    assert!(used <= 8 * MIB, "sparse: {used} bytes for 2 MiB of data");
+
+    // Hostile URLs and a missing image: one line, nothing made.
+    for (bad, want) in [
+        (format!("rbd://localhost/{pool}/no-such-image?{query}"), "no such file"),
+        (format!("rbd://root@localhost/{src}?{query}"), "a user in the URL"),
+        (format!("rbd://localhost/{src}?CEPH_KEY=/etc/../etc/shadow"), "not an absolute path"),
+        (format!("rbd://-oProxyCommand=id/{src}"), "refusing the rbd:// source"),
+        (format!("rbd://localhost/{src}?SECRET=x"), "unknown parameter"),
+    ] {
+        let id = fresh_id();
+        let msg = message(&e, false, &allow, &[("PATH", &bad), ("SIZE", "12")]);
+        assert_fails(&e.ds("cp", id, &msg), want);
+        assert!(ops::stat(c, &ImageSpec::new(&pool, &format!("one-{id}")).unwrap()).is_err(), "{bad}");
+    }
+    ops::remove(c, &new, ops::RemoveOptions::default()).unwrap();
+    Disk::new(c, src, &rbdx_one::naming::ONE).remove(None, ops::disk::Reclaim::Flatten).unwrap();
+}

@@ -586,6 +586,7 @@ fn tm_cases(fx: &Fx, k: &mut Corpus) {
         ("premigrate", vec![h.into(), h.into(), vm_dir.clone(), vm.clone(), sys.clone()], 5),
         ("resize", vec![p(0), "64".into(), vm.clone(), ds.clone()], 3),
         ("resize.ssh", vec![ps(0), "64".into(), vm.clone(), ds.clone()], 3),
+        ("restore", strings(&[&format!("{h}:{vm_dir}"), &vm, "7", "-1", "-1"]), 5),
         ("snap_create", vec![p(0), "0".into(), vm.clone(), ds.clone()], 4),
         ("snap_create_live", vec![p(0), "0".into(), vm.clone(), ds.clone()], 4),
         ("snap_delete", vec![p(0), "0".into(), vm.clone(), ds.clone()], 4),
@@ -619,6 +620,16 @@ fn tm_cases(fx: &Fx, k: &mut Corpus) {
     ] {
         tm("prebackup", with(&backup_args, at, v), label, Some(want));
         tm("postbackup", with(&backup_args, at, v), label, Some(want));
+    }
+    for (at, v, label, want) in [
+        (1, "-1", "a negative VM id", "invalid VM id"),
+        (2, "x", "a bad backup image id", "invalid backup image id"),
+        (3, "-2", "an increment id below -1", "invalid increment id"),
+        (3, "1;id", "an increment id with `;`", "invalid increment id"),
+        (4, "0 1", "a disk id with a space", "invalid disk id"),
+        (2, "7", "a backup image oned does not know", "Error getting image"),
+    ] {
+        tm("restore", with(&base("restore"), at, v), label, Some(want));
     }
     tm("", vec![], "an empty action name", Some("unknown TM action"));
 

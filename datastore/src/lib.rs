@@ -8,7 +8,6 @@
 
 pub mod actions;
 pub mod context;
-pub mod fetch;
 pub mod restricted;
 
 use rbdx_one::Error;

@@ -72,6 +72,11 @@ pub struct Config {
     /// `CONTEXT_DIRS`: directories (besides the VM's own and the datastores')
     /// that CONTEXT/FILES may name, space-separated absolute paths (default none).
     pub context_dirs: Vec<String>,
+    /// `RBD_SOURCES`: whether `cp`/`stat` accept `rbd://` image sources (default
+    /// `no`). Such a URL names any image and credentials on a host, and an
+    /// image's PATH is a user's: only a cloud where every user may read every
+    /// image in reach of those credentials should turn it on.
+    pub rbd_sources: bool,
 }
 
 impl Default for Config {
@@ -95,9 +100,22 @@ impl Default for Config {
             freeze_timeout: Duration::from_secs(60),
             max_image_size_mb: rbdx_import::DEFAULT_MAX_SIZE >> 20,
             context_dirs: Vec::new(),
+            rbd_sources: false,
         }
     }
 }
+
+/// The settings a datastore may override with `RBDX_<KEY>` attributes.
+pub const DATASTORE_KEYS: [&str; 8] = [
+    "EXECUTION",
+    "MAX_CLONE_DEPTH",
+    "TRASH_DELAY",
+    "RECLAIM",
+    "CEPH_TIMEOUT",
+    "ACTION_TIMEOUT",
+    "TRANSFER_TIMEOUT",
+    "RBD_SOURCES",
+];
 
 /// A command and its options, split on spaces (never through a shell).
 fn command(key: &str, v: &str) -> Result<Vec<String>> {
@@ -211,6 +229,7 @@ impl Config {
                 self.context_dirs =
                     v.split_whitespace().map(|d| crate::datastore::path(key, d)).collect::<Result<_, _>>()?;
             }
+            "RBD_SOURCES" => self.rbd_sources = crate::datastore::yes_no(key, v)?,
             _ => return Err(Error::Invalid(format!("unknown setting {key}"))),
         }
         Ok(())
@@ -222,15 +241,7 @@ impl Config {
     /// A message for a bad value.
     pub fn for_datastore(&self, ds: Attrs<'_>) -> Result<Self> {
         let mut c = self.clone();
-        for key in [
-            "EXECUTION",
-            "MAX_CLONE_DEPTH",
-            "TRASH_DELAY",
-            "RECLAIM",
-            "CEPH_TIMEOUT",
-            "ACTION_TIMEOUT",
-            "TRANSFER_TIMEOUT",
-        ] {
+        for key in DATASTORE_KEYS {
             if let Some(v) = ds.get(&format!("RBDX_{key}")) {
                 c.set(key, v).map_err(|e| Error::Invalid(format!("datastore attribute RBDX_{e}")))?;
             }

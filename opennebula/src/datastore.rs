@@ -47,16 +47,7 @@ pub struct Settings {
     pub safe_dirs: Vec<String>,
 }
 
-/// The `RBDX_<KEY>` attributes a datastore may set.
-const RBDX_KEYS: [&str; 7] = [
-    "EXECUTION",
-    "MAX_CLONE_DEPTH",
-    "TRASH_DELAY",
-    "RECLAIM",
-    "CEPH_TIMEOUT",
-    "ACTION_TIMEOUT",
-    "TRANSFER_TIMEOUT",
-];
+use crate::config::DATASTORE_KEYS as RBDX_KEYS;
 
 /// An absolute path without control characters or `..`, at most [`PATH_MAX`].
 ///

@@ -42,6 +42,15 @@ impl Target {
     }
 }
 
+/// True if `host` names the machine this runs on.
+pub fn is_this_host(host: &str) -> bool {
+    let me = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    host == "localhost"
+        || host == me
+        || host.split('.').next() == Some(me.as_str())
+        || me.split('.').next() == Some(host)
+}
+
 /// What goes to the remote side.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
@@ -211,6 +220,15 @@ pub fn serve(mut input: impl Read + 'static) -> (Option<Outcome>, i32) {
                 (None, 1)
             }
         },
+        Job::SendImage { ceph, image, size_only } => {
+            match crate::jobs::send_image::run(ceph, image, *size_only, std::io::stdout().lock()) {
+                Ok(()) => (None, 0),
+                Err(e) => {
+                    eprintln!("{e}");
+                    (None, 1)
+                }
+            }
+        }
         Job::Import { .. } => (Some(req.job.import(Box::new(input), &mut |_, _| {})), 0),
         Job::PutFile { path, size } => {
             let r = crate::hostfs::put_file(path, *size, input);

@@ -115,6 +115,21 @@ pub enum Job {
         #[serde(default)]
         reclaim: Reclaim,
     },
+    /// TM restore: image `new` (restored from a backup beside the disk) put in
+    /// the disk's place; the old disk moves to `old` and is removed, what
+    /// clones outside it read from kept in the trash for reclaim.
+    ReplaceDisk {
+        /// Ceph access.
+        ceph: CephAccess,
+        /// The disk (head).
+        head: String,
+        /// The restored image (same pool).
+        new: String,
+        /// Where the old disk goes before it is removed (same pool).
+        old: String,
+        /// Move to the trash with this deferment instead (CEPH_TRASH).
+        trash_delay: Option<u64>,
+    },
     /// Remove one image if it exists (the VM's suspend checkpoint).
     RemoveImage {
         /// Ceph access.
@@ -242,6 +257,16 @@ pub enum Job {
     RemoveDir {
         /// The directory.
         path: VmPath,
+    },
+    /// Stream an image (at a snapshot) to stdout: its size as 8 bytes
+    /// little-endian, then its bytes (the sending half of an `rbd://` import).
+    SendImage {
+        /// Ceph access (this host's paths).
+        ceph: CephAccess,
+        /// `pool[/namespace]/image[@snap]`.
+        image: String,
+        /// Send the size only.
+        size_only: bool,
     },
     /// Stream a VM directory to stdout as tar (the sending half of a move).
     SendDir {
@@ -456,11 +481,18 @@ impl Job {
                 backup::run(dir, vm_xml, disks, *live, freeze.as_ref(), log)
             }
             Self::BackupCleanup { dir, disks, success } => backup::cleanup(dir, disks, *success, log),
+            Self::ReplaceDisk { ceph, head, new, old, trash_delay } => {
+                replace_disk::run(&ceph.connect()?, head, new, old, *trash_delay, log)
+            }
             Self::ResizeFile { path, size_mb } => resize_file::run(path, *size_mb),
             Self::RemoveDir { path } => remove_dir::run(path, log),
             Self::ProbeDir { path, mark, find } => probe_dir::run(path, mark.as_deref(), find.as_deref()),
             Self::Doctor { checks } => doctor::run(checks),
-            Self::Import(_) | Self::SendDir { .. } | Self::ReceiveDir { .. } | Self::PutFile { .. } => {
+            Self::Import(_)
+            | Self::SendDir { .. }
+            | Self::SendImage { .. }
+            | Self::ReceiveDir { .. }
+            | Self::PutFile { .. } => {
                 Err(Error::Invalid("this job streams data: it runs through `rbdx remote`".into()))
             }
         }

@@ -24,6 +24,7 @@ pub mod doctor;
 pub mod documents;
 pub mod error;
 pub mod exec;
+pub mod fetch;
 pub mod format;
 pub mod freeze;
 pub mod hostdir;
@@ -37,6 +38,7 @@ pub mod naming;
 pub mod oned;
 pub mod outcome;
 pub mod ping;
+pub mod rbd_source;
 pub mod xml;
 
 pub use error::{Context, Error, Result};

@@ -56,6 +56,17 @@ pub fn is_backup_snapshot(snap: &str) -> bool {
     snap == BACKUP_SNAP || backup_increment_of(snap).is_some()
 }
 
+/// Where TM restore imports a disk's backup before it takes the disk's place:
+/// `<head>.rbdx-restore` (an interrupted restore's leftover goes with the disk).
+pub fn restore_target(head: &str) -> String {
+    format!("{head}.rbdx-restore")
+}
+
+/// Where TM restore moves the disk it replaces before removing it.
+pub fn restore_replaced(head: &str) -> String {
+    format!("{head}.rbdx-replaced")
+}
+
 /// Whether a save-as may clone `snap` in place of a new snapshot when the disk
 /// has not changed since it: an earlier save-as's snapshot, or [`BASE_SNAP`]
 /// (never a user's snapshot, which the user may delete or revert to).

@@ -204,6 +204,19 @@ impl Oned {
         Datastore::parse(&doc)
     }
 
+    /// The document `one.<kind>.info` answers for object `id`, as oned wrote it
+    /// (`kind`: `vm`, `image`, `datastore`), for handing on to OpenNebula's own
+    /// driver actions.
+    ///
+    /// # Errors
+    /// [`Error::Oned`] when oned fails.
+    pub fn document(&self, kind: &str, id: u32) -> Result<String> {
+        if !matches!(kind, "vm" | "image" | "datastore") {
+            return Err(err(format!("no document kind {kind:?}")));
+        }
+        self.call(&format!("one.{kind}.info"), &[Value::Int(id.into()), Value::Bool(false)])
+    }
+
     /// `one.image.info`: the `<IMAGE>` document.
     ///
     /// # Errors

@@ -217,14 +217,7 @@ pub fn freeze_of(vm: &Vm, vm_id: u32) -> rbdx_one::job::Freeze {
     }
 }
 
-/// True if `host` names the machine this runs on.
-pub fn is_this_host(host: &str) -> bool {
-    let me = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    host == "localhost"
-        || host == me
-        || host.split('.').next() == Some(me.as_str())
-        || me.split('.').next() == Some(host)
-}
+pub use rbdx_one::exec::is_this_host;
 
 /// The name this TM driver is installed under (`RBDX_TM_DRIVER`, set by the
 /// action shims; `ceph` by default).

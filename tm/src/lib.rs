@@ -11,7 +11,7 @@ use context::Ctx;
 use rbdx_one::Error;
 
 /// Every action name, as installed under `remotes/tm/<driver>/`.
-pub const ACTIONS: [&str; 28] = [
+pub const ACTIONS: [&str; 29] = [
     "clone",
     "clone.ssh",
     "context",
@@ -36,6 +36,7 @@ pub const ACTIONS: [&str; 28] = [
     "premigrate",
     "resize",
     "resize.ssh",
+    "restore",
     "snap_create",
     "snap_create_live",
     "snap_delete",
@@ -44,7 +45,7 @@ pub const ACTIONS: [&str; 28] = [
 
 /// The actions that copy whole images or directories: TRANSFER_TIMEOUT is their
 /// deadline, ACTION_TIMEOUT every other's.
-const TRANSFERS: [&str; 10] = [
+const TRANSFERS: [&str; 11] = [
     "clone.ssh",
     "ln.ssh",
     "mvds.ssh",
@@ -55,6 +56,7 @@ const TRANSFERS: [&str; 10] = [
     "context",
     "prebackup",
     "prebackup_live",
+    "restore",
 ];
 
 /// Runs TM action `action` with oned's arguments; returns the exit code.
@@ -92,6 +94,7 @@ fn dispatch(action: &str, args: &[String], ctx: &Ctx) -> context::Result {
         "prebackup" => backup::pre(args, ctx, false),
         "prebackup_live" => backup::pre(args, ctx, true),
         "postbackup" | "postbackup_live" => backup::post(args, ctx),
+        "restore" => restore::run(args, ctx),
         "premigrate" => migrate::premigrate(args, ctx, false),
         "postmigrate" => migrate::premigrate(args, ctx, true),
         "clone.ssh" => ssh_variants::clone(args, ctx),

@@ -1,5 +1,6 @@
-//! `cp <image id>` — register an image from IMAGE/PATH (a local path or an
-//! http(s) URL, any format qemu-img understands) as the raw RBD image
+//! `cp <image id>` — register an image from IMAGE/PATH (a local path, an
+//! http(s) URL, an `rbd://` image read by its host's rbdx, or what OpenNebula's
+//! downloader.sh fetches; any format qemu-img understands) as the raw RBD image
 //! `<POOL_NAME>/one-<id>` with the datastore's EC_POOL_NAME. The data is read
 //! once on the front-end and streamed to the bridge over the ssh connection (or
 //! imported in-process with EXECUTION=local); raw data is written sparse with no
@@ -37,12 +38,22 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let limit = ctx.ds.settings().limit_bps;
     // A source downloader.sh fetches: staged here, then sent as a local file.
     let mut fetched = None;
+    // An rbd:// source: streamed from its host's rbdx.
+    let mut streamed = None;
     let (input, size): (Box<dyn Read>, Option<u64>) = if is_url {
         rbdx_import::open_url(&path, Some(ctx.cfg.idle_timeout))?
-    } else if crate::fetch::delegated_scheme(&path).is_some() {
+    } else if rbdx_one::rbd_source::is_rbd_url(&path) {
+        let src = rbdx_one::rbd_source::source(&path, &ctx.cfg, ctx.ceph().timeout_secs)?;
+        let local = rbdx_one::exec::is_this_host(&src.host);
+        let mut s = rbdx_one::rbd_source::Stream::open(&src, &ctx.cfg, local, false)?;
+        let size = s.size;
+        let data = s.data()?;
+        streamed = Some(s);
+        (Box::new(data), Some(size))
+    } else if rbdx_one::fetch::delegated_scheme(&path).is_some() {
         let staging = ctx.ds.settings().staging_dir.clone().map_or_else(std::env::temp_dir, Into::into);
         let remotes = rbdx_one::config::remotes_dir();
-        let staged = crate::fetch::fetch(&path, &remotes, &staging, ctx.cfg.transfer_timeout)?;
+        let staged = rbdx_one::fetch::fetch(&path, &remotes, &staging, ctx.cfg.transfer_timeout)?;
         let f = staged.reopen().context("reading the download")?;
         let len = f.metadata().context("reading the download")?.len();
         fetched = Some(staged);
@@ -97,6 +108,9 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let outcome = exec::run_with_input(&job, &ctx.target()?, &ctx.cfg, input, &mut progress);
     outcome.log.iter().for_each(|l| rbdx_one::log::info(l));
     outcome.into_result()?;
+    if let Some(s) = streamed {
+        s.finish(&ctx.cfg)?;
+    }
     drop(fetched);
     Ok(format!("{target} raw\n"))
 }

@@ -22,11 +22,22 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let path = ctx.image_attr("PATH")?;
     let bytes = if path.starts_with("http://") || path.starts_with("https://") {
         remote_size(path, ctx.cfg.oned_timeout)
-    } else if crate::fetch::delegated_scheme(path).is_some() {
+    } else if rbdx_one::rbd_source::is_rbd_url(path) {
+        let src = rbdx_one::rbd_source::source(path, &ctx.cfg, ctx.ceph().timeout_secs)?;
+        let local = rbdx_one::exec::is_this_host(&src.host);
+        let s = rbdx_one::rbd_source::Stream::open(&src, &ctx.cfg, local, true)?;
+        let size = s.size;
+        s.finish(&ctx.cfg)?;
+        Ok(size)
+    } else if rbdx_one::fetch::delegated_scheme(path).is_some() {
         // As upstream: the size of what downloader.sh brings, read here.
         let staging = ctx.ds.settings().staging_dir.clone().map_or_else(std::env::temp_dir, Into::into);
-        let staged =
-            crate::fetch::fetch(path, &rbdx_one::config::remotes_dir(), &staging, ctx.cfg.transfer_timeout)?;
+        let staged = rbdx_one::fetch::fetch(
+            path,
+            &rbdx_one::config::remotes_dir(),
+            &staging,
+            ctx.cfg.transfer_timeout,
+        )?;
         let f = staged.reopen().context("reading the download")?;
         file_size(f, path, ctx.cfg.action_timeout)
     } else {

@@ -12,6 +12,7 @@ pub mod mkimage;
 pub mod mkswap;
 pub mod noop;
 pub mod resize;
+pub mod restore;
 pub mod snap_create;
 pub mod snap_delete;
 pub mod snap_revert;
