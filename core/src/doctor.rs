@@ -40,7 +40,7 @@ impl Finding {
         Self { check: check.into(), ok: false, detail: detail.to_string(), fix: Some(fix.into()) }
     }
 
-    /// This finding with `prefix: ` before its check (which datastore, storage or host).
+    /// This finding with `prefix: ` before its check (which storage or host).
     #[must_use]
     pub fn under(mut self, prefix: &str) -> Self {
         self.check = format!("{prefix}: {}", self.check);

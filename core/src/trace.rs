@@ -7,7 +7,7 @@
 //! image's lock), `unlock`,
 //! `snapshot create` and `snapshot remove` (each waits for an OSD map update),
 //! `clone`, `remove`, `rename`, `flatten`, `diff`, `metadata`, `list`. The
-//! orchestrator layers add their own (`oned …`, `ssh`).
+//! orchestrator layers add their own (their API calls, `ssh`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,7 @@ static SPANS: Mutex<Vec<Span>> = Mutex::new(Vec::new());
 /// One timed step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Span {
-    /// What was waited for (`snapshot create`, `oned one.vm.info`, …).
+    /// What was waited for (`snapshot create`, an API call, …).
     pub name: String,
     /// Microseconds it took.
     pub us: u64,
@@ -58,7 +58,7 @@ impl Drop for Timer {
     }
 }
 
-/// Keeps a span measured elsewhere (a host's spans, an oned call's name).
+/// Keeps a span measured elsewhere (a host's spans, an API call's name).
 pub fn record(name: String, took: std::time::Duration) {
     if enabled() {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
@@ -93,11 +93,11 @@ mod tests {
         assert!(take().is_empty());
         enable();
         drop(span("open"));
-        record("oned one.vm.info".into(), std::time::Duration::from_micros(1500));
+        record("api vm.info".into(), std::time::Duration::from_micros(1500));
         extend("host: ", vec![Span { name: "connect".into(), us: 7 }]);
         let names: Vec<(String, bool)> = take().into_iter().map(|s| (s.name, s.us > 0)).collect();
         assert!(names.iter().any(|(n, _)| n == "open"), "{names:?}");
-        assert!(names.contains(&("oned one.vm.info".to_string(), true)), "{names:?}");
+        assert!(names.contains(&("api vm.info".to_string(), true)), "{names:?}");
         assert!(names.contains(&("host: connect".to_string(), true)), "{names:?}");
         assert!(!names.iter().any(|(n, _)| n == "before"), "{names:?}");
     }

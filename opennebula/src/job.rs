@@ -8,10 +8,11 @@ use rbdx_core::ops::disk::Reclaim;
 use serde::{Deserialize, Serialize};
 
 pub use crate::access::CephAccess;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hostfs::{BackupDir, VmPath};
+use crate::jobs;
+pub use crate::jobs::backup::{BackupDisk, BackupKind};
 pub use crate::jobs::import::ImportJob;
-use crate::jobs::{self, Done};
 
 /// Version of the job protocol between the front-end and the hosts.
 pub const PROTOCOL: u32 = 3;
@@ -31,35 +32,6 @@ pub struct Freeze {
     /// neither works (a save-as of a running disk must be consistent).
     #[serde(default)]
     pub or_suspend: bool,
-}
-
-/// What one disk's backup is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum BackupKind {
-    /// A full backup.
-    Full,
-    /// An incremental backup: the first (`last` none) or the one after `last`.
-    Increment {
-        /// The last increment taken.
-        last: Option<u32>,
-        /// As an `rbd export-diff` stream (backup image FORMAT rbd), not qcow2.
-        rbdiff: bool,
-    },
-}
-
-/// One disk of a backup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackupDisk {
-    /// The DISK_ID.
-    pub id: u32,
-    /// Ceph access for it.
-    pub ceph: CephAccess,
-    /// Its image.
-    pub image: String,
-    /// Full or incremental.
-    pub kind: BackupKind,
 }
 
 /// One action's Ceph work. Image names are `pool[/namespace]/image` strings.
@@ -384,7 +356,7 @@ impl Job {
             return Self::import_outcome(jobs::import::run(job, Box::new(std::io::empty()), &mut |_, _| {}));
         }
         let mut log = Vec::new();
-        match self.dispatch(&mut log) {
+        match jobs::dispatch(self, &mut log) {
             Ok(done) => {
                 Outcome { log, output: done.output, vm_disks: done.vm_disks, error: None, trace: Vec::new() }
             }
@@ -409,92 +381,6 @@ impl Job {
         match r {
             Ok(msg) => Outcome { log: vec![msg], ..Outcome::default() },
             Err(e) => Outcome { error: Some(e.to_string()), ..Outcome::default() },
-        }
-    }
-
-    /// Each job to its file in [`crate::jobs`].
-    fn dispatch(&self, log: &mut Vec<String>) -> Result<Done> {
-        use jobs::*;
-        match self {
-            Self::CloneDisk { ceph, source, target, data_pool, size_mb, max_depth } => clone_disk::run(
-                &ceph.connect()?,
-                source,
-                target,
-                data_pool.as_deref(),
-                *size_mb,
-                *max_depth,
-                log,
-            ),
-            Self::LinkDisk { ceph, source } => link_disk::run(&ceph.connect()?, source, log),
-            Self::MakeImage { ceph, target, size_mb, data_pool, fs } => {
-                make_image::run(&ceph.connect()?, target, *size_mb, data_pool.as_deref(), fs.as_deref(), log)
-            }
-            Self::DeleteDisk { ceph, head, base, trash_delay, reclaim } => {
-                delete_disk::run(&ceph.connect()?, head, base.as_deref(), *trash_delay, *reclaim, log)
-            }
-            Self::RemoveImage { ceph, image, trash_delay } => {
-                remove_image::run(&ceph.connect()?, image, *trash_delay, log)
-            }
-            Self::SnapCreate { ceph, head, snap, freeze } => {
-                snap_create::run(&ceph.connect()?, head, snap, freeze.as_ref(), log)
-            }
-            Self::SnapDelete { ceph, head, snap } => snap_delete::run(&ceph.connect()?, head, snap),
-            Self::SnapRevert { ceph, head, snap, data_pool, max_depth } => {
-                snap_revert::run(&ceph.connect()?, head, snap, data_pool, *max_depth)
-            }
-            Self::SaveAs { ceph, head, snap, target, data_pool, max_depth } => {
-                save_as::run(&ceph.connect()?, head, snap.as_deref(), target, data_pool, *max_depth, log)
-            }
-            Self::ExportToFile { ceph, source, snap, drop_base_snap, path, size_mb } => export_to_file::run(
-                &ceph.connect()?,
-                source,
-                snap.as_deref(),
-                *drop_base_snap,
-                path,
-                *size_mb,
-                log,
-            ),
-            Self::ImportFile { ceph, path, target, create, data_pool, size_mb, remove_file, freeze } => {
-                import_file::run(
-                    &ceph.connect()?,
-                    path,
-                    target,
-                    *create,
-                    data_pool.as_deref(),
-                    *size_mb,
-                    *remove_file,
-                    freeze.as_ref(),
-                    log,
-                )
-            }
-            Self::Flatten { ceph, head, snap, data_pool, max_depth } => {
-                flatten::run(&ceph.connect()?, head, snap, data_pool, *max_depth)
-            }
-            Self::Resize { ceph, image, size_mb } => resize::run(&ceph.connect()?, image, *size_mb),
-            Self::Ping { ceph, pool } => ping::run(&ceph.connect()?, pool),
-            Self::Checksum { ceph, image } => checksum::run(&ceph.connect()?, image),
-            Self::Detach { ceph, pool, flatten } => detach::run(&ceph.connect()?, pool, *flatten, log),
-            Self::Monitor { ceph, pool, ec_pool, vm_disks } => {
-                monitor::run(&ceph.connect()?, pool, ec_pool.as_deref(), *vm_disks, log)
-            }
-            Self::Backup { dir, vm_xml, disks, live, freeze } => {
-                backup::run(dir, vm_xml, disks, *live, freeze.as_ref(), log)
-            }
-            Self::BackupCleanup { dir, disks, success } => backup::cleanup(dir, disks, *success, log),
-            Self::ReplaceDisk { ceph, head, new, old, trash_delay } => {
-                replace_disk::run(&ceph.connect()?, head, new, old, *trash_delay, log)
-            }
-            Self::ResizeFile { path, size_mb } => resize_file::run(path, *size_mb),
-            Self::RemoveDir { path } => remove_dir::run(path, log),
-            Self::ProbeDir { path, mark, find } => probe_dir::run(path, mark.as_deref(), find.as_deref()),
-            Self::Doctor { checks } => doctor::run(checks),
-            Self::Import(_)
-            | Self::SendDir { .. }
-            | Self::SendImage { .. }
-            | Self::ReceiveDir { .. }
-            | Self::PutFile { .. } => {
-                Err(Error::Invalid("this job streams data: it runs through `rbdx remote`".into()))
-            }
         }
     }
 }

@@ -916,8 +916,8 @@ const KEY_CLONED_FROM: &str = "rbdx.cloned-from";
 
 /// The images of the pool (namespace) that rbdx made as CoW clones of another
 /// disk's snapshot (save-as, image clones) and that still read from it: what a
-/// driver that removes a snapshot's children with the snapshot (the stock
-/// OpenNebula drivers) would delete along with their source.
+/// driver that removes a snapshot's children with the snapshot would delete
+/// along with their source.
 ///
 /// # Errors
 /// Ceph errors listing or opening the images.

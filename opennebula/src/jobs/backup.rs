@@ -26,12 +26,42 @@ use std::io::{BufWriter, Write};
 use rbdx_core::Cluster;
 use rbdx_core::ops::changes::{self, for_each_changed_run};
 use rbdx_import::export::{CLUSTER, Qcow2Writer, RbdDiffWriter};
+use serde::{Deserialize, Serialize};
 
 use super::{Done, spec};
 use crate::error::{Context, Error, Result};
 use crate::hostfs::{BackupDir, remove_tree};
-use crate::job::{BackupDisk, BackupKind, CephAccess, Freeze};
+use crate::job::{CephAccess, Freeze};
 use crate::naming::{BACKUP_SNAP, backup_increment_of, backup_increment_snap};
+
+/// What one disk's backup is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BackupKind {
+    /// A full backup.
+    Full,
+    /// An incremental backup: the first (`last` none) or the one after `last`.
+    Increment {
+        /// The last increment taken.
+        last: Option<u32>,
+        /// As an `rbd export-diff` stream (backup image FORMAT rbd), not qcow2.
+        rbdiff: bool,
+    },
+}
+
+/// One disk of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupDisk {
+    /// The DISK_ID.
+    pub id: u32,
+    /// Ceph access for it.
+    pub ceph: CephAccess,
+    /// Its image.
+    pub image: String,
+    /// Full or incremental.
+    pub kind: BackupKind,
+}
 
 /// Largest read from Ceph at once.
 const RUN: u64 = 4 << 20;

@@ -1,5 +1,5 @@
 //! What each [`crate::job::Job`] does, one file per job. The enum stays in
-//! `job.rs` for the wire format; [`crate::job::Job::run`] dispatches here.
+//! `job.rs` for the wire format; `dispatch` sends each to its file.
 //! Ceph jobs take the connected cluster; file jobs only touch the host's files.
 
 pub mod backup;
@@ -32,6 +32,7 @@ use rbdx_core::ops::disk::DiskConfig;
 use rbdx_core::ops::{CloneFormat, ImageSpec};
 
 use crate::error::{Error, Result};
+use crate::job::Job;
 
 /// What a job hands back besides its log: its output (what the action prints
 /// for oned) and the VM disk sizes a monitor measured.
@@ -66,6 +67,89 @@ pub fn spec(s: &str) -> Result<ImageSpec> {
 /// The scheme's settings for images a job creates.
 pub fn disk_config(data_pool: &Option<String>, max_depth: u32) -> DiskConfig {
     DiskConfig { data_pool: data_pool.clone(), clone_format: CloneFormat::Auto, max_depth }
+}
+
+/// Runs a job that does not stream: each to its file.
+///
+/// # Errors
+/// The job's; [`Error::Invalid`] for a streaming job, which runs through
+/// `rbdx remote`.
+pub(crate) fn dispatch(job: &Job, log: &mut Vec<String>) -> Result<Done> {
+    match job {
+        Job::CloneDisk { ceph, source, target, data_pool, size_mb, max_depth } => {
+            clone_disk::run(&ceph.connect()?, source, target, data_pool.as_deref(), *size_mb, *max_depth, log)
+        }
+        Job::LinkDisk { ceph, source } => link_disk::run(&ceph.connect()?, source, log),
+        Job::MakeImage { ceph, target, size_mb, data_pool, fs } => {
+            make_image::run(&ceph.connect()?, target, *size_mb, data_pool.as_deref(), fs.as_deref(), log)
+        }
+        Job::DeleteDisk { ceph, head, base, trash_delay, reclaim } => {
+            delete_disk::run(&ceph.connect()?, head, base.as_deref(), *trash_delay, *reclaim, log)
+        }
+        Job::RemoveImage { ceph, image, trash_delay } => {
+            remove_image::run(&ceph.connect()?, image, *trash_delay, log)
+        }
+        Job::SnapCreate { ceph, head, snap, freeze } => {
+            snap_create::run(&ceph.connect()?, head, snap, freeze.as_ref(), log)
+        }
+        Job::SnapDelete { ceph, head, snap } => snap_delete::run(&ceph.connect()?, head, snap),
+        Job::SnapRevert { ceph, head, snap, data_pool, max_depth } => {
+            snap_revert::run(&ceph.connect()?, head, snap, data_pool, *max_depth)
+        }
+        Job::SaveAs { ceph, head, snap, target, data_pool, max_depth } => {
+            save_as::run(&ceph.connect()?, head, snap.as_deref(), target, data_pool, *max_depth, log)
+        }
+        Job::ExportToFile { ceph, source, snap, drop_base_snap, path, size_mb } => export_to_file::run(
+            &ceph.connect()?,
+            source,
+            snap.as_deref(),
+            *drop_base_snap,
+            path,
+            *size_mb,
+            log,
+        ),
+        Job::ImportFile { ceph, path, target, create, data_pool, size_mb, remove_file, freeze } => {
+            import_file::run(
+                &ceph.connect()?,
+                path,
+                target,
+                *create,
+                data_pool.as_deref(),
+                *size_mb,
+                *remove_file,
+                freeze.as_ref(),
+                log,
+            )
+        }
+        Job::Flatten { ceph, head, snap, data_pool, max_depth } => {
+            flatten::run(&ceph.connect()?, head, snap, data_pool, *max_depth)
+        }
+        Job::Resize { ceph, image, size_mb } => resize::run(&ceph.connect()?, image, *size_mb),
+        Job::Ping { ceph, pool } => ping::run(&ceph.connect()?, pool),
+        Job::Checksum { ceph, image } => checksum::run(&ceph.connect()?, image),
+        Job::Detach { ceph, pool, flatten } => detach::run(&ceph.connect()?, pool, *flatten, log),
+        Job::Monitor { ceph, pool, ec_pool, vm_disks } => {
+            monitor::run(&ceph.connect()?, pool, ec_pool.as_deref(), *vm_disks, log)
+        }
+        Job::Backup { dir, vm_xml, disks, live, freeze } => {
+            backup::run(dir, vm_xml, disks, *live, freeze.as_ref(), log)
+        }
+        Job::BackupCleanup { dir, disks, success } => backup::cleanup(dir, disks, *success, log),
+        Job::ReplaceDisk { ceph, head, new, old, trash_delay } => {
+            replace_disk::run(&ceph.connect()?, head, new, old, *trash_delay, log)
+        }
+        Job::ResizeFile { path, size_mb } => resize_file::run(path, *size_mb),
+        Job::RemoveDir { path } => remove_dir::run(path, log),
+        Job::ProbeDir { path, mark, find } => probe_dir::run(path, mark.as_deref(), find.as_deref()),
+        Job::Doctor { checks } => doctor::run(checks),
+        Job::Import(_)
+        | Job::SendDir { .. }
+        | Job::SendImage { .. }
+        | Job::ReceiveDir { .. }
+        | Job::PutFile { .. } => {
+            Err(Error::Invalid("this job streams data: it runs through `rbdx remote`".into()))
+        }
+    }
 }
 
 #[cfg(test)]
