@@ -3,7 +3,7 @@
 //! metadata, usage. Every image created in the EC setup is checked for its data pool.
 
 use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec};
-use rbdx_core::rbd::{SnapNamespace, features};
+use rbdx_core::rbd::{SnapNamespace, Writes, features};
 use rbdx_core::{Error, ErrorKind};
 use rbdx_tests::{MIB, Scratch, checksum, fill};
 
@@ -290,6 +290,63 @@ fn usage_counts_allocated_objects_from_the_object_map() {
     img.discard(0, 4 * MIB).unwrap();
     img.flush().unwrap();
     assert_eq!(ops::used_bytes(&img, None).unwrap(), 12 * MIB);
+    drop(img);
+    s.finish(c);
+}
+
+#[test]
+fn windowed_writes_land_where_sent_and_report_a_failed_write() {
+    let s = Scratch::new("aio");
+    let c = s.env.connect();
+    let spec = s.spec("w");
+    let size = 40 * MIB;
+    ops::create(c, &spec, size, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
+    let io = ops::ioctx(c, &spec).unwrap();
+    let img = io.open(&spec.name).unwrap();
+
+    // A stream of 37 MiB + 5 bytes: data, an all-zero 4 MiB chunk (skipped), data
+    // again, and a short tail; more chunks than the window, so writes overlap.
+    let len = 37 * MIB as usize + 5;
+    let mut src: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(1)).collect();
+    let zero = 8 * MIB as usize..12 * MIB as usize;
+    src[zero.clone()].fill(0);
+    let written = ops::write_sparse(&img, std::io::Cursor::new(&src)).unwrap();
+    assert_eq!(written, (len - zero.len()) as u64, "the zero chunk is not written");
+    let mut back = vec![0u8; size as usize];
+    assert_eq!(img.read_at(0, &mut back).unwrap(), back.len());
+    assert!(back[..len] == src[..], "every chunk landed at its offset");
+    assert!(back[len..].iter().all(|b| *b == 0));
+    assert_eq!(ops::used_bytes(&img, None).unwrap(), 36 * MIB, "the zero chunk's object was never made");
+
+    // Directly: a write past the image's end fails with librbd's error, named,
+    // and the writes around it still land; dropping with writes in flight
+    // waits for them.
+    let mut w = Writes::new(&img, 3);
+    for k in 0..4u64 {
+        let mut b = w.buffer(MIB as usize);
+        b.fill(0xa0 + k as u8);
+        w.write(k * MIB, b).unwrap();
+    }
+    let b = w.buffer(16);
+    w.write(size + 4 * MIB, b).unwrap();
+    let mut b = w.buffer(MIB as usize);
+    b.fill(0xb0);
+    w.write(5 * MIB, b).unwrap();
+    let e = w.finish().unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("rbd_aio_write2"), "{e}");
+    let mut w = Writes::new(&img, 2);
+    for k in 0..3u64 {
+        let mut b = w.buffer(MIB as usize);
+        b.fill(0xc0 + k as u8);
+        w.write((20 + k) * MIB, b).unwrap();
+    }
+    drop(w);
+    let mut one = vec![0u8; MIB as usize];
+    for (off, want) in [(0, 0xa0), (3 * MIB, 0xa3), (5 * MIB, 0xb0), (20 * MIB, 0xc0), (22 * MIB, 0xc2)] {
+        img.read_at(off, &mut one).unwrap();
+        assert!(one.iter().all(|b| *b == want), "at {off}");
+    }
     drop(img);
     s.finish(c);
 }

@@ -16,6 +16,8 @@ use super::rados::rados_ioctx_t;
 
 pub type rbd_image_t = *mut c_void;
 pub type rbd_image_options_t = *mut c_void;
+pub type rbd_completion_t = *mut c_void;
+pub type rbd_callback_t = Option<unsafe extern "C" fn(cb: rbd_completion_t, arg: *mut c_void)>;
 pub type librbd_progress_fn_t =
     Option<unsafe extern "C" fn(offset: u64, total: u64, ptr: *mut c_void) -> c_int>;
 /// `rbd_snap_namespace_type_t`, a C enum (an `int`).
@@ -297,6 +299,23 @@ unsafe extern "C" {
     ) -> ssize_t;
     pub fn rbd_discard(image: rbd_image_t, ofs: u64, len: u64) -> c_int;
     pub fn rbd_flush(image: rbd_image_t) -> c_int;
+
+    pub fn rbd_aio_create_completion(
+        cb_arg: *mut c_void,
+        complete_cb: rbd_callback_t,
+        c: *mut rbd_completion_t,
+    ) -> c_int;
+    pub fn rbd_aio_write2(
+        image: rbd_image_t,
+        off: u64,
+        len: size_t,
+        buf: *const c_char,
+        c: rbd_completion_t,
+        op_flags: c_int,
+    ) -> c_int;
+    pub fn rbd_aio_wait_for_complete(c: rbd_completion_t) -> c_int;
+    pub fn rbd_aio_get_return_value(c: rbd_completion_t) -> ssize_t;
+    pub fn rbd_aio_release(c: rbd_completion_t);
 }
 
 /// The declarations above against the installed `rbd/librbd.h`, as git2-rs's

@@ -27,7 +27,9 @@ pub use spec::{ImageSpec, MAX_NAME_LEN, validate_name};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::rados::{Cluster, IoCtx};
-use crate::rbd::{Image, ImageOptions, LinkedImage, SnapNamespace, Snapshot, TrashEntry, TrashSource};
+use crate::rbd::{
+    Image, ImageOptions, LinkedImage, SnapNamespace, Snapshot, TrashEntry, TrashSource, Writes,
+};
 
 /// Prefix of every image metadata key rbdx writes.
 pub const RBDX_KEY_PREFIX: &str = "rbdx.";
@@ -551,15 +553,20 @@ pub fn used_bytes(img: &Image<'_>, since: Option<&str>) -> Result<u64> {
 /// Chunk size of [`write_sparse`]: one default RBD object.
 pub const SPARSE_CHUNK: usize = 4 << 20;
 
+/// Writes [`write_sparse`] and [`write_file_sparse`] keep in flight (as many as
+/// `rbd import`'s concurrent operations, near enough; 32 MiB of buffers).
+pub const WRITE_WINDOW: usize = 8;
+
 /// Copies `src` into `img` from offset 0, skipping chunks that are all zeros (a
 /// new image reads zeros there already). Returns the bytes actually written.
 ///
 /// # Errors
 /// Read errors (as [`Error::Invalid`]) and Ceph write errors.
 pub fn write_sparse(img: &Image<'_>, mut src: impl std::io::Read) -> Result<u64> {
-    let mut buf = vec![0u8; SPARSE_CHUNK];
+    let mut writes = Writes::new(img, WRITE_WINDOW);
     let (mut off, mut written) = (0u64, 0u64);
     loop {
+        let mut buf = writes.buffer(SPARSE_CHUNK);
         let mut n = 0;
         while n < buf.len() {
             match src.read(&mut buf[n..]) {
@@ -572,15 +579,19 @@ pub fn write_sparse(img: &Image<'_>, mut src: impl std::io::Read) -> Result<u64>
         if n == 0 {
             break;
         }
-        if buf[..n].iter().any(|b| *b != 0) {
-            img.write_at(off, &buf[..n])?;
+        buf.truncate(n);
+        if buf.iter().any(|b| *b != 0) {
+            writes.write(off, buf)?;
             written += n as u64;
+        } else {
+            writes.recycle(buf);
         }
         off += n as u64;
-        if n < buf.len() {
+        if n < SPARSE_CHUNK {
             break;
         }
     }
+    writes.finish()?;
     img.flush()?;
     Ok(written)
 }
@@ -599,7 +610,7 @@ pub fn write_file_sparse(img: &Image<'_>, src: &std::fs::File, discard: bool) ->
     use std::os::unix::fs::FileExt;
     let read_err = |e: std::io::Error| Error::Io { what: "reading the source".into(), source: e };
     let len = src.metadata().map_err(read_err)?.len();
-    let mut buf = vec![0u8; SPARSE_CHUNK];
+    let mut writes = Writes::new(img, WRITE_WINDOW);
     let (mut pos, mut written) = (0u64, 0u64);
     let as_off = |p: u64| i64::try_from(p).map_err(|_| Error::Invalid("the source is too large".into()));
     let as_pos = |o: i64| u64::try_from(o).unwrap_or(0);
@@ -626,18 +637,22 @@ pub fn write_file_sparse(img: &Image<'_>, src: &std::fs::File, discard: bool) ->
         let mut at = data;
         while at < hole {
             let n = usize::try_from((hole - at).min(SPARSE_CHUNK as u64)).unwrap_or(SPARSE_CHUNK);
-            let chunk = &mut buf[..n];
-            src.read_exact_at(chunk, at).map_err(read_err)?;
+            let mut chunk = writes.buffer(n);
+            src.read_exact_at(&mut chunk, at).map_err(read_err)?;
             if chunk.iter().any(|b| *b != 0) {
-                img.write_at(at, chunk)?;
+                writes.write(at, chunk)?;
                 written += n as u64;
-            } else if discard {
-                img.discard(at, n as u64)?;
+            } else {
+                writes.recycle(chunk);
+                if discard {
+                    img.discard(at, n as u64)?;
+                }
             }
             at += n as u64;
         }
         pos = hole.max(pos + 1);
     }
+    writes.finish()?;
     img.flush()?;
     Ok(written)
 }

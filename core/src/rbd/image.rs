@@ -196,6 +196,11 @@ impl<'io> Image<'io> {
         Ok(Self { raw, io, name: name.to_string(), snap: snap.map(str::to_string) })
     }
 
+    /// The librbd handle, for the other safe wrappers of this module.
+    pub(super) fn raw(&self) -> sys::rbd_image_t {
+        self.raw
+    }
+
     /// The image name.
     pub fn name(&self) -> &str {
         &self.name

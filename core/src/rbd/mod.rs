@@ -1,10 +1,12 @@
 //! librbd's safe API: pool-level calls on an [`IoCtx`] (create, clone, remove,
 //! rename, list, trash) and [`Image`] for everything done on an open image.
 
+mod aio;
 mod image;
 mod list;
 mod options;
 
+pub use aio::Writes;
 pub use image::{Image, ImageInfo, LinkedImage, Parent, SnapNamespace, Snapshot, Watcher};
 pub use options::{ImageOptions, features};
 
