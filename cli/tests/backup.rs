@@ -276,10 +276,13 @@ fn a_chain_the_stock_scripts_started_continues_as_rbd_export_diffs() {
     let base = bytes(c, &vm.img.at("one_backup_0").unwrap());
     // What the stock full increment of an rbd chain was (fixture: Ceph's CLI).
     let rbd2 = files.path().join("disk.0.rbd2");
-    rbd_admin(
-        &vm.e,
-        &["export", "--export-format", "2", &format!("{}@one_backup_0", vm.img), rbd2.to_str().unwrap()],
-    );
+    vm.e.rbd_admin(&[
+        "export",
+        "--export-format",
+        "2",
+        &format!("{}@one_backup_0", vm.img),
+        rbd2.to_str().unwrap(),
+    ]);
     vm.write(3 * MIB, MIB, 4);
     io.open(&vm.img.name).unwrap().discard(0, MIB).unwrap();
     // The chain's backup image says FORMAT rbd (a chain of .rbd2 + .rbdiff).
@@ -299,9 +302,9 @@ fn a_chain_the_stock_scripts_started_continues_as_rbd_export_diffs() {
 
     // Ceph's own `rbd import-diff` applies the stream onto the chain's base.
     let check = ImageSpec::new(&vm.img.pool, &format!("one-{}", fresh_id())).unwrap();
-    rbd_admin(&vm.e, &["import", "--export-format", "2", rbd2.to_str().unwrap(), &check.to_string()]);
+    vm.e.rbd_admin(&["import", "--export-format", "2", rbd2.to_str().unwrap(), &check.to_string()]);
     let rbdiff = files.path().join("disk.0.1.rbdiff");
-    rbd_admin(&vm.e, &["import-diff", rbdiff.to_str().unwrap(), &check.to_string()]);
+    vm.e.rbd_admin(&["import-diff", rbdiff.to_str().unwrap(), &check.to_string()]);
     assert_eq!(bytes(c, &check), want, "rbd import-diff reads the same");
     assert!(vm.snapshots(&check).contains(&"one_backup_1".to_string()));
     ops::disk::Disk::new(c, check, &rbdx_one::naming::ONE).remove(None, ops::disk::Reclaim::Flatten).unwrap();
@@ -340,17 +343,6 @@ fn a_chain_the_stock_scripts_started_continues_as_rbd_export_diffs() {
     assert!(vm.snapshots(&vm.img).is_empty(), "no backup snapshots left on the restored disk");
     assert_eq!(std::fs::read_to_string(files.path().join("ls.log")).unwrap().trim(), "-i 1");
     vm.finish();
-}
-
-/// Ceph's `rbd` CLI as the admin (test fixtures only).
-fn rbd_admin(e: &OneEnv, args: &[&str]) {
-    let ok = Command::new("rbd")
-        .args(["--name", "client.admin", "--conf"])
-        .arg(&e.cluster.conf)
-        .args(args)
-        .status()
-        .expect("the rbd CLI (ceph-common) for the fixture");
-    assert!(ok.success(), "rbd {args:?}");
 }
 
 #[test]

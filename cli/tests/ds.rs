@@ -549,18 +549,6 @@ fn monitor_reports_vm_disk_sizes_to_monitord() {
     }
 }
 
-/// Runs the `rbd` CLI as admin: test tooling only, to make a backup fixture the
-/// way OpenNebula's backup scripts do.
-fn rbd_admin(e: &OneEnv, args: &[&str]) {
-    let ok = Command::new("rbd")
-        .args(["--name", "client.admin", "--conf"])
-        .arg(&e.cluster.conf)
-        .args(args)
-        .status()
-        .expect("the rbd CLI (ceph-common) for the fixture");
-    assert!(ok.success(), "rbd {args:?}");
-}
-
 #[test]
 fn cp_restores_an_opennebula_rbd_backup_tarball() {
     let e = env();
@@ -575,32 +563,26 @@ fn cp_restores_an_opennebula_rbd_backup_tarball() {
     // A full backup, then two incrementals (one of them discards data).
     fill(&io.open(&src.name).unwrap(), 0, 6 * MIB, 1);
     io.open(&src.name).unwrap().snap_create("one_backup_0").unwrap();
-    rbd_admin(&e, &["export", "--export-format", "2", &format!("{src}@one_backup_0"), &out("disk.0.rbd2")]);
+    e.rbd_admin(&["export", "--export-format", "2", &format!("{src}@one_backup_0"), &out("disk.0.rbd2")]);
     fill(&io.open(&src.name).unwrap(), 10 * MIB, 3 * MIB, 2);
     io.open(&src.name).unwrap().snap_create("one_backup_1").unwrap();
-    rbd_admin(
-        &e,
-        &[
-            "export-diff",
-            "--from-snap",
-            "one_backup_0",
-            &format!("{src}@one_backup_1"),
-            &out("disk.0.1.rbdiff"),
-        ],
-    );
+    e.rbd_admin(&[
+        "export-diff",
+        "--from-snap",
+        "one_backup_0",
+        &format!("{src}@one_backup_1"),
+        &out("disk.0.1.rbdiff"),
+    ]);
     io.open(&src.name).unwrap().discard(0, 4 * MIB).unwrap();
     fill(&io.open(&src.name).unwrap(), 20 * MIB, MIB, 3);
     io.open(&src.name).unwrap().snap_create("one_backup_2").unwrap();
-    rbd_admin(
-        &e,
-        &[
-            "export-diff",
-            "--from-snap",
-            "one_backup_1",
-            &format!("{src}@one_backup_2"),
-            &out("disk.0.2.rbdiff"),
-        ],
-    );
+    e.rbd_admin(&[
+        "export-diff",
+        "--from-snap",
+        "one_backup_1",
+        &format!("{src}@one_backup_2"),
+        &out("disk.0.2.rbdiff"),
+    ]);
     let want = image_bytes(c, &src);
     let tarball = e.dir.path().join("backup.tar.gz");
     let ok = Command::new("tar")

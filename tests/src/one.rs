@@ -303,6 +303,18 @@ impl OneEnv {
         std::fs::read_to_string(&self.key_file).expect("key file").trim().to_string()
     }
 
+    /// Runs Ceph's `rbd` CLI as the admin: test fixtures only (a backup made
+    /// the way OpenNebula's backup scripts make one).
+    pub fn rbd_admin(&self, args: &[&str]) {
+        let ok = Command::new("rbd")
+            .args(["--name", "client.admin", "--conf"])
+            .arg(&self.cluster.conf)
+            .args(args)
+            .status()
+            .expect("the rbd CLI (ceph-common) for the fixture");
+        assert!(ok.success(), "rbd {args:?}");
+    }
+
     /// CEPH_CONF, CEPH_USER and CEPH_KEY as a DISK or datastore carries them.
     pub fn ceph_attrs(&self) -> Vec<(&'static str, String)> {
         vec![
