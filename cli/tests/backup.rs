@@ -120,6 +120,21 @@ impl Vm {
         fill(&io.open(&self.img.name).unwrap(), offset, len, seed);
     }
 
+    /// Reverts the disk to a snapshot 0 taken before `written` bytes at 2 MiB
+    /// (the old head becomes a carrier), then saves it as a new image: a CoW
+    /// child of the disk. Returns the child and its bytes.
+    fn reverted_with_save_as_child(&self, written: u64) -> (ImageSpec, Vec<u8>) {
+        let (vms, ds) = (self.id.to_string(), IMAGE_DS.to_string());
+        let disk = format!("localhost:{}/disk.0", self.sysdir.display());
+        assert_ok(&self.e.tm("snap_create", &[&disk, "0", &vms, &ds]));
+        self.write(2 * MIB, written, 2);
+        assert_ok(&self.e.tm("snap_revert", &[&disk, "0", &vms, &ds]));
+        let child = ImageSpec::new(&self.img.pool, &format!("one-{}", fresh_id())).unwrap();
+        assert_ok(&self.e.tm("cpds", &[&disk, &child.to_string(), "-1", &vms, &ds]));
+        let child_bytes = bytes(self.c(), &child);
+        (child, child_bytes)
+    }
+
     fn finish(&self) {
         let _ = ops::disk::Disk::new(self.c(), self.img.clone(), &rbdx_one::naming::ONE)
             .remove(None, ops::disk::Reclaim::Flatten);
@@ -206,12 +221,7 @@ fn incremental_qcow2_backups_follow_a_reverted_disk_and_spare_its_save_as_child(
     let disk = format!("localhost:{}/disk.0", vm.sysdir.display());
 
     // A reverted disk with a save-as child.
-    assert_ok(&vm.e.tm("snap_create", &[&disk, "0", &vms, &ds]));
-    vm.write(2 * MIB, 2 * MIB, 2);
-    assert_ok(&vm.e.tm("snap_revert", &[&disk, "0", &vms, &ds]));
-    let child = ImageSpec::new(&vm.img.pool, &format!("one-{}", fresh_id())).unwrap();
-    assert_ok(&vm.e.tm("cpds", &[&disk, &child.to_string(), "-1", &vms, &ds]));
-    let child_bytes = bytes(c, &child);
+    let (child, child_bytes) = vm.reverted_with_save_as_child(2 * MIB);
 
     // First increment: the whole disk, snapshot one_backup_0 kept.
     vm.set_backup_config("INCREMENT", -1, None);
@@ -460,12 +470,7 @@ fn restore_puts_the_backup_in_place_and_never_deletes_a_save_as_child() {
     let disk = format!("localhost:{}/disk.0", vm.sysdir.display());
 
     // A disk with a carrier (snapshot 0, reverted) and a save-as child.
-    assert_ok(&vm.e.tm("snap_create", &[&disk, "0", &vms, &ds]));
-    vm.write(2 * MIB, MIB, 2);
-    assert_ok(&vm.e.tm("snap_revert", &[&disk, "0", &vms, &ds]));
-    let child = ImageSpec::new(&vm.img.pool, &format!("one-{}", fresh_id())).unwrap();
-    assert_ok(&vm.e.tm("cpds", &[&disk, &child.to_string(), "-1", &vms, &ds]));
-    let child_bytes = bytes(c, &child);
+    let (child, child_bytes) = vm.reverted_with_save_as_child(MIB);
 
     // Two increments; the state of the second is what the restore brings back.
     vm.set_backup_config("INCREMENT", -1, None);
