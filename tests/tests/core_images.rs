@@ -335,6 +335,7 @@ fn windowed_writes_land_where_sent_and_report_a_failed_write() {
     let e = w.finish().unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::InvalidArgument), "{e}");
     assert!(e.to_string().contains("rbd_aio_write2"), "{e}");
+    assert!(e.to_string().contains(&format!(" at {} (16 bytes)", size + 4 * MIB)), "the write is named: {e}");
     let mut w = Writes::new(&img, 2);
     for k in 0..3u64 {
         let mut b = w.buffer(MIB as usize);

@@ -10,9 +10,11 @@ use super::image::Image;
 use crate::error::{CephError, Result, check};
 use crate::ffi::rbd as sys;
 
-/// One write in flight: its completion and the buffer librbd reads from.
+/// One write in flight: its completion, where it goes, and the buffer librbd
+/// reads from.
 struct Pending {
     completion: sys::rbd_completion_t,
+    offset: u64,
     data: Vec<u8>,
 }
 
@@ -64,7 +66,7 @@ impl<'i, 'io> Writes<'i, 'io> {
         while self.pending.len() >= self.window {
             self.wait_oldest()?;
         }
-        let what = || format!("{} at {offset}", self.image.spec());
+        let what = || self.at(offset, data.len());
         let mut completion: sys::rbd_completion_t = ptr::null_mut();
         // SAFETY: no callback; `completion` is a valid out-pointer.
         let r = unsafe { sys::rbd_aio_create_completion(ptr::null_mut(), None, &mut completion) };
@@ -80,7 +82,7 @@ impl<'i, 'io> Writes<'i, 'io> {
             unsafe { sys::rbd_aio_release(completion) };
             return Err(CephError::new("rbd_aio_write2", r.into(), what()).into());
         }
-        self.pending.push_back(Pending { completion, data });
+        self.pending.push_back(Pending { completion, offset, data });
         Ok(())
     }
 
@@ -89,6 +91,11 @@ impl<'i, 'io> Writes<'i, 'io> {
     /// # Errors
     /// The first failed write's [`CephError`] (the others are still waited for).
     pub fn finish(mut self) -> Result<()> {
+        self.drain()
+    }
+
+    /// Waits for every write in flight; the first failure, if any.
+    fn drain(&mut self) -> Result<()> {
         let mut first = Ok(());
         while !self.pending.is_empty() {
             if let Err(e) = self.wait_oldest() {
@@ -98,6 +105,11 @@ impl<'i, 'io> Writes<'i, 'io> {
             }
         }
         first
+    }
+
+    /// Names a write for errors: the image, offset and length.
+    fn at(&self, offset: u64, len: usize) -> String {
+        format!("{} at {offset} ({len} bytes)", self.image.spec())
     }
 
     /// Waits for the oldest write in flight and keeps its buffer for reuse.
@@ -111,9 +123,9 @@ impl<'i, 'io> Writes<'i, 'io> {
             sys::rbd_aio_release(p.completion);
             r
         };
-        let len = p.data.len();
+        let (offset, len) = (p.offset, p.data.len());
         self.spare.push(p.data);
-        check(r as i64, "rbd_aio_write2", || format!("{} ({len} bytes)", self.image.spec()))?;
+        check(r as i64, "rbd_aio_write2", || self.at(offset, len))?;
         Ok(())
     }
 }
@@ -121,8 +133,6 @@ impl<'i, 'io> Writes<'i, 'io> {
 impl Drop for Writes<'_, '_> {
     fn drop(&mut self) {
         // The buffers must outlive librbd's use of them.
-        while !self.pending.is_empty() {
-            let _ = self.wait_oldest();
-        }
+        let _ = self.drain();
     }
 }
