@@ -14,7 +14,9 @@ use rbdx_core::ops::{self, CreateOptions, ImageSpec};
 use rbdx_tests::one::{OneEnv, assert_fails, assert_ok, vm_doc};
 use rbdx_tests::{MIB, fill};
 
-const LOCAL: &str = "EXECUTION = local\nCEPH_TIMEOUT = 20\n";
+/// Reverts by the clone swap: the backups must follow a disk whose snapshots
+/// live on carriers.
+const LOCAL: &str = "EXECUTION = local\nCEPH_TIMEOUT = 20\nROLLBACK_MAX_MB = 0\n";
 const IMAGE_DS: u32 = 100;
 const SYSTEM_DS: u32 = 0;
 const SIZE_MB: u64 = 16;

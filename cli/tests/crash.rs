@@ -43,8 +43,17 @@ const SYSTEM_DS: u32 = 0;
 /// docs/ceph-behaviour.md).
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Reverts by the clone swap (the path with carriers and most crash points);
+/// [`snap_revert_in_place_converges_from_every_crash_point`] takes the other.
 fn env() -> OneEnv {
-    OneEnv::new(Path::new(env!("CARGO_BIN_EXE_rbdx")), "EXECUTION = local\nCEPH_TIMEOUT = 20\n")
+    env_with("ROLLBACK_MAX_MB = 0\n")
+}
+
+fn env_with(extra: &str) -> OneEnv {
+    OneEnv::new(
+        Path::new(env!("CARGO_BIN_EXE_rbdx")),
+        &format!("EXECUTION = local\nCEPH_TIMEOUT = 20\n{extra}"),
+    )
 }
 
 /// Ids no other test process uses: 5000 per process (each case takes three).
@@ -359,6 +368,42 @@ fn snap_revert_converges_from_every_crash_point() {
 }
 
 #[test]
+fn snap_revert_in_place_converges_from_every_crash_point() {
+    let e = env_with("");
+    let n = converges(
+        &e,
+        &Scenario {
+            setup: &|e, case| {
+                vm_with_snapshots(e, case, false);
+                let io = e.cluster.connect().ioctx(&e.cluster.pool).unwrap();
+                fill(&io.open(&format!("one-{}-{}-0", case.img, case.vm)).unwrap(), 0, MIB, 9);
+            },
+            action: &|e, case, k| tm(e, "snap_revert", &snap_args(case, "0"), k),
+            // Rolled back in place: the head reads as snapshot 0, and no other
+            // image of the disk (a carrier) was made.
+            result: &|e, case, _| {
+                let io = e.cluster.connect().ioctx(&e.cluster.pool).unwrap();
+                let head = format!("one-{}-{}-0", case.img, case.vm);
+                let now = checksum(&io.open_read_only(&head, None).unwrap());
+                let at0 = checksum(&io.open_read_only(&head, Some("0")).unwrap());
+                let others: Vec<String> = io
+                    .list_images()
+                    .unwrap()
+                    .into_iter()
+                    .map(|i| i.name)
+                    .filter(|n| n.starts_with(&format!("{head}-")) || n.starts_with(&format!("{head}.")))
+                    .collect();
+                assert_eq!((now, &others), (at0, &Vec::new()), "rolled back in place");
+                "rolled back in place".to_string()
+            },
+            cleanup: &remove_all,
+        },
+    );
+    assert!(n >= 2, "snap_revert in place has {n} crash points");
+    eprintln!("snap_revert in place: {n} crash points, each re-run converged");
+}
+
+#[test]
 fn snap_delete_converges_from_every_crash_point() {
     let e = env();
     // Snapshot 0 lives on the carrier the revert made, and the head is its clone.
@@ -654,7 +699,10 @@ fn ds_cp_converges_from_every_crash_point() {
 fn pve(e: &OneEnv, method: &str, params: Value, crash: Option<u32>) -> Output {
     let k = crash.map(|k| k.to_string());
     let env: Vec<(&str, &OsStr)> = k.iter().map(|k| ("RBDX_CRASH_AT", OsStr::new(k))).collect();
-    rbdx_tests::pve::call(&e.bin, &storage(&e.cluster, true), method, params, &env)
+    // Rollbacks by the clone swap, as in the OpenNebula cases.
+    let mut ceph = storage(&e.cluster, true);
+    ceph["rollback_max_mb"] = json!(0);
+    rbdx_tests::pve::call(&e.bin, &ceph, method, params, &env)
 }
 
 fn pve_ok(e: &OneEnv, method: &str, params: Value) -> Value {

@@ -30,7 +30,12 @@ impl Env {
         let fsid = cluster.connect().fsid().unwrap();
         Self {
             bin: PathBuf::from(env!("CARGO_BIN_EXE_rbdx")),
-            ceph: storage(&cluster, true),
+            // Rollbacks by the clone swap: a snapshot then lives on another image.
+            ceph: {
+                let mut c = storage(&cluster, true);
+                c["rollback_max_mb"] = json!(0);
+                c
+            },
             double,
             root,
             fsid,

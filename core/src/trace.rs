@@ -6,7 +6,7 @@
 //! `open`, `close`, `mon command`, `lock` (waiting for a disk's guard or an
 //! image's lock), `unlock`,
 //! `snapshot create` and `snapshot remove` (each waits for an OSD map update),
-//! `clone`, `remove`, `rename`, `flatten`, `diff`, `metadata`, `list`. The
+//! `clone`, `remove`, `rename`, `flatten`, `rollback`, `diff`, `metadata`, `list`. The
 //! orchestrator layers add their own (their API calls, `ssh`).
 
 use std::sync::Mutex;

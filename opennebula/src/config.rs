@@ -49,6 +49,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// `MAX_CLONE_DEPTH`: longest clone chain before flattening (default 8).
     pub max_clone_depth: u32,
+    /// `ROLLBACK_MAX_MB`: a revert to a snapshot the head holds rolls the head
+    /// back in place when that visits at most this much data (default 2048; 0:
+    /// always the clone swap). See [`rbdx_core::ops::disk::DiskConfig`].
+    pub rollback_max_mb: u64,
     /// `TRASH_DELAY`: seconds a disk deleted with CEPH_TRASH stays restorable (default 0).
     pub trash_delay: u64,
     /// `RECLAIM`: what deleting a disk does with its images that save-as clones
@@ -91,6 +95,7 @@ impl Default for Config {
             oned_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_clone_depth: rbdx_core::ops::disk::DEFAULT_MAX_DEPTH,
+            rollback_max_mb: rbdx_core::ops::disk::DEFAULT_ROLLBACK_MAX_BYTES >> 20,
             trash_delay: 0,
             reclaim: rbdx_core::ops::disk::Reclaim::Trash,
             virsh: "virsh".into(),
@@ -106,9 +111,10 @@ impl Default for Config {
 }
 
 /// The settings a datastore may override with `RBDX_<KEY>` attributes.
-pub const DATASTORE_KEYS: [&str; 8] = [
+pub const DATASTORE_KEYS: [&str; 9] = [
     "EXECUTION",
     "MAX_CLONE_DEPTH",
+    "ROLLBACK_MAX_MB",
     "TRASH_DELAY",
     "RECLAIM",
     "CEPH_TIMEOUT",
@@ -206,6 +212,11 @@ impl Config {
                     Error::Invalid(format!("MAX_CLONE_DEPTH: expected 1 or more, got {v:?}"))
                 })?;
             }
+            "ROLLBACK_MAX_MB" => {
+                self.rollback_max_mb = v.parse().ok().filter(|m| *m <= 1u64 << 43).ok_or_else(|| {
+                    Error::Invalid(format!("ROLLBACK_MAX_MB: expected MiB (0 to 2^43), got {v:?}"))
+                })?;
+            }
             "TRASH_DELAY" => {
                 self.trash_delay = v
                     .parse()
@@ -293,10 +304,11 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let c = Config::parse("# comment\nEXECUTION = local\nSSH = ssh -p 2222 -o BatchMode=yes\nMAX_CLONE_DEPTH=4\nREMOTE_DIR=\"/var/tmp/one\"\n").unwrap();
+        let c = Config::parse("# comment\nEXECUTION = local\nSSH = ssh -p 2222 -o BatchMode=yes\nMAX_CLONE_DEPTH=4\nROLLBACK_MAX_MB=0\nREMOTE_DIR=\"/var/tmp/one\"\n").unwrap();
         assert_eq!(c.execution, Execution::Local);
         assert_eq!(c.ssh, ["ssh", "-p", "2222", "-o", "BatchMode=yes"]);
-        assert_eq!(c.max_clone_depth, 4);
+        assert_eq!((c.max_clone_depth, c.rollback_max_mb), (4, 0));
+        assert_eq!(Config::default().rollback_max_mb, 2048);
         assert_eq!(c.remote_binary(), "/var/tmp/one/rbdx/rbdx");
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }
@@ -308,6 +320,8 @@ mod tests {
             ("REMOTE_DIR=/tmp/$(x)", "REMOTE_DIR"),
             ("REMOTE_DIR=relative", "REMOTE_DIR"),
             ("MAX_CLONE_DEPTH=0", "MAX_CLONE_DEPTH"),
+            ("ROLLBACK_MAX_MB=-1", "ROLLBACK_MAX_MB"),
+            ("ROLLBACK_MAX_MB=1GiB", "ROLLBACK_MAX_MB"),
             ("BOGUS=1", "unknown setting BOGUS"),
             ("no equals sign", "line 1"),
         ] {

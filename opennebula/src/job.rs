@@ -34,6 +34,11 @@ pub struct Freeze {
     pub or_suspend: bool,
 }
 
+/// A `SnapRevert` from a front-end that predates `rollback_max_mb`: the default.
+fn default_rollback_max_mb() -> u64 {
+    rbdx_core::ops::disk::DEFAULT_ROLLBACK_MAX_BYTES >> 20
+}
+
 /// One action's Ceph work. Image names are `pool[/namespace]/image` strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
@@ -143,6 +148,9 @@ pub enum Job {
         data_pool: Option<String>,
         /// Clone-depth bound.
         max_depth: u32,
+        /// Roll back in place when that visits at most this many MiB (0: never).
+        #[serde(default = "default_rollback_max_mb")]
+        rollback_max_mb: u64,
     },
     /// TM cpds: save a disk (or one of its snapshots) as a new image, CoW.
     SaveAs {

@@ -172,7 +172,15 @@ impl Helper {
 
     /// How the disk scheme makes images: with the storage's data pool.
     pub(crate) fn disk_config(&self) -> DiskConfig {
-        DiskConfig { data_pool: self.ceph.data_pool.clone(), ..DiskConfig::default() }
+        let d = DiskConfig::default();
+        DiskConfig {
+            data_pool: self.ceph.data_pool.clone(),
+            rollback_max_bytes: self
+                .ceph
+                .rollback_max_mb
+                .map_or(d.rollback_max_bytes, |mb| mb.saturating_mul(1 << 20)),
+            ..d
+        }
     }
 
     /// Every image of the storage's pool and namespace.

@@ -57,6 +57,11 @@ pub struct Ceph {
     /// short one, so that a dead cluster never blocks pvestatd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<u64>,
+    /// `rbdx-rollback-max-mb`: a rollback visiting at most this many MiB is done
+    /// in place (default 2048; 0: always the clone swap; see
+    /// [`rbdx_core::ops::disk::DiskConfig::rollback_max_bytes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_max_mb: Option<u64>,
     /// No keyring: connect without cephx, as the built-in type's
     /// `auth_supported none`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

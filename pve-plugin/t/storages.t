@@ -86,8 +86,22 @@ sub lifecycle {
     my ($total, $avail, $used, $active) = $P->status($sid, $scfg, {});
     ok($active && $total > 0, "$label: status reaches the cluster");
 
-    # alloc, s1 at 4 MiB, grow to 8 MiB, s2, roll back to s1
+    # A small image holding its snapshot is rolled back in place (the default
+    # bound): the disk stays one image, so qemu still takes the snapshots.
     my $vm = vmid();
+    my $small = $P->alloc_image($sid, $scfg, $vm, 'raw', undef, 4096);
+    $P->volume_snapshot($scfg, $sid, $small, 's1');
+    $P->volume_resize($scfg, $sid, $small, 8 << 20, 0, '');
+    $P->volume_snapshot_rollback($scfg, $sid, $small, 's1');
+    is(scalar $P->volume_size_info($scfg, $sid, $small), 4 << 20, "$label: rolled back to s1 in place");
+    is($P->volume_qemu_snapshot_method($sid, $scfg, $small), 'qemu', "$label: after a rollback in place, qemu still takes the snapshots");
+    my $info = image_info("$scfg->{pool}/$small");
+    is_deeply([$info->{parent}, [map { $_->{name} } @{ $info->{snapshots} }]], [undef, ['s1']], "$label: the same image, not a clone, holds s1");
+    $P->free_image($sid, $scfg, $small, 0);
+
+    # The rest reverts by the clone swap (rbdx-rollback-max-mb 0): alloc, s1 at
+    # 4 MiB, grow to 8 MiB, s2, roll back to s1.
+    local $scfg->{'rbdx-rollback-max-mb'} = 0;
     my $vol = $P->alloc_image($sid, $scfg, $vm, 'raw', undef, 4096);
     is($P->volume_qemu_snapshot_method($sid, $scfg, $vol), 'qemu', "$label: qemu snapshots a disk whose snapshots are all on its image");
     $P->volume_snapshot($scfg, $sid, $vol, 's1');

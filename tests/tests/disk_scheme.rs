@@ -7,8 +7,9 @@ use rbdx_core::ops::disk::{self, Disk, DiskConfig, KEY_DISK, Reclaim};
 use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec};
 use rbdx_tests::{MIB, Scratch, checksum, fill};
 
+/// The clone swap on every revert (no rollback in place): the scheme's structure.
 fn ec_config(s: &Scratch) -> DiskConfig {
-    DiskConfig { data_pool: Some(s.env.ec_pool.clone()), ..DiskConfig::default() }
+    DiskConfig { data_pool: Some(s.env.ec_pool.clone()), rollback_max_bytes: 0, ..DiskConfig::default() }
 }
 
 fn sum(c: &Cluster, spec: &ImageSpec) -> u64 {
@@ -85,6 +86,59 @@ fn revert_restores_any_snapshot_and_every_snapshot_stays_deletable() {
     let (left, trash) = s.leftovers(c);
     assert_eq!(left, [s.spec("img").name], "only the image remains");
     assert!(trash.is_empty(), "{trash:?}");
+    s.finish(c);
+}
+
+#[test]
+fn a_revert_rolls_back_in_place_while_that_visits_little_data() {
+    let s = Scratch::new("rollback");
+    let c = s.env.connect();
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
+    // At most 8 objects of 4 MiB: the head holds 1 and it changes.
+    let cfg = DiskConfig { rollback_max_bytes: 32 * MIB, ..ec_config(&s) };
+    let io = ops::ioctx(c, &head).unwrap();
+    let parent = |io: &rbdx_core::IoCtx<'_>| {
+        let p = io.open_read_only(&head.name, None).unwrap().parent().unwrap().unwrap();
+        (p.image.name, p.snap_name)
+    };
+    write(c, &head, 0, 5);
+    d.snapshot_create("0").unwrap();
+    let want = sum(c, &head);
+    write(c, &head, 0, 6);
+    d.revert("0", &cfg).unwrap();
+    assert_eq!(sum(c, &head), want);
+    assert_eq!(d.locate("0").unwrap().as_deref(), Some(head.name.as_str()), "no carrier");
+    assert_eq!(parent(&io), (s.spec("img").name, "snap".to_string()), "no new clone link");
+    assert_eq!(s.leftovers(c).0.len(), 2, "the image and the head");
+
+    // An interrupted rollback (its marker written) is finished by a re-run,
+    // whatever the data would now suggest.
+    write(c, &head, 0, 7);
+    io.open(&head.name).unwrap().metadata_set("rbdx.rollback.to", "0").unwrap();
+    d.revert("0", &ec_config(&s)).unwrap();
+    assert_eq!(sum(c, &head), want);
+    assert_eq!(d.locate("0").unwrap().as_deref(), Some(head.name.as_str()));
+    let img = io.open_read_only(&head.name, None).unwrap();
+    assert_eq!(img.metadata_get("rbdx.rollback.to").unwrap(), None);
+    drop(img);
+
+    // Past the bound (the head now holds all 8 objects), the clone swap; a
+    // marker left for another snapshot does not follow the old head to its carrier.
+    for i in 0..8 {
+        write(c, &head, i * 4 * MIB, 8);
+    }
+    io.open(&head.name).unwrap().metadata_set("rbdx.rollback.to", "1").unwrap();
+    d.revert("0", &cfg).unwrap();
+    assert_eq!(sum(c, &head), want);
+    let carrier = format!("{}-0", head.name);
+    assert_eq!(d.locate("0").unwrap().as_deref(), Some(carrier.as_str()));
+    assert_eq!(parent(&io), (carrier.clone(), "0".to_string()));
+    let old = io.open_read_only(&carrier, None).unwrap();
+    assert_eq!(old.metadata_get("rbdx.rollback.to").unwrap(), None);
+    drop(old);
+    d.remove(None, Reclaim::Trash).unwrap();
+    assert_eq!(s.leftovers(c).0, [s.spec("img").name]);
     s.finish(c);
 }
 

@@ -8,7 +8,10 @@
 //! - **Revert to S** clones the image holding `S` into a new head (O(1): no data is
 //!   copied), then turns the old head into a carrier if it holds snapshots, or
 //!   removes it if not, and renames the clone into place. When the new head's
-//!   clone chain would exceed [`DiskConfig::max_depth`], it is flattened.
+//!   clone chain would exceed [`DiskConfig::max_depth`], it is flattened. When the
+//!   head itself holds `S` and holds little data (object map: at most
+//!   [`DiskConfig::rollback_max_bytes`] in the head and changed since `S`), it is
+//!   rolled back in place instead: cheaper there, and no carrier or clone link.
 //! - **Delete S** removes the RBD snapshot wherever it lives. If clones still read
 //!   from it (a later head, a save-as image), clone format 2 moves it to the
 //!   trash namespace and librbd frees it with its last child; with format 1 the
@@ -58,6 +61,9 @@ pub const KEY_RECLAIM: &str = "rbdx.reclaim";
 pub const KEY_REPLACED_PREFIX: &str = "rbdx.replaced.";
 /// On the clone a revert is building: the snapshot it reverts to.
 const KEY_REVERT_TO: &str = "rbdx.revert.to";
+/// On a head being rolled back in place: the snapshot (a re-run finishes the
+/// rollback whatever the data would now suggest).
+const KEY_ROLLBACK_TO: &str = "rbdx.rollback.to";
 /// On the clone a revert is building: what the old head becomes (`""`: removed).
 const KEY_REVERT_CARRIER: &str = "rbdx.revert.carrier";
 
@@ -87,13 +93,29 @@ pub struct DiskConfig {
     pub clone_format: CloneFormat,
     /// Longest clone chain allowed above a head before it is flattened.
     pub max_depth: u32,
+    /// A revert to a snapshot the head itself holds rolls the head back in place
+    /// (`rbd_snap_rollback`) when the rollback visits at most this many bytes
+    /// (see [`Disk::revert`]); 0: always the clone swap.
+    pub rollback_max_bytes: u64,
 }
 
 impl Default for DiskConfig {
     fn default() -> Self {
-        Self { data_pool: None, clone_format: CloneFormat::Auto, max_depth: DEFAULT_MAX_DEPTH }
+        Self {
+            data_pool: None,
+            clone_format: CloneFormat::Auto,
+            max_depth: DEFAULT_MAX_DEPTH,
+            rollback_max_bytes: DEFAULT_ROLLBACK_MAX_BYTES,
+        }
     }
 }
+
+/// Default [`DiskConfig::rollback_max_bytes`]: 2 GiB. A rollback costs a round
+/// trip per object the head holds (about 0.35 ms each on the 3-OSD test
+/// cluster, 10 in flight) and a copy per object changed since the snapshot
+/// (about 0.2 ms more); the clone swap costs a constant 0.15–0.3 s there. The
+/// two meet near 512 objects of 4 MiB.
+pub const DEFAULT_ROLLBACK_MAX_BYTES: u64 = 2 << 30;
 
 /// The name of the clone a revert builds before renaming it into place.
 pub fn revert_temp_name(head: &str) -> String {
@@ -499,8 +521,10 @@ impl<'c> Disk<'c> {
         Ok(())
     }
 
-    /// Reverts the head to snapshot `snap` in time independent of the image size.
-    /// What the head held that no snapshot keeps is discarded, as a revert means.
+    /// Reverts the head to snapshot `snap` in time independent of the image size
+    /// (the clone swap), or in place when the head holds `snap` and a rollback
+    /// visits at most [`DiskConfig::rollback_max_bytes`]. What the head held that
+    /// no snapshot keeps is discarded, as a revert means.
     ///
     /// # Errors
     /// [`Error::Invalid`] for an unknown snapshot; [`Error::InUse`] while a client
@@ -519,11 +543,24 @@ impl<'c> Disk<'c> {
             .clone();
         let name = self.head.name.clone();
         // What the old head becomes: a carrier if it holds snapshots.
-        let head_snaps: Vec<(u64, String)> = {
+        let (head_snaps, pending) = {
             let h = io.open_read_only(&name, None)?;
             super::refuse_in_use(&h, &self.head)?;
-            user_snapshots(&h)?.into_iter().map(|s| (s.id, s.name)).collect()
+            let pending = h.metadata_get(KEY_ROLLBACK_TO)?;
+            if holder == name
+                && (pending.as_deref() == Some(snap)
+                    || rollback_is_cheaper(&h, snap, cfg.rollback_max_bytes)?)
+            {
+                drop(h);
+                return roll_back(io, &name, snap);
+            }
+            (user_snapshots(&h)?.into_iter().map(|s| (s.id, s.name)).collect::<Vec<(u64, String)>>(), pending)
         };
+        if pending.is_some() {
+            // A rollback to another snapshot was interrupted: this revert replaces
+            // what it left, and the marker must not follow the head to a carrier.
+            io.open(&name)?.metadata_remove(KEY_ROLLBACK_TO)?;
+        }
         let carrier = (!head_snaps.is_empty()).then(|| self.naming.carrier(&name, &head_snaps));
         let temp = revert_temp_name(&name);
 
@@ -958,12 +995,10 @@ impl Disk<'_> {
     /// # Errors
     /// `NotFound` for a missing head; Ceph errors.
     pub fn unchanged_snapshot(&self, pick: impl Fn(&str) -> bool) -> Result<Option<String>> {
-        use crate::rbd::features::FAST_DIFF;
-        const INVALID_MAPS: u64 = 1 | 2; // RBD_FLAG_OBJECT_MAP_INVALID | RBD_FLAG_FAST_DIFF_INVALID
         let io = self.io()?;
         let head = io.open_read_only(&self.head.name, None)?;
         let info = head.info()?;
-        if info.features & FAST_DIFF == 0 || info.flags & INVALID_MAPS != 0 {
+        if !info.fast_diff_valid() {
             return Ok(None);
         }
         let Some(base) = head.snapshots()?.into_iter().filter(|s| pick(&s.name)).max_by_key(|s| s.id) else {
@@ -1065,6 +1100,34 @@ fn user_snapshots(img: &crate::Image<'_>) -> Result<Vec<crate::rbd::Snapshot>> {
         }
     }
     Ok(v)
+}
+
+/// Whether rolling `head` back to its snapshot `snap` in place visits at most
+/// `max_bytes`: the objects it holds now and those changed since `snap` (each
+/// costs the rollback a round trip; read from the object map, no data).
+fn rollback_is_cheaper(head: &crate::Image<'_>, snap: &str, max_bytes: u64) -> Result<bool> {
+    if max_bytes == 0 || !head.info()?.fast_diff_valid() {
+        return Ok(false);
+    }
+    let held = super::used_bytes(head, None)?;
+    if held > max_bytes {
+        return Ok(false);
+    }
+    let mut changed = 0u64;
+    head.diff_iterate(Some(snap), false, true, |_, len, _| {
+        changed += len;
+        Ok(())
+    })?;
+    Ok(held + changed <= max_bytes)
+}
+
+/// Rolls `head` back to `snap` in place, marked first so that a re-run after an
+/// interruption finishes the same way.
+fn roll_back(io: &IoCtx<'_>, head: &str, snap: &str) -> Result<()> {
+    let img = io.open(head)?;
+    img.metadata_set(KEY_ROLLBACK_TO, snap)?;
+    img.snap_rollback(snap)?;
+    img.metadata_remove(KEY_ROLLBACK_TO)
 }
 
 /// Renames the finished revert clone into place and clears its revert markers.

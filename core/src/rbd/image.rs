@@ -31,6 +31,15 @@ pub struct ImageInfo {
     pub id: String,
 }
 
+impl ImageInfo {
+    /// Whether fast-diff is on and its object maps are valid: the diff and the
+    /// usage then come from the object maps without reading data.
+    pub fn fast_diff_valid(&self) -> bool {
+        const INVALID_MAPS: u64 = 1 | 2; // RBD_FLAG_OBJECT_MAP_INVALID | RBD_FLAG_FAST_DIFF_INVALID
+        self.features & super::features::FAST_DIFF != 0 && self.flags & INVALID_MAPS == 0
+    }
+}
+
 /// An image in a pool listing or a parent/child link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedImage {
@@ -432,6 +441,7 @@ impl<'io> Image<'io> {
     /// # Errors
     /// `NotFound`; `Busy`/`ReadOnly` when another client holds the exclusive lock.
     pub fn snap_rollback(&self, snap: &str) -> Result<()> {
+        let _span = crate::trace::span("rollback");
         self.snap_call("rbd_snap_rollback", snap, sys::rbd_snap_rollback)
     }
 

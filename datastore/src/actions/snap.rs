@@ -36,6 +36,7 @@ pub fn revert(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
         snap,
         data_pool: ctx.data_pool(),
         max_depth: ctx.cfg.max_clone_depth,
+        rollback_max_mb: ctx.cfg.rollback_max_mb,
     };
     ctx.run(&job)?;
     Ok(String::new())

@@ -66,7 +66,12 @@ pub fn spec(s: &str) -> Result<ImageSpec> {
 
 /// The scheme's settings for images a job creates.
 pub fn disk_config(data_pool: &Option<String>, max_depth: u32) -> DiskConfig {
-    DiskConfig { data_pool: data_pool.clone(), clone_format: CloneFormat::Auto, max_depth }
+    DiskConfig {
+        data_pool: data_pool.clone(),
+        clone_format: CloneFormat::Auto,
+        max_depth,
+        ..DiskConfig::default()
+    }
 }
 
 /// Runs a job that does not stream: each to its file.
@@ -93,8 +98,8 @@ pub(crate) fn dispatch(job: &Job, log: &mut Vec<String>) -> Result<Done> {
             snap_create::run(&ceph.connect()?, head, snap, freeze.as_ref(), log)
         }
         Job::SnapDelete { ceph, head, snap } => snap_delete::run(&ceph.connect()?, head, snap),
-        Job::SnapRevert { ceph, head, snap, data_pool, max_depth } => {
-            snap_revert::run(&ceph.connect()?, head, snap, data_pool, *max_depth)
+        Job::SnapRevert { ceph, head, snap, data_pool, max_depth, rollback_max_mb } => {
+            snap_revert::run(&ceph.connect()?, head, snap, data_pool, *max_depth, *rollback_max_mb)
         }
         Job::SaveAs { ceph, head, snap, target, data_pool, max_depth } => {
             save_as::run(&ceph.connect()?, head, snap.as_deref(), target, data_pool, *max_depth, log)

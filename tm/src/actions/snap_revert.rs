@@ -1,5 +1,6 @@
-//! `snap_revert host:<sysdir>/disk.N SNAP_ID VMID DSID` — O(1) revert; the new
-//! head gets the EC_POOL_NAME of the disk's datastore (DSID).
+//! `snap_revert host:<sysdir>/disk.N SNAP_ID VMID DSID` — O(1) revert (or a
+//! rollback in place, when cheaper: ROLLBACK_MAX_MB); a new head gets the
+//! EC_POOL_NAME of the disk's datastore (DSID).
 
 use rbdx_one::args::{expect_args, parse_id};
 use rbdx_one::job::Job;
@@ -24,6 +25,7 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
         snap: snap.to_string(),
         data_pool: data_pool(&da.ds),
         max_depth: da.max_depth(ctx)?,
+        rollback_max_mb: ctx.cfg.for_datastore(da.ds.template())?.rollback_max_mb,
     };
     ctx.run(&job, &da.hp.host, &da.ds)
 }

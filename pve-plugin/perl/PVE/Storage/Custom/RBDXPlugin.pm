@@ -68,6 +68,15 @@ sub properties {
             minimum => 1,
             optional => 1,
         },
+        'rbdx-rollback-max-mb' => {
+            description => "A rollback is done in place when the image holds the snapshot"
+                . " and at most this many MiB of its own data plus what changed since"
+                . " (0: always the constant-time clone swap).",
+            type => 'integer',
+            minimum => 0,
+            default => 2048,
+            optional => 1,
+        },
     };
 }
 
@@ -85,6 +94,7 @@ sub options {
         keyring => { optional => 1 },
         bwlimit => { optional => 1 },
         'rbdx-timeout' => { optional => 1 },
+        'rbdx-rollback-max-mb' => { optional => 1 },
     };
 }
 
@@ -142,6 +152,7 @@ sub ceph_options {
     $o->{keyring} = $keyring if -e $keyring;
     $o->{auth_supported} = defined $o->{keyring} ? 'cephx' : 'none';
     $o->{timeout} = $scfg->{'rbdx-timeout'} + 0 if defined $scfg->{'rbdx-timeout'};
+    $o->{rollback_max_mb} = $scfg->{'rbdx-rollback-max-mb'} + 0 if defined $scfg->{'rbdx-rollback-max-mb'};
     return $o;
 }
 
