@@ -8,7 +8,7 @@ use crate::rados::Cluster;
 use crate::rbd::Image;
 
 use super::{
-    CloneOptions, CreateOptions, ImageSpec, RemoveOptions, check_data_pool, clone, create, disk, ioctx,
+    CloneOptions, CreateOptions, ImageSpec, RemoveOptions, check_data_pool, clone_of, create, disk, ioctx,
     remove, rename, stat, strip_inherited,
 };
 
@@ -21,6 +21,9 @@ pub struct Cloned {
     pub took_snapshot: bool,
     /// The clone was flattened: its chain would have been longer than allowed.
     pub flattened: bool,
+    /// The clone's size, when this call knows it without opening the clone (it
+    /// cloned a snapshot that was there already: the snapshot's size).
+    pub size: Option<u64>,
 }
 
 /// Clones `src@snap` into `dst`, taking the snapshot first if `take_snapshot`
@@ -56,22 +59,34 @@ pub fn clone_from_snapshot(
     }
     check_data_pool(cluster, opts.data_pool.as_deref())?;
     let io = ioctx(cluster, src)?;
+    // One read-only open of the source answers what the common case needs:
+    // whether the snapshot is there (no read-write open, lock or snapshot
+    // then), the chain above the source (so the clone's depth needs no walk
+    // from the clone), and whether the clone inherits rbdx keys to strip.
+    let (mut snap_size, above, inherits) = {
+        let img = io.open_read_only(&src.name, None)?;
+        let size = img.snapshots()?.into_iter().find(|s| s.name == snap).map(|s| s.size);
+        let above = if img.parent()?.is_some() { disk::depth(&io, &src.name)? } else { 0 };
+        (size, above, !img.metadata_list("rbdx.")?.is_empty())
+    };
     for attempt in 0..3 {
-        if take_snapshot && disk::ensure_snapshot(&io, &src.name, snap)? {
+        if take_snapshot && snap_size.is_none() && disk::ensure_snapshot(&io, &src.name, snap)? {
             done.took_snapshot = true;
         }
-        match clone(cluster, &src.at(snap)?, dst, opts) {
-            Ok(_) => break,
+        match clone_of(cluster, &src.at(snap)?, dst, opts, inherits) {
+            Ok(_) => {
+                done.size = snap_size;
+                break;
+            }
             // The snapshot was removed under us: take it again.
-            Err(e) if e.is_not_found() && take_snapshot && attempt < 2 => {}
+            Err(e) if e.is_not_found() && take_snapshot && attempt < 2 => snap_size = None,
             // A concurrent run made it.
             Err(e) if e.is_exists() => break,
             Err(e) => return Err(e),
         }
     }
-    let dio = ioctx(cluster, dst)?;
-    if disk::depth(&dio, &dst.name)? > max_depth {
-        dio.open(&dst.name)?.flatten()?;
+    if above + 1 > max_depth {
+        ioctx(cluster, dst)?.open(&dst.name)?.flatten()?;
         done.flattened = true;
     }
     Ok(done)

@@ -926,21 +926,22 @@ impl<'c> Disk<'c> {
             }
             None => false,
         };
-        if exists {
-            // Made by an interrupted run: finish what it did after the clone.
-            super::strip_inherited(&tio, &target.name)?;
-            tio.open(&target.name)?.metadata_set(KEY_CLONED_FROM, &format!("{holder}@{snap}"))?;
-            return Ok(());
+        if !exists {
+            let opts = super::CloneOptions {
+                data_pool: cfg.data_pool.clone(),
+                format: cfg.clone_format,
+                features: None,
+            };
+            // The keys it inherits are shed below, in the same open.
+            super::clone_of(self.cluster, &self.head.sibling(holder)?.at(snap)?, target, &opts, false)?;
         }
-        let opts = super::CloneOptions {
-            data_pool: cfg.data_pool.clone(),
-            format: cfg.clone_format,
-            features: None,
-        };
-        super::clone(self.cluster, &self.head.sibling(holder)?.at(snap)?, target, &opts)?;
+        // (A clone made by an interrupted run is finished the same way.)
         let t = tio.open(&target.name)?;
+        super::strip_inherited_of(&t)?;
         t.metadata_set(KEY_CLONED_FROM, &format!("{holder}@{snap}"))?;
-        if depth(&tio, &target.name)? > cfg.max_depth {
+        // The clone's chain is the holder's and one link more: no walk from the
+        // clone, whose open opens every image above it.
+        if depth(io, holder)? + 1 > cfg.max_depth && t.parent()?.is_some() {
             t.flatten()?;
         }
         Ok(())

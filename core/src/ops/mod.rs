@@ -247,6 +247,21 @@ pub struct CloneOptions {
 /// [`Error::Invalid`] if `parent` names no snapshot; `Exists` if `child` exists;
 /// `NotFound` for a missing parent or snapshot.
 pub fn clone(cluster: &Cluster, parent: &ImageSpec, child: &ImageSpec, opts: &CloneOptions) -> Result<u64> {
+    clone_of(cluster, parent, child, opts, true)
+}
+
+/// [`clone`]; `inherits`: whether the parent has rbdx metadata for the clone to
+/// shed (false: the caller read none just before, and the child is not opened
+/// again). Book keys a clone inherits all the same (written on the parent in
+/// between) are shed when the clone's own book is first read, as it names
+/// another head.
+pub(crate) fn clone_of(
+    cluster: &Cluster,
+    parent: &ImageSpec,
+    child: &ImageSpec,
+    opts: &CloneOptions,
+    inherits: bool,
+) -> Result<u64> {
     let snap = parent.require_snap()?;
     let format = match opts.format {
         CloneFormat::Auto => cluster_clone_format(cluster)?,
@@ -272,7 +287,9 @@ pub fn clone(cluster: &Cluster, parent: &ImageSpec, child: &ImageSpec, opts: &Cl
     pio.clone_image(&parent.name, snap, &cio, &child.name, &o)?;
     // librbd copies the parent's image metadata into the clone; rbdx's own keys
     // describe the parent's disk, never the child's.
-    strip_inherited(&cio, &child.name)?;
+    if inherits {
+        strip_inherited(&cio, &child.name)?;
+    }
     Ok(format)
 }
 

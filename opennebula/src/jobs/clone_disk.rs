@@ -38,7 +38,11 @@ pub fn run(
     }
     if let Some(mb) = size_mb {
         let size = mb << 20;
-        if ops::stat(c, &dst).context(format!("resizing {dst}"))?.size < size {
+        let now = match done.size {
+            Some(s) => s,
+            None => ops::stat(c, &dst).context(format!("resizing {dst}"))?.size,
+        };
+        if now < size {
             ops::resize(c, &dst, size, false).context(format!("resizing {dst}"))?;
         }
     }
