@@ -94,8 +94,9 @@ fn label(size: u64, written: u64) -> String {
     format!("{} ({} written)", h(size), h(written))
 }
 
-/// Runs every action `reps` times at each size.
-pub fn run(b: &Bench, o: &One<'_>, reps: usize, dir: &Path) -> Vec<Breakdown> {
+/// Runs every action `reps` times at each size; with `traces`, appends each
+/// run's spans there (JSON lines).
+pub fn run(b: &Bench, o: &One<'_>, reps: usize, dir: &Path, traces: Option<&Path>) -> Vec<Breakdown> {
     let trace = dir.join("trace.jsonl");
     let mut out = Vec::new();
     for &(size, written) in SIZES {
@@ -109,6 +110,14 @@ pub fn run(b: &Bench, o: &One<'_>, reps: usize, dir: &Path) -> Vec<Breakdown> {
             assert!(res.status.success(), "{action}: {}", String::from_utf8_lossy(&res.stderr));
             let text = std::fs::read_to_string(&trace).expect("the trace");
             let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one trace line");
+            if let Some(all) = traces {
+                // Every span in order, for reading one run call by call.
+                use std::io::Write as _;
+                let mut f =
+                    std::fs::OpenOptions::new().create(true).append(true).open(all).expect("--traces");
+                let run = serde_json::json!({"action": action, "size": label(size, written), "wall_ms": wall_ms, "trace": line});
+                writeln!(f, "{run}").expect("--traces");
+            }
             runs.entry(action).or_default().push(sort(wall_ms, &line));
         };
         let img = b.image(size, written);

@@ -161,6 +161,7 @@ fn main() {
     let mut rbdx = PathBuf::from("target/release/rbdx");
     let mut reps = 5;
     let mut only: Option<String> = None;
+    let mut traces: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -168,6 +169,7 @@ fn main() {
             "--rbdx" => rbdx = args.next().expect("--rbdx PATH").into(),
             "--reps" => reps = args.next().and_then(|r| r.parse().ok()).expect("--reps N"),
             "--only" => only = Some(args.next().expect("--only TEXT").to_lowercase()),
+            "--traces" => traces = Some(args.next().expect("--traces FILE").into()),
             "--render" => {
                 // Render README.md and chart.png again from results.json.
                 let (meta, ws, bs) = report::read(&out).expect("reading results.json");
@@ -176,7 +178,7 @@ fn main() {
             }
             _ => {
                 eprintln!(
-                    "usage: rbdx-bench [--out DIR] [--rbdx PATH] [--reps N] [--only STEP-TEXT] [--render]"
+                    "usage: rbdx-bench [--out DIR] [--rbdx PATH] [--reps N] [--only STEP-TEXT] [--traces FILE] [--render]"
                 );
                 std::process::exit(2);
             }
@@ -247,7 +249,7 @@ fn main() {
     });
     let mut breakdowns = Vec::new();
     step("Breakdown", &mut || {
-        breakdowns = breakdown::run(&b, &o, reps.min(3), scratch.path());
+        breakdowns = breakdown::run(&b, &o, reps.min(3), scratch.path(), traces.as_deref());
         Vec::new()
     });
     let p = pve::Pve::new(&b);

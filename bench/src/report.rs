@@ -222,10 +222,11 @@ pub fn markdown(meta: &Meta, ws: &[Workload]) -> String {
     m
 }
 
-const SERIES: [(&str, RGBColor); 5] = [
+const SERIES: [(&str, RGBColor); 6] = [
     ("rbdx", RGBColor(31, 119, 180)),
     ("a_stock_cli", RGBColor(214, 39, 40)),
     ("b_bare_librbd", RGBColor(44, 160, 44)),
+    ("null_action", RGBColor(127, 127, 127)),
     ("rbd_snap_rollback", RGBColor(255, 127, 14)),
     ("c_qemu_img_convert", RGBColor(148, 103, 189)),
 ];
