@@ -430,6 +430,12 @@ impl<'c> IoCtx<'c> {
         self.cluster
     }
 
+    /// This client's global id (`client.<id>`, as watchers and lockers name it).
+    pub fn instance_id(&self) -> u64 {
+        // SAFETY: `self.raw` is live and its cluster connected.
+        unsafe { sys::rados_get_instance_id(sys::rados_ioctx_get_cluster(self.raw)) }
+    }
+
     /// The pool's id.
     pub fn pool_id(&self) -> i64 {
         // SAFETY: `self.raw` is a live I/O context (see `set_namespace`).

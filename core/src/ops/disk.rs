@@ -535,32 +535,35 @@ impl<'c> Disk<'c> {
     }
 
     fn revert_in(&self, io: &IoCtx<'c>, snap: &str, cfg: &DiskConfig) -> Result<()> {
-        let book = self.book(io)?;
+        // One read-write open of the head serves the whole rollback in place,
+        // and everything the clone swap reads from the head.
+        let (book, h) = self.book_and_head(io)?;
         let holder = book
             .snaps
             .get(snap)
             .ok_or_else(|| Error::NotFound(format!("{} has no snapshot {snap}", self.head)))?
             .clone();
         let name = self.head.name.clone();
-        // What the old head becomes: a carrier if it holds snapshots.
-        let (head_snaps, pending) = {
-            let h = io.open_read_only(&name, None)?;
-            super::refuse_in_use(&h, &self.head)?;
-            let pending = h.metadata_get(KEY_ROLLBACK_TO)?;
-            if holder == name
-                && (pending.as_deref() == Some(snap)
-                    || rollback_is_cheaper(&h, snap, cfg.rollback_max_bytes)?)
-            {
-                drop(h);
-                return roll_back(io, &name, snap);
-            }
-            (user_snapshots(&h)?.into_iter().map(|s| (s.id, s.name)).collect::<Vec<(u64, String)>>(), pending)
-        };
+        super::refuse_in_use(&h, &self.head)?;
+        let pending = h.metadata_get(KEY_ROLLBACK_TO)?;
+        if holder == name
+            && (pending.as_deref() == Some(snap) || rollback_is_cheaper(&h, snap, cfg.rollback_max_bytes)?)
+        {
+            // Marked first, so that a re-run after an interruption finishes the
+            // same way.
+            h.metadata_set(KEY_ROLLBACK_TO, snap)?;
+            h.snap_rollback(snap)?;
+            return h.metadata_remove(KEY_ROLLBACK_TO);
+        }
         if pending.is_some() {
             // A rollback to another snapshot was interrupted: this revert replaces
             // what it left, and the marker must not follow the head to a carrier.
-            io.open(&name)?.metadata_remove(KEY_ROLLBACK_TO)?;
+            h.metadata_remove(KEY_ROLLBACK_TO)?;
         }
+        // What the old head becomes: a carrier if it holds snapshots.
+        let head_snaps: Vec<(u64, String)> =
+            user_snapshots(&h)?.into_iter().map(|s| (s.id, s.name)).collect();
+        drop(h);
         let carrier = (!head_snaps.is_empty()).then(|| self.naming.carrier(&name, &head_snaps));
         let temp = revert_temp_name(&name);
 
@@ -1120,15 +1123,6 @@ fn rollback_is_cheaper(head: &crate::Image<'_>, snap: &str, max_bytes: u64) -> R
         Ok(())
     })?;
     Ok(held + changed <= max_bytes)
-}
-
-/// Rolls `head` back to `snap` in place, marked first so that a re-run after an
-/// interruption finishes the same way.
-fn roll_back(io: &IoCtx<'_>, head: &str, snap: &str) -> Result<()> {
-    let img = io.open(head)?;
-    img.metadata_set(KEY_ROLLBACK_TO, snap)?;
-    img.snap_rollback(snap)?;
-    img.metadata_remove(KEY_ROLLBACK_TO)
 }
 
 /// Renames the finished revert clone into place and clears its revert markers.

@@ -293,14 +293,16 @@ pub(crate) fn clone_of(
     Ok(format)
 }
 
-/// Refuses with [`Error::InUse`], naming the watchers, while a client (a VM,
-/// a kernel mapping) has `img` open: removing or replacing it would pull it
-/// from under them.
+/// Refuses with [`Error::InUse`], naming the watchers, while another client (a
+/// VM, a kernel mapping) has `img` open: removing or replacing it would pull it
+/// from under them. This client's own handles (`img` itself, opened read-write)
+/// do not count.
 ///
 /// # Errors
 /// [`Error::InUse`]; Ceph errors listing the watchers.
 pub fn refuse_in_use(img: &Image<'_>, spec: &ImageSpec) -> Result<()> {
-    let watchers = img.watchers()?;
+    let me = i64::try_from(img.ioctx().instance_id()).unwrap_or(-1);
+    let watchers: Vec<_> = img.watchers()?.into_iter().filter(|w| w.id != me).collect();
     if watchers.is_empty() {
         return Ok(());
     }

@@ -215,6 +215,11 @@ impl<'io> Image<'io> {
         &self.name
     }
 
+    /// The I/O context the image was opened in.
+    pub fn ioctx(&self) -> &'io IoCtx<'io> {
+        self.io
+    }
+
     /// `pool/image` or `pool/image@snap` as opened.
     pub fn spec(&self) -> String {
         spec(self.io, &self.name, self.snap.as_deref())
@@ -633,7 +638,8 @@ impl<'io> Image<'io> {
         }
     }
 
-    /// The clients that have this image open (excluding this handle's own watch).
+    /// The clients that have this image open (a read-write handle of this
+    /// client's is listed too).
     ///
     /// # Errors
     /// A [`CephError`] from `rbd_watchers_list`.
