@@ -1331,7 +1331,13 @@ fn ds_cases(fx: &Fx, k: &mut Corpus) {
     let pool_cdata = format!("<POOL_NAME><![CDATA[{}]]>", fx.pool);
     let tick = ds_doc.replace(&pool_cdata, &format!("<POOL_NAME><![CDATA[`touch {MARKER}`]]>"));
     ds("mkfs", &id, msg_ds(&size16, &tick), "POOL_NAME with backticks", None);
-    for (k2, v) in [("RBDX_MAX_CLONE_DEPTH", "-1"), ("RBDX_CEPH_TIMEOUT", "abc"), ("RBDX_RECLAIM", "$(id)")] {
+    for (k2, v) in [
+        ("RBDX_MAX_CLONE_DEPTH", "-1"),
+        ("RBDX_CEPH_TIMEOUT", "abc"),
+        ("RBDX_RECLAIM", "$(id)"),
+        ("RBDX_ROLLBACK_MAX_MB", "-1"),
+        ("RBDX_ROLLBACK_MAX_MB", "1e3"),
+    ] {
         let d = fx.e.image_ds(IMAGE_DS, true, &[(k2, v.to_string())]);
         ds("mkfs", &id, msg_ds(&size16, &d), &format!("{k2} {v:?}"), None);
     }
@@ -1508,6 +1514,9 @@ fn pve_cases(fx: &Fx, k: &mut Corpus) {
     pve("keyring that does not exist", on_vol0(fx.ceph_with("keyring", json!("/nonexistent/k"))), None);
     pve("id with a newline", on_vol0(fx.ceph_with("id", json!("rbdx\nadmin"))), None);
     pve("a negative timeout", on_vol0(fx.ceph_with("timeout", json!(-1))), malformed);
+    let rollback = |c: Value| ceph_req(c, "volume_snapshot_rollback", json!({"volname": vol0, "snap": "s1"}));
+    pve("a negative rollback bound", rollback(fx.ceph_with("rollback_max_mb", json!(-1))), malformed);
+    pve("a rollback bound as text", rollback(fx.ceph_with("rollback_max_mb", json!("1024"))), malformed);
     let huge_t = ceph_req(
         fx.ceph_with("timeout", json!(u64::MAX)),
         "volume_size_info",
