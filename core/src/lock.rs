@@ -324,8 +324,7 @@ impl<'io> ObjectLock<'io> {
     }
 
     fn take(io: &'io IoCtx<'io>, oid: String, kind: Kind, what: &str) -> Result<Option<Self>> {
-        // SAFETY: `io.raw()` is live; the cluster handle it belongs to is connected.
-        let instance = unsafe { sys::rados_get_instance_id(sys::rados_ioctx_get_cluster(io.raw())) };
+        let instance = io.instance_id();
         let key = format!("{instance}\0{}\0{}\0{oid}", io.pool_id(), io.namespace());
         let this = std::thread::current().id();
         {
@@ -730,8 +729,7 @@ fn read_beat(io: &IoCtx<'_>, oid: &str) -> Result<Option<Vec<u8>>> {
 /// Blocklists the holder's client, so that nothing it still sends is applied.
 fn fence(io: &IoCtx<'_>, holder: &Locker) -> Result<()> {
     let c = io.cluster();
-    // SAFETY: `io.raw()` is live and its cluster connected.
-    let mine = unsafe { sys::rados_get_instance_id(sys::rados_ioctx_get_cluster(io.raw())) };
+    let mine = io.instance_id();
     if holder.client == format!("client.{mine}") {
         return Err(Error::Invalid(format!("{} holds a lock of its own connection", holder.describe())));
     }
