@@ -19,13 +19,15 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     let snap = parse_id("snapshot id", &a[1])?;
     let da = DiskAction::load(ctx, &a[0], &a[2], &a[3])?;
     da.require_rbd()?;
+    // The datastore's settings, read once for both bounds.
+    let cfg = ctx.cfg.for_datastore(da.ds.template())?;
     let job = Job::SnapRevert {
         ceph: da.ceph(ctx)?,
         head: da.image()?,
         snap: snap.to_string(),
         data_pool: data_pool(&da.ds),
-        max_depth: da.max_depth(ctx)?,
-        rollback_max_mb: ctx.cfg.for_datastore(da.ds.template())?.rollback_max_mb,
+        max_depth: cfg.max_clone_depth,
+        rollback_max_mb: cfg.rollback_max_mb,
     };
     ctx.run(&job, &da.hp.host, &da.ds)
 }
