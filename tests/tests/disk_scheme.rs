@@ -123,6 +123,15 @@ fn a_revert_rolls_back_in_place_while_that_visits_little_data() {
     assert_eq!(img.metadata_get("rbdx.rollback.to").unwrap(), None);
     drop(img);
 
+    // A bound of twice the image or more needs no estimate: in place, however
+    // much the head holds and changed.
+    for i in 0..8 {
+        write(c, &head, i * 4 * MIB, 9);
+    }
+    d.revert("0", &DiskConfig { rollback_max_bytes: 64 * MIB, ..ec_config(&s) }).unwrap();
+    assert_eq!(sum(c, &head), want);
+    assert_eq!(d.locate("0").unwrap().as_deref(), Some(head.name.as_str()), "no carrier");
+
     // Past the bound (the head now holds all 8 objects), the clone swap; a
     // marker left for another snapshot does not follow the old head to its carrier.
     for i in 0..8 {

@@ -1110,8 +1110,17 @@ fn user_snapshots(img: &crate::Image<'_>) -> Result<Vec<crate::rbd::Snapshot>> {
 /// `max_bytes`: the objects it holds now and those changed since `snap` (each
 /// costs the rollback a round trip; read from the object map, no data).
 fn rollback_is_cheaper(head: &crate::Image<'_>, snap: &str, max_bytes: u64) -> Result<bool> {
-    if max_bytes == 0 || !head.info()?.fast_diff_valid() {
+    let info = head.info()?;
+    if max_bytes == 0 || !info.fast_diff_valid() {
         return Ok(false);
+    }
+    // Neither part can exceed the image's objects: a small image needs no
+    // estimate (two object-map reads fewer).
+    let snap_size = head.snapshots()?.into_iter().find(|s| s.name == snap).map_or(0, |s| s.size);
+    let obj = info.object_size.max(1);
+    let objects = info.size.max(snap_size).div_ceil(obj).saturating_mul(obj);
+    if objects.saturating_mul(2) <= max_bytes {
+        return Ok(true);
     }
     let held = super::used_bytes(head, None)?;
     if held > max_bytes {
