@@ -656,8 +656,8 @@ impl<'b> One<'b> {
                     share,
                     1.0,
                     true,
-                    "rbdx converts a non-raw image with qemu-img into a local raw file first, then streams it \
-                     into RBD: two passes over the data where qemu-img writes to rbd: in one",
+                    "rbdx copies the ranges qemu-img map finds stored raw straight from the file, with 8 \
+                     writes in flight; a shortfall is the map's cost or the run's noise",
                 )
             }
         };

@@ -206,6 +206,8 @@ fn every_allowed_format_imports_byte_identical() {
     let c = e.cluster.connect();
     for (fmt, opts) in [
         ("qcow2", ""),
+        // Compressed clusters have no raw offset in the file: converted first.
+        ("qcow2", "compress"),
         ("vmdk", "subformat=monolithicSparse"),
         ("vmdk", "subformat=streamOptimized"),
         ("vhdx", ""),
@@ -215,7 +217,9 @@ fn every_allowed_format_imports_byte_identical() {
     ] {
         let file = dir.path().join(format!("disk-{fmt}-{}.{fmt}", opts.len()));
         let mut args = vec!["convert", "-q", "-f", "raw", "-O", fmt];
-        if !opts.is_empty() {
+        if opts == "compress" {
+            args.push("-c");
+        } else if !opts.is_empty() {
             args.extend(["-o", opts]);
         }
         let (r, f) = (raw.display().to_string(), file.display().to_string());
@@ -321,13 +325,30 @@ fn oversized_images_and_a_full_staging_directory_are_refused_before_anything_is_
     assert!(!image_exists(&e, &spec), "nothing was created");
 
     // Staging: a 128 MiB file system keeps 64 MiB free (half of it, as 5 % is
-    // below the 1 GiB floor). A qcow2 holding 100 MiB does not fit beside that.
+    // below the 1 GiB floor). A compressed qcow2 holding 100 MiB is converted
+    // there first, and that does not fit.
     let small = SmallFs::mount(128);
     let data: Vec<u8> = (0..100u32 << 20).map(|i| (i % 251) as u8 | 1).collect();
     std::fs::write(dir.path().join("data.raw"), &data).unwrap();
-    qemu_img(dir.path(), &["convert", "-q", "-f", "raw", "-O", "qcow2", &d("data.raw"), &d("data.qcow2")]);
+    qemu_img(
+        dir.path(),
+        &["convert", "-q", "-c", "-f", "raw", "-O", "qcow2", &d("data.raw"), &d("data.qcow2")],
+    );
     let out = cli(&e, &["import", &d("data.qcow2"), &spec.to_string(), "--staging-dir", &small.path()]);
     one_line_failure(&out, "is nearly full", "a conversion that does not fit");
+    assert!(!image_exists(&e, &spec), "nothing was created");
+    // Uncompressed, its data is copied straight from the file: nothing staged.
+    qemu_img(dir.path(), &["convert", "-q", "-f", "raw", "-O", "qcow2", &d("data.raw"), &d("plain.qcow2")]);
+    let out = cli(&e, &["import", &d("plain.qcow2"), &spec.to_string(), "--staging-dir", &small.path()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let io = ops::ioctx(e.cluster.connect(), &spec).unwrap();
+    let img = io.open_read_only(&spec.name, None).unwrap();
+    let mut got = vec![0u8; data.len()];
+    img.read_at(0, &mut got).unwrap();
+    assert!(got == data, "the uncompressed qcow2 imports byte-identical");
+    drop(img);
+    drop(io);
+    ops::remove(e.cluster.connect(), &spec, ops::RemoveOptions::default()).unwrap();
     // A download of unknown length is staged until the reserve, then stopped.
     let server = rbdx_tests::http::FileServer::start(dir.path());
     let url = format!("{}/nolength/data.raw", server.base);

@@ -24,6 +24,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rbdx_core::ops::Extent;
 use serde_json::Value;
 
 use crate::{Error, Format, Result};
@@ -312,6 +313,71 @@ pub fn inspect(file: &Path, format: Format, cwd: &Path, deadline: Duration) -> R
     check_info(&v, format, file)
 }
 
+/// Where the guest data of `file` (passed [`inspect`] as `format`) lies in the
+/// file itself, from `qemu-img map`: the extents to copy as they are, zeros and
+/// unallocated ranges left out. `None` when some data is not stored raw
+/// (compressed clusters, a format whose map gives no offsets) or the map is not
+/// one rbdx can trust whole: that image is converted by qemu-img instead.
+///
+/// # Errors
+/// One line when qemu-img fails or runs past `deadline`.
+pub fn data_map(
+    file: &Path,
+    format: Format,
+    virtual_size: u64,
+    cwd: &Path,
+    deadline: Duration,
+) -> Result<Option<Vec<Extent>>> {
+    let file_len = std::fs::metadata(file).map_err(Error::io("reading the image"))?.len();
+    let name = qemu_filename(file, format);
+    let out = qemu_img(&["map", "--output=json", &name], cwd, Limits { deadline, max_output: 1 })?;
+    Ok(parse_map(&out, virtual_size, file_len))
+}
+
+/// One entry of `qemu-img map --output=json`.
+#[derive(serde::Deserialize)]
+struct MapEntry {
+    start: u64,
+    length: u64,
+    depth: u64,
+    zero: bool,
+    data: bool,
+    #[serde(default)]
+    compressed: bool,
+    offset: Option<u64>,
+}
+
+/// The data extents of a map that covers `0..virtual_size` in order, with
+/// every data range stored raw inside the `file_len` bytes of the file; `None`
+/// otherwise (a map cut at the output limit does not parse).
+fn parse_map(out: &[u8], virtual_size: u64, file_len: u64) -> Option<Vec<Extent>> {
+    let entries: Vec<MapEntry> = serde_json::from_slice(out).ok()?;
+    let mut extents: Vec<Extent> = Vec::new();
+    let mut next = 0u64;
+    for e in entries {
+        let end = e.start.checked_add(e.length)?;
+        if e.start != next || e.length == 0 || end > virtual_size || e.depth != 0 {
+            return None;
+        }
+        next = end;
+        if e.zero {
+            continue;
+        }
+        if !e.data || e.compressed {
+            return None;
+        }
+        let from = e.offset?;
+        if from.checked_add(e.length)? > file_len {
+            return None;
+        }
+        match extents.last_mut() {
+            Some(l) if l.at + l.len == e.start && l.from + l.len == from => l.len += e.length,
+            _ => extents.push(Extent { at: e.start, from, len: e.length }),
+        }
+    }
+    (next == virtual_size).then_some(extents)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +416,47 @@ mod tests {
             let e = qcow2(&h).unwrap_err();
             assert!(matches!(e, Error::Refused(_)) && e.to_string().contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn a_map_is_used_only_when_it_covers_the_image_with_raw_data_inside_the_file() {
+        let map = |entries: &[String]| format!("[{}]", entries.join(",\n")).into_bytes();
+        let hole = |s: u64, l: u64| {
+            format!(
+                r#"{{"start":{s},"length":{l},"depth":0,"present":false,"zero":true,"data":false,"compressed":false}}"#
+            )
+        };
+        let data = |s: u64, l: u64, o: u64| {
+            format!(
+                r#"{{"start":{s},"length":{l},"depth":0,"present":true,"zero":false,"data":true,"compressed":false,"offset":{o}}}"#
+            )
+        };
+        let ok =
+            map(&[hole(0, 100), data(100, 50, 1000), data(150, 10, 1050), hole(160, 40), data(200, 8, 0)]);
+        assert_eq!(
+            parse_map(&ok, 208, 1060),
+            Some(vec![Extent { at: 100, from: 1000, len: 60 }, Extent { at: 200, from: 0, len: 8 }]),
+            "adjacent ranges are merged"
+        );
+        assert_eq!(parse_map(&ok, 208, 1059), None, "data past the end of the file");
+        assert_eq!(parse_map(&ok, 300, 1060), None, "the map stops short of the virtual size");
+        assert_eq!(parse_map(&ok, 207, 1060), None, "the map runs past the virtual size");
+        let gap = map(&[hole(0, 100), data(101, 50, 0)]);
+        assert_eq!(parse_map(&gap, 151, 1000), None, "a gap");
+        let compressed =
+            r#"[{"start":0,"length":8,"depth":0,"present":true,"zero":false,"data":true,"compressed":true}]"#;
+        assert_eq!(parse_map(compressed.as_bytes(), 8, 1000), None);
+        let no_offset = r#"[{"start":0,"length":8,"depth":0,"present":true,"zero":false,"data":true}]"#;
+        assert_eq!(parse_map(no_offset.as_bytes(), 8, 1000), None);
+        let backing =
+            r#"[{"start":0,"length":8,"depth":1,"present":true,"zero":false,"data":true,"offset":0}]"#;
+        assert_eq!(parse_map(backing.as_bytes(), 8, 1000), None);
+        let neither = r#"[{"start":0,"length":8,"depth":0,"present":true,"zero":false,"data":false}]"#;
+        assert_eq!(parse_map(neither.as_bytes(), 8, 1000), None, "not data, not zero: unknown");
+        let overflow = format!("[{}]", data(u64::MAX - 1, 8, 0));
+        assert_eq!(parse_map(overflow.as_bytes(), u64::MAX, u64::MAX), None);
+        assert_eq!(parse_map(&ok[..ok.len() - 10], 208, 1060), None, "cut at the output limit");
+        assert_eq!(parse_map(b"[]", 0, 0), Some(vec![]));
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! size) is read once, front to back:
 //! - **raw** data goes straight into the RBD image, skipping all-zero chunks
 //!   (sparse), with no staging file;
-//! - any other format qemu-img understands (qcow2, vmdk, vhdx, vdi) is converted
-//!   by `qemu-img convert` into a sparse raw file in the staging directory (from
-//!   the source file itself when it is local, else from a staged copy of the
-//!   stream), which is then written sparse into the image; staging files are
-//!   removed on every path;
+//! - any other format qemu-img understands (qcow2, vmdk, vhdx, vdi…) is read
+//!   from the source file itself when it is local, else from a staged copy of
+//!   the stream. Where `qemu-img map` says the guest data is stored raw in the
+//!   file (no compressed clusters), those ranges are copied straight into the
+//!   image, in one pass; otherwise `qemu-img convert` writes a sparse raw file in
+//!   the staging directory, which is then written sparse into the image. Staging
+//!   files are removed on every path;
 //! - MD5 and SHA1 are verified on the bytes read when expected values are given
 //!   (a mismatch removes the image); the transfer can be rate-limited; progress
 //!   is reported through a callback.
@@ -133,6 +135,9 @@ pub use error::{Context, Error, Result};
 pub enum Source {
     /// A local file.
     File(PathBuf),
+    /// A local file already open (what is read is this file, never a path
+    /// opened again); it must be a regular file.
+    Open(File),
     /// An http or https URL.
     Url(String),
     /// An open stream of `size` bytes (e.g. a file sent over ssh).
@@ -148,6 +153,7 @@ impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File(p) => write!(f, "File({})", p.display()),
+            Self::Open(_) => write!(f, "Open(file)"),
             Self::Url(u) => write!(f, "Url({u})"),
             Self::Stream { size, .. } => write!(f, "Stream({size} bytes)"),
         }
@@ -383,6 +389,14 @@ pub fn import(
             let shared = OpenFile::new(&f)?;
             (Box::new(f), Some(len), Some(shared))
         }
+        Source::Open(f) => {
+            let meta = f.metadata().map_err(Error::io("reading the source"))?;
+            if !meta.is_file() {
+                return Err(Error::Refused("the source is not a regular file".into()));
+            }
+            let shared = OpenFile::new(&f)?;
+            (Box::new(f), Some(meta.len()), Some(shared))
+        }
         Source::Url(u) => {
             let (r, len) = open_url(&u, opts.timeout)?;
             (r, len, None)
@@ -454,10 +468,13 @@ pub fn import(
         let virtual_size = intake::inspect(&file, format, &dir, opts.convert_timeout())?.virtual_size;
         opts.check_size(virtual_size)?;
         let size = virtual_size.max(opts.min_size.unwrap_or(0));
-        let raw = convert_to_raw(&file, format, virtual_size, opts)?;
-        create(cluster, &temp, size, opts)?;
-        let f = File::open(raw.path()).map_err(Error::io("reading the converted image"))?;
-        write_file(cluster, &temp, &f).map(|()| size)
+        let total = tap.total;
+        let mut report = |n| {
+            if let Some(p) = tap.progress.as_mut() {
+                p(n, total);
+            }
+        };
+        write_image(cluster, &temp, &file, format, (virtual_size, size), opts, &mut report).map(|()| size)
     };
     let verified = result.and_then(|size| {
         // Drain what a short format read left (for the checksums), then verify.
@@ -633,10 +650,36 @@ fn from_file(cluster: &Cluster, temp: &ImageSpec, file: &Path, opts: &Options) -
     let virtual_size = intake::inspect(file, format, &dir, opts.convert_timeout())?.virtual_size;
     opts.check_size(virtual_size)?;
     let size = virtual_size.max(opts.min_size.unwrap_or(0));
+    write_image(cluster, temp, file, format, (virtual_size, size), opts, &mut |_| {}).map(|()| size)
+}
+
+/// Writes the image in `file` (passed [`intake::inspect`] as `format`) into the
+/// new image `temp` of `sizes.1` bytes. What `qemu-img map` finds stored raw in
+/// the file is copied straight from it, in one pass; an image with compressed
+/// data (or a format whose map gives no offsets) is converted by qemu-img into
+/// a raw file first. `progress` is told how far into the file a direct copy is.
+fn write_image(
+    cluster: &Cluster,
+    temp: &ImageSpec,
+    file: &Path,
+    format: Format,
+    (virtual_size, size): (u64, u64),
+    opts: &Options,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let dir = opts.staging_dir();
+    if let Some(extents) = intake::data_map(file, format, virtual_size, &dir, opts.convert_timeout())? {
+        let f = File::open(file).map_err(Error::io("reading the image"))?;
+        create(cluster, temp, size, opts)?;
+        let io = ops::ioctx(cluster, temp)?;
+        let img = io.open(&temp.name)?;
+        ops::write_extents_sparse(&img, &f, &extents, progress).context(format!("writing {temp}"))?;
+        return Ok(());
+    }
     let raw = convert_to_raw(file, format, virtual_size, opts)?;
     create(cluster, temp, size, opts)?;
     let f = File::open(raw.path()).map_err(Error::io("reading the converted image"))?;
-    write_file(cluster, temp, &f).map(|()| size)
+    write_file(cluster, temp, &f)
 }
 
 /// The data as a file for tools that need one (qemu-img, tar): the source file
@@ -836,9 +879,14 @@ fn convert_to_raw(
     // the watch below stops the conversion before the reserve is reached).
     let data = std::fs::metadata(file).map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512).unwrap_or(0);
     staging_room(&dir, data)?;
-    intake::qemu_img_checked(&["convert", "-O", "raw", &name, &out], &dir, limits, &mut || {
-        staging_room(&dir, 0)
-    })?;
+    let converted =
+        intake::qemu_img_checked(&["convert", "-O", "raw", &name, &out], &dir, limits, &mut || {
+            staging_room(&dir, 0)
+        });
+    // The watch runs four times a second: a conversion may finish (or fail for
+    // want of room) between two looks, and the reserve is judged once more.
+    staging_room(&dir, 0)?;
+    converted?;
     Ok(raw)
 }
 

@@ -116,6 +116,33 @@ fn run_ssh(job: &Job, host: &str, cfg: &Config) -> Result<Outcome> {
     outcome_of(host, &out, &err, status)
 }
 
+/// The data a job reads: an open local file (which a job run here reads in
+/// place: an image's data is then copied straight from it) or a stream.
+pub enum Input {
+    /// A local regular file, open.
+    File(std::fs::File),
+    /// Any other source.
+    Stream(Box<dyn Read>),
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::File(f) => f.read(buf),
+            Self::Stream(r) => r.read(buf),
+        }
+    }
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::File(_) => "Input::File",
+            Self::Stream(_) => "Input::Stream",
+        })
+    }
+}
+
 /// Runs a job that reads data (`Import`, `PutFile`) on `target`, the data read
 /// from `input` (streamed over ssh after the request line when remote), calling
 /// `progress` with the bytes sent so far.
@@ -123,7 +150,7 @@ pub fn run_with_input(
     job: &Job,
     target: &Target,
     cfg: &Config,
-    mut input: Box<dyn Read>,
+    mut input: Input,
     progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
 ) -> Outcome {
     let host = match target {
@@ -229,7 +256,7 @@ pub fn serve(mut input: impl Read + 'static) -> (Option<Outcome>, i32) {
                 }
             }
         }
-        Job::Import { .. } => (Some(req.job.import(Box::new(input), &mut |_, _| {})), 0),
+        Job::Import { .. } => (Some(req.job.import(Input::Stream(Box::new(input)), &mut |_, _| {})), 0),
         Job::PutFile { path, size } => {
             let r = crate::hostfs::put_file(path, *size, input);
             (Some(Outcome { error: r.err().map(|e| e.to_string()), ..Outcome::default() }), 0)

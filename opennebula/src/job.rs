@@ -361,7 +361,11 @@ impl Job {
     /// has no data but its URL's.
     pub fn run(&self) -> Outcome {
         if let Self::Import(job) = self {
-            return Self::import_outcome(jobs::import::run(job, Box::new(std::io::empty()), &mut |_, _| {}));
+            return Self::import_outcome(jobs::import::run(
+                job,
+                crate::exec::Input::Stream(Box::new(std::io::empty())),
+                &mut |_, _| {},
+            ));
         }
         let mut log = Vec::new();
         match jobs::dispatch(self, &mut log) {
@@ -376,7 +380,7 @@ impl Job {
     /// reporting progress.
     pub fn import(
         &self,
-        input: Box<dyn std::io::Read>,
+        input: crate::exec::Input,
         progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
     ) -> Outcome {
         match self {

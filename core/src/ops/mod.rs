@@ -599,7 +599,7 @@ pub fn write_sparse(img: &Image<'_>, mut src: impl std::io::Read) -> Result<u64>
             break;
         }
         buf.truncate(n);
-        if buf.iter().any(|b| *b != 0) {
+        if !is_zero(&buf) {
             writes.write(off, buf)?;
             written += n as u64;
         } else {
@@ -626,7 +626,6 @@ pub fn write_sparse(img: &Image<'_>, mut src: impl std::io::Read) -> Result<u64>
 /// Read errors (as [`Error::Invalid`]) and Ceph write errors.
 pub fn write_file_sparse(img: &Image<'_>, src: &std::fs::File, discard: bool) -> Result<u64> {
     use nix::unistd::{Whence, lseek};
-    use std::os::unix::fs::FileExt;
     let read_err = |e: std::io::Error| Error::Io { what: "reading the source".into(), source: e };
     let len = src.metadata().map_err(read_err)?.len();
     let mut writes = Writes::new(img, WRITE_WINDOW);
@@ -653,27 +652,83 @@ pub fn write_file_sparse(img: &Image<'_>, src: &std::fs::File, discard: bool) ->
         if discard && data > pos {
             img.discard(pos, data - pos)?;
         }
-        let mut at = data;
-        while at < hole {
-            let n = usize::try_from((hole - at).min(SPARSE_CHUNK as u64)).unwrap_or(SPARSE_CHUNK);
-            let mut chunk = writes.buffer(n);
-            src.read_exact_at(&mut chunk, at).map_err(read_err)?;
-            if chunk.iter().any(|b| *b != 0) {
-                writes.write(at, chunk)?;
-                written += n as u64;
-            } else {
-                writes.recycle(chunk);
-                if discard {
-                    img.discard(at, n as u64)?;
-                }
-            }
-            at += n as u64;
-        }
+        written += copy_range(&mut writes, src, Extent { at: data, from: data, len: hole - data }, discard)?;
         pos = hole.max(pos + 1);
     }
     writes.finish()?;
     img.flush()?;
     Ok(written)
+}
+
+/// Where a part of an image's data lies in a file: `len` bytes read at `from`
+/// belong at offset `at` of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Offset in the image.
+    pub at: u64,
+    /// Offset in the file.
+    pub from: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// Copies the `extents` of file `src` into the new image `img` (which reads
+/// zeros everywhere else), skipping all-zero chunks; `progress` is told how far
+/// into the file the copy is after each extent. Returns the bytes written.
+///
+/// # Errors
+/// Read errors (as [`Error::Io`]; a file shorter than an extent is one) and
+/// Ceph write errors.
+pub fn write_extents_sparse(
+    img: &Image<'_>,
+    src: &std::fs::File,
+    extents: &[Extent],
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
+    let mut writes = Writes::new(img, WRITE_WINDOW);
+    let (mut written, mut reached) = (0, 0);
+    for e in extents {
+        written += copy_range(&mut writes, src, *e, false)?;
+        reached = reached.max(e.from + e.len);
+        progress(reached);
+    }
+    writes.finish()?;
+    img.flush()?;
+    Ok(written)
+}
+
+/// Copies one extent of `src` into the image `writes` goes to, in chunks of
+/// [`SPARSE_CHUNK`], skipping all-zero chunks (discarded in the image with
+/// `discard`). Returns the bytes written.
+fn copy_range(writes: &mut Writes<'_, '_>, src: &std::fs::File, e: Extent, discard: bool) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut written = 0;
+    let mut done = 0u64;
+    while done < e.len {
+        let n = usize::try_from((e.len - done).min(SPARSE_CHUNK as u64)).unwrap_or(SPARSE_CHUNK);
+        let mut chunk = writes.buffer(n);
+        src.read_exact_at(&mut chunk, e.from + done)
+            .map_err(|err| Error::Io { what: "reading the source".into(), source: err })?;
+        let at = e.at + done;
+        if is_zero(&chunk) {
+            writes.recycle(chunk);
+            if discard {
+                writes.image().discard(at, n as u64)?;
+            }
+        } else {
+            writes.write(at, chunk)?;
+            written += n as u64;
+        }
+        done += n as u64;
+    }
+    Ok(written)
+}
+
+/// Whether `buf` holds only zeros (64 bytes at a time, which the compiler
+/// vectorises).
+fn is_zero(buf: &[u8]) -> bool {
+    let mut blocks = buf.chunks_exact(64);
+    blocks.all(|b| b.iter().fold(0u8, |acc, x| acc | x) == 0) && blocks.remainder().iter().all(|b| *b == 0)
 }
 
 /// Writes the whole of `img` (as opened: head or snapshot) to `dst`, leaving holes
@@ -722,6 +777,21 @@ mod tests {
         assert_eq!(clone_format_for("nautilus"), 2);
         assert_eq!(clone_format_for("reef"), 2, "releases newer than the table allow v2");
         assert_eq!(clone_format_for(""), 1, "no requirement set is the oldest");
+    }
+
+    #[test]
+    fn zero_chunks_are_found_whatever_their_length() {
+        for len in [0, 1, 63, 64, 65, 4096, 4097] {
+            let mut b = vec![0u8; len];
+            assert!(is_zero(&b), "{len}");
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if len > 0 {
+                    b[at] = 1;
+                    assert!(!is_zero(&b), "{len} with a byte at {at}");
+                    b[at] = 0;
+                }
+            }
+        }
     }
 
     #[test]

@@ -43,6 +43,11 @@ impl<'i, 'io> Writes<'i, 'io> {
         Self { image, window: window.max(1), pending: VecDeque::new(), spare: Vec::new() }
     }
 
+    /// The image written to.
+    pub fn image(&self) -> &'i Image<'io> {
+        self.image
+    }
+
     /// A buffer of `len` bytes to fill and hand to [`Writes::write`]: one that a
     /// finished write gave back when there is one (its old bytes are still in it).
     pub fn buffer(&mut self, len: usize) -> Vec<u8> {

@@ -2,16 +2,16 @@
 //! http(s) URL, an `rbd://` image read by its host's rbdx, or what OpenNebula's
 //! downloader.sh fetches; any format qemu-img understands) as the raw RBD image
 //! `<POOL_NAME>/one-<id>` with the datastore's EC_POOL_NAME. The data is read
-//! once on the front-end and streamed to the bridge over the ssh connection (or
-//! imported in-process with EXECUTION=local); raw data is written sparse with no
-//! staging file. MD5/SHA1 from the image template are verified, RESTRICTED_DIRS /
+//! once on the front-end and streamed to the bridge over the ssh connection; with
+//! EXECUTION=local it is imported in-process from the open file itself. Raw data
+//! is written sparse with no staging file, and so is the data of a local qcow2
+//! (or other format) that `qemu-img map` finds stored raw in it. MD5/SHA1 from the image template are verified, RESTRICTED_DIRS /
 //! SAFE_DIRS honoured, LIMIT_TRANSFER_BW applied, progress logged. Prints
 //! `SOURCE raw`.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
-use rbdx_one::exec;
+use rbdx_one::exec::{self, Input};
 use rbdx_one::job::Job;
 
 use crate::context::{DsCtx, Result};
@@ -40,8 +40,9 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
     let mut fetched = None;
     // An rbd:// source: streamed from its host's rbdx.
     let mut streamed = None;
-    let (input, size): (Box<dyn Read>, Option<u64>) = if is_url {
-        rbdx_import::open_url(&path, Some(ctx.cfg.idle_timeout))?
+    let (input, size): (Input, Option<u64>) = if is_url {
+        let (r, len) = rbdx_import::open_url(&path, Some(ctx.cfg.idle_timeout))?;
+        (Input::Stream(r), len)
     } else if rbdx_one::rbd_source::is_rbd_url(&path) {
         let src = rbdx_one::rbd_source::source(&path, &ctx.cfg, ctx.ceph().timeout_secs)?;
         let local = rbdx_one::exec::is_this_host(&src.host);
@@ -49,7 +50,7 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
         let size = s.size;
         let data = s.data()?;
         streamed = Some(s);
-        (Box::new(data), Some(size))
+        (Input::Stream(Box::new(data)), Some(size))
     } else if rbdx_one::fetch::delegated_scheme(&path).is_some() {
         let staging = ctx.ds.settings().staging_dir.clone().map_or_else(std::env::temp_dir, Into::into);
         let remotes = rbdx_one::config::remotes_dir();
@@ -57,12 +58,12 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
         let f = staged.reopen().context("reading the download")?;
         let len = f.metadata().context("reading the download")?.len();
         fetched = Some(staged);
-        (Box::new(f), Some(len))
+        (Input::File(f), Some(len))
     } else {
         // Opened once; the check is on the file that is read.
         let f = crate::restricted::open(ctx, &path)?;
         let len = f.metadata().context(format!("reading {path}"))?.len();
-        (Box::new(f), Some(len))
+        (Input::File(f), Some(len))
     };
     let job = Job::Import(rbdx_one::job::ImportJob {
         ceph: ctx.ceph(),
@@ -79,7 +80,7 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
         idle_secs: Some(ctx.cfg.idle_timeout.as_secs()),
         max_size_mb: Some(ctx.cfg.max_image_size_mb),
     });
-    let input: Box<dyn Read> = if size.is_none() { Box::new(std::io::empty()) } else { input };
+    let input = if size.is_none() { Input::Stream(Box::new(std::io::empty())) } else { input };
     let total = size;
     let start = Instant::now();
     let mut last = Instant::now();

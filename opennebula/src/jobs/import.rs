@@ -1,5 +1,6 @@
 //! DS cp: an image imported (any format the intake accepts), from the data that
-//! follows the request on stdin or from a URL this host downloads.
+//! follows the request on stdin (or, run here, from the open local file) or from a
+//! URL this host downloads.
 
 use std::time::Duration;
 
@@ -47,14 +48,17 @@ pub struct ImportJob {
 /// Ceph and import errors.
 pub fn run(
     job: &ImportJob,
-    input: Box<dyn std::io::Read>,
+    input: crate::exec::Input,
     progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
 ) -> Result<String, crate::Error> {
     let t = spec(&job.target)?;
     let c = job.ceph.connect()?;
     let source = match &job.url {
         Some(u) => rbdx_import::Source::Url(u.clone()),
-        None => rbdx_import::Source::Stream { reader: input, size: job.size },
+        None => match input {
+            crate::exec::Input::File(f) => rbdx_import::Source::Open(f),
+            crate::exec::Input::Stream(reader) => rbdx_import::Source::Stream { reader, size: job.size },
+        },
     };
     let opts = rbdx_import::Options {
         data_pool: job.data_pool.clone(),

@@ -226,7 +226,7 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
     let size = f.metadata().context("reading the ISO")?.len();
     let target = if is_this_host(&dst.host) { Target::Local } else { Target::Ssh(dst.host.clone()) };
     let job = Job::PutFile { path: file, size };
-    let outcome = exec::run_with_input(&job, &target, &cfg, Box::new(f), &mut |_, _| {});
+    let outcome = exec::run_with_input(&job, &target, &cfg, exec::Input::File(f), &mut |_, _| {});
     outcome.log.iter().for_each(|l| rbdx_one::log::info(l));
     match outcome.into_result() {
         Err(e) => Err(e),

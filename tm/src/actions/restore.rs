@@ -14,8 +14,6 @@
 //! `rbd_rm_image` removes those clones). A failed import removes what this run
 //! imported and leaves the disks as they were; a re-run converges.
 
-use std::io::Read;
-
 use rbdx_one::args::{HostPath, expect_args, parse_id};
 use rbdx_one::config::Execution;
 use rbdx_one::exec::{self, Target};
@@ -182,8 +180,7 @@ fn import(ctx: &Ctx, hp: &HostPath, vm_id: u32, d: &Restore) -> Result {
         max_size_mb: Some(ctx.cfg.max_image_size_mb),
     });
     let (target, cfg) = target(ctx, hp, vm_id, &d.ds)?;
-    let input: Box<dyn Read> = Box::new(file);
-    let outcome = exec::run_with_input(&job, &target, &cfg, input, &mut |_, _| {});
+    let outcome = exec::run_with_input(&job, &target, &cfg, exec::Input::File(file), &mut |_, _| {});
     outcome.log.iter().for_each(|l| rbdx_one::log::info(l));
     outcome.into_result().map(drop)?;
     drop(staged);
