@@ -586,7 +586,12 @@ fn doctor_names_an_old_compat_client(x: &Ctx) {
         .arg(&cl.keyring)
         .output()
         .unwrap();
+    // Clones read it from the OSD map their connection holds.
+    let fresh = cl.connect_new();
+    let format = rbdx_core::ops::cluster_clone_format(&fresh);
+    drop(fresh);
     cl.admin(&["osd", "set-require-min-compat-client", "mimic", "--yes-i-really-mean-it"]);
+    assert_eq!(format.unwrap(), 1, "format-1 clones below mimic");
     let text = String::from_utf8_lossy(&out.stdout);
     let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
     assert_eq!(out.status.code(), Some(1), "{text}");

@@ -245,6 +245,22 @@ impl Cluster {
         &self.entity
     }
 
+    /// The cluster's `require_min_compat_client` as a Ceph release number (12
+    /// luminous, 13 mimic…; 0 when none is set), from the OSD map this client
+    /// holds: no mon round trip.
+    ///
+    /// # Errors
+    /// A [`CephError`] from `rados_get_min_compatible_client`.
+    pub fn require_min_compat_client(&self) -> Result<i8, crate::Error> {
+        let (mut min, mut require) = (0i8, 0i8);
+        // SAFETY: `self.raw` is connected; both out-pointers are valid.
+        let r = unsafe {
+            crate::ffi::rados_more::rados_get_min_compatible_client(self.raw, &mut min, &mut require)
+        };
+        check(r.into(), "rados_get_min_compatible_client", String::new)?;
+        Ok(require)
+    }
+
     /// The cluster's fsid.
     ///
     /// # Errors

@@ -80,6 +80,12 @@ fn clone_v2_gets_the_data_pool_and_reads_its_parent() {
     let c = s.env.connect();
     let snap = base_with_snapshot(&s, c, true);
     assert_eq!(ops::cluster_clone_format(c).unwrap(), 2, "the test cluster requires mimic clients");
+    // Read from the OSD map the client holds: the release `osd dump` names.
+    let dump = c.mon_command(&serde_json::json!({"prefix": "osd dump"})).unwrap();
+    let named = dump["require_min_compat_client"].as_str().unwrap().to_string();
+    let releases = ["luminous", "mimic", "nautilus", "octopus", "pacific", "quincy", "reef", "squid"];
+    let at = releases.iter().position(|r| *r == named).unwrap_or_else(|| panic!("{named}"));
+    assert_eq!(c.require_min_compat_client().unwrap(), 12 + at as i8, "{named}");
 
     let child = s.spec("child");
     let opts = CloneOptions { data_pool: Some(s.env.ec_pool.clone()), ..CloneOptions::default() };

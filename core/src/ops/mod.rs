@@ -202,16 +202,15 @@ pub fn clone_format_for(require_min_compat_client: &str) -> u64 {
     }
 }
 
-/// The clone format the cluster accepts, from `osd dump`'s `require_min_compat_client`.
+/// The clone format the cluster accepts, from its `require_min_compat_client`
+/// in the OSD map the client holds ([`Cluster::require_min_compat_client`]).
 ///
 /// # Errors
-/// A Ceph error from the mon command, or [`Error::BadReply`].
+/// A Ceph error.
 pub fn cluster_clone_format(cluster: &Cluster) -> Result<u64> {
-    let dump = cluster.mon_command(&serde_json::json!({"prefix": "osd dump"}))?;
-    let rmcc = dump.get("require_min_compat_client").and_then(|v| v.as_str()).ok_or_else(|| {
-        Error::BadReply { command: "osd dump".into(), detail: "no require_min_compat_client".into() }
-    })?;
-    Ok(clone_format_for(rmcc))
+    // Release numbers count from argonaut = 1 (mimic = 13); 0 is none set.
+    const MIMIC: i8 = 13;
+    Ok(if cluster.require_min_compat_client()? >= MIMIC { 2 } else { 1 })
 }
 
 /// Checks that the data pool `dp` (if any) exists, before anything is changed
