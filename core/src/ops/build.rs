@@ -45,30 +45,46 @@ pub fn clone_from_snapshot(
     max_depth: u32,
 ) -> Result<Cloned> {
     let mut done = Cloned::default();
-    // Only "not found" means there is no such clone yet: any other failure (a
-    // timeout) is the caller's, not a reason to go on.
-    match stat(cluster, dst) {
-        Ok(_) => {
-            // An earlier run may have stopped right after the clone.
-            strip_inherited(&ioctx(cluster, dst)?, &dst.name)?;
-            done.existed = true;
-            return Ok(done);
-        }
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e),
-    }
+    // An earlier run may have stopped right after the clone: the clone's
+    // name is taken then (`rbd_clone3` says so; no lookup beforehand).
+    let existing = |done: &mut Cloned| -> Result<()> {
+        strip_inherited(&ioctx(cluster, dst)?, &dst.name)?;
+        done.existed = true;
+        Ok(())
+    };
     check_data_pool(cluster, opts.data_pool.as_deref())?;
     let io = ioctx(cluster, src)?;
     // One read-only open of the source answers what the common case needs:
     // whether the snapshot is there (no read-write open, lock or snapshot
     // then), the chain above the source (so the clone's depth needs no walk
     // from the clone), and whether the clone inherits rbdx keys to strip.
-    let (mut snap_size, above, inherits) = {
-        let img = io.open_read_only(&src.name, None)?;
+    let opened = io.open_read_only(&src.name, None).and_then(|img| {
         let size = img.snapshots()?.into_iter().find(|s| s.name == snap).map(|s| s.size);
         let above = if img.parent()?.is_some() { disk::depth(&io, &src.name)? } else { 0 };
-        (size, above, !img.metadata_list("rbdx.")?.is_empty())
+        Ok((size, above, !img.metadata_list("rbdx.")?.is_empty()))
+    });
+    let (mut snap_size, above, inherits) = match opened {
+        Ok(found) => found,
+        // Only "not found" means there is no source; its clone may be.
+        Err(e) if e.is_not_found() => {
+            return match stat(cluster, dst) {
+                Ok(_) => existing(&mut done).map(|()| done),
+                Err(d) if d.is_not_found() => Err(e),
+                Err(d) => Err(d),
+            };
+        }
+        Err(e) => return Err(e),
     };
+    // Without the snapshot, an earlier run's clone may still be there (it keeps
+    // a snapshot removed since in the trash namespace): looked up before one
+    // is taken.
+    if snap_size.is_none() {
+        match stat(cluster, dst) {
+            Ok(_) => return existing(&mut done).map(|()| done),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
     for attempt in 0..3 {
         if take_snapshot && snap_size.is_none() && disk::ensure_snapshot(&io, &src.name, snap)? {
             done.took_snapshot = true;
@@ -80,8 +96,8 @@ pub fn clone_from_snapshot(
             }
             // The snapshot was removed under us: take it again.
             Err(e) if e.is_not_found() && take_snapshot && attempt < 2 => snap_size = None,
-            // A concurrent run made it.
-            Err(e) if e.is_exists() => break,
+            // Made by an earlier or a concurrent run.
+            Err(e) if e.is_exists() => return existing(&mut done).map(|()| done),
             Err(e) => return Err(e),
         }
     }
