@@ -258,7 +258,14 @@ fn main() {
         let (l, f) = p.clones();
         vec![l, f]
     });
-    step("Proxmox rollback", &mut || vec![p.rollback(GIB), p.rollback(8 * GIB)]);
+    step("Proxmox rollback", &mut || {
+        vec![
+            p.rollback(GIB, 256 * MIB),
+            p.rollback(8 * GIB, 256 * MIB),
+            p.rollback(64 * GIB, 256 * MIB),
+            p.rollback(8 * GIB, 4 * GIB),
+        ]
+    });
     drop(o);
 
     report::cross_targets(&mut results, rados_mbs);

@@ -194,41 +194,62 @@ impl<'b> Pve<'b> {
         )
     }
 
-    /// `volume_snapshot_rollback` of a `size` image with 256 MiB rewritten, against
-    /// `rbd snap rollback` (the built-in plugin).
-    pub fn rollback(&self, size: u64) -> Workload {
-        let reps = self.b.reps;
-        let rewrite = 256 * MIB;
+    /// `volume_snapshot_rollback` of a `size` image with 512 MiB written before
+    /// the snapshot and `rewrite` bytes rewritten since, against `rbd snap
+    /// rollback` (the built-in plugin).
+    pub fn rollback(&self, size: u64, rewrite: u64) -> Workload {
+        let base = 512 * MIB;
+        let reps = if rewrite >= GIB { self.b.reps.min(2) } else { self.b.reps };
+        // Before a large rewrite, let the OSDs free what the last rollback discarded.
+        let prepare = |name: &str| {
+            if rewrite >= GIB {
+                self.b.settle_with(base);
+            }
+            self.b.rewrite(name, rewrite);
+        };
         let vmid = self.vmid();
         let vol = self.call(Call::AllocImage { vmid, name: None, size_kib: size / 1024 });
         let vol = vol.as_str().unwrap().to_string();
-        self.b.fill(&vol, 0, 512 * MIB, 5);
+        self.b.fill(&vol, 0, base, 5);
         self.call(Call::VolumeSnapshot { volname: vol.clone(), snap: "s1".into() });
         let rbdx = repeat(
             reps,
-            |_| self.b.rewrite(&vol, rewrite),
+            |_| prepare(&vol),
             |()| {
                 self.call(Call::VolumeSnapshotRollback { volname: vol.clone(), snap: "s1".into() });
             },
         );
+        self.b.wipe("vm-");
+        self.b.settle();
         let other = self.vmid();
         let name = format!("vm-{other}-disk-0");
         let io = self.b.cluster().ioctx(&self.b.pool).unwrap();
         io.create_image(&name, size, &ImageOptions::new().data_pool(&self.b.ec_pool).unwrap()).unwrap();
-        self.b.fill(&name, 0, 512 * MIB, 5);
+        self.b.fill(&name, 0, base, 5);
         let spec = self.spec(&name);
         self.b.cli.rbd_ok(&["snap", "create", "--no-progress", &format!("{spec}@s1")]);
         let a = repeat(
             reps,
-            |_| self.b.rewrite(&name, rewrite),
+            |_| prepare(&name),
             |()| {
                 self.b.cli.rbd_ok(&["snap", "rollback", "--no-progress", &format!("{spec}@s1")]);
             },
         );
         self.b.wipe("vm-");
+        self.b.settle();
+        // The 256 MiB cases keep their first names (pve_rollback_1g, _8g).
+        let id = if rewrite == 256 * MIB {
+            format!("pve_rollback_{}g", size / GIB)
+        } else {
+            format!("pve_rollback_{}g_{}m", size / GIB, rewrite / MIB)
+        };
         let w = Workload::new(
-            &format!("pve_rollback_{}g", size / GIB),
-            &format!("Proxmox volume_snapshot_rollback, {} GiB image, 256 MiB rewritten", size / GIB),
+            &id,
+            &format!(
+                "Proxmox volume_snapshot_rollback, {} GiB image, {} MiB rewritten",
+                size / GIB,
+                rewrite / MIB
+            ),
             "s",
             rbdx,
         )
@@ -240,7 +261,8 @@ impl<'b> Pve<'b> {
             1.0,
             false,
             "the helper's process and connection cost about what the rbd CLI's do; the rollback itself \
-                 is the same librbd call, after a fast-diff read of what it would visit",
+                 is the same librbd call (after a fast-diff read of what it would visit, for an image larger \
+                 than half the bound); above the bound, the clone swap",
         )
     }
 }
