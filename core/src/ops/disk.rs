@@ -649,20 +649,20 @@ impl<'c> Disk<'c> {
     }
 
     fn remove_in(&self, io: &IoCtx<'c>, trash_delay: Option<u64>, reclaim: Reclaim) -> Result<()> {
-        self.recover(io)?;
         let name = self.head.name.clone();
         let mut images: Vec<String> = Vec::new();
-        let head = match io.open_read_only(&name, None) {
-            Ok(h) => Some(h),
-            Err(e) if e.is_not_found() => None,
+        // One open of the head serves the book, the in-use check and its parent.
+        let head = match self.book_and_head(io) {
+            Ok(found) => Some(found),
+            // Only a missing head means there is none to remove.
+            Err(e) if e.is_not_found() && !Self::exists(io, &name)? => None,
             Err(e) => return Err(e),
         };
         let mut parents = Vec::new();
-        if let Some(h) = head {
+        if let Some((book, h)) = head {
             super::refuse_in_use(&h, &self.head)?;
             parents.extend(h.parent()?);
             drop(h);
-            let book = self.book(io)?;
             images.push(name.clone());
             images.extend(book.carriers);
         }
