@@ -64,7 +64,7 @@ fn sort(wall_ms: f64, line: &serde_json::Value) -> Run {
             n if n.starts_with("oned ") => "oned",
             "connect" => "connect",
             "lock" => "lock",
-            "snapshot create" | "snapshot remove" => {
+            n if n.starts_with("snapshot create") || n.starts_with("snapshot remove") => {
                 map_waits += 1;
                 "map-update waits"
             }
@@ -181,7 +181,9 @@ pub fn markdown(bs: &[Breakdown]) -> String {
          `RBDX_TRACE`, at four disk sizes; the null action is `rbdx one ping` (argv, one oned call, a Ceph \
          connection, the pool opened). The run of median wall time is shown, so the parts add up. \
          *Map-update waits* are snapshot creates and removes: each waits for the OSD map to move on, which \
-         no client can shorten.\n"
+         no client can shorten. A removal that also frees its parent's trashed snapshot (librbd removes a \
+         snapshot removed while clones used it with its last clone) counts as one: `snapshot remove (freed \
+         with its last clone)`; finding that out costs a traced run an open before and after the removal.\n"
     );
     let _ = writeln!(m, "![where the time goes](breakdown.png)\n");
     let _ = write!(m, "| action | disk | wall ms | map waits |");

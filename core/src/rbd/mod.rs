@@ -164,7 +164,7 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound`, `Busy`, `NotEmpty`.
     pub(crate) fn remove_image_unlocked(&self, name: &str) -> Result<()> {
-        let _span = crate::trace::span("remove");
+        let _span = self.removal(|| self.open_read_only(name, None));
         let n = cstring("image name", name)?;
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_remove(self.raw(), n.as_ptr()) };
@@ -289,7 +289,7 @@ impl<'c> IoCtx<'c> {
     /// `NotFound`; `PermissionDenied` before the deferment end without `force`;
     /// `NotEmpty`/`Busy` while it has snapshots with children.
     pub(crate) fn trash_remove_unlocked(&self, id: &str, force: bool) -> Result<()> {
-        let _span = crate::trace::span("remove");
+        let _span = self.removal(|| self.open_by_id_read_only(id));
         let i = cstring("image id", id)?;
         // SAFETY: `self.raw()` is live; `i` outlives the call.
         let r = unsafe { sys::rbd_trash_remove(self.raw(), i.as_ptr(), force) };
@@ -309,5 +309,50 @@ impl<'c> IoCtx<'c> {
         check(r.into(), "rbd_trash_restore", || format!("{} trash id {id} -> {name}", self.spec()))?;
         crate::crash::point("rbd_trash_restore");
         Ok(())
+    }
+}
+
+/// The span of an image removal (see [`IoCtx::removal`]).
+pub(crate) struct Removal<'a, 'c> {
+    io: &'a IoCtx<'c>,
+    /// The clone's parent snapshot while it is in the trash namespace.
+    trashed: Option<(LinkedImage, u64)>,
+    start: std::time::Instant,
+}
+
+impl IoCtx<'_> {
+    /// Times an image removal. While tracing, a removal that also frees the
+    /// image's parent snapshot (librbd removes a trash-namespace snapshot with
+    /// its last child: an OSD map update waited for inside the call) is named
+    /// `snapshot remove (freed with its last clone)`, so that the wait is
+    /// counted; `open` opens the image about to go. Nothing extra runs
+    /// without tracing.
+    fn removal<'i>(&self, open: impl FnOnce() -> Result<Image<'i>>) -> Removal<'_, '_> {
+        let trashed = crate::trace::enabled()
+            .then(|| open().ok()?.parent().ok()?)
+            .flatten()
+            .filter(|p| p.snap_namespace == SnapNamespace::Trash)
+            .map(|p| (p.image, p.snap_id));
+        Removal { io: self, trashed, start: std::time::Instant::now() }
+    }
+}
+
+impl Drop for Removal<'_, '_> {
+    fn drop(&mut self) {
+        if !crate::trace::enabled() {
+            return;
+        }
+        let took = self.start.elapsed();
+        let freed = self.trashed.take().is_some_and(|(parent, snap_id)| {
+            let Ok(mut io) = self.io.cluster().ioctx(&parent.pool) else { return false };
+            if io.set_namespace(&parent.namespace).is_err() {
+                return false;
+            }
+            io.open_by_id_read_only(&parent.id)
+                .and_then(|img| img.snapshots())
+                .is_ok_and(|snaps| snaps.iter().all(|s| s.id != snap_id))
+        });
+        let name = if freed { "snapshot remove (freed with its last clone)" } else { "remove" };
+        crate::trace::record(name.to_string(), took);
     }
 }
