@@ -167,6 +167,77 @@ const ORDER: &[&str] = &[
     "ds rm",
 ];
 
+/// Map-update waits the stock driver's remote commands make for the same step
+/// of the same life (format-2 images; the image already has its `@snap`):
+/// `src/tm_mad/ceph/*` and `src/datastore_mad/remotes/ceph/*`, as
+/// `../shared/spec/opennebula-ceph.md` describes them.
+const STOCK_WAITS: &[(&str, u32, &str)] = &[
+    ("tm clone", 0, "`rbd_make_snap` finds `@snap`; `rbd clone`"),
+    ("tm snap_create", 1, "`rbd snap create`, `snap protect`"),
+    ("tm snap_revert", 0, "`rbd_rename_rm` (no snapshot removed), `rbd clone`"),
+    ("tm cpds", 0, "`rbd copy` of the live disk (a full copy, not crash-consistent)"),
+    ("tm snap_delete", 1, "`snap unprotect`, `snap rm`"),
+    ("tm delete", 1, "`rbd_rm_r` of the disk, then `rbd_rm_snap SOURCE` (the base `@snap`)"),
+    ("ds clone", 0, "`rbd copy` (a full copy)"),
+    ("ds rm", 0, "`rbd_rm_r` of a copy without snapshots"),
+];
+
+/// The issue's targets read from the breakdown: an action with no map-update
+/// wait within 1.5x of the null action at the same size; one with waits within
+/// 50 ms per wait of the null action plus the waits; no more waits than stock.
+fn targets(bs: &[Breakdown]) -> String {
+    use std::fmt::Write as _;
+    let mut m = String::new();
+    let _ = writeln!(
+        m,
+        "\n### Targets from the breakdown\n\nFloor: the null action at the same disk size. An action with no \
+         map-update wait: wall / floor, at most 1.5. With waits: (wall − floor − the waits) / waits, at most \
+         50 ms. Stock waits: what the stock driver's remote commands wait for in the same step.\n"
+    );
+    let _ = writeln!(
+        m,
+        "| action | disk | map waits (stock) | measure | bound | met |\n|---|---|---|---|---|---|"
+    );
+    let null =
+        |size: &str| bs.iter().find(|b| b.action.starts_with("null") && b.size == size).map(|b| b.wall_ms);
+    for b in bs.iter().filter(|b| !b.action.starts_with("null")) {
+        let Some(floor) = null(&b.size) else { continue };
+        let stock = STOCK_WAITS.iter().find(|(a, _, _)| *a == b.action);
+        let waits = match stock {
+            Some((_, n, _)) => format!("{} ({n})", b.map_waits),
+            None => b.map_waits.to_string(),
+        };
+        let more = stock.is_some_and(|(_, n, _)| b.map_waits > *n);
+        let (measure, bound, ok) = if b.map_waits == 0 {
+            let r = b.wall_ms / floor;
+            (format!("{r:.2}x the floor"), "1.5x".to_string(), r <= 1.5)
+        } else {
+            let waited = b.parts.get("map-update waits").copied().unwrap_or(0.0);
+            let over = (b.wall_ms - floor - waited) / f64::from(b.map_waits);
+            (format!("{over:.0} ms per wait"), "50 ms".to_string(), over <= 50.0)
+        };
+        let met = match (ok, more) {
+            (true, false) => "yes".to_string(),
+            (ok, more) => {
+                let mut why = Vec::new();
+                if !ok {
+                    why.push("over the bound");
+                }
+                if more {
+                    why.push("more waits than stock");
+                }
+                format!("**no**: {}", why.join(", "))
+            }
+        };
+        let _ = writeln!(m, "| {} | {} | {waits} | {measure} | {bound} | {met} |", b.action, b.size);
+    }
+    let _ = writeln!(m, "\nStock's commands, step by step:\n");
+    for (a, n, how) in STOCK_WAITS {
+        let _ = writeln!(m, "- {a}: {n} — {how}");
+    }
+    m
+}
+
 /// The Markdown section: one row per action and size, the median run's parts.
 pub fn markdown(bs: &[Breakdown]) -> String {
     use std::fmt::Write as _;
@@ -203,7 +274,7 @@ pub fn markdown(bs: &[Breakdown]) -> String {
         let calls: Vec<String> = b.calls.iter().map(|(k, (n, _))| format!("{n}× {k}")).collect();
         let _ = writeln!(m, " {} |", calls.join(", "));
     }
-    m
+    m + &targets(bs)
 }
 
 /// A stacked horizontal bar per action and size.
