@@ -487,6 +487,64 @@ impl<'c> IoCtx<'c> {
         Ok(true)
     }
 
+    /// Up to `max` bytes of object `oid` from its start.
+    ///
+    /// # Errors
+    /// `NotFound`; other [`CephError`]s from `rados_read`.
+    pub(crate) fn read_object(&self, oid: &str, max: usize) -> Result<Vec<u8>> {
+        let o = cstring("object name", oid)?;
+        let mut buf = vec![0u8; max];
+        // SAFETY: `self.raw` is live; `o` outlives the call; `buf` is writable
+        // for `max` bytes.
+        let r = unsafe { sys::rados_read(self.raw, o.as_ptr(), buf.as_mut_ptr().cast(), max, 0) };
+        check(r.into(), "rados_read", || format!("{}/{oid}", self.spec()))?;
+        buf.truncate(usize::try_from(r).unwrap_or(0));
+        Ok(buf)
+    }
+
+    /// Calls cls method `class.method` on object `oid` once per input, all in
+    /// one write operation (one round trip; all or nothing).
+    ///
+    /// # Errors
+    /// The first failed call's (or the operation's) [`CephError`].
+    pub(crate) fn exec_each(&self, oid: &str, class: &CStr, method: &CStr, inputs: &[Vec<u8>]) -> Result<()> {
+        let o = cstring("object name", oid)?;
+        let mut rvals: Vec<libc::c_int> = vec![0; inputs.len()];
+        // SAFETY: the op is released below on every path; `inputs`, `rvals`,
+        // `class`, `method` and `o` outlive `rados_write_op_operate`, their last use.
+        let r = unsafe {
+            let op = sys::rados_create_write_op();
+            if op.is_null() {
+                return Err(CephError::new(
+                    "rados_create_write_op",
+                    -i64::from(libc::ENOMEM),
+                    oid.to_string(),
+                )
+                .into());
+            }
+            for (input, rval) in inputs.iter().zip(rvals.iter_mut()) {
+                sys::rados_write_op_exec(
+                    op,
+                    class.as_ptr(),
+                    method.as_ptr(),
+                    input.as_ptr().cast(),
+                    input.len(),
+                    rval,
+                );
+            }
+            let r = sys::rados_write_op_operate(op, self.raw, o.as_ptr(), ptr::null_mut(), 0);
+            sys::rados_release_write_op(op);
+            r
+        };
+        let what =
+            || format!("{}/{oid} {}.{}", self.spec(), class.to_string_lossy(), method.to_string_lossy());
+        check(r.into(), "rados_write_op_operate", what)?;
+        for rv in rvals {
+            check(rv.into(), "rados_write_op_exec", what)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn raw(&self) -> sys::rados_ioctx_t {
         self.raw
     }

@@ -417,6 +417,16 @@ fn a_clone_of_a_disk_does_not_inherit_its_bookkeeping() {
     ops::clone(c, &head.at("1").unwrap(), &child, &o).unwrap();
     let io = ops::ioctx(c, &child).unwrap();
     assert!(io.open_read_only(&child.name, None).unwrap().metadata_list("rbdx.").unwrap().is_empty());
+    // The same through clone_from_snapshot, which removes the keys it read from
+    // the source in one call on the new clone's header: other keys stay.
+    io.open(&head.name).unwrap().metadata_set("other.key", "kept").unwrap();
+    let quick = s.spec("quick");
+    ops::clone_from_snapshot(c, &head, "1", &quick, &o, false, 16).unwrap();
+    let img = io.open_read_only(&quick.name, None).unwrap();
+    assert!(img.metadata_list("rbdx.").unwrap().is_empty(), "{:?}", img.metadata_list("").unwrap());
+    assert_eq!(img.metadata_get("other.key").unwrap().as_deref(), Some("kept"));
+    drop(img);
+    ops::remove(c, &quick, ops::RemoveOptions::default()).unwrap();
     let before = s.leftovers(c).0;
     Disk::new(c, child.clone(), &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
     let after = s.leftovers(c).0;

@@ -61,9 +61,10 @@ pub fn clone_from_snapshot(
     let opened = io.open_read_only(&src.name, None).and_then(|img| {
         let size = img.snapshots()?.into_iter().find(|s| s.name == snap).map(|s| s.size);
         let above = if img.parent()?.is_some() { disk::depth(&io, &src.name)? } else { 0 };
-        Ok((size, above, !img.metadata_list("rbdx.")?.is_empty()))
+        let keys: Vec<String> = img.metadata_list("rbdx.")?.into_iter().map(|(k, _)| k).collect();
+        Ok((size, above, keys))
     });
-    let (mut snap_size, above, inherits) = match opened {
+    let (mut snap_size, above, inherited) = match opened {
         Ok(found) => found,
         // Only "not found" means there is no source; its clone may be.
         Err(e) if e.is_not_found() => {
@@ -89,7 +90,7 @@ pub fn clone_from_snapshot(
         if take_snapshot && snap_size.is_none() && disk::ensure_snapshot(&io, &src.name, snap)? {
             done.took_snapshot = true;
         }
-        match clone_of(cluster, &src.at(snap)?, dst, opts, inherits) {
+        match clone_of(cluster, &src.at(snap)?, dst, opts, Some(&inherited)) {
             Ok(_) => {
                 done.size = snap_size;
                 break;

@@ -595,11 +595,13 @@ impl<'c> Disk<'c> {
                 format: if format == 1 { CloneFormat::V1 } else { CloneFormat::V2 },
                 features: None,
             };
-            super::clone(
+            // Its inherited keys go below, in the open that writes its book.
+            super::clone_of(
                 self.cluster,
                 &self.head.sibling(&holder)?.at(snap)?,
                 &self.head.sibling(&temp)?,
                 &opts,
+                Some(&[]),
             )?;
         }
         let t = io.open(&temp)?;
@@ -936,7 +938,7 @@ impl<'c> Disk<'c> {
                 features: None,
             };
             // The keys it inherits are shed below, in the same open.
-            super::clone_of(self.cluster, &self.head.sibling(holder)?.at(snap)?, target, &opts, false)?;
+            super::clone_of(self.cluster, &self.head.sibling(holder)?.at(snap)?, target, &opts, Some(&[]))?;
         }
         // (A clone made by an interrupted run is finished the same way.)
         let t = tio.open(&target.name)?;

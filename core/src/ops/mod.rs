@@ -246,20 +246,21 @@ pub struct CloneOptions {
 /// [`Error::Invalid`] if `parent` names no snapshot; `Exists` if `child` exists;
 /// `NotFound` for a missing parent or snapshot.
 pub fn clone(cluster: &Cluster, parent: &ImageSpec, child: &ImageSpec, opts: &CloneOptions) -> Result<u64> {
-    clone_of(cluster, parent, child, opts, true)
+    clone_of(cluster, parent, child, opts, None)
 }
 
-/// [`clone`]; `inherits`: whether the parent has rbdx metadata for the clone to
-/// shed (false: the caller read none just before, and the child is not opened
-/// again). Book keys a clone inherits all the same (written on the parent in
-/// between) are shed when the clone's own book is first read, as it names
-/// another head.
+/// [`clone`]; `inherited`: the parent's rbdx keys the clone sheds (read by the
+/// caller just before: removed in one call, the child never opened; empty:
+/// none, or the caller strips them in its own open of the child), or `None`
+/// to list the child's own. Book keys a clone inherits all the same (written
+/// on the parent in between) are shed when the clone's own book is first read,
+/// as it names another head.
 pub(crate) fn clone_of(
     cluster: &Cluster,
     parent: &ImageSpec,
     child: &ImageSpec,
     opts: &CloneOptions,
-    inherits: bool,
+    inherited: Option<&[String]>,
 ) -> Result<u64> {
     let snap = parent.require_snap()?;
     let format = match opts.format {
@@ -286,10 +287,47 @@ pub(crate) fn clone_of(
     pio.clone_image(&parent.name, snap, &cio, &child.name, &o)?;
     // librbd copies the parent's image metadata into the clone; rbdx's own keys
     // describe the parent's disk, never the child's.
-    if inherits {
-        strip_inherited(&cio, &child.name)?;
+    match inherited {
+        None => strip_inherited(&cio, &child.name)?,
+        Some(keys) => match remove_fresh_metadata(&cio, &child.name, keys) {
+            // The parent lost a key since it was read: list the clone's own.
+            Err(e) if e.is_not_found() => strip_inherited(&cio, &child.name)?,
+            other => other?,
+        },
     }
     Ok(format)
+}
+
+/// Removes `keys` from the image metadata of `name`, an image nobody has open
+/// (a clone just made): one compound `rbd.metadata_remove` call on its header,
+/// as librbd makes it, instead of an open (which opens every parent too), a
+/// listing and a call per key. Nothing watches the header to be told.
+fn remove_fresh_metadata(io: &IoCtx<'_>, name: &str, keys: &[String]) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    // The id object holds the id as a cls string: a little-endian u32 length,
+    // then the bytes.
+    let raw = io.read_object(&format!("rbd_id.{name}"), 4 + 256)?;
+    let id = raw
+        .get(..4)
+        .and_then(|l| usize::try_from(u32::from_le_bytes(l.try_into().ok()?)).ok())
+        .and_then(|n| raw.get(4..4 + n))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or_else(|| Error::BadReply {
+            command: format!("rbd_id.{name}"),
+            detail: "not an image id".into(),
+        })?;
+    let inputs: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| {
+            let mut b = u32::try_from(k.len()).unwrap_or(u32::MAX).to_le_bytes().to_vec();
+            b.extend_from_slice(k.as_bytes());
+            b
+        })
+        .collect();
+    let _span = crate::trace::span("metadata");
+    io.exec_each(&format!("rbd_header.{id}"), c"rbd", c"metadata_remove", &inputs)
 }
 
 /// Refuses with [`Error::InUse`], naming the watchers, while another client (a
