@@ -51,7 +51,7 @@ use serde_json::json;
 
 use crate::error::{CephError, Error, ErrorKind, Result, check};
 use crate::ffi::rados as sys;
-use crate::rados::{IoCtx, cstring};
+use crate::rados::{IoCtx, cstring, put_string};
 use crate::rbd::Image;
 
 /// The rados lock name.
@@ -238,12 +238,6 @@ impl Locker {
     }
 }
 
-/// Appends a cls string (little-endian u32 length, then the bytes).
-fn put_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
-    out.extend_from_slice(s);
-}
-
 /// A versioned cls encoding (`ENCODE_START(1, 1)`) around `body`.
 fn versioned(body: Vec<u8>) -> Vec<u8> {
     let mut out = vec![1, 1]; // struct_v, compat
@@ -277,42 +271,11 @@ fn assert_request(cookie: &str) -> Vec<u8> {
     versioned(body)
 }
 
-/// The header object of image `id`.
-fn header(id: &str) -> String {
-    format!("rbd_header.{id}")
-}
-
-/// The id of image `name`, or `None` if there is no such image.
-fn image_id(io: &IoCtx<'_>, name: &str) -> Result<Option<String>, crate::Error> {
-    let oid = cstring("image name", &format!("rbd_id.{name}"))?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: `io.raw()` is a live I/O context; `oid` outlives the call; `buf` is
-    // writable for `buf.len()` bytes.
-    let r = unsafe { sys::rados_read(io.raw(), oid.as_ptr(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if r == -libc::ENOENT {
-        return Ok(None);
-    }
-    let n = usize::try_from(check(r.into(), "rados_read", || format!("{}/rbd_id.{name}", io.spec()))?)
-        .unwrap_or(0);
-    // An encoded string: a little-endian u32 length, then the bytes.
-    let id = buf.get(..n).and_then(|b| {
-        let len = usize::try_from(u32::from_le_bytes(b.get(..4)?.try_into().ok()?)).ok()?;
-        std::str::from_utf8(b.get(4..4 + len)?).ok()
-    });
-    match id {
-        Some(id) if !id.is_empty() => Ok(Some(id.to_string())),
-        _ => Err(Error::BadReply {
-            command: format!("read {}/rbd_id.{name}", io.spec()),
-            detail: "not an image id".into(),
-        }),
-    }
-}
-
 impl<'io> ObjectLock<'io> {
     /// Takes the lock of image `name`, waiting for another holder; `None` when
     /// there is no such image (the caller's librbd call reports that).
     pub(crate) fn image(io: &'io IoCtx<'io>, name: &str) -> Result<Option<Self>> {
-        match image_id(io, name)? {
+        match io.image_id(name)? {
             Some(id) => Self::image_by_id(io, &id, name),
             None => Ok(None),
         }
@@ -320,7 +283,7 @@ impl<'io> ObjectLock<'io> {
 
     /// Takes the lock of the image with id `id` (`what` names it in errors).
     pub(crate) fn image_by_id(io: &'io IoCtx<'io>, id: &str, what: &str) -> Result<Option<Self>> {
-        Self::take(io, header(id), Kind::Header, what)
+        Self::take(io, crate::rbd::header_oid(id), Kind::Header, what)
     }
 
     fn take(io: &'io IoCtx<'io>, oid: String, kind: Kind, what: &str) -> Result<Option<Self>> {

@@ -120,6 +120,13 @@ unsafe impl Send for Cluster {}
 // by librados.
 unsafe impl Sync for Cluster {}
 
+/// Appends a cls string (little-endian u32 length, then the bytes), as cls
+/// methods decode a `std::string`.
+pub(crate) fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
 pub(crate) fn cstring(what: &str, s: &str) -> Result<CString, crate::Error> {
     CString::new(s).map_err(|_| Error::Invalid(format!("{what} contains a NUL byte: {s:?}")))
 }

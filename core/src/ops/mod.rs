@@ -306,28 +306,17 @@ fn remove_fresh_metadata(io: &IoCtx<'_>, name: &str, keys: &[String]) -> Result<
     if keys.is_empty() {
         return Ok(());
     }
-    // The id object holds the id as a cls string: a little-endian u32 length,
-    // then the bytes.
-    let raw = io.read_object(&format!("rbd_id.{name}"), 4 + 256)?;
-    let id = raw
-        .get(..4)
-        .and_then(|l| usize::try_from(u32::from_le_bytes(l.try_into().ok()?)).ok())
-        .and_then(|n| raw.get(4..4 + n))
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .ok_or_else(|| Error::BadReply {
-            command: format!("rbd_id.{name}"),
-            detail: "not an image id".into(),
-        })?;
+    let id = io.image_id(name)?.ok_or_else(|| Error::NotFound(format!("{}/{name}", io.spec())))?;
     let inputs: Vec<Vec<u8>> = keys
         .iter()
         .map(|k| {
-            let mut b = u32::try_from(k.len()).unwrap_or(u32::MAX).to_le_bytes().to_vec();
-            b.extend_from_slice(k.as_bytes());
+            let mut b = Vec::new();
+            crate::rados::put_string(&mut b, k.as_bytes());
             b
         })
         .collect();
     let _span = crate::trace::span("metadata");
-    io.exec_each(&format!("rbd_header.{id}"), c"rbd", c"metadata_remove", &inputs)
+    io.exec_each(&crate::rbd::header_oid(&id), c"rbd", c"metadata_remove", &inputs)
 }
 
 /// Refuses with [`Error::InUse`], naming the watchers, while another client (a

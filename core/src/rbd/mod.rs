@@ -312,6 +312,39 @@ impl<'c> IoCtx<'c> {
     }
 }
 
+/// The header object of the image with id `id`.
+pub(crate) fn header_oid(id: &str) -> String {
+    format!("rbd_header.{id}")
+}
+
+impl IoCtx<'_> {
+    /// The id of image `name` (read from its id object, as librbd does), or
+    /// `None` if there is no such image.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for an id object that holds no id.
+    pub(crate) fn image_id(&self, name: &str) -> Result<Option<String>> {
+        let oid = format!("rbd_id.{name}");
+        let raw = match self.read_object(&oid, 256) {
+            Ok(raw) => raw,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // An encoded string: a little-endian u32 length, then the bytes.
+        let id = raw.get(..4).and_then(|l| {
+            let len = usize::try_from(u32::from_le_bytes(l.try_into().ok()?)).ok()?;
+            std::str::from_utf8(raw.get(4..4 + len)?).ok()
+        });
+        match id {
+            Some(id) if !id.is_empty() => Ok(Some(id.to_string())),
+            _ => Err(crate::Error::BadReply {
+                command: format!("read {}/{oid}", self.spec()),
+                detail: "not an image id".into(),
+            }),
+        }
+    }
+}
+
 /// The span of an image removal (see [`IoCtx::removal`]).
 pub(crate) struct Removal<'a, 'c> {
     io: &'a IoCtx<'c>,
