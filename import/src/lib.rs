@@ -382,21 +382,19 @@ pub fn import(
         .context(format!("removing the unfinished {temp}"))?;
     // A local file is opened once: qemu-img reads that open file (through an
     // inherited descriptor), never the path again.
-    let (reader, total, local): (Box<dyn Read>, Option<u64>, Option<OpenFile>) = match source {
-        Source::File(p) => {
-            let (f, _) = open_regular(&p)?;
-            let len = f.metadata().map_err(Error::io(p.display().to_string()))?.len();
-            let shared = OpenFile::new(&f)?;
-            (Box::new(f), Some(len), Some(shared))
+    // The reader, its length if known, and the open file children read.
+    type Opened = (Box<dyn Read>, Option<u64>, Option<OpenFile>);
+    let local_file = |f: File| -> Result<Opened> {
+        let meta = f.metadata().map_err(Error::io("reading the source"))?;
+        if !meta.is_file() {
+            return Err(Error::Refused("the source is not a regular file".into()));
         }
-        Source::Open(f) => {
-            let meta = f.metadata().map_err(Error::io("reading the source"))?;
-            if !meta.is_file() {
-                return Err(Error::Refused("the source is not a regular file".into()));
-            }
-            let shared = OpenFile::new(&f)?;
-            (Box::new(f), Some(meta.len()), Some(shared))
-        }
+        let shared = OpenFile::new(&f)?;
+        Ok((Box::new(f), Some(meta.len()), Some(shared)))
+    };
+    let (reader, total, local): Opened = match source {
+        Source::File(p) => local_file(open_regular(&p)?.0)?,
+        Source::Open(f) => local_file(f)?,
         Source::Url(u) => {
             let (r, len) = open_url(&u, opts.timeout)?;
             (r, len, None)
@@ -654,7 +652,7 @@ fn from_file(cluster: &Cluster, temp: &ImageSpec, file: &Path, opts: &Options) -
 }
 
 /// Writes the image in `file` (passed [`intake::inspect`] as `format`) into the
-/// new image `temp` of `sizes.1` bytes. What `qemu-img map` finds stored raw in
+/// new image `temp` of `size` bytes (`virtual_size` is the file's own). What `qemu-img map` finds stored raw in
 /// the file is copied straight from it, in one pass; an image with compressed
 /// data (or a format whose map gives no offsets) is converted by qemu-img into
 /// a raw file first. `progress` is told how far into the file a direct copy is.

@@ -5,9 +5,9 @@
 //! once on the front-end and streamed to the bridge over the ssh connection; with
 //! EXECUTION=local it is imported in-process from the open file itself. Raw data
 //! is written sparse with no staging file, and so is the data of a local qcow2
-//! (or other format) that `qemu-img map` finds stored raw in it. MD5/SHA1 from the image template are verified, RESTRICTED_DIRS /
-//! SAFE_DIRS honoured, LIMIT_TRANSFER_BW applied, progress logged. Prints
-//! `SOURCE raw`.
+//! (or other format) that `qemu-img map` finds stored raw in it. MD5/SHA1 from
+//! the image template are verified, RESTRICTED_DIRS / SAFE_DIRS honoured,
+//! LIMIT_TRANSFER_BW applied, progress logged. Prints `SOURCE raw`.
 
 use std::time::{Duration, Instant};
 
