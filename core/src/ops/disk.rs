@@ -1423,8 +1423,18 @@ fn reclaim_entry(cluster: &Cluster, io: &IoCtx<'_>, id: &str, name: &str) -> Res
         Err(err) if matches!(err.kind(), Some(ErrorKind::Busy | ErrorKind::NotEmpty)) => {
             Ok(Reclaimed::Waiting)
         }
+        Err(err) if another_has_it(&err) => Ok(Reclaimed::Waiting),
         Err(err) => Err(err),
     }
+}
+
+/// True when a trash call failed because another client is working on the
+/// entry at this moment: librbd refuses while it is still being moved in
+/// (`EUSERS`), and finds its state changed under the call (`ESTALE`) when a
+/// concurrent reclaim is restoring or removing it. That run finishes it; a
+/// later pass looks again.
+fn another_has_it(err: &Error) -> bool {
+    matches!(err, Error::Ceph(e) if [libc::EUSERS, libc::ESTALE].contains(&e.errno))
 }
 
 /// Frees, after a removal, the trashed ancestors it may have released: each of
@@ -1477,7 +1487,12 @@ fn requeue(cluster: &Cluster, io: &IoCtx<'_>, id: &str, name: &str) -> Result<()
     let back = format!("{}{IN_TRANSIT}{id}", reclaim_origin(name));
     match io.trash_restore(id, &back) {
         // Gone meanwhile, or another reclaim is restoring it: that one finishes.
-        Err(e) if e.is_not_found() || e.is_exists() || e.kind() == Some(ErrorKind::Busy) => {
+        Err(e)
+            if e.is_not_found()
+                || e.is_exists()
+                || e.kind() == Some(ErrorKind::Busy)
+                || another_has_it(&e) =>
+        {
             return Ok(());
         }
         other => other?,
