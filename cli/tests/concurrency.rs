@@ -19,7 +19,8 @@
 //! - The end state of the clone/rm race that leaks (a base snapshot taken after
 //!   `rm` listed the image's snapshots, on an image `rm` then moved to the trash
 //!   for reclaim), made step by step: reclaim frees it, also when a requeue was
-//!   interrupted midway.
+//!   interrupted midway, and when four reclaims (four hosts' monitors) requeue
+//!   such entries at once.
 //!
 //! No run may die of a signal: actions on one image take turns on its
 //! `rbdx_action` lock (librbd 16 aborted one of two `snap_create`s of one disk
@@ -544,6 +545,70 @@ fn reclaim_interrupted_while_it_requeues_an_image_converges() {
     Disk::new(c, clone, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
     assert_eq!(reclaim_until_gone(c, &pool, |n| n == img.name), Vec::<String>::new());
     assert_eq!(leftovers(c, &pool, &img.name), (vec![], vec![]));
+}
+
+/// Each host's monitor reclaims the whole pool: four reclaims at once, each a
+/// client of its own, over entries that each need a requeue (a user snapshot
+/// taken while they were removed, a live clone). None fails (a snapshot or an
+/// entry another one took away meanwhile is its to finish), and each entry ends
+/// back in the trash with only the snapshot its clone reads.
+#[test]
+fn four_reclaims_at_once_over_entries_that_need_a_requeue() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let io = c.ioctx(&pool).unwrap();
+    let spec = ImageSpec::new(&pool, "x").unwrap();
+    for round in 0..3 {
+        let entries: Vec<(ImageSpec, ImageSpec)> = (0..3).map(|_| trashed_with_a_user_snapshot(&e)).collect();
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let own = e.cluster.connect_new();
+                        rbdx_core::ops::disk::reclaim(&own, &spec)
+                    })
+                })
+                .collect();
+            for (i, run) in runs.into_iter().enumerate() {
+                if let Err(err) = run.join().expect("reclaim panicked") {
+                    panic!("round {round}: reclaim {i} failed: {err}");
+                }
+            }
+        });
+        // A requeue another test's reclaim has under way at this moment is its
+        // to finish: give it time.
+        let restored = || entries.iter().any(|(img, _)| leftovers(c, &pool, &img.name).0.len() > 1);
+        for _ in 0..20 {
+            if !restored() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        for (img, clone) in &entries {
+            let (images, trash) = leftovers(c, &pool, &img.name);
+            assert_eq!(
+                images,
+                vec![clone.name.clone()],
+                "round {round}: {img} was requeued, not left restored"
+            );
+            assert_eq!(trash.len(), 1, "round {round}: {img} is in the trash once: {trash:?}");
+            let entry = io.trash_list().unwrap().into_iter().find(|t| t.name == trash[0]).unwrap();
+            let left = io.open_by_id_read_only(&entry.id).unwrap();
+            let kinds: Vec<SnapNamespace> =
+                left.snapshots().unwrap().iter().map(|s| left.snap_namespace(s.id).unwrap()).collect();
+            assert_eq!(
+                kinds,
+                vec![SnapNamespace::Trash],
+                "round {round}: {img} keeps only what its clone reads"
+            );
+        }
+        for (img, clone) in entries {
+            Disk::new(c, clone, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+            assert_eq!(reclaim_until_gone(c, &pool, |n| n == img.name), Vec::<String>::new());
+            assert_eq!(leftovers(c, &pool, &img.name), (vec![], vec![]), "round {round}");
+        }
+    }
 }
 
 /// An image with a clone of its snapshot `snap`, that snapshot then removed

@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockedImage;
 use crate::rados::{Cluster, IoCtx};
-use crate::rbd::SnapNamespace;
+use crate::rbd::{Image, SnapNamespace, Snapshot};
 
 use super::{CloneFormat, ImageSpec, cluster_clone_format, ioctx};
 
@@ -1279,28 +1279,10 @@ fn dispose(
         other => other?,
     };
     for s in img.snapshots()? {
-        if img.snap_namespace(s.id)? != SnapNamespace::User {
-            continue;
-        }
-        let (trashed, live): (Vec<_>, Vec<_>) =
-            io.open_read_only(image, Some(&s.name))?.children()?.into_iter().partition(|c| c.trash);
-        let protected = img.snap_is_protected(&s.name)?;
-        // Format-1 children (a protected snapshot) can only be made independent;
-        // one in the trash is going away, and is waited for instead.
-        if !live.is_empty() && (reclaim == Reclaim::Flatten || protected) {
-            for c in live {
-                let spec = ImageSpec::new(&c.pool, &c.name)?.in_namespace(&c.namespace)?;
-                match super::flatten(cluster, &spec) {
-                    Err(e) if e.is_not_found() => {}
-                    other => other?,
-                }
-            }
-        }
-        match img.snap_remove(&s.name) {
+        // A concurrent removal of the same image (two reclaims finishing one
+        // requeue) may drop a snapshot after this listing: gone is done.
+        match drop_user_snapshot(cluster, io, &img, &s, reclaim) {
             Err(e) if e.is_not_found() => {}
-            // A protected snapshot whose format-1 clones wait in the RBD trash:
-            // kept until they are gone; the image goes to the trash for reclaim.
-            Err(e) if e.kind() == Some(ErrorKind::Busy) && protected && !trashed.is_empty() => {}
             other => other?,
         }
     }
@@ -1318,6 +1300,43 @@ fn dispose(
     };
     match r {
         Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+/// [`dispose`]'s step for one of `img`'s snapshots: a user snapshot is removed,
+/// its live clones flattened first where they cannot outlive it; clones in the
+/// trash keep a protected one.
+fn drop_user_snapshot(
+    cluster: &Cluster,
+    io: &IoCtx<'_>,
+    img: &Image<'_>,
+    s: &Snapshot,
+    reclaim: Reclaim,
+) -> Result<()> {
+    if img.snap_namespace(s.id)? != SnapNamespace::User {
+        return Ok(());
+    }
+    let image = img.name();
+    let (trashed, live): (Vec<_>, Vec<_>) =
+        io.open_read_only(image, Some(&s.name))?.children()?.into_iter().partition(|c| c.trash);
+    let protected = img.snap_is_protected(&s.name)?;
+    // Format-1 children (a protected snapshot) can only be made independent;
+    // one in the trash is going away, and is waited for instead.
+    if !live.is_empty() && (reclaim == Reclaim::Flatten || protected) {
+        for c in live {
+            let spec = ImageSpec::new(&c.pool, &c.name)?.in_namespace(&c.namespace)?;
+            match super::flatten(cluster, &spec) {
+                Err(e) if e.is_not_found() => {}
+                other => other?,
+            }
+        }
+    }
+    match img.snap_remove(&s.name) {
+        Err(e) if e.is_not_found() => Ok(()),
+        // A protected snapshot whose format-1 clones wait in the RBD trash:
+        // kept until they are gone; the image goes to the trash for reclaim.
+        Err(e) if e.kind() == Some(ErrorKind::Busy) && protected && !trashed.is_empty() => Ok(()),
         other => other,
     }
 }
@@ -1392,18 +1411,13 @@ enum Reclaimed {
 /// its last clone is gone.
 fn reclaim_entry(cluster: &Cluster, io: &IoCtx<'_>, id: &str, name: &str) -> Result<Reclaimed> {
     let (marked, user_snaps, blocked) = match io.open_by_id_read_only(id) {
-        Ok(img) => {
-            let (mut user, mut blocked) = (false, false);
-            for s in img.snapshots()? {
-                if img.snap_namespace(s.id)? == SnapNamespace::User {
-                    user = true;
-                    // Its clones are in the trash too: nothing to do until they go.
-                    let children = io.open_by_id_read_only_at(id, &s.name)?.children()?;
-                    blocked |= !children.is_empty() && children.iter().all(|c| c.trash);
-                }
-            }
-            (img.metadata_get(KEY_RECLAIM)?.is_some(), user, blocked)
-        }
+        Ok(img) => match inspect_entry(io, id, &img) {
+            Ok(found) => found,
+            // A snapshot gone after the listing: a concurrent reclaim is
+            // requeueing this entry, and finishes it.
+            Err(err) if err.is_not_found() => return Ok(Reclaimed::Waiting),
+            Err(err) => return Err(err),
+        },
         Err(err) if err.is_not_found() => (false, false, false),
         Err(err) => return Err(err),
     };
@@ -1426,6 +1440,22 @@ fn reclaim_entry(cluster: &Cluster, io: &IoCtx<'_>, id: &str, name: &str) -> Res
         Err(err) if another_has_it(&err) => Ok(Reclaimed::Waiting),
         Err(err) => Err(err),
     }
+}
+
+/// What [`reclaim_entry`] needs to know of trash entry `id`, opened as `img`:
+/// whether rbdx marked it for reclaim, whether it has user snapshots, and
+/// whether those are blocked by clones that are themselves in the trash.
+fn inspect_entry(io: &IoCtx<'_>, id: &str, img: &Image<'_>) -> Result<(bool, bool, bool)> {
+    let (mut user, mut blocked) = (false, false);
+    for s in img.snapshots()? {
+        if img.snap_namespace(s.id)? == SnapNamespace::User {
+            user = true;
+            // Its clones are in the trash too: nothing to do until they go.
+            let children = io.open_by_id_read_only_at(id, &s.name)?.children()?;
+            blocked |= !children.is_empty() && children.iter().all(|c| c.trash);
+        }
+    }
+    Ok((img.metadata_get(KEY_RECLAIM)?.is_some(), user, blocked))
 }
 
 /// True when a trash call failed because another client is working on the
