@@ -13,6 +13,11 @@
 //! closed. Read-only opens take no lock: librbd registers no watch for them, so no
 //! request can reach them.
 //!
+//! **Parents.** Removing or flattening the last clone of a snapshot that waits in
+//! the trash namespace makes librbd free that snapshot, opening the parent
+//! read-write inside the call. Such a removal or flatten takes the parent's lock
+//! first (parents before children); other clones' do not wait on their parent.
+//!
 //! **Disk guards.** A disk operation (a revert, a removal, a rename…) is several
 //! librbd calls on several images; a [`Guard`] on the disk's name (the same lock on
 //! the object `rbdx_lock.<name>`, created with the lock and removed with it) is
@@ -52,7 +57,7 @@ use serde_json::json;
 use crate::error::{CephError, Error, ErrorKind, Result, check};
 use crate::ffi::rados as sys;
 use crate::rados::{IoCtx, cstring, put_string};
-use crate::rbd::Image;
+use crate::rbd::{Image, SnapNamespace};
 
 /// The rados lock name.
 const LOCK_NAME: &CStr = c"rbdx_action";
@@ -413,8 +418,12 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound`, `Busy`, `NotEmpty`.
     pub fn remove_image(&self, name: &str) -> Result<()> {
-        let _lock = ObjectLock::image(self, name)?;
-        self.remove_image_unlocked(name)
+        // A missing image: librbd reports it.
+        let Some(id) = self.image_id(name)? else { return self.remove_image_unlocked(name) };
+        with_freed_parent_locked(self, &id, name, || {
+            let _lock = ObjectLock::image_by_id(self, &id, name)?;
+            self.remove_image_unlocked(name)
+        })
     }
 
     /// Renames image `from` to `to` within this pool, holding its lock.
@@ -443,9 +452,70 @@ impl<'c> IoCtx<'c> {
     /// `NotFound`; `PermissionDenied` before the deferment end without `force`;
     /// `NotEmpty`/`Busy` while it has snapshots with children.
     pub fn trash_remove(&self, id: &str, force: bool) -> Result<()> {
-        let _lock = ObjectLock::image_by_id(self, id, &format!("trash id {id}"))?;
-        self.trash_remove_unlocked(id, force)
+        let what = format!("trash id {id}");
+        with_freed_parent_locked(self, id, &what, || {
+            let _lock = ObjectLock::image_by_id(self, id, &what)?;
+            self.trash_remove_unlocked(id, force)
+        })
     }
+
+    /// Flattens image `name` (nothing to do for an image that is no clone),
+    /// holding its lock.
+    ///
+    /// # Errors
+    /// `NotFound`; Ceph errors.
+    pub fn flatten_image(&self, name: &str) -> Result<()> {
+        // A missing image: the open reports it.
+        let Some(id) = self.image_id(name)? else { return self.open(name).map(drop) };
+        with_freed_parent_locked(self, &id, name, || {
+            let img = self.open(name)?;
+            if img.parent()?.is_some() {
+                img.flatten()?;
+            }
+            img.close()
+        })
+    }
+}
+
+/// Runs `op`, a removal or flatten of the image with id `id` (`what` names it),
+/// holding the lock of its parent first when that is needed: librbd frees a
+/// parent snapshot waiting in the trash namespace with its last clone, and
+/// opens the parent read-write inside the call to do it. That open must take
+/// turns with rbdx's own on the parent, as every read-write open does (see the
+/// module documentation; ten removals of a parent's last clones at once crashed
+/// one process in librbd's exclusive-lock code otherwise). Parents are locked
+/// before their children, the order a removal that flattens an image's
+/// children holds them in. Other clones' removals do not take turns on their
+/// parent: they would wait on each other for nothing.
+fn with_freed_parent_locked<T>(
+    io: &IoCtx<'_>,
+    id: &str,
+    what: &str,
+    op: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let parent = match io.parent_ref(id) {
+        Ok(p) => p,
+        // OSDs older than Nautilus, whose librbd has no trash namespace either.
+        Err(Error::Ceph(e)) if e.errno == libc::EOPNOTSUPP => None,
+        Err(e) => return Err(e),
+    };
+    let Some(p) = parent else { return op() };
+    let cluster = io.cluster();
+    let pool = match cluster.pool_name(p.pool_id) {
+        Ok(pool) => pool,
+        Err(e) if e.is_not_found() => return op(),
+        Err(e) => return Err(e),
+    };
+    let mut pio = cluster.ioctx(&pool)?;
+    pio.set_namespace(&p.namespace)?;
+    if pio.snap_namespace_by_id(&p.image_id, p.snap_id)? != Some(SnapNamespace::Trash) {
+        return op();
+    }
+    let lock = ObjectLock::image_by_id(&pio, &p.image_id, &format!("parent of {what}"))?;
+    let out = op();
+    let released = lock.map_or(Ok(()), ObjectLock::release);
+    let out = out?;
+    released.map(|()| out)
 }
 
 /// A disk operation's hold on a disk (see the module documentation).

@@ -552,6 +552,41 @@ impl<'c> IoCtx<'c> {
         Ok(())
     }
 
+    /// Calls cls method `class.method` on object `oid` with `input` and returns
+    /// its reply (a read: one round trip).
+    ///
+    /// # Errors
+    /// The method's [`CephError`] (`NotFound` for a missing object).
+    pub(crate) fn exec_read(&self, oid: &str, class: &CStr, method: &CStr, input: &[u8]) -> Result<Vec<u8>> {
+        let o = cstring("object name", oid)?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            // SAFETY: `self.raw` is live; `o`, `class`, `method` and `input`
+            // outlive the call; `buf` is writable for `buf.len()` bytes.
+            let r = unsafe {
+                sys::rados_exec(
+                    self.raw,
+                    o.as_ptr(),
+                    class.as_ptr(),
+                    method.as_ptr(),
+                    input.as_ptr().cast(),
+                    input.len(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            if r == -libc::ERANGE && buf.len() < 1 << 20 {
+                buf.resize(buf.len() * 16, 0);
+                continue;
+            }
+            let what =
+                || format!("{}/{oid} {}.{}", self.spec(), class.to_string_lossy(), method.to_string_lossy());
+            check(r.into(), "rados_exec", what)?;
+            buf.truncate(usize::try_from(r).unwrap_or(0));
+            return Ok(buf);
+        }
+    }
+
     pub(crate) fn raw(&self) -> sys::rados_ioctx_t {
         self.raw
     }

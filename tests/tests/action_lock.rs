@@ -1,14 +1,17 @@
 //! One rbdx action at a time on an image: read-write opens (and remove, rename,
 //! trash move) wait for the `rbdx_action` lock of another process or thread,
 //! fail after the wait limit with a one-line error naming the holder, nest
-//! within one thread, and take over the lock of a holder that died.
+//! within one thread, and take over the lock of a holder that died. Removing
+//! the last clone of a snapshot in the trash namespace (librbd opens the parent
+//! read-write inside to free it) waits for the parent's lock too.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rbdx_core::ops::{self, CreateOptions};
+use rbdx_core::ops::{self, CloneOptions, CreateOptions};
+use rbdx_core::rbd::SnapNamespace;
 use rbdx_core::{Cluster, Error, ErrorKind, Timeouts};
 use rbdx_tests::{MIB, Scratch};
 
@@ -241,5 +244,75 @@ fn a_disk_operation_holds_the_disk_for_its_whole_length() {
     ops::disk::Disk::new(c, spec.clone(), &ops::disk::RBDX_NAMING)
         .remove(None, ops::disk::Reclaim::Trash)
         .unwrap();
+    s.finish(c);
+}
+
+/// The last clone of a snapshot removed while clones used it (kept in the trash
+/// namespace, freed with that clone by librbd, which opens the parent
+/// read-write inside the removal) is removed only while no other rbdx action
+/// has the parent; a clone of a live snapshot is removed without waiting.
+#[test]
+fn removing_the_last_clone_of_a_trashed_snapshot_waits_for_the_parent() {
+    let s = Scratch::new("lockparent");
+    let c = s.env.connect();
+    let parent = s.spec("parent");
+    ops::create(c, &parent, 4 * MIB, &CreateOptions::default()).unwrap();
+    let io = c.ioctx(&parent.pool).unwrap();
+    let (live, last) = (s.spec("live"), s.spec("last"));
+    for (snap, child) in [("kept", &live), ("freed", &last)] {
+        io.open(&parent.name).unwrap().snap_create(snap).unwrap();
+        ops::clone(c, &parent.at(snap).unwrap(), child, &CloneOptions::default()).unwrap();
+    }
+    io.open(&parent.name).unwrap().snap_remove("freed").unwrap();
+    let namespaces = || {
+        let img = io.open_read_only(&parent.name, None).unwrap();
+        img.snapshots().unwrap().iter().map(|s| img.snap_namespace(s.id).unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        namespaces(),
+        vec![SnapNamespace::User, SnapNamespace::Trash],
+        "the removed snapshot waits in the trash namespace"
+    );
+
+    let remove_in_thread = |name: String| {
+        let (tx, rx) = mpsc::channel();
+        let pool = parent.pool.clone();
+        let t = std::thread::spawn(move || {
+            let io = c.ioctx(&pool).unwrap();
+            io.remove_image(&name).unwrap();
+            tx.send(Instant::now()).unwrap();
+        });
+        (t, rx)
+    };
+    let held = io.open(&parent.name).unwrap();
+    let (t, rx) = remove_in_thread(live.name.clone());
+    rx.recv_timeout(Duration::from_secs(10)).expect("a clone of a live snapshot is removed at once");
+    t.join().unwrap();
+
+    let (t, rx) = remove_in_thread(last.name.clone());
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(rx.try_recv().is_err(), "the last clone was removed while another action had its parent");
+    // librbd would wait for the parent too, but inside the removal, with the
+    // clone open and the parent about to be: the hand-off rbdx's lock avoids.
+    let watchers = io.open_read_only(&last.name, None).and_then(|i| i.watchers()).map(|w| w.len());
+    assert_eq!(watchers.ok(), Some(0), "the removal did not start while another action had the parent");
+    let released = Instant::now();
+    drop(held);
+    let removed = rx.recv_timeout(Duration::from_secs(10)).expect("removed once the parent is free");
+    assert!(removed >= released);
+    t.join().unwrap();
+    let img = io.open_read_only(&parent.name, None).unwrap();
+    let left: Vec<(String, SnapNamespace)> = img
+        .snapshots()
+        .unwrap()
+        .iter()
+        .map(|s| (s.name.clone(), img.snap_namespace(s.id).unwrap()))
+        .collect();
+    assert_eq!(
+        left,
+        vec![("kept".to_string(), SnapNamespace::User)],
+        "the trashed snapshot went with its last clone"
+    );
+    drop(img);
     s.finish(c);
 }

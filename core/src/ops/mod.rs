@@ -439,12 +439,7 @@ pub fn rename(cluster: &Cluster, spec: &ImageSpec, new_name: &str) -> Result<()>
 /// # Errors
 /// `NotFound`.
 pub fn flatten(cluster: &Cluster, spec: &ImageSpec) -> Result<()> {
-    let io = ioctx(cluster, spec)?;
-    let img = io.open(&spec.name)?;
-    if img.parent()?.is_some() {
-        img.flatten()?;
-    }
-    Ok(())
+    ioctx(cluster, spec)?.flatten_image(&spec.name)
 }
 
 /// How to remove.

@@ -82,7 +82,7 @@ pub enum SnapNamespace {
 }
 
 impl SnapNamespace {
-    fn from_raw(t: libc::c_int) -> Self {
+    pub(super) fn from_raw(t: libc::c_int) -> Self {
         match t {
             sys::RBD_SNAP_NAMESPACE_TYPE_USER => Self::User,
             sys::RBD_SNAP_NAMESPACE_TYPE_GROUP => Self::Group,

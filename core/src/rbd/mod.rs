@@ -345,6 +345,100 @@ impl IoCtx<'_> {
     }
 }
 
+/// A clone's parent as its header records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParentRef {
+    pub pool_id: i64,
+    pub namespace: String,
+    pub image_id: String,
+    pub snap_id: u64,
+}
+
+/// Reads the little-endian, length-prefixed encoding cls methods reply in.
+struct ClsReader<'a>(&'a [u8]);
+
+impl<'a> ClsReader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = usize::try_from(self.u32()?).ok()?;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    /// Enters a versioned struct (`ENCODE_START`: version, compat, length).
+    fn start(&mut self) -> Option<()> {
+        self.take(2)?;
+        self.u32().map(drop)
+    }
+}
+
+impl IoCtx<'_> {
+    /// The parent of the image with id `id`, read from its header (cls
+    /// `rbd.parent_get`, one round trip; the head's link, else the oldest
+    /// snapshot's): `None` for an image that is no clone, or that is gone.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
+    pub(crate) fn parent_ref(&self, id: &str) -> Result<Option<ParentRef>> {
+        let reply = match self.exec_read(&header_oid(id), c"rbd", c"parent_get", &[]) {
+            Ok(reply) => reply,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut r = ClsReader(&reply);
+        let parent = (|| {
+            r.start()?;
+            let pool_id = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
+            Some(ParentRef { pool_id, namespace: r.string()?, image_id: r.string()?, snap_id: r.u64()? })
+        })()
+        .ok_or_else(|| crate::Error::BadReply {
+            command: format!("{}/{} rbd.parent_get", self.spec(), header_oid(id)),
+            detail: "not a parent spec".into(),
+        })?;
+        Ok((parent.pool_id >= 0 && !parent.image_id.is_empty()).then_some(parent))
+    }
+
+    /// The namespace of snapshot `snap_id` of the image with id `id` (cls
+    /// `rbd.snapshot_get`, one round trip), or `None` if there is no such
+    /// snapshot or image.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
+    pub(crate) fn snap_namespace_by_id(&self, id: &str, snap_id: u64) -> Result<Option<SnapNamespace>> {
+        let reply = match self.exec_read(&header_oid(id), c"rbd", c"snapshot_get", &snap_id.to_le_bytes()) {
+            Ok(reply) => reply,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // `SnapshotInfo`: the id, then the namespace (a versioned struct led by
+        // its type).
+        let mut r = ClsReader(&reply);
+        let kind = (|| {
+            r.start()?;
+            r.u64()?;
+            r.start()?;
+            r.u32()
+        })()
+        .ok_or_else(|| crate::Error::BadReply {
+            command: format!("{}/{} rbd.snapshot_get", self.spec(), header_oid(id)),
+            detail: "not a snapshot".into(),
+        })?;
+        Ok(Some(SnapNamespace::from_raw(libc::c_int::try_from(kind).unwrap_or(-1))))
+    }
+}
+
 /// The span of an image removal (see [`IoCtx::removal`]).
 pub(crate) struct Removal<'a, 'c> {
     io: &'a IoCtx<'c>,
