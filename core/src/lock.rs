@@ -394,6 +394,18 @@ impl LockedImage<'_> {
         drop(image);
         lock.map_or(Ok(()), ObjectLock::release)
     }
+
+    /// Closes the image and runs `op`, a librbd call that opens it inside (a
+    /// removal, a trash move), still holding its lock: one lock for the whole
+    /// step instead of two. What `op` reports is what counts: a removal takes
+    /// the lock away with the header.
+    pub(crate) fn close_then<T>(self, op: impl FnOnce() -> Result<T>) -> Result<T> {
+        let Self { image, lock } = self;
+        drop(image);
+        let out = op();
+        drop(lock);
+        out
+    }
 }
 
 /// The read-write opens and the librbd calls that open an image inside, each
@@ -408,6 +420,13 @@ impl<'c> IoCtx<'c> {
     /// action kept it for longer than [`crate::Cluster::busy_wait`].
     pub fn open<'io>(&'io self, name: &str) -> Result<LockedImage<'io>> {
         let lock = ObjectLock::image(self, name)?;
+        let image = Image::open(self, name, None, false, false)?;
+        Ok(LockedImage { image, lock })
+    }
+
+    /// [`IoCtx::open`] of image `name` whose id `id` the caller has read.
+    pub(crate) fn open_with_id<'io>(&'io self, name: &str, id: &str) -> Result<LockedImage<'io>> {
+        let lock = ObjectLock::image_by_id(self, id, name)?;
         let image = Image::open(self, name, None, false, false)?;
         Ok(LockedImage { image, lock })
     }
@@ -487,7 +506,7 @@ impl<'c> IoCtx<'c> {
 /// before their children, the order a removal that flattens an image's
 /// children holds them in. Other clones' removals do not take turns on their
 /// parent: they would wait on each other for nothing.
-fn with_freed_parent_locked<T>(
+pub(crate) fn with_freed_parent_locked<T>(
     io: &IoCtx<'_>,
     id: &str,
     what: &str,

@@ -661,10 +661,16 @@ impl<'c> Disk<'c> {
             Err(e) => return Err(e),
         };
         let mut parents = Vec::new();
+        // The head stays open for its removal, unless that frees its parent's
+        // snapshot (then the parent's lock comes first: `dispose`).
+        let mut open_head = None;
         if let Some((book, h)) = head {
             super::refuse_in_use(&h, &self.head)?;
-            parents.extend(h.parent()?);
-            drop(h);
+            let parent = h.parent()?;
+            if parent.as_ref().is_none_or(|p| p.snap_namespace != SnapNamespace::Trash) {
+                open_head = Some(h);
+            }
+            parents.extend(parent);
             images.push(name.clone());
             images.extend(book.carriers);
         }
@@ -683,8 +689,15 @@ impl<'c> Disk<'c> {
             }
         }
         parents.retain(|p| p.image.pool != io.pool() || !images.contains(&p.image.name));
+        if order.first() != Some(&name) {
+            // Not a leaf of the disk (never seen): no image held while others go.
+            open_head = None;
+        }
         for img in &order {
-            dispose(self.cluster, io, img, trash_delay, reclaim)?;
+            match open_head.take().filter(|_| *img == name) {
+                Some(h) => dispose_open(self.cluster, io, h, trash_delay, reclaim)?,
+                None => dispose(self.cluster, io, img, trash_delay, reclaim)?,
+            }
         }
         // The disk is gone; an ancestor it kept in the trash may be free now. What
         // this cannot free, the periodic `reclaim` retries.
@@ -1274,10 +1287,24 @@ fn dispose(
     trash_delay: Option<u64>,
     reclaim: Reclaim,
 ) -> Result<()> {
-    let img = match io.open(image) {
-        Err(e) if e.is_not_found() => return Ok(()),
-        other => other?,
-    };
+    let Some(id) = io.image_id(image)? else { return Ok(()) };
+    // Its parent first, when the removal frees the parent's snapshot.
+    crate::lock::with_freed_parent_locked(io, &id, image, || match io.open_with_id(image, &id) {
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+        Ok(img) => dispose_open(cluster, io, img, trash_delay, reclaim),
+    })
+}
+
+/// [`dispose`] of an image open read-write whose removal frees no snapshot of
+/// its parent (or whose parent is locked already).
+fn dispose_open(
+    cluster: &Cluster,
+    io: &IoCtx<'_>,
+    img: LockedImage<'_>,
+    trash_delay: Option<u64>,
+    reclaim: Reclaim,
+) -> Result<()> {
     for s in img.snapshots()? {
         // A concurrent removal of the same image (two reclaims finishing one
         // requeue) may drop a snapshot after this listing: gone is done.
@@ -1292,12 +1319,12 @@ fn dispose(
     if still_used {
         img.metadata_set(KEY_RECLAIM, "1")?;
     }
-    drop(img);
-    let r = match (still_used, trash_delay) {
-        (true, _) => io.trash_move(image, trash_delay.unwrap_or(0)),
-        (false, Some(delay)) => io.trash_move(image, delay),
-        (false, None) => io.remove_image(image),
-    };
+    let image = img.name().to_string();
+    let r = img.close_then(|| match (still_used, trash_delay) {
+        (true, _) => io.trash_move_unlocked(&image, trash_delay.unwrap_or(0)),
+        (false, Some(delay)) => io.trash_move_unlocked(&image, delay),
+        (false, None) => io.remove_image_unlocked(&image),
+    });
     match r {
         Err(e) if e.is_not_found() => Ok(()),
         other => other,
