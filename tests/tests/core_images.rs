@@ -254,18 +254,23 @@ fn metadata_get_set_list_remove() {
     img.metadata_set("rbdx.snap.1", "one-7-0:1").unwrap();
     img.metadata_set("rbdx.empty", "").unwrap();
     img.metadata_set("other", "x").unwrap();
+    // The prefix itself is a key; keys beside it sort before and after it.
+    img.metadata_set("rbdx.", "itself").unwrap();
+    img.metadata_set("rbdx-before", "x").unwrap();
+    img.metadata_set("rbdx/after", "x").unwrap();
     // More keys than one librbd page (256) under the prefix.
     for i in 0..300 {
         img.metadata_set(&format!("rbdx.k{i:04}"), &format!("v{i}")).unwrap();
     }
     assert_eq!(img.metadata_get("rbdx.snap.1").unwrap().as_deref(), Some("one-7-0:1"));
     let all = img.metadata_list("rbdx.").unwrap();
-    assert_eq!(all.len(), 302);
+    assert_eq!(all.len(), 303);
+    assert_eq!(all[0], ("rbdx.".to_string(), "itself".to_string()));
     assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "sorted by key");
     assert!(all.contains(&("rbdx.empty".to_string(), String::new())));
     assert!(all.contains(&("rbdx.k0299".to_string(), "v299".to_string())));
-    assert!(!all.iter().any(|(k, _)| k == "other"));
-    assert_eq!(img.metadata_list("").unwrap().len(), 303);
+    assert!(!all.iter().any(|(k, _)| k == "other" || k == "rbdx-before" || k == "rbdx/after"));
+    assert_eq!(img.metadata_list("").unwrap().len(), 306);
     img.metadata_remove("rbdx.snap.1").unwrap();
     img.metadata_remove("rbdx.snap.1").unwrap(); // missing is fine
     assert_eq!(img.metadata_get("rbdx.snap.1").unwrap(), None);

@@ -197,15 +197,20 @@ struct Book {
 
 impl Book {
     fn read(img: &crate::Image<'_>) -> Result<Self> {
+        Ok(Self::of(&img.metadata_list("rbdx.")?))
+    }
+
+    /// The book in a head's `rbdx.` keys.
+    fn of(keys: &[(String, String)]) -> Self {
         let mut b = Self::default();
-        for (k, v) in img.metadata_list("rbdx.")? {
+        for (k, v) in keys {
             if let Some(s) = k.strip_prefix(KEY_SNAP_PREFIX) {
-                b.snaps.insert(s.to_string(), v);
+                b.snaps.insert(s.to_string(), v.clone());
             } else if let Some(c) = k.strip_prefix(KEY_CARRIER_PREFIX) {
                 b.carriers.insert(c.to_string());
             }
         }
-        Ok(b)
+        b
     }
 }
 
@@ -285,19 +290,26 @@ impl<'c> Disk<'c> {
     /// [`Self::book`], and the head opened read-write to read it (one open
     /// for the whole operation).
     fn book_and_head<'io>(&self, io: &'io IoCtx<'_>) -> Result<(Book, LockedImage<'io>)> {
-        self.recover(io)?;
-        let head = io.open(&self.head.name)?;
-        if head.metadata_get(KEY_DISK)?.as_deref() == Some(self.head.name.as_str()) {
-            let mut book = Book::read(&head)?;
+        let head = match io.open(&self.head.name) {
+            // No head: an interrupted revert may have it under its temporary name.
+            Err(e) if e.is_not_found() => {
+                self.recover(io)?;
+                io.open(&self.head.name)?
+            }
+            other => other?,
+        };
+        let keys = head.metadata_list("rbdx.")?;
+        if keys.iter().any(|(k, v)| k == KEY_DISK && *v == self.head.name) {
+            let mut book = Book::of(&keys);
             self.prune(io, &head, &mut book)?;
             self.adopt_head_snapshots(&head, &mut book)?;
             return Ok((book, head));
         }
         // No book, or one that is not this head's (copied by a clone, or left
         // from another name): start from what the images say.
-        for (k, _) in head.metadata_list("rbdx.")? {
+        for (k, _) in &keys {
             if k == KEY_DISK || k.starts_with(KEY_SNAP_PREFIX) || k.starts_with(KEY_CARRIER_PREFIX) {
-                head.metadata_remove(&k)?;
+                head.metadata_remove(k)?;
             }
         }
         // Adopt: the carriers are the head's ancestors and their descendants whose

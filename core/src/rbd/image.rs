@@ -583,25 +583,23 @@ impl<'io> Image<'io> {
     /// A [`CephError`] from `rbd_metadata_list`.
     pub fn metadata_list(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let _span = crate::trace::span("metadata");
-        // librbd lists the keys strictly after `start`, `PAGE` at a time; the
-        // prefix itself can be a key, so it is looked up on its own.
+        // librbd lists the keys strictly after `start`, `PAGE` at a time (in
+        // byte order, as `str` compares). The prefix itself can be a key: start
+        // from the prefix less its last character, and skip what sorts before
+        // the prefix.
         const PAGE: u64 = 256;
         let mut out = Vec::new();
-        if !prefix.is_empty() {
-            if let Some(v) = self.metadata_get(prefix)? {
-                out.push((prefix.to_string(), v));
-            }
-        }
-        let mut start = prefix.to_string();
+        let mut start = prefix.char_indices().last().map_or("", |(i, _)| &prefix[..i]).to_string();
         loop {
             let page = self.metadata_page(&start, PAGE)?;
             let full = page.len() as u64 == PAGE;
             for (k, v) in page {
-                if !k.starts_with(prefix) {
+                start.clone_from(&k);
+                if k.starts_with(prefix) {
+                    out.push((k, v));
+                } else if k.as_str() > prefix {
                     return Ok(out);
                 }
-                start.clone_from(&k);
-                out.push((k, v));
             }
             if !full {
                 return Ok(out);
