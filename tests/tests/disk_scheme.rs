@@ -3,7 +3,7 @@
 //! source, adoption of disks made by the stock drivers, interrupted reverts.
 
 use rbdx_core::Cluster;
-use rbdx_core::ops::disk::{self, Disk, DiskConfig, KEY_DISK, Reclaim};
+use rbdx_core::ops::disk::{self, Disk, DiskConfig, KEY_DISK, Reclaim, Saved};
 use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec};
 use rbdx_tests::{MIB, Scratch, checksum, fill};
 
@@ -216,6 +216,47 @@ fn an_unchanged_snapshot_taken_outside_the_book_is_entered_and_cloned() {
     write(c, &head, MIB, 6);
     assert_eq!(d.unchanged_snapshot(reusable).unwrap(), None, "written since");
     Disk::new(c, target, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
+    s.finish(c);
+}
+
+/// A save-as of the disk as it is now, in one operation: a new snapshot, then
+/// the same one again while the disk has not changed, the clone's own on a
+/// re-run; a target that is something else is refused before any snapshot.
+#[test]
+fn save_now_takes_a_snapshot_reuses_an_unchanged_one_and_finishes_a_rerun() {
+    let s = Scratch::new("savenow");
+    let c = s.env.connect();
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
+    write(c, &head, 4 * MIB, 8);
+    let (cfg, reusable) = (ec_config(&s), |n: &str| n.starts_with("save."));
+    let [a, b, later, other] = ["a", "b", "later", "other"].map(|n| s.spec(n));
+    let taken = |n: &str| Saved::Taken(n.to_string());
+    assert_eq!(d.save_now("save.a", &a, reusable, &cfg).unwrap(), taken("save.a"));
+    assert_eq!(d.save_now("save.a", &a, reusable, &cfg).unwrap(), Saved::Again("save.a".into()), "a re-run");
+    assert_eq!(
+        d.save_now("save.b", &b, reusable, &cfg).unwrap(),
+        Saved::Unchanged("save.a".into()),
+        "the disk has not changed since save.a"
+    );
+    assert_eq!(d.locate("save.b").unwrap(), None, "no snapshot taken for b");
+    assert_eq!((sum(c, &a), sum(c, &b)), (sum(c, &head), sum(c, &head)));
+    write(c, &head, MIB, 9);
+    assert_eq!(
+        d.save_now("save.later", &later, reusable, &cfg).unwrap(),
+        taken("save.later"),
+        "written since"
+    );
+    assert_eq!(sum(c, &later), sum(c, &head));
+    ops::create(c, &other, MIB, &CreateOptions::default()).unwrap();
+    let err = d.save_now("save.other", &other, reusable, &cfg).unwrap_err();
+    assert!(matches!(err, rbdx_core::Error::Exists(_)), "{err}");
+    assert_eq!(d.locate("save.other").unwrap(), None, "refused before its snapshot was taken");
+    for t in [a, b, later] {
+        Disk::new(c, t, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+    }
+    ops::remove(c, &other, ops::RemoveOptions::default()).unwrap();
     d.remove(None, Reclaim::Trash).unwrap();
     s.finish(c);
 }

@@ -450,7 +450,13 @@ impl<'c> Disk<'c> {
     }
 
     fn snapshot_create_in(&self, io: &IoCtx<'c>, snap: &str) -> Result<()> {
-        let (book, head) = self.book_and_head(io)?;
+        let (mut book, head) = self.book_and_head(io)?;
+        self.take_snapshot(&head, &mut book, snap)
+    }
+
+    /// Takes `snap` of the open `head` (one it has already is kept) and enters it
+    /// in the book; a name held by a carrier is refused.
+    fn take_snapshot(&self, head: &Image<'_>, book: &mut Book, snap: &str) -> Result<()> {
         if let Some(holder) = book.snaps.get(snap) {
             if *holder != self.head.name {
                 return Err(Error::Exists(format!(
@@ -463,7 +469,9 @@ impl<'c> Disk<'c> {
             Err(e) if e.is_exists() => {}
             other => other?,
         }
-        head.metadata_set(&format!("{KEY_SNAP_PREFIX}{snap}"), &self.head.name)
+        head.metadata_set(&format!("{KEY_SNAP_PREFIX}{snap}"), &self.head.name)?;
+        book.snaps.insert(snap.to_string(), self.head.name.clone());
+        Ok(())
     }
 
     /// Deletes snapshot `snap` wherever it lives. Deleting one that is gone is a
@@ -940,6 +948,20 @@ impl<'c> Disk<'c> {
         cfg: &DiskConfig,
     ) -> Result<()> {
         let book = self.book(io)?;
+        self.clone_booked(io, &book, snap, target, cfg, None)
+    }
+
+    /// [`Self::clone_snapshot`] with the book read; `head_depth`, when known, is
+    /// the head's chain length (for a snapshot the head holds).
+    fn clone_booked(
+        &self,
+        io: &IoCtx<'c>,
+        book: &Book,
+        snap: &str,
+        target: &ImageSpec,
+        cfg: &DiskConfig,
+        head_depth: Option<u32>,
+    ) -> Result<()> {
         let holder = book
             .snaps
             .get(snap)
@@ -971,7 +993,11 @@ impl<'c> Disk<'c> {
         t.metadata_set(KEY_CLONED_FROM, &format!("{holder}@{snap}"))?;
         // The clone's chain is the holder's and one link more: no walk from the
         // clone, whose open opens every image above it.
-        if depth(io, holder)? + 1 > cfg.max_depth && t.parent()?.is_some() {
+        let holder_depth = match head_depth {
+            Some(d) if *holder == self.head.name => d,
+            _ => depth(io, holder)?,
+        };
+        if holder_depth + 1 > cfg.max_depth && t.parent()?.is_some() {
             t.flatten()?;
         }
         Ok(())
@@ -1028,32 +1054,17 @@ impl Disk<'_> {
     pub fn unchanged_snapshot(&self, pick: impl Fn(&str) -> bool) -> Result<Option<String>> {
         let io = self.io()?;
         let head = io.open_read_only(&self.head.name, None)?;
-        let info = head.info()?;
-        if !info.fast_diff_valid() {
-            return Ok(None);
-        }
-        let Some(base) = head.snapshots()?.into_iter().filter(|s| pick(&s.name)).max_by_key(|s| s.id) else {
+        let Some(base) = unchanged_of(&head, &pick)? else {
             return Ok(None);
         };
-        if base.size != info.size {
-            return Ok(None);
-        }
-        let mut changed = false;
-        head.diff_iterate(Some(&base.name), false, true, |_, _, _| {
-            changed = true;
-            Ok(())
-        })?;
-        if changed {
-            return Ok(None);
-        }
         // Taken outside the book (a base snapshot, or a run interrupted before
         // its entry was written): enter it, as taking it again would.
-        let booked = head.metadata_get(&format!("{KEY_SNAP_PREFIX}{}", base.name))?;
+        let booked = head.metadata_get(&format!("{KEY_SNAP_PREFIX}{base}"))?;
         drop(head);
         if booked.as_deref() != Some(self.head.name.as_str()) {
-            self.snapshot_create(&base.name)?;
+            self.snapshot_create(&base)?;
         }
-        Ok(Some(base.name))
+        Ok(Some(base))
     }
 
     /// The snapshot of this disk's head that `target` is a clone of (by its
@@ -1063,8 +1074,11 @@ impl Disk<'_> {
     /// # Errors
     /// Ceph errors.
     pub fn cloned_into(&self, target: &ImageSpec) -> Result<Option<String>> {
-        let io = ioctx(self.cluster, target)?;
-        let Some(t) = new_image(&io, &target.name)? else {
+        self.cloned_into_in(&ioctx(self.cluster, target)?, target)
+    }
+
+    fn cloned_into_in(&self, tio: &IoCtx<'_>, target: &ImageSpec) -> Result<Option<String>> {
+        let Some(t) = new_image(tio, &target.name)? else {
             return Ok(None);
         };
         if let Some(p) = t.parent()? {
@@ -1087,20 +1101,102 @@ impl Disk<'_> {
     /// [`Error::Exists`], [`Error::NotFound`] for the data pool; Ceph errors.
     pub fn check_clone_target(&self, snap: &str, target: &ImageSpec, data_pool: Option<&str>) -> Result<()> {
         super::check_data_pool(self.cluster, data_pool)?;
-        let io = ioctx(self.cluster, target)?;
-        let Some(t) = new_image(&io, &target.name)? else {
-            return Ok(());
-        };
-        let from_parent = t.parent()?.is_some_and(|p| p.snap_name == snap);
-        let from_marker = t
-            .metadata_get(KEY_CLONED_FROM)?
-            .is_some_and(|m| m.rsplit_once('@').is_some_and(|(_, s)| s == snap));
-        if from_parent || from_marker {
-            Ok(())
-        } else {
-            Err(Error::Exists(format!("{target} already exists")))
+        check_target(&ioctx(self.cluster, target)?, target, snap)
+    }
+
+    /// Saves the head as it is now as `target`, in one operation: clones the
+    /// snapshot that holds it, which is the one `target` already reads (a
+    /// re-run), else the newest snapshot `pick` accepts if the head has not
+    /// changed since ([`Disk::unchanged_snapshot`]: no OSD map update to wait
+    /// for), else `snap`, taken now. What the clone would refuse is refused
+    /// before `snap` is taken ([`Disk::check_clone_target`]).
+    ///
+    /// # Errors
+    /// As [`Disk::check_clone_target`], [`Disk::snapshot_create`] and
+    /// [`Disk::clone_snapshot`].
+    pub fn save_now(
+        &self,
+        snap: &str,
+        target: &ImageSpec,
+        pick: impl Fn(&str) -> bool,
+        cfg: &DiskConfig,
+    ) -> Result<Saved> {
+        super::validate_name("snapshot", snap)?;
+        super::check_data_pool(self.cluster, cfg.data_pool.as_deref())?;
+        self.guarded(|io| {
+            let tio = ioctx(self.cluster, target)?;
+            let (mut book, head) = self.book_and_head(io)?;
+            let saved = if let Some(s) = self.cloned_into_in(&tio, target)? {
+                Saved::Again(s)
+            } else if let Some(s) = unchanged_of(&head, &pick)? {
+                if book.snaps.get(&s) != Some(&self.head.name) {
+                    self.take_snapshot(&head, &mut book, &s)?;
+                }
+                Saved::Unchanged(s)
+            } else {
+                check_target(&tio, target, snap)?;
+                self.take_snapshot(&head, &mut book, snap)?;
+                Saved::Taken(snap.to_string())
+            };
+            let head_depth = depth_above(self.cluster, head.parent()?)?;
+            drop(head);
+            self.clone_booked(io, &book, saved.snapshot(), target, cfg, Some(head_depth))?;
+            Ok(saved)
+        })
+    }
+}
+
+/// Which snapshot [`Disk::save_now`] cloned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Saved {
+    /// The one the target already read (a re-run).
+    Again(String),
+    /// One the head has not changed since.
+    Unchanged(String),
+    /// One taken now.
+    Taken(String),
+}
+
+impl Saved {
+    /// The snapshot's name.
+    #[must_use]
+    pub fn snapshot(&self) -> &str {
+        match self {
+            Self::Again(s) | Self::Unchanged(s) | Self::Taken(s) => s,
         }
     }
+}
+
+/// The newest snapshot of the open `head` that `pick` accepts, if the head has
+/// not changed since it was taken (see [`Disk::unchanged_snapshot`]).
+fn unchanged_of(head: &Image<'_>, pick: &dyn Fn(&str) -> bool) -> Result<Option<String>> {
+    let info = head.info()?;
+    if !info.fast_diff_valid() {
+        return Ok(None);
+    }
+    let Some(base) = head.snapshots()?.into_iter().filter(|s| pick(&s.name)).max_by_key(|s| s.id) else {
+        return Ok(None);
+    };
+    if base.size != info.size {
+        return Ok(None);
+    }
+    let mut changed = false;
+    head.diff_iterate(Some(&base.name), false, true, |_, _, _| {
+        changed = true;
+        Ok(())
+    })?;
+    Ok((!changed).then_some(base.name))
+}
+
+/// [`Disk::check_clone_target`] in `tio`, the target's I/O context.
+fn check_target(tio: &IoCtx<'_>, target: &ImageSpec, snap: &str) -> Result<()> {
+    let Some(t) = new_image(tio, &target.name)? else {
+        return Ok(());
+    };
+    let from_parent = t.parent()?.is_some_and(|p| p.snap_name == snap);
+    let from_marker =
+        t.metadata_get(KEY_CLONED_FROM)?.is_some_and(|m| m.rsplit_once('@').is_some_and(|(_, s)| s == snap));
+    if from_parent || from_marker { Ok(()) } else { Err(Error::Exists(format!("{target} already exists"))) }
 }
 
 /// Image `name` that rbdx creates (format 2), opened read-only, or `None` when
@@ -1236,9 +1332,13 @@ fn remove_snapshot_of(cluster: &Cluster, io: &IoCtx<'_>, img: &crate::Image<'_>,
 /// # Errors
 /// Ceph errors.
 pub fn depth(io: &IoCtx<'_>, image: &str) -> Result<u32> {
-    let cluster = io.cluster();
+    depth_above(io.cluster(), io.open_read_only(image, None)?.parent()?)
+}
+
+/// The length of the clone chain whose first link is `parent` (0 for none).
+fn depth_above(cluster: &Cluster, parent: Option<crate::rbd::Parent>) -> Result<u32> {
     let mut d = 0;
-    let mut cur = io.open_read_only(image, None)?.parent()?;
+    let mut cur = parent;
     while let Some(p) = cur {
         d += 1;
         let spec = ImageSpec::new(&p.image.pool, &p.image.name)?.in_namespace(&p.image.namespace)?;

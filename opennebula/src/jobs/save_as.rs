@@ -1,12 +1,12 @@
 //! TM cpds and DS clone: a disk (or one of its snapshots) saved as a new image,
 //! CoW. Saving the current state clones the disk's newest save-as (or base)
-//! snapshot when the disk has not changed since (no OSD map update to wait for), and otherwise
-//! takes a snapshot named after the new image; what the clone would refuse is
-//! refused before that snapshot is taken.
+//! snapshot when the disk has not changed since (no OSD map update to wait
+//! for), and otherwise takes a snapshot named after the new image; what the
+//! clone would refuse is refused before that snapshot is taken. One disk
+//! operation does it all ([`Disk::save_now`]).
 
 use rbdx_core::Cluster;
-use rbdx_core::ops::ImageSpec;
-use rbdx_core::ops::disk::Disk;
+use rbdx_core::ops::disk::{Disk, Saved};
 
 use super::{Done, disk_config, spec};
 use crate::error::{Context, Result};
@@ -26,29 +26,27 @@ pub fn run(
 ) -> Result<Done> {
     let (h, t) = (spec(head)?, spec(target)?);
     let d = Disk::new(c, h.clone(), &crate::naming::ONE);
+    let cfg = disk_config(data_pool, max_depth);
     let snap = match snap {
-        Some(s) => s.to_string(),
-        None => now(&d, &t, data_pool, log)?,
+        Some(s) => {
+            d.clone_snapshot(s, &t, &cfg).context(format!("saving {h}@{s} as {t}"))?;
+            s.to_string()
+        }
+        None => {
+            let saved = d
+                .save_now(
+                    &crate::naming::saveas_snapshot(&t.name),
+                    &t,
+                    crate::naming::is_reusable_snapshot,
+                    &cfg,
+                )
+                .context(format!("saving {h} as {t}"))?;
+            if let Saved::Unchanged(s) = &saved {
+                log.push(format!("{h} is unchanged since {h}@{s}: no new snapshot"));
+            }
+            saved.snapshot().to_string()
+        }
     };
-    d.clone_snapshot(&snap, &t, &disk_config(data_pool, max_depth))
-        .context(format!("saving {h}@{snap} as {t}"))?;
     log.push(format!("saved {h}@{snap} as {t} (copy-on-write)"));
     Done::nothing()
-}
-
-/// The snapshot that holds `d` as it is now: the one a re-run's clone already
-/// reads, an unchanged save-as or base snapshot, or a new one named after `t`.
-fn now(d: &Disk<'_>, t: &ImageSpec, data_pool: &Option<String>, log: &mut Vec<String>) -> Result<String> {
-    let h = d.head();
-    if let Some(s) = d.cloned_into(t)? {
-        return Ok(s);
-    }
-    if let Some(s) = d.unchanged_snapshot(crate::naming::is_reusable_snapshot)? {
-        log.push(format!("{h} is unchanged since {h}@{s}: no new snapshot"));
-        return Ok(s);
-    }
-    let s = crate::naming::saveas_snapshot(&t.name);
-    d.check_clone_target(&s, t, data_pool.as_deref())?;
-    d.snapshot_create(&s).context(format!("taking a snapshot of {h}"))?;
-    Ok(s)
 }
