@@ -501,8 +501,8 @@ impl<'c> IoCtx<'c> {
 /// parent snapshot waiting in the trash namespace with its last clone, and
 /// opens the parent read-write inside the call to do it. That open must take
 /// turns with rbdx's own on the parent, as every read-write open does (see the
-/// module documentation; ten removals of a parent's last clones at once crashed
-/// one process in librbd's exclusive-lock code otherwise). Parents are locked
+/// module documentation; docs/ceph-behaviour.md has the crash in librbd's
+/// exclusive-lock code this most likely caused). Parents are locked
 /// before their children, the order a removal that flattens an image's
 /// children holds them in. Other clones' removals do not take turns on their
 /// parent: they would wait on each other for nothing.
