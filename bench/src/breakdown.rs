@@ -254,7 +254,8 @@ pub fn markdown(bs: &[Breakdown]) -> String {
          *Map-update waits* are snapshot creates and removes: each waits for the OSD map to move on, which \
          no client can shorten. A removal that also frees its parent's trashed snapshot (librbd removes a \
          snapshot removed while clones used it with its last clone) counts as one: `snapshot remove (freed \
-         with its last clone)`; finding that out costs a traced run an open before and after the removal.\n"
+         with its last clone)`; finding that out costs a traced run three header reads before the removal \
+         and one after (no image open).\n"
     );
     let _ = writeln!(m, "![where the time goes](breakdown.png)\n");
     let _ = write!(m, "| action | disk | wall ms | map waits |");

@@ -519,14 +519,7 @@ pub(crate) fn with_freed_parent_locked<T>(
         Err(e) => return Err(e),
     };
     let Some(p) = parent else { return op() };
-    let cluster = io.cluster();
-    let pool = match cluster.pool_name(p.pool_id) {
-        Ok(pool) => pool,
-        Err(e) if e.is_not_found() => return op(),
-        Err(e) => return Err(e),
-    };
-    let mut pio = cluster.ioctx(&pool)?;
-    pio.set_namespace(&p.namespace)?;
+    let Some(pio) = io.parent_ioctx(&p)? else { return op() };
     if pio.snap_namespace_by_id(&p.image_id, p.snap_id)? != Some(SnapNamespace::Trash) {
         return op();
     }

@@ -164,7 +164,7 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound`, `Busy`, `NotEmpty`.
     pub(crate) fn remove_image_unlocked(&self, name: &str) -> Result<()> {
-        let _span = self.removal(|| self.open_read_only(name, None));
+        let _span = self.removal(|| self.image_id(name).ok().flatten());
         let n = cstring("image name", name)?;
         // SAFETY: `self.raw()` is live; `n` outlives the call.
         let r = unsafe { sys::rbd_remove(self.raw(), n.as_ptr()) };
@@ -289,7 +289,7 @@ impl<'c> IoCtx<'c> {
     /// `NotFound`; `PermissionDenied` before the deferment end without `force`;
     /// `NotEmpty`/`Busy` while it has snapshots with children.
     pub(crate) fn trash_remove_unlocked(&self, id: &str, force: bool) -> Result<()> {
-        let _span = self.removal(|| self.open_by_id_read_only(id));
+        let _span = self.removal(|| Some(id.to_string()));
         let i = cstring("image id", id)?;
         // SAFETY: `self.raw()` is live; `i` outlives the call.
         let r = unsafe { sys::rbd_trash_remove(self.raw(), i.as_ptr(), force) };
@@ -443,23 +443,49 @@ impl IoCtx<'_> {
 pub(crate) struct Removal<'a, 'c> {
     io: &'a IoCtx<'c>,
     /// The clone's parent snapshot while it is in the trash namespace.
-    trashed: Option<(LinkedImage, u64)>,
+    trashed: Option<ParentRef>,
     start: std::time::Instant,
 }
 
 impl IoCtx<'_> {
+    /// An I/O context on the pool and namespace of `parent`; `None` when its
+    /// pool is gone.
+    ///
+    /// # Errors
+    /// Ceph errors.
+    pub(crate) fn parent_ioctx(&self, parent: &ParentRef) -> Result<Option<IoCtx<'_>>> {
+        let cluster = self.cluster();
+        let pool = match cluster.pool_name(parent.pool_id) {
+            Ok(pool) => pool,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut io = cluster.ioctx(&pool)?;
+        io.set_namespace(&parent.namespace)?;
+        Ok(Some(io))
+    }
+
+    /// The parent of the image with id `id` when the image is a clone of a
+    /// snapshot in the trash namespace (read from the headers, no open).
+    ///
+    /// # Errors
+    /// Ceph errors.
+    pub(crate) fn trashed_parent(&self, id: &str) -> Result<Option<ParentRef>> {
+        let Some(p) = self.parent_ref(id)? else { return Ok(None) };
+        let Some(pio) = self.parent_ioctx(&p)? else { return Ok(None) };
+        let trashed = pio.snap_namespace_by_id(&p.image_id, p.snap_id)? == Some(SnapNamespace::Trash);
+        Ok(trashed.then_some(p))
+    }
+
     /// Times an image removal. While tracing, a removal that also frees the
     /// image's parent snapshot (librbd removes a trash-namespace snapshot with
     /// its last child: an OSD map update waited for inside the call) is named
     /// `snapshot remove (freed with its last clone)`, so that the wait is
-    /// counted; `open` opens the image about to go. Nothing extra runs
+    /// counted; `id` reads the id of the image about to go. Finding that out
+    /// costs a traced run a few header reads (no open); nothing extra runs
     /// without tracing.
-    fn removal<'i>(&self, open: impl FnOnce() -> Result<Image<'i>>) -> Removal<'_, '_> {
-        let trashed = crate::trace::enabled()
-            .then(|| open().ok()?.parent().ok()?)
-            .flatten()
-            .filter(|p| p.snap_namespace == SnapNamespace::Trash)
-            .map(|p| (p.image, p.snap_id));
+    fn removal(&self, id: impl FnOnce() -> Option<String>) -> Removal<'_, '_> {
+        let trashed = crate::trace::enabled().then(|| self.trashed_parent(&id()?).ok().flatten()).flatten();
         Removal { io: self, trashed, start: std::time::Instant::now() }
     }
 }
@@ -470,14 +496,9 @@ impl Drop for Removal<'_, '_> {
             return;
         }
         let took = self.start.elapsed();
-        let freed = self.trashed.take().is_some_and(|(parent, snap_id)| {
-            let Ok(mut io) = self.io.cluster().ioctx(&parent.pool) else { return false };
-            if io.set_namespace(&parent.namespace).is_err() {
-                return false;
-            }
-            io.open_by_id_read_only(&parent.id)
-                .and_then(|img| img.snapshots())
-                .is_ok_and(|snaps| snaps.iter().all(|s| s.id != snap_id))
+        let freed = self.trashed.take().is_some_and(|p| {
+            matches!(self.io.parent_ioctx(&p), Ok(Some(pio))
+                if matches!(pio.snap_namespace_by_id(&p.image_id, p.snap_id), Ok(None)))
         });
         let name = if freed { "snapshot remove (freed with its last clone)" } else { "remove" };
         crate::trace::record(name.to_string(), took);
