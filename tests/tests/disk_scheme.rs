@@ -207,15 +207,18 @@ fn an_unchanged_snapshot_taken_outside_the_book_is_entered_and_cloned() {
     let io = ops::ioctx(c, &head).unwrap();
     disk::ensure_snapshot(&io, &head.name, "snap").unwrap(); // as TM clone takes its base
     let reusable = |n: &str| n == "snap";
-    assert_eq!(d.unchanged_snapshot(reusable).unwrap().as_deref(), Some("snap"));
+    let (target, later) = (s.spec("saved"), s.spec("later"));
+    let saved = d.save_now("save.1", &target, reusable, &ec_config(&s)).unwrap();
+    assert_eq!(saved, Saved::Unchanged("snap".into()));
     assert_eq!(d.locate("snap").unwrap().as_deref(), Some(head.name.as_str()), "now in the book");
-    let target = s.spec("saved");
-    d.clone_snapshot("snap", &target, &ec_config(&s)).unwrap();
     assert_eq!(sum(c, &target), sum(c, &head));
     assert_eq!(d.cloned_into(&target).unwrap().as_deref(), Some("snap"));
     write(c, &head, MIB, 6);
-    assert_eq!(d.unchanged_snapshot(reusable).unwrap(), None, "written since");
-    Disk::new(c, target, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+    let saved = d.save_now("save.2", &later, reusable, &ec_config(&s)).unwrap();
+    assert_eq!(saved, Saved::Taken("save.2".into()), "written since");
+    for t in [target, later] {
+        Disk::new(c, t, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+    }
     d.remove(None, Reclaim::Trash).unwrap();
     s.finish(c);
 }

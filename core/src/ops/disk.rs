@@ -1041,32 +1041,6 @@ pub fn owner_of(io: &IoCtx<'_>, name: &str) -> Result<Option<String>, crate::Err
 }
 
 impl Disk<'_> {
-    /// The newest snapshot of the head that `pick` accepts, if the head has not
-    /// changed since it was taken: same size, and no object written or discarded
-    /// after it, read from the object maps (fast-diff; no data is read). A clone
-    /// of it holds what a clone of a snapshot taken now would, without the OSD
-    /// map update every new snapshot waits for. `None` when there is no such
-    /// snapshot, or when the head has no valid fast-diff to answer cheaply. A
-    /// snapshot the disk's book lacks is entered in it (no new snapshot).
-    ///
-    /// # Errors
-    /// `NotFound` for a missing head; Ceph errors.
-    pub fn unchanged_snapshot(&self, pick: impl Fn(&str) -> bool) -> Result<Option<String>> {
-        let io = self.io()?;
-        let head = io.open_read_only(&self.head.name, None)?;
-        let Some(base) = unchanged_of(&head, &pick)? else {
-            return Ok(None);
-        };
-        // Taken outside the book (a base snapshot, or a run interrupted before
-        // its entry was written): enter it, as taking it again would.
-        let booked = head.metadata_get(&format!("{KEY_SNAP_PREFIX}{base}"))?;
-        drop(head);
-        if booked.as_deref() != Some(self.head.name.as_str()) {
-            self.snapshot_create(&base)?;
-        }
-        Ok(Some(base))
-    }
-
     /// The snapshot of this disk's head that `target` is a clone of (by its
     /// parent link, or by its marker once flattened), or `None` when `target`
     /// does not exist or came from elsewhere.
@@ -1092,28 +1066,24 @@ impl Disk<'_> {
         }))
     }
 
-    /// Refuses, before anything is changed, what [`Disk::clone_snapshot`] of
-    /// `snap` into `target` would refuse once the snapshot is taken: a `target`
-    /// that exists and is not a clone of a snapshot named `snap` (a re-run's
-    /// own clone passes), or a data pool that does not exist.
-    ///
-    /// # Errors
-    /// [`Error::Exists`], [`Error::NotFound`] for the data pool; Ceph errors.
-    pub fn check_clone_target(&self, snap: &str, target: &ImageSpec, data_pool: Option<&str>) -> Result<()> {
-        super::check_data_pool(self.cluster, data_pool)?;
-        check_target(&ioctx(self.cluster, target)?, target, snap)
-    }
-
     /// Saves the head as it is now as `target`, in one operation: clones the
-    /// snapshot that holds it, which is the one `target` already reads (a
-    /// re-run), else the newest snapshot `pick` accepts if the head has not
-    /// changed since ([`Disk::unchanged_snapshot`]: no OSD map update to wait
-    /// for), else `snap`, taken now. What the clone would refuse is refused
-    /// before `snap` is taken ([`Disk::check_clone_target`]).
+    /// snapshot that holds it, which is
+    /// - the one `target` already reads (a re-run);
+    /// - else the newest snapshot `pick` accepts, if the head has not changed
+    ///   since it was taken: same size, and no object written or discarded
+    ///   after it, read from the object maps (fast-diff; no data is read). Its
+    ///   clone holds what a clone of a snapshot taken now would, without the OSD
+    ///   map update every new snapshot waits for. One the book lacks (a base
+    ///   snapshot) is entered in it;
+    /// - else `snap`, taken now.
+    ///
+    /// What the clone would refuse is refused before `snap` is taken: a `target`
+    /// that exists and is not a clone of a snapshot named `snap`, a data pool
+    /// that does not exist.
     ///
     /// # Errors
-    /// As [`Disk::check_clone_target`], [`Disk::snapshot_create`] and
-    /// [`Disk::clone_snapshot`].
+    /// [`Error::Exists`] for such a target or a name a carrier holds;
+    /// `NotFound` for a missing head or data pool; Ceph errors.
     pub fn save_now(
         &self,
         snap: &str,
@@ -1168,7 +1138,8 @@ impl Saved {
 }
 
 /// The newest snapshot of the open `head` that `pick` accepts, if the head has
-/// not changed since it was taken (see [`Disk::unchanged_snapshot`]).
+/// not changed since it was taken (see [`Disk::save_now`]); `None` also when
+/// the head has no valid fast-diff to answer cheaply.
 fn unchanged_of(head: &Image<'_>, pick: &dyn Fn(&str) -> bool) -> Result<Option<String>> {
     let info = head.info()?;
     if !info.fast_diff_valid() {
@@ -1188,7 +1159,8 @@ fn unchanged_of(head: &Image<'_>, pick: &dyn Fn(&str) -> bool) -> Result<Option<
     Ok((!changed).then_some(base.name))
 }
 
-/// [`Disk::check_clone_target`] in `tio`, the target's I/O context.
+/// Refuses a `target` (in `tio`) that exists and is not a clone of a snapshot
+/// named `snap` (a re-run's own clone passes), before that snapshot is taken.
 fn check_target(tio: &IoCtx<'_>, target: &ImageSpec, snap: &str) -> Result<()> {
     let Some(t) = new_image(tio, &target.name)? else {
         return Ok(());
