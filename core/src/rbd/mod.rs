@@ -392,22 +392,12 @@ impl IoCtx<'_> {
     /// # Errors
     /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
     pub(crate) fn parent_ref(&self, id: &str) -> Result<Option<ParentRef>> {
-        let reply = match self.exec_read(&header_oid(id), c"rbd", c"parent_get", &[]) {
-            Ok(reply) => reply,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut r = ClsReader(&reply);
-        let parent = (|| {
+        let parent = self.header_call(id, c"parent_get", &[], "a parent spec", |r| {
             r.start()?;
             let pool_id = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
             Some(ParentRef { pool_id, namespace: r.string()?, image_id: r.string()?, snap_id: r.u64()? })
-        })()
-        .ok_or_else(|| crate::Error::BadReply {
-            command: format!("{}/{} rbd.parent_get", self.spec(), header_oid(id)),
-            detail: "not a parent spec".into(),
         })?;
-        Ok((parent.pool_id >= 0 && !parent.image_id.is_empty()).then_some(parent))
+        Ok(parent.filter(|p| p.pool_id >= 0 && !p.image_id.is_empty()))
     }
 
     /// The namespace of snapshot `snap_id` of the image with id `id` (cls
@@ -417,25 +407,38 @@ impl IoCtx<'_> {
     /// # Errors
     /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
     pub(crate) fn snap_namespace_by_id(&self, id: &str, snap_id: u64) -> Result<Option<SnapNamespace>> {
-        let reply = match self.exec_read(&header_oid(id), c"rbd", c"snapshot_get", &snap_id.to_le_bytes()) {
-            Ok(reply) => reply,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
         // `SnapshotInfo`: the id, then the namespace (a versioned struct led by
         // its type).
-        let mut r = ClsReader(&reply);
-        let kind = (|| {
+        let kind = self.header_call(id, c"snapshot_get", &snap_id.to_le_bytes(), "a snapshot", |r| {
             r.start()?;
             r.u64()?;
             r.start()?;
             r.u32()
-        })()
-        .ok_or_else(|| crate::Error::BadReply {
-            command: format!("{}/{} rbd.snapshot_get", self.spec(), header_oid(id)),
-            detail: "not a snapshot".into(),
         })?;
-        Ok(Some(SnapNamespace::from_raw(libc::c_int::try_from(kind).unwrap_or(-1))))
+        Ok(kind.map(|k| SnapNamespace::from_raw(libc::c_int::try_from(k).unwrap_or(-1))))
+    }
+
+    /// Calls cls `rbd.<method>` on the header of the image with id `id` and
+    /// decodes the reply with `decode` (`what` it should be, for the error);
+    /// `None` when the header (or what the method looks up) is missing.
+    fn header_call<T>(
+        &self,
+        id: &str,
+        method: &std::ffi::CStr,
+        input: &[u8],
+        what: &str,
+        decode: impl FnOnce(&mut ClsReader<'_>) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let oid = header_oid(id);
+        let reply = match self.exec_read(&oid, c"rbd", method, input) {
+            Ok(reply) => reply,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        decode(&mut ClsReader(&reply)).map(Some).ok_or_else(|| crate::Error::BadReply {
+            command: format!("{}/{oid} rbd.{}", self.spec(), method.to_string_lossy()),
+            detail: format!("not {what}"),
+        })
     }
 }
 
