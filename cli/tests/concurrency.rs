@@ -531,12 +531,11 @@ fn reclaim_interrupted_while_it_requeues_an_image_converges() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(leftovers(c, &pool, &img.name), (vec![clone.name.clone()], vec![restored.clone()]));
-    let entry = io.trash_list().unwrap().into_iter().find(|t| t.name == restored).unwrap();
-    let img_now = io.open_by_id_read_only(&entry.id).unwrap();
-    let kinds: Vec<SnapNamespace> =
-        img_now.snapshots().unwrap().iter().map(|s| img_now.snap_namespace(s.id).unwrap()).collect();
-    assert_eq!(kinds, vec![SnapNamespace::Trash], "only the snapshot the clone reads is left");
-    drop(img_now);
+    assert_eq!(
+        trashed_snapshot_kinds(c, &pool, &restored),
+        vec![SnapNamespace::Trash],
+        "only the snapshot the clone reads is left"
+    );
     assert_eq!(
         checksum(&io.open_read_only(&clone.name, None).unwrap()),
         data,
@@ -557,7 +556,6 @@ fn four_reclaims_at_once_over_entries_that_need_a_requeue() {
     let e = env();
     let c = e.cluster.connect();
     let pool = e.cluster.pool.clone();
-    let io = c.ioctx(&pool).unwrap();
     let spec = ImageSpec::new(&pool, "x").unwrap();
     for round in 0..3 {
         let entries: Vec<(ImageSpec, ImageSpec)> = (0..3).map(|_| trashed_with_a_user_snapshot(&e)).collect();
@@ -593,10 +591,7 @@ fn four_reclaims_at_once_over_entries_that_need_a_requeue() {
                 "round {round}: {img} was requeued, not left restored"
             );
             assert_eq!(trash.len(), 1, "round {round}: {img} is in the trash once: {trash:?}");
-            let entry = io.trash_list().unwrap().into_iter().find(|t| t.name == trash[0]).unwrap();
-            let left = io.open_by_id_read_only(&entry.id).unwrap();
-            let kinds: Vec<SnapNamespace> =
-                left.snapshots().unwrap().iter().map(|s| left.snap_namespace(s.id).unwrap()).collect();
+            let kinds = trashed_snapshot_kinds(c, &pool, &trash[0]);
             assert_eq!(
                 kinds,
                 vec![SnapNamespace::Trash],
@@ -609,6 +604,14 @@ fn four_reclaims_at_once_over_entries_that_need_a_requeue() {
             assert_eq!(leftovers(c, &pool, &img.name), (vec![], vec![]), "round {round}");
         }
     }
+}
+
+/// The namespaces of the snapshots of trash entry `name`.
+fn trashed_snapshot_kinds(c: &Cluster, pool: &str, name: &str) -> Vec<SnapNamespace> {
+    let io = c.ioctx(pool).unwrap();
+    let entry = io.trash_list().unwrap().into_iter().find(|t| t.name == name).unwrap();
+    let img = io.open_by_id_read_only(&entry.id).unwrap();
+    img.snapshots().unwrap().iter().map(|s| img.snap_namespace(s.id).unwrap()).collect()
 }
 
 /// An image with a clone of its snapshot `snap`, that snapshot then removed
