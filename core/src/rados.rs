@@ -509,16 +509,16 @@ impl<'c> IoCtx<'c> {
         Ok(buf)
     }
 
-    /// Calls cls method `class.method` on object `oid` once per input, all in
-    /// one write operation (one round trip; all or nothing).
+    /// Calls the cls methods `calls` (method, input) of `class` on object `oid`,
+    /// in order, all in one write operation (one round trip; all or nothing).
     ///
     /// # Errors
     /// The first failed call's (or the operation's) [`CephError`].
-    pub(crate) fn exec_each(&self, oid: &str, class: &CStr, method: &CStr, inputs: &[Vec<u8>]) -> Result<()> {
+    pub(crate) fn exec_write(&self, oid: &str, class: &CStr, calls: &[(&CStr, Vec<u8>)]) -> Result<()> {
         let o = cstring("object name", oid)?;
-        let mut rvals: Vec<libc::c_int> = vec![0; inputs.len()];
-        // SAFETY: the op is released below on every path; `inputs`, `rvals`,
-        // `class`, `method` and `o` outlive `rados_write_op_operate`, their last use.
+        let mut rvals: Vec<libc::c_int> = vec![0; calls.len()];
+        // SAFETY: the op is released below on every path; `calls`, `rvals`,
+        // `class` and `o` outlive `rados_write_op_operate`, their last use.
         let r = unsafe {
             let op = sys::rados_create_write_op();
             if op.is_null() {
@@ -529,7 +529,7 @@ impl<'c> IoCtx<'c> {
                 )
                 .into());
             }
-            for (input, rval) in inputs.iter().zip(rvals.iter_mut()) {
+            for ((method, input), rval) in calls.iter().zip(rvals.iter_mut()) {
                 sys::rados_write_op_exec(
                     op,
                     class.as_ptr(),
@@ -543,13 +543,79 @@ impl<'c> IoCtx<'c> {
             sys::rados_release_write_op(op);
             r
         };
-        let what =
-            || format!("{}/{oid} {}.{}", self.spec(), class.to_string_lossy(), method.to_string_lossy());
+        let methods = || calls.iter().map(|(m, _)| m.to_string_lossy()).collect::<Vec<_>>().join(",");
+        let what = || format!("{}/{oid} {}.{}", self.spec(), class.to_string_lossy(), methods());
         check(r.into(), "rados_write_op_operate", what)?;
         for rv in rvals {
             check(rv.into(), "rados_write_op_exec", what)?;
         }
+        crate::crash::point("rados_write_op_exec");
         Ok(())
+    }
+
+    /// Calls the cls methods `calls` (method, input) of `class` on object `oid`,
+    /// all in one read operation (one round trip), and returns their replies
+    /// in order.
+    ///
+    /// # Errors
+    /// The operation's or the first failed call's [`CephError`] (`NotFound`
+    /// for a missing object).
+    pub(crate) fn exec_reads(
+        &self,
+        oid: &str,
+        class: &CStr,
+        calls: &[(&CStr, Vec<u8>)],
+    ) -> Result<Vec<Vec<u8>>> {
+        let o = cstring("object name", oid)?;
+        let n = calls.len();
+        let (mut bufs, mut lens, mut rvals) =
+            (vec![ptr::null_mut(); n], vec![0usize; n], vec![0 as libc::c_int; n]);
+        // SAFETY: the op is released below; `calls`, `class` and `o` outlive
+        // `rados_read_op_operate`; librados fills each out-buffer, length and
+        // return value slot, which live until the copies below; each buffer it
+        // allocated is freed with `rados_buffer_free` once copied.
+        let (r, out) = unsafe {
+            let op = sys::rados_create_read_op();
+            if op.is_null() {
+                return Err(CephError::new(
+                    "rados_create_read_op",
+                    -i64::from(libc::ENOMEM),
+                    oid.to_string(),
+                )
+                .into());
+            }
+            for (i, (method, input)) in calls.iter().enumerate() {
+                sys::rados_read_op_exec(
+                    op,
+                    class.as_ptr(),
+                    method.as_ptr(),
+                    input.as_ptr().cast(),
+                    input.len(),
+                    &mut bufs[i],
+                    &mut lens[i],
+                    &mut rvals[i],
+                );
+            }
+            let r = sys::rados_read_op_operate(op, self.raw, o.as_ptr(), 0);
+            sys::rados_release_read_op(op);
+            let mut out = Vec::with_capacity(n);
+            for (&b, &len) in bufs.iter().zip(&lens) {
+                if b.is_null() {
+                    out.push(Vec::new());
+                } else {
+                    out.push(std::slice::from_raw_parts(b.cast::<u8>(), len).to_vec());
+                    sys::rados_buffer_free(b);
+                }
+            }
+            (r, out)
+        };
+        let methods = || calls.iter().map(|(m, _)| m.to_string_lossy()).collect::<Vec<_>>().join(",");
+        let what = || format!("{}/{oid} {}.{}", self.spec(), class.to_string_lossy(), methods());
+        check(r.into(), "rados_read_op_operate", what)?;
+        for rv in rvals {
+            check(rv.into(), "rados_read_op_exec", what)?;
+        }
+        Ok(out)
     }
 
     /// Calls cls method `class.method` on object `oid` with `input` and returns

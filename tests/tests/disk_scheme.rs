@@ -170,6 +170,39 @@ fn the_head_keeps_its_name_and_metadata_through_reverts() {
     s.finish(c);
 }
 
+/// The depth is counted from the images' headers as an open of each sees its
+/// chain: a head flattened while a snapshot still reads from its parent (no
+/// deep-flatten) counts no parent.
+#[test]
+fn depth_counts_the_links_an_open_sees() {
+    use rbdx_core::rbd::features;
+    let s = Scratch::new("links");
+    let c = s.env.connect();
+    let base = s.spec("img");
+    ops::create(c, &base, 8 * MIB, &CreateOptions::default()).unwrap();
+    let io = ops::ioctx(c, &base).unwrap();
+    disk::ensure_snapshot(&io, &base.name, "snap").unwrap();
+    let head = s.spec("img-7-0");
+    let shallow =
+        CloneOptions { features: Some(features::DEFAULT & !features::DEEP_FLATTEN), ..Default::default() };
+    ops::clone(c, &base.at("snap").unwrap(), &head, &shallow).unwrap();
+    io.open(&head.name).unwrap().snap_create("t").unwrap();
+    let grandchild = s.spec("img-7-0-1");
+    ops::clone(c, &head.at("t").unwrap(), &grandchild, &CloneOptions::default()).unwrap();
+    let depths = || [&base, &head, &grandchild].map(|i| disk::depth(&io, &i.name).unwrap());
+    assert_eq!(depths(), [0, 1, 2]);
+    io.open(&head.name).unwrap().flatten().unwrap();
+    assert!(io.open_read_only(&head.name, None).unwrap().parent().unwrap().is_none());
+    assert!(
+        io.open_read_only(&head.name, Some("t")).unwrap().parent().unwrap().is_some(),
+        "the snapshot still reads from the image"
+    );
+    assert_eq!(depths(), [0, 0, 1]);
+    ops::remove(c, &grandchild, ops::RemoveOptions::default()).unwrap();
+    io.open(&head.name).unwrap().snap_remove("t").unwrap();
+    s.finish(c);
+}
+
 #[test]
 fn clone_chains_stay_within_the_configured_depth() {
     let s = Scratch::new("depth");
@@ -471,6 +504,22 @@ fn a_clone_of_a_disk_does_not_inherit_its_bookkeeping() {
     assert_eq!(img.metadata_get("other.key").unwrap().as_deref(), Some("kept"));
     drop(img);
     ops::remove(c, &quick, ops::RemoveOptions::default()).unwrap();
+    // A save-as writes its clone's marker and sheds the rest in one call on the
+    // new header, after listing the keys there: more than one page of them too.
+    let head_img = io.open(&head.name).unwrap();
+    for i in 0..300 {
+        head_img.metadata_set(&format!("rbdx.zz.{i:03}"), "x").unwrap();
+    }
+    drop(head_img);
+    let saved = s.spec("saved");
+    let snap = d.save_now("save.1", &saved, |_| false, &ec_config(&s)).unwrap();
+    let img = io.open_read_only(&saved.name, None).unwrap();
+    let marker = vec![("rbdx.cloned-from".to_string(), format!("{}@{}", head.name, snap.snapshot()))];
+    assert_eq!(img.metadata_list("rbdx.").unwrap(), marker);
+    assert_eq!(img.metadata_get("other.key").unwrap().as_deref(), Some("kept"));
+    drop(img);
+    Disk::new(c, saved, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+    d.snapshot_delete("save.1").unwrap();
     let before = s.leftovers(c).0;
     Disk::new(c, child.clone(), &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
     let after = s.leftovers(c).0;

@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockedImage;
 use crate::rados::{Cluster, IoCtx};
-use crate::rbd::{Image, SnapNamespace, Snapshot};
+use crate::rbd::{Image, ParentRef, SnapNamespace, Snapshot};
 
 use super::{CloneFormat, ImageSpec, cluster_clone_format, ioctx};
 
@@ -624,25 +624,25 @@ impl<'c> Disk<'c> {
                 Some(&[]),
             )?;
         }
-        let t = io.open(&temp)?;
-        // A clone left by an interrupted run may still carry its parent's keys.
-        super::strip_inherited_of(&t)?;
         // The new head's book: the old one, with the old head's snapshots moved to
-        // the carrier.
-        t.metadata_set(KEY_DISK, &name)?;
+        // the carrier. Written in one call on the clone's header, which sheds
+        // the keys it inherited (or an interrupted run left); nobody opens a
+        // clone under its temporary name.
+        let mut keys: Vec<(String, String)> = vec![(KEY_DISK.into(), name.clone())];
         for (s, h) in &book.snaps {
             let h = if *h == name { carrier.as_deref().unwrap_or(h) } else { h };
-            t.metadata_set(&format!("{KEY_SNAP_PREFIX}{s}"), h)?;
+            keys.push((format!("{KEY_SNAP_PREFIX}{s}"), h.to_string()));
         }
         for c in book.carriers.iter().chain(carrier.iter()) {
-            t.metadata_set(&format!("{KEY_CARRIER_PREFIX}{c}"), "")?;
+            keys.push((format!("{KEY_CARRIER_PREFIX}{c}"), String::new()));
         }
-        t.metadata_set(KEY_REVERT_CARRIER, carrier.as_deref().unwrap_or(""))?;
-        t.metadata_set(KEY_REVERT_TO, snap)?;
+        keys.push((KEY_REVERT_CARRIER.into(), carrier.clone().unwrap_or_default()));
+        keys.push((KEY_REVERT_TO.into(), snap.to_string()));
+        let set: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        super::book_fresh_clone(io, &temp, &set)?;
         if depth(io, &temp)? > cfg.max_depth {
-            t.flatten()?;
+            io.open(&temp)?.flatten()?;
         }
-        drop(t);
 
         // Move the old head away; from here a re-run (or any later call) finishes
         // the revert through `recover`.
@@ -978,26 +978,36 @@ impl<'c> Disk<'c> {
             }
             None => false,
         };
+        let cloned_from = format!("{holder}@{snap}");
+        // The clone's chain is the holder's and one link more: no walk from the
+        // clone, whose open opens every image above it.
+        let too_deep = || -> Result<bool> {
+            let holder_depth = match head_depth {
+                Some(d) if *holder == self.head.name => d,
+                _ => depth(io, holder)?,
+            };
+            Ok(holder_depth + 1 > cfg.max_depth)
+        };
         if !exists {
             let opts = super::CloneOptions {
                 data_pool: cfg.data_pool.clone(),
                 format: cfg.clone_format,
                 features: None,
             };
-            // The keys it inherits are shed below, in the same open.
+            // The keys it inherits are shed with the marker written: the clone
+            // is not opened unless it is flattened.
             super::clone_of(self.cluster, &self.head.sibling(holder)?.at(snap)?, target, &opts, Some(&[]))?;
+            super::book_fresh_clone(&tio, &target.name, &[(KEY_CLONED_FROM, &cloned_from)])?;
+            if too_deep()? {
+                tio.open(&target.name)?.flatten()?;
+            }
+            return Ok(());
         }
-        // (A clone made by an interrupted run is finished the same way.)
+        // A clone made by an interrupted run is finished through an open.
         let t = tio.open(&target.name)?;
         super::strip_inherited_of(&t)?;
-        t.metadata_set(KEY_CLONED_FROM, &format!("{holder}@{snap}"))?;
-        // The clone's chain is the holder's and one link more: no walk from the
-        // clone, whose open opens every image above it.
-        let holder_depth = match head_depth {
-            Some(d) if *holder == self.head.name => d,
-            _ => depth(io, holder)?,
-        };
-        if holder_depth + 1 > cfg.max_depth && t.parent()?.is_some() {
+        t.metadata_set(KEY_CLONED_FROM, &cloned_from)?;
+        if too_deep()? && t.parent()?.is_some() {
             t.flatten()?;
         }
         Ok(())
@@ -1304,26 +1314,36 @@ fn remove_snapshot_of(cluster: &Cluster, io: &IoCtx<'_>, img: &crate::Image<'_>,
 /// # Errors
 /// Ceph errors.
 pub fn depth(io: &IoCtx<'_>, image: &str) -> Result<u32> {
-    depth_above(io.cluster(), io.open_read_only(image, None)?.parent()?)
+    match io.image_id(image)? {
+        Some(id) => depth_from(io.cluster(), io.head_parent(&id)?),
+        // Another format: librbd reads it.
+        None => depth_above(io.cluster(), io.open_read_only(image, None)?.parent()?),
+    }
 }
 
 /// The length of the clone chain whose first link is `parent` (0 for none).
 fn depth_above(cluster: &Cluster, parent: Option<crate::rbd::Parent>) -> Result<u32> {
+    let Some(p) = parent else { return Ok(0) };
+    let mut pio = cluster.ioctx(&p.image.pool)?;
+    pio.set_namespace(&p.image.namespace)?;
+    Ok(1 + depth_from(cluster, pio.head_parent(&p.image.id)?)?)
+}
+
+/// The length of the clone chain whose first link is `parent`, walked from
+/// each parent's header (one read a link, where an open opens the rest of the
+/// chain), as an open of each sees it.
+fn depth_from(cluster: &Cluster, parent: Option<ParentRef>) -> Result<u32> {
     let mut d = 0;
     let mut cur = parent;
     while let Some(p) = cur {
         d += 1;
-        let spec = ImageSpec::new(&p.image.pool, &p.image.name)?.in_namespace(&p.image.namespace)?;
-        let pio = ioctx(cluster, &spec)?;
-        let img = if p.image.trash {
-            pio.open_by_id_read_only(&p.image.id)?
-        } else {
-            pio.open_read_only(&p.image.name, None)?
-        };
-        cur = img.parent()?;
         if d > 64 {
             break;
         }
+        let pool = cluster.pool_name(p.pool_id)?;
+        let mut pio = cluster.ioctx(&pool)?;
+        pio.set_namespace(&p.namespace)?;
+        cur = pio.head_parent(&p.image_id)?;
     }
     Ok(d)
 }

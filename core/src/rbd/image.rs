@@ -583,28 +583,7 @@ impl<'io> Image<'io> {
     /// A [`CephError`] from `rbd_metadata_list`.
     pub fn metadata_list(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let _span = crate::trace::span("metadata");
-        // librbd lists the keys strictly after `start`, `PAGE` at a time (in
-        // byte order, as `str` compares). The prefix itself can be a key: start
-        // from the prefix less its last character, and skip what sorts before
-        // the prefix.
-        const PAGE: u64 = 256;
-        let mut out = Vec::new();
-        let mut start = prefix.char_indices().last().map_or("", |(i, _)| &prefix[..i]).to_string();
-        loop {
-            let page = self.metadata_page(&start, PAGE)?;
-            let full = page.len() as u64 == PAGE;
-            for (k, v) in page {
-                start.clone_from(&k);
-                if k.starts_with(prefix) {
-                    out.push((k, v));
-                } else if k.as_str() > prefix {
-                    return Ok(out);
-                }
-            }
-            if !full {
-                return Ok(out);
-            }
-        }
+        metadata_prefixed(prefix, |start, max| self.metadata_page(start, max))
     }
 
     fn metadata_page(&self, start: &str, max: u64) -> Result<Vec<(String, String)>> {
@@ -803,6 +782,35 @@ impl Drop for Image<'_> {
         let _span = crate::trace::span("close");
         // SAFETY: `self.raw` came from `rbd_open*`; closed only here.
         unsafe { sys::rbd_close(self.raw) };
+    }
+}
+
+/// The metadata keys starting with `prefix`, with their values, sorted by key,
+/// read a page at a time by `page(start, max)`: up to `max` keys strictly after
+/// `start` in byte order (as `str` compares), as librbd and cls `rbd` list them.
+/// The prefix itself can be a key: the listing starts from the prefix less its
+/// last character and skips what sorts before the prefix.
+pub(super) fn metadata_prefixed(
+    prefix: &str,
+    mut page: impl FnMut(&str, u64) -> Result<Vec<(String, String)>>,
+) -> Result<Vec<(String, String)>> {
+    const PAGE: u64 = 256;
+    let mut out = Vec::new();
+    let mut start = prefix.char_indices().last().map_or("", |(i, _)| &prefix[..i]).to_string();
+    loop {
+        let keys = page(&start, PAGE)?;
+        let full = keys.len() as u64 == PAGE;
+        for (k, v) in keys {
+            start.clone_from(&k);
+            if k.starts_with(prefix) {
+                out.push((k, v));
+            } else if k.as_str() > prefix {
+                return Ok(out);
+            }
+        }
+        if !full {
+            return Ok(out);
+        }
     }
 }
 

@@ -324,6 +324,7 @@ impl IoCtx<'_> {
     /// # Errors
     /// Ceph errors; [`crate::Error::BadReply`] for an id object that holds no id.
     pub(crate) fn image_id(&self, name: &str) -> Result<Option<String>> {
+        let _span = crate::trace::span("id");
         let oid = format!("rbd_id.{name}");
         let raw = match self.read_object(&oid, 256) {
             Ok(raw) => raw,
@@ -354,6 +355,17 @@ pub(crate) struct ParentRef {
     pub snap_id: u64,
 }
 
+impl ParentRef {
+    /// A `ParentImageSpec` (pool id, namespace, image id, snapshot id): `None`
+    /// inside for none (no pool), `None` outside for a reply that does not decode.
+    fn decode(r: &mut ClsReader<'_>) -> Option<Option<Self>> {
+        r.start()?;
+        let pool_id = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
+        let p = Self { pool_id, namespace: r.string()?, image_id: r.string()?, snap_id: r.u64()? };
+        Some((p.pool_id >= 0 && !p.image_id.is_empty()).then_some(p))
+    }
+}
+
 /// Reads the little-endian, length-prefixed encoding cls methods reply in.
 struct ClsReader<'a>(&'a [u8]);
 
@@ -377,10 +389,11 @@ impl<'a> ClsReader<'a> {
         String::from_utf8(self.take(len)?.to_vec()).ok()
     }
 
-    /// Enters a versioned struct (`ENCODE_START`: version, compat, length).
-    fn start(&mut self) -> Option<()> {
+    /// Enters a versioned struct (`ENCODE_START`: version, compat, length) and
+    /// returns its length.
+    fn start(&mut self) -> Option<usize> {
         self.take(2)?;
-        self.u32().map(drop)
+        usize::try_from(self.u32()?).ok()
     }
 }
 
@@ -392,12 +405,41 @@ impl IoCtx<'_> {
     /// # Errors
     /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
     pub(crate) fn parent_ref(&self, id: &str) -> Result<Option<ParentRef>> {
-        let parent = self.header_call(id, c"parent_get", &[], "a parent spec", |r| {
-            r.start()?;
-            let pool_id = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
-            Some(ParentRef { pool_id, namespace: r.string()?, image_id: r.string()?, snap_id: r.u64()? })
-        })?;
-        Ok(parent.filter(|p| p.pool_id >= 0 && !p.image_id.is_empty()))
+        let parent = self.header_call(id, c"parent_get", &[], "a parent spec", ParentRef::decode)?;
+        Ok(parent.flatten())
+    }
+
+    /// The parent the head of the image with id `id` reads from, as an open
+    /// of the image sees it: the header's parent link while the head overlaps
+    /// it (cls `rbd.parent_get` and `rbd.parent_overlap_get` in one read);
+    /// `None` for an image that is no clone (or has no layering), or whose head
+    /// no longer reads from its parent.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing header; Ceph errors; [`crate::Error::BadReply`]
+    /// for a reply that does not decode.
+    pub(crate) fn head_parent(&self, id: &str) -> Result<Option<ParentRef>> {
+        /// `CEPH_NOSNAP`: the head.
+        const HEAD: u64 = u64::MAX - 1;
+        let _span = crate::trace::span("parent");
+        let oid = header_oid(id);
+        let calls = [(c"parent_get", Vec::new()), (c"parent_overlap_get", HEAD.to_le_bytes().to_vec())];
+        let replies = match self.exec_reads(&oid, c"rbd", &calls) {
+            // Without layering an image has no parent (the methods refuse).
+            Err(crate::Error::Ceph(e)) if e.errno == libc::ENOEXEC => return Ok(None),
+            other => other?,
+        };
+        let decoded = (|| {
+            let parent = ParentRef::decode(&mut ClsReader(replies.first()?))?;
+            // A `std::optional<uint64_t>`: present, then the overlap.
+            let mut r = ClsReader(replies.get(1)?);
+            let overlap = if r.take(1)?[0] != 0 { r.u64()? } else { 0 };
+            Some(parent.filter(|_| overlap > 0))
+        })();
+        decoded.ok_or_else(|| crate::Error::BadReply {
+            command: format!("{}/{oid} rbd.parent_get,parent_overlap_get", self.spec()),
+            detail: "not a parent spec and overlap".into(),
+        })
     }
 
     /// The namespace of snapshot `snap_id` of the image with id `id` (cls
@@ -416,6 +458,129 @@ impl IoCtx<'_> {
             r.u32()
         })?;
         Ok(kind.map(|k| SnapNamespace::from_raw(libc::c_int::try_from(k).unwrap_or(-1))))
+    }
+
+    /// The image metadata of the image with id `id` whose keys start with
+    /// `prefix`, sorted by key, read from its header without opening the image
+    /// (cls `rbd.metadata_list`: one round trip a page).
+    ///
+    /// # Errors
+    /// `NotFound` for a missing header; Ceph errors; [`crate::Error::BadReply`]
+    /// for a reply that does not decode.
+    pub(crate) fn metadata_by_id(&self, id: &str, prefix: &str) -> Result<Vec<(String, String)>> {
+        let _span = crate::trace::span("metadata");
+        image::metadata_prefixed(prefix, |start, max| {
+            let mut input = Vec::new();
+            crate::rados::put_string(&mut input, start.as_bytes());
+            input.extend_from_slice(&max.to_le_bytes());
+            // A `map<string, bufferlist>`: the count, then each key and value.
+            let page = self.header_call(id, c"metadata_list", &input, "a metadata listing", |r| {
+                let n = r.u32()?;
+                let mut out = Vec::with_capacity(usize::try_from(n.min(4096)).ok()?);
+                for _ in 0..n {
+                    let k = r.string()?;
+                    let len = usize::try_from(r.u32()?).ok()?;
+                    out.push((k, String::from_utf8_lossy(r.take(len)?).into_owned()));
+                }
+                Some(out)
+            })?;
+            page.ok_or_else(|| crate::Error::NotFound(format!("{}/{}", self.spec(), header_oid(id))))
+        })
+    }
+
+    /// The snapshots of the image with id `id`, each with its namespace, read
+    /// from its header without opening the image (cls `rbd.get_snapcontext`,
+    /// then `rbd.snapshot_get` for each in one read: two round trips).
+    ///
+    /// # Errors
+    /// `NotFound` for a missing header; Ceph errors; [`crate::Error::BadReply`]
+    /// for a reply that does not decode.
+    pub(crate) fn snapshots_by_id(&self, id: &str) -> Result<Vec<(Snapshot, SnapNamespace)>> {
+        let _span = crate::trace::span("snapshots");
+        let oid = header_oid(id);
+        let bad = |what: &str| crate::Error::BadReply {
+            command: format!("{}/{oid} rbd.{what}", self.spec()),
+            detail: "does not decode".into(),
+        };
+        // The sequence number, then the ids.
+        let mut attempt = 0;
+        let replies = loop {
+            let ids = self
+                .header_call(id, c"get_snapcontext", &[], "a snapshot context", |r| {
+                    r.u64()?;
+                    let n = r.u32()?;
+                    (0..n).map(|_| r.u64()).collect::<Option<Vec<u64>>>()
+                })?
+                .ok_or_else(|| crate::Error::NotFound(format!("{}/{oid}", self.spec())))?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let calls: Vec<_> = ids.iter().map(|i| (c"snapshot_get", i.to_le_bytes().to_vec())).collect();
+            match self.exec_reads(&oid, c"rbd", &calls) {
+                // A snapshot removed between the two reads: read them again.
+                Err(e) if e.is_not_found() && attempt < 2 => attempt += 1,
+                other => break other?,
+            }
+        };
+        replies
+            .iter()
+            .map(|reply| {
+                // `SnapshotInfo`: id, namespace (its type first), name, size, ….
+                let mut r = ClsReader(reply);
+                let snap = (|| {
+                    r.start()?;
+                    let id = r.u64()?;
+                    let len = r.start()?;
+                    let ns = r.take(len)?;
+                    let kind = u32::from_le_bytes(ns.get(..4)?.try_into().ok()?);
+                    let name = r.string()?;
+                    let size = r.u64()?;
+                    let ns = SnapNamespace::from_raw(libc::c_int::try_from(kind).unwrap_or(-1));
+                    Some((Snapshot { id, name, size }, ns))
+                })();
+                snap.ok_or_else(|| bad("snapshot_get"))
+            })
+            .collect()
+    }
+
+    /// Removes the metadata keys `remove` of the image with id `id` and sets
+    /// `set`, in one write on its header (cls `rbd.metadata_remove` for each,
+    /// then `rbd.metadata_set`: one round trip, all or nothing), without
+    /// opening the image. Only for an image nobody has open (a clone just
+    /// made): no watcher is told.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing header or a key to remove that is gone; Ceph
+    /// errors.
+    pub(crate) fn edit_metadata_by_id(
+        &self,
+        id: &str,
+        remove: &[String],
+        set: &[(&str, &str)],
+    ) -> Result<()> {
+        let put = |b: &mut Vec<u8>, s: &str| crate::rados::put_string(b, s.as_bytes());
+        let mut calls: Vec<(&std::ffi::CStr, Vec<u8>)> = remove
+            .iter()
+            .map(|k| {
+                let mut b = Vec::new();
+                put(&mut b, k);
+                (c"metadata_remove", b)
+            })
+            .collect();
+        if !set.is_empty() {
+            // A `map<string, bufferlist>`.
+            let mut b = u32::try_from(set.len()).unwrap_or(u32::MAX).to_le_bytes().to_vec();
+            for (k, v) in set {
+                put(&mut b, k);
+                put(&mut b, v);
+            }
+            calls.push((c"metadata_set", b));
+        }
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let _span = crate::trace::span("metadata");
+        self.exec_write(&header_oid(id), c"rbd", &calls)
     }
 
     /// Calls cls `rbd.<method>` on the header of the image with id `id` and
