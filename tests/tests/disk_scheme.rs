@@ -203,6 +203,36 @@ fn depth_counts_the_links_an_open_sees() {
     s.finish(c);
 }
 
+/// A base snapshot goes once no clone reads from it: format-2 clones are
+/// counted in the header, format-1 ones (a protected snapshot) listed.
+#[test]
+fn an_unused_snapshot_goes_and_a_used_one_stays() {
+    let s = Scratch::new("unused");
+    let c = s.env.connect();
+    let base = s.spec("img");
+    ops::create(c, &base, 8 * MIB, &CreateOptions::default()).unwrap();
+    let io = ops::ioctx(c, &base).unwrap();
+    assert!(!disk::drop_unused_snapshot(&io, &base.name, "snap").unwrap(), "no such snapshot");
+    for format in [CloneFormat::V2, CloneFormat::V1] {
+        disk::ensure_snapshot(&io, &base.name, "snap").unwrap();
+        let child = s.spec("child");
+        let o = CloneOptions { format, ..CloneOptions::default() };
+        ops::clone(c, &base.at("snap").unwrap(), &child, &o).unwrap();
+        assert!(
+            !disk::drop_unused_snapshot(&io, &base.name, "snap").unwrap(),
+            "{format:?}: a clone reads it"
+        );
+        assert_eq!(io.open_read_only(&base.name, None).unwrap().snapshots().unwrap().len(), 1);
+        ops::remove(c, &child, ops::RemoveOptions::default()).unwrap();
+        if format == CloneFormat::V1 {
+            io.open(&base.name).unwrap().snap_unprotect("snap").unwrap();
+        }
+        assert!(disk::drop_unused_snapshot(&io, &base.name, "snap").unwrap(), "{format:?}: unused");
+        assert!(io.open_read_only(&base.name, None).unwrap().snapshots().unwrap().is_empty());
+    }
+    s.finish(c);
+}
+
 #[test]
 fn clone_chains_stay_within_the_configured_depth() {
     let s = Scratch::new("depth");

@@ -120,8 +120,8 @@ fn source_view(io: &IoCtx<'_>, name: &str, snap: &str) -> Result<(Option<u64>, u
     let size = io
         .snapshots_by_id(&id)?
         .into_iter()
-        .find(|(s, ns)| s.name == snap && *ns == SnapNamespace::User)
-        .map(|(s, _)| s.size);
+        .find(|s| s.snap.name == snap && s.namespace == SnapNamespace::User)
+        .map(|s| s.snap.size);
     // The header can name a parent the head no longer reads from (a flattened
     // head whose snapshots still do): the walk decides, as librbd sees it.
     let above = if io.parent_ref(&id)?.is_some() { disk::depth(io, name)? } else { 0 };

@@ -1449,12 +1449,18 @@ fn drop_user_snapshot(
         return Ok(());
     }
     let image = img.name();
-    let (trashed, live): (Vec<_>, Vec<_>) =
-        io.open_read_only(image, Some(&s.name))?.children()?.into_iter().partition(|c| c.trash);
     let protected = img.snap_is_protected(&s.name)?;
+    // Format-2 children outlive an unprotected snapshot (it waits in the trash
+    // namespace) unless they are to be flattened: only then, or for a protected
+    // one, are they listed (an open at the snapshot, which opens the chain).
+    let (trashed, live): (Vec<_>, Vec<_>) = if reclaim == Reclaim::Flatten || protected {
+        io.open_read_only(image, Some(&s.name))?.children()?.into_iter().partition(|c| c.trash)
+    } else {
+        Default::default()
+    };
     // Format-1 children (a protected snapshot) can only be made independent;
     // one in the trash is going away, and is waited for instead.
-    if !live.is_empty() && (reclaim == Reclaim::Flatten || protected) {
+    if !live.is_empty() {
         for c in live {
             let spec = ImageSpec::new(&c.pool, &c.name)?.in_namespace(&c.namespace)?;
             match super::flatten(cluster, &spec) {
@@ -1683,14 +1689,32 @@ pub fn ensure_snapshot(io: &IoCtx<'_>, image: &str, snap: &str) -> Result<bool> 
 /// # Errors
 /// Ceph errors.
 pub fn drop_unused_snapshot(io: &IoCtx<'_>, image: &str, snap: &str) -> Result<bool> {
-    let at = match io.open_read_only(image, Some(snap)) {
-        Err(e) if e.is_not_found() => return Ok(false),
-        other => other?,
+    // The header answers for format-2 clones, and for format-1 ones while the
+    // snapshot is unprotected (they need it protected); else librbd lists them
+    // (an open at the snapshot, which opens the chain, and a look in every pool).
+    let listed = match io.image_id(image)? {
+        Some(id) => {
+            let found = io
+                .snapshots_by_id(&id)?
+                .into_iter()
+                .find(|s| s.snap.name == snap && s.namespace == SnapNamespace::User);
+            let Some(s) = found else { return Ok(false) };
+            if s.children > 0 {
+                return Ok(false);
+            }
+            io.snap_protected_by_id(&id, s.snap.id)?
+        }
+        None => true,
     };
-    if !at.children()?.is_empty() {
-        return Ok(false);
+    if listed {
+        let at = match io.open_read_only(image, Some(snap)) {
+            Err(e) if e.is_not_found() => return Ok(false),
+            other => other?,
+        };
+        if !at.children()?.is_empty() {
+            return Ok(false);
+        }
     }
-    drop(at);
     match io.open(image)?.snap_remove(snap) {
         Ok(()) => Ok(true),
         Err(e) if e.is_not_found() || e.kind() == Some(ErrorKind::Busy) => Ok(false),

@@ -346,6 +346,16 @@ impl IoCtx<'_> {
     }
 }
 
+/// A snapshot as its image's header records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeaderSnap {
+    pub snap: Snapshot,
+    pub namespace: SnapNamespace,
+    /// How many format-2 clones read from it (format-1 ones are listed
+    /// elsewhere, and need it protected).
+    pub children: u32,
+}
+
 /// A clone's parent as its header records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParentRef {
@@ -488,14 +498,14 @@ impl IoCtx<'_> {
         })
     }
 
-    /// The snapshots of the image with id `id`, each with its namespace, read
-    /// from its header without opening the image (cls `rbd.get_snapcontext`,
+    /// The snapshots of the image with id `id`, each with its namespace and
+    /// its count of format-2 clones, read from its header without opening the image (cls `rbd.get_snapcontext`,
     /// then `rbd.snapshot_get` for each in one read: two round trips).
     ///
     /// # Errors
     /// `NotFound` for a missing header; Ceph errors; [`crate::Error::BadReply`]
     /// for a reply that does not decode.
-    pub(crate) fn snapshots_by_id(&self, id: &str) -> Result<Vec<(Snapshot, SnapNamespace)>> {
+    pub(crate) fn snapshots_by_id(&self, id: &str) -> Result<Vec<HeaderSnap>> {
         let _span = crate::trace::span("snapshots");
         let oid = header_oid(id);
         let bad = |what: &str| crate::Error::BadReply {
@@ -535,12 +545,33 @@ impl IoCtx<'_> {
                     let kind = u32::from_le_bytes(ns.get(..4)?.try_into().ok()?);
                     let name = r.string()?;
                     let size = r.u64()?;
-                    let ns = SnapNamespace::from_raw(libc::c_int::try_from(kind).unwrap_or(-1));
-                    Some((Snapshot { id, name, size }, ns))
+                    r.take(8)?; // the time it was taken
+                    let children = r.u32()?;
+                    let namespace = SnapNamespace::from_raw(libc::c_int::try_from(kind).unwrap_or(-1));
+                    Some(HeaderSnap { snap: Snapshot { id, name, size }, namespace, children })
                 })();
                 snap.ok_or_else(|| bad("snapshot_get"))
             })
             .collect()
+    }
+
+    /// Whether snapshot `snap_id` of the image with id `id` is protected (or
+    /// being unprotected), read from its header (cls
+    /// `rbd.get_protection_status`, one round trip).
+    ///
+    /// # Errors
+    /// `NotFound` for a missing header or snapshot; Ceph errors;
+    /// [`crate::Error::BadReply`] for a reply that does not decode.
+    pub(crate) fn snap_protected_by_id(&self, id: &str, snap_id: u64) -> Result<bool> {
+        let _span = crate::trace::span("snapshots");
+        let status =
+            self.header_call(id, c"get_protection_status", &snap_id.to_le_bytes(), "a status", |r| {
+                r.take(1).map(|b| b[0])
+            })?;
+        // 0: unprotected; 1: unprotecting; 2: protected.
+        status.map(|s| s != 0).ok_or_else(|| {
+            crate::Error::NotFound(format!("{}/{} snapshot {snap_id}", self.spec(), header_oid(id)))
+        })
     }
 
     /// Removes the metadata keys `remove` of the image with id `id` and sets
