@@ -120,6 +120,11 @@ unsafe impl Send for Cluster {}
 // by librados.
 unsafe impl Sync for Cluster {}
 
+/// The error of a librados constructor that returned no object.
+fn no_memory(op: &'static str, oid: &str) -> crate::Error {
+    CephError::new(op, -i64::from(libc::ENOMEM), oid.to_string()).into()
+}
+
 /// Appends a cls string (little-endian u32 length, then the bytes), as cls
 /// methods decode a `std::string`.
 pub(crate) fn put_string(out: &mut Vec<u8>, s: &[u8]) {
@@ -522,12 +527,7 @@ impl<'c> IoCtx<'c> {
         let r = unsafe {
             let op = sys::rados_create_write_op();
             if op.is_null() {
-                return Err(CephError::new(
-                    "rados_create_write_op",
-                    -i64::from(libc::ENOMEM),
-                    oid.to_string(),
-                )
-                .into());
+                return Err(no_memory("rados_create_write_op", oid));
             }
             for ((method, input), rval) in calls.iter().zip(rvals.iter_mut()) {
                 sys::rados_write_op_exec(
@@ -577,12 +577,7 @@ impl<'c> IoCtx<'c> {
         let (r, out) = unsafe {
             let op = sys::rados_create_read_op();
             if op.is_null() {
-                return Err(CephError::new(
-                    "rados_create_read_op",
-                    -i64::from(libc::ENOMEM),
-                    oid.to_string(),
-                )
-                .into());
+                return Err(no_memory("rados_create_read_op", oid));
             }
             for (i, (method, input)) in calls.iter().enumerate() {
                 sys::rados_read_op_exec(

@@ -30,6 +30,14 @@ fn assert_all_ec(s: &Scratch, c: &Cluster) {
     }
 }
 
+/// An 8 MiB image `img` with default features and no data pool, and its pool.
+fn plain_image<'c>(s: &Scratch, c: &'c Cluster) -> (ImageSpec, rbdx_core::IoCtx<'c>) {
+    let base = s.spec("img");
+    ops::create(c, &base, 8 * MIB, &CreateOptions::default()).unwrap();
+    let io = ops::ioctx(c, &base).unwrap();
+    (base, io)
+}
+
 /// A non-persistent disk as a VM uses it: a CoW clone of an image's base snapshot.
 fn vm_disk(s: &Scratch, c: &Cluster) -> ImageSpec {
     let base = s.spec("img");
@@ -178,9 +186,7 @@ fn depth_counts_the_links_an_open_sees() {
     use rbdx_core::rbd::features;
     let s = Scratch::new("links");
     let c = s.env.connect();
-    let base = s.spec("img");
-    ops::create(c, &base, 8 * MIB, &CreateOptions::default()).unwrap();
-    let io = ops::ioctx(c, &base).unwrap();
+    let (base, io) = plain_image(&s, c);
     disk::ensure_snapshot(&io, &base.name, "snap").unwrap();
     let head = s.spec("img-7-0");
     let shallow =
@@ -209,9 +215,7 @@ fn depth_counts_the_links_an_open_sees() {
 fn an_unused_snapshot_goes_and_a_used_one_stays() {
     let s = Scratch::new("unused");
     let c = s.env.connect();
-    let base = s.spec("img");
-    ops::create(c, &base, 8 * MIB, &CreateOptions::default()).unwrap();
-    let io = ops::ioctx(c, &base).unwrap();
+    let (base, io) = plain_image(&s, c);
     assert!(!disk::drop_unused_snapshot(&io, &base.name, "snap").unwrap(), "no such snapshot");
     for format in [CloneFormat::V2, CloneFormat::V1] {
         disk::ensure_snapshot(&io, &base.name, "snap").unwrap();
