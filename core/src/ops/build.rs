@@ -103,8 +103,9 @@ pub fn clone_from_snapshot(
 /// of its user snapshot `snap` if it has one (no read-write open, lock or
 /// snapshot then), the chain above it (so the clone's depth needs no walk from
 /// the clone), and the rbdx keys the clone will inherit, to strip. Read from
-/// the image's header (its id, its snapshots, parent and keys: five round
-/// trips, where a read-only open and close cost about three times as long);
+/// the image's header (its id, its snapshots, the parent its head reads from
+/// and its keys: five round trips, one more a parent link, where a read-only
+/// open and close cost about three times as long);
 /// an image without an id object (another format) is opened.
 ///
 /// # Errors
@@ -122,10 +123,7 @@ fn source_view(io: &IoCtx<'_>, name: &str, snap: &str) -> Result<(Option<u64>, u
         .into_iter()
         .find(|s| s.snap.name == snap && s.namespace == SnapNamespace::User)
         .map(|s| s.snap.size);
-    // The header can name a parent the head no longer reads from (a flattened
-    // head whose snapshots still do): the walk decides, as librbd sees it.
-    let above = if io.parent_ref(&id)?.is_some() { disk::depth(io, name)? } else { 0 };
-    Ok((size, above, keys(io.metadata_by_id(&id, RBDX_KEY_PREFIX)?)))
+    Ok((size, disk::depth_of_id(io, &id)?, keys(io.metadata_by_id(&id, RBDX_KEY_PREFIX)?)))
 }
 
 /// The temporary name [`make_image`] builds `dst` under.

@@ -1315,10 +1315,18 @@ fn remove_snapshot_of(cluster: &Cluster, io: &IoCtx<'_>, img: &crate::Image<'_>,
 /// Ceph errors.
 pub fn depth(io: &IoCtx<'_>, image: &str) -> Result<u32> {
     match io.image_id(image)? {
-        Some(id) => depth_from(io.cluster(), io.head_parent(&id)?),
+        Some(id) => depth_of_id(io, &id),
         // Another format: librbd reads it.
         None => depth_above(io.cluster(), io.open_read_only(image, None)?.parent()?),
     }
+}
+
+/// How many parent links lie above the image with id `id` (in `io`).
+///
+/// # Errors
+/// `NotFound` for a missing image; Ceph errors.
+pub(crate) fn depth_of_id(io: &IoCtx<'_>, id: &str) -> Result<u32> {
+    depth_from(io.cluster(), io.head_parent(id)?)
 }
 
 /// The length of the clone chain whose first link is `parent` (0 for none).
