@@ -365,6 +365,24 @@ pub(crate) struct ParentRef {
     pub snap_id: u64,
 }
 
+impl HeaderSnap {
+    /// A `SnapshotInfo` (cls `rbd.snapshot_get`): id, namespace (a versioned
+    /// struct led by its type), name, size, the time it was taken, the count of
+    /// format-2 clones.
+    fn decode(r: &mut ClsReader<'_>) -> Option<Self> {
+        r.start()?;
+        let id = r.u64()?;
+        let len = r.start()?;
+        let kind = u32::from_le_bytes(r.take(len)?.get(..4)?.try_into().ok()?);
+        let name = r.string()?;
+        let size = r.u64()?;
+        r.take(8)?;
+        let children = r.u32()?;
+        let namespace = SnapNamespace::from_raw(libc::c_int::try_from(kind).unwrap_or(-1));
+        Some(Self { snap: Snapshot { id, name, size }, namespace, children })
+    }
+}
+
 impl ParentRef {
     /// A `ParentImageSpec` (pool id, namespace, image id, snapshot id): `None`
     /// inside for none (no pool), `None` outside for a reply that does not decode.
@@ -459,15 +477,9 @@ impl IoCtx<'_> {
     /// # Errors
     /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
     pub(crate) fn snap_namespace_by_id(&self, id: &str, snap_id: u64) -> Result<Option<SnapNamespace>> {
-        // `SnapshotInfo`: the id, then the namespace (a versioned struct led by
-        // its type).
-        let kind = self.header_call(id, c"snapshot_get", &snap_id.to_le_bytes(), "a snapshot", |r| {
-            r.start()?;
-            r.u64()?;
-            r.start()?;
-            r.u32()
-        })?;
-        Ok(kind.map(|k| SnapNamespace::from_raw(libc::c_int::try_from(k).unwrap_or(-1))))
+        let snap =
+            self.header_call(id, c"snapshot_get", &snap_id.to_le_bytes(), "a snapshot", HeaderSnap::decode)?;
+        Ok(snap.map(|s| s.namespace))
     }
 
     /// The image metadata of the image with id `id` whose keys start with
@@ -534,24 +546,7 @@ impl IoCtx<'_> {
         };
         replies
             .iter()
-            .map(|reply| {
-                // `SnapshotInfo`: id, namespace (its type first), name, size, ….
-                let mut r = ClsReader(reply);
-                let snap = (|| {
-                    r.start()?;
-                    let id = r.u64()?;
-                    let len = r.start()?;
-                    let ns = r.take(len)?;
-                    let kind = u32::from_le_bytes(ns.get(..4)?.try_into().ok()?);
-                    let name = r.string()?;
-                    let size = r.u64()?;
-                    r.take(8)?; // the time it was taken
-                    let children = r.u32()?;
-                    let namespace = SnapNamespace::from_raw(libc::c_int::try_from(kind).unwrap_or(-1));
-                    Some(HeaderSnap { snap: Snapshot { id, name, size }, namespace, children })
-                })();
-                snap.ok_or_else(|| bad("snapshot_get"))
-            })
+            .map(|reply| HeaderSnap::decode(&mut ClsReader(reply)).ok_or_else(|| bad("snapshot_get")))
             .collect()
     }
 
