@@ -355,7 +355,10 @@ impl<'c> Disk<'c> {
             for s in user_snapshots(img)? {
                 book.snaps.insert(s.name, holder.clone());
             }
-            img.metadata_set(KEY_DISK, name)?;
+            // The head's mark comes last: it says its book is complete.
+            if holder != name {
+                img.metadata_set(KEY_DISK, name)?;
+            }
         }
         for c in &carriers {
             head.metadata_set(&format!("{KEY_CARRIER_PREFIX}{c}"), "")?;
