@@ -432,6 +432,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let _span = crate::trace::span("disconnect");
         let raw = self.raw;
         // SAFETY: `raw` came from `rados_create2`; every `IoCtx` borrowing this
         // cluster has been dropped (the borrow checker guarantees it), and this is

@@ -3,6 +3,7 @@
 //! one relaxed atomic load.
 //!
 //! Core names the Ceph calls it times after what they wait for: `connect`,
+//! `disconnect`,
 //! `open`, `close`, `mon command`, `lock` (waiting for a disk's guard or an
 //! image's lock), `unlock`,
 //! `snapshot create` and `snapshot remove` (each waits for an OSD map update),
