@@ -266,6 +266,7 @@ fn main() {
             p.rollback(8 * GIB, 4 * GIB),
         ]
     });
+    step("Proxmox scenario", &mut || vec![p.scenario()]);
     drop(o);
 
     report::cross_targets(&mut results, rados_mbs);
