@@ -390,3 +390,76 @@ fn images_live_in_rados_namespaces_too() {
     ops::remove(c, &spec, ops::RemoveOptions::default()).unwrap();
     c.ioctx(&env.pool).unwrap().namespace_remove(&ns).unwrap();
 }
+
+#[test]
+fn head_views_say_what_an_open_says_without_opening() {
+    let s = Scratch::new("views");
+    let c = s.env.connect();
+    let opts = CloneOptions { data_pool: Some(s.env.ec_pool.clone()), ..CloneOptions::default() };
+    let snap = base_with_snapshot(&s, c, true);
+    let io = ops::ioctx(c, &snap).unwrap();
+    let clone = |name: &str, from: &ImageSpec| {
+        let spec = s.spec(name);
+        ops::clone(c, from, &spec, &opts).unwrap();
+        spec
+    };
+    let child = clone("child", &snap);
+    let sibling = clone("sibling", &snap);
+    let grandchild = {
+        let img = io.open(&child.name).unwrap();
+        img.snap_create("c1").unwrap();
+        clone("grandchild", &child.at("c1").unwrap())
+    };
+    let flat = clone("flat", &snap);
+    io.open(&flat.name).unwrap().flatten().unwrap();
+    let bare = s.spec("bare");
+    let no_layering = CreateOptions { features: Some(0), ..CreateOptions::default() };
+    ops::create(c, &bare, 8 * MIB, &no_layering).unwrap();
+    assert_eq!(ops::stat(c, &bare).unwrap().features & features::LAYERING, 0);
+    io.open(&bare.name).unwrap().resize(12 * MIB, false).unwrap();
+    // A parent snapshot removed while clones use it waits in the trash
+    // namespace; a parent image removed so waits in the trash.
+    let orphan_base = s.spec("obase");
+    ops::create(c, &orphan_base, 16 * MIB, &CreateOptions::default()).unwrap();
+    io.open(&orphan_base.name).unwrap().snap_create("gone").unwrap();
+    let orphan = clone("orphan", &orphan_base.at("gone").unwrap());
+    io.open(&orphan_base.name).unwrap().snap_remove("gone").unwrap();
+    let trashed_base = s.spec("tbase");
+    ops::create(c, &trashed_base, 16 * MIB, &CreateOptions::default()).unwrap();
+    io.open(&trashed_base.name).unwrap().snap_create("s").unwrap();
+    let of_trashed = clone("oftrashed", &trashed_base.at("s").unwrap());
+    ops::remove(c, &trashed_base, ops::RemoveOptions { trash_delay: Some(0) }).unwrap();
+
+    let mine: Vec<_> =
+        io.list_images().unwrap().into_iter().filter(|e| e.name.starts_with(s.prefix())).collect();
+    let mut entries = mine.clone();
+    entries.push(rbdx_core::rbd::ImageEntry { id: "0000000000ffff".into(), name: s.spec("gone").name });
+    let views = io.head_views(&entries).unwrap();
+    assert_eq!(views.len(), entries.len());
+    assert_eq!(views.last().unwrap(), &None, "an image gone is not listed");
+    for (e, v) in mine.iter().zip(&views) {
+        let img = io.open_read_only(&e.name, None).unwrap();
+        let v = v.as_ref().unwrap_or_else(|| panic!("{} is there", e.name));
+        assert_eq!(v.size, img.info().unwrap().size, "{}", e.name);
+        assert_eq!(v.parent, img.parent().unwrap(), "{}", e.name);
+    }
+    let by_name = |spec: &ImageSpec| {
+        let i = mine.iter().position(|e| e.name == spec.name).unwrap();
+        views[i].clone().unwrap()
+    };
+    // What the open agreed on is what a listing needs.
+    for (spec, parent) in [(&child, &snap), (&sibling, &snap), (&grandchild, &child)] {
+        let p = by_name(spec).parent.unwrap();
+        assert_eq!((p.image.name.as_str(), p.image.trash), (parent.name.as_str(), false));
+    }
+    assert_eq!(by_name(&grandchild).parent.unwrap().snap_name, "c1");
+    assert_eq!(by_name(&flat).parent, None);
+    assert_eq!((by_name(&bare).size, by_name(&bare).parent), (12 * MIB, None));
+    assert_eq!(by_name(&orphan).parent.unwrap().snap_namespace, SnapNamespace::Trash);
+    assert!(by_name(&of_trashed).parent.unwrap().image.trash);
+
+    for spec in [&grandchild, &child, &sibling, &flat, &orphan, &of_trashed] {
+        ops::remove(c, spec, ops::RemoveOptions::default()).unwrap();
+    }
+    s.finish(c);
+}

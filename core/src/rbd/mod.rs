@@ -361,7 +361,7 @@ pub(crate) struct HeaderSnap {
 }
 
 /// A clone's parent as its header records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ParentRef {
     pub pool_id: i64,
     pub namespace: String,
@@ -387,7 +387,31 @@ impl HeaderSnap {
     }
 }
 
+/// `CEPH_NOSNAP`: the head, where a cls method takes a snapshot id.
+const HEAD_SNAP: u64 = u64::MAX - 1;
+
+/// An image's head as a listing shows it ([`IoCtx::head_views`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadView {
+    /// Bytes.
+    pub size: u64,
+    /// The snapshot the head reads through to: `None` for an image that is no
+    /// clone, or whose head no longer overlaps its parent.
+    pub parent: Option<Parent>,
+}
+
 impl ParentRef {
+    /// The parent the head reads from, from the replies of `parent_get` and
+    /// `parent_overlap_get` of the head: the link while the head overlaps it.
+    /// `None` outside for replies that do not decode.
+    fn decode_head(link: Option<&Vec<u8>>, overlap: Option<&Vec<u8>>) -> Option<Option<Self>> {
+        let parent = Self::decode(&mut ClsReader(link?))?;
+        // A `std::optional<uint64_t>`: present, then the overlap.
+        let mut r = ClsReader(overlap?);
+        let overlap = if r.take(1)?[0] != 0 { r.u64()? } else { 0 };
+        Some(parent.filter(|_| overlap > 0))
+    }
+
     /// A `ParentImageSpec` (pool id, namespace, image id, snapshot id): `None`
     /// inside for none (no pool), `None` outside for a reply that does not decode.
     fn decode(r: &mut ClsReader<'_>) -> Option<Option<Self>> {
@@ -451,27 +475,124 @@ impl IoCtx<'_> {
     /// `NotFound` for a missing header; Ceph errors; [`crate::Error::BadReply`]
     /// for a reply that does not decode.
     pub(crate) fn head_parent(&self, id: &str) -> Result<Option<ParentRef>> {
-        /// `CEPH_NOSNAP`: the head.
-        const HEAD: u64 = u64::MAX - 1;
         let _span = crate::trace::span("parent");
         let oid = header_oid(id);
-        let calls = [(c"parent_get", Vec::new()), (c"parent_overlap_get", HEAD.to_le_bytes().to_vec())];
+        let calls = [(c"parent_get", Vec::new()), (c"parent_overlap_get", HEAD_SNAP.to_le_bytes().to_vec())];
         let replies = match self.exec_reads(&oid, c"rbd", &calls) {
             // Without layering an image has no parent (the methods refuse).
             Err(crate::Error::Ceph(e)) if e.errno == libc::ENOEXEC => return Ok(None),
             other => other?,
         };
-        let decoded = (|| {
-            let parent = ParentRef::decode(&mut ClsReader(replies.first()?))?;
-            // A `std::optional<uint64_t>`: present, then the overlap.
-            let mut r = ClsReader(replies.get(1)?);
-            let overlap = if r.take(1)?[0] != 0 { r.u64()? } else { 0 };
-            Some(parent.filter(|_| overlap > 0))
-        })();
-        decoded.ok_or_else(|| crate::Error::BadReply {
+        ParentRef::decode_head(replies.first(), replies.get(1)).ok_or_else(|| crate::Error::BadReply {
             command: format!("{}/{oid} rbd.parent_get,parent_overlap_get", self.spec()),
             detail: "not a parent spec and overlap".into(),
         })
+    }
+
+    /// The size and parent of each image's head, as [`Image::info`] and
+    /// [`Image::parent`] of an open would say, read from the headers without
+    /// opening the images: one read an image, two a distinct parent. `None`
+    /// for an image gone meanwhile. An image without an id object (format 1),
+    /// or whose parent is no longer in its pool's directory (in the trash), is
+    /// opened read-only instead.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
+    pub fn head_views(&self, images: &[ImageEntry]) -> Result<Vec<Option<HeadView>>> {
+        let _span = crate::trace::span("headers");
+        let mut parents = std::collections::HashMap::new();
+        images.iter().map(|e| self.head_view(e, &mut parents)).collect()
+    }
+
+    fn head_view(
+        &self,
+        e: &ImageEntry,
+        parents: &mut std::collections::HashMap<ParentRef, Option<Parent>>,
+    ) -> Result<Option<HeadView>> {
+        if e.id.is_empty() {
+            return self.opened_view(&e.name);
+        }
+        let oid = header_oid(&e.id);
+        let head = HEAD_SNAP.to_le_bytes().to_vec();
+        let calls = [(c"get_size", head.clone()), (c"parent_get", Vec::new()), (c"parent_overlap_get", head)];
+        // An image without layering answers an empty parent spec.
+        let replies = match self.exec_reads(&oid, c"rbd", &calls) {
+            Err(e) if e.is_not_found() => return Ok(None),
+            other => other?,
+        };
+        let bad = |detail: &str| crate::Error::BadReply {
+            command: format!("{}/{oid} rbd.get_size,parent_get,parent_overlap_get", self.spec()),
+            detail: detail.into(),
+        };
+        // The order (one byte), then the size.
+        let size = replies.first().and_then(|r| {
+            let mut r = ClsReader(r);
+            r.take(1)?;
+            r.u64()
+        });
+        let size = size.ok_or_else(|| bad("not a size"))?;
+        let link = ParentRef::decode_head(replies.get(1), replies.get(2))
+            .ok_or_else(|| bad("not a parent spec and overlap"))?;
+        let Some(link) = link else { return Ok(Some(HeadView { size, parent: None })) };
+        let parent = match parents.get(&link) {
+            Some(known) => known.clone(),
+            None => {
+                let found = self.resolve_parent(&link)?;
+                parents.insert(link, found.clone());
+                found
+            }
+        };
+        match parent {
+            Some(parent) => Ok(Some(HeadView { size, parent: Some(parent) })),
+            None => self.opened_view(&e.name),
+        }
+    }
+
+    /// The parent `p` names, from its pool's directory and its header; `None`
+    /// where an open must tell (the parent is not in the directory: in the
+    /// trash, or its pool gone).
+    fn resolve_parent(&self, p: &ParentRef) -> Result<Option<Parent>> {
+        let Some(pio) = self.parent_ioctx(p)? else { return Ok(None) };
+        let mut input = Vec::new();
+        crate::rados::put_string(&mut input, p.image_id.as_bytes());
+        let name = match pio.exec_read("rbd_directory", c"rbd", c"dir_get_name", &input) {
+            Ok(reply) => ClsReader(&reply).string().ok_or_else(|| crate::Error::BadReply {
+                command: format!("{}/rbd_directory rbd.dir_get_name", pio.spec()),
+                detail: "not a name".into(),
+            })?,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let snap = pio.header_call(
+            &p.image_id,
+            c"snapshot_get",
+            &p.snap_id.to_le_bytes(),
+            "a snapshot",
+            HeaderSnap::decode,
+        )?;
+        let Some(snap) = snap else { return Ok(None) };
+        Ok(Some(Parent {
+            image: LinkedImage {
+                pool: pio.pool().to_string(),
+                namespace: p.namespace.clone(),
+                name,
+                id: p.image_id.clone(),
+                trash: false,
+            },
+            snap_id: p.snap_id,
+            snap_name: snap.snap.name,
+            snap_namespace: snap.namespace,
+        }))
+    }
+
+    /// [`HeadView`] through a read-only open.
+    fn opened_view(&self, name: &str) -> Result<Option<HeadView>> {
+        let img = match self.open_read_only(name, None) {
+            Ok(img) => img,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(HeadView { size: img.info()?.size, parent: img.parent()? }))
     }
 
     /// The namespace of snapshot `snap_id` of the image with id `id` (cls

@@ -29,28 +29,34 @@ pub struct ListedImage {
 pub type Output = Vec<ListedImage>;
 
 /// The storage's volumes, or `vmid`'s. rbdx's internal images are not listed;
-/// an image removed while listing is left out.
+/// an image removed while listing is left out. Each image's size and parent
+/// come from its header, not an open (which would open its parents too).
 ///
 /// # Errors
 /// Ceph errors.
 pub fn run(h: &Helper, vmid: Option<u32>) -> Result<Output> {
     let io = ops::ioctx(&h.cluster, &h.spec("-")?)?;
-    let mut out = Vec::new();
-    for name in h.names()? {
-        let Some(owner) = owner(&name) else { continue };
-        if vmid.is_some_and(|v| v != owner) {
-            continue;
+    let mut listed = Vec::new();
+    let mut owners = Vec::new();
+    for e in io.list_images()? {
+        let Some(owner) = owner(&e.name) else { continue };
+        if vmid.is_none_or(|v| v == owner) {
+            owners.push(owner);
+            listed.push(e);
         }
+    }
+    let views = io.head_views(&listed)?;
+    let mut out = Vec::new();
+    for ((e, owner), view) in listed.into_iter().zip(owners).zip(views) {
         // An image removed while we list is simply not listed.
-        let Ok(img) = io.open_read_only(&name, None) else { continue };
-        let size = img.info()?.size;
+        let Some(view) = view else { continue };
         let parent =
-            img.parent()?.filter(|p| !p.image.trash).map(|p| format!("{}@{}", p.image.name, p.snap_name));
+            view.parent.filter(|p| !p.image.trash).map(|p| format!("{}@{}", p.image.name, p.snap_name));
         let volname = match parent.as_deref().and_then(|p| p.strip_suffix(&format!("@{BASE_SNAP}"))) {
-            Some(base) => format!("{base}/{name}"),
-            None => name.clone(),
+            Some(base) => format!("{base}/{}", e.name),
+            None => e.name,
         };
-        out.push(ListedImage { name: volname, size, vmid: owner, parent, format: Format::Raw });
+        out.push(ListedImage { name: volname, size: view.size, vmid: owner, parent, format: Format::Raw });
     }
     Ok(out)
 }
