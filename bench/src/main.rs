@@ -266,6 +266,7 @@ fn main() {
             p.rollback(8 * GIB, 4 * GIB),
         ]
     });
+    step("Proxmox list", &mut || vec![p.list(200)]);
     step("Proxmox scenario", &mut || vec![p.scenario()]);
     drop(o);
 

@@ -415,4 +415,51 @@ impl<'b> Pve<'b> {
              waits are most of the time; the other calls are in the note",
         )
     }
+    /// `list_images` of a storage holding `n` volumes: half of them plain
+    /// disks, half linked clones of one template. Against the built-in's
+    /// `rbd ls -l --format json`.
+    pub fn list(&self, n: usize) -> Workload {
+        let c = self.b.connect_new();
+        let io = c.ioctx(&self.b.pool).unwrap();
+        let opts = ImageOptions::new().data_pool(&self.b.ec_pool).unwrap();
+        let tmpl = self.vmid();
+        let base = format!("base-{tmpl}-disk-0");
+        io.create_image(&base, GIB, &opts).unwrap();
+        io.open(&base).unwrap().snap_create("__base__").unwrap();
+        for i in 0..n {
+            let name = format!("vm-{}-disk-0", self.vmid());
+            if i % 2 == 0 {
+                io.create_image(&name, GIB, &opts).unwrap();
+            } else {
+                io.clone_image(&base, "__base__", &io, &name, &opts).unwrap();
+            }
+        }
+        let reps = self.b.reps;
+        let rbdx = repeat(
+            reps,
+            |_| (),
+            |()| {
+                let listed = self.call(Call::ListImages { vmid: None });
+                assert!(listed.as_array().unwrap().len() > n, "{n} volumes and the template");
+            },
+        );
+        let pool = self.b.pool.clone();
+        let a = repeat(
+            reps,
+            |_| (),
+            |()| {
+                self.b.cli.rbd_ok(&["ls", "-l", "--format", "json", "-p", &pool]);
+            },
+        );
+        drop(io);
+        self.b.wipe("vm-");
+        self.b.wipe("base-");
+        Workload::new(
+            &format!("pve_list_{n}"),
+            &format!("Proxmox list_images, {n} volumes (half of them linked clones)"),
+            "s",
+            rbdx,
+        )
+        .baseline("a_stock_cli", a)
+    }
 }
