@@ -274,130 +274,97 @@ impl<'b> Pve<'b> {
     /// not counted).
     pub fn scenario(&self) -> Workload {
         let reps = self.b.reps.min(3);
-        // [all calls, the calls that wait for no OSD map update]
-        let mut rbdx = [Vec::new(), Vec::new()];
-        let mut stock = [Vec::new(), Vec::new()];
+        let (mut rbdx, mut stock) = (Vec::new(), Vec::new());
         for _ in 0..reps {
-            let (mut all, mut free) = (0.0, 0.0);
-            let mut t = |waits: bool, f: &mut dyn FnMut() -> serde_json::Value| {
-                let (s, v) = time(f);
-                all += s;
-                if !waits {
-                    free += s;
-                }
-                v
-            };
+            let mut t = Tally::default();
             let vmid = self.vmid();
-            t(false, &mut || self.call(Call::Status {}));
-            let v = t(false, &mut || self.call(Call::AllocImage { vmid, name: None, size_kib: GIB / 1024 }));
+            t.time(false, || self.call(Call::Status {}));
+            let v = t.time(false, || self.call(Call::AllocImage { vmid, name: None, size_kib: GIB / 1024 }));
             let vol = v.as_str().unwrap().to_string();
-            t(false, &mut || self.call(Call::ListImages { vmid: None }));
+            t.time(false, || self.call(Call::ListImages { vmid: None }));
             self.b.fill(&vol, 0, 64 * MIB, 7);
-            let snap = |volname: &str| (volname.to_string(), "s1".to_string());
-            t(true, &mut || {
-                let (volname, snap) = snap(&vol);
-                self.call(Call::VolumeSnapshot { volname, snap })
-            });
+            let (volname, snap) = (vol.clone(), "s1".to_string());
+            t.time(true, || self.call(Call::VolumeSnapshot { volname: volname.clone(), snap: snap.clone() }));
             self.b.rewrite(&vol, 64 * MIB);
-            t(false, &mut || {
-                let (volname, snap) = snap(&vol);
-                self.call(Call::VolumeSnapshotRollback { volname, snap })
+            t.time(false, || {
+                self.call(Call::VolumeSnapshotRollback { volname: volname.clone(), snap: snap.clone() })
             });
-            t(true, &mut || {
-                let (volname, snap) = snap(&vol);
-                self.call(Call::VolumeSnapshotDelete { volname, snap })
-            });
-            t(false, &mut || self.call(Call::VolumeResize { volname: vol.clone(), size: 2 * GIB }));
-            let base = t(true, &mut || self.call(Call::CreateBase { volname: vol.clone() }));
+            t.time(true, || self.call(Call::VolumeSnapshotDelete { volname, snap }));
+            t.time(false, || self.call(Call::VolumeResize { volname: vol.clone(), size: 2 * GIB }));
+            let base = t.time(true, || self.call(Call::CreateBase { volname: vol.clone() }));
             let base = base.as_str().unwrap().to_string();
             let clone = self.vmid();
-            let c = t(false, &mut || {
+            let c = t.time(false, || {
                 self.call(Call::CloneImage { volname: base.clone(), vmid: clone, snap: None })
             });
             let c = c.as_str().unwrap().to_string();
-            t(false, &mut || self.call(Call::FreeImage { volname: c.clone() }));
-            t(true, &mut || self.call(Call::FreeImage { volname: base.clone() }));
-            rbdx[0].push(all);
-            rbdx[1].push(free);
+            t.time(false, || self.call(Call::FreeImage { volname: c }));
+            t.time(true, || self.call(Call::FreeImage { volname: base }));
+            rbdx.push(t);
             self.b.settle();
         }
         let ec = self.b.ec_pool.clone();
-        let cli = &self.b.cli;
-        let ok = |args: &[&str]| {
-            cli.rbd_ok(args);
-            serde_json::Value::Null
+        let rbd = |args: &[&str]| {
+            self.b.cli.rbd_ok(args);
         };
         for _ in 0..reps {
-            let (mut all, mut free) = (0.0, 0.0);
-            let mut t = |waits: bool, f: &mut dyn FnMut() -> serde_json::Value| {
-                let (s, _) = time(f);
-                all += s;
-                if !waits {
-                    free += s;
-                }
-            };
+            let mut t = Tally::default();
             let vmid = self.vmid();
-            t(false, &mut || {
+            t.time(false, || {
                 let c = self.b.connect_new();
                 c.mon_command(&serde_json::json!({"prefix": "df", "format": "json"})).unwrap();
-                serde_json::Value::Null
             });
             let name = format!("vm-{vmid}-disk-0");
             let spec = self.spec(&name);
-            t(false, &mut || {
-                self.stock_alloc(vmid);
-                serde_json::Value::Null
-            });
-            t(false, &mut || ok(&["ls", "-l", "--format", "json", "-p", &self.b.pool]));
+            t.time(false, || self.stock_alloc(vmid));
+            t.time(false, || rbd(&["ls", "-l", "--format", "json", "-p", &self.b.pool]));
             self.b.fill(&name, 0, 64 * MIB, 7);
-            t(true, &mut || ok(&["snap", "create", "--no-progress", "--snap", "s1", &spec]));
+            t.time(true, || rbd(&["snap", "create", "--no-progress", "--snap", "s1", &spec]));
             self.b.rewrite(&name, 64 * MIB);
-            t(false, &mut || ok(&["snap", "rollback", "--no-progress", "--snap", "s1", &spec]));
-            t(true, &mut || {
-                cli.rbd_ok(&["info", "--format", "json", "--snap", "s1", &spec]);
-                ok(&["snap", "rm", "--no-progress", "--snap", "s1", &spec])
+            t.time(false, || rbd(&["snap", "rollback", "--no-progress", "--snap", "s1", &spec]));
+            t.time(true, || {
+                rbd(&["info", "--format", "json", "--snap", "s1", &spec]);
+                rbd(&["snap", "rm", "--no-progress", "--snap", "s1", &spec]);
             });
-            t(false, &mut || ok(&["resize", "--no-progress", "--size", "2048", &spec]));
+            t.time(false, || rbd(&["resize", "--no-progress", "--size", "2048", &spec]));
             let base = self.spec(&format!("base-{vmid}-disk-0"));
-            t(true, &mut || {
-                cli.rbd_ok(&["info", "--format", "json", &spec]);
-                cli.rbd_ok(&["rename", &spec, &base]);
-                cli.rbd_ok(&["snap", "create", "--no-progress", "--snap", "__base__", &base]);
-                ok(&["snap", "protect", "--snap", "__base__", &base])
+            t.time(true, || {
+                rbd(&["info", "--format", "json", &spec]);
+                rbd(&["rename", &spec, &base]);
+                rbd(&["snap", "create", "--no-progress", "--snap", "__base__", &base]);
+                rbd(&["snap", "protect", "--snap", "__base__", &base]);
             });
             let clone = self.spec(&format!("vm-{}-disk-0", self.vmid()));
-            t(false, &mut || {
-                cli.rbd_ok(&["info", "--format", "json", &base]);
-                cli.rbd_ok(&["ls", "-p", &self.b.pool]);
-                ok(&["clone", "--data-pool", &ec, &format!("{base}@__base__"), &clone])
+            t.time(false, || {
+                rbd(&["info", "--format", "json", &base]);
+                rbd(&["ls", "-p", &self.b.pool]);
+                rbd(&["clone", "--data-pool", &ec, &format!("{base}@__base__"), &clone]);
             });
-            t(false, &mut || {
-                cli.rbd_ok(&["snap", "ls", "--format", "json", &clone]);
-                cli.rbd_ok(&["snap", "purge", "--no-progress", &clone]);
-                ok(&["rm", "--no-progress", &clone])
+            t.time(false, || {
+                rbd(&["snap", "ls", "--format", "json", &clone]);
+                rbd(&["snap", "purge", "--no-progress", &clone]);
+                rbd(&["rm", "--no-progress", &clone]);
             });
-            t(true, &mut || {
-                cli.rbd_ok(&["snap", "ls", "--format", "json", &base]);
-                cli.rbd_ok(&["snap", "unprotect", "--snap", "__base__", &base]);
-                cli.rbd_ok(&["snap", "purge", "--no-progress", &base]);
-                ok(&["rm", "--no-progress", &base])
+            t.time(true, || {
+                rbd(&["snap", "ls", "--format", "json", &base]);
+                rbd(&["snap", "unprotect", "--snap", "__base__", &base]);
+                rbd(&["snap", "purge", "--no-progress", &base]);
+                rbd(&["rm", "--no-progress", &base]);
             });
-            stock[0].push(all);
-            stock[1].push(free);
+            stock.push(t);
             self.b.settle();
         }
-        let [r_all, r_free] = rbdx;
-        let [a_all, a_free] = stock;
-        let median = |v: &[f64]| crate::measure::Stats::of(v.to_vec()).median;
-        let free_ratio = median(&r_free) / median(&a_free);
-        let (r_free_s, a_free_s) = (median(&r_free), median(&a_free));
+        let median = |v: &[Tally]| crate::measure::Stats::of(v.iter().map(|t| t.free).collect()).median;
+        let (r_free_s, a_free_s) = (median(&rbdx), median(&stock));
+        let free_ratio = r_free_s / a_free_s;
+        let all = |v: Vec<Tally>| v.into_iter().map(|t| t.all).collect();
         let w = Workload::new(
             "pve_scenario",
             "Proxmox storage scenario: 11 API calls of a VM's life (status to free_image), 1 GiB disk",
             "s",
-            r_all,
+            all(rbdx),
         )
-        .baseline("a_stock_cli", a_all)
+        .baseline("a_stock_cli", all(stock))
         .note(format!(
             "the 7 calls that wait for no OSD map update: {:.0} ms against {:.0} ms for the built-in's \
              ({free_ratio:.2}x)",
@@ -461,5 +428,25 @@ impl<'b> Pve<'b> {
             rbdx,
         )
         .baseline("a_stock_cli", a)
+    }
+}
+
+/// The time of a scenario's calls: all of them, and those that wait for no
+/// OSD map update.
+#[derive(Debug, Default)]
+struct Tally {
+    all: f64,
+    free: f64,
+}
+
+impl Tally {
+    /// Runs and times one call; `waits` if it waits for an OSD map update.
+    fn time<T>(&mut self, waits: bool, f: impl FnOnce() -> T) -> T {
+        let (s, v) = time(f);
+        self.all += s;
+        if !waits {
+            self.free += s;
+        }
+        v
     }
 }
