@@ -103,14 +103,17 @@ fn serialised<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// librbd's default `rbd_concurrent_management_ops`.
+/// The option bounding the object requests librbd keeps in flight for one
+/// rollback, removal, flatten or deep copy.
+const MANAGEMENT_OPS: &str = "rbd_concurrent_management_ops";
+
+/// librbd's default [`MANAGEMENT_OPS`].
 const LIBRBD_MANAGEMENT_OPS: &str = "10";
 
-/// How many object requests librbd keeps in flight for a rollback or a
-/// removal ([`Cluster::data_free_ops`]). At librbd's default of 10, an
-/// in-place rollback of 256 MiB rewritten spends most of its time waiting
-/// on round trips (docs/ceph-behaviour.md).
-const DATA_FREE_MANAGEMENT_OPS: &str = "64";
+/// rbdx's [`MANAGEMENT_OPS`] where ceph.conf sets none: at librbd's 10, an
+/// in-place rollback of 256 MiB rewritten spends most of its time waiting on
+/// round trips (docs/ceph-behaviour.md).
+const RBDX_MANAGEMENT_OPS: &str = "64";
 
 /// A connected cluster handle. Closed (`rados_shutdown`) on drop.
 #[derive(Debug)]
@@ -153,6 +156,10 @@ fn secs(d: Duration) -> String {
 
 impl Cluster {
     /// Creates the handle, applies `config` (timeouts included) and connects.
+    /// Unless ceph.conf sets `rbd_concurrent_management_ops`, librbd keeps up
+    /// to 64 object requests in flight for one rollback, removal, flatten or
+    /// deep copy (its default is 10): a value in the monitors' store is
+    /// overridden, one in ceph.conf is not.
     ///
     /// # Errors
     /// [`Error::Config`] for unusable settings; a [`CephError`] from
@@ -210,6 +217,11 @@ impl Cluster {
         cluster.set_option("client_mount_timeout", &secs(config.timeouts.connect))?;
         cluster.set_option("rados_mon_op_timeout", &secs(config.timeouts.mon_op))?;
         cluster.set_option("rados_osd_op_timeout", &secs(config.timeouts.osd_op))?;
+        // Before connecting: librados 16 deadlocked when this option changed
+        // under a connected handle's I/O.
+        if cluster.conf_get(MANAGEMENT_OPS)? == LIBRBD_MANAGEMENT_OPS {
+            cluster.set_option(MANAGEMENT_OPS, RBDX_MANAGEMENT_OPS)?;
+        }
 
         // SAFETY: `cluster.raw` is a configured, unconnected handle from
         // `rados_create2`.
@@ -226,30 +238,6 @@ impl Cluster {
         let r = unsafe { sys::rados_conf_set(self.raw, o.as_ptr(), v.as_ptr()) };
         check(r.into(), "rados_conf_set", || option.to_string())?;
         Ok(())
-    }
-
-    /// Runs `f` with librbd keeping up to 64 object requests in flight for a
-    /// management operation, unless the cluster's configuration (ceph.conf or
-    /// the monitors' store) sets `rbd_concurrent_management_ops` to other than
-    /// librbd's default of 10 (a 10 set there cannot be told from the default).
-    ///
-    /// librbd reads the value as an operation starts, so `f` runs the
-    /// operation: a rollback, or a removal with its data objects. Only for
-    /// operations that send no data, where each request costs a round trip
-    /// and nothing else; not for a flatten or a deep copy, whose requests each
-    /// hold an object's data. An operation another thread starts on this
-    /// handle meanwhile goes wide too.
-    ///
-    /// # Errors
-    /// What `f` returns; a [`CephError`] if librados refuses the option.
-    pub fn data_free_ops<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        const OPTION: &str = "rbd_concurrent_management_ops";
-        if self.conf_get(OPTION)? != LIBRBD_MANAGEMENT_OPS {
-            return f();
-        }
-        self.set_option(OPTION, DATA_FREE_MANAGEMENT_OPS)?;
-        let out = f();
-        self.set_option(OPTION, LIBRBD_MANAGEMENT_OPS).and(out)
     }
 
     /// The value of a config option as this client sees it (metavariables such

@@ -575,8 +575,7 @@ impl<'c> Disk<'c> {
             // Marked first, so that a re-run after an interruption finishes the
             // same way.
             h.metadata_set(KEY_ROLLBACK_TO, snap)?;
-            // A rollback sends no data: it may keep more requests in flight.
-            io.cluster().data_free_ops(|| h.snap_rollback(snap))?;
+            h.snap_rollback(snap)?;
             return h.metadata_remove(KEY_ROLLBACK_TO);
         }
         if pending.is_some() {

@@ -166,13 +166,9 @@ impl<'c> IoCtx<'c> {
     pub(crate) fn remove_image_unlocked(&self, name: &str) -> Result<()> {
         let _span = self.removal(|| self.image_id(name).ok().flatten());
         let n = cstring("image name", name)?;
-        // Removing the data objects sends no data: as many in flight as a
-        // rollback's.
-        self.cluster().data_free_ops(|| {
-            // SAFETY: `self.raw()` is live; `n` outlives the call.
-            let r = unsafe { sys::rbd_remove(self.raw(), n.as_ptr()) };
-            check(r.into(), "rbd_remove", || spec(self, name, None)).map(drop)
-        })?;
+        // SAFETY: `self.raw()` is live; `n` outlives the call.
+        let r = unsafe { sys::rbd_remove(self.raw(), n.as_ptr()) };
+        check(r.into(), "rbd_remove", || spec(self, name, None))?;
         crate::crash::point("rbd_remove");
         Ok(())
     }
