@@ -461,8 +461,23 @@ fn clone_and_cpds_converge_from_every_crash_point() {
         },
         &remove_all,
     );
-    assert!(n >= 2 && m >= 2, "clone {n}, cpds {m} crash points");
-    eprintln!("cpds: {m} crash points, each re-run converged");
+    eprintln!("cpds (a copy of the disk's own data): {m} crash points, each re-run converged");
+    // The same save with a snapshot, as a disk with more data takes.
+    let by_snapshot = [("RBDX_SAVEAS_COPY_MAX_MB", "0".to_string())];
+    let s = every_crash_point(
+        &e,
+        &|e, case| {
+            vm_with_snapshots(e, case, false);
+            e.oned.set_datastore(IMAGE_DS, e.image_ds(IMAGE_DS, true, &by_snapshot));
+        },
+        &|e, case, k| {
+            let new = format!("{}/one-{}", e.cluster.pool, case.new);
+            tm(e, "cpds", &[case.disk_path(), new, "-1".into(), case.vm.to_string(), IMAGE_DS.to_string()], k)
+        },
+        &remove_all,
+    );
+    assert!(n >= 2 && m >= 2 && s >= 2, "clone {n}, cpds {m} and {s} crash points");
+    eprintln!("cpds (a snapshot): {s} crash points, each re-run converged");
 }
 
 fn ds(e: &OneEnv, action: &str, id: u32, message: &str, crash: Option<u32>) -> Output {

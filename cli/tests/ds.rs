@@ -244,10 +244,42 @@ fn mkfs_on(ec: bool) {
     }
 }
 
+/// The datastore attribute that makes every save take a snapshot (no copy of
+/// the little data the tests' images hold).
+fn snapshot_always() -> [(&'static str, String); 1] {
+    [("RBDX_SAVEAS_COPY_MAX_MB", "0".to_string())]
+}
+
 #[test]
 fn clone_is_cow_and_both_sides_delete_in_any_order() {
     clone_on(false);
     clone_on(true);
+}
+
+/// An image with little data (16 MiB, under SAVEAS_COPY_MAX_MB) that nothing
+/// has open is copied: no snapshot on the source, no parent, the same bytes,
+/// the target's data pool; either side deletes alone, nothing waits in the trash.
+#[test]
+fn clone_of_an_image_with_little_data_copies_it() {
+    let e = env();
+    let c = e.cluster.connect();
+    let pool = e.cluster.pool.clone();
+    let (src, dst) = (fresh_id(), fresh_id());
+    let src_s = ImageSpec::new(&pool, &format!("one-{src}")).unwrap();
+    ops::create(c, &src_s, 32 * MIB, &ops::CreateOptions::default()).unwrap();
+    fill(&ops::ioctx(c, &src_s).unwrap().open(&src_s.name).unwrap(), 4 * MIB, 16 * MIB, 4);
+    let m = message(&e, true, &[], &[("PATH", &src_s.to_string()), ("SIZE", "32")]);
+    assert_eq!(stdout(&e.ds("clone", dst, &m)), format!("{pool}/one-{dst} raw\n"));
+    let dst_s = ImageSpec::new(&pool, &format!("one-{dst}")).unwrap();
+    let (st, src_st) = (ops::stat(c, &dst_s).unwrap(), ops::stat(c, &src_s).unwrap());
+    assert!(st.parent.is_none() && src_st.snapshots.is_empty(), "a copy: {st:?} {src_st:?}");
+    assert_eq!((st.size, st.data_pool.as_deref()), (32 * MIB, Some(e.cluster.ec_pool.as_str())));
+    let sum = |s: &ImageSpec| checksum(&ops::ioctx(c, s).unwrap().open_read_only(&s.name, None).unwrap());
+    assert_eq!(sum(&dst_s), sum(&src_s));
+    assert_ok(&e.ds("rm", src, &message(&e, false, &[], &[("SOURCE", &src_s.to_string())])));
+    gone(c, &pool, &src_s.name);
+    assert_ok(&e.ds("rm", dst, &message(&e, true, &[], &[("SOURCE", &dst_s.to_string())])));
+    gone(c, &pool, &dst_s.name);
 }
 
 fn clone_on(ec: bool) {
@@ -258,8 +290,8 @@ fn clone_on(ec: bool) {
     let src_s = ImageSpec::new(&pool, &format!("one-{src}")).unwrap();
     ops::create(c, &src_s, 32 * MIB, &ops::CreateOptions::default()).unwrap();
     fill(&ops::ioctx(c, &src_s).unwrap().open(&src_s.name).unwrap(), 0, 16 * MIB, 4);
-    let out =
-        stdout(&e.ds("clone", dst, &message(&e, ec, &[], &[("PATH", &src_s.to_string()), ("SIZE", "32")])));
+    let m = message(&e, ec, &snapshot_always(), &[("PATH", &src_s.to_string()), ("SIZE", "32")]);
+    let out = stdout(&e.ds("clone", dst, &m));
     assert_eq!(out, format!("{pool}/one-{dst} raw\n"));
     let dst_s = ImageSpec::new(&pool, &format!("one-{dst}")).unwrap();
     let st = ops::stat(c, &dst_s).unwrap();
@@ -289,7 +321,7 @@ fn clones_of_an_unchanged_image_share_one_snapshot_and_a_change_takes_a_new_one(
     let sum = |s: &ImageSpec| checksum(&ops::ioctx(c, s).unwrap().open_read_only(&s.name, None).unwrap());
     let clone = || {
         let dst = fresh_id();
-        let m = message(&e, false, &[], &[("PATH", &src_s.to_string()), ("SIZE", "16")]);
+        let m = message(&e, false, &snapshot_always(), &[("PATH", &src_s.to_string()), ("SIZE", "16")]);
         assert_eq!(stdout(&e.ds("clone", dst, &m)), format!("{pool}/one-{dst} raw\n"));
         let dst_s = ImageSpec::new(&pool, &format!("one-{dst}")).unwrap();
         let parent = ops::stat(c, &dst_s).unwrap().parent.expect("a CoW clone");

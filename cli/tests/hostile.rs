@@ -1337,6 +1337,8 @@ fn ds_cases(fx: &Fx, k: &mut Corpus) {
         ("RBDX_RECLAIM", "$(id)"),
         ("RBDX_ROLLBACK_MAX_MB", "-1"),
         ("RBDX_ROLLBACK_MAX_MB", "1e3"),
+        ("RBDX_SAVEAS_COPY_MAX_MB", "-1"),
+        ("RBDX_SAVEAS_COPY_MAX_MB", "$(id)"),
     ] {
         let d = fx.e.image_ds(IMAGE_DS, true, &[(k2, v.to_string())]);
         ds("mkfs", &id, msg_ds(&size16, &d), &format!("{k2} {v:?}"), None);

@@ -53,6 +53,11 @@ pub struct Config {
     /// back in place when that visits at most this much data (default 2048; 0:
     /// always the clone swap). See [`rbdx_core::ops::disk::DiskConfig`].
     pub rollback_max_mb: u64,
+    /// `SAVEAS_COPY_MAX_MB`: a save-as of a disk's current state (TM cpds, DS
+    /// clone) copies the disk's own data instead of taking a snapshot when it
+    /// holds at most this much and nothing else has it open (default 64; 0:
+    /// always the snapshot). See [`rbdx_core::ops::disk::DiskConfig`].
+    pub saveas_copy_max_mb: u64,
     /// `TRASH_DELAY`: seconds a disk deleted with CEPH_TRASH stays restorable (default 0).
     pub trash_delay: u64,
     /// `RECLAIM`: what deleting a disk does with its images that save-as clones
@@ -96,6 +101,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             max_clone_depth: rbdx_core::ops::disk::DEFAULT_MAX_DEPTH,
             rollback_max_mb: rbdx_core::ops::disk::DEFAULT_ROLLBACK_MAX_BYTES >> 20,
+            saveas_copy_max_mb: rbdx_core::ops::disk::DEFAULT_COPY_MAX_BYTES >> 20,
             trash_delay: 0,
             reclaim: rbdx_core::ops::disk::Reclaim::Trash,
             virsh: "virsh".into(),
@@ -111,10 +117,11 @@ impl Default for Config {
 }
 
 /// The settings a datastore may override with `RBDX_<KEY>` attributes.
-pub const DATASTORE_KEYS: [&str; 9] = [
+pub const DATASTORE_KEYS: [&str; 10] = [
     "EXECUTION",
     "MAX_CLONE_DEPTH",
     "ROLLBACK_MAX_MB",
+    "SAVEAS_COPY_MAX_MB",
     "TRASH_DELAY",
     "RECLAIM",
     "CEPH_TIMEOUT",
@@ -217,6 +224,11 @@ impl Config {
                     Error::Invalid(format!("ROLLBACK_MAX_MB: expected MiB (0 to 2^43), got {v:?}"))
                 })?;
             }
+            "SAVEAS_COPY_MAX_MB" => {
+                self.saveas_copy_max_mb = v.parse().ok().filter(|m| *m <= 1u64 << 43).ok_or_else(|| {
+                    Error::Invalid(format!("SAVEAS_COPY_MAX_MB: expected MiB (0 to 2^43), got {v:?}"))
+                })?;
+            }
             "TRASH_DELAY" => {
                 self.trash_delay = v
                     .parse()
@@ -304,11 +316,12 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let c = Config::parse("# comment\nEXECUTION = local\nSSH = ssh -p 2222 -o BatchMode=yes\nMAX_CLONE_DEPTH=4\nROLLBACK_MAX_MB=0\nREMOTE_DIR=\"/var/tmp/one\"\n").unwrap();
+        let c = Config::parse("# comment\nEXECUTION = local\nSSH = ssh -p 2222 -o BatchMode=yes\nMAX_CLONE_DEPTH=4\nROLLBACK_MAX_MB=0\nSAVEAS_COPY_MAX_MB=8\nREMOTE_DIR=\"/var/tmp/one\"\n").unwrap();
         assert_eq!(c.execution, Execution::Local);
         assert_eq!(c.ssh, ["ssh", "-p", "2222", "-o", "BatchMode=yes"]);
         assert_eq!((c.max_clone_depth, c.rollback_max_mb), (4, 0));
         assert_eq!(Config::default().rollback_max_mb, 2048);
+        assert_eq!((c.saveas_copy_max_mb, Config::default().saveas_copy_max_mb), (8, 64));
         assert_eq!(c.remote_binary(), "/var/tmp/one/rbdx/rbdx");
         assert_eq!(Config::parse("").unwrap(), Config::default());
     }
@@ -322,6 +335,8 @@ mod tests {
             ("MAX_CLONE_DEPTH=0", "MAX_CLONE_DEPTH"),
             ("ROLLBACK_MAX_MB=-1", "ROLLBACK_MAX_MB"),
             ("ROLLBACK_MAX_MB=1GiB", "ROLLBACK_MAX_MB"),
+            ("SAVEAS_COPY_MAX_MB=-1", "SAVEAS_COPY_MAX_MB"),
+            ("SAVEAS_COPY_MAX_MB=64M", "SAVEAS_COPY_MAX_MB"),
             ("BOGUS=1", "unknown setting BOGUS"),
             ("no equals sign", "line 1"),
         ] {

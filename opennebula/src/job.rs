@@ -34,6 +34,11 @@ pub struct Freeze {
     pub or_suspend: bool,
 }
 
+/// A `SaveAs` from a front-end that predates `copy_max_mb`: the default.
+fn default_copy_max_mb() -> u64 {
+    rbdx_core::ops::disk::DEFAULT_COPY_MAX_BYTES >> 20
+}
+
 /// A `SnapRevert` from a front-end that predates `rollback_max_mb`: the default.
 fn default_rollback_max_mb() -> u64 {
     rbdx_core::ops::disk::DEFAULT_ROLLBACK_MAX_BYTES >> 20
@@ -166,6 +171,10 @@ pub enum Job {
         data_pool: Option<String>,
         /// Clone-depth bound.
         max_depth: u32,
+        /// Copy the disk's own data, no snapshot, when it holds at most this
+        /// many MiB (see [`rbdx_core::ops::disk::DiskConfig::copy_max_bytes`]).
+        #[serde(default = "default_copy_max_mb")]
+        copy_max_mb: u64,
     },
     /// TM clone.ssh / ln.ssh: copy an image (at a snapshot) into a file on the host
     /// (an ssh system datastore), sparse.

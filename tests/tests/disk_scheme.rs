@@ -7,9 +7,15 @@ use rbdx_core::ops::disk::{self, Disk, DiskConfig, KEY_DISK, Reclaim, Saved};
 use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec};
 use rbdx_tests::{MIB, Scratch, checksum, fill};
 
-/// The clone swap on every revert (no rollback in place): the scheme's structure.
+/// The clone swap on every revert (no rollback in place) and a snapshot for
+/// every save: the scheme's structure.
 fn ec_config(s: &Scratch) -> DiskConfig {
-    DiskConfig { data_pool: Some(s.env.ec_pool.clone()), rollback_max_bytes: 0, ..DiskConfig::default() }
+    DiskConfig {
+        data_pool: Some(s.env.ec_pool.clone()),
+        rollback_max_bytes: 0,
+        copy_max_bytes: 0,
+        ..DiskConfig::default()
+    }
 }
 
 fn sum(c: &Cluster, spec: &ImageSpec) -> u64 {
@@ -290,6 +296,101 @@ fn an_unchanged_snapshot_taken_outside_the_book_is_entered_and_cloned() {
     s.finish(c);
 }
 
+/// A save of a disk with little data of its own that nothing has open copies
+/// that data onto a clone of the disk's parent: no snapshot, the same content
+/// (a region the disk discarded hides the parent's data in the copy too, and
+/// so does a shrink that lowered its overlap), finished once on a re-run. A
+/// leftover of an interrupted copy is replaced; a disk another client has open,
+/// or with more data than the bound, gets its snapshot.
+#[test]
+fn save_now_copies_a_disk_with_little_data_that_nothing_has_open() {
+    let s = Scratch::new("savecopy");
+    let c = s.env.connect();
+    let head = vm_disk(&s, c);
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
+    let io = ops::ioctx(c, &head).unwrap();
+    d.snapshot_create("0").unwrap();
+    write(c, &head, 5 * MIB, 4);
+    io.open(&head.name).unwrap().discard(0, 4 * MIB).unwrap(); // the parent's data, hidden
+    io.open(&head.name).unwrap().resize(40 * MIB, false).unwrap();
+    write(c, &head, 36 * MIB, 5); // past the parent's end
+    let cfg = DiskConfig { copy_max_bytes: 16 * MIB, ..ec_config(&s) };
+    let never = |_: &str| false;
+    let [a, b, big, watched, plain_copy] = ["a", "b", "big", "watched", "plaincopy"].map(|n| s.spec(n));
+    let snaps = || ops::stat(c, &head).unwrap().snapshots.into_iter().map(|s| s.name).collect::<Vec<_>>();
+    let before = snaps();
+    // A leftover of an interrupted copy is replaced.
+    ops::create(c, &a.sibling(&disk::copy_temp_name(&a.name)).unwrap(), MIB, &CreateOptions::default())
+        .unwrap();
+    assert_eq!(d.save_now("save.a", &a, never, &cfg).unwrap(), Saved::Copied);
+    assert_eq!(sum(c, &a), sum(c, &head));
+    assert_eq!(snaps(), before, "no snapshot taken");
+    let parent = |spec: &ImageSpec| ops::stat(c, spec).unwrap().parent.map(|p| (p.image.name, p.snap));
+    assert_eq!(parent(&a), parent(&head), "a clone of what the disk was cloned from");
+    assert_eq!(ops::stat(c, &a).unwrap().data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
+    assert_eq!(d.save_now("save.a", &a, never, &cfg).unwrap(), Saved::Copied, "a re-run");
+    assert_eq!(d.cloned_into(&a).unwrap(), None, "it reads nothing from the disk");
+    let dependent = disk::dependent_clones(&io).unwrap();
+    assert!(dependent.contains(&a.name), "a child of another disk's snapshot: {dependent:?}");
+
+    // A shrink lowered a disk's overlap: its copy must not read the parent
+    // past it either (the parent has data at 8 MiB, the disk reads zeros).
+    let base2 = s.spec("base2");
+    ops::create(c, &base2, 32 * MIB, &CreateOptions::default()).unwrap();
+    write(c, &base2, 8 * MIB, 2);
+    disk::ensure_snapshot(&io, &base2.name, "snap").unwrap();
+    let shrunk = s.spec("base2-9-0");
+    ops::clone(c, &base2.at("snap").unwrap(), &shrunk, &CloneOptions::default()).unwrap();
+    io.open(&shrunk.name).unwrap().resize(4 * MIB, true).unwrap();
+    io.open(&shrunk.name).unwrap().resize(32 * MIB, false).unwrap();
+    write(c, &shrunk, 0, 3);
+    let sd = Disk::new(c, shrunk.clone(), &rbdx_one::naming::ONE);
+    assert_eq!(sd.save_now("save.b", &b, never, &cfg).unwrap(), Saved::Copied);
+    assert_eq!(sum(c, &b), sum(c, &shrunk));
+    assert_ne!(sum(c, &b), sum(c, &base2.at("snap").unwrap()));
+
+    // More data of its own than the bound: a snapshot.
+    write(c, &head, 12 * MIB, 6);
+    write(c, &head, 20 * MIB, 7);
+    let small = DiskConfig { copy_max_bytes: 4 * MIB, ..cfg.clone() };
+    assert_eq!(d.save_now("save.big", &big, never, &small).unwrap(), Saved::Taken("save.big".into()));
+    assert_eq!(sum(c, &big), sum(c, &head));
+
+    // Another client (a running VM) has it open: a snapshot, consistent.
+    let other = s.env.connect_new();
+    let oio = ops::ioctx(&other, &head).unwrap();
+    let vm = oio.open_as_client(&head.name).unwrap();
+    assert_eq!(d.save_now("save.w", &watched, never, &cfg).unwrap(), Saved::Taken("save.w".into()));
+    drop(vm);
+    drop(oio);
+    drop(other);
+    assert_eq!(sum(c, &watched), sum(c, &head));
+
+    // A disk without a parent: a new image with its data.
+    let plain = s.spec("plain");
+    ops::create(c, &plain, 8 * MIB, &CreateOptions::default()).unwrap();
+    write(c, &plain, 2 * MIB, 8);
+    let p = Disk::new(c, plain.clone(), &rbdx_one::naming::ONE);
+    assert_eq!(p.save_now("save.p", &plain_copy, never, &cfg).unwrap(), Saved::Copied);
+    assert_eq!(sum(c, &plain_copy), sum(c, &plain));
+    assert_eq!(parent(&plain_copy), None);
+
+    for t in [a, b, big, watched, plain_copy] {
+        Disk::new(c, t, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+    }
+    // An interrupted copy that is never re-run goes with the image it was for
+    // (oned's image in ERROR, deleted).
+    let failed = s.spec("failed");
+    let left = failed.sibling(&disk::copy_temp_name(&failed.name)).unwrap();
+    ops::clone(c, &base2.at("snap").unwrap(), &left, &CloneOptions::default()).unwrap();
+    Disk::new(c, failed, &rbdx_one::naming::ONE).remove(None, Reclaim::Trash).unwrap();
+    assert!(ops::stat(c, &left).unwrap_err().is_not_found(), "the leftover is removed");
+    p.remove(None, Reclaim::Trash).unwrap();
+    sd.remove(None, Reclaim::Trash).unwrap();
+    d.remove(None, Reclaim::Trash).unwrap();
+    s.finish(c);
+}
+
 /// A save-as of the disk as it is now, in one operation: a new snapshot, then
 /// the same one again while the disk has not changed, the clone's own on a
 /// re-run; a target that is something else is refused before any snapshot.
@@ -548,7 +649,8 @@ fn a_clone_of_a_disk_does_not_inherit_its_bookkeeping() {
     let saved = s.spec("saved");
     let snap = d.save_now("save.1", &saved, |_| false, &ec_config(&s)).unwrap();
     let img = io.open_read_only(&saved.name, None).unwrap();
-    let marker = vec![("rbdx.cloned-from".to_string(), format!("{}@{}", head.name, snap.snapshot()))];
+    let marker =
+        vec![("rbdx.cloned-from".to_string(), format!("{}@{}", head.name, snap.snapshot().unwrap()))];
     assert_eq!(img.metadata_list("rbdx.").unwrap(), marker);
     assert_eq!(img.metadata_get("other.key").unwrap().as_deref(), Some("kept"));
     drop(img);

@@ -21,6 +21,7 @@ pub fn run(ctx: &DsCtx) -> Result<String, rbdx_one::Error> {
         target: target.clone(),
         data_pool: ctx.data_pool(),
         max_depth: ctx.cfg.max_clone_depth,
+        copy_max_mb: ctx.cfg.saveas_copy_max_mb,
     };
     ctx.run(&job)?;
     Ok(format!("{target} raw\n"))

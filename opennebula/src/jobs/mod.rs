@@ -101,8 +101,12 @@ pub(crate) fn dispatch(job: &Job, log: &mut Vec<String>) -> Result<Done> {
         Job::SnapRevert { ceph, head, snap, data_pool, max_depth, rollback_max_mb } => {
             snap_revert::run(&ceph.connect()?, head, snap, data_pool, *max_depth, *rollback_max_mb)
         }
-        Job::SaveAs { ceph, head, snap, target, data_pool, max_depth } => {
-            save_as::run(&ceph.connect()?, head, snap.as_deref(), target, data_pool, *max_depth, log)
+        Job::SaveAs { ceph, head, snap, target, data_pool, max_depth, copy_max_mb } => {
+            let cfg = DiskConfig {
+                copy_max_bytes: copy_max_mb.saturating_mul(1 << 20),
+                ..disk_config(data_pool, *max_depth)
+            };
+            save_as::run(&ceph.connect()?, head, snap.as_deref(), target, &cfg, log)
         }
         Job::ExportToFile { ceph, source, snap, drop_base_snap, path, size_mb } => export_to_file::run(
             &ceph.connect()?,

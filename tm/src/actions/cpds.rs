@@ -23,13 +23,15 @@ pub fn run(args: &[String], ctx: &Ctx) -> Result {
         s => Some(parse_id("snapshot id", s)?.to_string()),
     };
     let da = DiskAction::load(ctx, &a[0], &a[3], &a[4])?;
+    let cfg = ctx.cfg.for_datastore(da.ds.template())?;
     let job = Job::SaveAs {
         ceph: da.ceph(ctx)?,
         head: da.image()?,
         snap,
         target: target.to_string(),
         data_pool: data_pool(&da.ds),
-        max_depth: da.max_depth(ctx)?,
+        max_depth: cfg.max_clone_depth,
+        copy_max_mb: cfg.saveas_copy_max_mb,
     };
     let host = ctx.host_for(&da.hp, &da.vm, &da.ds)?;
     ctx.run(&job, &host, &da.ds)
