@@ -313,6 +313,14 @@ unsafe extern "C" {
         c: rbd_completion_t,
         op_flags: c_int,
     ) -> c_int;
+    pub fn rbd_aio_read2(
+        image: rbd_image_t,
+        off: u64,
+        len: size_t,
+        buf: *mut c_char,
+        c: rbd_completion_t,
+        op_flags: c_int,
+    ) -> c_int;
     pub fn rbd_aio_wait_for_complete(c: rbd_completion_t) -> c_int;
     pub fn rbd_aio_get_return_value(c: rbd_completion_t) -> ssize_t;
     pub fn rbd_aio_release(c: rbd_completion_t);

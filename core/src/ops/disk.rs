@@ -1273,29 +1273,35 @@ fn others_have_open(img: &Image<'_>) -> Result<bool> {
     Ok(img.watchers()?.iter().any(|w| w.id != me))
 }
 
-/// Copies the extents `own` of `from` into the same place in `to`, a few in
-/// flight. Chunks of zeros are written too where `to` is a clone (they hide
-/// its parent's data there) and skipped otherwise (a new image reads zeros).
+/// Copies the extents `own` of `from` into the same place in `to`, a few
+/// reads and writes in flight. Chunks of zeros are written too where `to` is a
+/// clone (they hide its parent's data there) and skipped otherwise (a new
+/// image reads zeros).
 fn copy_extents(from: &Image<'_>, to: &Image<'_>, own: &[(u64, u64)], clone: bool) -> Result<()> {
+    let _span = crate::trace::span("copy");
+    let mut reads = crate::rbd::Reads::new(from, super::WRITE_WINDOW);
     let mut writes = crate::rbd::Writes::new(to, super::WRITE_WINDOW);
+    let put = |writes: &mut crate::rbd::Writes<'_, '_>, (at, buf): (u64, Vec<u8>)| {
+        if clone || !super::is_zero(&buf) {
+            return writes.write(at, buf);
+        }
+        writes.recycle(buf);
+        Ok(())
+    };
     for &(off, len) in own {
         let mut done = 0;
         while done < len {
             let n =
                 usize::try_from((len - done).min(super::SPARSE_CHUNK as u64)).unwrap_or(super::SPARSE_CHUNK);
-            let mut buf = writes.buffer(n);
-            let got = from.read_at(off + done, &mut buf)?;
-            if got != n {
-                let at = format!("{} at {} ({got} of {n} bytes)", from.spec(), off + done);
-                return Err(crate::error::CephError::new("rbd_read2", -i64::from(libc::EIO), at).into());
-            }
-            if clone || !super::is_zero(&buf) {
-                writes.write(off + done, buf)?;
-            } else {
-                writes.recycle(buf);
+            let buf = writes.buffer(n);
+            if let Some(read) = reads.read(off + done, buf)? {
+                put(&mut writes, read)?;
             }
             done += n as u64;
         }
+    }
+    while let Some(read) = reads.oldest()? {
+        put(&mut writes, read)?;
     }
     writes.finish()?;
     to.flush()

@@ -6,7 +6,7 @@ mod image;
 mod list;
 mod options;
 
-pub use aio::Writes;
+pub use aio::{Reads, Writes};
 pub use image::{Image, ImageInfo, LinkedImage, Parent, SnapNamespace, Snapshot, Watcher};
 pub use options::{ImageOptions, features};
 
