@@ -1203,7 +1203,7 @@ impl Disk<'_> {
             return Ok(false);
         }
         let info = head.info()?;
-        if !info.fast_diff_valid() || others_have_open(head)? {
+        if !info.fast_diff_valid() || !super::other_watchers(head)?.is_empty() {
             return Ok(false);
         }
         let mut own = Vec::new();
@@ -1257,20 +1257,13 @@ impl Disk<'_> {
         }
         t.metadata_set(KEY_COPIED_FROM, &self.head.to_string())?;
         drop(t);
-        if others_have_open(head)? {
+        if !super::other_watchers(head)?.is_empty() {
             super::remove(self.cluster, &temp, super::RemoveOptions::default())?;
             return Ok(false);
         }
         tio.rename_image(&temp.name, &target.name)?;
         Ok(true)
     }
-}
-
-/// Whether a client other than this one has `img` open (a running VM, a
-/// mapping): it may write while rbdx reads.
-fn others_have_open(img: &Image<'_>) -> Result<bool> {
-    let me = i64::try_from(img.ioctx().instance_id()).unwrap_or(-1);
-    Ok(img.watchers()?.iter().any(|w| w.id != me))
 }
 
 /// Copies the extents `own` of `from` into the same place in `to`, a few

@@ -341,12 +341,21 @@ pub(crate) fn book_fresh_clone(io: &IoCtx<'_>, name: &str, set: &[(&str, &str)])
 /// # Errors
 /// [`Error::InUse`]; Ceph errors listing the watchers.
 pub fn refuse_in_use(img: &Image<'_>, spec: &ImageSpec) -> Result<()> {
-    let me = i64::try_from(img.ioctx().instance_id()).unwrap_or(-1);
-    let watchers: Vec<_> = img.watchers()?.into_iter().filter(|w| w.id != me).collect();
+    let watchers = other_watchers(img)?;
     if watchers.is_empty() {
         return Ok(());
     }
     Err(Error::InUse { image: spec.to_string(), watchers: watchers.into_iter().map(|w| w.addr).collect() })
+}
+
+/// The clients other than this one that have `img` open (a VM, a kernel
+/// mapping): its watchers, less this client's own handles.
+///
+/// # Errors
+/// Ceph errors listing the watchers.
+pub(crate) fn other_watchers(img: &Image<'_>) -> Result<Vec<crate::rbd::Watcher>> {
+    let me = i64::try_from(img.ioctx().instance_id()).unwrap_or(-1);
+    Ok(img.watchers()?.into_iter().filter(|w| w.id != me).collect())
 }
 
 /// Removes the rbdx metadata an image inherited from its parent when it was
