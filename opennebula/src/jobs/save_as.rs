@@ -41,17 +41,19 @@ pub fn run(
                     cfg,
                 )
                 .context(format!("saving {h} as {t}"))?;
-            match &saved {
-                Saved::Unchanged(s) => log.push(format!("{h} is unchanged since {h}@{s}: no new snapshot")),
+            match saved {
+                Saved::Unchanged(s) => {
+                    log.push(format!("{h} is unchanged since {h}@{s}: no new snapshot"));
+                    s
+                }
                 Saved::Copied => {
                     log.push(format!(
                         "saved {h} as {t}: its own data copied (little, and nothing has it open)"
                     ));
                     return Done::nothing();
                 }
-                Saved::Again(_) | Saved::Taken(_) => {}
+                Saved::Again(s) | Saved::Taken(s) => s,
             }
-            saved.snapshot().unwrap_or_default().to_string()
         }
     };
     log.push(format!("saved {h}@{snap} as {t} (copy-on-write)"));
