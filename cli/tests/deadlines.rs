@@ -1,7 +1,8 @@
 //! Deadlines: an action past its deadline stops, with everything it started (its
 //! child processes and theirs), in-process and on a host over ssh, and says so in
-//! one line; a download is cut only when it stalls (no data for IDLE_TIMEOUT),
-//! never for being long: a 2 GiB import at 10 MiB/s (3.5 minutes) succeeds.
+//! one line naming the step it was waiting for; a download is cut only when it
+//! stalls (no data for IDLE_TIMEOUT), never for being long: a 2 GiB import at
+//! 10 MiB/s (3.5 minutes) succeeds.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -72,7 +73,8 @@ fn an_action_past_its_deadline_stops_with_everything_it_started() {
     let config = format!("EXECUTION = local\nACTION_TIMEOUT = 3\nFREEZE_TIMEOUT = 600\nVIRSH = {virsh}\n");
     let e = OneEnv::new(Path::new(BIN), &config);
     let (out, took) = live_snapshot(&e, "localhost");
-    let line = assert_fails(&out, "did not finish within 3s (its deadline)");
+    let line =
+        assert_fails(&out, "did not finish within 3s (its deadline) and was stopped during: guest freeze");
     assert!(took < Duration::from_secs(8), "stopped at its deadline ({took:?}): {line}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(processes_with(&token), Vec::<String>::new(), "nothing it started runs on");

@@ -13,6 +13,10 @@
 //! `snapshot remove (freed with its last clone)`; to tell, a traced removal
 //! opens the image before and its parent after. The orchestrator layers add
 //! their own (their API calls, `ssh`).
+//!
+//! Whether kept or not, the step a span times is the process's [`current`] one
+//! while it runs: an action stopped at its deadline names what it was waiting
+//! for.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 static ON: AtomicBool = AtomicBool::new(false);
 static SPANS: Mutex<Vec<Span>> = Mutex::new(Vec::new());
+static CURRENT: Mutex<Option<&'static str>> = Mutex::new(None);
 
 /// One timed step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,25 +47,46 @@ pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
-/// Times `name` until the returned guard drops.
+/// Times `name` until the returned guard drops; meanwhile it is the
+/// [`current`] step.
 #[must_use = "the span ends when the guard drops"]
 pub fn span(name: &'static str) -> Timer {
-    Timer { name: enabled().then_some(name), start: Instant::now() }
+    Timer { name: enabled().then_some(name), outer: current_slot().replace(name), start: Instant::now() }
+}
+
+/// Makes `name` the [`current`] step until the returned guard drops, without
+/// timing it (a layer that times the step itself, under a name it builds).
+#[must_use = "the step ends when the guard drops"]
+pub fn step(name: &'static str) -> Timer {
+    Timer { name: None, outer: current_slot().replace(name), start: Instant::now() }
+}
+
+/// The step a running span times (the innermost), if any: what the process
+/// is waiting for at this moment.
+pub fn current() -> Option<&'static str> {
+    *current_slot()
 }
 
 /// A running span (see [`span`]).
 #[derive(Debug)]
 pub struct Timer {
     name: Option<&'static str>,
+    /// The step this span interrupted, current again when it ends.
+    outer: Option<&'static str>,
     start: Instant,
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
+        *current_slot() = self.outer;
         if let Some(name) = self.name {
             record(name.to_string(), self.start.elapsed());
         }
     }
+}
+
+fn current_slot() -> std::sync::MutexGuard<'static, Option<&'static str>> {
+    CURRENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Keeps a span measured elsewhere (a host's spans, an API call's name).
@@ -92,8 +118,20 @@ fn lock() -> std::sync::MutexGuard<'static, Vec<Span>> {
 mod tests {
     use super::*;
 
+    // One test: the current step is process-wide, and tests run in threads.
     #[test]
-    fn spans_are_kept_only_once_enabled() {
+    fn spans_name_the_current_step_and_are_kept_only_once_enabled() {
+        let outer = span("remove");
+        assert_eq!(current(), Some("remove"));
+        let inner = span("open");
+        assert_eq!(current(), Some("open"));
+        drop(inner);
+        assert_eq!(current(), Some("remove"));
+        drop(outer);
+        assert_eq!(current(), None);
+        drop(step("oned"));
+        assert!(take().is_empty(), "a step alone is not timed");
+
         drop(span("before"));
         assert!(take().is_empty());
         enable();

@@ -35,13 +35,17 @@ pub fn arm(limit: Duration, report: fn(&str)) {
         }
         rbdx_import::child::kill_all();
         if !FINISHED.swap(true, Ordering::SeqCst) {
-            report(&format!(
-                "the action did not finish within {}s (its deadline) and was stopped",
-                limit.as_secs()
-            ));
+            report(&stopped(limit, rbdx_core::trace::current()));
         }
         std::process::exit(1);
     });
+}
+
+/// The failure line of an action stopped at its deadline `limit`, naming the
+/// step it was waiting for (a Ceph call, an oned call, ssh…) when known.
+fn stopped(limit: Duration, step: Option<&str>) -> String {
+    let during = step.map(|s| format!(" during: {s}")).unwrap_or_default();
+    format!("the action did not finish within {}s (its deadline) and was stopped{during}", limit.as_secs())
 }
 
 /// Marks the action finished: a deadline passing now no longer reports (the
@@ -76,5 +80,15 @@ mod tests {
         assert_eq!(bound(Duration::from_secs(5)), Duration::from_secs(5));
         assert_eq!(for_host(Duration::from_secs(10)), Duration::from_secs(8));
         assert_eq!(for_host(Duration::from_secs(1)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_stopped_action_names_the_step_it_waited_for() {
+        let s = Duration::from_secs(600);
+        assert_eq!(
+            stopped(s, Some("snapshot remove")),
+            "the action did not finish within 600s (its deadline) and was stopped during: snapshot remove"
+        );
+        assert_eq!(stopped(s, None), "the action did not finish within 600s (its deadline) and was stopped");
     }
 }

@@ -53,6 +53,7 @@ fn run(program: &[String], args: &[&str]) -> Result<()> {
     )
     .context(format!("cannot run {cmd}"))?;
     let limit = host.freeze_timeout.max(Duration::from_secs(1));
+    let _step = rbdx_core::trace::step("guest freeze or thaw");
     let start = Instant::now();
     loop {
         match child.try_wait().context(format!("waiting for {cmd}"))? {

@@ -91,7 +91,9 @@ impl Oned {
 
     fn call(&self, method: &str, args: &[Value]) -> Result<String, crate::Error> {
         let started = std::time::Instant::now();
+        let step = rbdx_core::trace::step("oned call");
         let answer = self.call_untimed(method, args);
+        drop(step);
         rbdx_core::trace::record(format!("oned {method}"), started.elapsed());
         answer
     }
