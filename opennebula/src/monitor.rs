@@ -5,6 +5,7 @@
 
 use rbdx_core::Cluster;
 use rbdx_core::ops::{self, ImageSpec, PoolUsage};
+use rbdx_core::rbd::ImageEntry;
 
 use crate::error::{Context, Error, Result};
 
@@ -63,21 +64,23 @@ pub fn vm_disk_of(name: &str) -> Option<(u32, u32)> {
 }
 
 /// Space allocated to every VM disk image in `pool`, from the object maps
-/// (fast-diff): (VM id, disk id, MiB rounded up). Measured by 16 threads: an
-/// image open waits on the cluster more than on the CPU.
+/// (fast-diff), read without opening the images where they can tell
+/// ([`rbdx_core::IoCtx::head_usage`]): (VM id, disk id, MiB rounded up).
+/// Measured by 16 threads: each image waits on the cluster more than on the
+/// CPU.
 ///
 /// # Errors
 /// One line.
 pub fn vm_disks(c: &Cluster, pool: &str) -> Result<Vec<(u32, u32, u64)>> {
     let io = c.ioctx(pool).map_err(Error::from)?;
-    let names: Vec<(String, u32, u32)> = io
+    let names: Vec<(ImageEntry, u32, u32)> = io
         .list_images()
         .map_err(Error::from)?
         .into_iter()
-        .filter_map(|e| vm_disk_of(&e.name).map(|(vm, d)| (e.name, vm, d)))
+        .filter_map(|e| vm_disk_of(&e.name).map(|(vm, d)| (e, vm, d)))
         .collect();
     let threads = 16.min(names.len().max(1));
-    let chunks: Vec<Vec<(String, u32, u32)>> =
+    let chunks: Vec<Vec<(ImageEntry, u32, u32)>> =
         (0..threads).map(|t| names.iter().skip(t).step_by(threads).cloned().collect()).collect();
     let results = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
@@ -86,10 +89,9 @@ pub fn vm_disks(c: &Cluster, pool: &str) -> Result<Vec<(u32, u32, u64)>> {
                 scope.spawn(move || {
                     let io = c.ioctx(pool).map_err(Error::from)?;
                     let mut out = Vec::new();
-                    for (name, vm, d) in chunk {
+                    for (entry, vm, d) in chunk {
                         // An image removed while we look is simply not reported.
-                        let Ok(img) = io.open_read_only(&name, None) else { continue };
-                        if let Ok(used) = ops::used_bytes(&img, None) {
+                        if let Ok(Some(used)) = io.head_usage(&entry) {
                             out.push((vm, d, used.div_ceil(MIB)));
                         }
                     }

@@ -392,6 +392,63 @@ fn images_live_in_rados_namespaces_too() {
 }
 
 #[test]
+fn head_usage_counts_what_an_open_counts_without_opening() {
+    let s = Scratch::new("usage");
+    let c = s.env.connect();
+    let io = c.ioctx(&s.env.pool).unwrap();
+    let make = |name: &str, size: u64, opts: &CreateOptions, writes: &[(u64, u64)]| {
+        let spec = s.spec(name);
+        ops::create(c, &spec, size, opts).unwrap();
+        let img = io.open(&spec.name).unwrap();
+        for &(off, len) in writes {
+            fill(&img, off, len, 7);
+        }
+        spec
+    };
+    let plain = CreateOptions::default();
+    let mut want = vec![
+        // The last object cut at the image's end.
+        (make("full", 10 * MIB, &plain, &[(0, 10 * MIB)]), 10 * MIB),
+        (make("sparse", 64 * MIB, &plain, &[(0, 1), (40 * MIB, 1)]), 8 * MIB),
+        (
+            make("ec", 64 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool)), &[(0, 9 * MIB)]),
+            12 * MIB,
+        ),
+        (
+            make("order20", 8 * MIB, &CreateOptions { order: Some(20), ..plain.clone() }, &[(MIB / 2, MIB)]),
+            2 * MIB,
+        ),
+        (make("empty", 64 * MIB, &plain, &[]), 0),
+    ];
+    // A discarded object is gone from the map; a shrink cuts the map.
+    let discarded = make("discarded", 16 * MIB, &plain, &[(0, 8 * MIB)]);
+    io.open(&discarded.name).unwrap().discard(0, 4 * MIB).unwrap();
+    want.push((discarded, 4 * MIB));
+    let shrunk = make("shrunk", 16 * MIB, &plain, &[(0, 12 * MIB)]);
+    io.open(&shrunk.name).unwrap().resize(6 * MIB, true).unwrap();
+    want.push((shrunk, 6 * MIB));
+    // A clone counts its own objects only.
+    let snap = base_with_snapshot(&s, c, false);
+    let clone = s.spec("clone");
+    ops::clone(c, &snap, &clone, &CloneOptions::default()).unwrap();
+    fill(&io.open(&clone.name).unwrap(), 5 * MIB, 1, 9);
+    want.push((clone, 4 * MIB));
+    // No object map: the image is opened and its extents listed.
+    let unmapped = CreateOptions { features: Some(features::LAYERING), ..plain.clone() };
+    want.push((make("unmapped", 16 * MIB, &unmapped, &[(0, MIB), (8 * MIB, MIB)]), 8 * MIB));
+
+    let listed = io.list_images().unwrap();
+    for (spec, bytes) in &want {
+        let entry = listed.iter().find(|e| e.name == spec.name).unwrap();
+        let opened = ops::used_bytes(&io.open_read_only(&spec.name, None).unwrap(), None).unwrap();
+        assert_eq!(io.head_usage(entry).unwrap(), Some(*bytes), "{spec}");
+        assert_eq!(opened, *bytes, "{spec}: what an open counts");
+    }
+    let gone = rbdx_core::rbd::ImageEntry { id: "0000000000ffff".into(), name: s.spec("gone").name };
+    assert_eq!(io.head_usage(&gone).unwrap(), None);
+}
+
+#[test]
 fn head_views_say_what_an_open_says_without_opening() {
     let s = Scratch::new("views");
     let c = s.env.connect();

@@ -1,14 +1,22 @@
-//! Traced removals name the OSD map update librbd waits for inside them. A test
-//! binary of its own: tracing is switched on for the whole process.
+//! Traced removals name the OSD map update librbd waits for inside them; an
+//! image's usage is read without opening it. A test binary of its own: tracing
+//! is switched on for the whole process (and its tests take turns).
+
+use std::sync::Mutex;
 
 use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, RemoveOptions};
+use rbdx_core::rbd::features;
 use rbdx_core::trace;
-use rbdx_tests::{MIB, Scratch};
+use rbdx_tests::{MIB, Scratch, fill};
+
+/// The spans are the process's: one test at a time looks at them.
+static TRACED: Mutex<()> = Mutex::new(());
 
 const FREED: &str = "snapshot remove (freed with its last clone)";
 
 #[test]
 fn a_removal_that_frees_a_trashed_snapshot_counts_as_a_snapshot_remove() {
+    let _turn = TRACED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let s = Scratch::new("trace");
     let c = s.env.connect();
     let base = s.spec("base");
@@ -38,5 +46,33 @@ fn a_removal_that_frees_a_trashed_snapshot_counts_as_a_snapshot_remove() {
     assert_eq!(second.iter().filter(|n| *n == FREED).count(), 1, "the last clone: {second:?}");
     assert!(!second.iter().any(|n| n == "remove"), "{second:?}");
     assert_eq!(snapshots(), 0, "librbd freed it");
+    s.finish(c);
+}
+
+#[test]
+fn head_usage_opens_only_an_image_without_an_object_map() {
+    let _turn = TRACED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let s = Scratch::new("usage");
+    let c = s.env.connect();
+    let io = c.ioctx(&s.env.pool).unwrap();
+    let (mapped, unmapped) = (s.spec("mapped"), s.spec("unmapped"));
+    ops::create(c, &mapped, 16 * MIB, &CreateOptions::default()).unwrap();
+    let no_map = CreateOptions { features: Some(features::LAYERING), ..CreateOptions::default() };
+    ops::create(c, &unmapped, 16 * MIB, &no_map).unwrap();
+    for spec in [&mapped, &unmapped] {
+        fill(&io.open(&spec.name).unwrap(), 0, MIB, 3);
+    }
+    let listed = io.list_images().unwrap();
+    let entry = |name: &str| listed.iter().find(|e| e.name == name).unwrap().clone();
+
+    trace::enable();
+    let names = || trace::take().into_iter().map(|s| s.name).collect::<Vec<_>>();
+    let _ = names();
+    assert_eq!(io.head_usage(&entry(&mapped.name)).unwrap(), Some(4 * MIB));
+    let read = names();
+    assert!(!read.iter().any(|n| n == "open"), "read from the header and the map: {read:?}");
+    assert_eq!(io.head_usage(&entry(&unmapped.name)).unwrap(), Some(4 * MIB));
+    let opened = names();
+    assert!(opened.iter().any(|n| n == "open"), "no map to read: {opened:?}");
     s.finish(c);
 }

@@ -449,6 +449,53 @@ impl<'a> ClsReader<'a> {
     }
 }
 
+/// Header flags: the object map, or the fast-diff states in it, cannot be
+/// trusted (librbd's `RBD_FLAG_*`).
+const FLAG_OBJECT_MAP_INVALID: u64 = 1 << 0;
+const FLAG_FAST_DIFF_INVALID: u64 = 1 << 1;
+
+/// An object map as cls `rbd.object_map_load` returns it: a bit vector of
+/// two-bit object states (0: no object; 1, 2, 3: exists, pending removal,
+/// exists and unchanged since the last snapshot), four to a byte, the first in
+/// the high bits. Encoded as a length-prefixed header (a versioned struct
+/// holding the element count), the data, then a footer of checksums (which
+/// the OSD checked before answering).
+struct ObjectStates<'a> {
+    count: u64,
+    data: &'a [u8],
+}
+
+impl<'a> ObjectStates<'a> {
+    fn decode(reply: &'a [u8]) -> Option<Self> {
+        let mut r = ClsReader(reply);
+        let header = usize::try_from(r.u32()?).ok()?;
+        let mut h = ClsReader(r.take(header)?);
+        h.start()?;
+        let count = h.u64()?;
+        let bytes = usize::try_from(count.div_ceil(4)).ok()?;
+        let data = r.take(bytes)?;
+        // The footer, and nothing after it.
+        let footer = usize::try_from(r.u32()?).ok()?;
+        r.take(footer)?;
+        r.0.is_empty().then_some(Self { count, data })
+    }
+
+    fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// The numbers of the objects that exist.
+    fn existing(&self) -> impl Iterator<Item = u64> + '_ {
+        let four = self.data.iter().zip((0u64..).step_by(4)).filter(|(b, _)| **b != 0);
+        four.flat_map(move |(b, first)| {
+            (0..4)
+                .map(move |j| (first + j, (b >> ((3 - j) * 2)) & 0b11))
+                .filter(|(i, s)| *s != 0 && *i < self.count)
+        })
+        .map(|(i, _)| i)
+    }
+}
+
 impl IoCtx<'_> {
     /// The parent of the image with id `id`, read from its header (cls
     /// `rbd.parent_get`, one round trip; the head's link, else the oldest
@@ -581,6 +628,81 @@ impl IoCtx<'_> {
             snap_name: snap.snap.name,
             snap_namespace: snap.namespace,
         }))
+    }
+
+    /// The bytes allocated to the head of image `entry`, its parent's not
+    /// counted: whole objects, the last one cut at the image's end, as
+    /// [`crate::ops::used_bytes`] counts them on the open image. Read from the
+    /// header (size, features, flags) and the object map: two round trips,
+    /// where an open reads the header, its snapshots and its parent's, and then
+    /// the map. `None` for an image gone meanwhile. An image whose map cannot
+    /// tell (no id object, no object map or fast-diff, a map flagged invalid or
+    /// of another length than the image, fancy striping) is opened read-only
+    /// and its extents listed instead.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
+    pub fn head_usage(&self, entry: &ImageEntry) -> Result<Option<u64>> {
+        let _span = crate::trace::span("headers");
+        if entry.id.is_empty() {
+            return self.opened_usage(&entry.name);
+        }
+        let oid = header_oid(&entry.id);
+        let head = HEAD_SNAP.to_le_bytes().to_vec();
+        let calls = [(c"get_size", head.clone()), (c"get_features", head.clone()), (c"get_flags", head)];
+        let replies = match self.exec_reads(&oid, c"rbd", &calls) {
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(crate::Error::Ceph(c)) if [libc::ENOEXEC, libc::EOPNOTSUPP].contains(&c.errno) => {
+                return self.opened_usage(&entry.name);
+            }
+            other => other?,
+        };
+        let reader = |i: usize| replies.get(i).map(|r| ClsReader(r));
+        // The order (one byte) and the size; the features (the incompatible
+        // ones follow); the flags.
+        let size = reader(0).and_then(|mut r| Some((r.take(1)?[0], r.u64()?)));
+        let feats = reader(1).and_then(|mut r| r.u64());
+        let flags = reader(2).and_then(|mut r| r.u64());
+        let (Some((order, size)), Some(feats), Some(flags)) = (size, feats, flags) else {
+            return Err(crate::Error::BadReply {
+                command: format!("{}/{oid} rbd.get_size,get_features,get_flags", self.spec()),
+                detail: "not a size, features and flags".into(),
+            });
+        };
+        let mapped = features::OBJECT_MAP | features::FAST_DIFF;
+        let invalid = FLAG_OBJECT_MAP_INVALID | FLAG_FAST_DIFF_INVALID;
+        if feats & mapped != mapped
+            || feats & features::STRIPINGV2 != 0
+            || flags & invalid != 0
+            || !(12..=26).contains(&order)
+        {
+            return self.opened_usage(&entry.name);
+        }
+        let map_oid = format!("rbd_object_map.{}", entry.id);
+        let map = match self.exec_reads(&map_oid, c"rbd", &[(c"object_map_load", Vec::new())]) {
+            // No map, or no image any more: the open tells which.
+            Err(e) if e.is_not_found() => return self.opened_usage(&entry.name),
+            other => other?,
+        };
+        let states =
+            map.first().and_then(|m| ObjectStates::decode(m)).ok_or_else(|| crate::Error::BadReply {
+                command: format!("{}/{map_oid} rbd.object_map_load", self.spec()),
+                detail: "not an object map".into(),
+            })?;
+        let object = 1u64 << order;
+        if states.len() != size.div_ceil(object) {
+            return self.opened_usage(&entry.name);
+        }
+        Ok(Some(states.existing().map(|i| object.min(size - i * object)).sum()))
+    }
+
+    /// [`IoCtx::head_usage`] through a read-only open.
+    fn opened_usage(&self, name: &str) -> Result<Option<u64>> {
+        match self.open_read_only(name, None) {
+            Ok(img) => crate::ops::used_bytes(&img, None).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// [`HeadView`] through a read-only open.
@@ -819,5 +941,36 @@ impl Drop for Removal<'_, '_> {
         });
         let name = if freed { "snapshot remove (freed with its last clone)" } else { "remove" };
         crate::trace::record(name.to_string(), took);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An object map as the OSD encodes it: header, data, footer.
+    fn encoded(count: u64, data: &[u8]) -> Vec<u8> {
+        let mut v = 14u32.to_le_bytes().to_vec();
+        v.extend([1, 1]);
+        v.extend(8u32.to_le_bytes());
+        v.extend(count.to_le_bytes());
+        v.extend(data);
+        v.extend(8u32.to_le_bytes());
+        v.extend([0xaa; 8]);
+        v
+    }
+
+    #[test]
+    fn object_states_are_read_high_bits_first_and_stop_at_the_count() {
+        // Objects 0..6: exists, none, clean, none | pending, none (then padding
+        // that is not an object).
+        let map = encoded(6, &[0b01_00_11_00, 0b10_00_11_11]);
+        let states = ObjectStates::decode(&map).unwrap();
+        assert_eq!(states.len(), 6);
+        assert_eq!(states.existing().collect::<Vec<_>>(), [0, 2, 4]);
+        assert_eq!(ObjectStates::decode(&encoded(0, &[])).unwrap().existing().count(), 0);
+        // Data shorter than the count says: not an object map.
+        assert!(ObjectStates::decode(&encoded(9, &[0xff, 0xff])).is_none());
+        assert!(ObjectStates::decode(&[14, 0, 0]).is_none());
     }
 }

@@ -10,6 +10,8 @@ use crate::rados::cstring;
 pub mod features {
     /// Copy-on-write cloning.
     pub const LAYERING: u64 = 1 << 0;
+    /// Striping other than one object after the other ("fancy" striping).
+    pub const STRIPINGV2: u64 = 1 << 1;
     /// Exclusive lock.
     pub const EXCLUSIVE_LOCK: u64 = 1 << 2;
     /// Object map (needs exclusive-lock).
