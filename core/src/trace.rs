@@ -14,19 +14,22 @@
 //! opens the image before and its parent after. The orchestrator layers add
 //! their own (their API calls, `ssh`).
 //!
-//! Whether kept or not, the step a span times is the process's [`current`] one
-//! while it runs: an action stopped at its deadline names what it was waiting
-//! for.
+//! Whether kept or not, a running span is listed while it runs, and the
+//! latest one started is the process's [`current`] step: an action stopped at
+//! its deadline names what it was waiting for.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 static ON: AtomicBool = AtomicBool::new(false);
 static SPANS: Mutex<Vec<Span>> = Mutex::new(Vec::new());
-static CURRENT: Mutex<Option<&'static str>> = Mutex::new(None);
+/// The spans running now, oldest first, each with its own number (spans of
+/// several threads end in any order).
+static RUNNING: Mutex<Vec<(u64, &'static str)>> = Mutex::new(Vec::new());
+static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// One timed step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,42 +54,53 @@ pub fn enabled() -> bool {
 /// [`current`] step.
 #[must_use = "the span ends when the guard drops"]
 pub fn span(name: &'static str) -> Timer {
-    Timer { name: enabled().then_some(name), outer: current_slot().replace(name), start: Instant::now() }
+    Timer { name: enabled().then_some(name), running: start(name), start: Instant::now() }
 }
 
 /// Makes `name` the [`current`] step until the returned guard drops, without
 /// timing it (a layer that times the step itself, under a name it builds).
 #[must_use = "the step ends when the guard drops"]
 pub fn step(name: &'static str) -> Timer {
-    Timer { name: None, outer: current_slot().replace(name), start: Instant::now() }
+    Timer { name: None, running: start(name), start: Instant::now() }
 }
 
-/// The step a running span times (the innermost), if any: what the process
-/// is waiting for at this moment.
+/// The step the latest running span started times (on one thread, the
+/// innermost), if any: what the process is waiting for at this moment.
 pub fn current() -> Option<&'static str> {
-    *current_slot()
+    running().last().map(|(_, name)| *name)
+}
+
+/// Lists a running span; returns its number.
+fn start(name: &'static str) -> u64 {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    running().push((n, name));
+    n
 }
 
 /// A running span (see [`span`]).
 #[derive(Debug)]
 pub struct Timer {
     name: Option<&'static str>,
-    /// The step this span interrupted, current again when it ends.
-    outer: Option<&'static str>,
+    /// Its number in [`RUNNING`].
+    running: u64,
     start: Instant,
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        *current_slot() = self.outer;
+        let mut running = running();
+        if let Some(i) = running.iter().rposition(|(n, _)| *n == self.running) {
+            running.remove(i);
+        }
+        drop(running);
         if let Some(name) = self.name {
             record(name.to_string(), self.start.elapsed());
         }
     }
 }
 
-fn current_slot() -> std::sync::MutexGuard<'static, Option<&'static str>> {
-    CURRENT.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn running() -> std::sync::MutexGuard<'static, Vec<(u64, &'static str)>> {
+    RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Keeps a span measured elsewhere (a host's spans, an API call's name).
@@ -128,6 +142,15 @@ mod tests {
         drop(inner);
         assert_eq!(current(), Some("remove"));
         drop(outer);
+        assert_eq!(current(), None);
+        // Spans of two threads that end out of order leave nothing behind.
+        let (a, b) = (span("headers"), std::thread::spawn(|| span("headers")).join().unwrap());
+        let c = span("open");
+        drop(a);
+        assert_eq!(current(), Some("open"));
+        drop(c);
+        assert_eq!(current(), Some("headers"));
+        drop(b);
         assert_eq!(current(), None);
         drop(step("oned"));
         assert!(take().is_empty(), "a step alone is not timed");
