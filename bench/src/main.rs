@@ -172,7 +172,8 @@ fn main() {
             "--traces" => traces = Some(args.next().expect("--traces FILE").into()),
             "--render" => {
                 // Render README.md and chart.png again from results.json.
-                let (meta, ws, bs) = report::read(&out).expect("reading results.json");
+                let (meta, mut ws, bs) = report::read(&out).expect("reading results.json");
+                report::stock_targets(&mut ws);
                 report::write(&out, &meta, &ws, &bs).expect("writing the report");
                 return;
             }
@@ -271,6 +272,7 @@ fn main() {
     drop(o);
 
     report::cross_targets(&mut results, rados_mbs);
+    report::stock_targets(&mut results);
     let meta = report::Meta {
         date: env("RBDX_BENCH_DATE").unwrap_or_default(),
         machine: report::machine(),
