@@ -196,9 +196,9 @@ impl<'b> One<'b> {
         let floor = w.baselines["null_action"].median;
         let over = (w.rbdx.median - floor) / w.baselines["b_bare_librbd"].median;
         w.target(
-            "at least 3x faster than (a)",
+            crate::report::STOCK_GOAL,
             ra,
-            3.0,
+            crate::report::STOCK_FACTOR,
             true,
             "(a) leaves out the ssh hop and the Ruby start-ups of the stock driver; against the CLI \
              sequence alone, rbdx's process, oned calls and image opens weigh more",
