@@ -48,6 +48,16 @@ pub struct Target {
     pub note: String,
 }
 
+impl Target {
+    /// `measured` compared with `bound` (`at_least` or at most); `why` is kept
+    /// as the note only when the target is missed.
+    pub fn check(goal: &str, measured: f64, bound: f64, at_least: bool, why: &str) -> Self {
+        let met = if at_least { measured >= bound } else { measured <= bound };
+        let note = if met { String::new() } else { why.to_string() };
+        Self { goal: goal.into(), measured, bound, met, note }
+    }
+}
+
 /// One workload's results.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Workload {
@@ -102,9 +112,7 @@ impl Workload {
 
     /// Adds a target: `measured` compared with `bound` (`at_least` or at most).
     pub fn target(mut self, goal: &str, measured: f64, bound: f64, at_least: bool, why: &str) -> Self {
-        let met = if at_least { measured >= bound } else { measured <= bound };
-        let note = if met { String::new() } else { why.to_string() };
-        self.targets.push(Target { goal: goal.into(), measured, bound, met, note });
+        self.targets.push(Target::check(goal, measured, bound, at_least, why));
         self
     }
 }

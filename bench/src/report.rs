@@ -175,10 +175,7 @@ pub fn stock_targets(ws: &mut [Workload]) {
         if w.targets.iter().any(|t| t.goal == STOCK_GOAL) {
             continue;
         }
-        let met = ratio >= STOCK_FACTOR;
-        let note = if met { String::new() } else { (*why).to_string() };
-        w.targets
-            .insert(0, Target { goal: STOCK_GOAL.into(), measured: ratio, bound: STOCK_FACTOR, met, note });
+        w.targets.insert(0, Target::check(STOCK_GOAL, ratio, STOCK_FACTOR, true, why));
     }
 }
 
