@@ -537,11 +537,20 @@ impl<'c> IoCtx<'c> {
     }
 
     /// Calls the cls methods `calls` (method, input) of `class` on object `oid`,
-    /// in order, all in one write operation (one round trip; all or nothing).
+    /// in order, all in one write operation (one round trip; all or nothing)
+    /// that first asserts the object exists: a method that would create it
+    /// (cls `rbd.metadata_set` on a header removed meanwhile) fails with
+    /// `NotFound` instead. The caller marks its crash point.
     ///
     /// # Errors
-    /// The first failed call's (or the operation's) [`CephError`].
-    pub(crate) fn exec_write(&self, oid: &str, class: &CStr, calls: &[(&CStr, Vec<u8>)]) -> Result<()> {
+    /// `NotFound` for a missing object; the first failed call's (or the
+    /// operation's) [`CephError`].
+    pub(crate) fn exec_write_existing(
+        &self,
+        oid: &str,
+        class: &CStr,
+        calls: &[(&CStr, Vec<u8>)],
+    ) -> Result<()> {
         let o = cstring("object name", oid)?;
         let mut rvals: Vec<libc::c_int> = vec![0; calls.len()];
         // SAFETY: the op is released below on every path; `calls`, `rvals`,
@@ -551,6 +560,7 @@ impl<'c> IoCtx<'c> {
             if op.is_null() {
                 return Err(no_memory("rados_create_write_op", oid));
             }
+            sys::rados_write_op_assert_exists(op);
             for ((method, input), rval) in calls.iter().zip(rvals.iter_mut()) {
                 sys::rados_write_op_exec(
                     op,
@@ -571,7 +581,6 @@ impl<'c> IoCtx<'c> {
         for rv in rvals {
             check(rv.into(), "rados_write_op_exec", what)?;
         }
-        crate::crash::point("rados_write_op_exec");
         Ok(())
     }
 

@@ -274,6 +274,25 @@ fn metadata_get_set_list_remove() {
     img.metadata_remove("rbdx.snap.1").unwrap();
     img.metadata_remove("rbdx.snap.1").unwrap(); // missing is fine
     assert_eq!(img.metadata_get("rbdx.snap.1").unwrap(), None);
+    // One write removes (a missing key among them) and sets.
+    img.edit_metadata(&["rbdx.k0000", "rbdx.missing"], &[("rbdx.k0001", "new"), ("rbdx.added", "a")])
+        .unwrap();
+    assert_eq!(img.metadata_get("rbdx.k0000").unwrap(), None);
+    assert_eq!(img.metadata_get("rbdx.k0001").unwrap().as_deref(), Some("new"));
+    assert_eq!(img.metadata_get("rbdx.added").unwrap().as_deref(), Some("a"));
+    // librbd's own settings go through librbd, which reads them back.
+    img.metadata_set("conf_rbd_cache_policy", "writeback").unwrap();
+    assert_eq!(img.metadata_get("conf_rbd_cache_policy").unwrap().as_deref(), Some("writeback"));
+    img.metadata_remove("conf_rbd_cache_policy").unwrap();
+    assert_eq!(img.metadata_get("conf_rbd_cache_policy").unwrap(), None);
+    // A read-only handle writes nothing.
+    let ro = io.open_read_only(&spec.name, None).unwrap();
+    let e = ro.metadata_set("rbdx.ro", "x").unwrap_err();
+    assert!(e.to_string().contains("rbd_metadata_set"), "{e}");
+    assert!(ro.metadata_remove("rbdx.added").is_err());
+    assert_eq!(img.metadata_get("rbdx.ro").unwrap(), None);
+    assert_eq!(img.metadata_get("rbdx.added").unwrap().as_deref(), Some("a"));
+    drop(ro);
     drop(img);
     s.finish(c);
 }

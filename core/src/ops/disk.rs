@@ -325,11 +325,12 @@ impl<'c> Disk<'c> {
         }
         // No book, or one that is not this head's (copied by a clone, or left
         // from another name): start from what the images say.
-        for (k, _) in &keys {
-            if k == KEY_DISK || k.starts_with(KEY_SNAP_PREFIX) || k.starts_with(KEY_CARRIER_PREFIX) {
-                head.metadata_remove(k)?;
-            }
-        }
+        let stale: Vec<&str> = keys
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| *k == KEY_DISK || k.starts_with(KEY_SNAP_PREFIX) || k.starts_with(KEY_CARRIER_PREFIX))
+            .collect();
+        head.edit_metadata(&stale, &[])?;
         // Adopt: the carriers are the head's ancestors and their descendants whose
         // names the naming adopts.
         let name = &self.head.name;
@@ -1438,20 +1439,20 @@ fn finish_revert_to<'io>(
     }
     io.rename_image(temp, head)?;
     let img = io.open(head)?;
-    img.metadata_remove(KEY_REVERT_TO)?;
-    img.metadata_remove(KEY_REVERT_CARRIER)?;
+    img.edit_metadata(&[KEY_REVERT_TO, KEY_REVERT_CARRIER], &[])?;
     Ok(img)
 }
 
 /// Removes the head-only bookkeeping from an image that became a carrier.
 fn strip_book(io: &IoCtx<'_>, image: &str) -> Result<()> {
     let img = io.open(image)?;
-    for (k, _) in img.metadata_list("rbdx.")? {
-        if k.starts_with(KEY_SNAP_PREFIX) || k.starts_with(KEY_CARRIER_PREFIX) {
-            img.metadata_remove(&k)?;
-        }
-    }
-    Ok(())
+    let keys = img.metadata_list("rbdx.")?;
+    let book: Vec<&str> = keys
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with(KEY_SNAP_PREFIX) || k.starts_with(KEY_CARRIER_PREFIX))
+        .collect();
+    img.edit_metadata(&book, &[])
 }
 
 /// Removes snapshot `snap` of `image`; with format-1 children (protected), flattens

@@ -306,7 +306,8 @@ fn remove_fresh_metadata(io: &IoCtx<'_>, name: &str, keys: &[String]) -> Result<
     if keys.is_empty() {
         return Ok(());
     }
-    io.edit_metadata_by_id(&fresh_id(io, name)?, keys, &[])
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    io.edit_metadata_by_id(&fresh_id(io, name)?, &keys, &[])
 }
 
 /// The id of image `name`, which this run just made.
@@ -330,6 +331,7 @@ pub(crate) fn book_fresh_clone(io: &IoCtx<'_>, name: &str, set: &[(&str, &str)])
         .map(|(k, _)| k)
         .filter(|k| !set.iter().any(|(s, _)| s == k))
         .collect();
+    let inherited: Vec<&str> = inherited.iter().map(String::as_str).collect();
     io.edit_metadata_by_id(&id, &inherited, set)
 }
 
@@ -378,10 +380,9 @@ pub fn strip_inherited_of(img: &Image<'_>) -> Result<()> {
     if img.metadata_get(disk::KEY_DISK)?.as_deref() == Some(name) {
         return Ok(());
     }
-    for (k, _) in img.metadata_list(RBDX_KEY_PREFIX)? {
-        img.metadata_remove(&k)?;
-    }
-    Ok(())
+    let keys = img.metadata_list(RBDX_KEY_PREFIX)?;
+    let keys: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    img.edit_metadata(&keys, &[])
 }
 
 /// Copies the data of `src` (its head, or the snapshot it names) into a new image

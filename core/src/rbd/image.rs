@@ -153,6 +153,10 @@ pub(crate) fn linked(s: &sys::rbd_linked_image_spec_t) -> LinkedImage {
     }
 }
 
+/// Metadata keys librbd reads as settings of the image (`conf_rbd_cache_policy`):
+/// written through librbd, which tells the image's clients to re-read them.
+const LIBRBD_CONF_PREFIX: &str = "conf_";
+
 /// An open image. Closed on drop.
 #[derive(Debug)]
 pub struct Image<'io> {
@@ -160,6 +164,8 @@ pub struct Image<'io> {
     io: &'io IoCtx<'io>,
     name: String,
     snap: Option<String>,
+    /// Opened read-only (or at a snapshot): metadata writes are refused.
+    read_only: bool,
 }
 
 // SAFETY: librbd image handles may be used from any thread; rbdx never calls one
@@ -202,7 +208,8 @@ impl<'io> Image<'io> {
             ("rbd_open", unsafe { sys::rbd_open(io.raw(), n.as_ptr(), &mut raw, sp) })
         };
         check(r.into(), op, || spec(io, name, snap))?;
-        Ok(Self { raw, io, name: name.to_string(), snap: snap.map(str::to_string) })
+        let read_only = read_only || by_id || snap.is_some();
+        Ok(Self { raw, io, name: name.to_string(), snap: snap.map(str::to_string), read_only })
     }
 
     /// The librbd handle, for the other safe wrappers of this module.
@@ -259,10 +266,7 @@ impl<'io> Image<'io> {
         // SAFETY: `self.raw` is open.
         let data_pool_id = unsafe { sys::rbd_get_data_pool_id(self.raw) };
         check(data_pool_id, "rbd_get_data_pool_id", || self.spec())?;
-        let mut id = [0 as libc::c_char; 64];
-        // SAFETY: `self.raw` is open; `id` is writable for its whole length.
-        let r = unsafe { sys::rbd_get_id(self.raw, id.as_mut_ptr(), id.len()) };
-        check(r.into(), "rbd_get_id", || self.spec())?;
+        let id = self.id()?;
         Ok(ImageInfo {
             size: st.size,
             object_size: st.obj_size,
@@ -270,7 +274,7 @@ impl<'io> Image<'io> {
             features,
             flags,
             data_pool_id,
-            id: owned(id.as_ptr()),
+            id,
         })
     }
 
@@ -545,12 +549,74 @@ impl<'io> Image<'io> {
         }
     }
 
-    /// Sets metadata `key` to `value`.
+    /// Sets metadata `key` to `value`: [`Image::edit_metadata`].
     ///
     /// # Errors
-    /// A [`CephError`] from `rbd_metadata_set`.
+    /// As [`Image::edit_metadata`].
     pub fn metadata_set(&self, key: &str, value: &str) -> Result<()> {
+        self.edit_metadata(&[], &[(key, value)])
+    }
+
+    /// Removes metadata `key`; a missing key is not an error:
+    /// [`Image::edit_metadata`].
+    ///
+    /// # Errors
+    /// As [`Image::edit_metadata`].
+    pub fn metadata_remove(&self, key: &str) -> Result<()> {
+        self.edit_metadata(&[key], &[])
+    }
+
+    /// Removes the metadata keys `remove` (missing ones are not an error) and
+    /// sets `set`, in one write on the image's header object (cls
+    /// `rbd.metadata_remove` for each, then `rbd.metadata_set`: one round
+    /// trip, all or nothing; the header must still exist).
+    ///
+    /// librbd's own `rbd_metadata_set` takes the image's exclusive lock first
+    /// (or forwards the call to the client that holds it: a running VM), then
+    /// tells every watcher to refresh: three round trips and more, for keys
+    /// that only rbdx reads. Keys starting with `conf_` are librbd settings,
+    /// which the image's clients must re-read: those go through librbd, one
+    /// call each.
+    ///
+    /// # Errors
+    /// A [`CephError`]: `EROFS` for an image opened read-only or at a
+    /// snapshot (nothing is written), `NotFound` when the image was removed
+    /// meanwhile.
+    pub fn edit_metadata(&self, remove: &[&str], set: &[(&str, &str)]) -> Result<()> {
+        if remove.is_empty() && set.is_empty() {
+            return Ok(());
+        }
         let _span = crate::trace::span("metadata");
+        let what = if set.is_empty() { "rbd_metadata_remove" } else { "rbd_metadata_set" };
+        if self.read_only {
+            return Err(CephError::new(what, -i64::from(libc::EROFS), self.spec()).into());
+        }
+        let is_conf = |k: &str| k.starts_with(LIBRBD_CONF_PREFIX);
+        if remove.iter().copied().chain(set.iter().map(|(k, _)| *k)).any(is_conf) {
+            for k in remove {
+                self.librbd_metadata_remove(k)?;
+            }
+            for (k, v) in set {
+                self.librbd_metadata_set(k, v)?;
+            }
+            return Ok(());
+        }
+        let id = self.id()?;
+        self.io.edit_header_metadata(&id, remove, set)?;
+        crate::crash::point(what);
+        Ok(())
+    }
+
+    /// The image's id (no round trip: librbd read it at the open).
+    fn id(&self) -> Result<String> {
+        let mut id = [0 as libc::c_char; 64];
+        // SAFETY: `self.raw` is open; `id` is writable for its length.
+        let r = unsafe { sys::rbd_get_id(self.raw, id.as_mut_ptr(), id.len()) };
+        check(r.into(), "rbd_get_id", || self.spec())?;
+        Ok(owned(id.as_ptr()))
+    }
+
+    fn librbd_metadata_set(&self, key: &str, value: &str) -> Result<()> {
         let k = cstring("metadata key", key)?;
         let v = cstring("metadata value", value)?;
         // SAFETY: `self.raw` is open; both strings outlive the call.
@@ -560,12 +626,7 @@ impl<'io> Image<'io> {
         Ok(())
     }
 
-    /// Removes metadata `key`; a missing key is not an error.
-    ///
-    /// # Errors
-    /// A [`CephError`] other than `ENOENT`.
-    pub fn metadata_remove(&self, key: &str) -> Result<()> {
-        let _span = crate::trace::span("metadata");
+    fn librbd_metadata_remove(&self, key: &str) -> Result<()> {
         let k = cstring("metadata key", key)?;
         // SAFETY: `self.raw` is open; `k` outlives the call.
         let r = unsafe { sys::rbd_metadata_remove(self.raw, k.as_ptr()) };

@@ -817,18 +817,25 @@ impl IoCtx<'_> {
     /// Removes the metadata keys `remove` of the image with id `id` and sets
     /// `set`, in one write on its header (cls `rbd.metadata_remove` for each,
     /// then `rbd.metadata_set`: one round trip, all or nothing), without
-    /// opening the image. Only for an image nobody has open (a clone just
-    /// made): no watcher is told.
+    /// opening the image. For an image nobody has open (a clone just made):
+    /// no watcher is told.
     ///
     /// # Errors
-    /// `NotFound` for a missing header or a key to remove that is gone; Ceph
-    /// errors.
-    pub(crate) fn edit_metadata_by_id(
-        &self,
-        id: &str,
-        remove: &[String],
-        set: &[(&str, &str)],
-    ) -> Result<()> {
+    /// `NotFound` for a missing header; Ceph errors.
+    pub(crate) fn edit_metadata_by_id(&self, id: &str, remove: &[&str], set: &[(&str, &str)]) -> Result<()> {
+        let _span = crate::trace::span("metadata");
+        self.edit_header_metadata(id, remove, set)?;
+        crate::crash::point("rados_write_op_exec");
+        Ok(())
+    }
+
+    /// [`IoCtx::edit_metadata_by_id`]'s write, with no trace span or crash
+    /// point: the header must exist (a missing key to remove is not an
+    /// error: the OSD's omap removal ignores it).
+    ///
+    /// # Errors
+    /// `NotFound` for a missing header; Ceph errors.
+    pub(crate) fn edit_header_metadata(&self, id: &str, remove: &[&str], set: &[(&str, &str)]) -> Result<()> {
         let put = |b: &mut Vec<u8>, s: &str| crate::rados::put_string(b, s.as_bytes());
         let mut calls: Vec<(&std::ffi::CStr, Vec<u8>)> = remove
             .iter()
@@ -850,8 +857,7 @@ impl IoCtx<'_> {
         if calls.is_empty() {
             return Ok(());
         }
-        let _span = crate::trace::span("metadata");
-        self.exec_write(&header_oid(id), c"rbd", &calls)
+        self.exec_write_existing(&header_oid(id), c"rbd", &calls)
     }
 
     /// Calls cls `rbd.<method>` on the header of the image with id `id` and
