@@ -76,3 +76,52 @@ fn head_usage_opens_only_an_image_without_an_object_map() {
     assert!(opened.iter().any(|n| n == "open"), "no map to read: {opened:?}");
     s.finish(c);
 }
+
+#[test]
+fn a_lone_disk_head_is_removed_without_an_open() {
+    use rbdx_core::ops::disk::{Disk, KEY_DISK, RBDX_NAMING, Reclaim};
+    let _turn = TRACED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let s = Scratch::new("lone");
+    let c = s.env.connect();
+    let io = c.ioctx(&s.env.pool).unwrap();
+    let base = s.spec("base");
+    ops::create(c, &base, 8 * MIB, &CreateOptions::default()).unwrap();
+    io.open(&base.name).unwrap().snap_create("s").unwrap();
+    let (plain, booked, unbooked, snapped) =
+        (s.spec("plain"), s.spec("booked"), s.spec("unbooked"), s.spec("snapped"));
+    for spec in [&plain, &snapped] {
+        ops::create(c, spec, 8 * MIB, &CreateOptions::default()).unwrap();
+        fill(&io.open(&spec.name).unwrap(), 0, MIB, 5);
+    }
+    io.open(&snapped.name).unwrap().snap_create("x").unwrap();
+    for spec in [&booked, &unbooked] {
+        ops::clone(c, &base.at("s").unwrap(), spec, &CloneOptions::default()).unwrap();
+    }
+    io.open(&booked.name).unwrap().metadata_set(KEY_DISK, &booked.name).unwrap();
+
+    trace::enable();
+    let names = || trace::take().into_iter().map(|s| s.name).collect::<Vec<_>>();
+    let _ = names();
+    let exists = |name: &str| io.list_images().unwrap().iter().any(|e| e.name == name);
+    // No snapshot, no book or a bare one, a live parent: read from the headers.
+    for spec in [&plain, &booked] {
+        Disk::new(c, spec.clone(), &RBDX_NAMING).remove(None, Reclaim::Trash).unwrap();
+        let seen = names();
+        assert!(!seen.iter().any(|n| n == "open"), "{}: {seen:?}", spec.name);
+        assert!(seen.iter().any(|n| n == "remove"), "{}: {seen:?}", spec.name);
+        assert!(!exists(&spec.name), "{} removed", spec.name);
+    }
+    // A snapshot to drop, or a clone with no book (its parent could be a
+    // carrier to adopt): the general path opens the head.
+    for spec in [&snapped, &unbooked] {
+        Disk::new(c, spec.clone(), &RBDX_NAMING).remove(None, Reclaim::Trash).unwrap();
+        let seen = names();
+        assert!(seen.iter().any(|n| n == "open"), "{}: {seen:?}", spec.name);
+        assert!(!exists(&spec.name), "{} removed", spec.name);
+    }
+    let kept = io.open_read_only(&base.name, None).unwrap().snapshots().unwrap();
+    assert_eq!(kept.len(), 1, "the parent keeps its snapshot");
+    // Removing what is gone is a no-op.
+    Disk::new(c, plain.clone(), &RBDX_NAMING).remove(None, Reclaim::Trash).unwrap();
+    s.finish(c);
+}

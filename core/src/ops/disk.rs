@@ -693,6 +693,9 @@ impl<'c> Disk<'c> {
     }
 
     fn remove_in(&self, io: &IoCtx<'c>, trash_delay: Option<u64>, reclaim: Reclaim) -> Result<()> {
+        if trash_delay.is_none() && self.remove_lone_head(io)? {
+            return Ok(());
+        }
         let name = self.head.name.clone();
         let mut images: Vec<String> = Vec::new();
         // One open of the head serves the book, the in-use check and its parent.
@@ -745,6 +748,53 @@ impl<'c> Disk<'c> {
         // this cannot free, the periodic `reclaim` retries.
         let _ = reclaim_ancestors(self.cluster, parents);
         Ok(())
+    }
+
+    /// The common removal, decided from the head's header without opening it
+    /// (an open reads the header and opens every parent; with its close, about
+    /// 12 ms of a 75 ms removal): a head with no snapshot, whose book is its
+    /// bare mark (or which has none, and no parent: nothing to adopt), whose
+    /// parent (if any) is a live image, and with no other image of the disk
+    /// left by an interrupted run. librbd's removal refuses an image that a
+    /// client has open (`Busy`); the general path then says who. Returns
+    /// whether the head was removed (or was gone); `false` leaves everything
+    /// to the general path.
+    fn remove_lone_head(&self, io: &IoCtx<'c>) -> Result<bool> {
+        let name = &self.head.name;
+        let Some(id) = io.image_id(name)? else { return Ok(false) };
+        let keys = match io.metadata_by_id(&id, super::RBDX_KEY_PREFIX) {
+            Err(e) if e.is_not_found() => return Ok(false),
+            other => other?,
+        };
+        let booked = match keys.as_slice() {
+            [] => false,
+            [(k, v)] if k == KEY_DISK && v == name => true,
+            _ => return Ok(false),
+        };
+        if !io.snapshots_by_id(&id)?.is_empty() {
+            return Ok(false);
+        }
+        // A parent in the trash may be freed with its last clone (the general
+        // path's `reclaim_ancestors`); an unbooked one may be a carrier to adopt.
+        if let Some(link) = io.parent_ref(&id)? {
+            if !booked || io.resolve_parent(&link)?.is_none() {
+                return Ok(false);
+            }
+        }
+        for e in io.list_images()? {
+            if e.name != *name && self.owns(io, &e.name)? {
+                return Ok(false);
+            }
+        }
+        match io.remove_image(name) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(true),
+            // librbd's refusal (a client has it open, a snapshot came
+            // meanwhile), not rbdx's lock wait, which the general path would
+            // only wait out again.
+            Err(Error::Ceph(e)) if matches!(e.kind(), ErrorKind::Busy | ErrorKind::NotEmpty) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Puts image `new` (made beside the head, e.g. restored from a backup) in

@@ -596,7 +596,7 @@ impl IoCtx<'_> {
     /// The parent `p` names, from its pool's directory and its header; `None`
     /// where an open must tell (the parent is not in the directory: in the
     /// trash, or its pool gone).
-    fn resolve_parent(&self, p: &ParentRef) -> Result<Option<Parent>> {
+    pub(crate) fn resolve_parent(&self, p: &ParentRef) -> Result<Option<Parent>> {
         let Some(pio) = self.parent_ioctx(p)? else { return Ok(None) };
         let mut input = Vec::new();
         crate::rados::put_string(&mut input, p.image_id.as_bytes());
