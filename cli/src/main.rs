@@ -8,8 +8,6 @@ mod connection;
 mod error;
 mod size;
 
-use std::process::ExitCode;
-
 use clap::{Parser, Subcommand};
 
 /// Ceph RBD storage drivers for OpenNebula and Proxmox VE.
@@ -67,18 +65,21 @@ enum Command {
     Remote,
 }
 
-fn main() -> ExitCode {
+fn main() {
     // `RBDX_TRACE=<file>`: append where this run's time went (see `write_trace`).
     let trace = std::env::var_os("RBDX_TRACE").filter(|p| !p.is_empty());
     if trace.is_some() {
         rbdx_core::trace::enable();
     }
     let started = std::time::Instant::now();
-    let code = run();
+    // Every command is one action: the process's end closes its Ceph sessions.
+    rbdx_core::Cluster::close_at_exit();
+    // A panic has printed its message; it exits 101, as an uncaught one would.
+    let code = std::panic::catch_unwind(run).unwrap_or(101);
     if let Some(path) = trace {
         write_trace(std::path::Path::new(&path), started.elapsed());
     }
-    code
+    rbdx_core::rados::exit_process(code)
 }
 
 /// Appends one JSON line to `path`: the arguments, the microseconds from `main`
@@ -98,7 +99,7 @@ fn write_trace(path: &std::path::Path, took: std::time::Duration) {
     }
 }
 
-fn run() -> ExitCode {
+fn run() -> u8 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
@@ -126,21 +127,21 @@ fn run() -> ExitCode {
         }
         Command::One(c) => {
             return match commands::one::run(c) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
+                Ok(true) => 0,
+                Ok(false) => 1,
                 Err(e) => {
                     eprintln!("rbdx: {}", one_line(&e.to_string()));
-                    ExitCode::from(2)
+                    2
                 }
             };
         }
         Command::Doctor(a) => {
             return match commands::doctor::run(&a) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::FAILURE,
+                Ok(true) => 0,
+                Ok(false) => 1,
                 Err(e) => {
                     eprintln!("rbdx: {e}");
-                    ExitCode::from(2)
+                    2
                 }
             };
         }
@@ -151,17 +152,17 @@ fn run() -> ExitCode {
         Command::Import(a) => commands::import::run(a),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("rbdx: {}", one_line(&e.to_string()));
-            ExitCode::FAILURE
+            1
         }
     }
 }
 
 /// Help and version as clap prints them; a usage error as one line (clap's first
 /// paragraph, without the usage and hints after it), exit 2.
-fn usage_error(e: &clap::Error) -> ExitCode {
+fn usage_error(e: &clap::Error) -> u8 {
     use clap::error::ErrorKind;
     if matches!(
         e.kind(),
@@ -174,11 +175,11 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     let text = e.render().to_string();
     let first = text.split("\n\n").next().unwrap_or_default();
     eprintln!("rbdx: {}", one_line(first.trim_start_matches("error:")));
-    ExitCode::from(2)
+    2
 }
 
-fn exit(code: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+fn exit(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(1)
 }
 
 /// Errors are one line: whatever a lower layer put on several lines is joined.

@@ -103,7 +103,7 @@ fn one_ping_times_the_oned_call_the_hop_and_the_connection_and_changes_nothing()
     let mut names: Vec<&str> =
         run["spans"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["host: connect", "host: disconnect", "host: job", "oned one.datastore.info", "ssh"]);
+    assert_eq!(names, ["host: connect", "host: job", "oned one.datastore.info", "ssh"]);
     // A host name that is an option, a datastore that is not there: one line, exit 2.
     for (args, want) in [(vec![ds.as_str(), "--host=-oProxyCommand=x"], "host"), (vec!["4242"], "4242")] {
         let out = ping(&args);

@@ -37,7 +37,9 @@ pub fn arm(limit: Duration, report: fn(&str)) {
         if !FINISHED.swap(true, Ordering::SeqCst) {
             report(&stopped(limit, rbdx_core::trace::current()));
         }
-        std::process::exit(1);
+        // The action's thread is still inside a call: no destructor may run
+        // under it (nor under librados' threads).
+        rbdx_core::rados::exit_process(1);
     });
 }
 
