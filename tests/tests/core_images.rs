@@ -280,6 +280,11 @@ fn metadata_get_set_list_remove() {
     assert_eq!(img.metadata_get("rbdx.k0000").unwrap(), None);
     assert_eq!(img.metadata_get("rbdx.k0001").unwrap().as_deref(), Some("new"));
     assert_eq!(img.metadata_get("rbdx.added").unwrap().as_deref(), Some("a"));
+    // A NUL in a key or value (librbd reads C strings) is refused, nothing written.
+    assert!(img.edit_metadata(&[], &[("rbdx.ok", "1"), ("rbdx.a\0b", "x")]).is_err());
+    assert!(img.metadata_set("rbdx.v", "a\0b").is_err());
+    assert_eq!(img.metadata_get("rbdx.ok").unwrap(), None);
+    assert_eq!(img.metadata_get("rbdx.v").unwrap(), None);
     // librbd's own settings go through librbd, which reads them back.
     img.metadata_set("conf_rbd_cache_policy", "writeback").unwrap();
     assert_eq!(img.metadata_get("conf_rbd_cache_policy").unwrap().as_deref(), Some("writeback"));

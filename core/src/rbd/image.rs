@@ -591,6 +591,13 @@ impl<'io> Image<'io> {
         if self.read_only {
             return Err(CephError::new(what, -i64::from(libc::EROFS), self.spec()).into());
         }
+        // As librbd takes them: C strings (a NUL would cut the key on reading).
+        for k in remove.iter().chain(set.iter().map(|(k, _)| k)) {
+            cstring("metadata key", k)?;
+        }
+        for (_, v) in set {
+            cstring("metadata value", v)?;
+        }
         let is_conf = |k: &str| k.starts_with(LIBRBD_CONF_PREFIX);
         if remove.iter().copied().chain(set.iter().map(|(k, _)| *k)).any(is_conf) {
             for k in remove {
