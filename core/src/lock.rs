@@ -439,8 +439,16 @@ impl<'c> IoCtx<'c> {
     pub fn remove_image(&self, name: &str) -> Result<()> {
         // A missing image: librbd reports it.
         let Some(id) = self.image_id(name)? else { return self.remove_image_unlocked(name) };
-        with_freed_parent_locked(self, &id, name, || {
-            let _lock = ObjectLock::image_by_id(self, &id, name)?;
+        self.remove_image_with_id(name, &id)
+    }
+
+    /// [`IoCtx::remove_image`] of image `name` whose id `id` the caller has read.
+    ///
+    /// # Errors
+    /// As [`IoCtx::remove_image`].
+    pub(crate) fn remove_image_with_id(&self, name: &str, id: &str) -> Result<()> {
+        with_freed_parent_locked(self, id, name, || {
+            let _lock = ObjectLock::image_by_id(self, id, name)?;
             self.remove_image_unlocked(name)
         })
     }

@@ -786,7 +786,7 @@ impl<'c> Disk<'c> {
                 return Ok(false);
             }
         }
-        match io.remove_image(name) {
+        match io.remove_image_with_id(name, &id) {
             Ok(()) => Ok(true),
             Err(e) if e.is_not_found() => Ok(true),
             // librbd's refusal (a client has it open, a snapshot came

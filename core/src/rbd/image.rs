@@ -581,7 +581,8 @@ impl<'io> Image<'io> {
     /// # Errors
     /// A [`CephError`]: `EROFS` for an image opened read-only or at a
     /// snapshot (nothing is written), `NotFound` when the image was removed
-    /// meanwhile.
+    /// meanwhile; [`Error::Invalid`] for a key or value with a NUL (nothing is
+    /// written).
     pub fn edit_metadata(&self, remove: &[&str], set: &[(&str, &str)]) -> Result<()> {
         if remove.is_empty() && set.is_empty() {
             return Ok(());
@@ -590,13 +591,6 @@ impl<'io> Image<'io> {
         let what = if set.is_empty() { "rbd_metadata_remove" } else { "rbd_metadata_set" };
         if self.read_only {
             return Err(CephError::new(what, -i64::from(libc::EROFS), self.spec()).into());
-        }
-        // As librbd takes them: C strings (a NUL would cut the key on reading).
-        for k in remove.iter().chain(set.iter().map(|(k, _)| k)) {
-            cstring("metadata key", k)?;
-        }
-        for (_, v) in set {
-            cstring("metadata value", v)?;
         }
         let is_conf = |k: &str| k.starts_with(LIBRBD_CONF_PREFIX);
         if remove.iter().copied().chain(set.iter().map(|(k, _)| *k)).any(is_conf) {

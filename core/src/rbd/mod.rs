@@ -834,8 +834,16 @@ impl IoCtx<'_> {
     /// error: the OSD's omap removal ignores it).
     ///
     /// # Errors
-    /// `NotFound` for a missing header; Ceph errors.
+    /// [`crate::Error::Invalid`] for a key or value with a NUL (nothing is
+    /// written); `NotFound` for a missing header; Ceph errors.
     pub(crate) fn edit_header_metadata(&self, id: &str, remove: &[&str], set: &[(&str, &str)]) -> Result<()> {
+        // As librbd reads them back: C strings (a NUL would cut a key short).
+        for k in remove.iter().chain(set.iter().map(|(k, _)| k)) {
+            crate::rados::cstring("metadata key", k)?;
+        }
+        for (_, v) in set {
+            crate::rados::cstring("metadata value", v)?;
+        }
         let put = |b: &mut Vec<u8>, s: &str| crate::rados::put_string(b, s.as_bytes());
         let mut calls: Vec<(&std::ffi::CStr, Vec<u8>)> = remove
             .iter()
