@@ -87,38 +87,58 @@ fn a_lone_disk_head_is_removed_without_an_open() {
     let base = s.spec("base");
     ops::create(c, &base, 8 * MIB, &CreateOptions::default()).unwrap();
     io.open(&base.name).unwrap().snap_create("s").unwrap();
-    let (plain, booked, unbooked, snapped) =
-        (s.spec("plain"), s.spec("booked"), s.spec("unbooked"), s.spec("snapped"));
-    for spec in [&plain, &snapped] {
+    let (plain, booked, unbooked, cloned, snapped, marked) = (
+        s.spec("plain"),
+        s.spec("booked"),
+        s.spec("unbooked"),
+        s.spec("cloned"),
+        s.spec("snapped"),
+        s.spec("marked"),
+    );
+    // A clone with no book whose parent is named as its carrier: the general
+    // path adopts that parent and removes it with the head.
+    let adopting = s.spec("adopting");
+    let carrier = s.spec("adopting.rbdx-c1");
+    for spec in [&plain, &snapped, &carrier] {
         ops::create(c, spec, 8 * MIB, &CreateOptions::default()).unwrap();
         fill(&io.open(&spec.name).unwrap(), 0, MIB, 5);
     }
     io.open(&snapped.name).unwrap().snap_create("x").unwrap();
-    for spec in [&booked, &unbooked] {
+    io.open(&carrier.name).unwrap().snap_create("c").unwrap();
+    for spec in [&booked, &unbooked, &cloned, &marked] {
         ops::clone(c, &base.at("s").unwrap(), spec, &CloneOptions::default()).unwrap();
     }
+    ops::clone(c, &carrier.at("c").unwrap(), &adopting, &CloneOptions::default()).unwrap();
     io.open(&booked.name).unwrap().metadata_set(KEY_DISK, &booked.name).unwrap();
+    // Where a datastore clone came from is no part of a disk's book.
+    io.open(&cloned.name).unwrap().metadata_set("rbdx.cloned-from", "elsewhere@s").unwrap();
+    // Any other key of rbdx's (here a book naming a snapshot that is gone) is
+    // the general path's.
+    io.open(&marked.name).unwrap().metadata_set(KEY_DISK, &marked.name).unwrap();
+    io.open(&marked.name).unwrap().metadata_set("rbdx.snap.gone", &marked.name).unwrap();
 
     trace::enable();
     let names = || trace::take().into_iter().map(|s| s.name).collect::<Vec<_>>();
     let _ = names();
     let exists = |name: &str| io.list_images().unwrap().iter().any(|e| e.name == name);
-    // No snapshot, no book or a bare one, a live parent: read from the headers.
-    for spec in [&plain, &booked] {
+    // No snapshot, no book or a bare one, a live parent that is no carrier:
+    // read from the headers.
+    for spec in [&plain, &booked, &unbooked, &cloned] {
         Disk::new(c, spec.clone(), &RBDX_NAMING).remove(None, Reclaim::Trash).unwrap();
         let seen = names();
         assert!(!seen.iter().any(|n| n == "open"), "{}: {seen:?}", spec.name);
         assert!(seen.iter().any(|n| n == "remove"), "{}: {seen:?}", spec.name);
         assert!(!exists(&spec.name), "{} removed", spec.name);
     }
-    // A snapshot to drop, or a clone with no book (its parent could be a
-    // carrier to adopt): the general path opens the head.
-    for spec in [&snapped, &unbooked] {
+    // A snapshot to drop, a parent to adopt, a key the fast path does not know:
+    // the general path opens the head.
+    for spec in [&snapped, &adopting, &marked] {
         Disk::new(c, spec.clone(), &RBDX_NAMING).remove(None, Reclaim::Trash).unwrap();
         let seen = names();
         assert!(seen.iter().any(|n| n == "open"), "{}: {seen:?}", spec.name);
         assert!(!exists(&spec.name), "{} removed", spec.name);
     }
+    assert!(!exists(&carrier.name), "the adopted carrier goes with its head");
     let kept = io.open_read_only(&base.name, None).unwrap().snapshots().unwrap();
     assert_eq!(kept.len(), 1, "the parent keeps its snapshot");
     // Removing what is gone is a no-op.
