@@ -766,9 +766,10 @@ impl<'c> Disk<'c> {
     /// 12 ms of a 75 ms removal): a head with no snapshot, whose `rbdx.` keys
     /// are its bare mark and where it was cloned or copied from (or none),
     /// whose parent (if any) is a live image, and with no other image of the
-    /// disk (left by an interrupted run, or a parent to adopt). librbd's removal refuses an image that a client has open (`Busy`);
-    /// the general path then says who. Returns whether the head was removed
-    /// (or was gone); `false` leaves everything to the general path.
+    /// disk (left by an interrupted run, or a parent to adopt). librbd's
+    /// removal refuses an image that a client has open (`Busy`); the general
+    /// path then says who. Returns whether the head was removed (or was gone);
+    /// `false` leaves everything to the general path.
     fn remove_lone_head(&self, io: &IoCtx<'c>) -> Result<bool> {
         let name = &self.head.name;
         let Some(id) = io.image_id(name)? else { return Ok(false) };
