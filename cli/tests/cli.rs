@@ -118,6 +118,39 @@ fn a_missing_image_is_one_clear_line() {
     );
 }
 
+/// An `rbdx` process leaves its Ceph sessions to its end, but not what
+/// ceph.conf gives the client besides: an admin socket per process (`$pid` in
+/// its path) must not stay behind, nor the log file lose its last lines
+/// (librados' "shutdown" is the last), whether the command succeeds or fails.
+#[test]
+fn a_configured_admin_socket_and_log_file_do_not_outlive_the_process() {
+    let env = rbdx_tests::cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let conf = dir.path().join("ceph.conf");
+    let mut text = std::fs::read_to_string(&env.conf).unwrap();
+    text.push_str(&format!(
+        "\n[client.{}]\nadmin socket = {d}/$cluster-$name.$pid.$cctid.asok\nlog file = {d}/$name.log\ndebug rados = 1\n",
+        env.id
+    ));
+    std::fs::write(&conf, text).unwrap();
+    let log = dir.path().join(format!("client.{}.log", env.id));
+    let missing = format!("{}/no-such-image", env.pool);
+    for (args, ok) in [(&["pool", "df", &env.pool][..], true), (&["image", "info", &missing], false)] {
+        let _ = std::fs::remove_file(&log);
+        let out = rbdx_on(&env).env("RBDX_CONF", &conf).args(args).output().unwrap();
+        assert_eq!(out.status.success(), ok, "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".asok"))
+            .collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+        let last = std::fs::read_to_string(&log).unwrap().lines().last().unwrap_or_default().to_string();
+        assert!(last.ends_with("librados: shutdown"), "{args:?}: the log ends with {last:?}");
+    }
+}
+
 #[test]
 fn the_packaged_action_list_is_every_action() {
     let listed =

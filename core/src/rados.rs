@@ -128,6 +128,9 @@ pub struct Cluster {
     entity: String,
     busy_wait: Duration,
     lock_grace: Duration,
+    /// Whether ceph.conf gives this client an admin socket or a log file,
+    /// which only `rados_shutdown` removes or flushes (see [`Drop`]).
+    leaves_files: bool,
 }
 
 // SAFETY: librados cluster handles are thread-safe: every public librados call on a
@@ -185,7 +188,9 @@ impl Cluster {
     /// reply, and an image is closed (its watch removed) before its handle
     /// goes. Such a process must leave through [`exit_process`], never by
     /// returning from `main`: the C++ destructors `exit` runs must not run
-    /// under a live handle's threads.
+    /// under a live handle's threads. A handle whose ceph.conf gives the client
+    /// an admin socket or a log file is still shut down on drop: the socket's
+    /// file would otherwise stay behind, and the log's last lines be lost.
     pub fn close_at_exit() {
         CLOSE_AT_EXIT.store(true, Ordering::SeqCst);
     }
@@ -200,8 +205,13 @@ impl Cluster {
         let r = unsafe { sys::rados_create2(&mut raw, c"ceph".as_ptr(), name.as_ptr(), 0) };
         check(r.into(), "rados_create2", || entity.clone())?;
         // From here on `Drop` shuts the handle down on every error path.
-        let cluster =
-            Self { raw, entity, busy_wait: config.timeouts.osd_op, lock_grace: config.timeouts.lock_grace };
+        let mut cluster = Self {
+            raw,
+            entity,
+            busy_wait: config.timeouts.osd_op,
+            lock_grace: config.timeouts.lock_grace,
+            leaves_files: false,
+        };
 
         match (&config.conf_file, &config.mon_host) {
             (Some(path), _) => {
@@ -248,6 +258,14 @@ impl Cluster {
         // `rados_create2`.
         let r = unsafe { sys::rados_connect(cluster.raw) };
         check(r.into(), "rados_connect", || cluster.entity.clone())?;
+        // `log_to_file` is younger than the other two: where librados does not
+        // know it, a set `log_file` is written to.
+        let to_file = match cluster.conf_get("log_to_file") {
+            Err(e) if e.is_not_found() => true,
+            other => other? == "true",
+        };
+        cluster.leaves_files = !cluster.conf_get("admin_socket")?.is_empty()
+            || (to_file && !cluster.conf_get("log_file")?.is_empty());
         Ok(cluster)
     }
 
@@ -441,8 +459,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if CLOSE_AT_EXIT.load(Ordering::SeqCst) {
-            // Left for the process's end (`exit_process`).
+        // Left for the process's end (`exit_process`), unless the operator gave
+        // clients an admin socket (its file would outlive the process: one per
+        // action where the path holds `$pid`) or a log file (its last lines,
+        // still in librados' queue, would be lost).
+        if CLOSE_AT_EXIT.load(Ordering::SeqCst) && !self.leaves_files {
             return;
         }
         let _span = crate::trace::span("disconnect");
