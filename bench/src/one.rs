@@ -406,9 +406,8 @@ impl<'b> One<'b> {
         let vm = self.vm(img, false, size);
         let (vms, dp, head) = (vm.to_string(), disk_path(vm, 0), format!("one-{img}"));
         self.tm("snap_create", &[&dp, "0", &vms, "100"]);
-        // One revert first (not timed): from then on the snapshot lives on a carrier
-        // holding only the data it was taken of, and every timed revert discards
-        // a head of `rewrite` bytes, as a revert after a revert does.
+        // One revert first (not timed), as a disk reverted before: every timed
+        // revert then rolls the head back over `rewrite` bytes rewritten since.
         self.tm("snap_revert", &[&dp, "0", &vms, "100"]);
         // Before each rewrite, let the OSDs free what the last revert discarded.
         let prepare = |name: &str| {
