@@ -18,6 +18,8 @@
 //!   left under a name PVE was never told (listed for the VM, so `qm rescan`
 //!   finds it); with a name, the retry is refused as the image exists. Those
 //!   tests pin exactly that, and that nothing else is left.
+//! - A revert by clone swap stopped inside librbd's rename (both names open
+//!   the image, the directory moved or not), then re-run.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -242,6 +244,13 @@ fn every_crash_point(
 
 /// [`every_crash_point`] for a [`Scenario`].
 fn converges(e: &OneEnv, s: &Scenario<'_>) -> u32 {
+    converges_meddled(e, s, &|_, _| true)
+}
+
+/// [`converges`], with `meddle` changing each interrupted state before the
+/// re-run (as a process killed inside a Ceph call would have left it); a crash
+/// point where it returns `false` is not re-run.
+fn converges_meddled(e: &OneEnv, s: &Scenario<'_>, meddle: &dyn Fn(&OneEnv, &Case) -> bool) -> u32 {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let c = e.cluster.connect();
     let pool = &e.cluster.pool;
@@ -265,6 +274,11 @@ fn converges(e: &OneEnv, s: &Scenario<'_>) -> u32 {
         // Interrupted after its k-th mutation: run it again, once the dead
         // process's watches have expired (as a later re-run would find it).
         wait_unwatched(c, pool, &case);
+        if !meddle(e, &case) {
+            (s.cleanup)(e, &case);
+            k += 1;
+            continue;
+        }
         let again = (s.action)(e, &case, None);
         assert_finished(&again, &format!("the re-run after crash point {k}"));
         assert_eq!(end_state(e, s, &case, &again), want, "re-run after crash point {k}");
@@ -365,6 +379,94 @@ fn snap_revert_converges_from_every_crash_point() {
     );
     assert!(n >= 5, "snap_revert has {n} crash points");
     eprintln!("snap_revert: {n} crash points, each re-run converged");
+}
+
+/// What librbd leaves when its rename of `from` to `to` is killed after its
+/// first write: `to`'s id object, a copy of `from`'s (both names open the
+/// image; the pool directory still lists `from`); with `directory_moved`,
+/// after its second (the directory lists `to`).
+fn stop_rename_half_way(e: &OneEnv, from: &str, to: &str, directory_moved: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("id");
+    let cl = &e.cluster;
+    let rados = |args: &[&OsStr]| {
+        let out = Command::new("rados")
+            .args(["-c".as_ref(), cl.conf.as_os_str(), "--id".as_ref(), cl.id.as_ref()])
+            .args(["--keyring".as_ref(), cl.keyring.as_os_str(), "-p".as_ref(), cl.pool.as_ref()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rados {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    rados(&[OsStr::new("get"), format!("rbd_id.{from}").as_ref(), file.as_os_str()]);
+    rados(&[OsStr::new("put"), format!("rbd_id.{to}").as_ref(), file.as_os_str()]);
+    if directory_moved {
+        // The directory's two keys per image, each value a cls string.
+        let raw = std::fs::read(&file).unwrap();
+        let id = std::str::from_utf8(&raw[4..]).unwrap().to_string();
+        let set = |key: String, value: &str| {
+            let mut v = u32::try_from(value.len()).unwrap().to_le_bytes().to_vec();
+            v.extend_from_slice(value.as_bytes());
+            std::fs::write(&file, v).unwrap();
+            let (key, input) = (OsStr::new(&key), OsStr::new("--input-file"));
+            rados(&[OsStr::new("setomapval"), OsStr::new("rbd_directory"), key, input, file.as_os_str()]);
+        };
+        rados(&[OsStr::new("rmomapkey"), OsStr::new("rbd_directory"), format!("name_{from}").as_ref()]);
+        set(format!("name_{to}"), &id);
+        set(format!("id_{id}"), to);
+    }
+}
+
+#[test]
+fn snap_revert_converges_from_a_rename_stopped_half_way() {
+    let e = env();
+    // Before each of the clone swap's renames (the old head to its carrier,
+    // the finished clone into place), the run is stopped as if killed inside
+    // librbd's rename, after its first write or its second.
+    let met = std::cell::Cell::new((0, 0));
+    let n = converges_meddled(
+        &e,
+        &Scenario {
+            setup: &|e, case| vm_with_snapshots(e, case, false),
+            action: &|e, case, k| tm(e, "snap_revert", &snap_args(case, "0"), k),
+            result: &|_, _, _| String::new(),
+            cleanup: &remove_all,
+        },
+        &|e, case| {
+            let io = e.cluster.connect().ioctx(&e.cluster.pool).unwrap();
+            let head = format!("one-{}-{}-0", case.img, case.vm);
+            let temp = format!("{head}.rbdx-new");
+            let exists = |n: &str| io.open_read_only(n, None).is_ok();
+            if !exists(&temp) {
+                return false;
+            }
+            let (to_carrier, into_place) = met.get();
+            if !exists(&head) {
+                // Every other time with the directory moved too.
+                stop_rename_half_way(e, &temp, &head, into_place % 2 == 1);
+                met.set((to_carrier, into_place + 1));
+                return true;
+            }
+            let carrier =
+                io.open_read_only(&temp, None).unwrap().metadata_get("rbdx.revert.carrier").unwrap();
+            match carrier.filter(|c| !c.is_empty() && !exists(c)) {
+                Some(c) => {
+                    stop_rename_half_way(e, &head, &c, true);
+                    met.set((to_carrier + 1, into_place));
+                    true
+                }
+                None => false,
+            }
+        },
+    );
+    let (to_carrier, into_place) = met.get();
+    assert!(
+        to_carrier >= 1 && into_place >= 1,
+        "renames stopped: {to_carrier} to the carrier, {into_place} into place"
+    );
+    eprintln!(
+        "snap_revert: {n} crash points, renames stopped half-way and re-run: {to_carrier} + {into_place}"
+    );
 }
 
 #[test]

@@ -453,13 +453,18 @@ impl<'c> IoCtx<'c> {
         })
     }
 
-    /// Renames image `from` to `to` within this pool, holding its lock.
+    /// Renames image `from` to `to` within this pool, holding its lock. A
+    /// rename that stopped half-way (both names open the image, so librbd
+    /// finds `to` taken) is finished instead.
     ///
     /// # Errors
     /// `NotFound`, `Exists`.
     pub fn rename_image(&self, from: &str, to: &str) -> Result<()> {
         let _lock = ObjectLock::image(self, from)?;
-        self.rename_image_unlocked(from, to)
+        match self.rename_image_unlocked(from, to) {
+            Err(e) if e.is_exists() && self.finish_rename(from, to)? => Ok(()),
+            other => other,
+        }
     }
 
     /// Moves image `name` to the trash, holding its lock; it cannot be removed

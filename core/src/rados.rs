@@ -579,6 +579,21 @@ impl<'c> IoCtx<'c> {
         Ok(true)
     }
 
+    /// Removes object `oid`; `false` when there was none.
+    ///
+    /// # Errors
+    /// A [`CephError`] from `rados_remove` other than "not found".
+    pub(crate) fn remove_object(&self, oid: &str) -> Result<bool> {
+        let o = cstring("object name", oid)?;
+        // SAFETY: `self.raw` is live; `o` outlives the call.
+        let r = unsafe { sys::rados_remove(self.raw, o.as_ptr()) };
+        if r == -libc::ENOENT {
+            return Ok(false);
+        }
+        check(r.into(), "rados_remove", || format!("{}/{oid}", self.spec()))?;
+        Ok(true)
+    }
+
     /// Up to `max` bytes of object `oid` from its start.
     ///
     /// # Errors

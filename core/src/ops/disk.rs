@@ -612,6 +612,9 @@ impl<'c> Disk<'c> {
         // A clone left by an interrupted run is reused only if it is the one this
         // run would build.
         let mut have_temp = Self::exists(io, &temp)?;
+        if have_temp && self.finish_stopped_rename(io, &temp)? {
+            return self.revert_in(io, snap, cfg);
+        }
         if have_temp {
             // An interrupted run may not have written its markers yet: the
             // parent link alone says whether this is the clone we want.
@@ -675,6 +678,29 @@ impl<'c> Disk<'c> {
         let head = finish_revert_to(io, &temp, &name, carrier.as_deref())?;
         let carriers: BTreeSet<String> = book.carriers.into_iter().chain(carrier).collect();
         self.collect_carriers(io, &head, &carriers)
+    }
+
+    /// Finishes a rename of an interrupted revert that stopped half-way, both
+    /// names opening one image (librbd writes the new name's id object, then
+    /// the pool directory, then removes the old one): the finished clone
+    /// `temp` into place (the head is then the reverted one: that revert is
+    /// finished), or the old head to the carrier `temp` names. `true` when it
+    /// finished one; the revert then starts again, as after a whole rename.
+    fn finish_stopped_rename(&self, io: &IoCtx<'c>, temp: &str) -> Result<bool> {
+        let name = &self.head.name;
+        let Some(head_id) = io.image_id(name)? else { return Ok(false) };
+        if io.image_id(temp)?.as_ref() == Some(&head_id) {
+            finish_revert(io, temp, name)?;
+            return Ok(true);
+        }
+        let carrier = io.open_read_only(temp, None)?.metadata_get(KEY_REVERT_CARRIER)?;
+        match carrier.filter(|c| !c.is_empty()) {
+            Some(c) if io.image_id(&c)?.as_ref() == Some(&head_id) => {
+                io.rename_image(name, &c)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Removes the head and every carrier with their snapshots. Images that clones

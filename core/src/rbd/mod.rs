@@ -187,6 +187,54 @@ impl<'c> IoCtx<'c> {
         Ok(())
     }
 
+    /// Finishes a rename of image `from` to `to` that stopped inside librbd
+    /// after it wrote the new name's id object: both names then open the same
+    /// image, and librbd refuses to rename again (the new name exists). The
+    /// pool directory moves to `to` unless it already has, and the old name's
+    /// id object goes, as librbd's last two steps do. `false`, with nothing
+    /// changed, unless both names' id objects hold the same image id.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a directory that lists
+    /// neither name for the image.
+    pub(crate) fn finish_rename(&self, from: &str, to: &str) -> Result<bool> {
+        let (Some(id), Some(to_id)) = (self.image_id(from)?, self.image_id(to)?) else { return Ok(false) };
+        if id != to_id {
+            return Ok(false);
+        }
+        let mut input = Vec::new();
+        for s in [from, to, id.as_str()] {
+            crate::rados::put_string(&mut input, s.as_bytes());
+        }
+        match self.exec_write_existing(RBD_DIRECTORY, c"rbd", &[(c"dir_rename_image", input)]) {
+            Ok(()) => {}
+            // The directory moved already: it must list the new name for this image.
+            Err(e) if e.is_not_found() => {
+                let mut name = Vec::new();
+                crate::rados::put_string(&mut name, to.as_bytes());
+                let listed = self.exec_read(RBD_DIRECTORY, c"rbd", c"dir_get_id", &name);
+                let listed = match listed {
+                    Ok(raw) => ClsReader(&raw).string(),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e),
+                };
+                if listed.as_deref() != Some(id.as_str()) {
+                    return Err(crate::Error::BadReply {
+                        command: format!(
+                            "{}/{RBD_DIRECTORY} rbd.dir_rename_image {from} -> {to}",
+                            self.spec()
+                        ),
+                        detail: format!("the directory lists neither name for image {id}"),
+                    });
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.remove_object(&format!("rbd_id.{from}"))?;
+        crate::crash::point("rbd_rename");
+        Ok(true)
+    }
+
     /// Every image in the pool (namespace), in librbd's order.
     ///
     /// # Errors
@@ -311,6 +359,9 @@ impl<'c> IoCtx<'c> {
         Ok(())
     }
 }
+
+/// The pool's image directory (names to ids and back), format-2 images.
+const RBD_DIRECTORY: &str = "rbd_directory";
 
 /// The header object of the image with id `id`.
 pub(crate) fn header_oid(id: &str) -> String {
@@ -600,7 +651,7 @@ impl IoCtx<'_> {
         let Some(pio) = self.parent_ioctx(p)? else { return Ok(None) };
         let mut input = Vec::new();
         crate::rados::put_string(&mut input, p.image_id.as_bytes());
-        let name = match pio.exec_read("rbd_directory", c"rbd", c"dir_get_name", &input) {
+        let name = match pio.exec_read(RBD_DIRECTORY, c"rbd", c"dir_get_name", &input) {
             Ok(reply) => ClsReader(&reply).string().ok_or_else(|| crate::Error::BadReply {
                 command: format!("{}/rbd_directory rbd.dir_get_name", pio.spec()),
                 detail: "not a name".into(),
