@@ -447,10 +447,57 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// As [`IoCtx::remove_image`].
     pub(crate) fn remove_image_with_id(&self, name: &str, id: &str) -> Result<()> {
-        with_freed_parent_locked(self, id, name, || {
+        self.settle_name(name, id)?;
+        let removed = with_freed_parent_locked(self, id, name, || {
             let _lock = ObjectLock::image_by_id(self, id, name)?;
             self.remove_image_unlocked(name)
-        })
+        });
+        match removed {
+            // Gone before; its name may not be.
+            Err(e) if e.is_not_found() => {
+                self.clear_ghost(name)?;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Makes `name` the only name of image `id` where a rename stopped
+    /// half-way left it two: the directory listing the other name, whose id
+    /// object names the image too. The directory moves to `name` and the other
+    /// id object goes, so that a removal through `name` leaves no name behind
+    /// (librbd's would remove the image and leave the listed name, opening
+    /// nothing). One read when the directory lists `name` (or nothing).
+    ///
+    /// # Errors
+    /// Ceph errors.
+    pub(crate) fn settle_name(&self, name: &str, id: &str) -> Result<()> {
+        if let Some(listed) = self.listed_name(id)? {
+            if listed != name && self.image_id(&listed)?.as_deref() == Some(id) {
+                self.finish_rename(&listed, name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears image name `name` if it is a ghost: an id object (and maybe a
+    /// directory entry) naming an image whose header is gone, which an
+    /// interrupted rename or removal leaves. It opens nothing, yet holds the
+    /// name (creating it again fails) and `rbd ls` lists it. librbd's removal
+    /// clears both and answers "not found". `false`, nothing done, for a name
+    /// without an id object or whose image is there.
+    ///
+    /// # Errors
+    /// Ceph errors.
+    pub(crate) fn clear_ghost(&self, name: &str) -> Result<bool> {
+        let Some(id) = self.image_id(name)? else { return Ok(false) };
+        if self.object_exists(&crate::rbd::header_oid(&id))? {
+            return Ok(false);
+        }
+        match self.remove_image_unlocked(name) {
+            Err(e) if e.is_not_found() => Ok(true),
+            other => other.map(|()| true),
+        }
     }
 
     /// Renames image `from` to `to` within this pool, holding its lock. A
@@ -460,11 +507,34 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound`, `Exists`.
     pub fn rename_image(&self, from: &str, to: &str) -> Result<()> {
-        let _lock = ObjectLock::image(self, from)?;
-        match self.rename_image_unlocked(from, to) {
+        let id = self.image_id(from)?;
+        let _lock = match &id {
+            Some(id) => ObjectLock::image_by_id(self, id, from)?,
+            None => None,
+        };
+        match self.rename_image_unlocked(from, to, id.as_deref()) {
             Err(e) if e.is_exists() && self.finish_rename(from, to)? => Ok(()),
             other => other,
         }
+    }
+
+    /// Finishes a rename of image `from` to `to` that an interrupted run
+    /// stopped half-way (both names open the image), holding its lock: a run
+    /// that finds its renamed image in place calls this before it reports it
+    /// done, or the old name would stay behind, naming the same image (a
+    /// later removal of that leftover would remove it). `false` when there
+    /// was none: two reads.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a directory that lists
+    /// neither name for the image.
+    pub fn finish_stopped_rename(&self, from: &str, to: &str) -> Result<bool> {
+        let Some(id) = self.image_id(from)? else { return Ok(false) };
+        if self.image_id(to)?.as_deref() != Some(id.as_str()) {
+            return Ok(false);
+        }
+        let _lock = ObjectLock::image_by_id(self, &id, from)?;
+        self.finish_rename(from, to)
     }
 
     /// Moves image `name` to the trash, holding its lock; it cannot be removed
@@ -473,7 +543,14 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound`; `Busy` while it has watchers.
     pub fn trash_move(&self, name: &str, delay_secs: u64) -> Result<()> {
-        let _lock = ObjectLock::image(self, name)?;
+        let id = self.image_id(name)?;
+        let _lock = match &id {
+            Some(id) => {
+                self.settle_name(name, id)?;
+                ObjectLock::image_by_id(self, id, name)?
+            }
+            None => None,
+        };
         self.trash_move_unlocked(name, delay_secs)
     }
 

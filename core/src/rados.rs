@@ -594,6 +594,30 @@ impl<'c> IoCtx<'c> {
         Ok(true)
     }
 
+    /// Creates object `oid` holding `data`, in one operation that fails with
+    /// `Exists` (and writes nothing) if the object is there already.
+    ///
+    /// # Errors
+    /// `Exists`; other [`CephError`]s from the write.
+    pub(crate) fn create_object(&self, oid: &str, data: &[u8]) -> Result<()> {
+        let o = cstring("object name", oid)?;
+        // SAFETY: the op is released below; `data` and `o` outlive
+        // `rados_write_op_operate`, their last use.
+        let r = unsafe {
+            let op = sys::rados_create_write_op();
+            if op.is_null() {
+                return Err(no_memory("rados_create_write_op", oid));
+            }
+            sys::rados_write_op_create(op, 1, ptr::null());
+            sys::rados_write_op_write_full(op, data.as_ptr().cast(), data.len());
+            let r = sys::rados_write_op_operate(op, self.raw, o.as_ptr(), ptr::null_mut(), 0);
+            sys::rados_release_write_op(op);
+            r
+        };
+        check(r.into(), "rados_write_op_operate", || format!("{}/{oid} create", self.spec()))?;
+        Ok(())
+    }
+
     /// Up to `max` bytes of object `oid` from its start.
     ///
     /// # Errors

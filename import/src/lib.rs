@@ -370,7 +370,13 @@ pub fn import(
         let io = ops::ioctx(cluster, target)?;
         let marker = io.open_read_only(&target.name, None).and_then(|i| i.metadata_get(KEY_IMPORTING));
         match marker? {
-            None => return Ok(Report { format: Format::Raw, read: 0, size: st.size, already_done: true }),
+            None => {
+                // An earlier run's: its rename may have stopped half-way.
+                let temp = target.sibling(&temp_name(&target.name))?;
+                ops::finish_stopped_rename(cluster, &temp, &target.name)
+                    .context(format!("renaming {temp} to {target}"))?;
+                return Ok(Report { format: Format::Raw, read: 0, size: st.size, already_done: true });
+            }
             Some(_) => {
                 ops::remove(cluster, target, RemoveOptions::default())
                     .context(format!("removing the unfinished {target}"))?;

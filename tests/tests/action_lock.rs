@@ -107,6 +107,13 @@ fn a_live_holder_makes_others_fail_in_one_line_and_a_dead_one_is_taken_over() {
     drop(img);
     io.rename_image(&spec.name, &format!("{}-renamed", spec.name)).unwrap();
     io.rename_image(&format!("{}-renamed", spec.name), &spec.name).unwrap();
+    // The dead holder stays a watcher until its watch times out (5 s on the
+    // test cluster): only then can the image be removed.
+    let start = Instant::now();
+    while !io.open_read_only(&spec.name, None).unwrap().watchers().unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the dead holder's watch did not expire");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(io);
     s.finish(c);
 }

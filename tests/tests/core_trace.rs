@@ -145,3 +145,59 @@ fn a_lone_disk_head_is_removed_without_an_open() {
     Disk::new(c, plain.clone(), &RBDX_NAMING).remove(None, Reclaim::Trash).unwrap();
     s.finish(c);
 }
+
+/// A format-2 image is renamed without librbd (three writes, no open) and
+/// left as librbd leaves it: the directory lists the new name for the same
+/// id, the old name has no id object and opens nothing, data and data pool
+/// are kept. A taken name is refused as librbd refuses it, nothing changed;
+/// an image with journaling (whose renames are journaled) goes through
+/// librbd, to the same end.
+#[test]
+fn a_rename_leaves_what_librbd_leaves_without_an_open() {
+    let _turn = TRACED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let s = Scratch::new("rename");
+    let c = s.env.connect();
+    let io = c.ioctx(&s.env.pool).unwrap();
+    let (plain, journaled, taken) = (s.spec("plain"), s.spec("journaled"), s.spec("taken"));
+    let with_journal = CreateOptions {
+        data_pool: Some(s.env.ec_pool.clone()),
+        features: Some(features::LAYERING | features::EXCLUSIVE_LOCK | features::JOURNALING),
+        order: None,
+    };
+    let ec = CreateOptions::with_data_pool(Some(&s.env.ec_pool));
+    for (spec, opts) in [(&plain, &ec), (&journaled, &with_journal), (&taken, &ec)] {
+        ops::create(c, spec, 8 * MIB, opts).unwrap();
+        fill(&io.open(&spec.name).unwrap(), 0, MIB, 9);
+    }
+    let sum = |name: &str| rbdx_tests::checksum(&io.open_read_only(name, None).unwrap());
+    let listed = || io.list_images().unwrap();
+    let id_of = |name: &str| listed().into_iter().find(|e| e.name == name).map(|e| e.id);
+
+    trace::enable();
+    let names = || trace::take().into_iter().map(|s| s.name).collect::<Vec<_>>();
+    for (spec, path) in [(&plain, "rename"), (&journaled, "rename (librbd)")] {
+        let (id, want) = (id_of(&spec.name).unwrap(), sum(&spec.name));
+        let to = format!("{}-renamed", spec.name);
+        let _ = names();
+        ops::rename(c, spec, &to).unwrap();
+        let seen = names();
+        assert!(seen.iter().any(|n| n == path), "{}: {seen:?}", spec.name);
+        assert!(!seen.iter().any(|n| n == "open"), "{}: {seen:?}", spec.name);
+        assert_eq!(id_of(&to), Some(id), "the directory lists {to} for the same image");
+        assert_eq!(id_of(&spec.name), None);
+        assert!(!io.object_exists(&format!("rbd_id.{}", spec.name)).unwrap(), "{}'s id object", spec.name);
+        assert!(io.open_read_only(&spec.name, None).unwrap_err().is_not_found());
+        assert_eq!(sum(&to), want);
+        let st = ops::stat(c, &spec.sibling(&to).unwrap()).unwrap();
+        assert_eq!(st.data_pool.as_deref(), Some(s.env.ec_pool.as_str()));
+        // Back, for the checks below and the clean-up.
+        ops::rename(c, &spec.sibling(&to).unwrap(), &spec.name).unwrap();
+    }
+    let before = (listed().len(), id_of(&plain.name), id_of(&taken.name));
+    let e = ops::rename(c, &plain, &taken.name).unwrap_err();
+    assert!(e.is_exists(), "{e}");
+    assert!(e.to_string().contains("rbd_rename"), "{e}");
+    assert_eq!((listed().len(), id_of(&plain.name), id_of(&taken.name)), before, "nothing changed");
+    assert!(io.open_read_only(&plain.name, None).is_ok(), "{} still opens", plain.name);
+    s.finish(c);
+}

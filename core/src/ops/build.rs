@@ -9,7 +9,7 @@ use crate::rbd::{Image, SnapNamespace};
 
 use super::{
     CloneOptions, CreateOptions, ImageSpec, RBDX_KEY_PREFIX, RemoveOptions, check_data_pool, clone_of,
-    create, disk, ioctx, remove, rename, stat, strip_inherited,
+    create, disk, finish_stopped_rename, ioctx, remove, rename, stat, strip_inherited,
 };
 
 /// What [`clone_from_snapshot`] did.
@@ -150,8 +150,13 @@ pub fn make_image(
 ) -> Result<bool> {
     check_data_pool(cluster, data_pool)?;
     // Only "not found" means there is none (a timeout fails at once).
+    let temp = dst.sibling(&make_temp_name(&dst.name))?;
     match stat(cluster, dst) {
-        Ok(st) if st.size == size => return Ok(false),
+        Ok(st) if st.size == size => {
+            // An earlier run's: its rename may have stopped half-way.
+            finish_stopped_rename(cluster, &temp, &dst.name)?;
+            return Ok(false);
+        }
         Ok(st) => {
             return Err(Error::Exists(format!(
                 "{dst} exists already ({} bytes, not {size}): not replacing it",
@@ -161,7 +166,6 @@ pub fn make_image(
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e),
     }
-    let temp = dst.sibling(&make_temp_name(&dst.name))?;
     remove(cluster, &temp, RemoveOptions::default())?;
     create(cluster, &temp, size, &CreateOptions::with_data_pool(data_pool))?;
     {

@@ -858,6 +858,15 @@ impl<'c> Disk<'c> {
     ) -> Result<()> {
         let io = self.io()?;
         let old_disk = Disk::new(self.cluster, self.head.sibling(old)?, self.naming);
+        // An earlier run's rename stopped half-way: the disk aside, or the new
+        // image into place (the first finished before the second starts). A
+        // removal of that new image through its other name (a caller's
+        // clean-up before it imports again) leaves the head's name a ghost.
+        if !io.finish_stopped_rename(&self.head.name, old)?
+            && !io.finish_stopped_rename(new, &self.head.name)?
+        {
+            io.clear_ghost(&self.head.name)?;
+        }
         // What an earlier run put in place may still have its old disk to remove.
         self.dispose_replaced(&io, &old_disk, trash_delay, reclaim)?;
         if !Self::exists(&io, new)? {
@@ -1244,7 +1253,11 @@ impl Disk<'_> {
             let (mut book, head) = self.book_and_head(io)?;
             let head_depth = depth_above(self.cluster, head.parent()?)?;
             let saved = match self.saved_into(&tio, target)? {
-                Some(Saved::Copied) => return Ok(Saved::Copied),
+                Some(Saved::Copied) => {
+                    // An earlier run's copy: its rename may have stopped half-way.
+                    tio.finish_stopped_rename(&copy_temp_name(&target.name), &target.name)?;
+                    return Ok(Saved::Copied);
+                }
                 Some(again) => again,
                 None => {
                     if let Some(s) = unchanged_of(&head, &pick)? {
@@ -1665,12 +1678,18 @@ fn dispose(
     reclaim: Reclaim,
 ) -> Result<()> {
     let Some(id) = io.image_id(image)? else { return Ok(()) };
+    io.settle_name(image, &id)?;
     // Its parent first, when the removal frees the parent's snapshot.
-    crate::lock::with_freed_parent_locked(io, &id, image, || match io.open_with_id(image, &id) {
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(e),
-        Ok(img) => dispose_open(cluster, io, img, trash_delay, reclaim),
-    })
+    let disposed =
+        crate::lock::with_freed_parent_locked(io, &id, image, || match io.open_with_id(image, &id) {
+            Err(e) => Err(e),
+            Ok(img) => dispose_open(cluster, io, img, trash_delay, reclaim),
+        });
+    match disposed {
+        // Gone before; its name may not be (an interrupted rename or removal).
+        Err(e) if e.is_not_found() => io.clear_ghost(image).map(drop),
+        other => other,
+    }
 }
 
 /// [`dispose`] of an image open read-write whose removal frees no snapshot of

@@ -458,6 +458,15 @@ pub fn rename(cluster: &Cluster, spec: &ImageSpec, new_name: &str) -> Result<()>
     ioctx(cluster, spec)?.rename_image(&spec.name, new_name)
 }
 
+/// Finishes a rename of `spec` to `new_name` that an interrupted run stopped
+/// half-way ([`IoCtx::finish_stopped_rename`]); `false` when there was none.
+///
+/// # Errors
+/// Ceph errors.
+pub fn finish_stopped_rename(cluster: &Cluster, spec: &ImageSpec, new_name: &str) -> Result<bool> {
+    ioctx(cluster, spec)?.finish_stopped_rename(&spec.name, new_name)
+}
+
 /// Flattens `spec` if it still has a parent.
 ///
 /// # Errors
@@ -502,7 +511,8 @@ pub fn remove(cluster: &Cluster, spec: &ImageSpec, opts: RemoveOptions) -> Resul
     // A read-only open registers no watch of its own, so every watcher listed is
     // another client.
     let probe = match io.open_read_only(&spec.name, None) {
-        Err(e) if e.is_not_found() => return Ok(Removal::AlreadyGone),
+        // A name an interrupted rename or removal left goes too.
+        Err(e) if e.is_not_found() => return io.clear_ghost(&spec.name).map(|_| Removal::AlreadyGone),
         other => other?,
     };
     refuse_in_use(&probe, spec)?;

@@ -173,13 +173,30 @@ impl<'c> IoCtx<'c> {
         Ok(())
     }
 
-    /// Renames image `from` to `to` within this pool.
+    /// Renames image `from` (id `id`, read by the caller) to `to` within this
+    /// pool. A format-2 image without journaling is renamed as librbd renames
+    /// it, without opening it: `to`'s id object created (`Exists` if taken),
+    /// the pool directory moved, `from`'s id object removed (four round trips
+    /// with the features read; an open alone takes more). Anything else
+    /// (format 1, journaling, a header that does not answer) goes through
+    /// librbd (traced as `rename (librbd)`). librbd also tells the image's
+    /// watchers to refresh their header, which holds no name: nothing a
+    /// watcher reads changes.
+    ///
+    /// A process stopped between those writes leaves both names opening the
+    /// image: [`IoCtx::finish_rename`] finishes that.
     ///
     /// # Errors
     /// `NotFound`, `Exists`.
-    pub(crate) fn rename_image_unlocked(&self, from: &str, to: &str) -> Result<()> {
-        let _span = crate::trace::span("rename");
+    pub(crate) fn rename_image_unlocked(&self, from: &str, to: &str, id: Option<&str>) -> Result<()> {
         let (f, t) = (cstring("image name", from)?, cstring("image name", to)?);
+        if let Some(id) = id {
+            let _span = crate::trace::span("rename");
+            if self.renames_directly(id, to)? {
+                return self.rename_directly(from, to, id);
+            }
+        }
+        let _span = crate::trace::span("rename (librbd)");
         // SAFETY: `self.raw()` is live; both strings outlive the call.
         let r = unsafe { sys::rbd_rename(self.raw(), f.as_ptr(), t.as_ptr()) };
         check(r.into(), "rbd_rename", || format!("{} -> {to}", spec(self, from, None)))?;
@@ -187,11 +204,67 @@ impl<'c> IoCtx<'c> {
         Ok(())
     }
 
-    /// Finishes a rename of image `from` to `to` that stopped inside librbd
-    /// after it wrote the new name's id object: both names then open the same
-    /// image, and librbd refuses to rename again (the new name exists). The
+    /// Whether the image with id `id` can be renamed to `to` without librbd:
+    /// its header answers, without journaling (whose renames are journaled
+    /// for mirroring), and no format-1 image holds the name `to`.
+    fn renames_directly(&self, id: &str, to: &str) -> Result<bool> {
+        let head = HEAD_SNAP.to_le_bytes().to_vec();
+        let features = match self.exec_reads(&header_oid(id), c"rbd", &[(c"get_features", head)]) {
+            Ok(r) => r.first().and_then(|r| ClsReader(r).u64()),
+            Err(e) if e.is_not_found() => None,
+            Err(crate::Error::Ceph(c)) if [libc::ENOEXEC, libc::EOPNOTSUPP].contains(&c.errno) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(features) = features else { return Ok(false) };
+        Ok(features & features::JOURNALING == 0 && !self.object_exists(&format!("{to}.rbd"))?)
+    }
+
+    /// librbd's three writes of a format-2 rename, each a crash point.
+    fn rename_directly(&self, from: &str, to: &str, id: &str) -> Result<()> {
+        let mut id_object = Vec::new();
+        crate::rados::put_string(&mut id_object, id.as_bytes());
+        let to_oid = format!("rbd_id.{to}");
+        let mut created = self.create_object(&to_oid, &id_object);
+        if created.as_ref().is_err_and(crate::Error::is_exists) && self.clear_ghost(to)? {
+            // The name was a ghost of a removed image (an interrupted rename
+            // or removal): free now.
+            created = self.create_object(&to_oid, &id_object);
+        }
+        match created {
+            // As librbd says it.
+            Err(e) if e.is_exists() => {
+                let what = || format!("{} -> {to}", spec(self, from, None));
+                return check(-i64::from(libc::EEXIST), "rbd_rename", what).map(drop);
+            }
+            other => other?,
+        }
+        crate::crash::point("rename: the new id object");
+        let mut input = Vec::new();
+        for s in [from, to, id] {
+            crate::rados::put_string(&mut input, s.as_bytes());
+        }
+        match self.exec_write_existing(RBD_DIRECTORY, c"rbd", &[(c"dir_rename_image", input)]) {
+            Ok(()) => {}
+            // The directory does not list `from` for this image, or lists
+            // `to`: nothing moved, and the new id object goes again.
+            Err(crate::Error::Ceph(c)) if [libc::ENOENT, libc::ESTALE, libc::EEXIST].contains(&c.errno) => {
+                self.remove_object(&to_oid)?;
+                return Err(crate::Error::Ceph(c));
+            }
+            // Moved or not (a timeout): a re-run finishes it.
+            Err(e) => return Err(e),
+        }
+        crate::crash::point("rename: the directory");
+        self.remove_object(&format!("rbd_id.{from}"))?;
+        crate::crash::point("rbd_rename");
+        Ok(())
+    }
+
+    /// Finishes a rename of image `from` to `to` that stopped after it wrote
+    /// the new name's id object (rbdx's own or inside librbd): both names then
+    /// open the same image, and a rename again finds the new name taken. The
     /// pool directory moves to `to` unless it already has, and the old name's
-    /// id object goes, as librbd's last two steps do. `false`, with nothing
+    /// id object goes, as a rename's last two steps do. `false`, with nothing
     /// changed, unless both names' id objects hold the same image id.
     ///
     /// # Errors
@@ -207,7 +280,7 @@ impl<'c> IoCtx<'c> {
             crate::rados::put_string(&mut input, s.as_bytes());
         }
         match self.exec_write_existing(RBD_DIRECTORY, c"rbd", &[(c"dir_rename_image", input)]) {
-            Ok(()) => {}
+            Ok(()) => crate::crash::point("rename: the directory"),
             // The directory moved already: it must list the new name for this image.
             Err(e) if e.is_not_found() => {
                 let mut name = Vec::new();
@@ -644,21 +717,29 @@ impl IoCtx<'_> {
         }
     }
 
+    /// The name the pool directory lists for image id `id`, if any.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a reply that is no name.
+    pub(crate) fn listed_name(&self, id: &str) -> Result<Option<String>> {
+        let mut input = Vec::new();
+        crate::rados::put_string(&mut input, id.as_bytes());
+        match self.exec_read(RBD_DIRECTORY, c"rbd", c"dir_get_name", &input) {
+            Ok(reply) => ClsReader(&reply).string().map(Some).ok_or_else(|| crate::Error::BadReply {
+                command: format!("{}/rbd_directory rbd.dir_get_name", self.spec()),
+                detail: "not a name".into(),
+            }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The parent `p` names, from its pool's directory and its header; `None`
     /// where an open must tell (the parent is not in the directory: in the
     /// trash, or its pool gone).
     pub(crate) fn resolve_parent(&self, p: &ParentRef) -> Result<Option<Parent>> {
         let Some(pio) = self.parent_ioctx(p)? else { return Ok(None) };
-        let mut input = Vec::new();
-        crate::rados::put_string(&mut input, p.image_id.as_bytes());
-        let name = match pio.exec_read(RBD_DIRECTORY, c"rbd", c"dir_get_name", &input) {
-            Ok(reply) => ClsReader(&reply).string().ok_or_else(|| crate::Error::BadReply {
-                command: format!("{}/rbd_directory rbd.dir_get_name", pio.spec()),
-                detail: "not a name".into(),
-            })?,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let Some(name) = pio.listed_name(&p.image_id)? else { return Ok(None) };
         let snap = pio.header_call(
             &p.image_id,
             c"snapshot_get",
