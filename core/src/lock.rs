@@ -447,9 +447,9 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// As [`IoCtx::remove_image`].
     pub(crate) fn remove_image_with_id(&self, name: &str, id: &str) -> Result<()> {
-        self.settle_name(name, id)?;
         let removed = with_freed_parent_locked(self, id, name, || {
             let _lock = ObjectLock::image_by_id(self, id, name)?;
+            self.settle_name(name, id)?;
             self.remove_image_unlocked(name)
         });
         match removed {
@@ -467,15 +467,19 @@ impl<'c> IoCtx<'c> {
     /// object names the image too. The directory moves to `name` and the other
     /// id object goes, so that a removal through `name` leaves no name behind
     /// (librbd's would remove the image and leave the listed name, opening
-    /// nothing). One read when the directory lists `name` (or nothing).
+    /// nothing). One read when the directory lists `name` (or nothing). The
+    /// caller holds the image's lock (a rename in flight holds it too).
     ///
     /// # Errors
     /// Ceph errors.
     pub(crate) fn settle_name(&self, name: &str, id: &str) -> Result<()> {
-        if let Some(listed) = self.listed_name(id)? {
-            if listed != name && self.image_id(&listed)?.as_deref() == Some(id) {
-                self.finish_rename(&listed, name)?;
-            }
+        let Some(listed) = self.listed_name(id)? else { return Ok(()) };
+        // `name` may have gone with a rename finished while the lock was awaited.
+        if listed != name
+            && self.image_id(&listed)?.as_deref() == Some(id)
+            && self.image_id(name)?.as_deref() == Some(id)
+        {
+            self.finish_rename(&listed, name)?;
         }
         Ok(())
     }
@@ -546,8 +550,9 @@ impl<'c> IoCtx<'c> {
         let id = self.image_id(name)?;
         let _lock = match &id {
             Some(id) => {
+                let lock = ObjectLock::image_by_id(self, id, name)?;
                 self.settle_name(name, id)?;
-                ObjectLock::image_by_id(self, id, name)?
+                lock
             }
             None => None,
         };

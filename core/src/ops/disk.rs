@@ -1678,13 +1678,13 @@ fn dispose(
     reclaim: Reclaim,
 ) -> Result<()> {
     let Some(id) = io.image_id(image)? else { return Ok(()) };
-    io.settle_name(image, &id)?;
-    // Its parent first, when the removal frees the parent's snapshot.
-    let disposed =
-        crate::lock::with_freed_parent_locked(io, &id, image, || match io.open_with_id(image, &id) {
-            Err(e) => Err(e),
-            Ok(img) => dispose_open(cluster, io, img, trash_delay, reclaim),
-        });
+    // Its parent first, when the removal frees the parent's snapshot; the
+    // open takes the image's lock.
+    let disposed = crate::lock::with_freed_parent_locked(io, &id, image, || {
+        let img = io.open_with_id(image, &id)?;
+        io.settle_name(image, &id)?;
+        dispose_open(cluster, io, img, trash_delay, reclaim)
+    });
     match disposed {
         // Gone before; its name may not be (an interrupted rename or removal).
         Err(e) if e.is_not_found() => io.clear_ghost(image).map(drop),
