@@ -1,11 +1,9 @@
-//! Copies, removal, the trash, pool capacity and timeouts, against the real test
-//! cluster as the restricted client.
+//! Copies, removal, the trash and pool capacity, against the real test cluster
+//! as the restricted client.
 
-use std::time::{Duration, Instant};
-
+use rbdx_core::Error;
 use rbdx_core::ops::{self, CloneOptions, CreateOptions, PoolKind, Removal, RemoveOptions};
 use rbdx_core::rbd::TrashSource;
-use rbdx_core::{Cluster, ConnectConfig, Error, ErrorKind, Timeouts};
 use rbdx_tests::{MIB, Scratch, checksum, fill};
 
 fn now() -> i64 {
@@ -246,63 +244,4 @@ fn pool_usage_knows_replicated_and_erasure_coded_pools() {
     assert!((0.55..0.8).contains(&ratio), "EC/replicated max_avail ratio {ratio}");
     let e = ops::pool_usage(c, &["no-such-pool"]).unwrap_err();
     assert!(e.to_string().contains("no-such-pool"), "{e}");
-}
-
-#[test]
-fn a_cluster_that_is_down_fails_within_the_timeout() {
-    // A monitor address where nothing listens is what a stopped cluster looks like
-    // to a client.
-    let env = rbdx_tests::cluster();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let limit = Duration::from_secs(3);
-    let cfg = ConnectConfig {
-        conf_file: None,
-        mon_host: Some(format!("v2:127.0.0.1:{port}")),
-        client_id: Some(env.id.clone()),
-        keyring: Some(env.keyring.clone()),
-        key_file: None,
-        timeouts: Timeouts::uniform(limit),
-        auth_none: false,
-    };
-    let t = Instant::now();
-    let e = Cluster::connect(&cfg).unwrap_err();
-    let took = t.elapsed();
-    assert_eq!(e.kind(), Some(ErrorKind::TimedOut), "{e}");
-    assert!(took >= limit - Duration::from_millis(500), "failed early: {took:?} ({e})");
-    assert!(took < limit * 2, "took {took:?} for a {limit:?} timeout");
-    assert_eq!(
-        e.to_string(),
-        "rados_connect client.rbdx-test: the cluster did not answer in time".replace("rbdx-test", &env.id)
-    );
-}
-
-#[test]
-fn bad_connection_settings_fail_clearly() {
-    let env = rbdx_tests::cluster();
-    let mut cfg = env.config();
-    cfg.conf_file = Some("/nonexistent/ceph.conf".into());
-    let e = Cluster::connect(&cfg).unwrap_err();
-    assert!(e.to_string().contains("/nonexistent/ceph.conf"), "{e}");
-
-    let mut cfg = env.config();
-    cfg.keyring = Some("/nonexistent/keyring".into());
-    cfg.timeouts = Timeouts::uniform(Duration::from_secs(5));
-    let e = Cluster::connect(&cfg).unwrap_err();
-    assert!(e.to_string().starts_with("rados_connect"), "{e}");
-}
-
-#[test]
-fn management_operations_go_wide_unless_ceph_conf_says_otherwise() {
-    const OPT: &str = "rbd_concurrent_management_ops";
-    let env = rbdx_tests::cluster();
-    assert_eq!(env.connect_new().conf_get(OPT).unwrap(), "64", "librbd's 10 raised");
-
-    // An operator's own value stands.
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("ceph.conf");
-    let mut text = std::fs::read_to_string(&env.conf).unwrap();
-    text.push_str(&format!("\n[client.{}]\n{OPT} = 12\n", env.id));
-    std::fs::write(&conf, text).unwrap();
-    let tuned = Cluster::connect(&ConnectConfig { conf_file: Some(conf), ..env.config() }).unwrap();
-    assert_eq!(tuned.conf_get(OPT).unwrap(), "12");
 }
