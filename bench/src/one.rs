@@ -646,7 +646,8 @@ impl<'b> One<'b> {
                     1.0,
                     true,
                     "rbdx reads the file, skips zero chunks and writes 8 chunks in flight (rbd import: 10; \
-                     16 measured no faster); both share the 2 cores with the 3 OSDs, and runs differ by 5%",
+                     16 measured no faster, nor librbd's zero-copy writes with its cache off); both share \
+                     the 2 cores with the 3 OSDs, and runs differ by 5%",
                 )
             } else {
                 let share = w.ratios["c_qemu_img_convert"];
