@@ -3,6 +3,10 @@
 //! failed, 2 bad usage); the driver entry points (`tm`, `ds`, `pve`, `remote`)
 //! answer in their callers' protocols and return their own codes.
 
+mod agent;
+// Shared with `rbdx-run`: each side uses its half.
+#[allow(dead_code)]
+mod agent_proto;
 mod commands;
 mod connection;
 mod error;
@@ -63,9 +67,23 @@ enum Command {
     /// Runs one driver job read as JSON from stdin and prints its outcome as JSON
     /// (what the front-end runs on a host over ssh).
     Remote,
+    /// The warm start: serves `rbdx-run` clients on a Unix socket (systemd's
+    /// socket unit, or `--socket`), each run a fork of this already-loaded
+    /// program. See the README.
+    Agent {
+        /// Listen here when systemd passed no socket (mode 0600).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() {
+    entry(std::env::args_os().collect())
+}
+
+/// One run with arguments `argv` (the program name first): `main`, and each
+/// run the agent forks.
+fn entry(argv: Vec<std::ffi::OsString>) -> ! {
     // `RBDX_TRACE=<file>`: append where this run's time went (see `write_trace`).
     let trace = std::env::var_os("RBDX_TRACE").filter(|p| !p.is_empty());
     if trace.is_some() {
@@ -75,9 +93,9 @@ fn main() {
     // Every command is one action: the process's end closes its Ceph sessions.
     rbdx_core::Cluster::close_at_exit();
     // A panic has printed its message; it exits 101, as an uncaught one would.
-    let code = std::panic::catch_unwind(run).unwrap_or(101);
+    let code = std::panic::catch_unwind(|| run(&argv)).unwrap_or(101);
     if let Some(path) = trace {
-        write_trace(std::path::Path::new(&path), started.elapsed());
+        write_trace(std::path::Path::new(&path), &argv, started.elapsed());
     }
     rbdx_core::rados::exit_process(code)
 }
@@ -85,11 +103,11 @@ fn main() {
 /// Appends one JSON line to `path`: the arguments, the microseconds from `main`
 /// to its end, and the spans (Ceph calls, oned calls, ssh, a host's spans
 /// prefixed `host: `). Names and times only; never a value from a message.
-fn write_trace(path: &std::path::Path, took: std::time::Duration) {
+fn write_trace(path: &std::path::Path, argv: &[std::ffi::OsString], took: std::time::Duration) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let line = serde_json::json!({
-        "args": std::env::args().skip(1).take(2).collect::<Vec<_>>(),
+        "args": argv.iter().skip(1).take(2).map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
         "us": u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
         "spans": rbdx_core::trace::take(),
     });
@@ -99,8 +117,8 @@ fn write_trace(path: &std::path::Path, took: std::time::Duration) {
     }
 }
 
-fn run() -> u8 {
-    let cli = match Cli::try_parse() {
+fn run(argv: &[std::ffi::OsString]) -> u8 {
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
@@ -132,6 +150,15 @@ fn run() -> u8 {
                 Err(e) => {
                     eprintln!("rbdx: {}", one_line(&e.to_string()));
                     2
+                }
+            };
+        }
+        Command::Agent { socket } => {
+            return match agent::serve(socket.as_deref()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("rbdx agent: {}", one_line(&e));
+                    1
                 }
             };
         }

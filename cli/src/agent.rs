@@ -1,0 +1,343 @@
+//! `rbdx agent`: the warm start. Every rbdx run spends ~10 ms before `main`
+//! loading and initialising the Ceph libraries (libceph-common's relocations and
+//! static constructors); the agent pays that once. It waits on a Unix socket
+//! (systemd's, or `--socket`) and, for each request from `rbdx-run`, forks a copy
+//! of itself that is exactly the run the client would have started: the
+//! client's arguments, environment, working directory, umask and standard
+//! input, output and error (passed as descriptors), its own process group, its
+//! own Ceph connection, deadline and exit. Nothing is shared between runs: the
+//! agent itself never connects to Ceph, never starts a thread and never reads
+//! a request (a forked helper does, then forks the run and reports its exit
+//! status), so a fork always copies a single-threaded process.
+//!
+//! Who may ask: the peer must be the agent's own user (`SO_PEERCRED`); the
+//! socket's mode is the first fence, not the only one. What may run: only the
+//! program the agent was started as; a client naming another (another remotes
+//! tree, another version) is refused and runs it itself. When that program's
+//! file changes (an upgrade, `onehost sync`), the agent refuses and exits, and
+//! systemd starts the new one on the next connection. When the client goes away
+//! (oned's timeout killed it), the run's process group is killed, as the
+//! client's own children would have been.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::agent_proto::{self as proto, Request};
+
+/// How long the helper waits for a connected client to send its request.
+const REQUEST_TIMEOUT_SECS: i64 = 10;
+
+/// The wait status of a process that exited 1.
+const EXITED_1: i32 = 1 << 8;
+
+/// What the program file looked like when the agent started.
+#[derive(Debug, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+fn identity(path: &Path) -> io::Result<Identity> {
+    let m = std::fs::metadata(path)?;
+    Ok(Identity { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: (m.mtime(), m.mtime_nsec()) })
+}
+
+/// Serves until the program changes (`Ok`) or the socket fails (`Err`).
+/// `socket`: where to listen when systemd passed no socket.
+pub fn serve(socket: Option<&Path>) -> Result<(), String> {
+    keep_standard_descriptors_open();
+    let program = own_program().map_err(|e| format!("finding this program: {e}"))?;
+    let started_as = identity(&program).map_err(|e| format!("{}: {e}", program.display()))?;
+    let listener = match (systemd_socket()?, socket) {
+        (Some(fd), _) => fd,
+        (None, Some(path)) => bind(path)?,
+        (None, None) => {
+            return Err("no socket: start it from its systemd socket unit, or give --socket".into());
+        }
+    };
+    // Helpers are reaped by the kernel; each helper waits for its own run.
+    // SAFETY: setting a signal disposition; no handler runs.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    loop {
+        // SAFETY: `listener` is a listening socket; null address out-pointers are allowed.
+        let conn = unsafe {
+            libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+        };
+        if conn < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR | libc::ECONNABORTED) => continue,
+                // Out of descriptors or memory: wait, the runs holding them end.
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
+                _ => return Err(format!("accept: {e}")),
+            }
+        }
+        if identity(&program).ok().as_ref() != Some(&started_as) {
+            refuse(conn, "the program changed since the agent started; the agent exits");
+            return Ok(());
+        }
+        // SAFETY: the agent is single-threaded (it never starts a thread), so
+        // the child is a complete copy; it only runs `helper` and `_exit`s.
+        match unsafe { libc::fork() } {
+            0 => {
+                // SAFETY: the child's copy of the listener is not used again.
+                unsafe { libc::close(listener) };
+                helper(conn, &program)
+            }
+            pid if pid < 0 => refuse(conn, &format!("fork: {}", io::Error::last_os_error())),
+            _ => proto::close_all(&[conn]),
+        }
+    }
+}
+
+/// Opens /dev/null on whichever of descriptors 0-2 is closed, so that no
+/// connection or received descriptor takes one of those numbers (the run's
+/// `dup2` onto them would clobber it).
+fn keep_standard_descriptors_open() {
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only queries; open returns the lowest free number,
+        // which is `fd` when it is closed (the lower ones are open by now).
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
+}
+
+/// The program a client must name: the path the agent was started as (what
+/// `remotes_dir` reads), canonical.
+fn own_program() -> io::Result<PathBuf> {
+    let argv0 = std::env::args_os().next().map(PathBuf::from).filter(|p| p.is_absolute());
+    argv0.map_or_else(std::env::current_exe, Ok)?.canonicalize()
+}
+
+/// The socket systemd passed (`LISTEN_FDS=1` for this process), if any.
+fn systemd_socket() -> Result<Option<RawFd>, String> {
+    let for_us =
+        std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    if !for_us {
+        return Ok(None);
+    }
+    if std::env::var("LISTEN_FDS").as_deref() != Ok("1") {
+        return Err("systemd passed other than one socket (LISTEN_FDS)".into());
+    }
+    let fd = 3;
+    // SAFETY: fd 3 is the listening socket systemd passed; marking it
+    // close-on-exec keeps it from the runs' children.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(Some(fd))
+}
+
+/// Listens on `path` (a stale socket there is replaced; any other file is an
+/// error), mode 0600.
+fn bind(path: &Path) -> Result<RawFd, String> {
+    let shown = path.display();
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(format!("{shown} exists and is not a socket"));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("{shown}: {e}"))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| format!("{shown}: {e}"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{shown}: {e}"))?;
+    Ok(std::os::fd::IntoRawFd::into_raw_fd(listener))
+}
+
+/// Tells the client to run the program itself, and closes the connection.
+fn refuse(conn: RawFd, why: &str) {
+    let mut msg = vec![proto::REFUSED];
+    msg.extend_from_slice(why.as_bytes());
+    let _ = proto::write_all(conn, &msg);
+    proto::close_all(&[conn]);
+}
+
+/// In the forked helper: reads and checks the request, forks the run, reports
+/// its exit status; kills the run's process group if the client goes away.
+fn helper(conn: RawFd, program: &Path) -> ! {
+    // The helper waits for its run: SIGCHLD back to its default.
+    // SAFETY: setting a signal disposition.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    let (request, fds) = match read_request(conn, program) {
+        Ok(r) => r,
+        Err(why) => {
+            refuse(conn, &why);
+            rbdx_core::rados::exit_process(0)
+        }
+    };
+    // SAFETY: getpid cannot fail; the helper is single-threaded, and the
+    // child only sets itself up and runs `entry`, which ends in `_exit`.
+    let (helper, pid) = unsafe { (libc::getpid(), libc::fork()) };
+    if pid == 0 {
+        run(conn, helper, &request, &fds)
+    }
+    proto::close_all(&fds);
+    if pid < 0 {
+        refuse(conn, &format!("fork: {}", io::Error::last_os_error()));
+        rbdx_core::rados::exit_process(0)
+    }
+    // A client gone already is seen by `watch`.
+    let _ = proto::write_all(conn, &[proto::ACCEPTED]);
+    let status = watch(conn, pid);
+    let _ = proto::write_all(conn, &status.to_le_bytes());
+    rbdx_core::rados::exit_process(0)
+}
+
+/// Receives the request and its three descriptors, and checks them.
+fn read_request(conn: RawFd, program: &Path) -> Result<(Request, Vec<RawFd>), String> {
+    match proto::peer_uid(conn) {
+        // SAFETY: geteuid cannot fail.
+        Ok(uid) if uid == unsafe { libc::geteuid() } => {}
+        Ok(uid) => return Err(format!("uid {uid} may not use this agent")),
+        Err(e) => return Err(format!("SO_PEERCRED: {e}")),
+    }
+    proto::set_recv_timeout(conn, REQUEST_TIMEOUT_SECS).map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+    let mut len = [0u8; 4];
+    let (n, fds) =
+        proto::recv_with_fds(conn, &mut len, 3).map_err(|e| format!("reading the request: {e}"))?;
+    let checked = (|| {
+        if fds.len() != 3 {
+            return Err(format!("the request carries {} descriptors, not 3", fds.len()));
+        }
+        proto::read_exact(conn, &mut len[n..]).map_err(|e| format!("reading the request: {e}"))?;
+        let size = u32::from_le_bytes(len) as usize;
+        if size > proto::MAX_REQUEST {
+            return Err(format!("the request is {size} bytes, more than {}", proto::MAX_REQUEST));
+        }
+        let mut body = vec![0u8; size];
+        proto::read_exact(conn, &mut body).map_err(|e| format!("reading the request: {e}"))?;
+        let request = Request::decode(&body)?;
+        if Path::new(&request.program) != program {
+            return Err(format!(
+                "this agent runs {}, not {}",
+                program.display(),
+                Path::new(&request.program).display()
+            ));
+        }
+        if pidfd_open(std::process::id() as libc::pid_t).map(|fd| proto::close_all(&[fd])).is_err() {
+            return Err("this kernel has no pidfd_open".into());
+        }
+        Ok(request)
+    })();
+    match checked {
+        Ok(r) => Ok((r, fds)),
+        Err(e) => {
+            proto::close_all(&fds);
+            Err(e)
+        }
+    }
+}
+
+/// In the run: becomes the client's process, then runs rbdx's `main`.
+fn run(conn: RawFd, helper: libc::pid_t, request: &Request, fds: &[RawFd]) -> ! {
+    // SAFETY: this process is single-threaded (a fork of the helper); these
+    // calls only change its own process group, parent-death signal,
+    // descriptors, mask and signal state.
+    unsafe {
+        libc::setpgid(0, 0);
+        // Should the helper die, its client reports the run failed: the run
+        // must not go on unseen (a re-run converges, as after any kill).
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != helper {
+            libc::_exit(1);
+        }
+        for (i, &fd) in fds.iter().enumerate() {
+            libc::dup2(fd, i as RawFd);
+        }
+        for &fd in fds.iter().chain([&conn]) {
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+        libc::umask(request.umask as libc::mode_t);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+    if let Err(e) = std::env::set_current_dir(&request.cwd) {
+        eprintln!("rbdx: working directory {}: {e}", Path::new(&request.cwd).display());
+        rbdx_core::rados::exit_process(1);
+    }
+    replace_environment(&request.env);
+    crate::entry(request.argv.clone())
+}
+
+/// Makes the client's environment this process's.
+fn replace_environment(env: &[OsString]) {
+    let old: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for k in old {
+        // SAFETY: the run is single-threaded (see `run`): nothing reads the
+        // environment concurrently.
+        unsafe { std::env::remove_var(k) };
+    }
+    for e in env {
+        let b = e.as_bytes();
+        let eq = b.iter().position(|&c| c == b'=').unwrap_or(b.len());
+        let (k, v) = (OsStr::from_bytes(&b[..eq]), OsStr::from_bytes(b.get(eq + 1..).unwrap_or_default()));
+        if !k.is_empty() && !k.as_bytes().contains(&0) {
+            // SAFETY: as above.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+}
+
+/// Waits for the run `pid` to end and returns its wait status; if the client hangs
+/// up (or sends anything) first, kills the run's process group.
+fn watch(conn: RawFd, pid: libc::pid_t) -> i32 {
+    let Ok(pidfd) = pidfd_open(pid) else {
+        // Checked before the fork; should it fail now, wait without watching.
+        return wait(pid);
+    };
+    loop {
+        let mut polls = [
+            libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: conn, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: `polls` is a valid array of two pollfds.
+        let r = unsafe { libc::poll(polls.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            continue;
+        }
+        if polls[0].revents != 0 {
+            return wait(pid);
+        }
+        if polls[1].revents != 0 {
+            // SAFETY: signalling the run's own process group and the run.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+            return wait(pid);
+        }
+    }
+}
+
+fn wait(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return EXITED_1;
+        }
+    }
+}
+
+fn pidfd_open(pid: libc::pid_t) -> io::Result<RawFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 { Err(io::Error::last_os_error()) } else { Ok(fd as RawFd) }
+}
