@@ -6,6 +6,7 @@
 //! Run it through `tests/bench` (or `make bench`), which starts the cluster and
 //! builds the release binary.
 
+mod agent;
 mod breakdown;
 mod measure;
 mod one;

@@ -187,11 +187,35 @@ impl<'b> One<'b> {
         // The null action: argv, one oned call, a Ceph connection (`rbdx one ping`).
         let null =
             repeat(reps, |_| (), |()| ok(&rbdx_tests::run_with_stdin(&mut self.ping(), b""), "one ping"));
+        // The same clone and null action through the warm agent (`rbdx-run`).
+        let warm = crate::agent::Agent::start(&self.b.rbdx).map(|agent| {
+            let clone = repeat(
+                reps,
+                |_| self.vm(img, true, GIB),
+                |vm| {
+                    let mut cmd = self.e.command(&["tm", "clone"]);
+                    cmd.args([&format!("frontend:{src}"), &disk_path(vm, 0), &vm.to_string(), "100"]);
+                    ok(&rbdx_tests::run_with_stdin(&mut agent.through(&cmd), b""), "tm clone (agent)");
+                },
+            );
+            let null = repeat(
+                reps,
+                |_| (),
+                |()| {
+                    ok(&rbdx_tests::run_with_stdin(&mut agent.through(&self.ping()), b""), "one ping (agent)")
+                },
+            );
+            (clone, null)
+        });
         self.b.wipe(&format!("one-{img}"));
         let w = Workload::new("tm_clone", "TM clone of one disk (CoW, EC data pool)", "s", rbdx)
             .baseline("a_stock_cli", a)
             .baseline("b_bare_librbd", b)
             .baseline("null_action", null);
+        let w = match warm {
+            Some((clone, null)) => w.baseline("warm_agent", clone).baseline("null_action_warm_agent", null),
+            None => w,
+        };
         let (ra, rb) = (w.ratios["a_stock_cli"], 1.0 / w.ratios["b_bare_librbd"]);
         let floor = w.baselines["null_action"].median;
         let over = (w.rbdx.median - floor) / w.baselines["b_bare_librbd"].median;

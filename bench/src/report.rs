@@ -262,13 +262,15 @@ pub fn markdown(meta: &Meta, ws: &[Workload]) -> String {
     m
 }
 
-const SERIES: [(&str, RGBColor); 6] = [
+const SERIES: [(&str, RGBColor); 8] = [
     ("rbdx", RGBColor(31, 119, 180)),
     ("a_stock_cli", RGBColor(214, 39, 40)),
     ("b_bare_librbd", RGBColor(44, 160, 44)),
     ("null_action", RGBColor(127, 127, 127)),
     ("rbd_snap_rollback", RGBColor(255, 127, 14)),
     ("c_qemu_img_convert", RGBColor(148, 103, 189)),
+    ("warm_agent", RGBColor(23, 190, 207)),
+    ("null_action_warm_agent", RGBColor(188, 189, 34)),
 ];
 
 fn font() -> Result<(), Box<dyn std::error::Error>> {
