@@ -36,6 +36,10 @@ my $MIN_APIVER = 9;
 # The helper binary and PVE's config tree (overridable for tests and staging).
 our $RBDX = $ENV{RBDX_BIN} // '/usr/bin/rbdx';
 our $PVE_ETC = $ENV{RBDX_PVE_ETC} // '/etc/pve';
+# The warm start: where this socket is (pve-storage-rbdx-agent.socket), the
+# helper is `rbdx-run pve`, rbdx-run beside $RBDX; its agent forks the helper
+# with the Ceph libraries already loaded. Never with RBDX_BIN.
+our $AGENT_SOCKET = defined $ENV{RBDX_BIN} ? undef : '/run/rbdx/pve.sock';
 
 sub api {
     my $apiver = eval { PVE::Storage::APIVER() };
@@ -173,6 +177,23 @@ sub request {
     });
 }
 
+# The helper's command and what its environment adds (only the socket's path).
+sub helper_command {
+    (my $run = $RBDX) =~ s{[^/]*$}{rbdx-run};
+    return ([$run, 'pve'], { RBDX_AGENT_SOCKET => $AGENT_SOCKET })
+        if defined $AGENT_SOCKET && -S $AGENT_SOCKET && -x $run;
+    return ([$RBDX, 'pve'], {});
+}
+
+# Runs the helper with run_command's options; returns the program run.
+sub run_helper {
+    my (%opt) = @_;
+    my ($cmd, $env) = helper_command();
+    local @ENV{ keys %$env } = values %$env;
+    run_command($cmd, %opt);
+    return $cmd->[0];
+}
+
 sub helper_timeout {
     my ($scfg) = @_;
     return ($scfg->{'rbdx-timeout'} // 60) * 10;
@@ -186,8 +207,7 @@ sub rbdx_call {
         __PACKAGE__->parse_volname($params->{$k}) if defined $params && defined $params->{$k};
     }
     my ($out, $err) = ('', '');
-    run_command(
-        [$RBDX, 'pve'],
+    my $program = run_helper(
         input => request($storeid, $scfg, $method, $params, $opt{ceph}) . "\n",
         outfunc => sub { $out .= shift },
         errfunc => sub { $err .= shift . "\n" },
@@ -197,7 +217,7 @@ sub rbdx_call {
     my $resp = eval { decode_json($out) };
     if (!$resp) {
         $err =~ s/\s+/ /g;
-        die "rbdx $method: no answer from $RBDX" . ($err ? ": $err" : '') . "\n";
+        die "rbdx $method: no answer from $program" . ($err ? ": $err" : '') . "\n";
     }
     die "$resp->{error}\n" if !$resp->{ok};
     warn $err if $err ne '';    # e.g. a reclaim after free_image that failed
@@ -486,8 +506,7 @@ sub volume_export {
     $class->parse_volname($volname);
     die "rbdx exports only raw+size\n" if $format ne 'raw+size' || $with_snapshots || defined $base_snapshot;
     my $err = '';
-    run_command(
-        [$RBDX, 'pve'],
+    run_helper(
         input => request($storeid, $scfg, 'volume_export', { volname => $volname, snap => $snapshot }) . "\n",
         output => '>&' . fileno($fh),
         errfunc => sub { $err .= shift },
@@ -505,8 +524,7 @@ sub volume_import {
     # The stream is stdin: the request travels in the environment.
     local $ENV{RBDX_PVE_REQUEST} =
         request($storeid, $scfg, 'volume_import', { volname => $volname, allow_rename => $allow_rename ? JSON::PP::true : JSON::PP::false });
-    run_command(
-        [$RBDX, 'pve'],
+    run_helper(
         input => '<&' . fileno($fh),
         outfunc => sub { $out .= shift },
         noerr => 1,
