@@ -34,17 +34,31 @@ struct Agent {
 
 impl Agent {
     fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// With `closed_std`, the agent starts with descriptors 0-2 closed (a
+    /// connection or a received descriptor must not take their numbers).
+    fn start_with(closed_std: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for bin in [env!("CARGO_BIN_EXE_rbdx"), env!("CARGO_BIN_EXE_rbdx-run")] {
             let to = dir.path().join(Path::new(bin).file_name().unwrap());
             std::fs::copy(bin, &to).unwrap();
         }
-        let child = Command::new(dir.path().join("rbdx"))
-            .args(["agent", "--socket"])
-            .arg(dir.path().join("s"))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(dir.path().join("rbdx"));
+        cmd.args(["agent", "--socket"]).arg(dir.path().join("s")).stdin(Stdio::null());
+        if closed_std {
+            // SAFETY: only close(2) between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    for fd in 0..=2 {
+                        libc::close(fd);
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         let agent = Self { dir, child };
         let t = Instant::now();
         while !agent.socket().exists() {
@@ -402,4 +416,21 @@ fn opennebula_actions_run_through_the_agent() {
     assert!(!a.status.success());
     assert_eq!((a.status.code(), &a.stdout), (d.status.code(), &d.stdout));
     ops::remove(c, &img, ops::RemoveOptions::default()).unwrap();
+}
+
+#[test]
+fn an_agent_started_without_standard_descriptors_still_passes_the_clients() {
+    let agent = Agent::start_with(true);
+    agent.only_through_the_agent();
+    for args in [&["--version"][..], &["bogus"]] {
+        let (a, d) = (
+            run(agent.client().args(args), b""),
+            run(Command::new(env!("CARGO_BIN_EXE_rbdx")).args(args), b""),
+        );
+        assert_eq!(
+            (a.status.code(), &a.stdout, &a.stderr),
+            (d.status.code(), &d.stdout, &d.stderr),
+            "{args:?}"
+        );
+    }
 }
