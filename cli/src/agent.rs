@@ -100,8 +100,9 @@ pub fn serve(socket: Option<&Path>) -> Result<(), String> {
 }
 
 /// Opens /dev/null on whichever of descriptors 0-2 is closed, so that no
-/// connection or received descriptor takes one of those numbers (the run's
-/// `dup2` onto them would clobber it).
+/// connection or received descriptor takes one of those numbers: each run's
+/// `dup2` onto 0-2 then makes a new descriptor, without close-on-exec, for the
+/// children it starts.
 fn keep_standard_descriptors_open() {
     for fd in 0..=2 {
         // SAFETY: F_GETFD only queries; open returns the lowest free number,

@@ -434,3 +434,35 @@ fn an_agent_started_without_standard_descriptors_still_passes_the_clients() {
         );
     }
 }
+
+#[test]
+fn an_agent_started_by_systemd_serves_the_socket_it_was_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    for bin in [env!("CARGO_BIN_EXE_rbdx"), env!("CARGO_BIN_EXE_rbdx-run")] {
+        std::fs::copy(bin, dir.path().join(Path::new(bin).file_name().unwrap())).unwrap();
+    }
+    let socket = dir.path().join("systemd.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let fd = listener.as_raw_fd();
+    // As systemd starts it: the socket as descriptor 3, LISTEN_PID its pid.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" agent"]).arg(dir.path().join("rbdx"));
+    // SAFETY: only dup2(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(
+            move || if libc::dup2(fd, 3) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) },
+        );
+    }
+    let mut child = cmd.stdin(Stdio::null()).spawn().unwrap();
+    drop(listener);
+    let exe = format!("/proc/{}/exe", child.id());
+    wait_until("sh became the agent", || std::fs::read_link(&exe).is_ok_and(|p| p.ends_with("rbdx")));
+    std::fs::set_permissions(dir.path().join("rbdx"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(
+        Command::new(dir.path().join("rbdx-run")).arg("--version").env("RBDX_AGENT_SOCKET", &socket),
+        b"",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success() && out.stdout.starts_with(b"rbdx "), "{out:?}");
+}
