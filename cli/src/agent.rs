@@ -23,7 +23,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::agent_proto::{self as proto, Request};
@@ -140,18 +140,32 @@ fn systemd_socket() -> Result<Option<RawFd>, String> {
 }
 
 /// Listens on `path` (a stale socket there is replaced; any other file is an
-/// error), mode 0600.
+/// error), mode 0600. The socket is bound under a temporary name beside `path`
+/// and renamed into place once it listens: a client never finds the path
+/// before a connection to it can succeed.
 fn bind(path: &Path) -> Result<RawFd, String> {
     let shown = path.display();
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if !m.file_type().is_socket() {
-            return Err(format!("{shown} exists and is not a socket"));
-        }
-        std::fs::remove_file(path).map_err(|e| format!("{shown}: {e}"))?;
+    if let Ok(m) = std::fs::symlink_metadata(path)
+        && !m.file_type().is_socket()
+    {
+        return Err(format!("{shown} exists and is not a socket"));
     }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| format!("{shown}: {e}"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("{shown}: {e}"))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    // Made 0600 from the start: no moment where another mode lets a peer in.
+    // SAFETY: umask only swaps the mask; the agent is single-threaded, so
+    // nothing else creates a file before it is put back.
+    let umask = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(&tmp);
+    // SAFETY: as above.
+    unsafe { libc::umask(umask) };
+    let listener = bound.map_err(|e| format!("{}: {e}", tmp.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("{shown}: {e}"));
+    }
     Ok(std::os::fd::IntoRawFd::into_raw_fd(listener))
 }
 

@@ -58,7 +58,7 @@ impl Agent {
                 });
             }
         }
-        let child = cmd.spawn().unwrap();
+        let child = spawn(&mut cmd);
         let agent = Self { dir, child };
         let t = Instant::now();
         while !agent.socket().exists() {
@@ -120,8 +120,23 @@ fn on_cluster<'a>(c: &'a mut Command, env: &TestCluster) -> &'a mut Command {
     c.env("RBDX_CONF", &env.conf).env("RBDX_ID", &env.id).env("RBDX_KEYRING", &env.keyring)
 }
 
+/// Spawns `cmd`. The copies of the binaries are fresh: while another test
+/// thread's fork still holds a copy open for writing, exec fails with ETXTBSY,
+/// so that is retried.
+fn spawn(cmd: &mut Command) -> Child {
+    let t = Instant::now();
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && t.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 fn run(c: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = spawn(c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()));
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -227,17 +242,13 @@ fn a_run_ends_its_client_as_it_ended_and_dies_with_it() {
     let agent_pid = agent.child.id();
     // `rbdx remote` waits for its job on stdin: a run that lasts until told.
     for kill in ["run", "client", "helper"] {
-        let mut client = agent
-            .client()
-            .arg("remote")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut client = spawn(
+            agent.client().arg("remote").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()),
+        );
         // Held open to the end: the run never sees its input end.
         let _input = client.stdin.take();
-        wait_until("the run started", || !descendants(agent_pid).is_empty());
+        // The helper, and the run it forks.
+        wait_until("the run started", || descendants(agent_pid).len() >= 2);
         assert!(descendants(client.id()).is_empty(), "the client runs nothing itself");
         let runs = descendants(agent_pid);
         if kill == "client" {
@@ -289,7 +300,16 @@ fn what_the_agent_does_not_accept_the_client_runs_itself() {
     std::fs::remove_file(&served).unwrap();
     std::fs::write(&served, &bytes).unwrap();
     std::fs::set_permissions(&served, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = run(agent.client().arg("--version"), b"");
+    // The client runs the new file itself: while another test thread's fork
+    // still holds it open for writing, that exec fails with ETXTBSY.
+    let mut out = run(agent.client().arg("--version"), b"");
+    for _ in 0..100 {
+        if !String::from_utf8_lossy(&out.stderr).contains("Text file busy") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        out = run(agent.client().arg("--version"), b"");
+    }
     assert!(out.status.success() && out.stdout.starts_with(b"rbdx "), "{out:?}");
     wait_until("the agent exited", || !agent.alive());
     assert_eq!(agent.child.wait().unwrap().code(), Some(0));
@@ -447,16 +467,37 @@ fn an_agent_started_by_systemd_serves_the_socket_it_was_passed() {
     // As systemd starts it: the socket as descriptor 3, LISTEN_PID its pid.
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" agent"]).arg(dir.path().join("rbdx"));
-    // SAFETY: only dup2(2) between fork and exec.
+    // SAFETY: only dup2(2) and fcntl(2) between fork and exec. A listener that
+    // is descriptor 3 already only loses its close-on-exec flag (dup2 onto
+    // itself would keep it).
     unsafe {
-        cmd.pre_exec(
-            move || if libc::dup2(fd, 3) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) },
-        );
+        cmd.pre_exec(move || {
+            let r = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+            if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        });
     }
-    let mut child = cmd.stdin(Stdio::null()).spawn().unwrap();
+    cmd.stdin(Stdio::null()).stderr(Stdio::null());
+    // sh's exec of the fresh copy fails (ETXTBSY) while another test thread's
+    // fork holds it open for writing: start again until sh became the agent.
+    let t = Instant::now();
+    let mut child = loop {
+        let mut child = spawn(&mut cmd);
+        let exe = format!("/proc/{}/exe", child.id());
+        let became = loop {
+            if std::fs::read_link(&exe).is_ok_and(|p| p.ends_with("rbdx")) {
+                break true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if became {
+            break child;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "sh did not become the agent");
+    };
     drop(listener);
-    let exe = format!("/proc/{}/exe", child.id());
-    wait_until("sh became the agent", || std::fs::read_link(&exe).is_ok_and(|p| p.ends_with("rbdx")));
     std::fs::set_permissions(dir.path().join("rbdx"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = run(
         Command::new(dir.path().join("rbdx-run")).arg("--version").env("RBDX_AGENT_SOCKET", &socket),
