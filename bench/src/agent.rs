@@ -39,17 +39,7 @@ impl Agent {
 
     /// `cmd` (a run of `rbdx`) as a run of `rbdx-run` through this agent.
     pub fn through(&self, cmd: &Command) -> Command {
-        let mut c = Command::new(&self.client);
-        c.args(cmd.get_args());
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
-        if let Some(d) = cmd.get_current_dir() {
-            c.current_dir(d);
-        }
+        let mut c = rbdx_tests::run_by(&self.client, cmd);
         c.env("RBDX_AGENT_SOCKET", self.dir.path().join("s"));
         c
     }

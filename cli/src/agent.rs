@@ -61,6 +61,9 @@ pub fn serve(socket: Option<&Path>) -> Result<(), String> {
             return Err("no socket: start it from its systemd socket unit, or give --socket".into());
         }
     };
+    // Each helper watches its run through a pidfd (Linux 5.3): without them,
+    // every request is refused and its client runs rbdx itself.
+    let pidfds = pidfd_open(std::process::id() as libc::pid_t).map(|fd| proto::close_all(&[fd])).is_ok();
     // Helpers are reaped by the kernel; each helper waits for its own run.
     // SAFETY: setting a signal disposition; no handler runs.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
@@ -84,6 +87,10 @@ pub fn serve(socket: Option<&Path>) -> Result<(), String> {
         if identity(&program).ok().as_ref() != Some(&started_as) {
             refuse(conn, "the program changed since the agent started; the agent exits");
             return Ok(());
+        }
+        if !pidfds {
+            refuse(conn, "this kernel has no pidfd_open");
+            continue;
         }
         // SAFETY: the agent is single-threaded (it never starts a thread), so
         // the child is a complete copy; it only runs `helper` and `_exit`s.
@@ -239,9 +246,6 @@ fn read_request(conn: RawFd, program: &Path) -> Result<(Request, Vec<RawFd>), St
                 Path::new(&request.program).display()
             ));
         }
-        if pidfd_open(std::process::id() as libc::pid_t).map(|fd| proto::close_all(&[fd])).is_err() {
-            return Err("this kernel has no pidfd_open".into());
-        }
         Ok(request)
     })();
     match checked {
@@ -310,7 +314,7 @@ fn replace_environment(env: &[OsString]) {
 /// up (or sends anything) first, kills the run's process group.
 fn watch(conn: RawFd, pid: libc::pid_t) -> i32 {
     let Ok(pidfd) = pidfd_open(pid) else {
-        // Checked before the fork; should it fail now, wait without watching.
+        // Checked when the agent started; should it fail now, wait without watching.
         return wait(pid);
     };
     loop {

@@ -86,14 +86,8 @@ impl Agent {
 
     /// `cmd`, a run of the served copy, as a run of `rbdx-run` through this agent.
     fn through(&self, cmd: &Command) -> Command {
-        let mut c = self.client();
-        c.args(cmd.get_args());
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
+        let mut c = rbdx_tests::run_by(self.dir.path().join("rbdx-run"), cmd);
+        c.env("RBDX_AGENT_SOCKET", self.socket());
         c
     }
 
@@ -424,14 +418,7 @@ fn opennebula_actions_run_through_the_agent() {
     // A bad argument: one line, exit 1, as run directly.
     let mut bad = e.command(&["tm", "clone"]);
     bad.args(["frontend:../etc/passwd", &path, &vm.to_string(), "100"]);
-    let mut direct = Command::new(env!("CARGO_BIN_EXE_rbdx"));
-    direct.args(bad.get_args());
-    for (k, v) in bad.get_envs() {
-        match v {
-            Some(v) => direct.env(k, v),
-            None => direct.env_remove(k),
-        };
-    }
+    let mut direct = rbdx_tests::run_by(env!("CARGO_BIN_EXE_rbdx"), &bad);
     let (a, d) = (run(&mut agent.through(&bad), b""), run(&mut direct, b""));
     assert!(!a.status.success());
     assert_eq!((a.status.code(), &a.stdout), (d.status.code(), &d.stdout));

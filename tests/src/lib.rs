@@ -277,13 +277,29 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
 /// and environment changes.
 pub fn wrapped(mut wrapper: Command, cmd: &Command) -> Command {
     wrapper.arg(cmd.get_program()).args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
+    copy_env(cmd, &mut wrapper);
+    wrapper
+}
+
+/// `program` run with `cmd`'s arguments, environment changes and working
+/// directory (e.g. `rbdx-run` for what `cmd` runs with `rbdx`).
+pub fn run_by(program: impl AsRef<std::ffi::OsStr>, cmd: &Command) -> Command {
+    let mut c = Command::new(program);
+    c.args(cmd.get_args());
+    copy_env(cmd, &mut c);
+    if let Some(d) = cmd.get_current_dir() {
+        c.current_dir(d);
+    }
+    c
+}
+
+fn copy_env(from: &Command, to: &mut Command) {
+    for (k, v) in from.get_envs() {
         match v {
-            Some(v) => wrapper.env(k, v),
-            None => wrapper.env_remove(k),
+            Some(v) => to.env(k, v),
+            None => to.env_remove(k),
         };
     }
-    wrapper
 }
 
 /// 1 MiB.
