@@ -216,14 +216,8 @@ fn a_run_through_the_agent_is_the_run_the_client_would_have_started() {
     assert_eq!((a.status.code(), &a.stderr), (d.status.code(), &d.stderr));
     assert_eq!(a.status.code(), Some(1));
     // Without the cluster settings in its environment the run has none.
-    let a = run(
-        agent
-            .client()
-            .args(["image", "info", &spec])
-            .env_remove("RBDX_CONF")
-            .env("RBDX_CONF", "/nonexistent/ceph.conf"),
-        b"",
-    );
+    let a =
+        run(agent.client().args(["image", "info", &spec]).env("RBDX_CONF", "/nonexistent/ceph.conf"), b"");
     assert!(!a.status.success());
     run(on_cluster(agent.client().args(["image", "rm", &spec]), &env), b"");
     s.finish(env.connect());
