@@ -609,7 +609,7 @@ impl<'io> Image<'io> {
     }
 
     /// The image's id (no round trip: librbd read it at the open).
-    fn id(&self) -> Result<String> {
+    pub(crate) fn id(&self) -> Result<String> {
         let mut id = [0 as libc::c_char; 64];
         // SAFETY: `self.raw` is open; `id` is writable for its length.
         let r = unsafe { sys::rbd_get_id(self.raw, id.as_mut_ptr(), id.len()) };
