@@ -504,6 +504,7 @@ impl<'io> Image<'io> {
     /// a size past [`super::MAX_IMAGE_SIZE`].
     pub fn resize(&self, size: u64, allow_shrink: bool) -> Result<()> {
         super::check_size(size)?;
+        let _span = crate::trace::span("resize");
         // SAFETY: `self.raw` is open; `no_progress` ignores its (null) argument.
         let r = unsafe { sys::rbd_resize2(self.raw, size, allow_shrink, Some(no_progress), ptr::null_mut()) };
         check(r.into(), "rbd_resize2", || self.spec())?;

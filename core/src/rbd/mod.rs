@@ -123,6 +123,7 @@ impl<'c> IoCtx<'c> {
     /// [`crate::Error::Invalid`] for a size past [`MAX_IMAGE_SIZE`].
     pub fn create_image(&self, name: &str, size: u64, opts: &ImageOptions) -> Result<()> {
         check_size(size)?;
+        let _span = crate::trace::span("create");
         let n = cstring("image name", name)?;
         // SAFETY: `self.raw()` is a live I/O context; `n` and `opts` outlive the call.
         let r = unsafe { sys::rbd_create4(self.raw(), n.as_ptr(), size, opts.raw()) };
