@@ -201,3 +201,51 @@ fn a_rename_leaves_what_librbd_leaves_without_an_open() {
     assert!(io.open_read_only(&plain.name, None).is_ok(), "{} still opens", plain.name);
     s.finish(c);
 }
+
+#[test]
+fn a_revert_by_clone_swap_opens_no_image_after_its_clone() {
+    use rbdx_core::ops::disk::{Disk, DiskConfig};
+    let _turn = TRACED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let s = Scratch::new("swap");
+    let c = s.env.connect();
+    let head = s.spec("img-7-0");
+    ops::create(c, &head, 16 * MIB, &CreateOptions::default()).unwrap();
+    let io = ops::ioctx(c, &head).unwrap();
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
+    let keys = || io.open_read_only(&head.name, None).unwrap().metadata_list("rbdx.").unwrap();
+    fill(&io.open(&head.name).unwrap(), 0, MIB, 1);
+    d.snapshot_create("0").unwrap();
+    fill(&io.open(&head.name).unwrap(), 0, MIB, 2);
+    d.snapshot_create("1").unwrap();
+    fill(&io.open(&head.name).unwrap(), 0, MIB, 3);
+    let swap = DiskConfig { rollback_max_bytes: 0, ..DiskConfig::default() };
+
+    trace::enable();
+    let names = || trace::take().into_iter().map(|s| s.name).collect::<Vec<_>>();
+    let _ = names();
+    // The head holds both snapshots: it becomes the carrier.
+    d.revert("0", &swap).unwrap();
+    let spans = names();
+    let after = spans.iter().position(|n| n == "clone").map(|i| &spans[i + 1..]);
+    assert!(after.is_some_and(|a| !a.iter().any(|n| n == "open")), "{spans:?}");
+    let carrier = d.locate("0").unwrap().expect("a carrier holds 0");
+    assert_ne!(carrier, head.name);
+    // The carrier's book went, the new head has it, and no revert marker is left.
+    let carrier_keys = io.open_read_only(&carrier, None).unwrap().metadata_list("rbdx.").unwrap();
+    assert!(!carrier_keys.iter().any(|(k, _)| k.starts_with("rbdx.snap.")), "{carrier_keys:?}");
+    let head_keys = keys();
+    assert!(head_keys.iter().any(|(k, v)| k == "rbdx.snap.1" && *v == carrier), "{head_keys:?}");
+    assert!(!head_keys.iter().any(|(k, _)| k.starts_with("rbdx.revert.")), "{head_keys:?}");
+    // The head reads as it was at 0 (what `fill` wrote with seed 1).
+    let mut buf = vec![0u8; 8];
+    io.open_read_only(&head.name, None).unwrap().read_at(8, &mut buf).unwrap();
+    let want: Vec<u8> = (8..16u64).map(|i| (i as u8).wrapping_mul(31).wrapping_add(1)).collect();
+    assert_eq!(buf, want);
+
+    // Both snapshots deleted (the carrier stays while the head reads from it).
+    d.snapshot_delete("0").unwrap();
+    d.snapshot_delete("1").unwrap();
+    assert!(d.snapshots().unwrap().is_empty());
+    d.remove(None, ops::disk::Reclaim::Trash).unwrap();
+    s.finish(c);
+}
