@@ -1540,14 +1540,14 @@ fn finish_revert_to(io: &IoCtx<'_>, temp: &str, head: &str, carrier: Option<&str
         }
     }
     io.rename_image(temp, head)?;
-    let id = io.image_id(head)?.ok_or_else(|| Error::NotFound(format!("{}/{head}", io.spec())))?;
+    let id = super::id_of(io, head)?;
     io.edit_metadata_by_id(&id, &[KEY_REVERT_TO, KEY_REVERT_CARRIER], &[])?;
     Ok(id)
 }
 
 /// Removes the head-only bookkeeping from an image that became a carrier.
 fn strip_book(io: &IoCtx<'_>, image: &str) -> Result<()> {
-    let id = io.image_id(image)?.ok_or_else(|| Error::NotFound(format!("{}/{image}", io.spec())))?;
+    let id = super::id_of(io, image)?;
     let keys = io.metadata_by_id(&id, super::RBDX_KEY_PREFIX)?;
     let book: Vec<&str> = keys
         .iter()

@@ -307,11 +307,11 @@ fn remove_fresh_metadata(io: &IoCtx<'_>, name: &str, keys: &[String]) -> Result<
         return Ok(());
     }
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    io.edit_metadata_by_id(&fresh_id(io, name)?, &keys, &[])
+    io.edit_metadata_by_id(&id_of(io, name)?, &keys, &[])
 }
 
-/// The id of image `name`, which this run just made.
-fn fresh_id(io: &IoCtx<'_>, name: &str) -> Result<String> {
+/// The id of image `name`; `NotFound` when there is none.
+pub(crate) fn id_of(io: &IoCtx<'_>, name: &str) -> Result<String> {
     io.image_id(name)?.ok_or_else(|| Error::NotFound(format!("{}/{name}", io.spec())))
 }
 
@@ -324,7 +324,7 @@ fn fresh_id(io: &IoCtx<'_>, name: &str) -> Result<String> {
 /// # Errors
 /// `NotFound` for a missing image; Ceph errors.
 pub(crate) fn book_fresh_clone(io: &IoCtx<'_>, name: &str, set: &[(&str, &str)]) -> Result<()> {
-    let id = fresh_id(io, name)?;
+    let id = id_of(io, name)?;
     let inherited: Vec<String> = io
         .metadata_by_id(&id, RBDX_KEY_PREFIX)?
         .into_iter()
