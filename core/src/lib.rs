@@ -10,6 +10,9 @@
 //! - [`ops`]: the RBD domain operations the drivers are built from (create with a
 //!   data pool, clone with the right format, safe copy, safe removal, trash, usage,
 //!   pool capacity).
+//! - [`spare`]: a connection made ahead of time (by the warm agent's next run),
+//!   taken by the first connect with the same settings while the files it read
+//!   are unchanged.
 //! - [`trace`]: where an action's time goes (named spans, off unless enabled).
 //! - [`error`]: [`CephError`] keeps the errno, the C call and the object;
 //!   [`Error`] adds what the domain operations refuse.
@@ -28,6 +31,7 @@ pub mod lock;
 pub mod ops;
 pub mod rados;
 pub mod rbd;
+pub mod spare;
 pub mod trace;
 
 pub use error::{CephError, Error, ErrorKind, Result};

@@ -16,7 +16,7 @@ use crate::error::{CephError, Error, Result, check};
 use crate::ffi::rados as sys;
 
 /// How long the cluster may take before a call fails with [`crate::ErrorKind::TimedOut`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timeouts {
     /// Connecting and authenticating (`client_mount_timeout`).
     pub connect: Duration,
@@ -53,7 +53,7 @@ impl Default for Timeouts {
 }
 
 /// Where the cluster is and who we are. Secrets are only ever given as file paths.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConnectConfig {
     /// A ceph.conf to read; `None` reads Ceph's default search path unless
     /// `mon_host` is given.
@@ -174,8 +174,31 @@ impl Cluster {
     /// [`Error::Config`] for unusable settings; a [`CephError`] from
     /// `rados_conf_read_file` or `rados_connect` (`TimedOut` when no monitor
     /// answered within `timeouts.connect`).
+    ///
+    /// A connection made ahead of time for the same settings
+    /// ([`crate::spare::prepare`]) is taken instead, if every file it read is
+    /// unchanged.
     pub fn connect(config: &ConnectConfig) -> Result<Self> {
-        serialised(|| Self::connect_serialised(config))
+        if let Some(cluster) = crate::spare::take(config) {
+            return Ok(cluster);
+        }
+        let cluster = Self::connect_new(config)?;
+        crate::spare::connected(config);
+        Ok(cluster)
+    }
+
+    /// A new connection, whatever was made ahead.
+    pub(crate) fn connect_new(config: &ConnectConfig) -> Result<Self> {
+        serialised(|| Self::connect_serialised(config, |_| Ok(()))).map(|(c, ())| c)
+    }
+
+    /// A new connection, and what `before` returned for the handle just
+    /// before it connected (ceph.conf read, every option set).
+    pub(crate) fn connect_new_with<T>(
+        config: &ConnectConfig,
+        before: impl FnOnce(&Self) -> Result<T>,
+    ) -> Result<(Self, T)> {
+        serialised(|| Self::connect_serialised(config, before))
     }
 
     /// For a process that ends when its one action does (every `rbdx`
@@ -195,7 +218,10 @@ impl Cluster {
         CLOSE_AT_EXIT.store(true, Ordering::SeqCst);
     }
 
-    fn connect_serialised(config: &ConnectConfig) -> Result<Self> {
+    fn connect_serialised<T>(
+        config: &ConnectConfig,
+        before: impl FnOnce(&Self) -> Result<T>,
+    ) -> Result<(Self, T)> {
         let _span = crate::trace::span("connect");
         let entity = config.entity();
         let name = cstring("client id", &entity)?;
@@ -253,6 +279,7 @@ impl Cluster {
         if cluster.conf_get(MANAGEMENT_OPS)? == LIBRBD_MANAGEMENT_OPS {
             cluster.set_option(MANAGEMENT_OPS, RBDX_MANAGEMENT_OPS)?;
         }
+        let seen = before(&cluster)?;
 
         // SAFETY: `cluster.raw` is a configured, unconnected handle from
         // `rados_create2`.
@@ -266,7 +293,7 @@ impl Cluster {
         };
         cluster.leaves_files = !cluster.conf_get("admin_socket")?.is_empty()
             || (to_file && !cluster.conf_get("log_file")?.is_empty());
-        Ok(cluster)
+        Ok((cluster, seen))
     }
 
     fn set_option(&self, option: &str, value: &str) -> Result<()> {
