@@ -18,14 +18,26 @@
 //! systemd starts the new one on the next connection. When the client goes away
 //! (oned's timeout killed it), the run's process group is killed, as the
 //! client's own children would have been.
+//!
+//! The connection made ahead: once a run has connected to Ceph, the agent keeps
+//! one spare helper whose run is forked before any request and connects with
+//! that run's settings ([`crate::agent_hint`]), then waits. The next request
+//! goes to it; its run takes the connection only if its own settings are the
+//! same and the files they name unchanged ([`rbdx_core::spare`]), else it
+//! connects as any run does. A spare is replaced after `--connect-ahead-secs`
+//! (the monitors' configuration and the files may change meanwhile); a spare
+//! whose run is still connecting when a request comes is not used (the request
+//! gets a run forked then); a spare dies with its agent.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use crate::agent_hint as hint;
 use crate::agent_proto::{self as proto, Request};
 
 /// How long the helper waits for a connected client to send its request.
@@ -33,6 +45,18 @@ const REQUEST_TIMEOUT_SECS: i64 = 10;
 
 /// The wait status of a process that exited 1.
 const EXITED_1: i32 = 1 << 8;
+
+/// How long after a run was forked without a hint the agent looks for the one
+/// it records (to make the first spare).
+const HINT_WATCH: Duration = Duration::from_secs(30);
+
+/// What a spare run tells its helper once it waits for the request.
+const WAITING: u8 = b'W';
+/// What it tells it while it connects again with newer settings.
+const BUSY: u8 = b'B';
+
+/// How long a spare run follows the settings runs record (see `run_ahead`).
+const HINT_FOLLOW: Duration = Duration::from_secs(2);
 
 /// What the program file looked like when the agent started.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,8 +73,9 @@ fn identity(path: &Path) -> io::Result<Identity> {
 }
 
 /// Serves until the program changes (`Ok`) or the socket fails (`Err`).
-/// `socket`: where to listen when systemd passed no socket.
-pub fn serve(socket: Option<&Path>) -> Result<(), String> {
+/// `socket`: where to listen when systemd passed no socket; `ahead`: how long
+/// a spare run's connection is kept (zero: no spare).
+pub fn serve(socket: Option<&Path>, ahead: Duration) -> Result<(), String> {
     keep_standard_descriptors_open();
     let program = own_program().map_err(|e| format!("finding this program: {e}"))?;
     let started_as = identity(&program).map_err(|e| format!("{}: {e}", program.display()))?;
@@ -67,7 +92,27 @@ pub fn serve(socket: Option<&Path>) -> Result<(), String> {
     // Helpers are reaped by the kernel; each helper waits for its own run.
     // SAFETY: setting a signal disposition; no handler runs.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    // Before any fork: every helper and run shares the page.
+    let ahead = if hint::create().is_ok() && pidfds { ahead } else { Duration::ZERO };
+    let mut spare: Option<Spare> = None;
+    let mut cold: Option<Instant> = None;
     loop {
+        if let Some(s) = spare.take_if(|s| s.born.elapsed() >= ahead) {
+            s.retire();
+        }
+        if spare.is_none() && !ahead.is_zero() && hint::present() {
+            spare = Spare::start(listener, &program);
+        }
+        let wait = match &spare {
+            Some(s) => Some(ahead.saturating_sub(s.born.elapsed())),
+            None if !ahead.is_zero() && cold.is_some_and(|t| t.elapsed() < HINT_WATCH) => {
+                Some(Duration::from_millis(100))
+            }
+            None => None,
+        };
+        if !readable(listener, wait) {
+            continue;
+        }
         // SAFETY: `listener` is a listening socket; null address out-pointers are allowed.
         let conn = unsafe {
             libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
@@ -86,12 +131,25 @@ pub fn serve(socket: Option<&Path>) -> Result<(), String> {
         }
         if identity(&program).ok().as_ref() != Some(&started_as) {
             refuse(conn, "the program changed since the agent started; the agent exits");
+            if let Some(s) = spare {
+                s.retire();
+            }
             return Ok(());
         }
         if !pidfds {
             refuse(conn, "this kernel has no pidfd_open");
             continue;
         }
+        if let Some(s) = spare.take() {
+            match proto::send_with_fds(s.control, b"c", &[conn]) {
+                Ok(()) => {
+                    proto::close_all(&[conn, s.control]);
+                    continue;
+                }
+                Err(_) => s.retire(),
+            }
+        }
+        cold = Some(Instant::now());
         // SAFETY: the agent is single-threaded (it never starts a thread), so
         // the child is a complete copy; it only runs `helper` and `_exit`s.
         match unsafe { libc::fork() } {
@@ -104,6 +162,62 @@ pub fn serve(socket: Option<&Path>) -> Result<(), String> {
             _ => proto::close_all(&[conn]),
         }
     }
+}
+
+/// Whether `fd` has something to read within `wait` (`None`: no limit).
+fn readable(fd: RawFd, wait: Option<Duration>) -> bool {
+    let ms = wait.map_or(-1, |w| i32::try_from(w.as_millis()).unwrap_or(i32::MAX));
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+/// A spare helper: forked before its request, its run already connected.
+struct Spare {
+    pid: libc::pid_t,
+    /// The agent's end of the pair the connection is handed over on.
+    control: RawFd,
+    born: Instant,
+}
+
+impl Spare {
+    /// Forks a spare helper (`None` when fork fails: requests get helpers
+    /// forked then, as without spares).
+    fn start(listener: RawFd, program: &Path) -> Option<Self> {
+        let (agent_end, spare_end) = socketpair().ok()?;
+        // SAFETY: the agent is single-threaded (see `serve`); the child only
+        // runs `spare_helper`, which ends in `_exit`.
+        match unsafe { libc::fork() } {
+            0 => {
+                proto::close_all(&[listener, agent_end]);
+                spare_helper(spare_end, program)
+            }
+            pid if pid < 0 => {
+                proto::close_all(&[agent_end, spare_end]);
+                None
+            }
+            pid => {
+                proto::close_all(&[spare_end]);
+                Some(Self { pid, control: agent_end, born: Instant::now() })
+            }
+        }
+    }
+
+    /// Ends an unused spare and its run (which dies with its helper).
+    fn retire(self) {
+        proto::close_all(&[self.control]);
+        // SAFETY: signalling the spare helper, the agent's own child.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+    }
+}
+
+fn socketpair() -> io::Result<(RawFd, RawFd)> {
+    let mut sv = [0; 2];
+    // SAFETY: `sv` is a valid out-array of two descriptors.
+    let r = unsafe {
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr())
+    };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok((sv[0], sv[1])) }
 }
 
 /// Opens /dev/null on whichever of descriptors 0-2 is closed, so that no
@@ -197,13 +311,73 @@ fn helper(conn: RawFd, program: &Path) -> ! {
             rbdx_core::rados::exit_process(0)
         }
     };
-    // SAFETY: getpid cannot fail; the helper is single-threaded, and the
-    // child only sets itself up and runs `entry`, which ends in `_exit`.
-    let (helper, pid) = unsafe { (libc::getpid(), libc::fork()) };
-    if pid == 0 {
-        run(conn, helper, &request, &fds)
+    serve_run(conn, &request, &fds, None)
+}
+
+/// A run forked ahead of its request, waiting for it on `sock`.
+struct Ahead {
+    pid: libc::pid_t,
+    sock: RawFd,
+}
+
+impl Ahead {
+    /// Hands the request to the run if it waits for one (it may still be
+    /// connecting); otherwise kills it.
+    fn start(self, request: &Request, fds: &[RawFd]) -> Option<libc::pid_t> {
+        // The last word the run sent says what it is doing now.
+        let mut last = None;
+        let mut words = [0u8; 16];
+        while readable(self.sock, Some(Duration::ZERO)) {
+            // SAFETY: `words` is valid for its length.
+            let n =
+                unsafe { libc::recv(self.sock, words.as_mut_ptr().cast(), words.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                break;
+            }
+            last = Some(words[n as usize - 1]);
+        }
+        let waits = last == Some(WAITING);
+        let body = request.encode();
+        let mut frame = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        if waits && proto::send_with_fds(self.sock, &frame, fds).is_ok() {
+            proto::close_all(&[self.sock]);
+            return Some(self.pid);
+        }
+        self.end();
+        None
     }
-    proto::close_all(&fds);
+
+    /// Kills the run and waits for it.
+    fn end(self) {
+        proto::close_all(&[self.sock]);
+        // SAFETY: signalling the run's own process group and the run.
+        unsafe {
+            libc::kill(-self.pid, libc::SIGKILL);
+            libc::kill(self.pid, libc::SIGKILL);
+        }
+        wait(self.pid);
+    }
+}
+
+/// Starts the run of `request` (the one forked `ahead`, if it takes it; else
+/// a new fork), tells the client it is accepted, reports its exit status, and
+/// ends the helper.
+fn serve_run(conn: RawFd, request: &Request, fds: &[RawFd], ahead: Option<Ahead>) -> ! {
+    let pid = match ahead.and_then(|a| a.start(request, fds)) {
+        Some(pid) => pid,
+        None => {
+            // SAFETY: getpid cannot fail; the helper is single-threaded, and the
+            // child only sets itself up and runs `entry`, which ends in `_exit`.
+            let (helper, pid) = unsafe { (libc::getpid(), libc::fork()) };
+            if pid == 0 {
+                detach(helper);
+                become_run(request, fds, &[conn])
+            }
+            pid
+        }
+    };
+    proto::close_all(fds);
     if pid < 0 {
         refuse(conn, &format!("fork: {}", io::Error::last_os_error()));
         rbdx_core::rados::exit_process(0)
@@ -213,6 +387,113 @@ fn helper(conn: RawFd, program: &Path) -> ! {
     let status = watch(conn, pid);
     let _ = proto::write_all(conn, &status.to_le_bytes());
     rbdx_core::rados::exit_process(0)
+}
+
+/// A spare helper: forks its run ahead (which connects with the hint and
+/// waits), waits for the agent to hand it a connection, then serves it as any
+/// helper does. When the agent closes `control` first (it retired the spare or
+/// ended), the run is killed and the helper ends.
+fn spare_helper(control: RawFd, program: &Path) -> ! {
+    // SAFETY: setting a signal disposition.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    let ahead = socketpair().ok().and_then(|(mine, theirs)| {
+        // SAFETY: as in `serve_run`: a single-threaded fork whose child ends in `_exit`.
+        let (helper, pid) = unsafe { (libc::getpid(), libc::fork()) };
+        if pid == 0 {
+            proto::close_all(&[control, mine]);
+            detach(helper);
+            run_ahead(theirs)
+        }
+        proto::close_all(&[theirs]);
+        if pid < 0 {
+            proto::close_all(&[mine]);
+            return None;
+        }
+        Some(Ahead { pid, sock: mine })
+    });
+    let mut byte = [0u8];
+    let conn = match proto::recv_with_fds(control, &mut byte, 1) {
+        Ok((1, fds)) if fds.len() == 1 => fds[0],
+        other => {
+            if let Ok((_, fds)) = other {
+                proto::close_all(&fds);
+            }
+            if let Some(a) = ahead {
+                a.end();
+            }
+            rbdx_core::rados::exit_process(0)
+        }
+    };
+    proto::close_all(&[control]);
+    match read_request(conn, program) {
+        Ok((request, fds)) => serve_run(conn, &request, &fds, ahead),
+        Err(why) => {
+            refuse(conn, &why);
+            if let Some(a) = ahead {
+                a.end();
+            }
+            rbdx_core::rados::exit_process(0)
+        }
+    }
+}
+
+/// In a run forked ahead: connects with the hint's settings, tells its helper
+/// it waits, receives the request and its three descriptors, and becomes
+/// that run. Ends (its connection with it) when the helper goes first.
+fn run_ahead(sock: RawFd) -> ! {
+    let mut used = hint::read();
+    if let Some(config) = &used {
+        // A failure here is the run's own connect's to report, if it asks for the same.
+        let _ = rbdx_core::spare::prepare(config);
+    }
+    if proto::write_all(sock, &[WAITING]).is_err() {
+        rbdx_core::rados::exit_process(0)
+    }
+    // The run whose request made way for this spare may record other settings
+    // in its first moments: followed for a while, connecting again (busy
+    // meanwhile) when they change.
+    let until = Instant::now() + HINT_FOLLOW;
+    while Instant::now() < until && !readable(sock, Some(Duration::from_millis(50))) {
+        let now = hint::read();
+        if now.is_some() && now != used {
+            used = now;
+            if proto::write_all(sock, &[BUSY]).is_err() {
+                rbdx_core::rados::exit_process(0)
+            }
+            if let Some(config) = &used {
+                let _ = rbdx_core::spare::prepare(config);
+            }
+            if proto::write_all(sock, &[WAITING]).is_err() {
+                rbdx_core::rados::exit_process(0)
+            }
+        }
+    }
+    let received = (|| -> io::Result<(Request, Vec<RawFd>)> {
+        let mut len = [0u8; 4];
+        let (n, fds) = proto::recv_with_fds(sock, &mut len, 3)?;
+        if n == 0 || fds.len() != 3 {
+            proto::close_all(&fds);
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut body = || -> io::Result<Request> {
+            proto::read_exact(sock, &mut len[n..])?;
+            let size = (u32::from_le_bytes(len) as usize).min(proto::MAX_REQUEST);
+            let mut body = vec![0u8; size];
+            proto::read_exact(sock, &mut body)?;
+            Request::decode(&body).map_err(io::Error::other)
+        };
+        match body() {
+            Ok(r) => Ok((r, fds)),
+            Err(e) => {
+                proto::close_all(&fds);
+                Err(e)
+            }
+        }
+    })();
+    match received {
+        Ok((request, fds)) => become_run(&request, &fds, &[sock]),
+        Err(_) => rbdx_core::rados::exit_process(0),
+    }
 }
 
 /// Receives the request and its three descriptors, and checks them.
@@ -257,11 +538,11 @@ fn read_request(conn: RawFd, program: &Path) -> Result<(Request, Vec<RawFd>), St
     }
 }
 
-/// In the run: becomes the client's process, then runs rbdx's `main`.
-fn run(conn: RawFd, helper: libc::pid_t, request: &Request, fds: &[RawFd]) -> ! {
-    // SAFETY: this process is single-threaded (a fork of the helper); these
-    // calls only change its own process group, parent-death signal,
-    // descriptors, mask and signal state.
+/// In a run just forked by `helper`: its own process group, and death with
+/// its helper.
+fn detach(helper: libc::pid_t) {
+    // SAFETY: these calls only change this process's group and parent-death
+    // signal.
     unsafe {
         libc::setpgid(0, 0);
         // Should the helper die, its client reports the run failed: the run
@@ -270,10 +551,22 @@ fn run(conn: RawFd, helper: libc::pid_t, request: &Request, fds: &[RawFd]) -> ! 
         if libc::getppid() != helper {
             libc::_exit(1);
         }
+    }
+}
+
+/// In the run: becomes the client's process (closing `also`, the helper's
+/// connection or pair), then runs rbdx's `main`. A run forked ahead has
+/// librados' threads by now: nothing here changes what they read under them
+/// (descriptors 0-2 are the client's, the mask is this thread's, and the
+/// environment is replaced by pointing `environ` at a new array).
+fn become_run(request: &Request, fds: &[RawFd], also: &[RawFd]) -> ! {
+    // SAFETY: these calls only change this process's descriptors, mask and
+    // signal state.
+    unsafe {
         for (i, &fd) in fds.iter().enumerate() {
             libc::dup2(fd, i as RawFd);
         }
-        for &fd in fds.iter().chain([&conn]) {
+        for &fd in fds.iter().chain(also) {
             if fd > 2 {
                 libc::close(fd);
             }
@@ -287,27 +580,33 @@ fn run(conn: RawFd, helper: libc::pid_t, request: &Request, fds: &[RawFd]) -> ! 
         eprintln!("rbdx: working directory {}: {e}", Path::new(&request.cwd).display());
         rbdx_core::rados::exit_process(1);
     }
-    replace_environment(&request.env);
+    adopt_environment(&request.env);
+    rbdx_core::spare::on_connect(hint::record);
     crate::entry(request.argv.clone())
 }
 
-/// Makes the client's environment this process's.
-fn replace_environment(env: &[OsString]) {
-    let old: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
-    for k in old {
-        // SAFETY: the run is single-threaded (see `run`): nothing reads the
-        // environment concurrently.
-        unsafe { std::env::remove_var(k) };
-    }
-    for e in env {
-        let b = e.as_bytes();
-        let eq = b.iter().position(|&c| c == b'=').unwrap_or(b.len());
-        let (k, v) = (OsStr::from_bytes(&b[..eq]), OsStr::from_bytes(b.get(eq + 1..).unwrap_or_default()));
-        if !k.is_empty() && !k.as_bytes().contains(&0) {
-            // SAFETY: as above.
-            unsafe { std::env::set_var(k, v) };
-        }
-    }
+unsafe extern "C" {
+    /// The C library's environment (`__environ`).
+    static mut environ: *mut *mut libc::c_char;
+}
+
+/// Makes the client's environment this process's: `environ` is pointed at a
+/// new array (never freed, as the old one is not), one store, so a thread
+/// reading the environment meanwhile sees the old one or the new one whole.
+fn adopt_environment(env: &[OsString]) {
+    let mut entries: Vec<*mut libc::c_char> = env
+        .iter()
+        .map(|e| e.as_bytes())
+        .filter(|b| b.iter().position(|&c| c == b'=').is_some_and(|eq| eq > 0))
+        .filter_map(|b| std::ffi::CString::new(b).ok())
+        .map(std::ffi::CString::into_raw)
+        .collect();
+    entries.push(std::ptr::null_mut());
+    let array = entries.leak().as_mut_ptr();
+    // SAFETY: `array` is a NUL-terminated array of NUL-terminated strings that
+    // lives as long as the process; glibc's setenv copies an environment it did
+    // not allocate before changing it.
+    unsafe { environ = array };
 }
 
 /// Waits for the run `pid` to end and returns its wait status; if the client hangs

@@ -4,6 +4,7 @@
 //! answer in their callers' protocols and return their own codes.
 
 mod agent;
+mod agent_hint;
 // Shared with `rbdx-run`: each side uses its half.
 #[allow(dead_code)]
 mod agent_proto;
@@ -74,6 +75,11 @@ enum Command {
         /// Listen here when systemd passed no socket (mode 0600).
         #[arg(long, value_name = "PATH")]
         socket: Option<std::path::PathBuf>,
+        /// Keep a spare run connected to Ceph ahead of the next request, with
+        /// the settings the last run used, replaced after this many seconds
+        /// (0: no spare).
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        connect_ahead_secs: u64,
     },
 }
 
@@ -153,8 +159,9 @@ fn run(argv: &[std::ffi::OsString]) -> u8 {
                 }
             };
         }
-        Command::Agent { socket } => {
-            return match agent::serve(socket.as_deref()) {
+        Command::Agent { socket, connect_ahead_secs } => {
+            let ahead = std::time::Duration::from_secs(connect_ahead_secs.min(86_400));
+            return match agent::serve(socket.as_deref(), ahead) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("rbdx agent: {}", one_line(&e));

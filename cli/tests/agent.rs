@@ -34,19 +34,20 @@ struct Agent {
 
 impl Agent {
     fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(false, &[])
     }
 
     /// With `closed_std`, the agent starts with descriptors 0-2 closed (a
-    /// connection or a received descriptor must not take their numbers).
-    fn start_with(closed_std: bool) -> Self {
+    /// connection or a received descriptor must not take their numbers);
+    /// `args` follow `agent --socket <path>`.
+    fn start_with(closed_std: bool, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for bin in [env!("CARGO_BIN_EXE_rbdx"), env!("CARGO_BIN_EXE_rbdx-run")] {
             let to = dir.path().join(Path::new(bin).file_name().unwrap());
             std::fs::copy(bin, &to).unwrap();
         }
         let mut cmd = Command::new(dir.path().join("rbdx"));
-        cmd.args(["agent", "--socket"]).arg(dir.path().join("s")).stdin(Stdio::null());
+        cmd.args(["agent", "--socket"]).arg(dir.path().join("s")).args(args).stdin(Stdio::null());
         if closed_std {
             // SAFETY: only close(2) between fork and exec.
             unsafe {
@@ -421,7 +422,7 @@ fn opennebula_actions_run_through_the_agent() {
 
 #[test]
 fn an_agent_started_without_standard_descriptors_still_passes_the_clients() {
-    let agent = Agent::start_with(true);
+    let agent = Agent::start_with(true, &[]);
     agent.only_through_the_agent();
     for args in [&["--version"][..], &["bogus"]] {
         let (a, d) = (
@@ -487,4 +488,154 @@ fn an_agent_started_by_systemd_serves_the_socket_it_was_passed() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(out.status.success() && out.stdout.starts_with(b"rbdx "), "{out:?}");
+}
+
+/// The names of the connect spans of a run traced into `trace` (emptied first).
+fn connects(trace: &Path, c: &mut Command) -> Vec<String> {
+    let _ = std::fs::remove_file(trace);
+    let out = run(c.env("RBDX_TRACE", trace), b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = std::fs::read_to_string(trace).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    v["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .filter(|n| n.starts_with("connect"))
+        .map(str::to_string)
+        .collect()
+}
+
+const AHEAD: &str = "connect (made ahead)";
+
+/// Repeats `attempt` (a change, then a traced run) until its run found a
+/// connection made ahead and did not take it. A spare whose run was still
+/// connecting is not used (the run connects alone), and one that connected
+/// after the change may be taken: those attempts prove nothing either way, so
+/// there are several; a run that takes a connection made before the change
+/// never gets through.
+fn refused(what: &str, mut attempt: impl FnMut() -> Vec<String>) {
+    for _ in 0..20 {
+        // Time for the spare's run to connect.
+        std::thread::sleep(Duration::from_millis(300));
+        if attempt() == [AHEAD, "connect"] {
+            return;
+        }
+    }
+    panic!("{what}: no run refused the connection made ahead");
+}
+
+/// Whether process `pid` has ended (gone, or a zombie nobody reaps).
+fn ended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |s| s.rfind(')').is_some_and(|i| s[i + 2..].starts_with('Z')))
+}
+
+#[test]
+fn a_run_takes_the_connection_made_ahead_only_with_its_settings_and_files_unchanged() {
+    let s = Scratch::new("agent-ahead");
+    let env = s.env.clone();
+    let agent = Agent::start();
+    agent.only_through_the_agent();
+    // The settings' files are copies this test changes.
+    let files = tempfile::tempdir().unwrap();
+    let (conf, keyring) = (files.path().join("ceph.conf"), files.path().join("keyring"));
+    std::fs::copy(&env.conf, &conf).unwrap();
+    std::fs::copy(&env.keyring, &keyring).unwrap();
+    let trace = files.path().join("trace");
+    let ls = |extra: &[(&str, &str)]| {
+        let mut c = agent.client();
+        c.args(["image", "ls", &env.pool]).env("RBDX_CONF", &conf).env("RBDX_ID", &env.id);
+        c.env("RBDX_KEYRING", &keyring);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        connects(&trace, &mut c)
+    };
+    // The first run connects; the spare made after it connects with its
+    // settings, and a later run takes that connection.
+    assert_eq!(ls(&[]), ["connect"]);
+    wait_until("a run takes the connection made ahead", || ls(&[]) == [AHEAD]);
+    // Other settings (another timeout): the spare's connection is not taken;
+    // the next spare is made with the new ones.
+    let mut timeout = 16;
+    refused("another timeout", || {
+        timeout += 1;
+        ls(&[("RBDX_TIMEOUT", &timeout.to_string())])
+    });
+    let t = timeout.to_string();
+    wait_until("the new settings are made ahead", || ls(&[("RBDX_TIMEOUT", &t)]) == [AHEAD]);
+    wait_until("the first settings are made ahead again", || ls(&[]) == [AHEAD]);
+    // ceph.conf rewritten, the keyring replaced by another file with the same
+    // key, HOME elsewhere (librados' search list): a new connection.
+    refused("ceph.conf rewritten", || {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&conf).unwrap();
+        writeln!(f, "# changed").unwrap();
+        ls(&[])
+    });
+    refused("the keyring replaced", || {
+        std::fs::copy(&env.keyring, files.path().join("new")).unwrap();
+        std::fs::rename(files.path().join("new"), &keyring).unwrap();
+        ls(&[])
+    });
+    refused("another HOME", || ls(&[("HOME", "/nonexistent")]));
+    // A run that takes it is its client's run: the working directory (a
+    // relative file name) and the environment (the settings, the trace) are
+    // the client's.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("disk.raw"), vec![7u8; 1 << 20]).unwrap();
+    let c = env.connect();
+    let mut n = 0;
+    wait_until("an import takes the connection made ahead", || {
+        std::thread::sleep(Duration::from_millis(100));
+        n += 1;
+        let spec = s.spec(&format!("made-ahead-{n}"));
+        let mut import = agent.client();
+        import.args(["import", "disk.raw", &spec.to_string()]).current_dir(work.path());
+        import.env("RBDX_CONF", &conf).env("RBDX_ID", &env.id).env("RBDX_KEYRING", &keyring);
+        let taken = connects(&trace, &mut import) == [AHEAD];
+        assert_eq!(ops::stat(c, &spec).unwrap().size, 1 << 20);
+        ops::remove(c, &spec, ops::RemoveOptions::default()).unwrap();
+        taken
+    });
+    s.finish(c);
+}
+
+#[test]
+fn a_spare_is_replaced_in_its_time_and_dies_with_its_agent() {
+    let env = &rbdx_tests::cluster();
+    let mut agent = Agent::start_with(false, &["--connect-ahead-secs", "1"]);
+    agent.only_through_the_agent();
+    let agent_pid = agent.child.id();
+    let ls = || {
+        let out = run(on_cluster(agent.client().args(["image", "ls", &env.pool]), env), b"");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    ls();
+    // A spare helper and its run.
+    wait_until("a spare", || descendants(agent_pid).len() == 2);
+    let first = descendants(agent_pid);
+    wait_until("the spare replaced", || {
+        let now = descendants(agent_pid);
+        now.len() == 2 && now.iter().all(|p| !first.contains(p))
+    });
+    assert!(first.iter().all(|p| ended(*p)), "the old spare is gone");
+    let spare = descendants(agent_pid);
+    // SAFETY: signalling a process of this test's own.
+    unsafe { libc::kill(agent_pid as i32, libc::SIGKILL) };
+    agent.child.wait().unwrap();
+    wait_until("the spare died with its agent", || spare.iter().all(|p| ended(*p)));
+
+    // No spare with 0 seconds.
+    let agent = Agent::start_with(false, &["--connect-ahead-secs", "0"]);
+    agent.only_through_the_agent();
+    let trace = agent.dir.path().join("trace");
+    for _ in 0..3 {
+        let mut c = agent.client();
+        on_cluster(c.args(["image", "ls", &env.pool]), env);
+        assert_eq!(connects(&trace, &mut c), ["connect"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(descendants(agent.child.id()).is_empty());
 }
