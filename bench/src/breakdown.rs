@@ -62,7 +62,7 @@ fn sort(wall_ms: f64, line: &serde_json::Value) -> Run {
         let ms = s["us"].as_f64().unwrap_or(0.0) / 1000.0;
         let part = match name {
             n if n.starts_with("oned ") => "oned",
-            "connect" => "connect",
+            "connect" | "connect (made ahead)" => "connect",
             "lock" => "lock",
             n if n.starts_with("snapshot create") || n.starts_with("snapshot remove") => {
                 map_waits += 1;
