@@ -25,9 +25,11 @@
 //! goes to it; its run takes the connection only if its own settings are the
 //! same and the files they name unchanged ([`rbdx_core::spare`]), else it
 //! connects as any run does. A spare is replaced after `--connect-ahead-secs`
-//! (the monitors' configuration and the files may change meanwhile); a spare
-//! whose run is still connecting when a request comes is not used (the request
-//! gets a run forked then); a spare dies with its agent.
+//! (the monitors' configuration and the files may change meanwhile), and not
+//! replaced once five of those have passed without a request (an idle agent
+//! holds no Ceph session); a spare whose run is still connecting when a
+//! request comes is not used (the request gets a run forked then); a spare
+//! dies with its agent.
 
 use std::ffi::OsString;
 use std::io;
@@ -49,6 +51,10 @@ const EXITED_1: i32 = 1 << 8;
 /// How long after a run was forked without a hint the agent looks for the one
 /// it records (to make the first spare).
 const HINT_WATCH: Duration = Duration::from_secs(30);
+
+/// How many spare lifetimes without a request before the agent makes no more
+/// spares (until the next request).
+const IDLE_SPARES: u32 = 5;
 
 /// What a spare run tells its helper once it waits for the request.
 const WAITING: u8 = b'W';
@@ -96,11 +102,14 @@ pub fn serve(socket: Option<&Path>, ahead: Duration) -> Result<(), String> {
     let ahead = if hint::create().is_ok() && pidfds { ahead } else { Duration::ZERO };
     let mut spare: Option<Spare> = None;
     let mut cold: Option<Instant> = None;
+    // An idle agent holds no Ceph session: spares are made while requests come.
+    let mut last_request: Option<Instant> = None;
     loop {
         if let Some(s) = spare.take_if(|s| s.born.elapsed() >= ahead) {
             s.retire();
         }
-        if spare.is_none() && !ahead.is_zero() && hint::present() {
+        let busy = last_request.is_some_and(|t| t.elapsed() < ahead.saturating_mul(IDLE_SPARES));
+        if spare.is_none() && busy && hint::present() {
             spare = Spare::start(listener, &program);
         }
         let wait = match &spare {
@@ -129,6 +138,7 @@ pub fn serve(socket: Option<&Path>, ahead: Duration) -> Result<(), String> {
                 _ => return Err(format!("accept: {e}")),
             }
         }
+        last_request = Some(Instant::now());
         if identity(&program).ok().as_ref() != Some(&started_as) {
             refuse(conn, "the program changed since the agent started; the agent exits");
             if let Some(s) = spare {

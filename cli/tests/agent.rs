@@ -621,6 +621,12 @@ fn a_spare_is_replaced_in_its_time_and_dies_with_its_agent() {
         now.len() == 2 && now.iter().all(|p| !first.contains(p))
     });
     assert!(first.iter().all(|p| ended(*p)), "the old spare is gone");
+    // Five lifetimes without a request: no spare (no Ceph session) until the next one.
+    wait_until("no spare once idle", || descendants(agent_pid).is_empty());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(descendants(agent_pid).is_empty(), "an idle agent makes no spare");
+    ls();
+    wait_until("a spare again", || descendants(agent_pid).len() == 2);
     let spare = descendants(agent_pid);
     // SAFETY: signalling a process of this test's own.
     unsafe { libc::kill(agent_pid as i32, libc::SIGKILL) };
