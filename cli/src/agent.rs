@@ -28,8 +28,8 @@
 //! (the monitors' configuration and the files may change meanwhile), and not
 //! replaced once five of those have passed without a request (an idle agent
 //! holds no Ceph session); a spare whose run is still connecting when a
-//! request comes is not used (the request gets a run forked then); a spare
-//! dies with its agent.
+//! request comes is waited for up to 50 ms, then not used (the request gets a
+//! run forked then); a spare dies with its agent.
 
 use std::ffi::OsString;
 use std::io;
@@ -60,6 +60,11 @@ const IDLE_SPARES: u32 = 5;
 const WAITING: u8 = b'W';
 /// What it tells it while it connects again with newer settings.
 const BUSY: u8 = b'B';
+
+/// How long a request waits for a spare run still connecting (a connect takes
+/// 10-20 ms on the test cluster; it has been under way since the spare was
+/// made).
+const AHEAD_WAIT: Duration = Duration::from_millis(50);
 
 /// How long a spare run follows the settings runs record (see `run_ahead`).
 const HINT_FOLLOW: Duration = Duration::from_secs(2);
@@ -331,22 +336,11 @@ struct Ahead {
 }
 
 impl Ahead {
-    /// Hands the request to the run if it waits for one (it may still be
-    /// connecting); otherwise kills it.
+    /// Hands the request to the run once it waits for one (it may still be
+    /// connecting: it is given [`AHEAD_WAIT`], less than a connect of its
+    /// own would take); otherwise kills it.
     fn start(self, request: &Request, fds: &[RawFd]) -> Option<libc::pid_t> {
-        // The last word the run sent says what it is doing now.
-        let mut last = None;
-        let mut words = [0u8; 16];
-        while readable(self.sock, Some(Duration::ZERO)) {
-            // SAFETY: `words` is valid for its length.
-            let n =
-                unsafe { libc::recv(self.sock, words.as_mut_ptr().cast(), words.len(), libc::MSG_DONTWAIT) };
-            if n <= 0 {
-                break;
-            }
-            last = Some(words[n as usize - 1]);
-        }
-        let waits = last == Some(WAITING);
+        let waits = self.waits();
         let body = request.encode();
         let mut frame = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes().to_vec();
         frame.extend_from_slice(&body);
@@ -356,6 +350,29 @@ impl Ahead {
         }
         self.end();
         None
+    }
+
+    /// Whether the run waits for its request now, or does within
+    /// [`AHEAD_WAIT`]: the last word it sent says what it is doing.
+    fn waits(&self) -> bool {
+        let deadline = Instant::now() + AHEAD_WAIT;
+        let mut last = None;
+        loop {
+            let wait =
+                if last == Some(WAITING) { Duration::ZERO } else { deadline - Instant::now().min(deadline) };
+            if !readable(self.sock, Some(wait)) {
+                return last == Some(WAITING);
+            }
+            let mut words = [0u8; 16];
+            // SAFETY: `words` is valid for its length.
+            let n =
+                unsafe { libc::recv(self.sock, words.as_mut_ptr().cast(), words.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                // Gone (or nothing after all): not waiting.
+                return false;
+            }
+            last = Some(words[n as usize - 1]);
+        }
     }
 
     /// Kills the run and waits for it.
@@ -591,6 +608,9 @@ fn become_run(request: &Request, fds: &[RawFd], also: &[RawFd]) -> ! {
         rbdx_core::rados::exit_process(1);
     }
     adopt_environment(&request.env);
+    // Spans kept before the request (an agent started with RBDX_TRACE keeps
+    // them from the start) are not this run's: a spare's connect is not.
+    let _ = rbdx_core::trace::take();
     rbdx_core::spare::on_connect(hint::record);
     crate::entry(request.argv.clone())
 }

@@ -34,13 +34,13 @@ struct Agent {
 
 impl Agent {
     fn start() -> Self {
-        Self::start_with(false, &[])
+        Self::start_with(false, &[], &[])
     }
 
     /// With `closed_std`, the agent starts with descriptors 0-2 closed (a
     /// connection or a received descriptor must not take their numbers);
-    /// `args` follow `agent --socket <path>`.
-    fn start_with(closed_std: bool, args: &[&str]) -> Self {
+    /// `args` follow `agent --socket <path>`; `env` is added to the agent's.
+    fn start_with(closed_std: bool, args: &[&str], env: &[(&str, &Path)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for bin in [env!("CARGO_BIN_EXE_rbdx"), env!("CARGO_BIN_EXE_rbdx-run")] {
             let to = dir.path().join(Path::new(bin).file_name().unwrap());
@@ -48,6 +48,7 @@ impl Agent {
         }
         let mut cmd = Command::new(dir.path().join("rbdx"));
         cmd.args(["agent", "--socket"]).arg(dir.path().join("s")).args(args).stdin(Stdio::null());
+        cmd.envs(env.iter().copied());
         if closed_std {
             // SAFETY: only close(2) between fork and exec.
             unsafe {
@@ -422,7 +423,7 @@ fn opennebula_actions_run_through_the_agent() {
 
 #[test]
 fn an_agent_started_without_standard_descriptors_still_passes_the_clients() {
-    let agent = Agent::start_with(true, &[]);
+    let agent = Agent::start_with(true, &[], &[]);
     agent.only_through_the_agent();
     for args in [&["--version"][..], &["bogus"]] {
         let (a, d) = (
@@ -536,14 +537,16 @@ fn ended(pid: u32) -> bool {
 fn a_run_takes_the_connection_made_ahead_only_with_its_settings_and_files_unchanged() {
     let s = Scratch::new("agent-ahead");
     let env = s.env.clone();
-    let agent = Agent::start();
-    agent.only_through_the_agent();
     // The settings' files are copies this test changes.
     let files = tempfile::tempdir().unwrap();
     let (conf, keyring) = (files.path().join("ceph.conf"), files.path().join("keyring"));
     std::fs::copy(&env.conf, &conf).unwrap();
     std::fs::copy(&env.keyring, &keyring).unwrap();
     let trace = files.path().join("trace");
+    // An agent traced itself keeps spans from its start: a run's trace holds
+    // only its own (never the spare's connect).
+    let agent = Agent::start_with(false, &[], &[("RBDX_TRACE", &files.path().join("agent-trace"))]);
+    agent.only_through_the_agent();
     let ls = |extra: &[(&str, &str)]| {
         let mut c = agent.client();
         c.args(["image", "ls", &env.pool]).env("RBDX_CONF", &conf).env("RBDX_ID", &env.id);
@@ -605,7 +608,7 @@ fn a_run_takes_the_connection_made_ahead_only_with_its_settings_and_files_unchan
 #[test]
 fn a_spare_is_replaced_in_its_time_and_dies_with_its_agent() {
     let env = &rbdx_tests::cluster();
-    let mut agent = Agent::start_with(false, &["--connect-ahead-secs", "1"]);
+    let mut agent = Agent::start_with(false, &["--connect-ahead-secs", "1"], &[]);
     agent.only_through_the_agent();
     let agent_pid = agent.child.id();
     let ls = || {
@@ -634,7 +637,7 @@ fn a_spare_is_replaced_in_its_time_and_dies_with_its_agent() {
     wait_until("the spare died with its agent", || spare.iter().all(|p| ended(*p)));
 
     // No spare with 0 seconds.
-    let agent = Agent::start_with(false, &["--connect-ahead-secs", "0"]);
+    let agent = Agent::start_with(false, &["--connect-ahead-secs", "0"], &[]);
     agent.only_through_the_agent();
     let trace = agent.dir.path().join("trace");
     for _ in 0..3 {
