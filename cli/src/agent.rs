@@ -378,12 +378,7 @@ impl Ahead {
     /// Kills the run and waits for it.
     fn end(self) {
         proto::close_all(&[self.sock]);
-        // SAFETY: signalling the run's own process group and the run.
-        unsafe {
-            libc::kill(-self.pid, libc::SIGKILL);
-            libc::kill(self.pid, libc::SIGKILL);
-        }
-        wait(self.pid);
+        kill_run(self.pid);
     }
 }
 
@@ -495,29 +490,7 @@ fn run_ahead(sock: RawFd) -> ! {
             }
         }
     }
-    let received = (|| -> io::Result<(Request, Vec<RawFd>)> {
-        let mut len = [0u8; 4];
-        let (n, fds) = proto::recv_with_fds(sock, &mut len, 3)?;
-        if n == 0 || fds.len() != 3 {
-            proto::close_all(&fds);
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let mut body = || -> io::Result<Request> {
-            proto::read_exact(sock, &mut len[n..])?;
-            let size = (u32::from_le_bytes(len) as usize).min(proto::MAX_REQUEST);
-            let mut body = vec![0u8; size];
-            proto::read_exact(sock, &mut body)?;
-            Request::decode(&body).map_err(io::Error::other)
-        };
-        match body() {
-            Ok(r) => Ok((r, fds)),
-            Err(e) => {
-                proto::close_all(&fds);
-                Err(e)
-            }
-        }
-    })();
-    match received {
+    match receive_request(sock) {
         Ok((request, fds)) => become_run(&request, &fds, &[sock]),
         Err(_) => rbdx_core::rados::exit_process(0),
     }
@@ -532,29 +505,36 @@ fn read_request(conn: RawFd, program: &Path) -> Result<(Request, Vec<RawFd>), St
         Err(e) => return Err(format!("SO_PEERCRED: {e}")),
     }
     proto::set_recv_timeout(conn, REQUEST_TIMEOUT_SECS).map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+    let (request, fds) = receive_request(conn)?;
+    if Path::new(&request.program) != program {
+        proto::close_all(&fds);
+        return Err(format!(
+            "this agent runs {}, not {}",
+            program.display(),
+            Path::new(&request.program).display()
+        ));
+    }
+    Ok((request, fds))
+}
+
+/// Receives one framed request (its length, with its three descriptors
+/// attached, then its body) on `sock`; nothing is left open on an error.
+fn receive_request(sock: RawFd) -> Result<(Request, Vec<RawFd>), String> {
     let mut len = [0u8; 4];
     let (n, fds) =
-        proto::recv_with_fds(conn, &mut len, 3).map_err(|e| format!("reading the request: {e}"))?;
+        proto::recv_with_fds(sock, &mut len, 3).map_err(|e| format!("reading the request: {e}"))?;
     let checked = (|| {
         if fds.len() != 3 {
             return Err(format!("the request carries {} descriptors, not 3", fds.len()));
         }
-        proto::read_exact(conn, &mut len[n..]).map_err(|e| format!("reading the request: {e}"))?;
+        proto::read_exact(sock, &mut len[n..]).map_err(|e| format!("reading the request: {e}"))?;
         let size = u32::from_le_bytes(len) as usize;
         if size > proto::MAX_REQUEST {
             return Err(format!("the request is {size} bytes, more than {}", proto::MAX_REQUEST));
         }
         let mut body = vec![0u8; size];
-        proto::read_exact(conn, &mut body).map_err(|e| format!("reading the request: {e}"))?;
-        let request = Request::decode(&body)?;
-        if Path::new(&request.program) != program {
-            return Err(format!(
-                "this agent runs {}, not {}",
-                program.display(),
-                Path::new(&request.program).display()
-            ));
-        }
-        Ok(request)
+        proto::read_exact(sock, &mut body).map_err(|e| format!("reading the request: {e}"))?;
+        Request::decode(&body)
     })();
     match checked {
         Ok(r) => Ok((r, fds)),
@@ -660,14 +640,19 @@ fn watch(conn: RawFd, pid: libc::pid_t) -> i32 {
             return wait(pid);
         }
         if polls[1].revents != 0 {
-            // SAFETY: signalling the run's own process group and the run.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::kill(pid, libc::SIGKILL);
-            }
-            return wait(pid);
+            return kill_run(pid);
         }
     }
+}
+
+/// Kills the run `pid` and its process group; returns its wait status.
+fn kill_run(pid: libc::pid_t) -> i32 {
+    // SAFETY: signalling the run's own process group and the run.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+    wait(pid)
 }
 
 fn wait(pid: libc::pid_t) -> i32 {
