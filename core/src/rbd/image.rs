@@ -189,7 +189,7 @@ impl<'io> Image<'io> {
         read_only: bool,
         by_id: bool,
     ) -> Result<Self> {
-        let _span = crate::trace::span("open");
+        let _span = crate::trace::span(if read_only { "open read-only" } else { "open" });
         let n = cstring("image name", name)?;
         let s = snap.map(|s| cstring("snapshot name", s)).transpose()?;
         let sp = s.as_ref().map_or(ptr::null(), |s| s.as_ptr());
