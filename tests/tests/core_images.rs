@@ -544,3 +544,41 @@ fn head_views_say_what_an_open_says_without_opening() {
     }
     s.finish(c);
 }
+
+/// A listing of the names that start with a prefix (the pool directory read
+/// from the prefix on, a page at a time) is the full listing's entries with
+/// that prefix: the prefix itself, names that extend it in any way, across a
+/// page boundary; none for a prefix nothing has.
+#[test]
+fn a_prefixed_listing_is_the_full_listing_of_those_names() {
+    let s = Scratch::new("prefixed");
+    let c = s.env.connect();
+    let io = c.ioctx(&s.env.pool).unwrap();
+    let small = CreateOptions { features: Some(features::LAYERING), ..CreateOptions::default() };
+    let mut names: Vec<String> =
+        ["a", "aa", "ab", "ab-3", "ab.rbdx-new", "abc", "b"].map(String::from).into();
+    // More than a page (256 names) with one prefix.
+    names.extend((0..258).map(|i| format!("many-{i:03}")));
+    for n in &names {
+        ops::create(c, &s.spec(n), MIB, &small).unwrap();
+    }
+    let full = io.list_images().unwrap();
+    let with = |prefix: &str| {
+        let mut want: Vec<_> = full.iter().filter(|e| e.name.starts_with(prefix)).cloned().collect();
+        want.sort_by(|x, y| x.name.cmp(&y.name));
+        want
+    };
+    for p in ["ab", "a", "many-", "many-25", "b"] {
+        let prefix = s.spec(p).name;
+        let got = io.list_images_prefixed(&prefix).unwrap();
+        assert_eq!(got, with(&prefix), "{prefix}");
+        assert!(!got.is_empty(), "{prefix}");
+    }
+    assert_eq!(io.list_images_prefixed(&s.spec("ab").name).unwrap().len(), 4);
+    assert_eq!(io.list_images_prefixed(&s.spec("many-").name).unwrap().len(), 258);
+    assert!(io.list_images_prefixed(&s.spec("none").name).unwrap().is_empty());
+    for n in &names {
+        ops::remove(c, &s.spec(n), ops::RemoveOptions::default()).unwrap();
+    }
+    s.finish(c);
+}

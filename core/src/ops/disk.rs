@@ -154,7 +154,8 @@ pub trait Naming: Sync + std::fmt::Debug {
     }
 
     /// True if `name`, an image with no rbdx metadata, is a carrier of `head` made
-    /// by another driver (adopted, and removed with the disk).
+    /// by another driver (adopted, and removed with the disk). Only names that
+    /// start with `head` can be: a disk looks for its images among those.
     fn is_foreign_carrier(&self, _head: &str, _name: &str) -> bool {
         false
     }
@@ -793,10 +794,12 @@ impl<'c> Disk<'c> {
     }
 
     /// Images of this disk other than the head, as an interrupted run leaves
-    /// them: by their metadata, or by name where they have none.
+    /// them: by their metadata, or by name where they have none. Every name
+    /// rbdx derives from the head, and every carrier name the naming adopts,
+    /// starts with the head's name: only those are listed.
     fn leftovers(&self, io: &IoCtx<'_>) -> Result<Vec<String>> {
         let mut left = Vec::new();
-        for e in io.list_images()? {
+        for e in io.list_images_prefixed(&self.head.name)? {
             if e.name != self.head.name && self.owns(io, &e.name)? {
                 left.push(e.name);
             }

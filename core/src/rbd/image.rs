@@ -646,7 +646,7 @@ impl<'io> Image<'io> {
     /// A [`CephError`] from `rbd_metadata_list`.
     pub fn metadata_list(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let _span = crate::trace::span("metadata");
-        metadata_prefixed(prefix, |start, max| self.metadata_page(start, max))
+        keys_prefixed(prefix, |start, max| self.metadata_page(start, max))
     }
 
     fn metadata_page(&self, start: &str, max: u64) -> Result<Vec<(String, String)>> {
@@ -848,12 +848,13 @@ impl Drop for Image<'_> {
     }
 }
 
-/// The metadata keys starting with `prefix`, with their values, sorted by key,
-/// read a page at a time by `page(start, max)`: up to `max` keys strictly after
-/// `start` in byte order (as `str` compares), as librbd and cls `rbd` list them.
-/// The prefix itself can be a key: the listing starts from the prefix less its
-/// last character and skips what sorts before the prefix.
-pub(super) fn metadata_prefixed(
+/// The keys starting with `prefix`, with their values, sorted by key, read a
+/// page at a time by `page(start, max)`: up to `max` keys strictly after
+/// `start` in byte order (as `str` compares), as librbd and cls `rbd` list
+/// image metadata and the pool directory's names. The prefix itself can be a
+/// key: the listing starts from the prefix less its last character and skips
+/// what sorts before the prefix.
+pub(super) fn keys_prefixed(
     prefix: &str,
     mut page: impl FnMut(&str, u64) -> Result<Vec<(String, String)>>,
 ) -> Result<Vec<(String, String)>> {

@@ -309,6 +309,44 @@ impl<'c> IoCtx<'c> {
         Ok(true)
     }
 
+    /// The images of the pool (namespace) whose names start with `prefix`, by
+    /// name, from the pool directory: cls `rbd.dir_list` from the prefix on, a
+    /// page at a time, so the cost follows the names that match where
+    /// [`IoCtx::list_images`] reads the whole directory (a round trip per 1024
+    /// images). Format-2 images: the only ones the directory's map lists, and
+    /// the only ones librbd has made since Ceph 12.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a page that does not decode.
+    pub fn list_images_prefixed(&self, prefix: &str) -> Result<Vec<ImageEntry>> {
+        let _span = crate::trace::span("list");
+        let found = image::keys_prefixed(prefix, |start, max| {
+            let mut input = Vec::new();
+            crate::rados::put_string(&mut input, start.as_bytes());
+            input.extend_from_slice(&max.to_le_bytes());
+            let reply = match self.exec_read(RBD_DIRECTORY, c"rbd", c"dir_list", &input) {
+                // No image was ever made in the pool (namespace).
+                Err(e) if e.is_not_found() => return Ok(Vec::new()),
+                other => other?,
+            };
+            // A `map<string, string>`: the count, then each name and its id.
+            let mut r = ClsReader(&reply);
+            let page = (|| {
+                let n = r.u32()?;
+                let mut out = Vec::with_capacity(usize::try_from(n.min(4096)).ok()?);
+                for _ in 0..n {
+                    out.push((r.string()?, r.string()?));
+                }
+                Some(out)
+            })();
+            page.ok_or_else(|| crate::Error::BadReply {
+                command: format!("{}/rbd_directory rbd.dir_list", self.spec()),
+                detail: "not a map of names to ids".into(),
+            })
+        })?;
+        Ok(found.into_iter().map(|(name, id)| ImageEntry { id, name }).collect())
+    }
+
     /// Every image in the pool (namespace), in librbd's order.
     ///
     /// # Errors
@@ -869,7 +907,7 @@ impl IoCtx<'_> {
     /// for a reply that does not decode.
     pub(crate) fn metadata_by_id(&self, id: &str, prefix: &str) -> Result<Vec<(String, String)>> {
         let _span = crate::trace::span("metadata");
-        image::metadata_prefixed(prefix, |start, max| {
+        image::keys_prefixed(prefix, |start, max| {
             let mut input = Vec::new();
             crate::rados::put_string(&mut input, start.as_bytes());
             input.extend_from_slice(&max.to_le_bytes());
