@@ -183,15 +183,23 @@ impl Helper {
         }
     }
 
-    /// Every image of the storage's pool and namespace.
-    pub(crate) fn names(&self) -> Result<Vec<ImageName>> {
+    /// The images of the storage's pool and namespace whose names start with
+    /// `prefix`: the pool directory read from the prefix on, so a pool of any
+    /// size costs the same.
+    fn names_starting(&self, prefix: &str) -> Result<Vec<ImageName>> {
         let io = ops::ioctx(&self.cluster, &self.spec("-")?)?;
-        Ok(io.list_images()?.into_iter().map(|e| e.name).collect())
+        Ok(io.list_images_prefixed(prefix)?.into_iter().map(|e| e.name).collect())
+    }
+
+    /// Whether the storage's pool and namespace has an image named `name`.
+    pub(crate) fn name_taken(&self, name: &str) -> Result<bool> {
+        Ok(self.names_starting(name)?.iter().any(|n| n == name))
     }
 
     /// `vm-<vmid>-disk-<n>` with the lowest free `n` (as PVE's find_free_diskname).
     pub(crate) fn free_name(&self, vmid: u32) -> Result<ImageName> {
-        let names = self.names()?;
+        let mut names = self.names_starting(&format!("vm-{vmid}-disk-"))?;
+        names.extend(self.names_starting(&format!("base-{vmid}-disk-"))?);
         (0..1024)
             .map(|n| (format!("vm-{vmid}-disk-{n}"), format!("base-{vmid}-disk-{n}")))
             .find(|(a, b)| !names.contains(a) && !names.contains(b))

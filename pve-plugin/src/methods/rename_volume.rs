@@ -20,7 +20,7 @@ pub fn run(h: &Helper, volname: &str, target_vmid: u32, target_volname: Option<&
             if owner != target_vmid {
                 return Err(Error::NotOwner { name, vmid: target_vmid });
             }
-            if h.names()?.contains(&name) {
+            if h.name_taken(&name)? {
                 return Err(Error::VolumeExists(name));
             }
             name

@@ -20,7 +20,7 @@ pub type Output = String;
 /// errors.
 pub fn run(h: &Helper, volname: &str, allow_rename: bool, input: &mut impl Read) -> Result<Output> {
     let (mut name, vmid) = image_of(volname)?;
-    if h.names()?.contains(&name) {
+    if h.name_taken(&name)? {
         if !allow_rename {
             return Err(Error::VolumeExists(name));
         }
