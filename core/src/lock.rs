@@ -57,7 +57,7 @@ use serde_json::json;
 use crate::error::{CephError, Error, ErrorKind, Result, check};
 use crate::ffi::rados as sys;
 use crate::rados::{IoCtx, cstring, put_string};
-use crate::rbd::{Image, SnapNamespace};
+use crate::rbd::{Image, SnapNamespace, Unfinished};
 
 /// The rados lock name.
 const LOCK_NAME: &CStr = c"rbdx_action";
@@ -437,8 +437,17 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// `NotFound`, `Busy`, `NotEmpty`.
     pub fn remove_image(&self, name: &str) -> Result<()> {
-        // A missing image: librbd reports it.
-        let Some(id) = self.image_id(name)? else { return self.remove_image_unlocked(name) };
+        let Some(id) = self.image_id(name)? else {
+            // A clone stopped before its last step is finished and removed
+            // as a whole (its parent snapshot then lets go of it as librbd's
+            // removal does), or removed where nothing links it yet.
+            match self.settle_unfinished_clone(name)? {
+                Unfinished::Finished => return self.remove_image(name),
+                Unfinished::Removed => return Ok(()),
+                // A missing image: librbd reports it.
+                Unfinished::No => return self.remove_image_unlocked(name),
+            }
+        };
         self.remove_image_with_id(name, &id)
     }
 

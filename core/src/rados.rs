@@ -675,6 +675,24 @@ impl<'c> IoCtx<'c> {
         class: &CStr,
         calls: &[(&CStr, Vec<u8>)],
     ) -> Result<()> {
+        self.exec_write(oid, WriteOn::Existing, class, calls)
+    }
+
+    /// Calls the cls methods `calls` (method, input) of `class` on object `oid`,
+    /// in order, all in one write operation (one round trip; all or nothing),
+    /// on the object as `on` says. The caller marks its crash point.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing object ([`WriteOn::Existing`]), `Exists` for
+    /// one there already ([`WriteOn::New`]); the first failed call's (or the
+    /// operation's) [`CephError`].
+    pub(crate) fn exec_write(
+        &self,
+        oid: &str,
+        on: WriteOn,
+        class: &CStr,
+        calls: &[(&CStr, Vec<u8>)],
+    ) -> Result<()> {
         let o = cstring("object name", oid)?;
         let mut rvals: Vec<libc::c_int> = vec![0; calls.len()];
         // SAFETY: the op is released below on every path; `calls`, `rvals`,
@@ -684,7 +702,11 @@ impl<'c> IoCtx<'c> {
             if op.is_null() {
                 return Err(no_memory("rados_create_write_op", oid));
             }
-            sys::rados_write_op_assert_exists(op);
+            match on {
+                WriteOn::Existing => sys::rados_write_op_assert_exists(op),
+                WriteOn::New => sys::rados_write_op_create(op, 1, ptr::null()),
+                WriteOn::Any => {}
+            }
             for ((method, input), rval) in calls.iter().zip(rvals.iter_mut()) {
                 sys::rados_write_op_exec(
                     op,
@@ -806,6 +828,17 @@ impl<'c> IoCtx<'c> {
     pub(crate) fn raw(&self) -> sys::rados_ioctx_t {
         self.raw
     }
+}
+
+/// What [`IoCtx::exec_write`] asks of the object it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteOn {
+    /// It must exist: `NotFound` otherwise, nothing written.
+    Existing,
+    /// It must not exist: created, `Exists` otherwise, nothing written.
+    New,
+    /// Either (a method that writes creates it).
+    Any,
 }
 
 impl Drop for IoCtx<'_> {

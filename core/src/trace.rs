@@ -7,7 +7,7 @@
 //! `open`, `close`, `mon command`, `lock` (waiting for a disk's guard or an
 //! image's lock), `unlock`,
 //! `snapshot create` and `snapshot remove` (each waits for an OSD map update),
-//! `clone`, `remove`, `rename`, `flatten`, `rollback`, `diff`, `metadata`, `list`.
+//! `clone` (`clone (librbd)` where librbd makes it), `remove`, `rename`, `flatten`, `rollback`, `diff`, `metadata`, `list`.
 //! A removal that also frees its parent's trash-namespace snapshot (librbd does
 //! with the snapshot's last clone: an OSD map wait inside the call) is
 //! `snapshot remove (freed with its last clone)`; to tell, a traced removal

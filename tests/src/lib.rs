@@ -119,6 +119,38 @@ impl TestCluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `rados <args>` as client.admin (test tooling only: reading the
+    /// objects librbd writes, to compare); panics unless it succeeds. Returns
+    /// its stdout.
+    pub fn admin_rados(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("timeout")
+            .args(["60", "rados", "--name", "client.admin", "--conf"])
+            .arg(&self.conf)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("the rados CLI (ceph-common)");
+        assert!(out.status.success(), "rados {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    /// The omap of object `oid` in `pool` (namespace `ns`), key by key.
+    pub fn omap(&self, pool: &str, ns: &str, oid: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let keys = self.admin_rados(&["-p", pool, "-N", ns, "listomapkeys", oid]);
+        let keys = String::from_utf8(keys).expect("keys are text");
+        let file = std::env::temp_dir().join(unique("omapval"));
+        let f = file.to_str().expect("a UTF-8 temporary path");
+        let map = keys
+            .lines()
+            .map(|k| {
+                self.admin_rados(&["-p", pool, "-N", ns, "getomapval", oid, k, f]);
+                (k.to_string(), std::fs::read(&file).expect("the value written"))
+            })
+            .collect();
+        let _ = std::fs::remove_file(&file);
+        map
+    }
+
     /// The data pool for a pool under test: the EC pool when `ec`, else none.
     pub fn data_pool(&self, ec: bool) -> Option<&str> {
         ec.then_some(self.ec_pool.as_str())

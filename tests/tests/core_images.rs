@@ -3,7 +3,7 @@
 //! metadata, usage. Every image created in the EC setup is checked for its data pool.
 
 use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, ImageSpec};
-use rbdx_core::rbd::{SnapNamespace, Writes, features};
+use rbdx_core::rbd::{CloneAs, ImageOptions, SnapNamespace, Writes, features};
 use rbdx_core::{Error, ErrorKind};
 use rbdx_tests::{MIB, Scratch, checksum, fill};
 
@@ -580,5 +580,146 @@ fn a_prefixed_listing_is_the_full_listing_of_those_names() {
     for n in &names {
         ops::remove(c, &s.spec(n), ops::RemoveOptions::default()).unwrap();
     }
+    s.finish(c);
+}
+
+/// Clones `base@snap` into `lib` through librbd and into `direct` written
+/// directly, in namespace `ns` with the data pool `dp`, and checks that the
+/// second holds what the first does: every key of the header (the
+/// timestamps and the object prefix's id aside), the object map, the id
+/// object, both listed as the snapshot's children, the data read through
+/// the parent, and a removal that leaves the parent's snapshot free.
+fn a_direct_clone_matches_librbd(ns: &str, dp: Option<&str>) {
+    let env = rbdx_tests::cluster();
+    let c = env.connect();
+    let base = ImageSpec::new(&env.pool, &rbdx_tests::unique("dbase")).unwrap().in_namespace(ns).unwrap();
+    ops::create(c, &base, 64 * MIB, &CreateOptions::with_data_pool(Some(&env.ec_pool))).unwrap();
+    let io = ops::ioctx(c, &base).unwrap();
+    let img = io.open(&base.name).unwrap();
+    fill(&img, 4 * MIB, 20 * MIB, 5);
+    img.metadata_set("user.k", "v").unwrap();
+    img.metadata_set("rbdx.x", "y").unwrap();
+    img.snap_create("snap").unwrap();
+    fill(&img, 0, 8 * MIB, 6);
+    drop(img);
+    let name = |n: &str| format!("{}-{n}", base.name);
+    let (lib, direct, shed) = (name("lib"), name("direct"), name("shed"));
+    let o = ImageOptions::new().clone_format(2).unwrap().maybe_data_pool(dp).unwrap();
+    io.clone_image(&base.name, "snap", &io, &lib, &o).unwrap();
+    let how = CloneAs { data_pool: dp, features: None, shed: "" };
+    assert!(io.clone_directly(&base.name, "snap", &io, &direct, &how).unwrap(), "written directly");
+
+    let id = |n: &str| io.open_read_only(n, None).unwrap().info().unwrap().id;
+    let (lib_id, direct_id) = (id(&lib), id(&direct));
+    assert_ne!(lib_id, direct_id);
+    let header = |id: &str| {
+        let mut h = env.omap(&env.pool, ns, &format!("rbd_header.{id}"));
+        for k in ["create_timestamp", "access_timestamp", "modify_timestamp"] {
+            assert_eq!(h.remove(k).map(|v| v.len()), Some(8), "{k} of {id}");
+        }
+        let prefix = h.remove("object_prefix").unwrap();
+        let prefix = String::from_utf8(prefix[4..].to_vec()).unwrap();
+        assert!(prefix.ends_with(&format!(".{id}")), "{prefix}");
+        (h, prefix.replace(id, "<id>"))
+    };
+    let (lib_h, direct_h) = (header(&lib_id), header(&direct_id));
+    assert_eq!(direct_h, lib_h, "the header keys");
+    assert!(
+        lib_h.0.contains_key("parent") && lib_h.0.contains_key("metadata_rbdx.x"),
+        "{:?}",
+        lib_h.0.keys()
+    );
+    let object = |oid: &str| env.admin_rados(&["-p", &env.pool, "-N", ns, "get", oid, "/dev/stdout"]);
+    assert_eq!(object(&format!("rbd_object_map.{direct_id}")), object(&format!("rbd_object_map.{lib_id}")));
+    let mut id_object = (direct_id.len() as u32).to_le_bytes().to_vec();
+    id_object.extend_from_slice(direct_id.as_bytes());
+    assert_eq!(object(&format!("rbd_id.{direct}")), id_object);
+
+    let at_snap = io.open_read_only(&base.name, Some("snap")).unwrap();
+    let mut kids: Vec<String> = at_snap.children().unwrap().into_iter().map(|k| k.name).collect();
+    kids.sort();
+    assert_eq!(kids, [direct.clone(), lib.clone()]);
+    let child = io.open(&direct).unwrap();
+    let p = child.parent().unwrap().unwrap();
+    assert_eq!((p.image.name.as_str(), p.snap_name.as_str()), (base.name.as_str(), "snap"));
+    assert_eq!(checksum(&child), checksum(&at_snap));
+    fill(&child, 0, MIB, 9);
+    assert_ne!(checksum(&child), checksum(&at_snap));
+    drop(child);
+
+    // rbdx's own keys stay with the parent when asked.
+    let how = CloneAs { shed: "rbdx.", ..how };
+    assert!(io.clone_directly(&base.name, "snap", &io, &shed, &how).unwrap());
+    let keys: Vec<String> = io
+        .open_read_only(&shed, None)
+        .unwrap()
+        .metadata_list("")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["user.k"]);
+    let taken = io.clone_directly(&base.name, "snap", &io, &lib, &how).unwrap_err();
+    assert!(taken.is_exists(), "{taken}");
+    assert!(!io.clone_directly(&base.name, "none", &io, &name("none"), &how).unwrap(), "no such snapshot");
+
+    for n in [&lib, &direct, &shed] {
+        ops::remove(c, &base.sibling(n).unwrap(), ops::RemoveOptions::default()).unwrap();
+    }
+    assert!(at_snap.children().unwrap().is_empty());
+    drop(at_snap);
+    let img = io.open(&base.name).unwrap();
+    img.snap_remove("snap").unwrap();
+    assert!(img.snapshots().unwrap().is_empty(), "the snapshot went, not to the trash");
+    drop(img);
+    ops::remove(c, &base, ops::RemoveOptions::default()).unwrap();
+}
+
+#[test]
+fn a_clone_written_directly_holds_what_librbd_writes() {
+    let env = rbdx_tests::cluster();
+    a_direct_clone_matches_librbd("", Some(&env.ec_pool));
+    a_direct_clone_matches_librbd("", None);
+    let ns = rbdx_tests::unique("dns");
+    env.connect().ioctx(&env.pool).unwrap().namespace_create(&ns).unwrap();
+    a_direct_clone_matches_librbd(&ns, Some(&env.ec_pool));
+    env.connect().ioctx(&env.pool).unwrap().namespace_remove(&ns).unwrap();
+}
+
+/// A clone stopped before its last step (the pool directory lists its name,
+/// no id object opens it) is finished by a clone again under that name, and
+/// finished then removed as a whole by a removal: the parent snapshot lets go
+/// of it and nothing of it stays.
+#[test]
+fn a_clone_stopped_before_its_name_opens_is_finished_or_removed_whole() {
+    let s = Scratch::new("unfinished");
+    let c = s.env.connect();
+    let snap = base_with_snapshot(&s, c, true);
+    let io = ops::ioctx(c, &snap).unwrap();
+    let child = s.spec("child");
+    let how = CloneAs { data_pool: Some(&s.env.ec_pool), features: None, shed: "rbdx." };
+    let stop = || s.env.admin_rados(&["-p", &s.env.pool, "rm", &format!("rbd_id.{}", child.name)]);
+    assert!(io.clone_directly(&snap.name, "snap", &io, &child.name, &how).unwrap());
+    let id = io.open_read_only(&child.name, None).unwrap().info().unwrap().id;
+    stop();
+    assert!(ops::stat(c, &child).unwrap_err().is_not_found(), "the name opens nothing");
+    let listed = |name: &str| io.list_images_prefixed(name).unwrap().into_iter().any(|e| e.name == name);
+    assert!(listed(&child.name));
+
+    assert!(io.clone_directly(&snap.name, "snap", &io, &child.name, &how).unwrap());
+    let img = io.open_read_only(&child.name, None).unwrap();
+    assert_eq!(img.info().unwrap().id, id, "the clone the directory names, finished");
+    let at_snap = io.open_read_only(&snap.name, Some("snap")).unwrap();
+    assert_eq!(checksum(&img), checksum(&at_snap));
+    drop(img);
+    assert_eq!(at_snap.children().unwrap().len(), 1);
+
+    stop();
+    assert_eq!(ops::remove(c, &child, ops::RemoveOptions::default()).unwrap(), ops::Removal::Removed);
+    assert!(!listed(&child.name), "the directory lets go of the name");
+    assert!(at_snap.children().unwrap().is_empty(), "the parent snapshot lets go of the clone");
+    let rados_ls = String::from_utf8(s.env.admin_rados(&["-p", &s.env.pool, "ls"])).unwrap();
+    assert!(!rados_ls.contains(&id), "nothing of {id} stays: {rados_ls}");
+    drop(at_snap);
     s.finish(c);
 }

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::rados::{Cluster, IoCtx};
-use crate::rbd::{Image, SnapNamespace};
+use crate::rbd::{CloneSource, Image};
 
 use super::{
     CloneOptions, CreateOptions, ImageSpec, RBDX_KEY_PREFIX, RemoveOptions, check_data_pool, clone_of,
@@ -54,7 +54,7 @@ pub fn clone_from_snapshot(
     };
     check_data_pool(cluster, opts.data_pool.as_deref())?;
     let io = ioctx(cluster, src)?;
-    let (mut snap_size, above, inherited) = match source_view(&io, &src.name, snap) {
+    let (mut snap_size, above, inherited, header) = match source_view(&io, &src.name, snap) {
         Ok(found) => found,
         // Only "not found" means there is no source; its clone may be.
         Err(e) if e.is_not_found() => {
@@ -80,7 +80,9 @@ pub fn clone_from_snapshot(
         if take_snapshot && snap_size.is_none() && disk::ensure_snapshot(&io, &src.name, snap)? {
             done.took_snapshot = true;
         }
-        match clone_of(cluster, &src.at(snap)?, dst, opts, Some(&inherited)) {
+        // The header read above holds the snapshot unless it was taken since.
+        let source = header.as_ref().filter(|_| snap_size.is_some());
+        match clone_of(cluster, &src.at(snap)?, dst, opts, Some(&inherited), source) {
             Ok(_) => {
                 done.size = snap_size;
                 break;
@@ -102,28 +104,31 @@ pub fn clone_from_snapshot(
 /// What [`clone_from_snapshot`] needs to know of its source `name`: the size
 /// of its user snapshot `snap` if it has one (no read-write open, lock or
 /// snapshot then), the chain above it (so the clone's depth needs no walk from
-/// the clone), and the rbdx keys the clone will inherit, to strip. Read from
-/// the image's header (its id, its snapshots, the parent its head reads from
-/// and its keys: five round trips, one more a parent link, where a read-only
-/// open and close cost about three times as long);
-/// an image without an id object (another format) is opened.
+/// the clone), the rbdx keys the clone will inherit, to strip, and the header
+/// as read, which the clone itself reuses. Read from the image's header (its
+/// id, then everything in two reads, one more a parent link:
+/// [`IoCtx::read_clone_source`]); an image without an id object (another
+/// format) is opened.
 ///
 /// # Errors
 /// `NotFound` for a missing image; Ceph errors.
-fn source_view(io: &IoCtx<'_>, name: &str, snap: &str) -> Result<(Option<u64>, u32, Vec<String>)> {
+#[allow(clippy::type_complexity)]
+fn source_view(
+    io: &IoCtx<'_>,
+    name: &str,
+    snap: &str,
+) -> Result<(Option<u64>, u32, Vec<String>, Option<CloneSource>)> {
     let keys = |list: Vec<(String, String)>| list.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-    let Some(id) = io.image_id(name)? else {
-        let img = io.open_read_only(name, None)?;
-        let size = img.snapshots()?.into_iter().find(|s| s.name == snap).map(|s| s.size);
-        let above = if img.parent()?.is_some() { disk::depth(io, name)? } else { 0 };
-        return Ok((size, above, keys(img.metadata_list(RBDX_KEY_PREFIX)?)));
-    };
-    let size = io
-        .snapshots_by_id(&id)?
-        .into_iter()
-        .find(|s| s.snap.name == snap && s.namespace == SnapNamespace::User)
-        .map(|s| s.snap.size);
-    Ok((size, disk::depth_of_id(io, &id)?, keys(io.metadata_by_id(&id, RBDX_KEY_PREFIX)?)))
+    if let Some(h) = io.read_clone_source(name)? {
+        let size = h.snapshot(snap).map(|s| s.snap.size);
+        let above = disk::depth_from(io.cluster(), h.head_parent.clone())?;
+        let inherited = h.keys(RBDX_KEY_PREFIX);
+        return Ok((size, above, inherited, Some(h)));
+    }
+    let img = io.open_read_only(name, None)?;
+    let size = img.snapshots()?.into_iter().find(|s| s.name == snap).map(|s| s.size);
+    let above = if img.parent()?.is_some() { disk::depth(io, name)? } else { 0 };
+    Ok((size, above, keys(img.metadata_list(RBDX_KEY_PREFIX)?), None))
 }
 
 /// The temporary name [`make_image`] builds `dst` under.

@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockedImage;
 use crate::rados::{Cluster, IoCtx};
-use crate::rbd::{Image, ParentRef, SnapNamespace, Snapshot};
+use crate::rbd::{Image, ParentRef, SnapNamespace, Snapshot, Unfinished};
 
 use super::{CloneFormat, ImageSpec, cluster_clone_format, ioctx};
 
@@ -246,7 +246,8 @@ impl<'c> Disk<'c> {
 
     /// Whether image `name` (not the head) belongs to this disk: its metadata says
     /// so, or, without metadata, the naming adopts it (or it is a name rbdx derives
-    /// from the head, left by an interrupted run before its metadata was written).
+    /// from the head, left by an interrupted run before its metadata was written;
+    /// a clone such a run stopped before its last step is settled first).
     fn owns(&self, io: &IoCtx<'_>, name: &str) -> Result<bool> {
         let head = &self.head.name;
         if !rbdx_derived(head, name) && !self.naming.is_foreign_carrier(head, name) {
@@ -254,6 +255,15 @@ impl<'c> Disk<'c> {
         }
         let owner = match io.open_read_only(name, None) {
             Ok(img) => img.metadata_get(KEY_DISK)?,
+            // A clone an interrupted run of this disk stopped before its last
+            // step (the disk's guard keeps any other run out): finished, then
+            // judged, or removed where nothing links it yet.
+            Err(e) if e.is_not_found() && rbdx_derived(head, name) => {
+                return match io.settle_unfinished_clone(name)? {
+                    Unfinished::Finished => self.owns(io, name),
+                    Unfinished::Removed | Unfinished::No => Ok(false),
+                };
+            }
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e),
         };
@@ -665,6 +675,7 @@ impl<'c> Disk<'c> {
                 &self.head.sibling(&temp)?,
                 &opts,
                 Some(&[]),
+                None,
             )?;
         }
         // The new head's book: the old one, with the old head's snapshots moved to
@@ -745,8 +756,15 @@ impl<'c> Disk<'c> {
         // One open of the head serves the book, the in-use check and its parent.
         let head = match self.book_and_head(io) {
             Ok(found) => Some(found),
-            // Only a missing head means there is none to remove.
-            Err(e) if e.is_not_found() && !Self::exists(io, &name)? => None,
+            // Only a missing head means there is none to remove; a clone made
+            // under its name and stopped before its last step is finished
+            // (then removed as a whole) or removed.
+            Err(e) if e.is_not_found() && !Self::exists(io, &name)? => {
+                if io.settle_unfinished_clone(&name)? == Unfinished::Finished {
+                    return self.remove_in(io, trash_delay, reclaim);
+                }
+                None
+            }
             Err(e) => return Err(e),
         };
         let mut parents = Vec::new();
@@ -1134,7 +1152,14 @@ impl<'c> Disk<'c> {
             };
             // The keys it inherits are shed with the marker written: the clone
             // is not opened unless it is flattened.
-            super::clone_of(self.cluster, &self.head.sibling(holder)?.at(snap)?, target, &opts, Some(&[]))?;
+            super::clone_of(
+                self.cluster,
+                &self.head.sibling(holder)?.at(snap)?,
+                target,
+                &opts,
+                Some(&[]),
+                None,
+            )?;
             super::book_fresh_clone(&tio, &target.name, &[(KEY_CLONED_FROM, &cloned_from)])?;
             if too_deep()? {
                 tio.open(&target.name)?.flatten()?;
@@ -1411,7 +1436,7 @@ impl Disk<'_> {
                 format: cfg.clone_format,
                 features: None,
             };
-            super::clone_of(self.cluster, &from.at(&p.snap_name)?, &temp, &opts, Some(&[]))?;
+            super::clone_of(self.cluster, &from.at(&p.snap_name)?, &temp, &opts, Some(&[]), None)?;
         } else {
             super::create(
                 self.cluster,
@@ -1697,7 +1722,7 @@ fn depth_above(cluster: &Cluster, parent: Option<crate::rbd::Parent>) -> Result<
 /// The length of the clone chain whose first link is `parent`, walked from
 /// each parent's header (one read a link, where an open opens the rest of the
 /// chain), as an open of each sees it.
-fn depth_from(cluster: &Cluster, parent: Option<ParentRef>) -> Result<u32> {
+pub(crate) fn depth_from(cluster: &Cluster, parent: Option<ParentRef>) -> Result<u32> {
     let mut d = 0;
     let mut cur = parent;
     while let Some(p) = cur {

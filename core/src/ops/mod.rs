@@ -28,7 +28,8 @@ pub use spec::{ImageSpec, MAX_NAME_LEN, validate_name};
 use crate::error::{Error, ErrorKind, Result};
 use crate::rados::{Cluster, IoCtx};
 use crate::rbd::{
-    Image, ImageOptions, LinkedImage, SnapNamespace, Snapshot, TrashEntry, TrashSource, Writes,
+    CloneAs, CloneSource, Image, ImageOptions, LinkedImage, SnapNamespace, Snapshot, TrashEntry, TrashSource,
+    Unfinished, Writes,
 };
 
 /// Prefix of every image metadata key rbdx writes.
@@ -246,10 +247,11 @@ pub struct CloneOptions {
 /// [`Error::Invalid`] if `parent` names no snapshot; `Exists` if `child` exists;
 /// `NotFound` for a missing parent or snapshot.
 pub fn clone(cluster: &Cluster, parent: &ImageSpec, child: &ImageSpec, opts: &CloneOptions) -> Result<u64> {
-    clone_of(cluster, parent, child, opts, None)
+    clone_of(cluster, parent, child, opts, None, None)
 }
 
-/// [`clone`]; `inherited`: the parent's rbdx keys the clone sheds (read by the
+/// [`clone`]; `source`: the parent's header as the caller read it (`None`:
+/// read here); `inherited`: the parent's rbdx keys the clone sheds (read by the
 /// caller just before: removed in one call, the child never opened; empty:
 /// none, or the caller strips them in its own open of the child), or `None`
 /// to list the child's own. Book keys a clone inherits all the same (written
@@ -261,6 +263,7 @@ pub(crate) fn clone_of(
     child: &ImageSpec,
     opts: &CloneOptions,
     inherited: Option<&[String]>,
+    source: Option<&CloneSource>,
 ) -> Result<u64> {
     let snap = parent.require_snap()?;
     let format = match opts.format {
@@ -278,6 +281,18 @@ pub(crate) fn clone_of(
                 Err(e) if e.kind() == Some(ErrorKind::Busy) => {}
                 other => other?,
             }
+        }
+    }
+    if format == 2 {
+        // Written directly, rbdx's own keys left with the parent.
+        let how =
+            CloneAs { data_pool: opts.data_pool.as_deref(), features: opts.features, shed: RBDX_KEY_PREFIX };
+        let direct = match source {
+            Some(source) => pio.clone_directly_from(source, snap, &cio, &child.name, &how)?,
+            None => pio.clone_directly(&parent.name, snap, &cio, &child.name, &how)?,
+        };
+        if direct {
+            return Ok(format);
         }
     }
     let mut o = ImageOptions::new().clone_format(format)?.maybe_data_pool(opts.data_pool.as_deref())?;
@@ -511,8 +526,16 @@ pub fn remove(cluster: &Cluster, spec: &ImageSpec, opts: RemoveOptions) -> Resul
     // A read-only open registers no watch of its own, so every watcher listed is
     // another client.
     let probe = match io.open_read_only(&spec.name, None) {
-        // A name an interrupted rename or removal left goes too.
-        Err(e) if e.is_not_found() => return io.clear_ghost(&spec.name).map(|_| Removal::AlreadyGone),
+        Err(e) if e.is_not_found() => {
+            return match io.settle_unfinished_clone(&spec.name)? {
+                // A clone stopped before its last step: finished, then removed
+                // as a whole, or removed where nothing linked it yet.
+                Unfinished::Finished => remove(cluster, spec, opts),
+                Unfinished::Removed => Ok(Removal::Removed),
+                // A name an interrupted rename or removal left goes too.
+                Unfinished::No => io.clear_ghost(&spec.name).map(|_| Removal::AlreadyGone),
+            };
+        }
         other => other?,
     };
     refuse_in_use(&probe, spec)?;

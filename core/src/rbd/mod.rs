@@ -2,11 +2,15 @@
 //! rename, list, trash) and [`Image`] for everything done on an open image.
 
 mod aio;
+mod clone;
 mod image;
 mod list;
 mod options;
 
 pub use aio::{Reads, Writes};
+pub use clone::CloneAs;
+pub(crate) use clone::CloneSource;
+pub use clone::Unfinished;
 pub use image::{Image, ImageInfo, LinkedImage, Parent, SnapNamespace, Snapshot, Watcher};
 pub use options::{ImageOptions, features};
 
@@ -132,7 +136,9 @@ impl<'c> IoCtx<'c> {
         Ok(())
     }
 
-    /// Clones `parent@snap` (in this pool) into `child` in `child_io`.
+    /// Clones `parent@snap` (in this pool) into `child` in `child_io` through
+    /// librbd (traced as `clone (librbd)`; [`IoCtx::clone_directly`] writes a
+    /// format-2 clone without it).
     ///
     /// # Errors
     /// `Exists` if `child` exists; `InvalidArgument` for an unprotected snapshot
@@ -145,7 +151,7 @@ impl<'c> IoCtx<'c> {
         child: &str,
         opts: &ImageOptions,
     ) -> Result<()> {
-        let _span = crate::trace::span("clone");
+        let _span = crate::trace::span("clone (librbd)");
         let (p, s, c) =
             (cstring("image name", parent)?, cstring("snapshot name", snap)?, cstring("image name", child)?);
         // SAFETY: both I/O contexts are live; every string and `opts` outlive the call.
@@ -597,6 +603,10 @@ impl<'a> ClsReader<'a> {
 
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
     fn string(&mut self) -> Option<String> {
