@@ -7,6 +7,7 @@ use std::time::Duration;
 use rbdx_core::krbd::Krbd;
 use rbdx_core::ops::disk::{Disk, DiskConfig};
 use rbdx_core::ops::{self, CreateOptions, ImageSpec};
+use rbdx_core::rbd::Unfinished;
 use rbdx_core::{Cluster, ConnectConfig, Timeouts};
 
 use crate::error::{Error, Result};
@@ -197,9 +198,21 @@ impl Helper {
     }
 
     /// `vm-<vmid>-disk-<n>` with the lowest free `n` (as PVE's find_free_diskname).
+    /// A clone an interrupted call left unfinished under one of the VM's names
+    /// (PVE's retry asks for a new name, never that one) is finished, or
+    /// removed where nothing links it yet, first: nothing half-made stays. PVE
+    /// makes volumes under its storage lock: no call is making that clone now.
     pub(crate) fn free_name(&self, vmid: u32) -> Result<ImageName> {
         let mut names = self.names_starting(&format!("vm-{vmid}-disk-"))?;
         names.extend(self.names_starting(&format!("base-{vmid}-disk-"))?);
+        let io = ops::ioctx(&self.cluster, &self.spec("-")?)?;
+        let mut removed = Vec::new();
+        for name in &names {
+            if io.settle_unfinished_clone(name)? == Unfinished::Removed {
+                removed.push(name.clone());
+            }
+        }
+        names.retain(|n| !removed.contains(n));
         (0..1024)
             .map(|n| (format!("vm-{vmid}-disk-{n}"), format!("base-{vmid}-disk-{n}")))
             .find(|(a, b)| !names.contains(a) && !names.contains(b))
