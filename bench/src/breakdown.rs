@@ -182,13 +182,19 @@ const STOCK_WAITS: &[(&str, u32, &str)] = &[
     ("ds rm", 0, "`rbd_rm_r` of a copy without snapshots"),
 ];
 
-/// What one librbd call costs, for the calls that alone take more than the
+/// What one Ceph call costs, for the calls that alone take more than the
 /// floor bound leaves an action (half the null action): each is one librbd
-/// function, its round trips one after another (read from a client log with
+/// function (or what rbdx writes in its place), its round trips one after another (read from a client log with
 /// `debug rbd = 20`, `debug ms = 1` on the test cluster, librbd 16).
 const LIBRBD_CALLS: &[(&str, &str)] = &[
     (
         "clone",
+        "rbdx writes the clone itself: three reads of the parent, the old-format name check and six writes \
+         (directory, object map, header, its parent link, the parent's link, the id object), one after \
+         another",
+    ),
+    (
+        "clone (librbd)",
         "librbd's clone opens the parent at its snapshot, creates the child and opens it to link the two: \
          about 35 round trips",
     ),
