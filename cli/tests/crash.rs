@@ -1048,37 +1048,29 @@ fn pve_volume_after_every_crash_point(
         }
         let again = pve(e, method, params(&case), None);
         let after = state(c, pool, &case);
+        let got = answer(&again).map(|v| case.norm(v.as_str().unwrap()));
+        // The retry made the next volume, whole: what else is there.
+        let beside_the_next = || {
+            assert_eq!(got, Ok(next.clone()), "crash point {k}: the retry's volume");
+            assert_eq!(after.get(&next_image), Some(&want[&image]), "crash point {k}: the retry's volume");
+            let mut rest = after.clone();
+            rest.remove(&next_image);
+            rest
+        };
         match retry {
             // The retry finished the unfinished clone (its header linked its
             // parent) and made the next volume, or removed it (nothing linked
             // it yet) and made the volume again under its name.
             Retry::NextName if unfinished => {
-                let got = answer(&again).map(|v| case.norm(v.as_str().unwrap()));
                 if got == Ok(made.clone()) {
                     assert_eq!(after, want, "crash point {k}: removed and made again");
                 } else {
-                    assert_eq!(got, Ok(next.clone()), "crash point {k}: the retry's volume");
-                    assert_eq!(
-                        after.get(&next_image),
-                        Some(&want[&image]),
-                        "crash point {k}: the retry's volume"
-                    );
-                    let mut rest = after.clone();
-                    rest.remove(&next_image);
+                    let rest = beside_the_next();
                     assert_eq!(strip(&rest), strip(&want), "crash point {k}: the interrupted clone finished");
                 }
             }
             Retry::NextName => {
-                let got = answer(&again).map(|v| case.norm(v.as_str().unwrap()));
-                assert_eq!(got, Ok(next.clone()), "crash point {k}: the retry's volume");
-                assert_eq!(
-                    after.get(&next_image),
-                    Some(&want[&image]),
-                    "crash point {k}: the retry's volume"
-                );
-                let mut rest = after.clone();
-                rest.remove(&next_image);
-                assert_eq!(rest, left, "crash point {k}: the retry changed nothing else");
+                assert_eq!(beside_the_next(), left, "crash point {k}: the retry changed nothing else");
             }
             Retry::Refused => {
                 let err = answer(&again).expect_err("the retry is refused");

@@ -108,29 +108,27 @@ impl TestCluster {
     /// restricted client cannot make, such as pools and clients); panics unless
     /// it succeeds. Returns its stdout.
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new("timeout")
-            .args(["60", "ceph", "--name", "client.admin", "--conf"])
-            .arg(&self.conf)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("the ceph CLI (ceph-common)");
-        assert!(out.status.success(), "ceph {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&self.admin_tool("ceph", args)).into_owned()
     }
 
     /// Runs `rados <args>` as client.admin (test tooling only: reading the
     /// objects librbd writes, to compare); panics unless it succeeds. Returns
     /// its stdout.
     pub fn admin_rados(&self, args: &[&str]) -> Vec<u8> {
+        self.admin_tool("rados", args)
+    }
+
+    /// Runs the Ceph CLI `tool` as client.admin within 60 s; panics unless it
+    /// succeeds. Returns its stdout.
+    fn admin_tool(&self, tool: &str, args: &[&str]) -> Vec<u8> {
         let out = Command::new("timeout")
-            .args(["60", "rados", "--name", "client.admin", "--conf"])
+            .args(["60", tool, "--name", "client.admin", "--conf"])
             .arg(&self.conf)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .expect("the rados CLI (ceph-common)");
-        assert!(out.status.success(), "rados {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            .unwrap_or_else(|e| panic!("the {tool} CLI (ceph-common): {e}"));
+        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     }
 
