@@ -507,8 +507,8 @@ impl IoCtx<'_> {
         self.exec_write(RBD_DIRECTORY, WriteOn::Any, c"rbd", &calls)
     }
 
-    /// The id the pool directory lists for `name`, if any.
-    fn directory_id(&self, name: &str) -> Result<Option<String>> {
+    /// The id the pool directory lists for `name`, if any (cls `rbd.dir_get_id`).
+    pub(crate) fn directory_id(&self, name: &str) -> Result<Option<String>> {
         let mut input = Vec::new();
         put_string(&mut input, name.as_bytes());
         match self.exec_read(RBD_DIRECTORY, c"rbd", c"dir_get_id", &input) {

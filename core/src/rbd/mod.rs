@@ -290,15 +290,7 @@ impl<'c> IoCtx<'c> {
             Ok(()) => crate::crash::point("rename: the directory"),
             // The directory moved already: it must list the new name for this image.
             Err(e) if e.is_not_found() => {
-                let mut name = Vec::new();
-                crate::rados::put_string(&mut name, to.as_bytes());
-                let listed = self.exec_read(RBD_DIRECTORY, c"rbd", c"dir_get_id", &name);
-                let listed = match listed {
-                    Ok(raw) => ClsReader(&raw).string(),
-                    Err(e) if e.is_not_found() => None,
-                    Err(e) => return Err(e),
-                };
-                if listed.as_deref() != Some(id.as_str()) {
+                if self.directory_id(to)?.as_deref() != Some(id.as_str()) {
                     return Err(crate::Error::BadReply {
                         command: format!(
                             "{}/{RBD_DIRECTORY} rbd.dir_rename_image {from} -> {to}",
