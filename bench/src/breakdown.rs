@@ -200,6 +200,11 @@ const LIBRBD_CALLS: &[(&str, &str)] = &[
     ),
     (
         "remove",
+        "rbdx removes the image itself, in librbd's order: its data objects (all in flight at once), the \
+         parent snapshot's link, the header and object map, the id object, the directory entry",
+    ),
+    (
+        "remove (librbd)",
         "librbd 16's removal opens the image three times (a check, the move to the trash, the removal from \
          it), each time taking its exclusive lock, notifying and releasing it: about 95 round trips for a \
          clone that holds no data of its own",

@@ -459,6 +459,9 @@ impl<'c> IoCtx<'c> {
         let removed = with_freed_parent_locked(self, id, name, || {
             let _lock = ObjectLock::image_by_id(self, id, name)?;
             self.settle_name(name, id)?;
+            if self.remove_directly(name, id)? {
+                return Ok(());
+            }
             self.remove_image_unlocked(name)
         });
         match removed {

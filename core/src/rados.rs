@@ -146,6 +146,9 @@ fn no_memory(op: &'static str, oid: &str) -> crate::Error {
     CephError::new(op, -i64::from(libc::ENOMEM), oid.to_string()).into()
 }
 
+/// How many object removals [`IoCtx::remove_objects`] keeps in flight.
+const REMOVALS_IN_FLIGHT: usize = 64;
+
 /// Appends a cls string (little-endian u32 length, then the bytes), as cls
 /// methods decode a `std::string`.
 pub(crate) fn put_string(out: &mut Vec<u8>, s: &[u8]) {
@@ -619,6 +622,97 @@ impl<'c> IoCtx<'c> {
         }
         check(r.into(), "rados_remove", || format!("{}/{oid}", self.spec()))?;
         Ok(true)
+    }
+
+    /// Removes objects `oids`, up to [`REMOVALS_IN_FLIGHT`] at once (one
+    /// round trip a window, not an object); objects already gone are not
+    /// errors. The caller marks its crash point; a removal cut off leaves
+    /// some of them, which removing them again finishes.
+    ///
+    /// # Errors
+    /// The first [`CephError`] other than "not found" (what was in flight is
+    /// waited for first).
+    pub(crate) fn remove_objects(&self, oids: &[String]) -> Result<()> {
+        let mut first_error = None;
+        for window in oids.chunks(REMOVALS_IN_FLIGHT) {
+            let mut sent = Vec::with_capacity(window.len());
+            for oid in window {
+                let o = cstring("object name", oid)?;
+                let mut c: sys::rados_completion_t = ptr::null_mut();
+                // SAFETY: `c` is a valid out-pointer; no callbacks.
+                let r = unsafe { sys::rados_aio_create_completion(ptr::null_mut(), None, None, &mut c) };
+                if r < 0 {
+                    first_error.get_or_insert(no_memory("rados_aio_create_completion", oid));
+                    break;
+                }
+                // SAFETY: `self.raw` is live; `o` is copied by librados; `c` is
+                // released below, after it completes.
+                let r = unsafe { sys::rados_aio_remove(self.raw, o.as_ptr(), c) };
+                if r < 0 {
+                    // SAFETY: `c` was never submitted.
+                    unsafe { sys::rados_aio_release(c) };
+                    first_error.get_or_insert_with(|| {
+                        CephError::new("rados_aio_remove", r.into(), oid.clone()).into()
+                    });
+                    break;
+                }
+                sent.push((c, oid));
+            }
+            for (c, oid) in sent {
+                // SAFETY: `c` was submitted above; it is released once, here.
+                let r = unsafe {
+                    sys::rados_aio_wait_for_complete(c);
+                    let r = sys::rados_aio_get_return_value(c);
+                    sys::rados_aio_release(c);
+                    r
+                };
+                if r < 0 && r != -libc::ENOENT {
+                    first_error.get_or_insert_with(|| {
+                        CephError::new("rados_aio_remove", r.into(), format!("{}/{oid}", self.spec())).into()
+                    });
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a client watches object `oid`: an empty notification (which
+    /// librbd and the kernel client take as "the header changed", and
+    /// answer) is sent to its watchers, and any answer, or a watcher that
+    /// does not answer within `timeout`, means one does. One round trip when
+    /// nobody watches.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing object; other [`CephError`]s from `rados_notify2`.
+    pub(crate) fn watched(&self, oid: &str, timeout: Duration) -> Result<bool> {
+        let o = cstring("object name", oid)?;
+        let (mut reply, mut len): (*mut libc::c_char, libc::size_t) = (ptr::null_mut(), 0);
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        // SAFETY: `self.raw` is live; `o` outlives the call; the out-pointers
+        // are valid and the reply librados allocates is freed below.
+        let r = unsafe { sys::rados_notify2(self.raw, o.as_ptr(), ptr::null(), 0, ms, &mut reply, &mut len) };
+        // The reply: the answers (a map of watcher to payload), then those
+        // that timed out; only the count of answers matters.
+        let answered = if reply.is_null() {
+            None
+        } else {
+            // SAFETY: librados filled `reply` with `len` bytes; freed once, here.
+            unsafe {
+                let bytes = std::slice::from_raw_parts(reply.cast::<u8>(), len);
+                let n = bytes.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                sys::rados_buffer_free(reply);
+                n
+            }
+        };
+        if r == -libc::ETIMEDOUT {
+            return Ok(true);
+        }
+        check(r.into(), "rados_notify2", || format!("{}/{oid}", self.spec()))?;
+        // A reply that does not say: as if watched (the caller takes the careful way).
+        Ok(answered.is_none_or(|n| n > 0))
     }
 
     /// Creates object `oid` holding `data`, in one operation that fails with

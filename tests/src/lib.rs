@@ -118,6 +118,12 @@ impl TestCluster {
         self.admin_tool("rados", args)
     }
 
+    /// Runs `rbd <args>` as client.admin (test tooling only: librbd's own
+    /// removal, to compare rbdx's with); panics unless it succeeds.
+    pub fn admin_rbd(&self, args: &[&str]) {
+        self.admin_tool("rbd", args);
+    }
+
     /// Runs the Ceph CLI `tool` as client.admin within 60 s; panics unless it
     /// succeeds. Returns its stdout.
     fn admin_tool(&self, tool: &str, args: &[&str]) -> Vec<u8> {

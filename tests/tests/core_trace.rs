@@ -37,14 +37,14 @@ fn a_removal_that_frees_a_trashed_snapshot_counts_as_a_snapshot_remove() {
     let _ = names();
     ops::remove(c, &a, RemoveOptions::default()).unwrap();
     let first = names();
-    assert!(first.iter().any(|n| n == "remove"), "{first:?}");
+    assert!(first.iter().any(|n| n == "remove (librbd)"), "{first:?}");
     assert!(!first.iter().any(|n| n.starts_with("snapshot remove")), "one clone is left: {first:?}");
     assert_eq!(snapshots(), 1);
 
     ops::remove(c, &b, RemoveOptions::default()).unwrap();
     let second = names();
     assert_eq!(second.iter().filter(|n| *n == FREED).count(), 1, "the last clone: {second:?}");
-    assert!(!second.iter().any(|n| n == "remove"), "{second:?}");
+    assert!(!second.iter().any(|n| n.starts_with("remove")), "{second:?}");
     assert_eq!(snapshots(), 0, "librbd freed it");
     s.finish(c);
 }
@@ -305,5 +305,136 @@ fn a_save_that_writes_nothing_on_the_head_opens_it_read_only() {
         ops::remove(c, t, RemoveOptions::default()).unwrap();
     }
     d.remove(None, Reclaim::Trash).unwrap();
+    s.finish(c);
+}
+
+/// Every object of the test pool and the EC pool in namespace `ns`, except
+/// the trash's (librbd's removal passes through it), with each of `tokens`
+/// written as `<>`.
+fn objects(s: &Scratch, ns: &str, tokens: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut all = std::collections::BTreeSet::new();
+    for pool in [&s.env.pool, &s.env.ec_pool] {
+        let listed = String::from_utf8(s.env.admin_rados(&["-p", pool, "-N", ns, "ls"])).unwrap();
+        for line in listed.lines().filter(|l| *l != "rbd_trash") {
+            all.insert(tokens.iter().fold(format!("{pool}/{line}"), |o, t| o.replace(t, "<>")));
+        }
+    }
+    all
+}
+
+/// Makes an image in namespace `ns` with `make` (which returns its name and
+/// id), removes it with `remove`, and returns the objects its making added
+/// to the pools (name and id as `<>`), and what there is after its removal:
+/// the objects, the pool directory's keys, the header of `parent` (if any;
+/// its timestamps aside).
+fn made_and_removed(
+    s: &Scratch,
+    ns: &str,
+    parent: Option<&str>,
+    make: &dyn Fn() -> (String, String),
+    remove: &dyn Fn(&str),
+) -> (Vec<String>, Vec<Vec<String>>) {
+    let before = objects(s, ns, &[]);
+    let (name, id) = make();
+    let made = objects(s, ns, &[&id, &name]).difference(&before).cloned().collect();
+    remove(&name);
+    let parent_header = parent.map_or_else(Vec::new, |pid| {
+        let mut h = s.env.omap(&s.env.pool, ns, &format!("rbd_header.{pid}"));
+        h.retain(|k, _| !k.ends_with("_timestamp"));
+        h.into_iter().map(|(k, v)| format!("{k}={v:?}")).collect()
+    });
+    let directory = s.env.omap(&s.env.pool, ns, "rbd_directory").into_keys().collect();
+    (made, vec![objects(s, ns, &[]).into_iter().collect(), directory, parent_header])
+}
+
+/// rbdx's removal, written directly (traced `remove`), leaves the pools as
+/// librbd's does (`rbd rm`, which goes through the trash): no object of the
+/// image in the image pool or the EC data pool, the same pool directory, the
+/// parent's header as before the clone (its snapshot's child link gone). A
+/// clone and a plain image, with and without a data pool, in a namespace
+/// too. An image with a watcher or a snapshot is librbd's to refuse, with
+/// nothing of it removed.
+#[test]
+fn a_removal_written_directly_leaves_what_librbd_leaves() {
+    let _turn = TRACED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let s = Scratch::new("rmdirect");
+    let c = s.env.connect();
+    let ns_name = rbdx_tests::unique("rmns");
+    c.ioctx(&s.env.pool).unwrap().namespace_create(&ns_name).unwrap();
+    trace::enable();
+    let names = || trace::take().into_iter().map(|s| s.name).collect::<Vec<_>>();
+    for ns in ["", ns_name.as_str()] {
+        let base = s.spec("base").in_namespace(ns).unwrap();
+        ops::create(c, &base, 64 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
+        let io = ops::ioctx(c, &base).unwrap();
+        fill(&io.open(&base.name).unwrap(), 0, 16 * MIB, 1);
+        io.open(&base.name).unwrap().snap_create("s").unwrap();
+        let base_id = io.open_read_only(&base.name, None).unwrap().info().unwrap().id;
+        let ec = Some(s.env.ec_pool.as_str());
+        for (clone, dp) in [(true, ec), (true, None), (false, ec), (false, None)] {
+            let what = format!("clone {clone}, data pool {dp:?}, namespace {ns:?}");
+            let make = |label: &str| {
+                let spec = base.sibling(&format!("{}-{label}", base.name)).unwrap();
+                if clone {
+                    let o = CloneOptions { data_pool: dp.map(str::to_string), ..CloneOptions::default() };
+                    ops::clone(c, &base.at("s").unwrap(), &spec, &o).unwrap();
+                } else {
+                    ops::create(c, &spec, 40 * MIB, &CreateOptions::with_data_pool(dp)).unwrap();
+                }
+                let img = io.open(&spec.name).unwrap();
+                fill(&img, 4 * MIB, 9 * MIB, 2);
+                fill(&img, 36 * MIB, MIB, 3);
+                (spec.name.clone(), img.info().unwrap().id)
+            };
+            let parent = clone.then_some(base_id.as_str());
+            let by_librbd = made_and_removed(&s, ns, parent, &|| make("lib"), &|name| {
+                s.env.admin_rbd(&["-p", &s.env.pool, "--namespace", ns, "rm", "--no-progress", name]);
+            });
+            let _ = names();
+            let by_rbdx =
+                made_and_removed(&s, ns, parent, &|| make("direct"), &|name| io.remove_image(name).unwrap());
+            let seen = names();
+            assert!(seen.iter().any(|n| n == "remove"), "{what}: written directly: {seen:?}");
+            assert!(!seen.iter().any(|n| n == "remove (librbd)"), "{what}: {seen:?}");
+            assert!(
+                by_rbdx.0.iter().filter(|o| o.contains("rbd_data.")).count() >= 4,
+                "{what}: {:?}",
+                by_rbdx.0
+            );
+            assert_eq!(by_rbdx.0, by_librbd.0, "{what}: the same objects made");
+            assert_eq!(by_rbdx.1, by_librbd.1, "{what}: the same left after the removal");
+        }
+
+        // Refused: an image open elsewhere (a watcher), and one with a snapshot.
+        let other = s.env.connect_new();
+        for (label, snap) in [("watched", false), ("snapped", true)] {
+            let spec = base.sibling(&format!("{}-{label}", base.name)).unwrap();
+            ops::clone(c, &base.at("s").unwrap(), &spec, &CloneOptions::default()).unwrap();
+            fill(&io.open(&spec.name).unwrap(), 0, 2 * MIB, 4);
+            if snap {
+                io.open(&spec.name).unwrap().snap_create("x").unwrap();
+            }
+            let oio = ops::ioctx(&other, &spec).unwrap();
+            let held = (!snap).then(|| oio.open_as_client(&spec.name).unwrap());
+            let sum = rbdx_tests::checksum(&io.open_read_only(&spec.name, None).unwrap());
+            let before = objects(&s, ns, &[]);
+            let _ = names();
+            let e = io.remove_image(&spec.name).unwrap_err();
+            let kind = if snap { rbdx_core::ErrorKind::NotEmpty } else { rbdx_core::ErrorKind::Busy };
+            assert_eq!(e.kind(), Some(kind), "{label}: {e}");
+            let seen = names();
+            assert!(seen.iter().any(|n| n == "remove (librbd)"), "{label}: left to librbd: {seen:?}");
+            assert_eq!(objects(&s, ns, &[]), before, "{label}: nothing removed");
+            assert_eq!(rbdx_tests::checksum(&io.open_read_only(&spec.name, None).unwrap()), sum);
+            drop(held);
+            if snap {
+                io.open(&spec.name).unwrap().snap_remove("x").unwrap();
+            }
+            io.remove_image(&spec.name).unwrap();
+        }
+        io.open(&base.name).unwrap().snap_remove("s").unwrap();
+        ops::remove(c, &base, RemoveOptions::default()).unwrap();
+    }
+    c.ioctx(&s.env.pool).unwrap().namespace_remove(&ns_name).unwrap();
     s.finish(c);
 }

@@ -20,7 +20,7 @@ use super::{
 
 /// librbd's `RBD_FEATURE_OPERATIONS`, `_MIGRATING`, `_NON_PRIMARY`,
 /// `_DIRTY_CACHE` (`include/rbd/features.h`).
-const OPERATIONS: u64 = 1 << 8;
+pub(super) const OPERATIONS: u64 = 1 << 8;
 const MIGRATING: u64 = 1 << 9;
 const NON_PRIMARY: u64 = 1 << 10;
 const DIRTY_CACHE: u64 = 1 << 11;
@@ -36,7 +36,7 @@ const IMPLICIT_ENABLE: u64 = features::STRIPINGV2
     | DIRTY_CACHE;
 /// `RBD_OPERATION_FEATURE_CLONE_CHILD`, and every operation feature librbd 16
 /// knows (an image with another is not for it, or rbdx, to change).
-const OP_CLONE_CHILD: u64 = 1 << 1;
+pub(super) const OP_CLONE_CHILD: u64 = 1 << 1;
 const OP_FEATURES_ALL: u64 = 0b1111;
 /// cls `rbd`'s `MAX_OBJECT_MAP_OBJECT_COUNT`.
 const MAX_OBJECT_MAP_OBJECTS: u64 = 256_000_000;
@@ -230,28 +230,40 @@ impl IoCtx<'_> {
         self.remove_object(&format!("rbd_object_map.{id}"))?;
         self.remove_object(&header_oid(&id))?;
         crate::crash::point("unfinished clone: its header");
+        self.remove_from_directory(name, &id)?;
+        crate::crash::point("unfinished clone: the directory");
+        Ok(Unfinished::Removed)
+    }
+
+    /// Takes `name` (image `id`) out of the pool directory, if it is there.
+    pub(super) fn remove_from_directory(&self, name: &str, id: &str) -> Result<()> {
         let mut input = Vec::new();
         put_string(&mut input, name.as_bytes());
         put_string(&mut input, id.as_bytes());
         match self.exec_write_existing(RBD_DIRECTORY, c"rbd", &[(c"dir_remove_image", input)]) {
-            Err(e) if e.is_not_found() => {}
-            other => other?,
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
         }
-        crate::crash::point("unfinished clone: the directory");
-        Ok(Unfinished::Removed)
+    }
+
+    /// The input of cls `rbd.child_attach` and `rbd.child_detach` for the
+    /// clone with id `id` in this pool of the parent's snapshot `snap_id`.
+    pub(super) fn child_link(&self, snap_id: u64, id: &str) -> Vec<u8> {
+        // A `ChildImageSpec`: pool, id, then (from version 2) namespace.
+        let mut spec = Vec::new();
+        spec.extend_from_slice(&self.pool_id().to_le_bytes());
+        put_string(&mut spec, id.as_bytes());
+        put_string(&mut spec, self.namespace().as_bytes());
+        let mut input = snap_id.to_le_bytes().to_vec();
+        put_struct(&mut input, 2, &spec);
+        input
     }
 
     /// Links the clone with id `id` (in this pool) from its parent's
     /// snapshot, unless it is already: `false` when the snapshot is gone, or
     /// in the trash namespace without it (it can link no new clone).
     fn link_child(&self, pio: &IoCtx<'_>, parent: &ParentRef, id: &str) -> Result<bool> {
-        // A `ChildImageSpec`: pool, id, then (from version 2) namespace.
-        let mut spec = Vec::new();
-        spec.extend_from_slice(&self.pool_id().to_le_bytes());
-        put_string(&mut spec, id.as_bytes());
-        put_string(&mut spec, self.namespace().as_bytes());
-        let mut input = parent.snap_id.to_le_bytes().to_vec();
-        put_struct(&mut input, 2, &spec);
+        let input = self.child_link(parent.snap_id, id);
         let parent_header = header_oid(&parent.image_id);
         match pio.exec_write_existing(&parent_header, c"rbd", &[(c"child_attach", input)]) {
             Ok(()) => crate::crash::point("clone: the child link"),

@@ -6,6 +6,7 @@ mod clone;
 mod image;
 mod list;
 mod options;
+mod remove;
 
 pub use aio::{Reads, Writes};
 pub use clone::CloneAs;
@@ -1126,7 +1127,7 @@ impl Drop for Removal<'_, '_> {
             matches!(self.io.parent_ioctx(&p), Ok(Some(pio))
                 if matches!(pio.snap_namespace_by_id(&p.image_id, p.snap_id), Ok(None)))
         });
-        let name = if freed { "snapshot remove (freed with its last clone)" } else { "remove" };
+        let name = if freed { "snapshot remove (freed with its last clone)" } else { "remove (librbd)" };
         crate::trace::record(name.to_string(), took);
     }
 }
