@@ -340,16 +340,8 @@ impl IoCtx<'_> {
             (c"parent_get", Vec::new()),
             (c"parent_overlap_get", head),
         ];
-        let replies = match self.exec_reads(&oid, c"rbd", &calls) {
-            Ok(r) => r,
-            // Gone, without layering, or a header without these.
-            Err(crate::Error::Ceph(c))
-                if [libc::ENOENT, libc::ENOEXEC, libc::EOPNOTSUPP, libc::EIO].contains(&c.errno) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
+        // Gone, without layering, or a header without these.
+        let Some(replies) = self.header_reads(&oid, &calls)? else { return Ok(None) };
         let bad = |what: &str| crate::Error::BadReply {
             command: format!("{}/{oid} rbd.{what}", self.spec()),
             detail: "does not decode".into(),

@@ -852,10 +852,27 @@ impl IoCtx<'_> {
         {
             return self.opened_usage(&entry.name);
         }
-        let map_oid = format!("rbd_object_map.{}", entry.id);
+        // No map, or no image any more: the open tells which.
+        let Some((count, existing)) = self.existing_objects(&entry.id)? else {
+            return self.opened_usage(&entry.name);
+        };
+        let object = 1u64 << order;
+        if count != size.div_ceil(object) {
+            return self.opened_usage(&entry.name);
+        }
+        Ok(Some(existing.iter().map(|i| object.min(size - i * object)).sum()))
+    }
+
+    /// The object map of the image with id `id` (cls `rbd.object_map_load`,
+    /// one round trip): how many objects it covers, and the numbers of those
+    /// that exist. `None` when there is no map.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a map that does not decode.
+    pub(crate) fn existing_objects(&self, id: &str) -> Result<Option<(u64, Vec<u64>)>> {
+        let map_oid = format!("rbd_object_map.{id}");
         let map = match self.exec_reads(&map_oid, c"rbd", &[(c"object_map_load", Vec::new())]) {
-            // No map, or no image any more: the open tells which.
-            Err(e) if e.is_not_found() => return self.opened_usage(&entry.name),
+            Err(e) if e.is_not_found() => return Ok(None),
             other => other?,
         };
         let states =
@@ -863,11 +880,29 @@ impl IoCtx<'_> {
                 command: format!("{}/{map_oid} rbd.object_map_load", self.spec()),
                 detail: "not an object map".into(),
             })?;
-        let object = 1u64 << order;
-        if states.len() != size.div_ceil(object) {
-            return self.opened_usage(&entry.name);
+        Ok(Some((states.len(), states.existing().collect())))
+    }
+
+    /// Calls the cls `rbd` methods `calls` on header `oid` in one read (see
+    /// [`IoCtx::exec_reads`]); `None` for a header that is gone, or that does
+    /// not answer them (no layering, or methods it does not know).
+    ///
+    /// # Errors
+    /// Other Ceph errors.
+    pub(crate) fn header_reads(
+        &self,
+        oid: &str,
+        calls: &[(&std::ffi::CStr, Vec<u8>)],
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        match self.exec_reads(oid, c"rbd", calls) {
+            Ok(r) => Ok(Some(r)),
+            Err(crate::Error::Ceph(c))
+                if [libc::ENOENT, libc::ENOEXEC, libc::EOPNOTSUPP, libc::EIO].contains(&c.errno) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
-        Ok(Some(states.existing().map(|i| object.min(size - i * object)).sum()))
     }
 
     /// [`IoCtx::head_usage`] through a read-only open.

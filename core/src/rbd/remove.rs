@@ -21,10 +21,7 @@ use crate::error::Result;
 use crate::rados::IoCtx;
 
 use super::clone::{OP_CLONE_CHILD, OPERATIONS};
-use super::{
-    ClsReader, FLAG_OBJECT_MAP_INVALID, HEAD_SNAP, ObjectStates, ParentRef, SnapNamespace, features,
-    header_oid,
-};
+use super::{ClsReader, FLAG_OBJECT_MAP_INVALID, HEAD_SNAP, ParentRef, SnapNamespace, features, header_oid};
 
 /// How long a watcher of the header has to answer the notification that
 /// finds it (a live client answers in milliseconds; one that died keeps its
@@ -131,20 +128,11 @@ impl IoCtx<'_> {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         }
-        let map_oid = format!("rbd_object_map.{id}");
-        let map = match self.exec_reads(&map_oid, c"rbd", &[(c"object_map_load", Vec::new())]) {
-            Err(e) if e.is_not_found() => return Ok(None),
-            other => other?,
-        };
-        let states =
-            map.first().and_then(|m| ObjectStates::decode(m)).ok_or_else(|| crate::Error::BadReply {
-                command: format!("{}/{map_oid} rbd.object_map_load", self.spec()),
-                detail: "not an object map".into(),
-            })?;
-        if states.len() != header.size.div_ceil(1 << header.order) {
+        let Some((count, existing)) = self.existing_objects(id)? else { return Ok(None) };
+        if count != header.size.div_ceil(1 << header.order) {
             return Ok(None);
         }
-        let data = states.existing().map(|i| format!("{}.{i:016x}", header.prefix)).collect();
+        let data = existing.iter().map(|i| format!("{}.{i:016x}", header.prefix)).collect();
         Ok(Some(Doomed { data_pool_id: header.data_pool_id, parent, data }))
     }
 
@@ -165,17 +153,9 @@ impl IoCtx<'_> {
             (c"get_flags", head),
             (c"parent_get", Vec::new()),
         ];
-        let replies = match self.exec_reads(&oid, c"rbd", &calls) {
-            Ok(r) => r,
-            // Gone (librbd clears what names it), without layering, or a
-            // header without these.
-            Err(crate::Error::Ceph(c))
-                if [libc::ENOENT, libc::ENOEXEC, libc::EOPNOTSUPP, libc::EIO].contains(&c.errno) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
+        // Gone (librbd clears what names it), without layering, or a header
+        // without these.
+        let Some(replies) = self.header_reads(&oid, &calls)? else { return Ok(None) };
         let bad = || crate::Error::BadReply {
             command: format!("{}/{oid} rbd.get_features,...,parent_get", self.spec()),
             detail: "does not decode".into(),
