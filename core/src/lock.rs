@@ -57,7 +57,7 @@ use serde_json::json;
 use crate::error::{CephError, Error, ErrorKind, Result, check};
 use crate::ffi::rados as sys;
 use crate::rados::{IoCtx, cstring, put_string};
-use crate::rbd::{Image, SnapNamespace, Unfinished};
+use crate::rbd::{Image, ParentKnown, SnapNamespace, Unfinished};
 
 /// The rados lock name.
 const LOCK_NAME: &CStr = c"rbdx_action";
@@ -456,14 +456,28 @@ impl<'c> IoCtx<'c> {
     /// # Errors
     /// As [`IoCtx::remove_image`].
     pub(crate) fn remove_image_with_id(&self, name: &str, id: &str) -> Result<()> {
-        let removed = with_freed_parent_locked(self, id, name, || {
+        self.remove_image_known(name, id, ParentKnown::Unread)
+    }
+
+    /// [`IoCtx::remove_image_with_id`] where the caller read what `parent`
+    /// says of the image's parent (not read again; a parent snapshot in the
+    /// trash namespace is [`ParentKnown::Unread`]: its turn is taken).
+    ///
+    /// # Errors
+    /// As [`IoCtx::remove_image`].
+    pub(crate) fn remove_image_known(&self, name: &str, id: &str, parent: ParentKnown<'_>) -> Result<()> {
+        let remove = || {
             let _lock = ObjectLock::image_by_id(self, id, name)?;
             self.settle_name(name, id)?;
-            if self.remove_directly(name, id)? {
+            if self.remove_directly(name, id, parent)? {
                 return Ok(());
             }
             self.remove_image_unlocked(name)
-        });
+        };
+        let removed = match parent {
+            ParentKnown::Unread => with_freed_parent_locked(self, id, name, remove),
+            ParentKnown::NoParent | ParentKnown::Live(_) => remove(),
+        };
         match removed {
             // Gone before; its name may not be.
             Err(e) if e.is_not_found() => {

@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockedImage;
 use crate::rados::{Cluster, IoCtx};
-use crate::rbd::{Image, ParentRef, SnapNamespace, Snapshot, Unfinished};
+use crate::rbd::{Image, ParentKnown, ParentRef, SnapNamespace, Snapshot, Unfinished};
 
 use super::{CloneFormat, ImageSpec, cluster_clone_format, ioctx};
 
@@ -837,31 +837,34 @@ impl<'c> Disk<'c> {
     fn remove_lone_head(&self, io: &IoCtx<'c>) -> Result<bool> {
         let name = &self.head.name;
         let Some(id) = io.image_id(name)? else { return Ok(false) };
-        let keys = match io.metadata_by_id(&id, super::RBDX_KEY_PREFIX) {
-            Err(e) if e.is_not_found() => return Ok(false),
-            other => other?,
-        };
+        // Gone meanwhile, or without layering: the general path says.
+        let Some(head) = io.header_summary(&id, super::RBDX_KEY_PREFIX)? else { return Ok(false) };
         let known = |(k, v): &(String, String)| match k.as_str() {
             KEY_DISK => v == name,
             KEY_CLONED_FROM | KEY_COPIED_FROM => true,
             _ => false,
         };
-        if !keys.iter().all(known) || !io.snapshots_by_id(&id)?.is_empty() {
+        if !head.metadata.iter().all(known) || head.snapshots > 0 {
             return Ok(false);
         }
         // A parent in the trash may be freed with its last clone (the general
         // path's `reclaim_ancestors`).
-        if let Some(link) = io.parent_ref(&id)? {
-            if io.resolve_parent(&link)?.is_none() {
-                return Ok(false);
-            }
-        }
+        let parent = match &head.parent {
+            None => ParentKnown::NoParent,
+            Some(link) => match io.resolve_parent(link)? {
+                None => return Ok(false),
+                Some(p) if p.snap_namespace == SnapNamespace::User => ParentKnown::Live(link),
+                // Its snapshot in the trash namespace: the removal takes the
+                // parent's turn.
+                Some(_) => ParentKnown::Unread,
+            },
+        };
         // Any other image of the disk: an interrupted run's, or a parent that a
         // head with no book adopts as its carrier.
         if !self.leftovers(io)?.is_empty() {
             return Ok(false);
         }
-        match io.remove_image_with_id(name, &id) {
+        match io.remove_image_known(name, &id, parent) {
             Ok(()) => Ok(true),
             Err(e) if e.is_not_found() => Ok(true),
             // librbd's refusal (a client has it open, a snapshot came

@@ -615,6 +615,43 @@ impl<'a> ClsReader<'a> {
     }
 }
 
+/// A header's facts a removal decides its common case from
+/// ([`IoCtx::header_summary`]).
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderSummary {
+    /// Its image metadata with the keys asked for, values as text.
+    pub metadata: Vec<(String, String)>,
+    /// How many snapshots it has (all namespaces).
+    pub snapshots: u32,
+    /// Its parent link.
+    pub parent: Option<ParentRef>,
+}
+
+/// What the caller of a removal read of the image's parent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ParentKnown<'a> {
+    /// Nothing.
+    Unread,
+    /// It has none.
+    NoParent,
+    /// Its link, to a snapshot in the user namespace: the removal frees
+    /// nothing of the parent, and takes no turn on it.
+    Live(&'a ParentRef),
+}
+
+/// A page of image metadata (cls `rbd.metadata_list`: a `map<string,
+/// bufferlist>`), values as text.
+fn decode_metadata_page(r: &mut ClsReader<'_>) -> Option<Vec<(String, String)>> {
+    let n = r.u32()?;
+    let mut out = Vec::with_capacity(usize::try_from(n.min(4096)).ok()?);
+    for _ in 0..n {
+        let k = r.string()?;
+        let len = usize::try_from(r.u32()?).ok()?;
+        out.push((k, String::from_utf8_lossy(r.take(len)?).into_owned()));
+    }
+    Some(out)
+}
+
 /// Header flags: the object map, or the fast-diff states in it, cannot be
 /// trusted (librbd's `RBD_FLAG_*`).
 const FLAG_OBJECT_MAP_INVALID: u64 = 1 << 0;
@@ -950,18 +987,56 @@ impl IoCtx<'_> {
             crate::rados::put_string(&mut input, start.as_bytes());
             input.extend_from_slice(&max.to_le_bytes());
             // A `map<string, bufferlist>`: the count, then each key and value.
-            let page = self.header_call(id, c"metadata_list", &input, "a metadata listing", |r| {
-                let n = r.u32()?;
-                let mut out = Vec::with_capacity(usize::try_from(n.min(4096)).ok()?);
-                for _ in 0..n {
-                    let k = r.string()?;
-                    let len = usize::try_from(r.u32()?).ok()?;
-                    out.push((k, String::from_utf8_lossy(r.take(len)?).into_owned()));
-                }
-                Some(out)
-            })?;
+            let page =
+                self.header_call(id, c"metadata_list", &input, "a metadata listing", decode_metadata_page)?;
             page.ok_or_else(|| crate::Error::NotFound(format!("{}/{}", self.spec(), header_oid(id))))
         })
+    }
+
+    /// What a removal decides its common case from, read from the header of
+    /// the image with id `id` in one round trip: its image metadata whose
+    /// keys start with `prefix` (cls `rbd.metadata_list`; a further page, if
+    /// any, in one more), how many snapshots it has (`rbd.get_snapcontext`)
+    /// and its parent link (`rbd.parent_get`). `None` for a header that is
+    /// gone or does not answer these (an image without layering).
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
+    pub(crate) fn header_summary(&self, id: &str, prefix: &str) -> Result<Option<HeaderSummary>> {
+        let _span = crate::trace::span("headers");
+        let oid = header_oid(id);
+        let mut first = true;
+        let mut summary = None;
+        let metadata = image::keys_prefixed(prefix, |start, max| {
+            let mut input = Vec::new();
+            crate::rados::put_string(&mut input, start.as_bytes());
+            input.extend_from_slice(&max.to_le_bytes());
+            let bad = || crate::Error::BadReply {
+                command: format!("{}/{oid} rbd.metadata_list", self.spec()),
+                detail: "not a metadata listing".into(),
+            };
+            if !std::mem::take(&mut first) {
+                return decode_metadata_page(&mut ClsReader(&self.exec_read(
+                    &oid,
+                    c"rbd",
+                    c"metadata_list",
+                    &input,
+                )?))
+                .ok_or_else(bad);
+            }
+            let calls =
+                [(c"metadata_list", input), (c"get_snapcontext", Vec::new()), (c"parent_get", Vec::new())];
+            let Some(replies) = self.header_reads(&oid, &calls)? else { return Ok(Vec::new()) };
+            let reply = |i: usize| ClsReader(replies.get(i).map_or(&[][..], Vec::as_slice));
+            let snapshots = {
+                let mut r = reply(1);
+                r.u64().and_then(|_| r.u32()).ok_or_else(bad)?
+            };
+            let parent = ParentRef::decode(&mut reply(2)).ok_or_else(bad)?;
+            summary = Some((snapshots, parent));
+            decode_metadata_page(&mut reply(0)).ok_or_else(bad)
+        })?;
+        Ok(summary.map(|(snapshots, parent)| HeaderSummary { metadata, snapshots, parent }))
     }
 
     /// The snapshots of the image with id `id`, each with its namespace and

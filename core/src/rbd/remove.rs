@@ -2,12 +2,13 @@
 //! opening it. librbd 16's removal opens the image three times (a check, the
 //! move to the trash, the removal from it), each time taking its exclusive
 //! lock, notifying and releasing it: about 95 round trips for a clone that
-//! holds no data of its own. The same removal written directly takes eight,
-//! one after another: one compound read of the header, the parent snapshot's
-//! namespace, a notification that finds any watcher, the object map, then the
-//! data objects the map lists (all in flight at once), the parent
-//! snapshot's link to the clone, the header with its object map, the id
-//! object and the directory entry: librbd's order.
+//! holds no data of its own. The same removal written directly takes at most
+//! nine, one after another: one compound read of the header, the parent
+//! snapshot's namespace (unless the caller just read it), a notification
+//! that finds any watcher, the object map, then the data objects the map
+//! lists (up to 64 in flight at once), the parent snapshot's link to the
+//! clone, the header with its object map, the id object and the directory
+//! entry: librbd's order.
 //!
 //! A run stopped after any step converges when run again: until the id
 //! object goes the name opens the image (short of some data, as a librbd
@@ -21,7 +22,10 @@ use crate::error::Result;
 use crate::rados::IoCtx;
 
 use super::clone::{OP_CLONE_CHILD, OPERATIONS};
-use super::{ClsReader, FLAG_OBJECT_MAP_INVALID, HEAD_SNAP, ParentRef, SnapNamespace, features, header_oid};
+use super::{
+    ClsReader, FLAG_OBJECT_MAP_INVALID, HEAD_SNAP, ParentKnown, ParentRef, SnapNamespace, features,
+    header_oid,
+};
 
 /// How long a watcher of the header has to answer the notification that
 /// finds it (a live client answers in milliseconds; one that died keeps its
@@ -71,12 +75,13 @@ impl IoCtx<'_> {
     /// read or whose object map is invalid, features other than the
     /// defaults (journaling, striping, a migration, a group), a clone of the
     /// old format, or of a snapshot in the trash namespace (librbd removes
-    /// that with its last clone).
+    /// that with its last clone). A parent the caller knows to be live
+    /// (`parent`) is not looked up again.
     ///
     /// # Errors
     /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
-    pub(crate) fn remove_directly(&self, name: &str, id: &str) -> Result<bool> {
-        let Some(doomed) = self.doomed(id)? else { return Ok(false) };
+    pub(crate) fn remove_directly(&self, name: &str, id: &str, parent: ParentKnown<'_>) -> Result<bool> {
+        let Some(doomed) = self.doomed(id, parent)? else { return Ok(false) };
         let _span = crate::trace::span("remove");
         match doomed.data_pool_id {
             Some(pool) => self.data_ioctx(pool)?.remove_objects(&doomed.data)?,
@@ -108,18 +113,19 @@ impl IoCtx<'_> {
     /// (traced as `headers`): its header, the parent snapshot's namespace, a
     /// notification to any watcher, its object map; `None` for an image it
     /// leaves to librbd.
-    fn doomed(&self, id: &str) -> Result<Option<Doomed<'_>>> {
+    fn doomed(&self, id: &str, known: ParentKnown<'_>) -> Result<Option<Doomed<'_>>> {
         let _span = crate::trace::span("headers");
         let Some(header) = self.read_header(id)? else { return Ok(None) };
         let parent = match header.parent {
-            Some(p) => match self.parent_ioctx(&p)? {
-                Some(pio)
-                    if pio.snap_namespace_by_id(&p.image_id, p.snap_id)? == Some(SnapNamespace::User) =>
-                {
-                    Some((p, pio))
+            Some(p) => {
+                let Some(pio) = self.parent_ioctx(&p)? else { return Ok(None) };
+                let live = matches!(known, ParentKnown::Live(k) if *k == p)
+                    || pio.snap_namespace_by_id(&p.image_id, p.snap_id)? == Some(SnapNamespace::User);
+                if !live {
+                    return Ok(None);
                 }
-                _ => return Ok(None),
-            },
+                Some((p, pio))
+            }
             None => None,
         };
         match self.watched(&header_oid(id), WATCHER_ANSWER) {
