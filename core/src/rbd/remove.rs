@@ -191,8 +191,10 @@ impl IoCtx<'_> {
             && clone_child == parent.is_some()
             && snapshots == 0
             && (12..=26).contains(&order)
-            && prefix.starts_with("rbd_data.")
-            && prefix.ends_with(id);
+            // The names librbd gives an image's data (with a data pool, the
+            // image pool's id first): another prefix could name another
+            // image's data.
+            && (prefix == format!("rbd_data.{id}") || prefix == format!("rbd_data.{}.{id}", self.pool_id()));
         let data_pool_id = (data_pool_id >= 0 && data_pool_id != self.pool_id()).then_some(data_pool_id);
         Ok(ours.then_some(Header { prefix, order, size, data_pool_id, parent }))
     }
