@@ -308,14 +308,14 @@ fn a_save_that_writes_nothing_on_the_head_opens_it_read_only() {
     s.finish(c);
 }
 
-/// Every object of the test pool and the EC pool in namespace `ns`, except
-/// the trash's (librbd's removal passes through it), with each of `tokens`
-/// written as `<>`.
+/// The objects of the test pool and the EC pool in namespace `ns` that
+/// name one of `tokens` (an image's id or name; other tests' images share
+/// the pools), each token written as `<>`.
 fn objects(s: &Scratch, ns: &str, tokens: &[&str]) -> std::collections::BTreeSet<String> {
     let mut all = std::collections::BTreeSet::new();
     for pool in [&s.env.pool, &s.env.ec_pool] {
         let listed = String::from_utf8(s.env.admin_rados(&["-p", pool, "-N", ns, "ls"])).unwrap();
-        for line in listed.lines().filter(|l| *l != "rbd_trash") {
+        for line in listed.lines().filter(|l| tokens.iter().any(|t| l.contains(t))) {
             all.insert(tokens.iter().fold(format!("{pool}/{line}"), |o, t| o.replace(t, "<>")));
         }
     }
@@ -325,7 +325,7 @@ fn objects(s: &Scratch, ns: &str, tokens: &[&str]) -> std::collections::BTreeSet
 /// Makes an image in namespace `ns` with `make` (which returns its name and
 /// id), removes it with `remove`, and returns the objects its making added
 /// to the pools (name and id as `<>`), and what there is after its removal:
-/// the objects, the pool directory's keys, the header of `parent` (if any;
+/// its objects, its pool directory entries, the header of `parent` (if any;
 /// its timestamps aside).
 fn made_and_removed(
     s: &Scratch,
@@ -334,23 +334,24 @@ fn made_and_removed(
     make: &dyn Fn() -> (String, String),
     remove: &dyn Fn(&str),
 ) -> (Vec<String>, Vec<Vec<String>>) {
-    let before = objects(s, ns, &[]);
     let (name, id) = make();
-    let made = objects(s, ns, &[&id, &name]).difference(&before).cloned().collect();
+    let made = objects(s, ns, &[&id, &name]).into_iter().collect();
     remove(&name);
     let parent_header = parent.map_or_else(Vec::new, |pid| {
         let mut h = s.env.omap(&s.env.pool, ns, &format!("rbd_header.{pid}"));
         h.retain(|k, _| !k.ends_with("_timestamp"));
         h.into_iter().map(|(k, v)| format!("{k}={v:?}")).collect()
     });
-    let directory = s.env.omap(&s.env.pool, ns, "rbd_directory").into_keys().collect();
-    (made, vec![objects(s, ns, &[]).into_iter().collect(), directory, parent_header])
+    let directory = s.env.omap(&s.env.pool, ns, "rbd_directory").into_keys();
+    let directory = directory.filter(|k| k.contains(&id) || k.contains(&name)).collect();
+    (made, vec![objects(s, ns, &[&id, &name]).into_iter().collect(), directory, parent_header])
 }
 
 /// rbdx's removal, written directly (traced `remove`), leaves the pools as
 /// librbd's does (`rbd rm`, which goes through the trash): no object of the
-/// image in the image pool or the EC data pool, the same pool directory, the
-/// parent's header as before the clone (its snapshot's child link gone). A
+/// image in the image pool or the EC data pool, no entry in the pool
+/// directory, the parent's header as before the clone (its snapshot's child
+/// link gone). A
 /// clone and a plain image, with and without a data pool, in a namespace
 /// too. An image with a watcher or a snapshot is librbd's to refuse, with
 /// nothing of it removed.
@@ -403,6 +404,11 @@ fn a_removal_written_directly_leaves_what_librbd_leaves() {
             );
             assert_eq!(by_rbdx.0, by_librbd.0, "{what}: the same objects made");
             assert_eq!(by_rbdx.1, by_librbd.1, "{what}: the same left after the removal");
+            assert!(
+                by_rbdx.1[0].is_empty() && by_rbdx.1[1].is_empty(),
+                "{what}: nothing left: {:?}",
+                by_rbdx.1
+            );
         }
 
         // Refused: an image open elsewhere (a watcher), and one with a snapshot.
@@ -417,14 +423,15 @@ fn a_removal_written_directly_leaves_what_librbd_leaves() {
             let oio = ops::ioctx(&other, &spec).unwrap();
             let held = (!snap).then(|| oio.open_as_client(&spec.name).unwrap());
             let sum = rbdx_tests::checksum(&io.open_read_only(&spec.name, None).unwrap());
-            let before = objects(&s, ns, &[]);
+            let id = io.open_read_only(&spec.name, None).unwrap().info().unwrap().id;
+            let before = objects(&s, ns, &[&id, &spec.name]);
             let _ = names();
             let e = io.remove_image(&spec.name).unwrap_err();
             let kind = if snap { rbdx_core::ErrorKind::NotEmpty } else { rbdx_core::ErrorKind::Busy };
             assert_eq!(e.kind(), Some(kind), "{label}: {e}");
             let seen = names();
             assert!(seen.iter().any(|n| n == "remove (librbd)"), "{label}: left to librbd: {seen:?}");
-            assert_eq!(objects(&s, ns, &[]), before, "{label}: nothing removed");
+            assert_eq!(objects(&s, ns, &[&id, &spec.name]), before, "{label}: nothing removed");
             assert_eq!(rbdx_tests::checksum(&io.open_read_only(&spec.name, None).unwrap()), sum);
             drop(held);
             if snap {
