@@ -149,6 +149,48 @@ fn no_memory(op: &'static str, oid: &str) -> crate::Error {
 /// How many object removals [`IoCtx::remove_objects`] keeps in flight.
 const REMOVALS_IN_FLIGHT: usize = 64;
 
+/// One compound read of [`IoCtx::exec_reads_together`]: the cls methods
+/// `calls` (method, input) of `class` on object `oid`.
+pub(crate) struct ClsRead<'a> {
+    pub oid: &'a str,
+    pub class: &'a CStr,
+    pub calls: &'a [(&'a CStr, Vec<u8>)],
+}
+
+/// Where librados puts the replies of one compound read: a buffer (which it
+/// allocates), its length and a return value for each call.
+struct ReplySlots {
+    bufs: Vec<*mut libc::c_char>,
+    lens: Vec<usize>,
+    rvals: Vec<libc::c_int>,
+}
+
+impl ReplySlots {
+    fn new(n: usize) -> Self {
+        Self { bufs: vec![ptr::null_mut(); n], lens: vec![0; n], rvals: vec![0; n] }
+    }
+
+    /// Copies out the replies, freeing the buffers librados allocated.
+    fn take(&self) -> Vec<Vec<u8>> {
+        self.bufs
+            .iter()
+            .zip(&self.lens)
+            .map(|(&b, &len)| {
+                if b.is_null() {
+                    return Vec::new();
+                }
+                // SAFETY: librados allocated `b` with `len` bytes for this
+                // reply; it is freed once, here, after the copy.
+                unsafe {
+                    let v = std::slice::from_raw_parts(b.cast::<u8>(), len).to_vec();
+                    sys::rados_buffer_free(b);
+                    v
+                }
+            })
+            .collect()
+    }
+}
+
 /// Appends a cls string (little-endian u32 length, then the bytes), as cls
 /// methods decode a `std::string`.
 pub(crate) fn put_string(out: &mut Vec<u8>, s: &[u8]) {
@@ -837,51 +879,95 @@ impl<'c> IoCtx<'c> {
         class: &CStr,
         calls: &[(&CStr, Vec<u8>)],
     ) -> Result<Vec<Vec<u8>>> {
-        let o = cstring("object name", oid)?;
-        let n = calls.len();
-        let (mut bufs, mut lens, mut rvals) =
-            (vec![ptr::null_mut(); n], vec![0usize; n], vec![0 as libc::c_int; n]);
-        // SAFETY: the op is released below; `calls`, `class` and `o` outlive
-        // `rados_read_op_operate`; librados fills each out-buffer, length and
-        // return value slot, which live until the copies below; each buffer it
-        // allocated is freed with `rados_buffer_free` once copied.
-        let (r, out) = unsafe {
+        let [replies] = self.exec_reads_together([ClsRead { oid, class, calls }]);
+        replies
+    }
+
+    /// Several [`IoCtx::exec_reads`] on different objects, all in flight at
+    /// once (one round trip in all): the replies of each, in order.
+    ///
+    /// # Errors
+    /// Each read's own, as [`IoCtx::exec_reads`].
+    pub(crate) fn exec_reads_together<const N: usize>(
+        &self,
+        reads: [ClsRead<'_>; N],
+    ) -> [Result<Vec<Vec<u8>>>; N] {
+        // Each read's out-slots: allocated at their full length before librados
+        // is given pointers into them, and not moved until it has answered.
+        let mut slots: [ReplySlots; N] = std::array::from_fn(|i| ReplySlots::new(reads[i].calls.len()));
+        let sent: [(usize, _); N] = std::array::from_fn(|i| (i, self.send_read(&reads[i], &mut slots[i])));
+        sent.map(|(i, sent)| {
+            let (read, slot) = (&reads[i], &slots[i]);
+            let (op, c) = sent?;
+            // SAFETY: `op` and `c` were submitted by `send_read` and are
+            // released once, here, after the read completed; librados wrote
+            // the slots by then.
+            let r = unsafe {
+                sys::rados_aio_wait_for_complete(c);
+                let r = sys::rados_aio_get_return_value(c);
+                sys::rados_aio_release(c);
+                sys::rados_release_read_op(op);
+                r
+            };
+            let replies = slot.take();
+            let methods =
+                || read.calls.iter().map(|(m, _)| m.to_string_lossy()).collect::<Vec<_>>().join(",");
+            let what =
+                || format!("{}/{} {}.{}", self.spec(), read.oid, read.class.to_string_lossy(), methods());
+            check(r.into(), "rados_read_op_operate", what)?;
+            for &rv in &slot.rvals {
+                check(rv.into(), "rados_read_op_exec", what)?;
+            }
+            Ok(replies)
+        })
+    }
+
+    /// Submits `read` (asynchronously), its replies to land in `slot`.
+    fn send_read(
+        &self,
+        read: &ClsRead<'_>,
+        slot: &mut ReplySlots,
+    ) -> Result<(sys::rados_read_op_t, sys::rados_completion_t)> {
+        let o = cstring("object name", read.oid)?;
+        // SAFETY: the op is released here on failure, else by the caller once
+        // it completed; `read.calls` and `read.class` outlive that; `o` is
+        // copied when the op is submitted; the slots are sized to the calls
+        // and stay in place until the caller has waited.
+        unsafe {
             let op = sys::rados_create_read_op();
             if op.is_null() {
-                return Err(no_memory("rados_create_read_op", oid));
+                return Err(no_memory("rados_create_read_op", read.oid));
             }
-            for (i, (method, input)) in calls.iter().enumerate() {
+            for (i, (method, input)) in read.calls.iter().enumerate() {
                 sys::rados_read_op_exec(
                     op,
-                    class.as_ptr(),
+                    read.class.as_ptr(),
                     method.as_ptr(),
                     input.as_ptr().cast(),
                     input.len(),
-                    &mut bufs[i],
-                    &mut lens[i],
-                    &mut rvals[i],
+                    &mut slot.bufs[i],
+                    &mut slot.lens[i],
+                    &mut slot.rvals[i],
                 );
             }
-            let r = sys::rados_read_op_operate(op, self.raw, o.as_ptr(), 0);
-            sys::rados_release_read_op(op);
-            let mut out = Vec::with_capacity(n);
-            for (&b, &len) in bufs.iter().zip(&lens) {
-                if b.is_null() {
-                    out.push(Vec::new());
-                } else {
-                    out.push(std::slice::from_raw_parts(b.cast::<u8>(), len).to_vec());
-                    sys::rados_buffer_free(b);
-                }
+            let mut c: sys::rados_completion_t = ptr::null_mut();
+            if sys::rados_aio_create_completion(ptr::null_mut(), None, None, &mut c) < 0 {
+                sys::rados_release_read_op(op);
+                return Err(no_memory("rados_aio_create_completion", read.oid));
             }
-            (r, out)
-        };
-        let methods = || calls.iter().map(|(m, _)| m.to_string_lossy()).collect::<Vec<_>>().join(",");
-        let what = || format!("{}/{oid} {}.{}", self.spec(), class.to_string_lossy(), methods());
-        check(r.into(), "rados_read_op_operate", what)?;
-        for rv in rvals {
-            check(rv.into(), "rados_read_op_exec", what)?;
+            let r = sys::rados_aio_read_op_operate(op, self.raw, c, o.as_ptr(), 0);
+            if r < 0 {
+                sys::rados_aio_release(c);
+                sys::rados_release_read_op(op);
+                return Err(CephError::new(
+                    "rados_aio_read_op_operate",
+                    r.into(),
+                    format!("{}/{}", self.spec(), read.oid),
+                )
+                .into());
+            }
+            Ok((op, c))
         }
-        Ok(out)
     }
 
     /// Calls cls method `class.method` on object `oid` with `input` and returns

@@ -296,6 +296,62 @@ fn an_unchanged_snapshot_taken_outside_the_book_is_entered_and_cloned() {
     s.finish(c);
 }
 
+/// A head changed in any way since its newest snapshot is never saved as
+/// unchanged (its clone would miss the change): an object written, one
+/// written for the first time, one discarded, a shrink grown back to the same
+/// size, a growth. Each save takes a snapshot and holds the head as it is;
+/// the save after it, with nothing changed, clones that snapshot.
+#[test]
+fn a_save_sees_every_change_since_the_newest_snapshot() {
+    let s = Scratch::new("changes");
+    let c = s.env.connect();
+    let head = s.spec("img");
+    ops::create(c, &head, 16 * MIB, &CreateOptions::default()).unwrap();
+    let io = ops::ioctx(c, &head).unwrap();
+    write(c, &head, 0, 1);
+    write(c, &head, 4 * MIB, 2);
+    let d = Disk::new(c, head.clone(), &rbdx_one::naming::ONE);
+    let cfg = ec_config(&s);
+    let saves = |n: &str| n.starts_with("save.");
+    let open = || io.open(&head.name).unwrap();
+    // Objects of 4 MiB: 0 and 1 hold data.
+    let changes: [(&str, &dyn Fn()); 5] = [
+        ("an object written", &|| write(c, &head, MIB, 3)),
+        ("an object written for the first time", &|| write(c, &head, 8 * MIB, 4)),
+        ("shrunk and grown back", &|| {
+            open().resize(8 * MIB, true).unwrap();
+            open().resize(16 * MIB, false).unwrap();
+        }),
+        ("an object discarded", &|| open().discard(4 * MIB, 4 * MIB).unwrap()),
+        ("grown", &|| open().resize(20 * MIB, false).unwrap()),
+    ];
+    let mut targets = Vec::new();
+    let first = s.spec("saved-0");
+    assert_eq!(d.save_now("save.0", &first, saves, &cfg).unwrap(), Saved::Taken("save.0".into()));
+    targets.push(first);
+    for (i, (what, change)) in changes.iter().enumerate() {
+        let unchanged = s.spec(&format!("same-{i}"));
+        let newest = format!("save.{i}");
+        assert_eq!(
+            d.save_now("save.x", &unchanged, saves, &cfg).unwrap(),
+            Saved::Unchanged(newest),
+            "{what}"
+        );
+        assert_eq!(sum(c, &unchanged), sum(c, &head), "{what}");
+        targets.push(unchanged);
+        change();
+        let (snap, target) = (format!("save.{}", i + 1), s.spec(&format!("saved-{}", i + 1)));
+        assert_eq!(d.save_now(&snap, &target, saves, &cfg).unwrap(), Saved::Taken(snap.clone()), "{what}");
+        assert_eq!(sum(c, &target), sum(c, &head), "{what}");
+        targets.push(target);
+    }
+    for t in targets {
+        ops::remove(c, &t, ops::RemoveOptions::default()).unwrap();
+    }
+    d.remove(None, Reclaim::Trash).unwrap();
+    s.finish(c);
+}
+
 /// A save of a disk with little data of its own that nothing has open copies
 /// that data onto a clone of the disk's parent: no snapshot, the same content
 /// (a region the disk discarded hides the parent's data in the copy too, and

@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::LockedImage;
 use crate::rados::{Cluster, IoCtx};
-use crate::rbd::{Image, ParentKnown, ParentRef, SnapNamespace, Snapshot, Unfinished};
+use crate::rbd::{CloneSource, Image, ParentKnown, ParentRef, SnapNamespace, Snapshot, Unfinished};
 
 use super::{CloneFormat, ImageSpec, cluster_clone_format, ioctx};
 
@@ -844,7 +844,7 @@ impl<'c> Disk<'c> {
             KEY_CLONED_FROM | KEY_COPIED_FROM => true,
             _ => false,
         };
-        if !head.metadata.iter().all(known) || head.snapshots > 0 {
+        if !head.metadata.iter().all(known) || !head.snap_ids.is_empty() {
             return Ok(false);
         }
         // A parent in the trash may be freed with its last clone (the general
@@ -1110,8 +1110,8 @@ impl<'c> Disk<'c> {
         self.clone_booked(io, &book, snap, target, cfg, None)
     }
 
-    /// [`Self::clone_snapshot`] with the book read; `head_depth`, when known, is
-    /// the head's chain length (for a snapshot the head holds).
+    /// [`Self::clone_snapshot`] with the book read, and what the caller read
+    /// of the head, if anything (for a snapshot the head holds).
     fn clone_booked(
         &self,
         io: &IoCtx<'c>,
@@ -1119,7 +1119,7 @@ impl<'c> Disk<'c> {
         snap: &str,
         target: &ImageSpec,
         cfg: &DiskConfig,
-        head_depth: Option<u32>,
+        head: Option<HeadRead<'_>>,
     ) -> Result<()> {
         let holder = book
             .snaps
@@ -1141,8 +1141,8 @@ impl<'c> Disk<'c> {
         // The clone's chain is the holder's and one link more: no walk from the
         // clone, whose open opens every image above it.
         let too_deep = || -> Result<bool> {
-            let holder_depth = match head_depth {
-                Some(d) if *holder == self.head.name => d,
+            let holder_depth = match head {
+                Some(h) if *holder == self.head.name => h.depth,
                 _ => depth(io, holder)?,
             };
             Ok(holder_depth + 1 > cfg.max_depth)
@@ -1161,7 +1161,7 @@ impl<'c> Disk<'c> {
                 target,
                 &opts,
                 Some(&[]),
-                None,
+                head.and_then(|h| h.header).filter(|_| *holder == self.head.name),
             )?;
             super::book_fresh_clone(&tio, &target.name, &[(KEY_CLONED_FROM, &cloned_from)])?;
             if too_deep()? {
@@ -1178,6 +1178,15 @@ impl<'c> Disk<'c> {
         }
         Ok(())
     }
+}
+
+/// What a save read of the head before it clones one of its snapshots.
+#[derive(Debug, Clone, Copy)]
+struct HeadRead<'a> {
+    /// The head's clone chain length.
+    depth: u32,
+    /// Its header as a clone takes it, when it was read without an open.
+    header: Option<&'a CloneSource>,
 }
 
 /// On a clone of a disk's snapshot: `<holder>@<snap>` it was cloned from (kept
@@ -1304,15 +1313,20 @@ impl Disk<'_> {
                 tio.finish_stopped_rename(&copy_temp_name(&target.name), &target.name)?;
                 return Ok(Saved::Copied);
             }
-            let (book, head_depth, saved) = match self.save_read_only(io, &pick, again.clone())? {
-                Some(found) => found,
-                None => match self.save_read_write(io, snap, target, &pick, cfg, again)? {
-                    Some(found) => found,
-                    None => return Ok(Saved::Copied),
+            let unchanged = if again.is_none() { self.save_unchanged(io, &pick)? } else { None };
+            let (book, head_depth, saved, source) = match unchanged {
+                Some((book, depth, saved, source)) => (book, depth, saved, Some(source)),
+                None => match self.save_read_only(io, &pick, again.clone())? {
+                    Some((book, depth, saved)) => (book, depth, saved, None),
+                    None => match self.save_read_write(io, snap, target, &pick, cfg, again)? {
+                        Some((book, depth, saved)) => (book, depth, saved, None),
+                        None => return Ok(Saved::Copied),
+                    },
                 },
             };
             let Some(s) = saved.snapshot() else { return Ok(saved) };
-            self.clone_booked(io, &book, s, target, cfg, Some(head_depth))?;
+            let head = HeadRead { depth: head_depth, header: source.as_ref() };
+            self.clone_booked(io, &book, s, target, cfg, Some(head))?;
             Ok(saved)
         })
     }
@@ -1352,6 +1366,54 @@ impl Disk<'_> {
         };
         let head_depth = depth_above(self.cluster, head.parent()?)?;
         Ok(Some((book, head_depth, saved)))
+    }
+
+    /// The common case of [`Disk::save_now`], told from the head's header and
+    /// object maps without opening it (an open reads the header in about ten
+    /// round trips and opens every parent; this reads four times): a head
+    /// whose book is its own, complete and holds only the head's snapshots,
+    /// unchanged since its newest snapshot, which `pick` accepts and the book
+    /// holds. The book, the head's clone depth, that snapshot and the header
+    /// as read (the clone takes it from there); `None` for anything else,
+    /// which an open decides.
+    fn save_unchanged(
+        &self,
+        io: &IoCtx<'_>,
+        pick: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<(Book, u32, Saved, CloneSource)>> {
+        let name = &self.head.name;
+        let Some(head) = io.read_clone_source(name)? else { return Ok(None) };
+        let keys = head.metadata_prefixed(super::RBDX_KEY_PREFIX);
+        if !keys.iter().any(|(k, v)| k == KEY_DISK && v == name) {
+            return Ok(None);
+        }
+        let book = Book::of(&keys);
+        if book.snaps.values().any(|holder| holder != name) {
+            return Ok(None);
+        }
+        let user: Vec<&str> = head
+            .snaps
+            .iter()
+            .filter(|s| s.namespace == SnapNamespace::User)
+            .map(|s| s.snap.name.as_str())
+            .collect();
+        // What `stale` and `unbooked` find, which the open path mends.
+        let stale = book.snaps.keys().any(|b| !user.contains(&b.as_str()));
+        let unbooked = self.naming.adopts_snapshots()
+            && user.iter().any(|s| !book.snaps.contains_key(*s) && self.naming.adopts_snapshot(s));
+        let Some(newest) = head.snaps.iter().max_by_key(|s| s.snap.id) else { return Ok(None) };
+        let base = newest.snap.name.clone();
+        if stale
+            || unbooked
+            || newest.namespace != SnapNamespace::User
+            || !pick(&base)
+            || !book.snaps.contains_key(&base)
+            || !io.head_unchanged_since(&head.id, newest.snap.id)?
+        {
+            return Ok(None);
+        }
+        let depth = depth_from(self.cluster, head.head_parent.clone())?;
+        Ok(Some((book, depth, Saved::Unchanged(base), head)))
     }
 
     /// The rest of [`Disk::save_now`], through the head's read-write open: the

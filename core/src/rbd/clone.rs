@@ -15,7 +15,8 @@ use crate::error::Result;
 use crate::rados::{IoCtx, WriteOn, put_string};
 
 use super::{
-    ClsReader, HEAD_SNAP, HeaderSnap, ParentRef, RBD_DIRECTORY, SnapNamespace, features, header_oid,
+    ClsReader, HEAD_SNAP, HeaderSnap, ParentRef, RBD_DIRECTORY, SnapNamespace, decode_snap_ids, features,
+    header_oid,
 };
 
 /// librbd's `RBD_FEATURE_OPERATIONS`, `_MIGRATING`, `_NON_PRIMARY`,
@@ -95,6 +96,12 @@ impl CloneSource {
     /// Its user snapshot `name`.
     pub(crate) fn snapshot(&self, name: &str) -> Option<&HeaderSnap> {
         self.snaps.iter().find(|s| s.snap.name == name && s.namespace == SnapNamespace::User)
+    }
+
+    /// Its image metadata whose keys start with `prefix`, values as text.
+    pub(crate) fn metadata_prefixed(&self, prefix: &str) -> Vec<(String, String)> {
+        let keys = self.metadata.iter().filter(|(k, _)| k.starts_with(prefix));
+        keys.map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect()
     }
 
     /// The keys of its image metadata that start with `prefix`.
@@ -351,12 +358,7 @@ impl IoCtx<'_> {
         let op_features = reply(1).u64().ok_or_else(|| bad("op_features_get"))?;
         let order = reply(2).take(1).map(|b| b[0]).ok_or_else(|| bad("get_size"))?;
         let data_pool_id = reply(3).i64().filter(|&p| p >= 0).unwrap_or_else(|| self.pool_id());
-        let snap_ids = {
-            let mut r = reply(4);
-            r.u64().ok_or_else(|| bad("get_snapcontext"))?;
-            let n = r.u32().ok_or_else(|| bad("get_snapcontext"))?;
-            (0..n).map(|_| r.u64()).collect::<Option<Vec<u64>>>().ok_or_else(|| bad("get_snapcontext"))?
-        };
+        let snap_ids = decode_snap_ids(&mut reply(4)).ok_or_else(|| bad("get_snapcontext"))?;
         let mut metadata = Vec::new();
         let mut page = decode_metadata(&reply(5)).ok_or_else(|| bad("metadata_list"))?;
         loop {
@@ -370,21 +372,8 @@ impl IoCtx<'_> {
         }
         let head_parent =
             ParentRef::decode_head(replies.get(6), replies.get(7)).ok_or_else(|| bad("parent_get"))?;
-        let calls: Vec<_> = snap_ids.iter().map(|s| (c"snapshot_get", s.to_le_bytes().to_vec())).collect();
-        let snaps = if calls.is_empty() {
-            Vec::new()
-        } else {
-            match self.exec_reads(&oid, c"rbd", &calls) {
-                Ok(r) => r,
-                // A snapshot removed meanwhile: librbd looks again.
-                Err(e) if e.is_not_found() => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        };
-        let snaps = snaps
-            .iter()
-            .map(|r| HeaderSnap::decode(&mut ClsReader(r)).ok_or_else(|| bad("snapshot_get")))
-            .collect::<Result<Vec<_>>>()?;
+        // A snapshot removed meanwhile: librbd looks again.
+        let Some(snaps) = self.snapshots_listed(&id, &snap_ids)? else { return Ok(None) };
         Ok(Some(CloneSource { id, features, op_features, order, data_pool_id, snaps, metadata, head_parent }))
     }
 

@@ -17,7 +17,7 @@ pub use options::{ImageOptions, features};
 
 use crate::error::{Result, check};
 use crate::ffi::rbd as sys;
-use crate::rados::{IoCtx, cstring};
+use crate::rados::{ClsRead, IoCtx, cstring};
 
 use image::{owned, spec};
 use list::{CList, grow_list};
@@ -621,8 +621,9 @@ impl<'a> ClsReader<'a> {
 pub(crate) struct HeaderSummary {
     /// Its image metadata with the keys asked for, values as text.
     pub metadata: Vec<(String, String)>,
-    /// How many snapshots it has (all namespaces).
-    pub snapshots: u32,
+    /// The ids of its snapshots (all namespaces), as its snapshot context
+    /// lists them (newest first).
+    pub snap_ids: Vec<u64>,
     /// Its parent link.
     pub parent: Option<ParentRef>,
 }
@@ -637,6 +638,14 @@ pub(crate) enum ParentKnown<'a> {
     /// Its link, to a snapshot in the user namespace: the removal frees
     /// nothing of the parent, and takes no turn on it.
     Live(&'a ParentRef),
+}
+
+/// A snapshot context (cls `rbd.get_snapcontext`): the sequence number, then
+/// the snapshots' ids.
+fn decode_snap_ids(r: &mut ClsReader<'_>) -> Option<Vec<u64>> {
+    r.u64()?;
+    let n = r.u32()?;
+    (0..n).map(|_| r.u64()).collect()
 }
 
 /// A page of image metadata (cls `rbd.metadata_list`: a `map<string,
@@ -656,6 +665,11 @@ fn decode_metadata_page(r: &mut ClsReader<'_>) -> Option<Vec<(String, String)>> 
 /// trusted (librbd's `RBD_FLAG_*`).
 const FLAG_OBJECT_MAP_INVALID: u64 = 1 << 0;
 const FLAG_FAST_DIFF_INVALID: u64 = 1 << 1;
+
+/// Object states in an object map ([`ObjectStates`]): none; exists and
+/// unchanged since the newest snapshot (fast-diff).
+const OBJECT_NONEXISTENT: u8 = 0;
+const OBJECT_EXISTS_CLEAN: u8 = 3;
 
 /// An object map as cls `rbd.object_map_load` returns it: a bit vector of
 /// two-bit object states (0: no object; 1, 2, 3: exists, pending removal,
@@ -685,6 +699,12 @@ impl<'a> ObjectStates<'a> {
 
     fn len(&self) -> u64 {
         self.count
+    }
+
+    /// Every object's state, in order.
+    fn states(&self) -> impl Iterator<Item = u8> + '_ {
+        let four = self.data.iter().flat_map(|b| (0..4).map(move |j| (b >> ((3 - j) * 2)) & 0b11));
+        four.take(usize::try_from(self.count).unwrap_or(usize::MAX))
     }
 
     /// The numbers of the objects that exist.
@@ -993,10 +1013,10 @@ impl IoCtx<'_> {
         })
     }
 
-    /// What a removal decides its common case from, read from the header of
+    /// What a removal (or a save) decides its common case from, read from the header of
     /// the image with id `id` in one round trip: its image metadata whose
     /// keys start with `prefix` (cls `rbd.metadata_list`; a further page, if
-    /// any, in one more), how many snapshots it has (`rbd.get_snapcontext`)
+    /// any, in one more), its snapshots' ids (`rbd.get_snapcontext`)
     /// and its parent link (`rbd.parent_get`). `None` for a header that is
     /// gone or does not answer these (an image without layering).
     ///
@@ -1028,15 +1048,12 @@ impl IoCtx<'_> {
                 [(c"metadata_list", input), (c"get_snapcontext", Vec::new()), (c"parent_get", Vec::new())];
             let Some(replies) = self.header_reads(&oid, &calls)? else { return Ok(Vec::new()) };
             let reply = |i: usize| ClsReader(replies.get(i).map_or(&[][..], Vec::as_slice));
-            let snapshots = {
-                let mut r = reply(1);
-                r.u64().and_then(|_| r.u32()).ok_or_else(bad)?
-            };
+            let snap_ids = decode_snap_ids(&mut reply(1)).ok_or_else(bad)?;
             let parent = ParentRef::decode(&mut reply(2)).ok_or_else(bad)?;
-            summary = Some((snapshots, parent));
+            summary = Some((snap_ids, parent));
             decode_metadata_page(&mut reply(0)).ok_or_else(bad)
         })?;
-        Ok(summary.map(|(snapshots, parent)| HeaderSummary { metadata, snapshots, parent }))
+        Ok(summary.map(|(snap_ids, parent)| HeaderSummary { metadata, snap_ids, parent }))
     }
 
     /// The snapshots of the image with id `id`, each with its namespace and
@@ -1049,34 +1066,116 @@ impl IoCtx<'_> {
     pub(crate) fn snapshots_by_id(&self, id: &str) -> Result<Vec<HeaderSnap>> {
         let _span = crate::trace::span("snapshots");
         let oid = header_oid(id);
-        let bad = |what: &str| crate::Error::BadReply {
-            command: format!("{}/{oid} rbd.{what}", self.spec()),
+        for _ in 0..3 {
+            let ids = self
+                .header_call(id, c"get_snapcontext", &[], "a snapshot context", decode_snap_ids)?
+                .ok_or_else(|| crate::Error::NotFound(format!("{}/{oid}", self.spec())))?;
+            // A snapshot removed between the two reads: read them again.
+            if let Some(snaps) = self.snapshots_listed(id, &ids)? {
+                return Ok(snaps);
+            }
+        }
+        Err(crate::Error::NotFound(format!("{}/{oid}: its snapshots keep changing", self.spec())))
+    }
+
+    /// Snapshots `ids` of the image with id `id` (each with its namespace and
+    /// count of format-2 clones), in one read (cls `rbd.snapshot_get` for
+    /// each); `None` when one of them, or the header, is gone.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
+    pub(crate) fn snapshots_listed(&self, id: &str, ids: &[u64]) -> Result<Option<Vec<HeaderSnap>>> {
+        if ids.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let oid = header_oid(id);
+        let calls: Vec<_> = ids.iter().map(|i| (c"snapshot_get", i.to_le_bytes().to_vec())).collect();
+        let replies = match self.exec_reads(&oid, c"rbd", &calls) {
+            Err(e) if e.is_not_found() => return Ok(None),
+            other => other?,
+        };
+        let bad = || crate::Error::BadReply {
+            command: format!("{}/{oid} rbd.snapshot_get", self.spec()),
             detail: "does not decode".into(),
         };
-        // The sequence number, then the ids.
-        let mut attempt = 0;
-        let replies = loop {
-            let ids = self
-                .header_call(id, c"get_snapcontext", &[], "a snapshot context", |r| {
-                    r.u64()?;
-                    let n = r.u32()?;
-                    (0..n).map(|_| r.u64()).collect::<Option<Vec<u64>>>()
-                })?
-                .ok_or_else(|| crate::Error::NotFound(format!("{}/{oid}", self.spec())))?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let calls: Vec<_> = ids.iter().map(|i| (c"snapshot_get", i.to_le_bytes().to_vec())).collect();
-            match self.exec_reads(&oid, c"rbd", &calls) {
-                // A snapshot removed between the two reads: read them again.
-                Err(e) if e.is_not_found() && attempt < 2 => attempt += 1,
-                other => break other?,
-            }
+        let snaps = replies.iter().map(|reply| HeaderSnap::decode(&mut ClsReader(reply)).ok_or_else(bad));
+        snaps.collect::<Result<_>>().map(Some)
+    }
+
+    /// Whether the head of the image with id `id` is as its snapshot `snap_id`
+    /// left it, told from the object maps (fast-diff) as librbd's diff tells
+    /// it, without reading data or opening the image: when librbd takes a
+    /// snapshot it marks every object of the head's map "unchanged since",
+    /// and marks one "written" before the first write after; an object
+    /// removed since is missing from the head's map. So the head is unchanged
+    /// when its map has no object "written" (or being removed) and lists the
+    /// same objects as the snapshot's. One round trip: the header (features,
+    /// flags and sizes of both, the snapshot context) read beside both maps.
+    /// `false` where that cannot tell: no fast-diff, a map marked invalid or
+    /// missing, a snapshot newer than `snap_id`, another size.
+    ///
+    /// # Errors
+    /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
+    pub(crate) fn head_unchanged_since(&self, id: &str, snap_id: u64) -> Result<bool> {
+        let _span = crate::trace::span("diff");
+        let (oid, head_map, snap_map) =
+            (header_oid(id), format!("rbd_object_map.{id}"), format!("rbd_object_map.{id}.{snap_id:016x}"));
+        let (head, snap) = (HEAD_SNAP.to_le_bytes().to_vec(), snap_id.to_le_bytes().to_vec());
+        let header_calls = [
+            (c"get_features", head.clone()),
+            (c"get_flags", head.clone()),
+            (c"get_flags", snap.clone()),
+            (c"get_size", head),
+            (c"get_size", snap),
+            (c"get_snapcontext", Vec::new()),
+        ];
+        let load = [(c"object_map_load", Vec::new())];
+        let [header, head_map_reply, snap_map_reply] = self.exec_reads_together([
+            ClsRead { oid: &oid, class: c"rbd", calls: &header_calls },
+            ClsRead { oid: &head_map, class: c"rbd", calls: &load },
+            ClsRead { oid: &snap_map, class: c"rbd", calls: &load },
+        ]);
+        let replies = |r: Result<Vec<Vec<u8>>>| match r {
+            // A map or a snapshot missing (gone meanwhile, or never made).
+            Err(e) if e.is_not_found() => Ok(None),
+            other => other.map(Some),
         };
-        replies
-            .iter()
-            .map(|reply| HeaderSnap::decode(&mut ClsReader(reply)).ok_or_else(|| bad("snapshot_get")))
-            .collect()
+        let (Some(header), Some(head_map_reply), Some(snap_map_reply)) =
+            (replies(header)?, replies(head_map_reply)?, replies(snap_map_reply)?)
+        else {
+            return Ok(false);
+        };
+        let bad = |what: &str| crate::Error::BadReply {
+            command: format!("{}/{what}", self.spec()),
+            detail: "does not decode".into(),
+        };
+        let reply = |i: usize| ClsReader(header.get(i).map_or(&[][..], Vec::as_slice));
+        let features = reply(0).u64().ok_or_else(|| bad(&oid))?;
+        let flags = [reply(1).u64(), reply(2).u64()];
+        let sizes = [reply(3), reply(4)].map(|mut r| r.take(1).and_then(|_| r.u64()));
+        let newest = decode_snap_ids(&mut reply(5)).ok_or_else(|| bad(&oid))?.into_iter().max();
+        let (Some(head_flags), Some(snap_flags), Some(head_size), Some(snap_size)) =
+            (flags[0], flags[1], sizes[0], sizes[1])
+        else {
+            return Err(bad(&oid));
+        };
+        let maps_valid = (head_flags | snap_flags) & (FLAG_OBJECT_MAP_INVALID | FLAG_FAST_DIFF_INVALID) == 0;
+        if features & features::FAST_DIFF == 0
+            || !maps_valid
+            || newest != Some(snap_id)
+            || head_size != snap_size
+        {
+            return Ok(false);
+        }
+        let now =
+            head_map_reply.first().and_then(|m| ObjectStates::decode(m)).ok_or_else(|| bad(&head_map))?;
+        let then =
+            snap_map_reply.first().and_then(|m| ObjectStates::decode(m)).ok_or_else(|| bad(&snap_map))?;
+        Ok(now.len() == then.len()
+            && now.states().zip(then.states()).all(|(n, t)| {
+                (n == OBJECT_NONEXISTENT && t == OBJECT_NONEXISTENT)
+                    || (n == OBJECT_EXISTS_CLEAN && t != OBJECT_NONEXISTENT)
+            }))
     }
 
     /// Whether snapshot `snap_id` of the image with id `id` is protected (or
