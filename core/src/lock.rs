@@ -321,18 +321,30 @@ impl<'io> ObjectLock<'io> {
         self.unlock()
     }
 
+    /// Releases the lock of an image header this process has just removed:
+    /// the lock went with the object, so nothing is sent.
+    pub(crate) fn release_removed(mut self) {
+        self.released = true;
+        if let Some(h) = self.forget() {
+            h.beat.stop();
+        }
+    }
+
+    /// Drops this holder from the process's locks; the entry once the last
+    /// nested holder has gone.
+    fn forget(&self) -> Option<Held> {
+        let mut map = held().lock().unwrap_or_else(PoisonError::into_inner);
+        let h = map.get_mut(&self.key)?;
+        h.count -= 1;
+        if h.count > 0 {
+            return None;
+        }
+        map.remove(&self.key)
+    }
+
     fn unlock(&self) -> Result<()> {
         let _span = crate::trace::span("unlock");
-        let entry = {
-            let mut map = held().lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(h) = map.get_mut(&self.key) else { return Ok(()) };
-            h.count -= 1;
-            if h.count > 0 {
-                return Ok(());
-            }
-            map.remove(&self.key)
-        };
-        let Some(h) = entry else { return Ok(()) };
+        let Some(h) = self.forget() else { return Ok(()) };
         let lost = h.beat.stop();
         if lost {
             // Still ours only if nobody else took it: try, and report the loss.
@@ -467,9 +479,12 @@ impl<'c> IoCtx<'c> {
     /// As [`IoCtx::remove_image`].
     pub(crate) fn remove_image_known(&self, name: &str, id: &str, parent: ParentKnown<'_>) -> Result<()> {
         let remove = || {
-            let _lock = ObjectLock::image_by_id(self, id, name)?;
+            let lock = ObjectLock::image_by_id(self, id, name)?;
             self.settle_name(name, id)?;
             if self.remove_directly(name, id, parent)? {
+                if let Some(lock) = lock {
+                    lock.release_removed();
+                }
                 return Ok(());
             }
             self.remove_image_unlocked(name)

@@ -149,6 +149,23 @@ fn no_memory(op: &'static str, oid: &str) -> crate::Error {
 /// How many object removals [`IoCtx::remove_objects`] keeps in flight.
 const REMOVALS_IN_FLIGHT: usize = 64;
 
+/// Stats in flight ([`IoCtx::reach`]), waited for on drop.
+#[must_use = "dropping it waits for the stats at once"]
+pub(crate) struct Reaching(Vec<(sys::rados_completion_t, Box<(u64, libc::time_t)>)>);
+
+impl Drop for Reaching {
+    fn drop(&mut self) {
+        for (c, _out) in self.0.drain(..) {
+            // SAFETY: `c` was submitted by `IoCtx::reach` and is released once,
+            // here, after it completed (its out-values live until then).
+            unsafe {
+                sys::rados_aio_wait_for_complete(c);
+                sys::rados_aio_release(c);
+            }
+        }
+    }
+}
+
 /// One compound read of [`IoCtx::exec_reads_together`]: the cls methods
 /// `calls` (method, input) of `class` on object `oid`.
 pub(crate) struct ClsRead<'a> {
@@ -664,6 +681,34 @@ impl<'c> IoCtx<'c> {
         }
         check(r.into(), "rados_remove", || format!("{}/{oid}", self.spec()))?;
         Ok(true)
+    }
+
+    /// Starts a stat of each of `oids` and returns at once: the OSDs that
+    /// hold them are reached (a first request to an OSD opens this client's
+    /// session with it, about a round trip more) while the caller waits for
+    /// something else. The answers are waited for when the returned value
+    /// drops, and ignored.
+    pub(crate) fn reach(&self, oids: &[&str]) -> Reaching {
+        let mut sent = Vec::with_capacity(oids.len());
+        for oid in oids {
+            let Ok(o) = cstring("object name", oid) else { continue };
+            let mut c: sys::rados_completion_t = ptr::null_mut();
+            // SAFETY: `c` is a valid out-pointer; no callbacks.
+            if unsafe { sys::rados_aio_create_completion(ptr::null_mut(), None, None, &mut c) } < 0 {
+                break;
+            }
+            let mut out = Box::new((0u64, 0 as libc::time_t));
+            // SAFETY: `self.raw` is live; `o` is copied by librados; `out`
+            // stays where it is (boxed) until `c` completed, in `Reaching`'s drop.
+            let r = unsafe { sys::rados_aio_stat(self.raw, o.as_ptr(), c, &mut out.0, &mut out.1) };
+            if r < 0 {
+                // SAFETY: `c` was never submitted.
+                unsafe { sys::rados_aio_release(c) };
+                continue;
+            }
+            sent.push((c, out));
+        }
+        Reaching(sent)
     }
 
     /// Removes objects `oids`, up to [`REMOVALS_IN_FLIGHT`] at once (one

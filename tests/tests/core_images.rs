@@ -606,7 +606,7 @@ fn a_direct_clone_matches_librbd(ns: &str, dp: Option<&str>) {
     let (lib, direct, shed) = (name("lib"), name("direct"), name("shed"));
     let o = ImageOptions::new().clone_format(2).unwrap().maybe_data_pool(dp).unwrap();
     io.clone_image(&base.name, "snap", &io, &lib, &o).unwrap();
-    let how = CloneAs { data_pool: dp, features: None, shed: "" };
+    let how = CloneAs { data_pool: dp, features: None, shed: "", marks: &[] };
     assert!(io.clone_directly(&base.name, "snap", &io, &direct, &how).unwrap(), "written directly");
 
     let id = |n: &str| io.open_read_only(n, None).unwrap().info().unwrap().id;
@@ -697,7 +697,7 @@ fn a_clone_stopped_before_its_name_opens_is_finished_or_removed_whole() {
     let snap = base_with_snapshot(&s, c, true);
     let io = ops::ioctx(c, &snap).unwrap();
     let child = s.spec("child");
-    let how = CloneAs { data_pool: Some(&s.env.ec_pool), features: None, shed: "rbdx." };
+    let how = CloneAs { data_pool: Some(&s.env.ec_pool), features: None, shed: "rbdx.", marks: &[] };
     let stop = || s.env.admin_rados(&["-p", &s.env.pool, "rm", &format!("rbd_id.{}", child.name)]);
     assert!(io.clone_directly(&snap.name, "snap", &io, &child.name, &how).unwrap());
     let id = io.open_read_only(&child.name, None).unwrap().info().unwrap().id;

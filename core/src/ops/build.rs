@@ -82,7 +82,7 @@ pub fn clone_from_snapshot(
         }
         // The header read above holds the snapshot unless it was taken since.
         let source = header.as_ref().filter(|_| snap_size.is_some());
-        match clone_of(cluster, &src.at(snap)?, dst, opts, Some(&inherited), source) {
+        match clone_of(cluster, &src.at(snap)?, dst, opts, Some(&inherited), source, &[]) {
             Ok(_) => {
                 done.size = snap_size;
                 break;

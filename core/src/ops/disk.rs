@@ -283,7 +283,13 @@ impl<'c> Disk<'c> {
     /// another operation on the disk; see [`crate::lock::Guard`]).
     fn guarded<T>(&self, op: impl FnOnce(&IoCtx<'c>) -> Result<T>) -> Result<T> {
         let io = self.io()?;
+        // The OSDs holding what the operation reads first (the head's id
+        // object, the pool directory) are reached while the guard is taken:
+        // a client's first request to an OSD opens its session there.
+        let id_object = format!("rbd_id.{}", self.head.name);
+        let reaching = io.reach(&[&id_object, crate::rbd::RBD_DIRECTORY]);
         let guard = io.guard(&self.head.name)?;
+        drop(reaching);
         let out = op(&io)?;
         guard.release()?;
         Ok(out)
@@ -657,31 +663,10 @@ impl<'c> Disk<'c> {
             }
         }
 
-        if !have_temp {
-            let format = match cfg.clone_format {
-                CloneFormat::Auto => cluster_clone_format(self.cluster)?,
-                CloneFormat::V1 => 1,
-                CloneFormat::V2 => 2,
-            };
-            let opts = super::CloneOptions {
-                data_pool: cfg.data_pool.clone(),
-                format: if format == 1 { CloneFormat::V1 } else { CloneFormat::V2 },
-                features: None,
-            };
-            // Its inherited keys go below, in the open that writes its book.
-            super::clone_of(
-                self.cluster,
-                &self.head.sibling(&holder)?.at(snap)?,
-                &self.head.sibling(&temp)?,
-                &opts,
-                Some(&[]),
-                None,
-            )?;
-        }
         // The new head's book: the old one, with the old head's snapshots moved to
-        // the carrier. Written in one call on the clone's header, which sheds
-        // the keys it inherited (or an interrupted run left); nobody opens a
-        // clone under its temporary name.
+        // the carrier. Written with the clone, or in one call on the header of
+        // the clone an interrupted run made, which sheds the keys it inherited
+        // (or that run left); nobody opens a clone under its temporary name.
         let mut keys: Vec<(String, String)> = vec![(KEY_DISK.into(), name.clone())];
         for (s, h) in &book.snaps {
             let h = if *h == name { carrier.as_deref().unwrap_or(h) } else { h };
@@ -693,7 +678,29 @@ impl<'c> Disk<'c> {
         keys.push((KEY_REVERT_CARRIER.into(), carrier.clone().unwrap_or_default()));
         keys.push((KEY_REVERT_TO.into(), snap.to_string()));
         let set: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        super::book_fresh_clone(io, &temp, &set)?;
+        if !have_temp {
+            let format = match cfg.clone_format {
+                CloneFormat::Auto => cluster_clone_format(self.cluster)?,
+                CloneFormat::V1 => 1,
+                CloneFormat::V2 => 2,
+            };
+            let opts = super::CloneOptions {
+                data_pool: cfg.data_pool.clone(),
+                format: if format == 1 { CloneFormat::V1 } else { CloneFormat::V2 },
+                features: None,
+            };
+            super::clone_of(
+                self.cluster,
+                &self.head.sibling(&holder)?.at(snap)?,
+                &self.head.sibling(&temp)?,
+                &opts,
+                Some(&[]),
+                None,
+                &set,
+            )?;
+        } else {
+            super::book_fresh_clone(io, &temp, &set)?;
+        }
         if depth(io, &temp)? > cfg.max_depth {
             io.open(&temp)?.flatten()?;
         }
@@ -1153,8 +1160,8 @@ impl<'c> Disk<'c> {
                 format: cfg.clone_format,
                 features: None,
             };
-            // The keys it inherits are shed with the marker written: the clone
-            // is not opened unless it is flattened.
+            // The keys it inherits are shed and the marker written with the
+            // clone: it is not opened unless it is flattened.
             super::clone_of(
                 self.cluster,
                 &self.head.sibling(holder)?.at(snap)?,
@@ -1162,8 +1169,8 @@ impl<'c> Disk<'c> {
                 &opts,
                 Some(&[]),
                 head.and_then(|h| h.header).filter(|_| *holder == self.head.name),
+                &[(KEY_CLONED_FROM, &cloned_from)],
             )?;
-            super::book_fresh_clone(&tio, &target.name, &[(KEY_CLONED_FROM, &cloned_from)])?;
             if too_deep()? {
                 tio.open(&target.name)?.flatten()?;
             }
@@ -1501,7 +1508,7 @@ impl Disk<'_> {
                 format: cfg.clone_format,
                 features: None,
             };
-            super::clone_of(self.cluster, &from.at(&p.snap_name)?, &temp, &opts, Some(&[]), None)?;
+            super::clone_of(self.cluster, &from.at(&p.snap_name)?, &temp, &opts, Some(&[]), None, &[])?;
         } else {
             super::create(
                 self.cluster,

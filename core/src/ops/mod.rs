@@ -247,7 +247,7 @@ pub struct CloneOptions {
 /// [`Error::Invalid`] if `parent` names no snapshot; `Exists` if `child` exists;
 /// `NotFound` for a missing parent or snapshot.
 pub fn clone(cluster: &Cluster, parent: &ImageSpec, child: &ImageSpec, opts: &CloneOptions) -> Result<u64> {
-    clone_of(cluster, parent, child, opts, None, None)
+    clone_of(cluster, parent, child, opts, None, None, &[])
 }
 
 /// [`clone`]; `source`: the parent's header as the caller read it (`None`:
@@ -256,7 +256,9 @@ pub fn clone(cluster: &Cluster, parent: &ImageSpec, child: &ImageSpec, opts: &Cl
 /// none, or the caller strips them in its own open of the child), or `None`
 /// to list the child's own. Book keys a clone inherits all the same (written
 /// on the parent in between) are shed when the clone's own book is first read,
-/// as it names another head.
+/// as it names another head. `marks`: rbdx keys the clone gets, written with
+/// its parent link where rbdx writes the clone, else just after librbd's
+/// clone (with every inherited rbdx key shed: [`book_fresh_clone`]).
 pub(crate) fn clone_of(
     cluster: &Cluster,
     parent: &ImageSpec,
@@ -264,6 +266,7 @@ pub(crate) fn clone_of(
     opts: &CloneOptions,
     inherited: Option<&[String]>,
     source: Option<&CloneSource>,
+    marks: &[(&str, &str)],
 ) -> Result<u64> {
     let snap = parent.require_snap()?;
     let format = match opts.format {
@@ -285,8 +288,12 @@ pub(crate) fn clone_of(
     }
     if format == 2 {
         // Written directly, rbdx's own keys left with the parent.
-        let how =
-            CloneAs { data_pool: opts.data_pool.as_deref(), features: opts.features, shed: RBDX_KEY_PREFIX };
+        let how = CloneAs {
+            data_pool: opts.data_pool.as_deref(),
+            features: opts.features,
+            shed: RBDX_KEY_PREFIX,
+            marks,
+        };
         let direct = match source {
             Some(source) => pio.clone_directly_from(source, snap, &cio, &child.name, &how)?,
             None => pio.clone_directly(&parent.name, snap, &cio, &child.name, &how)?,
@@ -302,6 +309,10 @@ pub(crate) fn clone_of(
     pio.clone_image(&parent.name, snap, &cio, &child.name, &o)?;
     // librbd copies the parent's image metadata into the clone; rbdx's own keys
     // describe the parent's disk, never the child's.
+    if !marks.is_empty() {
+        book_fresh_clone(&cio, &child.name, marks)?;
+        return Ok(format);
+    }
     match inherited {
         None => strip_inherited(&cio, &child.name)?,
         Some(keys) => match remove_fresh_metadata(&cio, &child.name, keys) {

@@ -16,7 +16,7 @@ use crate::rados::{IoCtx, WriteOn, put_string};
 
 use super::{
     ClsReader, HEAD_SNAP, HeaderSnap, ParentRef, RBD_DIRECTORY, SnapNamespace, decode_snap_ids, features,
-    header_oid,
+    header_oid, object_map_oid,
 };
 
 /// librbd's `RBD_FEATURE_OPERATIONS`, `_MIGRATING`, `_NON_PRIMARY`,
@@ -69,6 +69,9 @@ pub struct CloneAs<'a> {
     /// Image metadata keys with this prefix stay with the parent (librbd
     /// copies all of them; empty: copy all).
     pub shed: &'a str,
+    /// Image metadata the child gets besides the parent's (over a parent key
+    /// of the same name), written with its link to the parent.
+    pub marks: &'a [(&'a str, &'a str)],
 }
 
 /// A clone's source as its header says it, read without opening it
@@ -176,7 +179,7 @@ impl IoCtx<'_> {
         how: &CloneAs<'_>,
     ) -> Result<bool> {
         let _span = crate::trace::span("clone");
-        let Some(src) = self.snapshot_source(source, snap, how.shed) else { return Ok(false) };
+        let Some(src) = self.snapshot_source(source, snap, how) else { return Ok(false) };
         let Some(made) = child_io.child_layout(child, &src, how)? else { return Ok(false) };
         // A format-1 image of that name (librbd checks too).
         if child_io.object_exists(&format!("{child}.rbd"))? {
@@ -234,7 +237,7 @@ impl IoCtx<'_> {
             self.write_id_object(name, &id, true)?;
             return Ok(Unfinished::Finished);
         }
-        self.remove_object(&format!("rbd_object_map.{id}"))?;
+        self.remove_object(&object_map_oid(&id))?;
         self.remove_object(&header_oid(&id))?;
         crate::crash::point("unfinished clone: its header");
         self.remove_from_directory(name, &id)?;
@@ -377,10 +380,11 @@ impl IoCtx<'_> {
         Ok(Some(CloneSource { id, features, op_features, order, data_pool_id, snaps, metadata, head_parent }))
     }
 
-    /// What a clone of `source`'s user snapshot `snap` takes from it, less the
-    /// metadata keys starting with `shed` (none when empty). `None` for what
-    /// [`IoCtx::clone_directly`] leaves to librbd.
-    fn snapshot_source(&self, source: &CloneSource, snap: &str, shed: &str) -> Option<Source> {
+    /// What a clone of `source`'s user snapshot `snap` takes from it as `how`
+    /// says: its metadata less the keys starting with `how.shed` (none when
+    /// empty), and `how.marks`. `None` for what [`IoCtx::clone_directly`]
+    /// leaves to librbd.
+    fn snapshot_source(&self, source: &CloneSource, snap: &str, how: &CloneAs<'_>) -> Option<Source> {
         let features = source.features;
         if features & features::LAYERING == 0
             || features & MIGRATING != 0
@@ -389,11 +393,13 @@ impl IoCtx<'_> {
             return None;
         }
         let found = source.snapshot(snap)?;
+        let marked = |k: &str| how.marks.iter().any(|(m, _)| *m == k);
         let metadata = source
             .metadata
             .iter()
-            .filter(|(k, _)| shed.is_empty() || !k.starts_with(shed))
+            .filter(|(k, _)| (how.shed.is_empty() || !k.starts_with(how.shed)) && !marked(k))
             .cloned()
+            .chain(how.marks.iter().map(|(k, v)| ((*k).to_string(), v.as_bytes().to_vec())))
             .collect();
         let spec = ParentRef {
             pool_id: self.pool_id(),
@@ -542,12 +548,7 @@ impl IoCtx<'_> {
             let mut input = child.objects.to_le_bytes().to_vec();
             // `OBJECT_NONEXISTENT`: a clone has no object of its own yet.
             input.push(0);
-            self.exec_write(
-                &format!("rbd_object_map.{id}"),
-                WriteOn::Any,
-                c"rbd",
-                &[(c"object_map_resize", input)],
-            )?;
+            self.exec_write(&object_map_oid(id), WriteOn::Any, c"rbd", &[(c"object_map_resize", input)])?;
             crate::crash::point("clone: the object map");
         }
         let mut prefix = String::from("rbd_data.");

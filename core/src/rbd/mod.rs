@@ -472,7 +472,7 @@ impl<'c> IoCtx<'c> {
 }
 
 /// The pool's image directory (names to ids and back), format-2 images.
-const RBD_DIRECTORY: &str = "rbd_directory";
+pub(crate) const RBD_DIRECTORY: &str = "rbd_directory";
 
 /// The header object of the image with id `id`.
 pub(crate) fn header_oid(id: &str) -> String {
@@ -639,6 +639,33 @@ pub(crate) enum ParentKnown<'a> {
     /// nothing of the parent, and takes no turn on it.
     Live(&'a ParentRef),
 }
+
+/// The replies of cls `rbd` reads on a header ([`IoCtx::header_reads`]);
+/// `None` for a header that is gone, or that does not answer them (no
+/// layering, or methods it does not know).
+pub(crate) fn header_replies(r: Result<Vec<Vec<u8>>>) -> Result<Option<Vec<Vec<u8>>>> {
+    match r {
+        Ok(r) => Ok(Some(r)),
+        Err(crate::Error::Ceph(c))
+            if [libc::ENOENT, libc::ENOEXEC, libc::EOPNOTSUPP, libc::EIO].contains(&c.errno) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How many objects an object map covers, and the numbers of those that
+/// exist ([`IoCtx::existing_objects`]).
+pub(crate) type ExistingObjects = (u64, Vec<u64>);
+
+/// The object map of the image with id `id`.
+pub(crate) fn object_map_oid(id: &str) -> String {
+    format!("rbd_object_map.{id}")
+}
+
+/// The call that reads an object map whole.
+pub(crate) const OBJECT_MAP_LOAD: [(&std::ffi::CStr, Vec<u8>); 1] = [(c"object_map_load", Vec::new())];
 
 /// A snapshot context (cls `rbd.get_snapcontext`): the sequence number, then
 /// the snapshots' ids.
@@ -926,9 +953,22 @@ impl IoCtx<'_> {
     ///
     /// # Errors
     /// Ceph errors; [`crate::Error::BadReply`] for a map that does not decode.
-    pub(crate) fn existing_objects(&self, id: &str) -> Result<Option<(u64, Vec<u64>)>> {
-        let map_oid = format!("rbd_object_map.{id}");
-        let map = match self.exec_reads(&map_oid, c"rbd", &[(c"object_map_load", Vec::new())]) {
+    pub(crate) fn existing_objects(&self, id: &str) -> Result<Option<ExistingObjects>> {
+        let map_oid = object_map_oid(id);
+        self.existing_in(&map_oid, self.exec_reads(&map_oid, c"rbd", &OBJECT_MAP_LOAD))
+    }
+
+    /// [`IoCtx::existing_objects`] from the reply of `object_map_load` on
+    /// object map `map_oid`.
+    ///
+    /// # Errors
+    /// As [`IoCtx::existing_objects`].
+    pub(crate) fn existing_in(
+        &self,
+        map_oid: &str,
+        reply: Result<Vec<Vec<u8>>>,
+    ) -> Result<Option<ExistingObjects>> {
+        let map = match reply {
             Err(e) if e.is_not_found() => return Ok(None),
             other => other?,
         };
@@ -951,15 +991,7 @@ impl IoCtx<'_> {
         oid: &str,
         calls: &[(&std::ffi::CStr, Vec<u8>)],
     ) -> Result<Option<Vec<Vec<u8>>>> {
-        match self.exec_reads(oid, c"rbd", calls) {
-            Ok(r) => Ok(Some(r)),
-            Err(crate::Error::Ceph(c))
-                if [libc::ENOENT, libc::ENOEXEC, libc::EOPNOTSUPP, libc::EIO].contains(&c.errno) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        header_replies(self.exec_reads(oid, c"rbd", calls))
     }
 
     /// [`IoCtx::head_usage`] through a read-only open.
@@ -1118,8 +1150,8 @@ impl IoCtx<'_> {
     /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
     pub(crate) fn head_unchanged_since(&self, id: &str, snap_id: u64) -> Result<bool> {
         let _span = crate::trace::span("diff");
-        let (oid, head_map, snap_map) =
-            (header_oid(id), format!("rbd_object_map.{id}"), format!("rbd_object_map.{id}.{snap_id:016x}"));
+        let (oid, head_map) = (header_oid(id), object_map_oid(id));
+        let snap_map = format!("{head_map}.{snap_id:016x}");
         let (head, snap) = (HEAD_SNAP.to_le_bytes().to_vec(), snap_id.to_le_bytes().to_vec());
         let header_calls = [
             (c"get_features", head.clone()),
@@ -1129,11 +1161,10 @@ impl IoCtx<'_> {
             (c"get_size", snap),
             (c"get_snapcontext", Vec::new()),
         ];
-        let load = [(c"object_map_load", Vec::new())];
         let [header, head_map_reply, snap_map_reply] = self.exec_reads_together([
             ClsRead { oid: &oid, class: c"rbd", calls: &header_calls },
-            ClsRead { oid: &head_map, class: c"rbd", calls: &load },
-            ClsRead { oid: &snap_map, class: c"rbd", calls: &load },
+            ClsRead { oid: &head_map, class: c"rbd", calls: &OBJECT_MAP_LOAD },
+            ClsRead { oid: &snap_map, class: c"rbd", calls: &OBJECT_MAP_LOAD },
         ]);
         let replies = |r: Result<Vec<Vec<u8>>>| match r {
             // A map or a snapshot missing (gone meanwhile, or never made).

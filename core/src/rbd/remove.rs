@@ -19,12 +19,12 @@
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::rados::IoCtx;
+use crate::rados::{ClsRead, IoCtx};
 
 use super::clone::{OP_CLONE_CHILD, OPERATIONS};
 use super::{
-    ClsReader, FLAG_OBJECT_MAP_INVALID, HEAD_SNAP, ParentKnown, ParentRef, SnapNamespace, features,
-    header_oid,
+    ClsReader, ExistingObjects, FLAG_OBJECT_MAP_INVALID, HEAD_SNAP, OBJECT_MAP_LOAD, ParentKnown, ParentRef,
+    SnapNamespace, features, header_oid, header_replies, object_map_oid,
 };
 
 /// How long a watcher of the header has to answer the notification that
@@ -100,7 +100,7 @@ impl IoCtx<'_> {
             }
             crate::crash::point("remove: the child link");
         }
-        self.remove_objects(&[header_oid(id), format!("rbd_object_map.{id}")])?;
+        self.remove_objects(&[header_oid(id), object_map_oid(id)])?;
         crate::crash::point("remove: the header");
         self.remove_object(&format!("rbd_id.{name}"))?;
         crate::crash::point("remove: the id object");
@@ -115,7 +115,8 @@ impl IoCtx<'_> {
     /// leaves to librbd.
     fn doomed(&self, id: &str, known: ParentKnown<'_>) -> Result<Option<Doomed<'_>>> {
         let _span = crate::trace::span("headers");
-        let Some(header) = self.read_header(id)? else { return Ok(None) };
+        let (header, map) = self.read_header(id);
+        let Some(header) = header? else { return Ok(None) };
         let parent = match header.parent {
             Some(p) => {
                 let Some(pio) = self.parent_ioctx(&p)? else { return Ok(None) };
@@ -134,7 +135,7 @@ impl IoCtx<'_> {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         }
-        let Some((count, existing)) = self.existing_objects(id)? else { return Ok(None) };
+        let Some((count, existing)) = map? else { return Ok(None) };
         if count != header.size.div_ceil(1 << header.order) {
             return Ok(None);
         }
@@ -144,10 +145,12 @@ impl IoCtx<'_> {
 
     /// The header of the image with id `id` as [`IoCtx::remove_directly`]
     /// takes it on, in one compound read (features, operation features,
-    /// size, object prefix, data pool, snapshot context, flags, parent link);
-    /// `None` for one it leaves to librbd.
-    fn read_header(&self, id: &str) -> Result<Option<Header>> {
-        let oid = header_oid(id);
+    /// size, object prefix, data pool, snapshot context, flags, parent link),
+    /// `None` for one it leaves to librbd; and beside it, in the same round
+    /// trip, its object map's existing objects
+    /// ([`IoCtx::existing_objects`]).
+    fn read_header(&self, id: &str) -> (Result<Option<Header>>, Result<Option<ExistingObjects>>) {
+        let (oid, map_oid) = (header_oid(id), object_map_oid(id));
         let head = HEAD_SNAP.to_le_bytes().to_vec();
         let calls = [
             (c"get_features", head.clone()),
@@ -159,9 +162,23 @@ impl IoCtx<'_> {
             (c"get_flags", head),
             (c"parent_get", Vec::new()),
         ];
+        let [header, map] = self.exec_reads_together([
+            ClsRead { oid: &oid, class: c"rbd", calls: &calls },
+            ClsRead { oid: &map_oid, class: c"rbd", calls: &OBJECT_MAP_LOAD },
+        ]);
+        (self.decode_header(id, &oid, header_replies(header)), self.existing_in(&map_oid, map))
+    }
+
+    /// [`IoCtx::read_header`]'s header from its replies.
+    fn decode_header(
+        &self,
+        id: &str,
+        oid: &str,
+        replies: Result<Option<Vec<Vec<u8>>>>,
+    ) -> Result<Option<Header>> {
         // Gone (librbd clears what names it), without layering, or a header
         // without these.
-        let Some(replies) = self.header_reads(&oid, &calls)? else { return Ok(None) };
+        let Some(replies) = replies? else { return Ok(None) };
         let bad = || crate::Error::BadReply {
             command: format!("{}/{oid} rbd.get_features,...,parent_get", self.spec()),
             detail: "does not decode".into(),
