@@ -3,12 +3,12 @@
 //! move to the trash, the removal from it), each time taking its exclusive
 //! lock, notifying and releasing it: about 95 round trips for a clone that
 //! holds no data of its own. The same removal written directly takes at most
-//! nine, one after another: one compound read of the header, the parent
-//! snapshot's namespace (unless the caller just read it), a notification
-//! that finds any watcher, the object map, then the data objects the map
-//! lists (up to 64 in flight at once), the parent snapshot's link to the
-//! clone, the header with its object map, the id object and the directory
-//! entry: librbd's order.
+//! eight, one after another: one compound read of the header with the object
+//! map read beside it, the parent snapshot's namespace (unless the caller
+//! just read it), a notification that finds any watcher, then the data
+//! objects the map lists (up to 64 in flight at once), the parent snapshot's
+//! link to the clone, the header with its object map, the id object and the
+//! directory entry: librbd's order.
 //!
 //! A run stopped after any step converges when run again: until the id
 //! object goes the name opens the image (short of some data, as a librbd
@@ -110,9 +110,9 @@ impl IoCtx<'_> {
     }
 
     /// What [`IoCtx::remove_directly`] removes of the image with id `id`, read
-    /// (traced as `headers`): its header, the parent snapshot's namespace, a
-    /// notification to any watcher, its object map; `None` for an image it
-    /// leaves to librbd.
+    /// (traced as `headers`): its header and object map, the parent
+    /// snapshot's namespace, a notification to any watcher; `None` for an
+    /// image it leaves to librbd.
     fn doomed(&self, id: &str, known: ParentKnown<'_>) -> Result<Option<Doomed<'_>>> {
         let _span = crate::trace::span("headers");
         let (header, map) = self.read_header(id);
