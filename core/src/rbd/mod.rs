@@ -693,9 +693,11 @@ fn decode_metadata_page(r: &mut ClsReader<'_>) -> Option<Vec<(String, String)>> 
 const FLAG_OBJECT_MAP_INVALID: u64 = 1 << 0;
 const FLAG_FAST_DIFF_INVALID: u64 = 1 << 1;
 
-/// Object states in an object map ([`ObjectStates`]): none; exists and
-/// unchanged since the newest snapshot (fast-diff).
+/// Object states in an object map ([`ObjectStates`]): none; exists (written
+/// since the newest snapshot, with fast-diff); exists and unchanged since the
+/// newest snapshot.
 const OBJECT_NONEXISTENT: u8 = 0;
+const OBJECT_EXISTS: u8 = 1;
 const OBJECT_EXISTS_CLEAN: u8 = 3;
 
 /// An object map as cls `rbd.object_map_load` returns it: a bit vector of
@@ -1205,7 +1207,7 @@ impl IoCtx<'_> {
         Ok(now.len() == then.len()
             && now.states().zip(then.states()).all(|(n, t)| {
                 (n == OBJECT_NONEXISTENT && t == OBJECT_NONEXISTENT)
-                    || (n == OBJECT_EXISTS_CLEAN && t != OBJECT_NONEXISTENT)
+                    || (n == OBJECT_EXISTS_CLEAN && (t == OBJECT_EXISTS || t == OBJECT_EXISTS_CLEAN))
             }))
     }
 
