@@ -851,7 +851,7 @@ impl<'c> Disk<'c> {
             KEY_CLONED_FROM | KEY_COPIED_FROM => true,
             _ => false,
         };
-        if !head.metadata.iter().all(known) || !head.snap_ids.is_empty() {
+        if !head.metadata.iter().all(known) || head.snapshots > 0 {
             return Ok(false);
         }
         // A parent in the trash may be freed with its last clone (the general

@@ -621,9 +621,8 @@ impl<'a> ClsReader<'a> {
 pub(crate) struct HeaderSummary {
     /// Its image metadata with the keys asked for, values as text.
     pub metadata: Vec<(String, String)>,
-    /// The ids of its snapshots (all namespaces), as its snapshot context
-    /// lists them (newest first).
-    pub snap_ids: Vec<u64>,
+    /// How many snapshots it has (all namespaces).
+    pub snapshots: usize,
     /// Its parent link.
     pub parent: Option<ParentRef>,
 }
@@ -1047,10 +1046,10 @@ impl IoCtx<'_> {
         })
     }
 
-    /// What a removal (or a save) decides its common case from, read from the header of
+    /// What a removal decides its common case from, read from the header of
     /// the image with id `id` in one round trip: its image metadata whose
     /// keys start with `prefix` (cls `rbd.metadata_list`; a further page, if
-    /// any, in one more), its snapshots' ids (`rbd.get_snapcontext`)
+    /// any, in one more), how many snapshots it has (`rbd.get_snapcontext`)
     /// and its parent link (`rbd.parent_get`). `None` for a header that is
     /// gone or does not answer these (an image without layering).
     ///
@@ -1082,12 +1081,12 @@ impl IoCtx<'_> {
                 [(c"metadata_list", input), (c"get_snapcontext", Vec::new()), (c"parent_get", Vec::new())];
             let Some(replies) = self.header_reads(&oid, &calls)? else { return Ok(Vec::new()) };
             let reply = |i: usize| ClsReader(replies.get(i).map_or(&[][..], Vec::as_slice));
-            let snap_ids = decode_snap_ids(&mut reply(1)).ok_or_else(bad)?;
+            let snapshots = decode_snap_ids(&mut reply(1)).ok_or_else(bad)?.len();
             let parent = ParentRef::decode(&mut reply(2)).ok_or_else(bad)?;
-            summary = Some((snap_ids, parent));
+            summary = Some((snapshots, parent));
             decode_metadata_page(&mut reply(0)).ok_or_else(bad)
         })?;
-        Ok(summary.map(|(snap_ids, parent)| HeaderSummary { metadata, snap_ids, parent }))
+        Ok(summary.map(|(snapshots, parent)| HeaderSummary { metadata, snapshots, parent }))
     }
 
     /// The snapshots of the image with id `id`, each with its namespace and
