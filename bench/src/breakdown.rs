@@ -209,7 +209,16 @@ const LIBRBD_CALLS: &[(&str, &str)] = &[
          it), each time taking its exclusive lock, notifying and releasing it: about 95 round trips for a \
          clone that holds no data of its own",
     ),
-    ("rollback", "librbd's rollback sends a request to every object the head or the snapshot holds"),
+    (
+        "rollback",
+        "rbdx rolls back every object the head or the snapshot holds (all in flight at once), then writes the \
+         snapshot's object map as the head's",
+    ),
+    (
+        "rollback (librbd)",
+        "librbd's rollback takes the exclusive lock, writes the snapshot's object map as the head's, rolls \
+         back every object the head or the snapshot holds (ten at a time) and reads the map back",
+    ),
     ("copy", "the disk's own data, copied instead of a snapshot and its OSD map update wait"),
     (
         "open",

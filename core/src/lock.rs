@@ -443,6 +443,25 @@ impl<'c> IoCtx<'c> {
         Ok(LockedImage { image, lock })
     }
 
+    /// Runs `op`, an operation written directly on the objects of image
+    /// `name` (whose id `id` the caller read), holding the image's lock
+    /// without opening it.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] as for [`IoCtx::open`]; what `op` reports;
+    /// [`Error::LockLost`].
+    pub(crate) fn with_image_lock<T>(
+        &self,
+        id: &str,
+        name: &str,
+        op: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let lock = ObjectLock::image_by_id(self, id, name)?;
+        let out = op()?;
+        lock.map_or(Ok(()), ObjectLock::release)?;
+        Ok(out)
+    }
+
     /// Removes image `name`, holding its lock (librbd refuses with `Busy` while
     /// it has watchers and `NotEmpty` while it has snapshots).
     ///

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use rbdx_core::ops::{self, CloneFormat, CloneOptions, CreateOptions, RemoveOptions};
 use rbdx_core::rbd::features;
 use rbdx_core::trace;
-use rbdx_tests::{MIB, Scratch, fill};
+use rbdx_tests::{MIB, Scratch, checksum, fill};
 
 /// The spans are the process's: one test at a time looks at them.
 static TRACED: Mutex<()> = Mutex::new(());
@@ -450,5 +450,104 @@ fn a_removal_written_directly_leaves_what_librbd_leaves() {
         ops::remove(c, &base, RemoveOptions::default()).unwrap();
     }
     c.ioctx(&s.env.pool).unwrap().namespace_remove(&ns_name).unwrap();
+    s.finish(c);
+}
+
+/// One image's history for the rollback test: data in objects 0 and 1,
+/// snapshot `s1`; object 1 rewritten in part, object 3 written, object 0
+/// discarded, snapshot `s2`; object 2 written, object 1 again, object 3
+/// discarded. Returns its image id.
+fn rollback_history(io: &rbdx_core::IoCtx<'_>, d: &rbdx_core::ops::disk::Disk<'_>, name: &str) -> String {
+    let img = || io.open(name).unwrap();
+    fill(&img(), 0, 8 * MIB, 1);
+    d.snapshot_create("s1").unwrap();
+    fill(&img(), 4 * MIB + 512 * 1024, MIB, 2);
+    fill(&img(), 12 * MIB, 4 * MIB, 3);
+    img().discard(0, 4 * MIB).unwrap();
+    d.snapshot_create("s2").unwrap();
+    fill(&img(), 8 * MIB, 4 * MIB, 4);
+    fill(&img(), 4 * MIB, MIB, 5);
+    img().discard(12 * MIB, 4 * MIB).unwrap();
+    io.open_read_only(name, None).unwrap().info().unwrap().id
+}
+
+/// rbdx's revert in place, written directly (traced `rollback`, no open of
+/// the head), leaves an image as librbd's rollback does: the snapshot's
+/// data, the same head object map, the same data objects, and the same
+/// data after a partial write to an object the rollback removed and to one
+/// it brought back. To the older snapshot (fast-diff cannot tell what
+/// changed) and then the newer; a plain image and a clone with its data in
+/// the EC pool. A head another client has open is the open path's to
+/// refuse.
+#[test]
+fn a_rollback_written_directly_leaves_what_librbd_leaves() {
+    use rbdx_core::ops::disk::{Disk, DiskConfig};
+    let _turn = TRACED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let s = Scratch::new("rbdirect");
+    let c = s.env.connect();
+    let base = s.spec("base");
+    ops::create(c, &base, 24 * MIB, &CreateOptions::with_data_pool(Some(&s.env.ec_pool))).unwrap();
+    let io = ops::ioctx(c, &base).unwrap();
+    fill(&io.open(&base.name).unwrap(), 0, 24 * MIB, 9);
+    io.open(&base.name).unwrap().snap_create("snap").unwrap();
+    trace::enable();
+    let names = || trace::take().into_iter().map(|s| s.name).collect::<Vec<_>>();
+    let cfg = DiskConfig { data_pool: Some(s.env.ec_pool.clone()), ..DiskConfig::default() };
+    for clone in [false, true] {
+        let make = |label: &str| {
+            let spec = s.spec(&format!("{label}-{clone}"));
+            if clone {
+                let o = CloneOptions { data_pool: Some(s.env.ec_pool.clone()), ..CloneOptions::default() };
+                ops::clone(c, &base.at("snap").unwrap(), &spec, &o).unwrap();
+            } else {
+                ops::create(c, &spec, 24 * MIB, &CreateOptions::default()).unwrap();
+            }
+            let d = Disk::new(c, spec.clone(), &rbdx_one::naming::ONE);
+            let id = rollback_history(&io, &d, &spec.name);
+            (spec, d, id)
+        };
+        let (lib, lib_disk, lib_id) = make("lib");
+        let (direct, direct_disk, direct_id) = make("direct");
+        let sum = |name: &str, snap: Option<&str>| checksum(&io.open_read_only(name, snap).unwrap());
+        let map =
+            |id: &str| s.env.admin_rados(&["-p", &s.env.pool, "get", &format!("rbd_object_map.{id}"), "-"]);
+        let data = |id: &str| {
+            let all = objects(&s, "", &[id]);
+            all.into_iter().filter(|o| o.contains("rbd_data.")).collect::<Vec<_>>()
+        };
+        for snap in ["s1", "s2"] {
+            let what = format!("clone {clone}, back to {snap}");
+            io.open(&lib.name).unwrap().snap_rollback(snap).unwrap();
+            let _ = names();
+            direct_disk.revert(snap, &cfg).unwrap();
+            let seen = names();
+            assert!(seen.iter().any(|n| n == "rollback"), "{what}: written directly: {seen:?}");
+            assert!(!seen.iter().any(|n| n == "rollback (librbd)" || n == "open"), "{what}: {seen:?}");
+            assert_eq!(sum(&direct.name, None), sum(&direct.name, Some(snap)), "{what}: the snapshot's data");
+            assert_eq!(sum(&direct.name, None), sum(&lib.name, None), "{what}: as librbd's");
+            assert_eq!(map(&direct_id), map(&lib_id), "{what}: the head's object map");
+            assert_eq!(data(&direct_id), data(&lib_id), "{what}: the data objects");
+            for off in [12 * MIB + 4096, 8192] {
+                for name in [&lib.name, &direct.name] {
+                    fill(&io.open(name).unwrap(), off, 4096, 7);
+                }
+            }
+            assert_eq!(sum(&direct.name, None), sum(&lib.name, None), "{what}: written after");
+        }
+        // Another client has the head open: refused, nothing rolled back.
+        let other = s.env.connect_new();
+        let oio = ops::ioctx(&other, &direct).unwrap();
+        let vm = oio.open_as_client(&direct.name).unwrap();
+        let before = sum(&direct.name, None);
+        let err = direct_disk.revert("s1", &cfg).unwrap_err();
+        assert!(matches!(err, rbdx_core::Error::InUse { .. }), "{err}");
+        drop(vm);
+        drop(oio);
+        drop(other);
+        assert_eq!(sum(&direct.name, None), before);
+        for d in [lib_disk, direct_disk] {
+            d.remove(None, rbdx_core::ops::disk::Reclaim::Trash).unwrap();
+        }
+    }
     s.finish(c);
 }

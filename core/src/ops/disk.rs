@@ -597,6 +597,48 @@ impl<'c> Disk<'c> {
         io.edit_metadata_by_id(head_id, &gone, &[])
     }
 
+    /// The revert in place without an open of the head: its header and
+    /// object maps read, the rollback written directly
+    /// ([`IoCtx::rollback_directly`]) between the marker's write and its
+    /// removal, as the open path does it. `false`, having changed nothing,
+    /// where the open path decides: the head does not hold `snap`, a book
+    /// to mend, a rollback to another snapshot interrupted, a client has
+    /// the head open, the clone swap is cheaper (or the maps cannot tell),
+    /// anything librbd's rollback does that this does not (a resize, a map
+    /// to rebuild).
+    fn revert_directly(&self, io: &IoCtx<'c>, snap: &str, cfg: &DiskConfig) -> Result<bool> {
+        let name = &self.head.name;
+        let Some(head) = io.read_clone_source(name)? else { return Ok(false) };
+        let Some((book, keys)) = self.current_book(&head) else { return Ok(false) };
+        let pending = keys.iter().find(|(k, _)| k == KEY_ROLLBACK_TO).map(|(_, v)| v.as_str());
+        let Some(target) = head.snapshot(snap) else { return Ok(false) };
+        if book.snaps.get(snap) != Some(name) || pending.is_some_and(|p| p != snap) {
+            return Ok(false);
+        }
+        let snap_id = target.snap.id;
+        io.with_image_lock(&head.id, name, || {
+            let Some(plan) = io.rollback_plan(&head.id, snap_id, pending.is_some())? else {
+                return Ok(false);
+            };
+            let max = cfg.rollback_max_bytes;
+            let in_place = pending.is_some()
+                || (max != 0
+                    && plan.fast_diff_valid()
+                    && (plan.image_bytes().saturating_mul(2) <= max
+                        || plan.held_and_changed().is_some_and(|b| b <= max)));
+            if !in_place {
+                return Ok(false);
+            }
+            // Marked first, as the open path marks it.
+            if pending.is_none() {
+                io.edit_metadata_by_id(&head.id, &[], &[(KEY_ROLLBACK_TO, snap)])?;
+            }
+            io.rollback_directly(&plan)?;
+            io.edit_metadata_by_id(&head.id, &[KEY_ROLLBACK_TO], &[])?;
+            Ok(true)
+        })
+    }
+
     /// Reverts the head to snapshot `snap` in time independent of the image size
     /// (the clone swap), or in place when the head holds `snap` and a rollback
     /// visits at most [`DiskConfig::rollback_max_bytes`]. What the head held that
@@ -611,6 +653,9 @@ impl<'c> Disk<'c> {
     }
 
     fn revert_in(&self, io: &IoCtx<'c>, snap: &str, cfg: &DiskConfig) -> Result<()> {
+        if self.revert_directly(io, snap, cfg)? {
+            return Ok(());
+        }
         // One read-write open of the head serves the whole rollback in place,
         // and everything the clone swap reads from the head.
         let (book, h) = self.book_and_head(io)?;
@@ -1390,29 +1435,13 @@ impl Disk<'_> {
     ) -> Result<Option<(Book, u32, Saved, CloneSource)>> {
         let name = &self.head.name;
         let Some(head) = io.read_clone_source(name)? else { return Ok(None) };
-        let keys = head.metadata_prefixed(super::RBDX_KEY_PREFIX);
-        if !keys.iter().any(|(k, v)| k == KEY_DISK && v == name) {
-            return Ok(None);
-        }
-        let book = Book::of(&keys);
+        let Some((book, _)) = self.current_book(&head) else { return Ok(None) };
         if book.snaps.values().any(|holder| holder != name) {
             return Ok(None);
         }
-        let user: Vec<&str> = head
-            .snaps
-            .iter()
-            .filter(|s| s.namespace == SnapNamespace::User)
-            .map(|s| s.snap.name.as_str())
-            .collect();
-        // What `stale` and `unbooked` find, which the open path mends.
-        let stale = book.snaps.keys().any(|b| !user.contains(&b.as_str()));
-        let unbooked = self.naming.adopts_snapshots()
-            && user.iter().any(|s| !book.snaps.contains_key(*s) && self.naming.adopts_snapshot(s));
         let Some(newest) = head.snaps.iter().max_by_key(|s| s.snap.id) else { return Ok(None) };
         let base = newest.snap.name.clone();
-        if stale
-            || unbooked
-            || newest.namespace != SnapNamespace::User
+        if newest.namespace != SnapNamespace::User
             || !pick(&base)
             || !book.snaps.contains_key(&base)
             || !io.head_unchanged_since(&head.id, newest.snap.id)?
@@ -1421,6 +1450,30 @@ impl Disk<'_> {
         }
         let depth = depth_from(self.cluster, head.head_parent.clone())?;
         Ok(Some((book, depth, Saved::Unchanged(base), head)))
+    }
+
+    /// The head's book as its header says it (read without an open), and
+    /// the head's `rbdx.` keys; `None` where the open path has something to
+    /// mend first: a head not marked as this disk's, a booked snapshot that
+    /// is gone (`stale`), one the naming adopts and the book lacks
+    /// (`unbooked`).
+    fn current_book(&self, head: &CloneSource) -> Option<(Book, Vec<(String, String)>)> {
+        let name = &self.head.name;
+        let keys = head.metadata_prefixed(super::RBDX_KEY_PREFIX);
+        if !keys.iter().any(|(k, v)| k == KEY_DISK && v == name) {
+            return None;
+        }
+        let book = Book::of(&keys);
+        let user: Vec<&str> = head
+            .snaps
+            .iter()
+            .filter(|s| s.namespace == SnapNamespace::User)
+            .map(|s| s.snap.name.as_str())
+            .collect();
+        let stale = book.snaps.keys().any(|b| !user.contains(&b.as_str()));
+        let unbooked = self.naming.adopts_snapshots()
+            && user.iter().any(|s| !book.snaps.contains_key(*s) && self.naming.adopts_snapshot(s));
+        (!stale && !unbooked).then_some((book, keys))
     }
 
     /// The rest of [`Disk::save_now`], through the head's read-write open: the

@@ -38,7 +38,7 @@ const IMPLICIT_ENABLE: u64 = features::STRIPINGV2
 /// `RBD_OPERATION_FEATURE_CLONE_CHILD`, and every operation feature librbd 16
 /// knows (an image with another is not for it, or rbdx, to change).
 pub(super) const OP_CLONE_CHILD: u64 = 1 << 1;
-const OP_FEATURES_ALL: u64 = 0b1111;
+pub(super) const OP_FEATURES_ALL: u64 = 0b1111;
 /// cls `rbd`'s `MAX_OBJECT_MAP_OBJECT_COUNT`.
 const MAX_OBJECT_MAP_OBJECTS: u64 = 256_000_000;
 /// librbd's `RBD_MAX_IMAGE_ID_LENGTH`.

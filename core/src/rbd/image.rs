@@ -450,7 +450,7 @@ impl<'io> Image<'io> {
     /// # Errors
     /// `NotFound`; `Busy`/`ReadOnly` when another client holds the exclusive lock.
     pub fn snap_rollback(&self, snap: &str) -> Result<()> {
-        let _span = crate::trace::span("rollback");
+        let _span = crate::trace::span("rollback (librbd)");
         self.snap_call("rbd_snap_rollback", snap, sys::rbd_snap_rollback)
     }
 

@@ -7,6 +7,7 @@ mod image;
 mod list;
 mod options;
 mod remove;
+mod rollback;
 
 pub use aio::{Reads, Writes};
 pub use clone::CloneAs;
@@ -693,10 +694,11 @@ const FLAG_OBJECT_MAP_INVALID: u64 = 1 << 0;
 const FLAG_FAST_DIFF_INVALID: u64 = 1 << 1;
 
 /// Object states in an object map ([`ObjectStates`]): none; exists (written
-/// since the newest snapshot, with fast-diff); exists and unchanged since the
-/// newest snapshot.
+/// since the newest snapshot, with fast-diff); being removed; exists and
+/// unchanged since the newest snapshot.
 const OBJECT_NONEXISTENT: u8 = 0;
 const OBJECT_EXISTS: u8 = 1;
+const OBJECT_PENDING: u8 = 2;
 const OBJECT_EXISTS_CLEAN: u8 = 3;
 
 /// An object map as cls `rbd.object_map_load` returns it: a bit vector of
@@ -727,6 +729,12 @@ impl<'a> ObjectStates<'a> {
 
     fn len(&self) -> u64 {
         self.count
+    }
+
+    /// Object `i`'s state (none past the end).
+    fn state(&self, i: u64) -> u8 {
+        let byte = usize::try_from(i / 4).ok().and_then(|b| self.data.get(b)).copied().unwrap_or(0);
+        if i < self.count { (byte >> ((3 - i % 4) * 2)) & 0b11 } else { OBJECT_NONEXISTENT }
     }
 
     /// Every object's state, in order.

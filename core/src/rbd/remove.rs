@@ -35,7 +35,7 @@ const WATCHER_ANSWER: Duration = Duration::from_secs(2);
 /// The features of an image this removal takes on: what rbdx and librbd 16
 /// give an image by default (operation features: only a clone's), without journaling (a journal to remove),
 /// striping (objects the map does not number) or anything newer.
-const REMOVABLE: u64 = OPERATIONS
+pub(super) const REMOVABLE: u64 = OPERATIONS
     | features::LAYERING
     | features::EXCLUSIVE_LOCK
     | features::OBJECT_MAP
