@@ -15,8 +15,8 @@ use crate::error::Result;
 use crate::rados::{IoCtx, WriteOn, put_string};
 
 use super::{
-    ClsReader, HEAD_SNAP, HeaderSnap, ParentRef, RBD_DIRECTORY, SnapNamespace, decode_snap_ids, features,
-    header_oid, object_map_oid,
+    ClsReader, HEAD_SNAP, HeaderSnap, ParentRef, RBD_DIRECTORY, SnapNamespace, decode_metadata,
+    decode_snap_ids, features, header_oid, object_map_oid,
 };
 
 /// librbd's `RBD_FEATURE_OPERATIONS`, `_MIGRATING`, `_NON_PRIMARY`,
@@ -316,7 +316,7 @@ impl IoCtx<'_> {
         put_string(&mut set_id, id.as_bytes());
         match self.exec_write(&format!("rbd_id.{name}"), WriteOn::New, c"rbd", &[(c"set_id", set_id)]) {
             Ok(()) => {}
-            Err(e) if e.is_exists() && tolerate && self.read_image_id(name)?.as_deref() == Some(id) => {}
+            Err(e) if e.is_exists() && tolerate && self.image_id_untraced(name)?.as_deref() == Some(id) => {}
             Err(e) => return Err(e),
         }
         crate::crash::point("rbd_clone3");
@@ -334,7 +334,7 @@ impl IoCtx<'_> {
     /// Ceph errors; [`crate::Error::BadReply`] for a reply that does not decode.
     pub(crate) fn read_clone_source(&self, name: &str) -> Result<Option<CloneSource>> {
         let _span = crate::trace::span("headers");
-        let Some(id) = self.read_image_id(name)? else { return Ok(None) };
+        let Some(id) = self.image_id_untraced(name)? else { return Ok(None) };
         let oid = header_oid(&id);
         let mut first_page = Vec::new();
         put_string(&mut first_page, b"");
@@ -627,34 +627,11 @@ impl IoCtx<'_> {
             Some(_) => Err(name_taken(self, name)),
         }
     }
-
-    /// [`IoCtx::image_id`] without its trace span (inside the clone's).
-    fn read_image_id(&self, name: &str) -> Result<Option<String>> {
-        let raw = match self.read_object(&format!("rbd_id.{name}"), 256) {
-            Ok(raw) => raw,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        Ok(ClsReader(&raw).string().filter(|id| !id.is_empty()))
-    }
 }
 
 /// Metadata keys a page asks for: librbd asks 64 at a time; the OSD answers
 /// up to this many in one reply.
 const METADATA_PAGE: u64 = 256;
-
-/// A `map<string, bufferlist>` of image metadata.
-fn decode_metadata(r: &ClsReader<'_>) -> Option<Vec<(String, Vec<u8>)>> {
-    let mut r = ClsReader(r.0);
-    let n = r.u32()?;
-    let mut out = Vec::with_capacity(usize::try_from(n.min(4096)).ok()?);
-    for _ in 0..n {
-        let k = r.string()?;
-        let len = usize::try_from(r.u32()?).ok()?;
-        out.push((k, r.take(len)?.to_vec()));
-    }
-    Some(out)
-}
 
 /// Appends `body` as a struct of `version` readable from version 1
 /// (`ENCODE_START(version, 1, bl)`).

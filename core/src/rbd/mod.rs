@@ -488,6 +488,11 @@ impl IoCtx<'_> {
     /// Ceph errors; [`crate::Error::BadReply`] for an id object that holds no id.
     pub(crate) fn image_id(&self, name: &str) -> Result<Option<String>> {
         let _span = crate::trace::span("id");
+        self.image_id_untraced(name)
+    }
+
+    /// [`IoCtx::image_id`] without its trace span (inside another's).
+    fn image_id_untraced(&self, name: &str) -> Result<Option<String>> {
         let oid = format!("rbd_id.{name}");
         let raw = match self.read_object(&oid, 256) {
             Ok(raw) => raw,
@@ -678,12 +683,19 @@ fn decode_snap_ids(r: &mut ClsReader<'_>) -> Option<Vec<u64>> {
 /// A page of image metadata (cls `rbd.metadata_list`: a `map<string,
 /// bufferlist>`), values as text.
 fn decode_metadata_page(r: &mut ClsReader<'_>) -> Option<Vec<(String, String)>> {
+    let page = decode_metadata(r)?;
+    Some(page.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect())
+}
+
+/// A `map<string, bufferlist>` of image metadata, values as stored.
+fn decode_metadata(r: &ClsReader<'_>) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut r = ClsReader(r.0);
     let n = r.u32()?;
     let mut out = Vec::with_capacity(usize::try_from(n.min(4096)).ok()?);
     for _ in 0..n {
         let k = r.string()?;
         let len = usize::try_from(r.u32()?).ok()?;
-        out.push((k, String::from_utf8_lossy(r.take(len)?).into_owned()));
+        out.push((k, r.take(len)?.to_vec()));
     }
     Some(out)
 }
