@@ -217,7 +217,7 @@ const LIBRBD_CALLS: &[(&str, &str)] = &[
     (
         "rollback (librbd)",
         "librbd's rollback takes the exclusive lock, writes the snapshot's object map as the head's, rolls \
-         back every object the head or the snapshot holds (ten at a time) and reads the map back",
+         back every object the head or the snapshot holds (64 at a time) and reads the map back",
     ),
     ("copy", "the disk's own data, copied instead of a snapshot and its OSD map update wait"),
     (

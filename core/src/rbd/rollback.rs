@@ -31,9 +31,10 @@ use super::{
 /// finds it (as for a removal).
 const WATCHER_ANSWER: Duration = Duration::from_secs(2);
 
-/// Object rollbacks in flight at once (librados has no asynchronous
-/// rollback: each is a blocking call on a thread of its own).
-const ROLLBACKS_IN_FLIGHT: usize = 32;
+/// Object rollbacks in flight at once, as many as librbd's with the
+/// `rbd_concurrent_management_ops` rbdx connects with (librados has no
+/// asynchronous rollback: each is a blocking call on a thread of its own).
+const ROLLBACKS_IN_FLIGHT: usize = 64;
 
 /// A rollback of an image to one of its snapshots, read and not yet done
 /// ([`IoCtx::rollback_plan`]).
@@ -246,8 +247,14 @@ impl IoCtx<'_> {
             None => self.pool().to_string(),
         };
         let count = ObjectStates::decode(&plan.head_map).map_or(0, |m| m.len());
-        let threads = usize::try_from(count).unwrap_or(usize::MAX).min(ROLLBACKS_IN_FLIGHT);
-        let (cluster, namespace) = (self.cluster(), self.namespace());
+        // The objects to visit, listed unless that is every one (a re-run
+        // of a large image: listing them would cost memory, not time).
+        let listed: Option<Vec<u64>> =
+            (!plan.every_object).then(|| (0..count).filter(|&i| plan.visits(i)).collect());
+        let visits = listed.as_ref().map_or(count, |l| l.len() as u64);
+        let object = |k: u64| listed.as_ref().map_or(k, |l| l[usize::try_from(k).unwrap_or(usize::MAX)]);
+        let threads = usize::try_from(visits).unwrap_or(usize::MAX).min(ROLLBACKS_IN_FLIGHT);
+        let (cluster, namespace, object) = (self.cluster(), self.namespace(), &object);
         let results: Vec<Result<()>> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
@@ -256,13 +263,9 @@ impl IoCtx<'_> {
                         let mut io = cluster.ioctx(pool)?;
                         io.set_namespace(namespace)?;
                         io.set_write_context(plan.seq, &plan.snaps)?;
-                        for i in (t as u64..count).step_by(threads) {
-                            if plan.visits(i) {
-                                io.selfmanaged_snap_rollback(
-                                    &format!("{}.{i:016x}", plan.prefix),
-                                    plan.snap_id,
-                                )?;
-                            }
+                        for k in (t as u64..visits).step_by(threads) {
+                            let oid = format!("{}.{:016x}", plan.prefix, object(k));
+                            io.selfmanaged_snap_rollback(&oid, plan.snap_id)?;
                         }
                         Ok(())
                     })
