@@ -144,12 +144,12 @@ pub const STOCK_GOAL: &str = "at least 3x faster than (a)";
 pub const STOCK_FACTOR: f64 = 3.0;
 
 /// Why an in-place revert may miss [`STOCK_GOAL`].
-const ROLLBACK_WHY: &str = "the head is rolled back in place: librbd sends a rollback to each of the 128 objects \
-     the head or the snapshot holds (the OSDs copy back the 64 rewritten since the snapshot; the 64 \
-     unchanged ones are not skipped, and with nothing rewritten those 128 rollbacks alone take about \
-     30 ms), where the stock sequence renames the head and clones the snapshot, constant but one \
-     clone level deeper each time (rbdx's own clone swap, which keeps the chain bounded, costs more \
-     than this rollback); (a) also leaves out the stock driver's ssh hop and Ruby start-ups";
+const ROLLBACK_WHY: &str = "the head is rolled back in place: rbdx rolls back the 64 objects rewritten since \
+     the snapshot (the OSDs copy each back; the unchanged ones are skipped) and writes the head's \
+     object map, without opening the image, where the stock sequence renames the head and clones the \
+     snapshot, constant but one clone level deeper each time (rbdx's own clone swap, which keeps the \
+     chain bounded, costs more than this rollback); (a) also leaves out the stock driver's ssh hop and \
+     Ruby start-ups";
 
 /// The wait-free OpenNebula workloads measured against the stock driver's
 /// commands, and why one may miss [`STOCK_GOAL`].

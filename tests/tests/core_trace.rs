@@ -476,8 +476,9 @@ fn rollback_history(io: &rbdx_core::IoCtx<'_>, d: &rbdx_core::ops::disk::Disk<'_
 /// data, the same head object map, the same data objects, and the same
 /// data after a partial write to an object the rollback removed and to one
 /// it brought back. To the older snapshot (fast-diff cannot tell what
-/// changed) and then the newer; a plain image and a clone with its data in
-/// the EC pool. A head another client has open is the open path's to
+/// changed), then the newer, then a new one after one object changed (the
+/// objects unchanged since it are not visited); a plain image and a clone
+/// with its data in the EC pool. A head another client has open is the open path's to
 /// refuse.
 #[test]
 fn a_rollback_written_directly_leaves_what_librbd_leaves() {
@@ -515,8 +516,16 @@ fn a_rollback_written_directly_leaves_what_librbd_leaves() {
             let all = objects(&s, "", &[id]);
             all.into_iter().filter(|o| o.contains("rbd_data.")).collect::<Vec<_>>()
         };
-        for snap in ["s1", "s2"] {
+        for snap in ["s1", "s2", "s3"] {
             let what = format!("clone {clone}, back to {snap}");
+            if snap == "s3" {
+                // A snapshot of the head as it is (its objects now unchanged
+                // since the newest snapshot), then one object written again.
+                for (name, d) in [(&lib.name, &lib_disk), (&direct.name, &direct_disk)] {
+                    d.snapshot_create("s3").unwrap();
+                    fill(&io.open(name).unwrap(), 8 * MIB + 4096, 8192, 8);
+                }
+            }
             io.open(&lib.name).unwrap().snap_rollback(snap).unwrap();
             let _ = names();
             direct_disk.revert(snap, &cfg).unwrap();

@@ -3,11 +3,13 @@
 //! read-write (the header read in about ten round trips, every image above
 //! a clone opened, a watch), takes its exclusive lock, writes the
 //! snapshot's object map over the head's, rolls back every object that the
-//! head's map or the snapshot's says may exist (ten at a time) and reads the
-//! head's map back. The same rollback written directly reads the header and
-//! both maps in one round trip, asks any watcher (a client that has the
-//! image open: left to librbd, which the caller refuses), rolls the objects
-//! back all at once (a window of threads: librados has no asynchronous
+//! head's map or the snapshot's says may exist (`rbd_concurrent_management_ops`
+//! at a time) and reads the head's map back. The same rollback written
+//! directly reads the header and both maps in one round trip, asks any
+//! watcher (a client that has the image open: left to librbd, which the
+//! caller refuses), rolls back the objects either map lists (less, rolling
+//! back to the newest snapshot, those fast-diff says are unchanged since
+//! it) all at once (a window of threads: librados has no asynchronous
 //! rollback) and then writes the map: the objects first, so that the map
 //! never says an object is missing before it is. A re-run (the caller's
 //! marker says a rollback was begun) visits every object of the image: a
@@ -23,8 +25,9 @@ use crate::rados::{ClsRead, IoCtx, cstring};
 use super::clone::OP_FEATURES_ALL;
 use super::remove::REMOVABLE;
 use super::{
-    ClsReader, FLAG_FAST_DIFF_INVALID, FLAG_OBJECT_MAP_INVALID, HEAD_SNAP, OBJECT_EXISTS, OBJECT_MAP_LOAD,
-    OBJECT_NONEXISTENT, OBJECT_PENDING, ObjectStates, features, header_oid, header_replies, object_map_oid,
+    ClsReader, FLAG_FAST_DIFF_INVALID, FLAG_OBJECT_MAP_INVALID, HEAD_SNAP, OBJECT_EXISTS,
+    OBJECT_EXISTS_CLEAN, OBJECT_MAP_LOAD, OBJECT_NONEXISTENT, OBJECT_PENDING, ObjectStates, features,
+    header_oid, header_replies, object_map_oid,
 };
 
 /// How long a watcher of the header has to answer the notification that
@@ -69,12 +72,17 @@ pub(crate) struct RollbackPlan {
 
 impl RollbackPlan {
     /// Whether the rollback visits object `i`: as librbd's, when either map
-    /// says it may exist; on a re-run, always (a rollback stopped after it
-    /// wrote the head's map, as librbd's writes it first, no longer lists
-    /// what the head held).
+    /// says it may exist, less (rolling back to the newest snapshot, with
+    /// fast-diff valid) those the head's map says are unchanged since it,
+    /// whose rollback would change nothing; on a re-run, always (a rollback
+    /// stopped after it wrote the head's map, as librbd's writes it first,
+    /// no longer lists what the head held).
     fn visits(&self, i: u64) -> bool {
-        let may_exist = |m: &[u8]| ObjectStates::decode(m).is_none_or(|m| m.state(i) != OBJECT_NONEXISTENT);
-        self.every_object || may_exist(&self.head_map) || may_exist(&self.snap_map)
+        let state = |m: &[u8]| ObjectStates::decode(m).map_or(OBJECT_EXISTS, |m| m.state(i));
+        let (now, then) = (state(&self.head_map), state(&self.snap_map));
+        let unchanged =
+            self.changed_bytes.is_some() && now == OBJECT_EXISTS_CLEAN && then != OBJECT_NONEXISTENT;
+        self.every_object || ((now != OBJECT_NONEXISTENT || then != OBJECT_NONEXISTENT) && !unchanged)
     }
 
     /// The image's size in whole objects, in bytes: a rollback visits no
