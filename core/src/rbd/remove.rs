@@ -129,11 +129,8 @@ impl IoCtx<'_> {
             }
             None => None,
         };
-        match self.watched(&header_oid(id), WATCHER_ANSWER) {
-            Ok(false) => {}
-            Ok(true) => return Ok(None),
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
+        if !self.unwatched(id)? {
+            return Ok(None);
         }
         let Some((count, existing)) = map? else { return Ok(None) };
         if count != header.size.div_ceil(1 << header.order) {
@@ -214,6 +211,21 @@ impl IoCtx<'_> {
             && (prefix == format!("rbd_data.{id}") || prefix == format!("rbd_data.{}.{id}", self.pool_id()));
         let data_pool_id = (data_pool_id >= 0 && data_pool_id != self.pool_id()).then_some(data_pool_id);
         Ok(ours.then_some(Header { prefix, order, size, data_pool_id, parent }))
+    }
+
+    /// Whether nobody has the image with id `id` open: a notification to
+    /// its header's watchers that none answers within [`WATCHER_ANSWER`]
+    /// (`false` too for a header gone meanwhile). What an operation written
+    /// directly on the image's objects asks first.
+    ///
+    /// # Errors
+    /// Ceph errors.
+    pub(super) fn unwatched(&self, id: &str) -> Result<bool> {
+        match self.watched(&header_oid(id), WATCHER_ANSWER) {
+            Ok(watched) => Ok(!watched),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// An I/O context on pool `id`, in this namespace: where an image with

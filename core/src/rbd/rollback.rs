@@ -16,8 +16,6 @@
 //! rollback stopped after it wrote the head's map, as librbd's writes it
 //! first, leaves a map that no longer lists what the head held.
 
-use std::time::Duration;
-
 use crate::error::{CephError, Result, check};
 use crate::ffi::rados as sys;
 use crate::rados::{ClsRead, IoCtx, cstring};
@@ -29,10 +27,6 @@ use super::{
     OBJECT_EXISTS_CLEAN, OBJECT_MAP_LOAD, OBJECT_NONEXISTENT, OBJECT_PENDING, ObjectStates, features,
     header_oid, header_replies, object_map_oid,
 };
-
-/// How long a watcher of the header has to answer the notification that
-/// finds it (as for a removal).
-const WATCHER_ANSWER: Duration = Duration::from_secs(2);
 
 /// Object rollbacks in flight at once, as many as librbd's with the
 /// `rbd_concurrent_management_ops` rbdx connects with (librados has no
@@ -214,11 +208,8 @@ impl IoCtx<'_> {
                 .map(|(i, _)| len(i))
                 .sum()
         });
-        match self.watched(&oid, WATCHER_ANSWER) {
-            Ok(false) => {}
-            Ok(true) => return Ok(None),
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
+        if !self.unwatched(id)? {
+            return Ok(None);
         }
         let data_pool_id = (data_pool_id >= 0 && data_pool_id != self.pool_id()).then_some(data_pool_id);
         Ok(Some(RollbackPlan {
