@@ -8,12 +8,14 @@ use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::error::{CephError, Error, Result, check};
 use crate::ffi::rados as sys;
+use crate::ffi::rados_more as sys_more;
 
 /// How long the cluster may take before a call fails with [`crate::ErrorKind::TimedOut`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -164,6 +166,32 @@ impl Drop for Reaching {
             }
         }
     }
+}
+
+/// What a notification in flight ([`IoCtx::watched`]) shares with its
+/// completion's callback: the flag the callback sets, and where librados
+/// writes the reply. A wait given up leaves it to the callback's reference.
+#[derive(Default)]
+struct NotifyState {
+    done: Mutex<bool>,
+    cv: Condvar,
+    reply: std::cell::UnsafeCell<(*mut libc::c_char, libc::size_t)>,
+}
+
+// SAFETY: `reply` is written by librados before the completion fires and read
+// by the waiter only after `done` (under its lock) says it fired.
+unsafe impl Send for NotifyState {}
+// SAFETY: as above.
+unsafe impl Sync for NotifyState {}
+
+/// The completion callback of a notification: marks it done and drops the
+/// reference [`IoCtx::notify_until`] gave it.
+extern "C" fn notify_done(_c: sys::rados_completion_t, arg: *mut libc::c_void) {
+    // SAFETY: `arg` is the `Arc::into_raw` reference made for this callback,
+    // which runs once.
+    let state = unsafe { Arc::from_raw(arg.cast::<NotifyState>()) };
+    *state.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    state.cv.notify_all();
 }
 
 /// One compound read of [`IoCtx::exec_reads_together`]: the cls methods
@@ -772,34 +800,94 @@ impl<'c> IoCtx<'c> {
     /// does not answer within `timeout`, means one does. One round trip when
     /// nobody watches.
     ///
+    /// The wait is bounded here too: librados waits for the OSD's "notify
+    /// complete" without a limit of its own, and a message lost with a
+    /// connection would leave the call waiting for ever. Past `timeout` and
+    /// one OSD operation's time, the answer is "watched" (the caller takes the
+    /// careful way) and what librados may still write to is left to it.
+    ///
     /// # Errors
-    /// `NotFound` for a missing object; other [`CephError`]s from `rados_notify2`.
+    /// `NotFound` for a missing object; other [`CephError`]s from `rados_aio_notify`.
     pub(crate) fn watched(&self, oid: &str, timeout: Duration) -> Result<bool> {
         let o = cstring("object name", oid)?;
-        let (mut reply, mut len): (*mut libc::c_char, libc::size_t) = (ptr::null_mut(), 0);
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
-        // SAFETY: `self.raw` is live; `o` outlives the call; the out-pointers
-        // are valid and the reply librados allocates is freed below.
-        let r = unsafe { sys::rados_notify2(self.raw, o.as_ptr(), ptr::null(), 0, ms, &mut reply, &mut len) };
-        // The reply: the answers (a map of watcher to payload), then those
-        // that timed out; only the count of answers matters.
-        let answered = if reply.is_null() {
-            None
-        } else {
-            // SAFETY: librados filled `reply` with `len` bytes; freed once, here.
-            unsafe {
+        let bound = crate::deadline(timeout + self.cluster.busy_wait());
+        let Some((r, answered)) = self.notify_until(&o, ms, bound)? else { return Ok(true) };
+        if r == -libc::ETIMEDOUT {
+            return Ok(true);
+        }
+        check(r.into(), "rados_aio_notify", || format!("{}/{oid}", self.spec()))?;
+        // A reply that does not say: as if watched (the caller takes the careful way).
+        Ok(answered.is_none_or(|n| n > 0))
+    }
+
+    /// Sends an empty notification to the watchers of object `o` (who have
+    /// `ms` to answer) and waits for its completion until `bound`: its return
+    /// value and the count of answers in its reply, or `None` past `bound`.
+    fn notify_until(
+        &self,
+        o: &CStr,
+        ms: u64,
+        bound: std::time::Instant,
+    ) -> Result<Option<(i32, Option<u32>)>> {
+        let state = Arc::new(NotifyState::default());
+        let arg = Arc::into_raw(Arc::clone(&state)).cast_mut().cast::<libc::c_void>();
+        let mut c: sys::rados_completion_t = ptr::null_mut();
+        // SAFETY: `c` is a valid out-pointer; `arg` is a reference the
+        // callback takes over (and drops) when the completion fires.
+        if unsafe { sys::rados_aio_create_completion(arg, Some(notify_done), None, &mut c) } < 0 {
+            // SAFETY: no completion holds `arg`: take its reference back.
+            drop(unsafe { Arc::from_raw(arg.cast::<NotifyState>()) });
+            return Err(no_memory("rados_aio_create_completion", &self.spec()));
+        }
+        let slot = state.reply.get();
+        // SAFETY: `self.raw` is live; `o` outlives the call; `slot` lives in
+        // `state`, which the callback's reference keeps alive until librados
+        // has written the reply and completed `c`.
+        let r = unsafe {
+            sys_more::rados_aio_notify(
+                self.raw,
+                o.as_ptr(),
+                c,
+                ptr::null(),
+                0,
+                ms,
+                &mut (*slot).0,
+                &mut (*slot).1,
+            )
+        };
+        if r < 0 {
+            // librados reports errors through the completion; should one come
+            // here, `c` and the callback's reference are left as they are.
+            return Err(CephError::new("rados_aio_notify", r.into(), self.spec()).into());
+        }
+        let mut done = state.done.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*done {
+            let now = std::time::Instant::now();
+            if now >= bound {
+                // Given up: `c` is never released (librados may still complete
+                // it), and the callback's reference keeps the reply slot alive.
+                return Ok(None);
+            }
+            done = state.cv.wait_timeout(done, bound - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        drop(done);
+        // SAFETY: `c` completed (its callback ran): its return value and the
+        // reply are written; the reply is freed and `c` released once, here.
+        unsafe {
+            let r = sys::rados_aio_get_return_value(c);
+            let (reply, len) = *slot;
+            // The reply: the answers (a map of watcher to payload), then those
+            // that timed out; only the count of answers matters.
+            let answered = (!reply.is_null()).then(|| {
                 let bytes = std::slice::from_raw_parts(reply.cast::<u8>(), len);
                 let n = bytes.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 sys::rados_buffer_free(reply);
                 n
-            }
-        };
-        if r == -libc::ETIMEDOUT {
-            return Ok(true);
+            });
+            sys::rados_aio_release(c);
+            Ok(Some((r, answered.flatten())))
         }
-        check(r.into(), "rados_notify2", || format!("{}/{oid}", self.spec()))?;
-        // A reply that does not say: as if watched (the caller takes the careful way).
-        Ok(answered.is_none_or(|n| n > 0))
     }
 
     /// Creates object `oid` holding `data`, in one operation that fails with

@@ -15,7 +15,7 @@ pub use ceph::rados;
 pub mod rados_more {
     use libc::c_int;
 
-    use super::rados::rados_t;
+    use super::rados::{rados_completion_t, rados_ioctx_t, rados_t};
 
     #[link(name = "rados")]
     unsafe extern "C" {
@@ -25,6 +25,19 @@ pub mod rados_more {
             cluster: rados_t,
             min_compat_client: *mut i8,
             require_min_compat_client: *mut i8,
+        ) -> c_int;
+        /// `rados_notify2` without waiting: the completion fires once every
+        /// watcher answered or `timeout_ms` passed (at the OSD), the reply
+        /// (freed with `rados_buffer_free`) written before.
+        pub fn rados_aio_notify(
+            io: rados_ioctx_t,
+            o: *const libc::c_char,
+            completion: rados_completion_t,
+            buf: *const libc::c_char,
+            buf_len: c_int,
+            timeout_ms: u64,
+            reply_buffer: *mut *mut libc::c_char,
+            reply_buffer_len: *mut libc::size_t,
         ) -> c_int;
     }
 }
