@@ -168,7 +168,7 @@ impl Drop for Reaching {
     }
 }
 
-/// What a notification in flight ([`IoCtx::watched`]) shares with its
+/// What a notification in flight ([`Watchers`]) shares with its
 /// completion's callback: the flag the callback sets, and where librados
 /// writes the reply. A wait given up leaves it to the callback's reference.
 #[derive(Default)]
@@ -185,13 +185,103 @@ unsafe impl Send for NotifyState {}
 unsafe impl Sync for NotifyState {}
 
 /// The completion callback of a notification: marks it done and drops the
-/// reference [`IoCtx::notify_until`] gave it.
+/// reference [`IoCtx::ask_watchers`] gave it.
 extern "C" fn notify_done(_c: sys::rados_completion_t, arg: *mut libc::c_void) {
     // SAFETY: `arg` is the `Arc::into_raw` reference made for this callback,
     // which runs once.
     let state = unsafe { Arc::from_raw(arg.cast::<NotifyState>()) };
     *state.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
     state.cv.notify_all();
+}
+
+/// A notification in flight ([`IoCtx::ask_watchers`]). Dropped unasked,
+/// it is waited for as [`Watchers::watched`] waits, and its outcome dropped.
+#[must_use = "dropping it waits for the notification"]
+pub(crate) struct Watchers {
+    c: sys::rados_completion_t,
+    state: Arc<NotifyState>,
+    bound: std::time::Instant,
+    what: String,
+}
+
+impl Watchers {
+    /// Whether a client watches the object: any answer, or a watcher that did
+    /// not answer in time, means one does.
+    ///
+    /// The wait is bounded here too: librados waits for the OSD's "notify
+    /// complete" without a limit of its own, and a message lost with a
+    /// connection would leave it waiting for ever. Past the answer time and
+    /// one OSD operation's time, the answer is "watched" (the caller takes the
+    /// careful way) and what librados may still write to is left to it.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing object; other [`CephError`]s from `rados_aio_notify`.
+    pub(crate) fn watched(mut self) -> Result<bool> {
+        let Some((r, answered)) = self.finish() else { return Ok(true) };
+        if r == -libc::ETIMEDOUT {
+            return Ok(true);
+        }
+        check(r.into(), "rados_aio_notify", || self.what.clone())?;
+        // A reply that does not say: as if watched (the caller takes the careful way).
+        Ok(answered.is_none_or(|n| n > 0))
+    }
+
+    /// Whether nobody watches the object (`false` too for an object gone
+    /// meanwhile).
+    ///
+    /// # Errors
+    /// As [`Watchers::watched`], but `NotFound`.
+    pub(crate) fn nobody(self) -> Result<bool> {
+        match self.watched() {
+            Ok(watched) => Ok(!watched),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the completion until the bound: its return value and the
+    /// count of answers in its reply, or `None` past the bound (or when
+    /// already finished).
+    fn finish(&mut self) -> Option<(i32, Option<u32>)> {
+        let c = std::mem::replace(&mut self.c, ptr::null_mut());
+        if c.is_null() {
+            return None;
+        }
+        let mut done = self.state.done.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*done {
+            let now = std::time::Instant::now();
+            if now >= self.bound {
+                // Given up: `c` is never released (librados may still complete
+                // it), and the callback's reference keeps the reply slot alive.
+                return None;
+            }
+            done =
+                self.state.cv.wait_timeout(done, self.bound - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        drop(done);
+        // SAFETY: `c` completed (its callback ran): its return value and the
+        // reply are written; the reply is freed and `c` released once, here.
+        unsafe {
+            let r = sys::rados_aio_get_return_value(c);
+            let (reply, len) = *self.state.reply.get();
+            // The reply: the answers (a map of watcher to payload), then those
+            // that timed out; only the count of answers matters.
+            let answered = (!reply.is_null()).then(|| {
+                let bytes = std::slice::from_raw_parts(reply.cast::<u8>(), len);
+                let n = bytes.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                sys::rados_buffer_free(reply);
+                n
+            });
+            sys::rados_aio_release(c);
+            Some((r, answered.flatten()))
+        }
+    }
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
 }
 
 /// One compound read of [`IoCtx::exec_reads_together`]: the cls methods
@@ -794,42 +884,17 @@ impl<'c> IoCtx<'c> {
         Ok(())
     }
 
-    /// Whether a client watches object `oid`: an empty notification (which
-    /// librbd and the kernel client take as "the header changed", and
-    /// answer) is sent to its watchers, and any answer, or a watcher that
-    /// does not answer within `timeout`, means one does. One round trip when
-    /// nobody watches.
-    ///
-    /// The wait is bounded here too: librados waits for the OSD's "notify
-    /// complete" without a limit of its own, and a message lost with a
-    /// connection would leave the call waiting for ever. Past `timeout` and
-    /// one OSD operation's time, the answer is "watched" (the caller takes the
-    /// careful way) and what librados may still write to is left to it.
+    /// Asks whether a client watches object `oid` and returns at once: an
+    /// empty notification (which librbd and the kernel client take as "the
+    /// header changed", and answer) is sent to its watchers, who have
+    /// `timeout` to answer; [`Watchers::watched`] waits for the outcome. One
+    /// round trip when nobody watches, which can overlap the caller's reads.
     ///
     /// # Errors
-    /// `NotFound` for a missing object; other [`CephError`]s from `rados_aio_notify`.
-    pub(crate) fn watched(&self, oid: &str, timeout: Duration) -> Result<bool> {
+    /// A completion librados cannot make; other errors come with the outcome.
+    pub(crate) fn ask_watchers(&self, oid: &str, timeout: Duration) -> Result<Watchers> {
         let o = cstring("object name", oid)?;
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
-        let bound = crate::deadline(timeout + self.cluster.busy_wait());
-        let Some((r, answered)) = self.notify_until(&o, ms, bound)? else { return Ok(true) };
-        if r == -libc::ETIMEDOUT {
-            return Ok(true);
-        }
-        check(r.into(), "rados_aio_notify", || format!("{}/{oid}", self.spec()))?;
-        // A reply that does not say: as if watched (the caller takes the careful way).
-        Ok(answered.is_none_or(|n| n > 0))
-    }
-
-    /// Sends an empty notification to the watchers of object `o` (who have
-    /// `ms` to answer) and waits for its completion until `bound`: its return
-    /// value and the count of answers in its reply, or `None` past `bound`.
-    fn notify_until(
-        &self,
-        o: &CStr,
-        ms: u64,
-        bound: std::time::Instant,
-    ) -> Result<Option<(i32, Option<u32>)>> {
         let state = Arc::new(NotifyState::default());
         let arg = Arc::into_raw(Arc::clone(&state)).cast_mut().cast::<libc::c_void>();
         let mut c: sys::rados_completion_t = ptr::null_mut();
@@ -838,7 +903,7 @@ impl<'c> IoCtx<'c> {
         if unsafe { sys::rados_aio_create_completion(arg, Some(notify_done), None, &mut c) } < 0 {
             // SAFETY: no completion holds `arg`: take its reference back.
             drop(unsafe { Arc::from_raw(arg.cast::<NotifyState>()) });
-            return Err(no_memory("rados_aio_create_completion", &self.spec()));
+            return Err(no_memory("rados_aio_create_completion", oid));
         }
         let slot = state.reply.get();
         // SAFETY: `self.raw` is live; `o` outlives the call; `slot` lives in
@@ -859,35 +924,14 @@ impl<'c> IoCtx<'c> {
         if r < 0 {
             // librados reports errors through the completion; should one come
             // here, `c` and the callback's reference are left as they are.
-            return Err(CephError::new("rados_aio_notify", r.into(), self.spec()).into());
+            return Err(CephError::new("rados_aio_notify", r.into(), format!("{}/{oid}", self.spec())).into());
         }
-        let mut done = state.done.lock().unwrap_or_else(PoisonError::into_inner);
-        while !*done {
-            let now = std::time::Instant::now();
-            if now >= bound {
-                // Given up: `c` is never released (librados may still complete
-                // it), and the callback's reference keeps the reply slot alive.
-                return Ok(None);
-            }
-            done = state.cv.wait_timeout(done, bound - now).unwrap_or_else(PoisonError::into_inner).0;
-        }
-        drop(done);
-        // SAFETY: `c` completed (its callback ran): its return value and the
-        // reply are written; the reply is freed and `c` released once, here.
-        unsafe {
-            let r = sys::rados_aio_get_return_value(c);
-            let (reply, len) = *slot;
-            // The reply: the answers (a map of watcher to payload), then those
-            // that timed out; only the count of answers matters.
-            let answered = (!reply.is_null()).then(|| {
-                let bytes = std::slice::from_raw_parts(reply.cast::<u8>(), len);
-                let n = bytes.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                sys::rados_buffer_free(reply);
-                n
-            });
-            sys::rados_aio_release(c);
-            Ok(Some((r, answered.flatten())))
-        }
+        Ok(Watchers {
+            c,
+            state,
+            bound: crate::deadline(timeout + self.cluster.busy_wait()),
+            what: format!("{}/{oid}", self.spec()),
+        })
     }
 
     /// Creates object `oid` holding `data`, in one operation that fails with
@@ -945,6 +989,52 @@ impl<'c> IoCtx<'c> {
         calls: &[(&CStr, Vec<u8>)],
     ) -> Result<()> {
         self.exec_write(oid, WriteOn::Existing, class, calls)
+    }
+
+    /// Calls the cls methods `calls` (class, method, input) on object `oid`,
+    /// which must exist, in order, all in one write operation (one round
+    /// trip; all or nothing). The caller marks its crash point.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing object; the first failed call's (or the
+    /// operation's) [`CephError`].
+    pub(crate) fn exec_write_classes(&self, oid: &str, calls: &[(&CStr, &CStr, Vec<u8>)]) -> Result<()> {
+        let o = cstring("object name", oid)?;
+        let mut rvals: Vec<libc::c_int> = vec![0; calls.len()];
+        // SAFETY: the op is released below on every path; `calls`, `rvals`
+        // and `o` outlive `rados_write_op_operate`, their last use.
+        let r = unsafe {
+            let op = sys::rados_create_write_op();
+            if op.is_null() {
+                return Err(no_memory("rados_create_write_op", oid));
+            }
+            sys::rados_write_op_assert_exists(op);
+            for ((class, method, input), rval) in calls.iter().zip(rvals.iter_mut()) {
+                sys::rados_write_op_exec(
+                    op,
+                    class.as_ptr(),
+                    method.as_ptr(),
+                    input.as_ptr().cast(),
+                    input.len(),
+                    rval,
+                );
+            }
+            let r = sys::rados_write_op_operate(op, self.raw, o.as_ptr(), ptr::null_mut(), 0);
+            sys::rados_release_write_op(op);
+            r
+        };
+        let what = || {
+            let methods: Vec<String> = calls
+                .iter()
+                .map(|(c, m, _)| format!("{}.{}", c.to_string_lossy(), m.to_string_lossy()))
+                .collect();
+            format!("{}/{oid} {}", self.spec(), methods.join(","))
+        };
+        check(r.into(), "rados_write_op_operate", what)?;
+        for rv in rvals {
+            check(rv.into(), "rados_write_op_exec", what)?;
+        }
+        Ok(())
     }
 
     /// Calls the cls methods `calls` (method, input) of `class` on object `oid`,

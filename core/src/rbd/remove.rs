@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::rados::{ClsRead, IoCtx};
+use crate::rados::{ClsRead, IoCtx, Watchers};
 
 use super::clone::{OP_CLONE_CHILD, OPERATIONS};
 use super::{
@@ -115,6 +115,7 @@ impl IoCtx<'_> {
     /// image it leaves to librbd.
     fn doomed(&self, id: &str, known: ParentKnown<'_>) -> Result<Option<Doomed<'_>>> {
         let _span = crate::trace::span("headers");
+        let watchers = self.ask_header_watchers(id)?;
         let (header, map) = self.read_header(id);
         let Some(header) = header? else { return Ok(None) };
         let parent = match header.parent {
@@ -129,7 +130,7 @@ impl IoCtx<'_> {
             }
             None => None,
         };
-        if !self.unwatched(id)? {
+        if !watchers.nobody()? {
             return Ok(None);
         }
         let Some((count, existing)) = map? else { return Ok(None) };
@@ -213,19 +214,16 @@ impl IoCtx<'_> {
         Ok(ours.then_some(Header { prefix, order, size, data_pool_id, parent }))
     }
 
-    /// Whether nobody has the image with id `id` open: a notification to
-    /// its header's watchers that none answers within [`WATCHER_ANSWER`]
-    /// (`false` too for a header gone meanwhile). What an operation written
-    /// directly on the image's objects asks first.
+    /// Asks whether nobody has the image with id `id` open, and returns at
+    /// once: a notification to its header's watchers, which have
+    /// [`WATCHER_ANSWER`] to answer ([`Watchers::nobody`] waits). What an
+    /// operation written directly on the image's objects asks first, beside
+    /// its reads.
     ///
     /// # Errors
-    /// Ceph errors.
-    pub(super) fn unwatched(&self, id: &str) -> Result<bool> {
-        match self.watched(&header_oid(id), WATCHER_ANSWER) {
-            Ok(watched) => Ok(!watched),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+    /// As [`IoCtx::ask_watchers`].
+    pub(super) fn ask_header_watchers(&self, id: &str) -> Result<Watchers> {
+        self.ask_watchers(&header_oid(id), WATCHER_ANSWER)
     }
 
     /// An I/O context on pool `id`, in this namespace: where an image with

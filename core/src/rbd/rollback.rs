@@ -121,6 +121,7 @@ impl IoCtx<'_> {
         let _span = crate::trace::span("headers");
         let (oid, head_map) = (header_oid(id), object_map_oid(id));
         let snap_map = format!("{head_map}.{snap_id:016x}");
+        let watchers = self.ask_header_watchers(id)?;
         let (head, snap) = (HEAD_SNAP.to_le_bytes().to_vec(), snap_id.to_le_bytes().to_vec());
         let calls = [
             (c"get_features", head.clone()),
@@ -208,7 +209,7 @@ impl IoCtx<'_> {
                 .map(|(i, _)| len(i))
                 .sum()
         });
-        if !self.unwatched(id)? {
+        if !watchers.nobody()? {
             return Ok(None);
         }
         let data_pool_id = (data_pool_id >= 0 && data_pool_id != self.pool_id()).then_some(data_pool_id);
