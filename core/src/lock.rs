@@ -276,6 +276,14 @@ fn assert_request(cookie: &str) -> Vec<u8> {
     versioned(body)
 }
 
+/// The cls_lock `unlock` request (`cls_lock_unlock_op`).
+fn unlock_request(cookie: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_string(&mut body, LOCK_NAME.to_bytes());
+    put_string(&mut body, cookie.as_bytes());
+    versioned(body)
+}
+
 impl<'io> ObjectLock<'io> {
     /// Takes the lock of image `name`, waiting for another holder; `None` when
     /// there is no such image (the caller's librbd call reports that).
@@ -319,6 +327,36 @@ impl<'io> ObjectLock<'io> {
     pub(crate) fn release(mut self) -> Result<()> {
         self.released = true;
         self.unlock()
+    }
+
+    /// Releases the lock of an image header in the same write as the cls
+    /// `rbd` calls `calls` (method, input) on it, which go first: one round
+    /// trip for both, and a crash leaves both or neither. A nested holder
+    /// writes the calls alone (the outermost unlocks); a lost lock writes
+    /// nothing and reports the loss.
+    ///
+    /// # Errors
+    /// As [`ObjectLock::release`]; the calls' errors.
+    pub(crate) fn release_with(mut self, calls: &[(&CStr, Vec<u8>)]) -> Result<()> {
+        self.released = true;
+        if calls.is_empty() {
+            return self.unlock();
+        }
+        debug_assert!(self.kind == Kind::Header, "calls are cls rbd methods of a header");
+        let _span = crate::trace::span("unlock");
+        let Some(h) = self.forget() else {
+            return self.io.exec_write_existing(&self.oid, c"rbd", calls);
+        };
+        if h.beat.stop() {
+            let _ = unlock(self.io, &self.oid, &h.cookie);
+            return Err(self.lost());
+        }
+        let mut all: Vec<(&CStr, &CStr, Vec<u8>)> =
+            calls.iter().map(|(m, i)| (c"rbd", *m, i.clone())).collect();
+        all.push((c"lock", c"unlock", unlock_request(&h.cookie)));
+        self.io.exec_write_classes(&self.oid, &all)?;
+        crate::crash::point("unlock with the header's edits");
+        Ok(())
     }
 
     /// Releases the lock of an image header this process has just removed:
@@ -445,7 +483,8 @@ impl<'c> IoCtx<'c> {
 
     /// Runs `op`, an operation written directly on the objects of image
     /// `name` (whose id `id` the caller read), holding the image's lock
-    /// without opening it.
+    /// without opening it. `op` returns, beside its outcome, cls `rbd` calls
+    /// (method, input) for the header that go in the write releasing the lock.
     ///
     /// # Errors
     /// [`Error::Busy`] as for [`IoCtx::open`]; what `op` reports;
@@ -454,11 +493,15 @@ impl<'c> IoCtx<'c> {
         &self,
         id: &str,
         name: &str,
-        op: impl FnOnce() -> Result<T>,
+        op: impl FnOnce() -> Result<(T, Vec<(&'static CStr, Vec<u8>)>)>,
     ) -> Result<T> {
         let lock = ObjectLock::image_by_id(self, id, name)?;
-        let out = op()?;
-        lock.map_or(Ok(()), ObjectLock::release)?;
+        let (out, calls) = op()?;
+        match lock {
+            Some(lock) => lock.release_with(&calls)?,
+            None if calls.is_empty() => {}
+            None => self.exec_write_existing(&crate::rbd::header_oid(id), c"rbd", &calls)?,
+        }
         Ok(out)
     }
 

@@ -618,7 +618,7 @@ impl<'c> Disk<'c> {
         let snap_id = target.snap.id;
         io.with_image_lock(&head.id, name, || {
             let Some(plan) = io.rollback_plan(&head.id, snap_id, pending.is_some())? else {
-                return Ok(false);
+                return Ok((false, Vec::new()));
             };
             let max = cfg.rollback_max_bytes;
             let in_place = pending.is_some()
@@ -627,15 +627,15 @@ impl<'c> Disk<'c> {
                     && (plan.image_bytes().saturating_mul(2) <= max
                         || plan.held_and_changed().is_some_and(|b| b <= max)));
             if !in_place {
-                return Ok(false);
+                return Ok((false, Vec::new()));
             }
-            // Marked first, as the open path marks it.
+            // Marked first, as the open path marks it; unmarked in the write
+            // that releases the lock.
             if pending.is_none() {
                 io.edit_metadata_by_id(&head.id, &[], &[(KEY_ROLLBACK_TO, snap)])?;
             }
             io.rollback_directly(&plan)?;
-            io.edit_metadata_by_id(&head.id, &[KEY_ROLLBACK_TO], &[])?;
-            Ok(true)
+            Ok((true, crate::rbd::metadata_calls(&[KEY_ROLLBACK_TO], &[])?))
         })
     }
 

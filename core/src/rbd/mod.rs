@@ -16,6 +16,8 @@ pub use clone::Unfinished;
 pub use image::{Image, ImageInfo, LinkedImage, Parent, SnapNamespace, Snapshot, Watcher};
 pub use options::{ImageOptions, features};
 
+use std::ffi::CStr;
+
 use crate::error::{Result, check};
 use crate::ffi::rbd as sys;
 use crate::rados::{ClsRead, IoCtx, cstring};
@@ -474,6 +476,40 @@ impl<'c> IoCtx<'c> {
 
 /// The pool's image directory (names to ids and back), format-2 images.
 pub(crate) const RBD_DIRECTORY: &str = "rbd_directory";
+
+/// The cls `rbd` calls (method, input) that remove the metadata keys `remove`
+/// and set `set` on an image header, in that order.
+///
+/// # Errors
+/// [`crate::Error::Invalid`] for a key or value with a NUL.
+pub(crate) fn metadata_calls(remove: &[&str], set: &[(&str, &str)]) -> Result<Vec<(&'static CStr, Vec<u8>)>> {
+    // As librbd reads them back: C strings (a NUL would cut a key short).
+    for k in remove.iter().chain(set.iter().map(|(k, _)| k)) {
+        crate::rados::cstring("metadata key", k)?;
+    }
+    for (_, v) in set {
+        crate::rados::cstring("metadata value", v)?;
+    }
+    let put = |b: &mut Vec<u8>, s: &str| crate::rados::put_string(b, s.as_bytes());
+    let mut calls: Vec<(&'static CStr, Vec<u8>)> = remove
+        .iter()
+        .map(|k| {
+            let mut b = Vec::new();
+            put(&mut b, k);
+            (c"metadata_remove", b)
+        })
+        .collect();
+    if !set.is_empty() {
+        // A `map<string, bufferlist>`.
+        let mut b = u32::try_from(set.len()).unwrap_or(u32::MAX).to_le_bytes().to_vec();
+        for (k, v) in set {
+            put(&mut b, k);
+            put(&mut b, v);
+        }
+        calls.push((c"metadata_set", b));
+    }
+    Ok(calls)
+}
 
 /// The header object of the image with id `id`.
 pub(crate) fn header_oid(id: &str) -> String {
@@ -1272,31 +1308,7 @@ impl IoCtx<'_> {
     /// [`crate::Error::Invalid`] for a key or value with a NUL (nothing is
     /// written); `NotFound` for a missing header; Ceph errors.
     pub(crate) fn edit_header_metadata(&self, id: &str, remove: &[&str], set: &[(&str, &str)]) -> Result<()> {
-        // As librbd reads them back: C strings (a NUL would cut a key short).
-        for k in remove.iter().chain(set.iter().map(|(k, _)| k)) {
-            crate::rados::cstring("metadata key", k)?;
-        }
-        for (_, v) in set {
-            crate::rados::cstring("metadata value", v)?;
-        }
-        let put = |b: &mut Vec<u8>, s: &str| crate::rados::put_string(b, s.as_bytes());
-        let mut calls: Vec<(&std::ffi::CStr, Vec<u8>)> = remove
-            .iter()
-            .map(|k| {
-                let mut b = Vec::new();
-                put(&mut b, k);
-                (c"metadata_remove", b)
-            })
-            .collect();
-        if !set.is_empty() {
-            // A `map<string, bufferlist>`.
-            let mut b = u32::try_from(set.len()).unwrap_or(u32::MAX).to_le_bytes().to_vec();
-            for (k, v) in set {
-                put(&mut b, k);
-                put(&mut b, v);
-            }
-            calls.push((c"metadata_set", b));
-        }
+        let calls = metadata_calls(remove, set)?;
         if calls.is_empty() {
             return Ok(());
         }
