@@ -109,6 +109,62 @@ fn a_job_on_a_host_stops_at_its_deadline_with_everything_it_started() {
     assert!(remote_jobs.is_empty(), "no rbdx remote runs on: {remote_jobs:?}");
 }
 
+#[test]
+fn a_job_blocked_writing_to_a_reader_that_stopped_reading_stops_at_its_deadline() {
+    // A host's job streaming an image on stdout holds the stream's lock while
+    // it writes; with a reader that stopped reading, the write never returns.
+    // The watchdog must neither wait for that lock nor for its own report.
+    let e = OneEnv::new(Path::new(BIN), "EXECUTION = local\n");
+    let c = e.cluster.connect();
+    let img = ImageSpec::new(&e.cluster.pool, &format!("one-{}", fresh_id())).unwrap();
+    ops::create(c, &img, 16 * MIB, &CreateOptions::default()).unwrap();
+    rbdx_tests::fill(&ops::ioctx(c, &img).unwrap().open(&img.name).unwrap(), 0, 8 * MIB, 3);
+    let ceph = rbdx_one::access::CephAccess {
+        conf: Some(e.cluster.conf.display().to_string()),
+        user: Some(e.cluster.id.clone()),
+        key_file: Some(e.key_file.display().to_string()),
+        timeout_secs: 10,
+    };
+    let request = serde_json::to_string(&rbdx_one::exec::Request {
+        protocol: rbdx_one::job::PROTOCOL,
+        job: rbdx_one::job::Job::SendImage { ceph, image: img.to_string(), size_only: false },
+        deadline_ms: Some(1500),
+        trace: false,
+    })
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("remote")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{request}").unwrap();
+    }
+    // stdout is kept open and never read.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = t.elapsed();
+    ops::remove(c, &img, ops::RemoveOptions::default()).unwrap();
+    let status =
+        status.unwrap_or_else(|| panic!("still running {took:?} after the job started (deadline 1.5 s)"));
+    assert!(!status.success(), "stopped, not finished");
+    assert!(took < Duration::from_secs(8), "stopped at its deadline: took {took:?}");
+}
+
 fn cp(e: &OneEnv, id: u32, url: &str) -> std::process::Output {
     let msg =
         format!("<IMAGE><PATH><![CDATA[{url}]]></PATH><SIZE>1</SIZE></IMAGE>{}", e.image_ds(DS, false, &[]));

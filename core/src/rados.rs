@@ -690,6 +690,13 @@ pub fn exit_process(code: u8) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    exit_unflushed(code)
+}
+
+/// [`exit_process`] without flushing std's output streams first: the way out
+/// of a watchdog, which must not wait for the locks of those streams (the
+/// thread it stops may hold one, blocked in a write).
+pub fn exit_unflushed(code: u8) -> ! {
     // SAFETY: `_exit` only ends the process; nothing of this process runs after it.
     unsafe { libc::_exit(i32::from(code)) }
 }

@@ -23,7 +23,11 @@ const TRANSFERS: [&str; 2] = ["cp", "export"];
 /// Runs DS action `action` with oned's arguments and stdin; returns the exit code.
 pub fn main(action: &str, args: &[String]) -> i32 {
     let result = context::DsCtx::load(args, TRANSFERS.contains(&action)).and_then(|ctx| {
-        rbdx_one::deadline::arm(ctx.cfg.action_timeout, |m| rbdx_one::log::fail(m));
+        rbdx_one::deadline::arm(
+            ctx.cfg.action_timeout,
+            rbdx_one::deadline::Output::Stderr,
+            rbdx_one::log::failure,
+        );
         dispatch(action, &ctx)
     });
     rbdx_one::deadline::finished();

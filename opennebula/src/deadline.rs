@@ -14,13 +14,32 @@ use std::time::{Duration, Instant};
 static DEADLINE: OnceLock<(Instant, Duration)> = OnceLock::new();
 static FINISHED: AtomicBool = AtomicBool::new(false);
 
+/// How long the watchdog waits for its report to be written before it exits
+/// anyway.
+const REPORT_WAIT: Duration = Duration::from_secs(2);
+
 /// How much earlier than the front-end a host stops a job.
 const HOST_MARGIN: Duration = Duration::from_secs(2);
 
+/// Where the report of an action stopped at its deadline goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Output {
+    /// Standard output (a remote job's JSON outcome).
+    Stdout,
+    /// Standard error (oned's one line).
+    Stderr,
+}
+
 /// Arms the deadline `limit` from now (once per process; later calls keep the
-/// first). When it passes, `report` is called with the failure line (unless the
-/// action already finished), children are killed, and the process exits 1.
-pub fn arm(limit: Duration, report: fn(&str)) {
+/// first). When it passes, the text `report` makes of the failure line goes to
+/// `to` (unless the action already finished), children are killed, and the
+/// process exits 1.
+///
+/// The report is written straight to the file descriptor and the process ends
+/// without flushing std's streams: the action's thread may hold the lock of
+/// one (a job streaming an image on stdout holds it throughout), blocked in a
+/// write or a call, and the watchdog must not wait for it.
+pub fn arm(limit: Duration, to: Output, report: fn(&str) -> String) {
     let at = rbdx_core::deadline(limit);
     if DEADLINE.set((at, limit)).is_err() {
         return;
@@ -35,12 +54,33 @@ pub fn arm(limit: Duration, report: fn(&str)) {
         }
         rbdx_import::child::kill_all();
         if !FINISHED.swap(true, Ordering::SeqCst) {
-            report(&stopped(limit, rbdx_core::trace::current()));
+            // From a thread of its own: the stream may be a pipe nobody reads.
+            let text = report(&stopped(limit, rbdx_core::trace::current()));
+            let (done, wrote) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                write_unlocked(to, text.as_bytes());
+                let _ = done.send(());
+            });
+            let _ = wrote.recv_timeout(REPORT_WAIT);
         }
         // The action's thread is still inside a call: no destructor may run
         // under it (nor under librados' threads).
-        rbdx_core::rados::exit_process(1);
+        rbdx_core::rados::exit_unflushed(1);
     });
+}
+
+/// Writes `bytes` to `to`'s file descriptor, without std's lock on the stream.
+fn write_unlocked(to: Output, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let fd = match to {
+        Output::Stdout => 1,
+        Output::Stderr => 2,
+    };
+    // SAFETY: descriptors 1 and 2 stay open for the life of the process; the
+    // `File` is never dropped, so it does not close them.
+    let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    let _ = f.write_all(bytes);
 }
 
 /// The failure line of an action stopped at its deadline `limit`, naming the

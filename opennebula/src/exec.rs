@@ -232,11 +232,10 @@ pub fn serve(mut input: impl Read + 'static) -> (Option<Outcome>, i32) {
     }
     let started = std::time::Instant::now();
     if let Some(ms) = req.deadline_ms {
-        deadline::arm(Duration::from_millis(ms), |msg| {
-            println!(
-                "{}",
-                serde_json::to_string(&failed(Error::TimedOut(msg.to_string()))).unwrap_or_default()
-            );
+        deadline::arm(Duration::from_millis(ms), deadline::Output::Stdout, |msg| {
+            let outcome =
+                serde_json::to_string(&failed(Error::TimedOut(msg.to_string()))).unwrap_or_default();
+            format!("{outcome}\n")
         });
     }
     let result = match &req.job {

@@ -9,9 +9,14 @@ pub fn info(msg: &str) {
 
 /// Writes an `ERROR:` log line and then the one-line failure message.
 pub fn fail(msg: impl std::fmt::Display) {
-    let m = one_line(&msg.to_string());
-    eprintln!("ERROR: {m}");
-    eprintln!("{m}");
+    eprint!("{}", failure(&msg.to_string()));
+}
+
+/// What [`fail`] writes for `msg`: the `ERROR:` line oned logs, then the line
+/// it shows as the action's error.
+pub fn failure(msg: &str) -> String {
+    let m = one_line(msg);
+    format!("ERROR: {m}\n{m}\n")
 }
 
 /// Joins a multi-line message into one line.

@@ -62,7 +62,11 @@ const TRANSFERS: [&str; 11] = [
 /// Runs TM action `action` with oned's arguments; returns the exit code.
 pub fn main(action: &str, args: &[String]) -> i32 {
     let result = Ctx::load(TRANSFERS.contains(&action)).and_then(|ctx| {
-        rbdx_one::deadline::arm(ctx.cfg.action_timeout, |m| rbdx_one::log::fail(m));
+        rbdx_one::deadline::arm(
+            ctx.cfg.action_timeout,
+            rbdx_one::deadline::Output::Stderr,
+            rbdx_one::log::failure,
+        );
         dispatch(action, args, &ctx)
     });
     rbdx_one::deadline::finished();
