@@ -1006,42 +1006,8 @@ impl<'c> IoCtx<'c> {
     /// `NotFound` for a missing object; the first failed call's (or the
     /// operation's) [`CephError`].
     pub(crate) fn exec_write_classes(&self, oid: &str, calls: &[(&CStr, &CStr, Vec<u8>)]) -> Result<()> {
-        let o = cstring("object name", oid)?;
-        let mut rvals: Vec<libc::c_int> = vec![0; calls.len()];
-        // SAFETY: the op is released below on every path; `calls`, `rvals`
-        // and `o` outlive `rados_write_op_operate`, their last use.
-        let r = unsafe {
-            let op = sys::rados_create_write_op();
-            if op.is_null() {
-                return Err(no_memory("rados_create_write_op", oid));
-            }
-            sys::rados_write_op_assert_exists(op);
-            for ((class, method, input), rval) in calls.iter().zip(rvals.iter_mut()) {
-                sys::rados_write_op_exec(
-                    op,
-                    class.as_ptr(),
-                    method.as_ptr(),
-                    input.as_ptr().cast(),
-                    input.len(),
-                    rval,
-                );
-            }
-            let r = sys::rados_write_op_operate(op, self.raw, o.as_ptr(), ptr::null_mut(), 0);
-            sys::rados_release_write_op(op);
-            r
-        };
-        let what = || {
-            let methods: Vec<String> = calls
-                .iter()
-                .map(|(c, m, _)| format!("{}.{}", c.to_string_lossy(), m.to_string_lossy()))
-                .collect();
-            format!("{}/{oid} {}", self.spec(), methods.join(","))
-        };
-        check(r.into(), "rados_write_op_operate", what)?;
-        for rv in rvals {
-            check(rv.into(), "rados_write_op_exec", what)?;
-        }
-        Ok(())
+        let calls: Vec<_> = calls.iter().map(|(c, m, i)| (*c, *m, i.as_slice())).collect();
+        self.exec_write_calls(oid, WriteOn::Existing, &calls)
     }
 
     /// Calls the cls methods `calls` (method, input) of `class` on object `oid`,
@@ -1059,10 +1025,16 @@ impl<'c> IoCtx<'c> {
         class: &CStr,
         calls: &[(&CStr, Vec<u8>)],
     ) -> Result<()> {
+        let calls: Vec<_> = calls.iter().map(|(m, i)| (class, *m, i.as_slice())).collect();
+        self.exec_write_calls(oid, on, &calls)
+    }
+
+    /// [`IoCtx::exec_write`] of calls (class, method, input) of any classes.
+    fn exec_write_calls(&self, oid: &str, on: WriteOn, calls: &[(&CStr, &CStr, &[u8])]) -> Result<()> {
         let o = cstring("object name", oid)?;
         let mut rvals: Vec<libc::c_int> = vec![0; calls.len()];
-        // SAFETY: the op is released below on every path; `calls`, `rvals`,
-        // `class` and `o` outlive `rados_write_op_operate`, their last use.
+        // SAFETY: the op is released below on every path; `calls`, `rvals`
+        // and `o` outlive `rados_write_op_operate`, their last use.
         let r = unsafe {
             let op = sys::rados_create_write_op();
             if op.is_null() {
@@ -1073,7 +1045,7 @@ impl<'c> IoCtx<'c> {
                 WriteOn::New => sys::rados_write_op_create(op, 1, ptr::null()),
                 WriteOn::Any => {}
             }
-            for ((method, input), rval) in calls.iter().zip(rvals.iter_mut()) {
+            for ((class, method, input), rval) in calls.iter().zip(rvals.iter_mut()) {
                 sys::rados_write_op_exec(
                     op,
                     class.as_ptr(),
@@ -1087,8 +1059,20 @@ impl<'c> IoCtx<'c> {
             sys::rados_release_write_op(op);
             r
         };
-        let methods = || calls.iter().map(|(m, _)| m.to_string_lossy()).collect::<Vec<_>>().join(",");
-        let what = || format!("{}/{oid} {}.{}", self.spec(), class.to_string_lossy(), methods());
+        // `rbd.a,b,lock.c`: a class named where it changes.
+        let what = || {
+            let mut last: Option<&CStr> = None;
+            let names: Vec<String> = calls
+                .iter()
+                .map(|(c, m, _)| {
+                    let named =
+                        if last == Some(*c) { String::new() } else { format!("{}.", c.to_string_lossy()) };
+                    last = Some(*c);
+                    format!("{named}{}", m.to_string_lossy())
+                })
+                .collect();
+            format!("{}/{oid} {}", self.spec(), names.join(","))
+        };
         check(r.into(), "rados_write_op_operate", what)?;
         for rv in rvals {
             check(rv.into(), "rados_write_op_exec", what)?;
