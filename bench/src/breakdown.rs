@@ -211,8 +211,8 @@ const LIBRBD_CALLS: &[(&str, &str)] = &[
     ),
     (
         "rollback",
-        "rbdx rolls back every object the head or the snapshot holds (all in flight at once), then writes the \
-         snapshot's object map as the head's",
+        "rbdx rolls back the objects the head or the snapshot holds (64 at a time; back to the newest \
+         snapshot, only those written since it), then writes the snapshot's object map as the head's",
     ),
     (
         "rollback (librbd)",
