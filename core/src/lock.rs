@@ -56,7 +56,7 @@ use serde_json::json;
 
 use crate::error::{CephError, Error, ErrorKind, Result, check};
 use crate::ffi::rados as sys;
-use crate::rados::{IoCtx, cstring, put_string};
+use crate::rados::{IoCtx, WriteOn, cstring, put_string};
 use crate::rbd::{Image, ParentKnown, SnapNamespace, Unfinished};
 
 /// The rados lock name.
@@ -326,37 +326,21 @@ impl<'io> ObjectLock<'io> {
     /// [`Error::LockLost`] if another client took the lock away while we held it.
     pub(crate) fn release(mut self) -> Result<()> {
         self.released = true;
-        self.unlock()
+        self.unlock(&[])
     }
 
     /// Releases the lock of an image header in the same write as the cls
-    /// `rbd` calls `calls` (method, input) on it, which go first: one round
+    /// `rbd` calls `edits` (method, input) on it, which go first: one round
     /// trip for both, and a crash leaves both or neither. A nested holder
-    /// writes the calls alone (the outermost unlocks); a lost lock writes
+    /// writes the edits alone (the outermost unlocks); a lost lock writes
     /// nothing and reports the loss.
     ///
     /// # Errors
-    /// As [`ObjectLock::release`]; the calls' errors.
-    pub(crate) fn release_with(mut self, calls: &[(&CStr, Vec<u8>)]) -> Result<()> {
+    /// As [`ObjectLock::release`]; the edits' errors.
+    pub(crate) fn release_with(mut self, edits: &[(&CStr, Vec<u8>)]) -> Result<()> {
+        debug_assert!(edits.is_empty() || self.kind == Kind::Header, "edits are cls rbd methods of a header");
         self.released = true;
-        if calls.is_empty() {
-            return self.unlock();
-        }
-        debug_assert!(self.kind == Kind::Header, "calls are cls rbd methods of a header");
-        let _span = crate::trace::span("unlock");
-        let Some(h) = self.forget() else {
-            return self.io.exec_write_existing(&self.oid, c"rbd", calls);
-        };
-        if h.beat.stop() {
-            let _ = unlock(self.io, &self.oid, &h.cookie);
-            return Err(self.lost());
-        }
-        let mut all: Vec<(&CStr, &CStr, Vec<u8>)> =
-            calls.iter().map(|(m, i)| (c"rbd", *m, i.clone())).collect();
-        all.push((c"lock", c"unlock", unlock_request(&h.cookie)));
-        self.io.exec_write_classes(&self.oid, &all)?;
-        crate::crash::point("unlock with the header's edits");
-        Ok(())
+        self.unlock(edits)
     }
 
     /// Releases the lock of an image header this process has just removed:
@@ -380,9 +364,18 @@ impl<'io> ObjectLock<'io> {
         map.remove(&self.key)
     }
 
-    fn unlock(&self) -> Result<()> {
+    /// Unlocks (the last of a nested set), in the same write as the header
+    /// edits `edits` when there are any ([`ObjectLock::release_with`]).
+    fn unlock(&self, edits: &[(&CStr, Vec<u8>)]) -> Result<()> {
         let _span = crate::trace::span("unlock");
-        let Some(h) = self.forget() else { return Ok(()) };
+        let Some(h) = self.forget() else {
+            // Nested: the outermost holder unlocks; the edits go alone.
+            return if edits.is_empty() {
+                Ok(())
+            } else {
+                self.io.exec_write_existing(&self.oid, c"rbd", edits)
+            };
+        };
         let lost = h.beat.stop();
         if lost {
             // Still ours only if nobody else took it: try, and report the loss.
@@ -390,6 +383,15 @@ impl<'io> ObjectLock<'io> {
             return Err(self.lost());
         }
         match self.kind {
+            Kind::Header if !edits.is_empty() => {
+                let request = unlock_request(&h.cookie);
+                let mut calls: Vec<(&CStr, &CStr, &[u8])> =
+                    edits.iter().map(|(m, i)| (c"rbd", *m, i.as_slice())).collect();
+                calls.push((c"lock", c"unlock", &request));
+                self.io.exec_write_calls(&self.oid, WriteOn::Existing, &calls)?;
+                crate::crash::point("unlock with the header's edits");
+                Ok(())
+            }
             // An image removed meanwhile (by us) took its lock with it.
             Kind::Header => match unlock(self.io, &self.oid, &h.cookie) {
                 Err(e) if e.is_not_found() => Ok(()),
@@ -411,7 +413,7 @@ impl Drop for ObjectLock<'_> {
     fn drop(&mut self) {
         if !self.released {
             // Dropped on an error path: the operation's own error is what counts.
-            let _ = self.unlock();
+            let _ = self.unlock(&[]);
         }
     }
 }

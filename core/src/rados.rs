@@ -998,18 +998,6 @@ impl<'c> IoCtx<'c> {
         self.exec_write(oid, WriteOn::Existing, class, calls)
     }
 
-    /// Calls the cls methods `calls` (class, method, input) on object `oid`,
-    /// which must exist, in order, all in one write operation (one round
-    /// trip; all or nothing). The caller marks its crash point.
-    ///
-    /// # Errors
-    /// `NotFound` for a missing object; the first failed call's (or the
-    /// operation's) [`CephError`].
-    pub(crate) fn exec_write_classes(&self, oid: &str, calls: &[(&CStr, &CStr, Vec<u8>)]) -> Result<()> {
-        let calls: Vec<_> = calls.iter().map(|(c, m, i)| (*c, *m, i.as_slice())).collect();
-        self.exec_write_calls(oid, WriteOn::Existing, &calls)
-    }
-
     /// Calls the cls methods `calls` (method, input) of `class` on object `oid`,
     /// in order, all in one write operation (one round trip; all or nothing),
     /// on the object as `on` says. The caller marks its crash point.
@@ -1030,7 +1018,15 @@ impl<'c> IoCtx<'c> {
     }
 
     /// [`IoCtx::exec_write`] of calls (class, method, input) of any classes.
-    fn exec_write_calls(&self, oid: &str, on: WriteOn, calls: &[(&CStr, &CStr, &[u8])]) -> Result<()> {
+    ///
+    /// # Errors
+    /// As [`IoCtx::exec_write`].
+    pub(crate) fn exec_write_calls(
+        &self,
+        oid: &str,
+        on: WriteOn,
+        calls: &[(&CStr, &CStr, &[u8])],
+    ) -> Result<()> {
         let o = cstring("object name", oid)?;
         let mut rvals: Vec<libc::c_int> = vec![0; calls.len()];
         // SAFETY: the op is released below on every path; `calls`, `rvals`
